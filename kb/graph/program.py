@@ -1,0 +1,122 @@
+"""A link program: how the units of one significant layer reach those of the next.
+
+A program is a list of terms. Each term is a chain of linear maps (``kb.graph.linear``) from every source
+channel to a slice of the target channels: one term per Inception branch, two terms (branch and shortcut)
+over the same slice for a ResNet block, a single term for a plain conv. Terms over the same slice add.
+
+Programs are what the database stores per pair of layers (``layer_link.program``), so any edge's kernel can
+be recomputed on demand without torch; ``expand`` computes every edge's weight and magnitude at import.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from kb.graph.linear import Dense, Op, Spatial, add, fold, to_dense
+
+DIRECT = "direct"
+EXPANDED = "expanded"
+
+
+@dataclass(frozen=True)
+class Term:
+    start: int  # first target channel this term writes
+    stop: int  # one past the last
+    ops: tuple[Op, ...]
+    label: str = ""  # e.g. "branch2" or "shortcut", for people reading the program
+
+    @property
+    def channels(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class LinkProgram:
+    in_channels: int
+    out_channels: int
+    terms: tuple[Term, ...]
+    notes: tuple[str, ...] = ()  # documented approximations, e.g. "maxpool3 (3x3/2) linearised as its average"
+
+    @property
+    def method(self) -> str:
+        if len(self.terms) == 1 and sum(op.parametric for op in self.terms[0].ops) == 1:
+            return DIRECT
+        return EXPANDED
+
+    def slices(self) -> list[tuple[int, int]]:
+        return sorted({(t.start, t.stop) for t in self.terms})
+
+    def kernels(self, start: int, stop: int, rows: np.ndarray | None = None) -> Dense:
+        """The expanded kernels of targets ``rows`` (relative to ``start``) of one target slice."""
+        parts = []
+        for t in self.terms:
+            if (t.start, t.stop) != (start, stop):
+                continue
+            parts.append(to_dense(fold(list(t.ops), rows, t.channels), self.in_channels))
+        return add(parts)
+
+    def kernel(self, target: int) -> Dense:
+        """The kernel of one target channel: weight shape [1, in_channels, kh, kw]."""
+        for start, stop in self.slices():
+            if start <= target < stop:
+                return self.kernels(start, stop, np.array([target - start]))
+        raise IndexError(f"target channel {target} is outside 0..{self.out_channels - 1}")
+
+    def expand(self, chunk: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yields (target channel, weight[in], magnitude[in]) blocks: weight = sum(K), magnitude = ||K||₂."""
+        for start, stop in self.slices():
+            for lo in range(0, stop - start, chunk):
+                rows = np.arange(lo, min(lo + chunk, stop - start))
+                k = self.kernels(start, stop, rows).weight
+                flat = k.reshape(k.shape[0], k.shape[1], -1)
+                weight = flat.sum(axis=2, dtype=np.float64).astype(np.float32)
+                magnitude = np.sqrt(np.einsum("tsk,tsk->ts", flat, flat, dtype=np.float64)).astype(np.float32)
+                yield rows + start, weight, magnitude
+
+
+# -- storage -------------------------------------------------------------------------------------------
+
+def dumps(program: LinkProgram) -> tuple[dict, bytes]:
+    """(JSON structure, npz bytes of its arrays). No pickle: the API loads these."""
+    arrays: dict[str, np.ndarray] = {}
+    terms = []
+    for ti, t in enumerate(program.terms):
+        ops = []
+        for oi, op in enumerate(t.ops):
+            name = f"t{ti}o{oi}"
+            if isinstance(op, Dense):
+                arrays[name] = op.weight
+                kind = "dense"
+            else:
+                arrays[name] = op.filter
+                kind = "spatial"
+            ops.append({"kind": kind, "array": name, "stride": list(op.stride), "pad": list(op.pad),
+                        "parametric": op.parametric, "source": op.source})
+        terms.append({"start": t.start, "stop": t.stop, "label": t.label, "ops": ops})
+    meta = {"in_channels": program.in_channels, "out_channels": program.out_channels,
+            "terms": terms, "notes": list(program.notes)}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return meta, buf.getvalue()
+
+
+def loads(meta: dict | str, blob: bytes) -> LinkProgram:
+    if isinstance(meta, str):
+        meta = json.loads(meta)
+    arrays = np.load(io.BytesIO(blob), allow_pickle=False)
+    terms = []
+    for t in meta["terms"]:
+        ops: list[Op] = []
+        for o in t["ops"]:
+            a = arrays[o["array"]]
+            if o["kind"] == "dense":
+                ops.append(Dense(a, tuple(o["stride"]), tuple(o["pad"]), o["parametric"], o["source"]))
+            else:
+                ops.append(Spatial(a, tuple(o["stride"]), tuple(o["pad"]), o["source"]))
+        terms.append(Term(t["start"], t["stop"], tuple(ops), t.get("label", "")))
+    return LinkProgram(meta["in_channels"], meta["out_channels"], tuple(terms), tuple(meta.get("notes", ())))

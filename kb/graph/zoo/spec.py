@@ -1,0 +1,86 @@
+"""The model zoo as data: which layers of an architecture are significant, and the path between them.
+
+Like Lucid's model zoo, nothing here is guessed at run time: every significant layer is declared with its
+name (the key researchers cite), the module whose output holds its units, tags and aliases; the trunk says
+in which order the modules between significant layers run. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    name: str  # the citable layer key, e.g. "mixed4c"
+    module: str  # module path whose output holds the units, e.g. "mixed4c", "layer3.5"
+    kind: str  # conv | inception | bottleneck | linear
+    tags: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # other names researchers use: "4c", "inception4c", the conv before a ReLU
+
+
+# -- trunk steps -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class M:
+    """A module converted by its type (conv, BatchNorm, pool, linear, Inception block, ResNet block...)."""
+    path: str
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A conv whose padding is applied outside the module (lucent's InceptionV1 pads with F.pad)."""
+    path: str
+    pad: Pair = (0, 0)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A functional pooling window; max-pooling is linearised as its average (see kb.graph.linear)."""
+    size: int
+    stride: int
+    pad: Pair = (0, 0)
+    path: str = ""
+    op: str = "max"
+
+
+@dataclass(frozen=True)
+class Same:
+    """An op taken as the identity in the linear path: a ReLU layer, local response normalisation."""
+    path: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Branches:
+    """Parallel branches whose outputs are concatenated along channels (an Inception block)."""
+    path: str
+    branches: tuple[tuple[Any, ...], ...]
+
+
+Step = M | Conv | Pool | Same | Branches
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # default model key, e.g. "inceptionv1"
+    source: str  # e.g. "lucent:inceptionv1"
+    input_shape: tuple[int, int, int]
+    layers: tuple[LayerSpec, ...]
+    trunk: tuple[Step, ...]
+    build: Callable[[], Any]  # returns an nn.Module with freshly initialised (random) weights
+    pretrained: Callable[[str], dict] | None = None  # weights name -> state dict (may download)
+    weight_names: tuple[str, ...] = ()
+    ignore_keys: tuple[str, ...] = ()  # checkpoint key prefixes that are not part of this architecture
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
