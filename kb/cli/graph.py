@@ -1,0 +1,135 @@
+"""``kb import``, ``kb models``, ``kb neuron``: the neuron graph from the command line."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kb.cli.db import open_engine
+from kb.cli.errors import CliProblem, expected
+from kb.db import queries
+from kb.db.catalog import load_catalog
+from kb.db.tables import Layer, Model
+from kb.settings import get_settings
+
+models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
+err = Console(stderr=True)
+
+
+class BarReporter:
+    """Progress bars for the importer's long steps (on stderr, only on a terminal)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks = {}
+
+    def stage(self, name, total=None):
+        task = self.progress.add_task(name, total=total)
+        self.tasks[name] = task
+        return lambda n: self.progress.advance(task, n)
+
+    def done(self, name):
+        pass
+
+
+@expected()
+def import_command(
+    source: str = typer.Argument(..., help="lucent:inceptionv1 or torchvision:NAME (googlenet, alexnet, vgg16, vgg19, "
+                                           "resnet50, inception_v3)"),
+    key: Optional[str] = typer.Option(None, "--key", help="model key (default: the architecture's name)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="a torchvision weights name (DEFAULT, "
+                                          "IMAGENET1K_V1...), a checkpoint path, or 'random'"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed for --weights random (default 0)"),
+) -> None:
+    """Import a model: its significant layers, every unit, and the weighted connections between them."""
+    from kb.graph.importer import ImportProblem, import_model  # torch only for this command
+    from kb.graph.extract import ExtractionError
+    from kb.graph.weights import WeightsProblem
+
+    engine = open_engine()
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+            report = import_model(engine, source, key=key, weights=weights, seed=seed, reporter=BarReporter(progress))
+    except (ImportProblem, WeightsProblem, ExtractionError) as exc:
+        raise CliProblem(str(exc)) from None
+    except sa.exc.IntegrityError:
+        raise CliProblem(f"model key {key or source} was taken while importing; nothing was written") from None
+    if report.already:
+        typer.echo(f"{report.key} is already imported with these weights ({report.sha256[:12]}); nothing to do")
+        return
+    secs = report.seconds
+    typer.echo(f"imported {report.key}@{report.sha256[:12]} from {report.source} ({report.weights}): "
+               f"{report.layers} layers, {report.units} units, {report.edges} connections in {secs['total']:.1f}s "
+               f"(weights {secs['compute edges']:.1f}s, write {secs['write']:.1f}s)")
+
+
+@models_app.callback()
+@expected()
+def list_models(ctx: typer.Context) -> None:
+    """List models (with `kb models remove KEY` to retire one)."""
+    if ctx.invoked_subcommand:
+        return
+    engine = open_engine()
+    m, l = Model.__table__, Layer.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(m.c.key, m.c.source, m.c.sha256, m.c.weights, m.c.removed_at,
+                      sa.func.count(l.c.id).label("layers"), sa.func.coalesce(sa.func.sum(l.c.units), 0).label("units"))
+            .select_from(m.outerjoin(l, l.c.model_id == m.c.id)).group_by(m.c.id).order_by(m.c.key)).all()
+    if not rows:
+        typer.echo("no models yet: try `kb import lucent:inceptionv1 --weights random --seed 0`")
+        return
+    for r in rows:
+        state = f"removed {r.removed_at:%Y-%m-%d}" if r.removed_at else f"{r.layers} layers, {r.units} units"
+        typer.echo(f"{r.key}@{r.sha256[:12]}  {r.source}  {r.weights}  {state}")
+
+
+@models_app.command("remove")
+@expected()
+def remove(key: str, reason: str = typer.Option(..., "--reason", help="why, kept with the tombstone")) -> None:
+    """Remove a model's graph; its key stays as a tombstone and is never reused."""
+    from kb.graph.importer import ImportProblem, remove_model
+
+    try:
+        remove_model(open_engine(), key, reason)
+    except ImportProblem as exc:
+        raise CliProblem(str(exc)) from None
+    typer.echo(f"removed {key}; its keys now resolve to 'removed'")
+
+
+def _print_edges(title: str, edges: list[queries.Edge]) -> None:
+    if not edges:
+        return
+    layers = sorted({e.neighbor.layer for e in edges})
+    typer.echo(f"{title} (from {', '.join(layers)}; {edges[0].method}):")
+    for e in edges:
+        typer.echo(f"  {e.weight:+9.4f}  |K| {e.magnitude:8.4f}  {e.neighbor.key}")
+
+
+@expected()
+def neuron_command(
+    key: str = typer.Argument(..., help="any form: inceptionv1/mixed4c:447, 'InceptionV1 4c:447', "
+                                        "models/inceptionv1/mixed4c_0/447 ..."),
+    inputs: int = typer.Option(0, "--inputs", min=0, max=1000, help="show the top N inputs by weight"),
+    outputs: int = typer.Option(0, "--outputs", min=0, max=1000, help="show the top N outputs by weight"),
+    model: Optional[str] = typer.Option(None, "--model", help="model for keys like mixed4c:447"),
+) -> None:
+    """Resolve a neuron key and show its canonical and pinned keys and its strongest connections."""
+    engine = open_engine()
+    with engine.connect() as conn:
+        key_ = load_catalog(conn).neuron(key, default_model=model)
+        row = queries.neuron(conn, key_)
+        if row is None:
+            raise CliProblem(f"{key_} is not in the database")
+        typer.echo(str(row.key))
+        typer.echo(f"pinned  {row.key.pinned(row.sha256)}")
+        typer.echo(f"url     {get_settings().public_url.rstrip('/')}{row.key.path()}")
+        if inputs:
+            _print_edges(f"top {inputs} inputs by weight", queries.neighbors(conn, row, "inputs", inputs))
+        if outputs:
+            _print_edges(f"top {outputs} outputs by weight", queries.neighbors(conn, row, "outputs", outputs))

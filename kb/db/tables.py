@@ -1,0 +1,96 @@
+"""SQLModel tables: models → layers → neurons → connections, and the link programs behind the weights."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Model(SQLModel, table=True):
+    """A model version. Its key is never reused: removing a model leaves this row as a tombstone."""
+    __tablename__ = "model"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    source: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))  # lucent:inceptionv1
+    sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))  # of the weights, canonical order
+    weights: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))  # how they were obtained
+    input_shape: list[int] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
+    imported_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    removed_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True))
+    removed_reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+
+class Layer(SQLModel, table=True):
+    __tablename__ = "layer"
+    __table_args__ = (sa.UniqueConstraint("model_id", "key"), sa.UniqueConstraint("model_id", "position"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(sa_column=sa.Column(sa.ForeignKey("model.id", ondelete="CASCADE"), nullable=False))
+    key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))  # mixed4c
+    module_path: str = Field(sa_column=sa.Column(sa.String(256), nullable=False))
+    position: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))  # order in the network
+    kind: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    units: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    output_shape: list[int] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    aliases: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+
+
+class Neuron(SQLModel, table=True):
+    __tablename__ = "neuron"
+    __table_args__ = (sa.UniqueConstraint("layer_id", "index"), sa.Index("ix_neuron_model", "model_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(sa_column=sa.Column(sa.ForeignKey("model.id", ondelete="CASCADE"), nullable=False))
+    layer_id: int = Field(sa_column=sa.Column(sa.ForeignKey("layer.id", ondelete="CASCADE"), nullable=False))
+    index: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+class LayerLink(SQLModel, table=True):
+    """How the units of one layer reach the next: the factors from which any edge's kernel is recomputed."""
+    __tablename__ = "layer_link"
+    __table_args__ = (sa.UniqueConstraint("source_layer_id", "target_layer_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(sa_column=sa.Column(sa.ForeignKey("model.id", ondelete="CASCADE"), nullable=False, index=True))
+    source_layer_id: int = Field(sa_column=sa.Column(sa.ForeignKey("layer.id", ondelete="CASCADE"), nullable=False))
+    target_layer_id: int = Field(sa_column=sa.Column(sa.ForeignKey("layer.id", ondelete="CASCADE"), nullable=False))
+    method: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    notes: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    program: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # structure (kb.graph.program.dumps)
+    arrays: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))  # npz of its weights
+
+
+class Connection(SQLModel, table=True):
+    """One weighted edge between units of consecutive significant layers.
+
+    weight = sum of the kernel K (net excitation), magnitude = ||K||₂; K is recomputed from the layer link.
+
+    On PostgreSQL the table is partitioned by model (LIST on model_id): an import COPYs a model's edges into a
+    fresh partition, builds its indexes once and attaches it, all in the import's transaction; removing a
+    model drops its partition. Each partition (and the single SQLite table) has the primary key
+    (target_id, source_id), which clusters a unit's inputs, and an index on source_id for its outputs.
+    No foreign keys on purpose: the importer writes the neurons first in the same transaction, and per-row
+    RI checks would triple the load time.
+    """
+    __tablename__ = "connection"
+    __table_args__ = (sa.Index("ix_connection_source", "source_id"), {"sqlite_with_rowid": False})
+
+    model_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    target_id: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    source_id: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    weight: float = Field(sa_column=sa.Column(sa.REAL, nullable=False))
+    magnitude: float = Field(sa_column=sa.Column(sa.REAL, nullable=False))
+    method: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))

@@ -1,0 +1,43 @@
+"""The one Settings class: every knob is a ``KB_*`` environment variable (or a line in ``.env``)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "circuit-kb"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KB_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="where the embedded defaults live")
+    database_url: str = Field("", description="SQLAlchemy URL; empty: a SQLite file in the data folder")
+    broker_url: str = Field("", description="Celery broker; empty: the embedded SQLite broker and a local worker")
+    storage_dir: Path | None = Field(None, description="rendered artifacts; empty: <data_dir>/artifacts")
+    public_url: str = Field("http://127.0.0.1:8000", description="base of the stable neuron URLs")
+    auto_upgrade: bool | None = Field(None, description="upgrade the schema on use; default: only for SQLite")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'circuit-kb.sqlite'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "artifacts"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
