@@ -22,7 +22,7 @@ def _pretrained(arch: str, name: str) -> dict:
     try:
         weights = enum[name.split(".")[-1]]
     except KeyError:
-        choices = ", ".join(["DEFAULT", *enum.__members__])
+        choices = ", ".join(dict.fromkeys(["DEFAULT", *enum.__members__]))
         raise ValueError(f"torchvision has no weights {name!r} for {arch} (choose from {choices})") from None
     return weights.get_state_dict(progress=True, check_hash=True)
 

@@ -1,0 +1,67 @@
+"""Test fixtures: a fresh database per test session, on PostgreSQL or SQLite.
+
+KB_TEST_DATABASE=postgresql (default when a server answers at KB_TEST_PG_URL) or sqlite. CI runs both.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from kb.db import migrate  # noqa: E402
+from kb.db.engine import engine_for, make_engine  # noqa: E402
+from kb.settings import get_settings  # noqa: E402
+
+ADMIN_URL = os.environ.get("KB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BACKEND = os.environ.get("KB_TEST_DATABASE", "postgresql")
+
+
+def pytest_report_header(config):
+    return f"database backend: {BACKEND}"
+
+
+@pytest.fixture(scope="session")
+def db_url(tmp_path_factory):
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'kb.sqlite'}"
+        return
+    name = f"kb_test_{secrets.token_hex(4)}"
+    admin = make_engine(ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    engine_for.cache_clear()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(db_url):
+    migrate.upgrade(db_url)
+    return engine_for(db_url)
+
+
+@pytest.fixture
+def kb_env(db_url, engine, tmp_path, monkeypatch):
+    """Environment for CLI runs against the session database."""
+    monkeypatch.setenv("KB_DATABASE_URL", db_url)
+    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield {"KB_DATABASE_URL": db_url, "KB_DATA_DIR": str(tmp_path / "data")}
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_arch():
+    import tiny
+
+    return tiny.register()

@@ -1,0 +1,145 @@
+"""Import into the database: hand-computed edges, stable keys, refusals that leave the database unchanged."""
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import torch
+
+import tiny
+from kb.db import bulk
+from kb.db.catalog import load_catalog
+from kb.db.tables import LayerLink
+from kb.graph import program
+from kb.graph.importer import ImportProblem, import_model, remove_model
+from kb.graph.keys import Removed
+from kb.graph.weights import WeightsProblem, state_dict_sha256
+
+COUNTS = "SELECT (SELECT count(*) FROM model), (SELECT count(*) FROM layer), (SELECT count(*) FROM neuron), " \
+         "(SELECT count(*) FROM layer_link), (SELECT count(*) FROM connection)"
+
+
+def counts(engine):
+    with engine.connect() as conn:
+        return tuple(conn.exec_driver_sql(COUNTS).one())
+
+
+def edges(engine, key):
+    sql = """
+        SELECT sl.key, s."index", tl.key, t."index", c.weight, c.magnitude, c.method
+        FROM connection c
+        JOIN neuron s ON s.id = c.source_id JOIN layer sl ON sl.id = s.layer_id
+        JOIN neuron t ON t.id = c.target_id JOIN layer tl ON tl.id = t.layer_id
+        JOIN model m ON m.id = t.model_id WHERE m.key = :key"""
+    with engine.connect() as conn:
+        return {(a, b, c, d): (w, g, meth) for a, b, c, d, w, g, meth in conn.execute(sa.text(sql), {"key": key})}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(engine, tiny_arch):
+    report = import_model(engine, "test:tiny", key="tiny-hand", weights="random")
+    assert report.edges == len(tiny.EXPECTED) and report.units == 6
+    return report
+
+
+def test_hand_built_network_edges(engine, tiny_model):
+    got = edges(engine, "tiny-hand")
+    assert set(got) == set(tiny.EXPECTED)
+    for k, (weight, magnitude) in tiny.EXPECTED.items():
+        w, g, method = got[k]
+        assert w == pytest.approx(weight, abs=1e-5), k
+        assert g == pytest.approx(magnitude, abs=1e-5), k
+        assert method == tiny.METHODS[(k[0], k[2])]
+
+
+def test_kernel_is_retrievable_from_the_stored_program(engine, tiny_model):
+    t = LayerLink.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.program, t.c.arrays, t.c.method, t.c.notes)).all()
+    by_out = {}
+    for meta, arrays, method, notes in rows:
+        p = program.loads(meta, arrays)
+        by_out[p.out_channels, p.terms[0].label] = (p, notes)
+    p, notes = next(v for (n, label), v in by_out.items() if label.startswith("block"))
+    k = p.kernel(1)  # branch b: a 6x6 kernel of 0.5 from c2:0, zeros from c2:1
+    np.testing.assert_allclose(k.weight[0, 0], np.full((6, 6), 0.5), atol=1e-6)
+    np.testing.assert_allclose(k.weight[0, 1], 0.0, atol=1e-6)
+    assert any("linearised as its average" in n for n in notes)
+
+
+def test_same_weights_again_is_a_no_op(engine, tiny_model):
+    before = counts(engine)
+    again = import_model(engine, "test:tiny", key="tiny-hand", weights="random")
+    assert again.already and again.sha256 == tiny_model.sha256
+    assert counts(engine) == before
+
+
+def test_other_weights_under_a_taken_key_are_refused(engine, tiny_model):
+    before = counts(engine)
+    with pytest.raises(ImportProblem, match="taken"):
+        import_model(engine, "torchvision:alexnet", key="tiny-hand", weights="random")
+    assert counts(engine) == before
+
+
+def test_checkpoint_gives_the_same_hash_and_a_wrong_one_is_refused(engine, tiny_model, tmp_path, tiny_arch):
+    path = tmp_path / "tiny.pt"
+    torch.save({"state_dict": tiny.build().state_dict()}, path)
+    before = counts(engine)
+    report = import_model(engine, "test:tiny", key="tiny-hand", weights=str(path))
+    assert report.already and report.sha256 == tiny_model.sha256
+    bad = tmp_path / "bad.pt"
+    state = tiny.build().state_dict()
+    state["conv1.weight"] = torch.zeros(3, 1, 1, 1)
+    torch.save(state, bad)
+    with pytest.raises(WeightsProblem, match=r"does not fit test:tiny: 1 shapes differ, e.g. conv1.weight"):
+        import_model(engine, "test:tiny", key="tiny-other", weights=str(bad))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsProblem, match="cannot read checkpoint"):
+        import_model(engine, "test:tiny", key="tiny-other", weights=str(tmp_path / "junk.pt"))
+    assert counts(engine) == before
+
+
+def test_hash_is_canonical():
+    a = tiny.build().state_dict()
+    b = dict(reversed(list(a.items())))
+    b["bn2.num_batches_tracked"] = torch.tensor(99)
+    assert state_dict_sha256(a) == state_dict_sha256(b)
+    b["conv1.weight"] = b["conv1.weight"] + 1e-7
+    assert state_dict_sha256(a) != state_dict_sha256(b)
+
+
+def test_failed_import_leaves_nothing(engine, tiny_arch, monkeypatch):
+    before = counts(engine)
+    real = bulk.insert_connections
+
+    def fail_after_writing(conn, model_id, blocks, progress=None):
+        real(conn, model_id, blocks, progress)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(bulk, "insert_connections", fail_after_writing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_model(engine, "test:tiny", key="tiny-fails", weights="random")
+    assert counts(engine) == before
+
+
+def test_bad_keys_and_sources(engine, tiny_arch):
+    with pytest.raises(ImportProblem, match="not valid"):
+        import_model(engine, "test:tiny", key="Bad Key", weights="random")
+    with pytest.raises(ImportProblem, match="unknown architecture"):
+        import_model(engine, "torchvision:nonet", weights="random")
+
+
+def test_removed_model_leaves_a_tombstone(engine, tiny_arch):
+    import_model(engine, "test:tiny", key="tiny-removed", weights="random")
+    with engine.connect() as conn:
+        assert str(load_catalog(conn).neuron("tiny-removed/mixed:1")) == "tiny-removed/mixed:1"
+    remove_model(engine, "tiny-removed", "test")
+    with engine.connect() as conn:
+        with pytest.raises(Removed):
+            load_catalog(conn).neuron("tiny-removed/mixed:1")
+        model_id = conn.exec_driver_sql("SELECT id FROM model WHERE key = 'tiny-removed'").scalar_one()
+        left = conn.exec_driver_sql(f"SELECT count(*) FROM neuron WHERE model_id = {model_id}").scalar_one()
+        assert left == 0
+    with pytest.raises(ImportProblem, match="never reused"):
+        import_model(engine, "test:tiny", key="tiny-removed", weights="random")
+    # the hand-built model's edges were not touched
+    assert len(edges(engine, "tiny-hand")) == len(tiny.EXPECTED)
