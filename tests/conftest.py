@@ -65,3 +65,37 @@ def tiny_arch():
     import tiny
 
     return tiny.register()
+
+
+@pytest.fixture(scope="session")
+def inceptionv1(db_url, engine):
+    """lucent:inceptionv1 with seeded random weights, imported once per session by the real CLI."""
+    import subprocess
+
+    exe = Path(sys.executable).parent / "kb"
+    env = {**os.environ, "KB_DATABASE_URL": db_url}
+    result = subprocess.run([str(exe), "import", "lucent:inceptionv1", "--weights", "random", "--seed", "0"],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def api(engine, inceptionv1):
+    """A Starlette TestClient on the app (lifespan run: the graphs are read at start-up)."""
+    from starlette.testclient import TestClient
+
+    from kb.settings import Settings
+    from kb.web.app import create_app
+
+    app = create_app(Settings(database_url=str(engine.url.render_as_string(hide_password=False)),
+                              public_url="https://kb.example.org"), engine=engine, warm=False)
+    app.state.graphs.warm()
+    with TestClient(app) as client:
+        yield client
+
+
+def gql(client, query: str, variables: dict | None = None, status: int = 200) -> dict:
+    response = client.post("/graphql", json={"query": query, "variables": variables or {}})
+    assert response.status_code == status, response.text
+    return response.json()

@@ -23,9 +23,8 @@ def kb(env, *args):
 
 
 @pytest.mark.slow
-def test_readme_scenario_inceptionv1(kb_env):
-    r = kb(kb_env, "import", "lucent:inceptionv1", "--weights", "random", "--seed", "0")
-    assert r.returncode == 0, r.stderr
+def test_readme_scenario_inceptionv1(kb_env, inceptionv1):
+    r = inceptionv1  # `kb import lucent:inceptionv1 --weights random --seed 0`, run once per session
     assert "12 layers, 5804 units, 3208320 connections" in r.stdout
     r = kb(kb_env, "neuron", "InceptionV1 4c:447", "--inputs", "5")
     assert r.returncode == 0, r.stderr

@@ -1,0 +1,89 @@
+"""The ASGI application: GraphQL at /graphql (GraphiQL in a browser), /health, neuron pages later."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.routing import Route
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.types import ExecutionResult
+
+from kb.db.engine import engine_for
+from kb.db.graph_cache import GraphCache
+from kb.schema import build_schema
+from kb.schema.context import Context
+from kb.schema.errors import with_code
+from kb.settings import Settings, get_settings
+from kb.web.body_limit import BodyLimit
+from kb.web.graphql_endpoint import GraphQLEndpoint
+
+log = logging.getLogger("kb.web")
+
+
+class GraphQLApp(GraphQL):
+    def __init__(self, schema, graphs: GraphCache, settings: Settings):
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        self.graphs = graphs
+        self.settings = settings
+
+    async def get_context(self, request, response) -> Context:
+        return Context(graphs=self.graphs, settings=self.settings, request=request, response=response)
+
+    async def process_result(self, request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        if result.errors:
+            result.errors = [with_code(e) for e in result.errors]
+        return process_result(result)
+
+
+def create_app(settings: Settings | None = None, engine: sa.Engine | None = None, warm: bool = True) -> Starlette:
+    settings = settings or get_settings()
+    engine = engine or engine_for(settings.db_url)
+    graphs = GraphCache(engine)
+    schema = build_schema()
+    graphql = GraphQLEndpoint(GraphQLApp(schema, graphs, settings), schema,
+                              lambda scope: Context(graphs=graphs, settings=settings))
+
+    async def health(request: Request) -> JSONResponse:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            rows = graphs.model_rows()
+        except Exception as exc:  # noqa: BLE001 — health says what is wrong, nothing more
+            log.error("health check failed: %s", exc)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok",
+                             "models": sum(r["removed_at"] is None for r in rows)})
+
+    async def root(request: Request):
+        return RedirectResponse("/graphql")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        task = None
+        if warm:  # read the models' graphs in a thread: the first requests need not wait for them
+            task = asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
+        yield
+        if task is not None:
+            await asyncio.wait_for(asyncio.shield(task), timeout=None) if task.done() else None
+
+    app = Starlette(routes=[Route("/", root), Route("/health", health),
+                            Route("/graphql", graphql, methods=["GET", "POST"])], lifespan=lifespan)
+    app.state.graphs = graphs
+    app.state.graphql = graphql
+    app.add_middleware(BodyLimit, max_bytes=1 << 20)
+    app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))
+    return app
+
+
+def _warm(graphs: GraphCache) -> None:
+    try:
+        graphs.warm()
+    except Exception:  # noqa: BLE001
+        log.exception("warming the graph cache failed; graphs will load on first use")
