@@ -2,7 +2,8 @@
 
 from alembic import context
 
-import kb.db.tables  # noqa: F401  (registers the tables)
+import kb.db.claim_tables  # noqa: F401  (registers the tables)
+import kb.db.tables  # noqa: F401
 from kb.db.engine import make_engine
 from kb.settings import get_settings
 from sqlmodel import SQLModel

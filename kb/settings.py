@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     storage_dir: Path | None = Field(None, description="rendered artifacts; empty: <data_dir>/artifacts")
     public_url: str = Field("http://127.0.0.1:8000", description="base of the stable neuron URLs")
     auto_upgrade: bool | None = Field(None, description="upgrade the schema on use; default: only for SQLite")
+    rate_limit_per_minute: float = Field(120.0, description="mutations per minute per token, on average")
+    rate_limit_burst: int = Field(60, description="mutations a token may send at once")
 
     @property
     def db_url(self) -> str:

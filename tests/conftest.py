@@ -99,3 +99,26 @@ def gql(client, query: str, variables: dict | None = None, status: int = 200) ->
     response = client.post("/graphql", json={"query": query, "variables": variables or {}})
     assert response.status_code == status, response.text
     return response.json()
+
+
+@pytest.fixture(scope="session")
+def accounts(engine):
+    """One account and token per role (unique names per session), plus a second editor."""
+    from kb.claims import accounts as acc
+
+    suffix = secrets.token_hex(3)
+    out = {}
+    with engine.begin() as conn:
+        for name, role in (("viewer", "viewer"), ("editor", "editor"), ("editor2", "editor"),
+                           ("moderator", "moderator"), ("admin", "admin")):
+            user = f"{name}-{suffix}"
+            acc.create_user(conn, user, role)
+            out[name] = {"name": user, "role": role, "token": acc.create_token(conn, user)}
+    return out
+
+
+def as_user(client, token: str | None, query: str, variables: dict | None = None) -> dict:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    response = client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()

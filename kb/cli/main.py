@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from kb.cli import db, graph, serve
+from kb.cli import accounts, claims, db, graph, serve
 
 app = typer.Typer(help="Circuit KB: the open knowledge base of vision-model neurons.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(db.app, name="db")
 app.add_typer(graph.models_app, name="models")
+app.add_typer(accounts.users_app, name="user")
+app.add_typer(accounts.tokens_app, name="token")
+app.add_typer(claims.claims_app, name="claims")
+app.command("import-families")(claims.import_families_command)
 app.command("import")(graph.import_command)
 app.command("neuron")(graph.neuron_command)
 app.command("serve")(serve.serve_command)

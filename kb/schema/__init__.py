@@ -8,14 +8,28 @@ import strawberry
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 
 from kb.schema.limits import MAX_TOKENS, RequestLimits
-from kb.schema.query import Query
+from kb.schema.claim_query import ClaimQuery
+from kb.schema.mutation import Mutation
+from kb.schema.query import GraphQuery
+
+
+@strawberry.type
+class Query(GraphQuery, ClaimQuery):
+    pass
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors, execution_context=None) -> None:
+        """Expected errors are answers, not incidents; unexpected ones are logged where they are masked
+        (kb.schema.errors.with_code), so nothing is logged twice or with a traceback for a NOT_FOUND."""
 
 
 @cache
 def build_schema() -> strawberry.Schema:
     """The schema (built once: strawberry's relay fields may not be converted twice)."""
-    return strawberry.Schema(
+    return Schema(
         query=Query,
+        mutation=Mutation,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=256),

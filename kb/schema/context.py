@@ -9,8 +9,13 @@ import sqlalchemy as sa
 import strawberry
 from strawberry.dataloader import DataLoader
 
+from kb.claims import accounts
+from kb.claims.errors import ClaimProblem
+from kb.claims.ratelimit import TokenBuckets
+from kb.db.claim_tables import Claim, ClaimRevision, ClaimSubject, Review, User
 from kb.db.graph_cache import GraphCache
 from kb.db.tables import Layer
+from kb.schema.errors import CodedError
 from kb.settings import Settings
 
 
@@ -24,12 +29,55 @@ class Loaders:
     def __init__(self, graphs: GraphCache):
         self.graphs = graphs
         self.layer_details = DataLoader(load_fn=self._layer_details)
+        self.claim = DataLoader(load_fn=self._claims)
+        self.claims_of_neuron = DataLoader(load_fn=self._claims_of_neurons)
+        self.revisions = DataLoader(load_fn=self._revisions)
+        self.reviews = DataLoader(load_fn=self._reviews)
+        self.user = DataLoader(load_fn=self._users)
+
+    def _rows(self, query) -> list[dict]:
+        with self.graphs.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
 
     async def _layer_details(self, ids: list[int]) -> list[dict]:
         t = Layer.__table__
-        with self.graphs.engine.connect() as conn:
-            rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(ids)))}
+        rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
         return [rows[i] for i in ids]
+
+    async def _claims(self, ids: list[int]) -> list[dict | None]:
+        t = Claim.__table__
+        rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
+        return [rows.get(i) for i in ids]
+
+    async def _claims_of_neurons(self, keys: list[tuple[str, str, int]]) -> list[list[dict]]:
+        c, s = Claim.__table__, ClaimSubject.__table__
+        wanted = sa.tuple_(s.c.model_key, s.c.layer_key, s.c.neuron_index).in_(keys)
+        out: dict[tuple, list[dict]] = {k: [] for k in keys}
+        for r in self._rows(sa.select(c, s.c.model_key.label("_m"), s.c.layer_key.label("_l"),
+                                      s.c.neuron_index.label("_i")).join(s, s.c.claim_id == c.c.id)
+                            .where(wanted).order_by(c.c.id)):
+            out[(r.pop("_m"), r.pop("_l"), r.pop("_i"))].append(r)
+        return [out[k] for k in keys]
+
+    async def _revisions(self, ids: list[int]) -> list[list[dict]]:
+        t = ClaimRevision.__table__
+        out: dict[int, list[dict]] = {i: [] for i in ids}
+        for r in self._rows(sa.select(t).where(t.c.claim_id.in_(ids)).order_by(t.c.claim_id, t.c.revision)):
+            out[r["claim_id"]].append(r)
+        return [out[i] for i in ids]
+
+    async def _reviews(self, ids: list[int]) -> list[list[dict]]:
+        t = Review.__table__
+        out: dict[int, list[dict]] = {i: [] for i in ids}
+        for r in self._rows(sa.select(t).where(t.c.claim_id.in_(ids)).order_by(t.c.claim_id, t.c.user_id)):
+            out[r["claim_id"]].append(r)
+        return [out[i] for i in ids]
+
+    async def _users(self, ids: list[int]) -> list[dict | None]:
+        t = User.__table__
+        rows = {r["id"]: r for r in self._rows(sa.select(t.c.id, t.c.name, t.c.display_name, t.c.role)
+                                               .where(t.c.id.in_(ids)))}
+        return [rows.get(i) for i in ids]
 
 
 @dataclass
@@ -38,11 +86,35 @@ class Context:
     settings: Settings
     request: Any = None
     response: Any = None
+    buckets: TokenBuckets | None = None
     loaders: Loaders = field(default=None)  # type: ignore[assignment]
+    _account: accounts.Account | None = None
 
     def __post_init__(self):
         if self.loaders is None:
             self.loaders = Loaders(self.graphs)
+
+    def account(self) -> accounts.Account:
+        """The caller, from ``Authorization: Bearer ckb_…`` (UNAUTHENTICATED if absent, malformed or revoked)."""
+        if self._account is None:
+            header = self.request.headers.get("authorization", "") if self.request is not None else ""
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise CodedError("this needs a token: send Authorization: Bearer <token>", "UNAUTHENTICATED")
+            try:
+                with self.graphs.engine.connect() as conn:
+                    self._account = accounts.authenticate(conn, token.strip())
+            except ClaimProblem as exc:
+                raise CodedError(exc.message, exc.code) from None
+        return self._account
+
+    def rate_limit(self, account: accounts.Account) -> None:
+        if self.buckets is None:
+            return
+        wait = self.buckets.take(account.token_id or account.id)
+        if wait:
+            raise CodedError(f"too many requests for this token: retry in {wait:.1f} s", "RATE_LIMITED",
+                             retryAfter=round(wait, 1))
 
 
 Info = strawberry.Info[Context, None]

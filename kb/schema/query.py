@@ -31,7 +31,7 @@ def _neuron(info: Info, text: str, model: str | None = None) -> Neuron:
 
 
 @strawberry.type
-class Query:
+class GraphQuery:
     node: relay.Node | None = relay.node(description="Any object by its global ID.")
     nodes: list[relay.Node | None] = relay.node(description="Objects by global ID.")
 

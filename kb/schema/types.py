@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry import relay
@@ -18,6 +19,9 @@ from kb.graph.store import ModelGraph
 from kb.schema.context import Info
 from kb.schema.errors import from_key_problem, not_found
 from kb.schema.pagination import PageInfo, cursor, page_info, window
+
+if TYPE_CHECKING:
+    from kb.schema.claim_types import Citation, Claim
 
 
 @strawberry.enum(description="How neighbors are ranked.")
@@ -197,6 +201,20 @@ class Neuron(_Keyed):
     def outputs(self, info: Info, first: int | None = None, after: str | None = None,
                 order_by: NeighborOrder = NeighborOrder.WEIGHT, sign: Sign = Sign.ANY) -> "NeighborConnection":
         return _neighbors(info, self, "outputs", first, after, order_by, sign)
+
+    @strawberry.field(description="Claims about this neuron (as a subject of their current revision).")
+    async def claims(self, info: Info) -> list[Annotated["Claim", strawberry.lazy("kb.schema.claim_types")]]:
+        from kb.schema.claim_types import Claim
+
+        key = self._key
+        rows = await info.context.loaders.claims_of_neuron.load((key.model, key.layer, key.index))
+        return [Claim.of(r) for r in rows]
+
+    @strawberry.field(description="How to cite this neuron: pinned key, URL, BibTeX.")
+    def citation(self, info: Info) -> Annotated["Citation", strawberry.lazy("kb.schema.claim_types")]:
+        from kb.schema.claim_types import neuron_citation
+
+        return neuron_citation(info, self)
 
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):

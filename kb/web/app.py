@@ -15,6 +15,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
+from kb.claims.ratelimit import TokenBuckets
 from kb.db.engine import engine_for
 from kb.db.graph_cache import GraphCache
 from kb.schema import build_schema
@@ -29,12 +30,15 @@ log = logging.getLogger("kb.web")
 
 class GraphQLApp(GraphQL):
     def __init__(self, schema, graphs: GraphCache, settings: Settings):
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        # Queries may come by GET (cacheable links); mutations only by POST with a JSON body.
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True, multipart_uploads_enabled=False)
         self.graphs = graphs
         self.settings = settings
+        self.buckets = TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst)
 
     async def get_context(self, request, response) -> Context:
-        return Context(graphs=self.graphs, settings=self.settings, request=request, response=response)
+        return Context(graphs=self.graphs, settings=self.settings, request=request, response=response,
+                       buckets=self.buckets)
 
     async def process_result(self, request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:

@@ -28,8 +28,10 @@ class GraphQLEndpoint:
         self.fast = 0  # requests answered by a plan (tests and benchmarks look)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not _is_json(scope):
+        if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
+        if not _is_json(scope):  # no form posts: a browser form cannot forge a mutation
+            return await _bad_request(send, "POST /graphql takes application/json", status=415)
         body = await _read(receive)
         try:
             payload = orjson.loads(body)
@@ -72,9 +74,9 @@ class GraphQLEndpoint:
             return None
 
 
-async def _bad_request(send, message: str) -> None:
+async def _bad_request(send, message: str, status: int = 400) -> None:
     out = orjson.dumps({"errors": [{"message": message, "extensions": {"code": "BAD_INPUT"}}]})
-    await send({"type": "http.response.start", "status": 400,
+    await send({"type": "http.response.start", "status": status,
                 "headers": [_JSON, (b"content-length", str(len(out)).encode())]})
     await send({"type": "http.response.body", "body": out})
 

@@ -1,0 +1,225 @@
+"""Claims: create, edit and change status with optimistic concurrency; every change an immutable revision.
+
+An edit names the revision it was made against. The check is a conditional UPDATE inside the committing
+transaction (``... WHERE id = :id AND revision = :expected``), so of two concurrent edits of the same revision
+exactly one commits and the other gets EDIT_CONFLICT with the current revision; the revisions' primary key
+(claim, revision) keeps each history linear even against a bug in that logic.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from kb.claims import content as C
+from kb.claims.accounts import Account
+from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
+from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject, User
+from kb.db.tables import utcnow
+from kb.graph.keys import Catalog
+
+FIELDS = ("label", "body", "kind", "status", "confidence", "subjects", "circuit_id", "evidence")
+CONTENT_FIELDS = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evidence")
+AUTHOR_STATUSES = ("PROPOSED", "RETRACTED")  # what an editor may set on their own claim
+
+
+def parse_key(key: str) -> int:
+    text = (key or "").strip()
+    if text.startswith("claim:"):
+        text = text[len("claim:"):]
+    text = text.split("@", 1)[0]
+    if not text.isdigit():
+        raise BadInput(f"{key!r} is not a claim key (claim:17)")
+    return int(text)
+
+
+def parse_revision_key(key: str) -> tuple[int, int | None]:
+    text = (key or "").strip()
+    revision = None
+    if "@" in text:
+        text, rev = text.split("@", 1)
+        if not rev.isdigit():
+            raise BadInput(f"{key!r} is not a claim revision key (claim:17@3)")
+        revision = int(rev)
+    return parse_key(text), revision
+
+
+def _current(conn: sa.Connection, claim_id: int) -> sa.Row:
+    c = Claim.__table__
+    row = conn.execute(sa.select(c).where(c.c.id == claim_id)).first()
+    if row is None:
+        raise NotFound(f"no claim:{claim_id}")
+    return row
+
+
+def _circuit_model(conn: sa.Connection, circuit_id: int | None) -> str | None:
+    if circuit_id is None:
+        return None
+    row = conn.execute(sa.select(Circuit.__table__.c.model_key).where(Circuit.__table__.c.id == circuit_id)).first()
+    if row is None:
+        raise NotFound(f"no circuit:{circuit_id}")
+    return row[0]
+
+
+def _model_key(conn, subjects: list[str], circuit_id: int | None) -> str:
+    models = {s.split("/", 1)[0] for s in subjects}
+    circuit_model = _circuit_model(conn, circuit_id)
+    if circuit_model:
+        models.add(circuit_model)
+    if not models:
+        raise BadInput("a claim is about one or more neurons or a circuit: give subjects or a circuit")
+    if len(models) > 1:
+        raise BadInput("a claim's subjects and circuit belong to one model")
+    return models.pop()
+
+
+def _write_subjects(conn: sa.Connection, claim_id: int, subjects: list[str]) -> None:
+    t = ClaimSubject.__table__
+    conn.execute(sa.delete(t).where(t.c.claim_id == claim_id))
+    rows = []
+    for key in subjects:
+        model, rest = key.split("/", 1)
+        layer, index = rest.rsplit(":", 1)
+        rows.append({"claim_id": claim_id, "model_key": model, "layer_key": layer, "neuron_index": int(index)})
+    if rows:
+        conn.execute(sa.insert(t), rows)
+
+
+def parse_circuit_key(key: str | None) -> int | None:
+    if key is None:
+        return None
+    text = key.strip()
+    if text.startswith("circuit:"):
+        text = text[len("circuit:"):]
+    if not text.isdigit():
+        raise BadInput(f"{key!r} is not a circuit key (circuit:3)")
+    return int(text)
+
+
+def create_claim(conn: sa.Connection, catalog: Catalog, actor: Account, *, label: str, kind: str,
+                 body: str = "", confidence: float | None = None, subjects: list[str] | None = None,
+                 circuit: str | None = None, evidence: list[dict] | None = None, message: str = "",
+                 origin: str | None = None, at: datetime | None = None) -> int:
+    if not actor.at_least("editor"):
+        raise Forbidden("creating claims needs the editor role")
+    fields = {"label": C.label(label), "body": C.body(body), "kind": C.kind(kind), "status": "PROPOSED",
+              "confidence": C.confidence(confidence), "subjects": C.subjects(catalog, subjects),
+              "circuit_id": parse_circuit_key(circuit), "evidence": C.evidence(catalog, evidence)}
+    model_key = _model_key(conn, fields["subjects"], fields["circuit_id"])
+    at = at or utcnow()
+    c = Claim.__table__
+    claim_id = conn.execute(sa.insert(c).values(
+        revision=1, model_key=model_key, origin=origin, created_by=actor.id, created_at=at, updated_at=at,
+        **{k: fields[k] for k in ("label", "body", "kind", "status", "confidence", "circuit_id")},
+    ).returning(c.c.id)).scalar_one()
+    conn.execute(sa.insert(ClaimRevision.__table__).values(claim_id=claim_id, revision=1, author_id=actor.id,
+                                                           created_at=at, message=message[:500], **fields))
+    _write_subjects(conn, claim_id, fields["subjects"])
+    return claim_id
+
+
+def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict:
+    r = ClaimRevision.__table__
+    row = conn.execute(sa.select(r).where(r.c.claim_id == claim_id, r.c.revision == revision)).first()
+    if row is None:
+        raise NotFound(f"no claim:{claim_id}@{revision}")
+    return {k: getattr(row, k) for k in FIELDS}
+
+
+def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, new: dict, message: str) -> int:
+    c = Claim.__table__
+    at = utcnow()
+    done = conn.execute(sa.update(c).where(c.c.id == claim_id, c.c.revision == expected).values(
+        revision=expected + 1, updated_at=at,
+        **{k: new[k] for k in ("label", "body", "kind", "status", "confidence", "circuit_id")},
+    )).rowcount
+    if not done:
+        current = conn.execute(sa.select(c.c.revision).where(c.c.id == claim_id)).scalar()
+        raise EditConflict(f"claim:{claim_id} is at revision {current}, not {expected}: "
+                           f"read it again and re-apply your edit", currentRevision=current)
+    conn.execute(sa.insert(ClaimRevision.__table__).values(claim_id=claim_id, revision=expected + 1,
+                                                           author_id=actor.id, created_at=at,
+                                                           message=(message or "")[:500], **new))
+    _write_subjects(conn, claim_id, new["subjects"])
+    return expected + 1
+
+
+def update_claim(conn: sa.Connection, catalog: Catalog, actor: Account, claim_id: int, expected_revision: int,
+                 patch: dict, message: str = "") -> int:
+    """Edit content fields (those present in ``patch``); returns the new revision number."""
+    row = _current(conn, claim_id)
+    if not (actor.at_least("moderator") or (actor.at_least("editor") and row.created_by == actor.id)):
+        raise Forbidden(f"only claim:{claim_id}'s author or a moderator may edit its content")
+    if row.revision != expected_revision:
+        raise EditConflict(f"claim:{claim_id} is at revision {row.revision}, not {expected_revision}: "
+                           f"read it again and re-apply your edit", currentRevision=row.revision)
+    new = _revision_fields(conn, claim_id, row.revision)
+    unknown = set(patch) - set(CONTENT_FIELDS) - {"circuit"}
+    if unknown:
+        raise BadInput(f"cannot edit {', '.join(sorted(unknown))} here")
+    check = {"label": C.label, "body": C.body, "kind": C.kind, "confidence": C.confidence}
+    for k, fn in check.items():
+        if k in patch:
+            new[k] = fn(patch[k])
+    if "subjects" in patch:
+        new["subjects"] = C.subjects(catalog, patch["subjects"])
+    if "evidence" in patch:
+        new["evidence"] = C.evidence(catalog, patch["evidence"])
+    if "circuit" in patch:
+        new["circuit_id"] = parse_circuit_key(patch["circuit"])
+    if _model_key(conn, new["subjects"], new["circuit_id"]) != row.model_key:
+        raise BadInput("a claim cannot move to another model")
+    return _commit(conn, actor, claim_id, expected_revision, new, message)
+
+
+def set_status(conn: sa.Connection, actor: Account, claim_id: int, expected_revision: int, status: str,
+               message: str = "") -> int:
+    row = _current(conn, claim_id)
+    status = C.status(status)
+    if not actor.at_least("moderator"):
+        if not (actor.at_least("editor") and row.created_by == actor.id and status in AUTHOR_STATUSES):
+            raise Forbidden("a moderator may set any claim's status; an author may only retract (or re-propose) "
+                            "their own claim")
+    new = _revision_fields(conn, claim_id, row.revision)
+    if row.revision != expected_revision:
+        raise EditConflict(f"claim:{claim_id} is at revision {row.revision}, not {expected_revision}",
+                           currentRevision=row.revision)
+    if new["status"] == status:
+        raise BadInput(f"claim:{claim_id} is already {status}")
+    new["status"] = status
+    return _commit(conn, actor, claim_id, expected_revision, new, message)
+
+
+def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict]]:
+    r, u = ClaimRevision.__table__, User.__table__
+    out: dict[int, list[dict]] = {i: [] for i in claim_ids}
+    rows = conn.execute(sa.select(r, u.c.name.label("author"), u.c.display_name.label("author_display"))
+                        .join(u, u.c.id == r.c.author_id).where(r.c.claim_id.in_(claim_ids))
+                        .order_by(r.c.claim_id, r.c.revision))
+    for row in rows:
+        out[row.claim_id].append(dict(row._mapping))
+    return out
+
+
+def diff(before: dict, after: dict) -> list[dict]:
+    """Field by field: what changed between two revisions (text fields with a unified diff)."""
+    changes = []
+    for k in FIELDS:
+        a, b = before.get(k), after.get(k)
+        if a == b:
+            continue
+        change = {"field": k, "before": _text(a), "after": _text(b), "patch": None}
+        if k in ("label", "body"):
+            change["patch"] = "".join(difflib.unified_diff((a or "").splitlines(True), (b or "").splitlines(True),
+                                                           f"@{before.get('revision')}", f"@{after.get('revision')}"))
+        changes.append(change)
+    return changes
+
+
+def _text(v) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    return json.dumps(v, sort_keys=True)

@@ -1,0 +1,127 @@
+"""What a claim says: validated fields, subjects resolved to canonical keys, typed evidence."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from kb.claims.errors import BadInput, NotFound, TooLarge
+from kb.graph.keys import Catalog, KeyProblem
+
+KINDS = ("FEATURE", "CIRCUIT", "FAMILY", "POLYSEMANTIC", "MECHANISM", "OTHER")
+STATUSES = ("PROPOSED", "SUPPORTED", "DISPUTED", "RETRACTED")
+# The seven lines of evidence of the Circuits thread ("Zoom In", Olah et al. 2020), plus citations.
+EVIDENCE_KINDS = ("FEATURE_VISUALIZATION", "DATASET_EXAMPLES", "SYNTHETIC_EXAMPLES", "JOINT_TUNING",
+                  "FEATURE_IMPLEMENTATION", "FEATURE_USE", "HANDWRITTEN_CIRCUITS", "CITATION")
+MAX_LABEL = 200
+MAX_BODY = 100_000
+MAX_SUBJECTS = 500
+MAX_EVIDENCE = 100
+DOI = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)$", re.I)
+URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.I)
+
+
+@dataclass
+class Content:
+    label: str
+    body: str
+    kind: str
+    confidence: float | None
+    subjects: list[str]  # canonical neuron keys
+    circuit_id: int | None
+    evidence: list[dict] = field(default_factory=list)
+    status: str = "PROPOSED"
+
+    def fields(self) -> dict:
+        return {"label": self.label, "body": self.body, "kind": self.kind, "status": self.status,
+                "confidence": self.confidence, "subjects": self.subjects, "circuit_id": self.circuit_id,
+                "evidence": self.evidence}
+
+
+def _neuron(catalog: Catalog, text: str, what: str) -> str:
+    try:
+        return str(catalog.neuron(text))
+    except KeyProblem as exc:
+        raise NotFound(f"{what}: {exc}", suggestion=exc.suggestion) if exc.code == "NOT_FOUND" else \
+            BadInput(f"{what}: {exc}") from None
+
+
+def label(value: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise BadInput("label must not be empty")
+    if len(value) > MAX_LABEL:
+        raise BadInput(f"label is longer than {MAX_LABEL} characters")
+    return value
+
+
+def body(value: str | None) -> str:
+    value = value or ""
+    if len(value) > MAX_BODY:
+        raise TooLarge(f"body is longer than {MAX_BODY} characters")
+    return value
+
+
+def kind(value: str) -> str:
+    if value not in KINDS:
+        raise BadInput(f"kind must be one of {', '.join(KINDS)}")
+    return value
+
+
+def status(value: str) -> str:
+    if value not in STATUSES:
+        raise BadInput(f"status must be one of {', '.join(STATUSES)}")
+    return value
+
+
+def confidence(value: float | None) -> float | None:
+    if value is not None and not (0.0 <= value <= 1.0):
+        raise BadInput("confidence must be between 0 and 1")
+    return value
+
+
+def subjects(catalog: Catalog, keys: list[str] | None) -> list[str]:
+    keys = keys or []
+    if len(keys) > MAX_SUBJECTS:
+        raise BadInput(f"at most {MAX_SUBJECTS} subjects")
+    out = list(dict.fromkeys(_neuron(catalog, k, "subject") for k in keys))
+    if len({k.split("/", 1)[0] for k in out}) > 1:
+        raise BadInput("a claim's subjects belong to one model")
+    return out
+
+
+def evidence(catalog: Catalog, items: list[dict] | None) -> list[dict]:
+    items = items or []
+    if len(items) > MAX_EVIDENCE:
+        raise BadInput(f"at most {MAX_EVIDENCE} evidence items")
+    out = []
+    for i, item in enumerate(items):
+        what = f"evidence {i + 1}"
+        k = item.get("kind")
+        if k not in EVIDENCE_KINDS:
+            raise BadInput(f"{what}: kind must be one of {', '.join(EVIDENCE_KINDS)}")
+        clean: dict = {"kind": k, "note": body(item.get("note"))[:5000]}
+        if item.get("neuron"):
+            clean["neuron"] = _neuron(catalog, item["neuron"], what)
+        if item.get("source") or item.get("target"):
+            if not (item.get("source") and item.get("target")):
+                raise BadInput(f"{what}: an edge needs both source and target")
+            clean["source"] = _neuron(catalog, item["source"], what)
+            clean["target"] = _neuron(catalog, item["target"], what)
+        if item.get("url"):
+            if not URL.match(item["url"]) or len(item["url"]) > 2000:
+                raise BadInput(f"{what}: url must be an http(s) URL")
+            clean["url"] = item["url"]
+        if item.get("doi"):
+            m = DOI.match(item["doi"].strip())
+            if not m:
+                raise BadInput(f"{what}: doi must look like 10.1234/abc (optionally doi: or https://doi.org/)")
+            clean["doi"] = m[1]
+        if item.get("visualization"):
+            clean["visualization"] = str(item["visualization"])[:2000]
+        if k == "CITATION" and not (clean.get("doi") or clean.get("url")):
+            raise BadInput(f"{what}: a CITATION needs a doi or a url")
+        if len(clean) == 2 and not clean["note"]:
+            raise BadInput(f"{what}: say what it cites (neuron, edge, url, doi, visualization) or add a note")
+        out.append(clean)
+    return out

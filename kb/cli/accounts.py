@@ -1,0 +1,71 @@
+"""``kb user`` and ``kb token``: accounts and API tokens."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import typer
+
+from kb.claims import accounts
+from kb.claims.errors import ClaimProblem
+from kb.cli.db import open_engine
+from kb.cli.errors import CliProblem, expected
+from kb.db.claim_tables import ApiToken, User
+
+users_app = typer.Typer(help="Accounts (roles: viewer, editor, moderator, admin).", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens (shown once, stored as a hash).", no_args_is_help=True)
+
+
+@users_app.command("create")
+@expected()
+def create_user(name: str, role: str = typer.Option("editor", "--role"),
+                display_name: str = typer.Option("", "--display-name")) -> None:
+    """Create an account."""
+    try:
+        with open_engine().begin() as conn:
+            accounts.create_user(conn, name, role, display_name)
+    except ClaimProblem as exc:
+        raise CliProblem(exc.message) from None
+    typer.echo(f"created {name} ({role})")
+
+
+@users_app.command("list")
+@expected()
+def list_users() -> None:
+    t = User.__table__
+    with open_engine().connect() as conn:
+        for row in conn.execute(sa.select(t).order_by(t.c.name)):
+            typer.echo(f"{row.name}  {row.role}  {row.display_name}")
+
+
+@tokens_app.command("create")
+@expected()
+def create_token(name: str, note: str = typer.Option("", "--note")) -> None:
+    """Create a token for user NAME and print it (once: only its hash is kept)."""
+    try:
+        with open_engine().begin() as conn:
+            token = accounts.create_token(conn, name, note)
+    except ClaimProblem as exc:
+        raise CliProblem(exc.message) from None
+    typer.echo(token)
+
+
+@tokens_app.command("revoke")
+@expected()
+def revoke_token(prefix: str = typer.Argument(..., help="the token, or its first 12 characters")) -> None:
+    try:
+        with open_engine().begin() as conn:
+            accounts.revoke_token(conn, prefix)
+    except ClaimProblem as exc:
+        raise CliProblem(exc.message) from None
+    typer.echo(f"revoked {prefix[:12]}…")
+
+
+@tokens_app.command("list")
+@expected()
+def list_tokens() -> None:
+    t, u = ApiToken.__table__, User.__table__
+    with open_engine().connect() as conn:
+        for row in conn.execute(sa.select(t.c.prefix, t.c.note, t.c.revoked_at, u.c.name)
+                                .join(u, u.c.id == t.c.user_id).order_by(t.c.id)):
+            state = "revoked" if row.revoked_at else "active"
+            typer.echo(f"{row.prefix}…  {row.name}  {state}  {row.note}")

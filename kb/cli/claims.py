@@ -1,0 +1,63 @@
+"""``kb import-families`` and ``kb claims export|import``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kb.claims import families, transfer
+from kb.claims.errors import ClaimProblem
+from kb.cli.db import open_engine
+from kb.cli.errors import CliProblem, expected
+from kb.db.catalog import load_catalog
+
+claims_app = typer.Typer(help="Claims: export and import (JSON Lines, every revision and review).",
+                         no_args_is_help=True)
+
+
+@expected()
+def import_families_command(
+    folder: Path = typer.Argument(..., help="a folder of layer files (e.g. ../shared/data/distill-early-vision)"),
+    model: str = typer.Option(..., "--model", help="the imported model the units belong to"),
+    source: str = typer.Option(..., "--source", help="what to cite, e.g. doi:10.23915/distill.00024.002"),
+) -> None:
+    """Import neuron families as FAMILY claims (a re-run changes nothing)."""
+    if not folder.is_dir():
+        raise CliProblem(f"{folder} is not a folder")
+    try:
+        with open_engine().begin() as conn:
+            report = families.import_families(conn, load_catalog(conn), folder, model, source)
+    except ClaimProblem as exc:
+        raise CliProblem(exc.message) from None
+    typer.echo(f"{report.created} families imported, {report.unchanged} already there, from {report.files} files")
+
+
+@claims_app.command("export")
+@expected()
+def export(output: Optional[Path] = typer.Option(None, "--output", "-o", help="default: standard output")) -> None:
+    """Every claim with all its revisions and reviews, users and circuits, as JSON Lines."""
+    with open_engine().connect() as conn:
+        lines = list(transfer.export_lines(conn))
+    text = "".join(line + "\n" for line in lines)
+    if output:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+        typer.echo(f"{len(lines) - 1} records written to {output}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@claims_app.command("import")
+@expected()
+def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Import an export into a database with no claims yet (all or nothing)."""
+    try:
+        with open_engine().begin() as conn, file.open(encoding="utf-8") as fh:
+            counts = transfer.import_lines(conn, fh)
+    except ClaimProblem as exc:
+        raise CliProblem(exc.message) from None
+    typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()))

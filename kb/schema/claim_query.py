@@ -1,0 +1,148 @@
+"""Query fields of the claim layer: claims by key, lists and search (claims and neurons), circuits, me."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import strawberry
+
+from kb.claims import circuits as circuit_domain
+from kb.claims import claims as claim_domain
+from kb.claims import search
+from kb.claims.errors import ClaimProblem
+from kb.db.claim_tables import Claim as ClaimTable
+from kb.graph.keys import KeyProblem
+from kb.schema.claim_types import (
+    Circuit,
+    Claim,
+    ClaimConnection,
+    ClaimEdge,
+    ClaimKind,
+    ClaimRevision,
+    ClaimStatus,
+    Person,
+)
+from kb.schema.context import Info
+from kb.schema.errors import CodedError, from_key_problem
+from kb.schema.pagination import cursor, page_info, window
+from kb.schema.types import Neuron, NeuronConnection, NeuronEdge
+
+
+def _coded(exc: ClaimProblem) -> CodedError:
+    return CodedError(exc.message, exc.code, **exc.extensions)
+
+
+def _filters(info: Info, model: str | None, layer: str | None, kind: ClaimKind | None,
+             status: ClaimStatus | None) -> search.Filters:
+    layer_key = None
+    if layer:
+        try:
+            lk = info.context.graphs.resolve_layer(layer, model)
+        except KeyProblem as exc:
+            raise from_key_problem(exc) from None
+        model, layer_key = lk.model, lk.layer
+    elif model:
+        try:
+            model = info.context.graphs.catalog().model(model).key
+        except KeyProblem as exc:
+            raise from_key_problem(exc) from None
+    return search.Filters(model=model, layer=layer_key, kind=kind.value if kind else None,
+                          status=status.value if status else None)
+
+
+def _claims_page(info: Info, ids: list[int], start: int, total: int) -> ClaimConnection:
+    t = ClaimTable.__table__
+    with info.context.graphs.engine.connect() as conn:
+        rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(ids)))} if ids else {}
+    edges = [ClaimEdge(cursor=cursor(start + i), node=Claim.of(rows[cid])) for i, cid in enumerate(ids)]
+    return ClaimConnection(edges=edges, page_info=page_info(start, start + len(ids), total), total_count=total)
+
+
+@strawberry.type
+class ClaimQuery:
+    @strawberry.field(description="A claim by key: claim:17 (claim:17@3 gives the claim; see revisionAt).")
+    def claim(self, info: Info, key: str) -> Claim:
+        try:
+            claim_id, _ = claim_domain.parse_revision_key(key)
+        except ClaimProblem as exc:
+            raise _coded(exc) from None
+        t = ClaimTable.__table__
+        with info.context.graphs.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == claim_id)).first()
+        if row is None:
+            raise CodedError(f"no claim:{claim_id}", "NOT_FOUND")
+        return Claim.of(dict(row._mapping))
+
+    @strawberry.field(description="One immutable revision by its citable key, e.g. claim:17@3.")
+    def claim_revision(self, info: Info, key: str) -> ClaimRevision:
+        try:
+            claim_id, revision = claim_domain.parse_revision_key(key)
+            if revision is None:
+                raise ClaimProblem("a revision key looks like claim:17@3")
+        except ClaimProblem as exc:
+            raise _coded(exc) from None
+        with info.context.graphs.engine.connect() as conn:
+            revs = claim_domain.revisions(conn, [claim_id])[claim_id]
+        if not 1 <= revision <= len(revs):
+            raise CodedError(f"no claim:{claim_id}@{revision}", "NOT_FOUND")
+        return ClaimRevision.of(revs[revision - 1])
+
+    @strawberry.field(description="Claims, oldest first, filtered by model, layer, kind and status.")
+    def claims(self, info: Info, first: int | None = None, after: str | None = None, model: str | None = None,
+               layer: str | None = None, kind: ClaimKind | None = None,
+               status: ClaimStatus | None = None) -> ClaimConnection:
+        f = _filters(info, model, layer, kind, status)
+        where, params = search._where(f)
+        with info.context.graphs.engine.connect() as conn:
+            total = conn.execute(sa.text(f"SELECT count(*) FROM claim c WHERE 1=1{where}"), params).scalar_one()
+            start, stop = window(first, after, total)
+            ids = [r[0] for r in conn.execute(sa.text(f"SELECT c.id FROM claim c WHERE 1=1{where} ORDER BY c.id "
+                                                      f"LIMIT :limit OFFSET :offset"),
+                                              {**params, "limit": stop - start, "offset": start})]
+        return _claims_page(info, ids, start, total)
+
+    @strawberry.field(description="Claims whose label or body match the text (full-text search, best first).")
+    def search_claims(self, info: Info, text: str, first: int | None = None, after: str | None = None,
+                      model: str | None = None, layer: str | None = None, kind: ClaimKind | None = None,
+                      status: ClaimStatus | None = None) -> ClaimConnection:
+        f = _filters(info, model, layer, kind, status)
+        start, stop = window(first, after, 10**9)
+        try:
+            with info.context.graphs.engine.connect() as conn:
+                ids, total = search.search_claims(conn, text, f, start, stop - start)
+        except ClaimProblem as exc:
+            raise _coded(exc) from None
+        return _claims_page(info, ids, start, total)
+
+    @strawberry.field(description="Neurons that matching claims are about, best-matching claim first.")
+    def search_neurons(self, info: Info, text: str, first: int | None = None, after: str | None = None,
+                       model: str | None = None, layer: str | None = None, kind: ClaimKind | None = None,
+                       status: ClaimStatus | None = None) -> NeuronConnection:
+        f = _filters(info, model, layer, kind, status)
+        start, stop = window(first, after, 10**9)
+        try:
+            with info.context.graphs.engine.connect() as conn:
+                keys, total = search.search_neurons(conn, text, f, start, stop - start)
+        except ClaimProblem as exc:
+            raise _coded(exc) from None
+        edges = []
+        for i, k in enumerate(keys):
+            try:
+                nk = info.context.graphs.resolve(k)
+            except KeyProblem:
+                continue
+            edges.append(NeuronEdge(cursor=cursor(start + i),
+                                    node=Neuron.of_key(info.context.graphs.graph(nk.model), nk)))
+        return NeuronConnection(edges=edges, page_info=page_info(start, start + len(keys), total), total_count=total)
+
+    @strawberry.field(description="A circuit by key: circuit:3.")
+    def circuit(self, info: Info, key: str) -> Circuit:
+        try:
+            with info.context.graphs.engine.connect() as conn:
+                return Circuit.of(circuit_domain.get(conn, claim_domain.parse_circuit_key(key)))
+        except ClaimProblem as exc:
+            raise _coded(exc) from None
+
+    @strawberry.field(description="The account behind the request's token.")
+    def me(self, info: Info) -> Person:
+        account = info.context.account()
+        return Person(name=account.name, display_name=account.name)

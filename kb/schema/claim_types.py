@@ -1,0 +1,369 @@
+"""GraphQL types of the claim layer: claims and their revisions, evidence, reviews, circuits, citations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from kb.claims import circuits as circuit_domain
+from kb.claims import content
+from kb.claims.claims import diff as diff_fields
+from kb.graph.keys import KeyProblem
+from kb.schema.context import Info
+from kb.schema.errors import CodedError, bad_input
+from kb.schema.pagination import PageInfo
+from kb.schema.types import Neuron, _Keyed
+
+ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), description="What a claim asserts.")
+ClaimStatus = strawberry.enum(Enum("ClaimStatus", {k: k for k in content.STATUSES}))
+EvidenceKind = strawberry.enum(Enum("EvidenceKind", {k: k for k in content.EVIDENCE_KINDS}),
+                               description="The seven lines of evidence of the Circuits thread, and citations.")
+Verdict = strawberry.enum(Enum("Verdict", {"SUPPORT": "SUPPORT", "DISPUTE": "DISPUTE"}))
+
+
+def _utc(v: datetime) -> datetime:
+    return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+
+
+def _bib_key(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
+
+
+def _bib_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "{}&%$#_" else ch for ch in text)
+
+
+@strawberry.type(description="How to cite something: a stable key, a URL, a BibTeX entry, a line of text.")
+class Citation:
+    key: str
+    url: str
+    bibtex: str
+    text: str
+
+
+def neuron_citation(info: Info, neuron: Neuron) -> Citation:
+    g = neuron._graph
+    key = neuron._key
+    pinned = key.pinned(g.sha256)
+    base = info.context.settings.public_url.rstrip("/")
+    url = f"{base}/n/{g.key}@{g.sha256[:12]}/{key.layer}/{key.index}"
+    row = info.context.graphs.model_row(g.key) or {}
+    year = _utc(row.get("imported_at") or datetime.now(timezone.utc)).year
+    bibtex = (f"@misc{{{_bib_key(pinned)},\n  title = {{Neuron {_bib_escape(str(key))}}},\n"
+              f"  howpublished = {{Circuit KB, \\url{{{url}}}}},\n"
+              f"  note = {{Pinned key {_bib_escape(pinned)}; model {_bib_escape(g.key)} "
+              f"({_bib_escape(row.get('source', ''))}), weights sha256 {g.sha256}}},\n  year = {{{year}}}\n}}")
+    text = f"{key} (pinned {pinned}), Circuit KB, {url}"
+    return Citation(key=pinned, url=url, bibtex=bibtex, text=text)
+
+
+@strawberry.type
+class Person:
+    name: str
+    display_name: str
+
+
+async def _person(info: Info, user_id: int) -> Person:
+    row = await info.context.loaders.user.load(user_id)
+    return Person(name=row["name"], display_name=row["display_name"]) if row else Person(name="?", display_name="?")
+
+
+@strawberry.type(description="A piece of evidence and what it points at.")
+class Evidence:
+    kind: EvidenceKind
+    note: str
+    neuron: str | None = strawberry.field(default=None, description="a neuron key")
+    source: str | None = strawberry.field(default=None, description="an edge's source neuron key")
+    target: str | None = strawberry.field(default=None, description="an edge's target neuron key")
+    url: str | None = None
+    doi: str | None = None
+    visualization: str | None = None
+
+    @classmethod
+    def of(cls, item: dict) -> "Evidence":
+        return cls(kind=EvidenceKind[item["kind"]], note=item.get("note", ""), neuron=item.get("neuron"),
+                   source=item.get("source"), target=item.get("target"), url=item.get("url"), doi=item.get("doi"),
+                   visualization=item.get("visualization"))
+
+
+@strawberry.type(description="One field that changed between two revisions.")
+class FieldChange:
+    field: str
+    before: str | None = strawberry.field(description="the old value (lists and objects as JSON)")
+    after: str | None
+    patch: str | None = strawberry.field(description="a unified diff, for label and body")
+
+
+@strawberry.type(description="An immutable revision of a claim: citable as claim:N@R.")
+class ClaimRevision:
+    revision: int
+    created_at: datetime
+    message: str
+    label: str
+    body: str
+    kind: ClaimKind
+    status: ClaimStatus
+    confidence: float | None
+    subjects: list[str] = strawberry.field(description="canonical neuron keys")
+    _row: strawberry.Private[dict]
+
+    @classmethod
+    def of(cls, row: dict) -> "ClaimRevision":
+        return cls(revision=row["revision"], created_at=_utc(row["created_at"]), message=row["message"],
+                   label=row["label"], body=row["body"], kind=ClaimKind[row["kind"]],
+                   status=ClaimStatus[row["status"]], confidence=row["confidence"], subjects=list(row["subjects"]),
+                   _row=row)
+
+    @strawberry.field
+    def key(self) -> str:
+        return f"claim:{self._row['claim_id']}@{self.revision}"
+
+    @strawberry.field
+    def circuit(self) -> str | None:
+        return f"circuit:{self._row['circuit_id']}" if self._row["circuit_id"] else None
+
+    @strawberry.field
+    def evidence(self) -> list[Evidence]:
+        return [Evidence.of(e) for e in self._row["evidence"]]
+
+    @strawberry.field
+    async def author(self, info: Info) -> Person:
+        return await _person(info, self._row["author_id"])
+
+    @strawberry.field(description="How to cite exactly this revision.")
+    async def citation(self, info: Info) -> Citation:
+        author = await _person(info, self._row["author_id"])
+        key = self.key()
+        url = f"{info.context.settings.public_url.rstrip('/')}/c/{self._row['claim_id']}/{self.revision}"
+        bibtex = (f"@misc{{{_bib_key(key)},\n  title = {{{_bib_escape(self.label)}}},\n"
+                  f"  author = {{{_bib_escape(author.display_name)}}},\n"
+                  f"  howpublished = {{Circuit KB {_bib_escape(key)}, \\url{{{url}}}}},\n"
+                  f"  year = {{{self.created_at.year}}}\n}}")
+        return Citation(key=key, url=url, bibtex=bibtex,
+                        text=f"{author.display_name}, \"{self.label}\", Circuit KB {key} ({self.created_at:%Y-%m-%d}), {url}")
+
+
+@strawberry.type
+class ReviewRevision:
+    revision: int
+    verdict: Verdict
+    comment: str
+    created_at: datetime
+
+
+@strawberry.type(description="A reviewer's current verdict on a claim; `history` keeps every change.")
+class Review:
+    verdict: Verdict
+    comment: str
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    _row: strawberry.Private[dict]
+
+    @classmethod
+    def of(cls, row: dict) -> "Review":
+        return cls(verdict=Verdict[row["verdict"]], comment=row["comment"], revision=row["revision"],
+                   created_at=_utc(row["created_at"]), updated_at=_utc(row["updated_at"]), _row=row)
+
+    @strawberry.field
+    async def reviewer(self, info: Info) -> Person:
+        return await _person(info, self._row["user_id"])
+
+    @strawberry.field
+    def history(self, info: Info) -> list[ReviewRevision]:
+        import sqlalchemy as sa
+
+        from kb.db.claim_tables import ReviewRevision as T
+        t = T.__table__
+        with info.context.graphs.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).where(t.c.claim_id == self._row["claim_id"],
+                                                   t.c.user_id == self._row["user_id"]).order_by(t.c.revision))
+            return [ReviewRevision(revision=r.revision, verdict=Verdict[r.verdict], comment=r.comment,
+                                   created_at=_utc(r.created_at)) for r in rows]
+
+
+def _neurons(info: Info, keys: Iterable[str]) -> list[Neuron]:
+    out = []
+    for k in keys:
+        try:
+            key = info.context.graphs.resolve(k)
+            out.append(Neuron.of_key(info.context.graphs.graph(key.model), key))
+        except (KeyProblem, LookupError):
+            continue  # a subject of a removed model: the claim keeps the key, the graph has no unit
+    return out
+
+
+@strawberry.type(description="A claim about neurons or a circuit, with its evidence, reviews and full history.")
+class Claim(_Keyed):
+    key: str = strawberry.field(description="claim:N")
+    label: str
+    body: str = strawberry.field(description="markdown")
+    kind: ClaimKind
+    status: ClaimStatus
+    confidence: float | None
+    revision: int = strawberry.field(description="the current revision number")
+    model: str
+    created_at: datetime
+    updated_at: datetime
+    support_count: int
+    dispute_count: int
+    _row: strawberry.Private[dict]
+
+    @classmethod
+    def of(cls, row: dict) -> "Claim":
+        return cls(key=f"claim:{row['id']}", label=row["label"], body=row["body"], kind=ClaimKind[row["kind"]],
+                   status=ClaimStatus[row["status"]], confidence=row["confidence"], revision=row["revision"],
+                   model=row["model_key"], created_at=_utc(row["created_at"]), updated_at=_utc(row["updated_at"]),
+                   support_count=row["support_count"], dispute_count=row["dispute_count"], _row=row)
+
+    async def _current(self, info: Info) -> dict:
+        revs = await info.context.loaders.revisions.load(self._row["id"])
+        return revs[-1]
+
+    @strawberry.field
+    async def author(self, info: Info) -> Person:
+        return await _person(info, self._row["created_by"])
+
+    @strawberry.field(description="The neurons the current revision is about.")
+    async def subjects(self, info: Info) -> list[Neuron]:
+        return _neurons(info, (await self._current(info))["subjects"])
+
+    @strawberry.field
+    async def evidence(self, info: Info) -> list[Evidence]:
+        return [Evidence.of(e) for e in (await self._current(info))["evidence"]]
+
+    @strawberry.field
+    def circuit(self, info: Info) -> "Circuit | None":
+        if not self._row["circuit_id"]:
+            return None
+        with info.context.graphs.engine.connect() as conn:
+            return Circuit.of(circuit_domain.get(conn, self._row["circuit_id"]))
+
+    @strawberry.field(description="Every revision, oldest first.")
+    async def revisions(self, info: Info) -> list[ClaimRevision]:
+        return [ClaimRevision.of(r) for r in await info.context.loaders.revisions.load(self._row["id"])]
+
+    @strawberry.field(name="revisionAt", description="One revision (claim:N@R).")
+    async def revision_at(self, info: Info, revision: int) -> ClaimRevision:
+        revs = await info.context.loaders.revisions.load(self._row["id"])
+        if not 1 <= revision <= len(revs):
+            raise CodedError(f"{self.key} has revisions 1..{len(revs)}", "NOT_FOUND")
+        return ClaimRevision.of(revs[revision - 1])
+
+    @strawberry.field(description="What changed from one revision to another.")
+    async def diff(self, info: Info, from_: Annotated[int, strawberry.argument(name="from")],
+                   to: int | None = None) -> list[FieldChange]:
+        revs = await info.context.loaders.revisions.load(self._row["id"])
+        to = to or len(revs)
+        if not (1 <= from_ <= len(revs) and 1 <= to <= len(revs)):
+            raise bad_input(f"{self.key} has revisions 1..{len(revs)}")
+        return [FieldChange(**c) for c in diff_fields(revs[from_ - 1], revs[to - 1])]
+
+    @strawberry.field
+    async def reviews(self, info: Info) -> list[Review]:
+        return [Review.of(r) for r in await info.context.loaders.reviews.load(self._row["id"])]
+
+    @strawberry.field(description="How to cite the current revision.")
+    async def citation(self, info: Info) -> Citation:
+        return await ClaimRevision.of(await self._current(info)).citation(info)
+
+    @classmethod
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        import sqlalchemy as sa
+
+        from kb.claims.claims import parse_key
+        from kb.db.claim_tables import Claim as T
+        out = []
+        with info.context.graphs.engine.connect() as conn:
+            for nid in node_ids:
+                row = conn.execute(sa.select(T.__table__).where(T.__table__.c.id == parse_key(nid))).first()
+                out.append(cls.of(dict(row._mapping)) if row else None)
+        return out
+
+
+@strawberry.type
+class ClaimEdge:
+    cursor: str
+    node: Claim
+
+
+@strawberry.type
+class ClaimConnection:
+    edges: list[ClaimEdge]
+    page_info: PageInfo
+    total_count: int
+
+
+@strawberry.type
+class CircuitEdge:
+    source: str
+    target: str
+    note: str
+
+
+@strawberry.type(description="One stated edge checked against the weight graph.")
+class EdgeCheck:
+    source: str
+    target: str
+    note: str
+    exists: bool
+    weight: float | None
+    magnitude: float | None
+    sign: str = strawberry.field(description="POSITIVE, NEGATIVE, ZERO or ABSENT")
+    rank: int | None = strawberry.field(description="1 = the target's strongest excitatory input")
+    inputs: int | None = strawberry.field(description="how many inputs the target has")
+    reason: str
+
+
+@strawberry.type
+class CircuitCheck:
+    edges: list[EdgeCheck]
+
+    @strawberry.field(description="every stated edge exists in the weight graph")
+    def all_exist(self) -> bool:
+        return all(e.exists for e in self.edges)
+
+    @strawberry.field(description="every stated edge exists and is excitatory")
+    def all_excitatory(self) -> bool:
+        return all(e.sign == "POSITIVE" for e in self.edges)
+
+
+@strawberry.type(description="A named subgraph that claims can be about: circuit:N.")
+class Circuit(_Keyed):
+    key: str
+    name: str
+    description: str
+    model: str
+    edges: list[CircuitEdge]
+    _row: strawberry.Private[dict]
+
+    @classmethod
+    def of(cls, row: dict) -> "Circuit":
+        return cls(key=f"circuit:{row['id']}", name=row["name"], description=row["description"],
+                   model=row["model_key"], edges=[CircuitEdge(**e) for e in row["edges"]], _row=row)
+
+    @strawberry.field
+    def neurons(self, info: Info) -> list[Neuron]:
+        return _neurons(info, self._row["neurons"])
+
+    @strawberry.field(description="Each stated edge against the weights: exists, weight, sign, rank.")
+    def check(self, info: Info) -> CircuitCheck:
+        graph = info.context.graphs.graph(self.model)
+        return CircuitCheck(edges=[EdgeCheck(**vars(e)) for e in circuit_domain.check(graph, self._row)])
+
+    @classmethod
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+        from kb.claims.claims import parse_circuit_key
+        from kb.claims.errors import NotFound
+        out = []
+        with info.context.graphs.engine.connect() as conn:
+            for nid in node_ids:
+                try:
+                    out.append(cls.of(circuit_domain.get(conn, parse_circuit_key(nid))))
+                except NotFound:
+                    out.append(None)
+        return out

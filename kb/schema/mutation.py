@@ -1,0 +1,154 @@
+"""Mutations: each declares the least role it needs; ownership and status rules are the domain's."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import strawberry
+
+from kb.claims import circuits as circuit_domain
+from kb.claims import claims as claim_domain
+from kb.claims import reviews as review_domain
+from kb.claims.errors import ClaimProblem
+from kb.db.claim_tables import Claim as ClaimTable
+from kb.db.claim_tables import Review as ReviewTable
+from kb.schema.auth import mutation
+from kb.schema.claim_types import Circuit, Claim, ClaimKind, ClaimStatus, EvidenceKind, Review, Verdict
+from kb.schema.context import Info
+from kb.schema.errors import CodedError
+
+
+@strawberry.input(description="One piece of evidence: its kind and what it points at.")
+class EvidenceInput:
+    kind: EvidenceKind
+    note: str = ""
+    neuron: str | None = None
+    source: str | None = None
+    target: str | None = None
+    url: str | None = None
+    doi: str | None = None
+    visualization: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind.value, "note": self.note, "neuron": self.neuron, "source": self.source,
+                "target": self.target, "url": self.url, "doi": self.doi, "visualization": self.visualization}
+
+
+@strawberry.input
+class ClaimInput:
+    label: str
+    kind: ClaimKind
+    body: str = ""
+    subjects: list[str] = strawberry.field(default_factory=list, description="neuron keys, any form")
+    circuit: str | None = strawberry.field(default=None, description="circuit:N")
+    confidence: float | None = None
+    evidence: list[EvidenceInput] = strawberry.field(default_factory=list)
+    message: str = ""
+
+
+@strawberry.input(description="The fields to change; those left out stay as they are.")
+class ClaimPatch:
+    label: str | None = strawberry.UNSET
+    body: str | None = strawberry.UNSET
+    kind: ClaimKind | None = strawberry.UNSET
+    confidence: float | None = strawberry.UNSET
+    subjects: list[str] | None = strawberry.UNSET
+    circuit: str | None = strawberry.UNSET
+    evidence: list[EvidenceInput] | None = strawberry.UNSET
+
+    def as_dict(self) -> dict:
+        out = {}
+        for name in ("label", "body", "kind", "confidence", "subjects", "circuit", "evidence"):
+            value = getattr(self, name)
+            if value is strawberry.UNSET:
+                continue
+            if name == "kind" and value is not None:
+                value = value.value
+            if name == "evidence" and value is not None:
+                value = [e.as_dict() for e in value]
+            out[name] = value
+        return out
+
+
+@strawberry.input
+class CircuitEdgeInput:
+    source: str
+    target: str
+    note: str = ""
+
+
+@strawberry.input
+class CircuitInput:
+    name: str
+    description: str = ""
+    neurons: list[str] = strawberry.field(default_factory=list)
+    edges: list[CircuitEdgeInput] = strawberry.field(default_factory=list)
+
+
+@contextmanager
+def _transaction(info: Info):
+    try:
+        with info.context.graphs.engine.begin() as conn:
+            yield conn
+    except ClaimProblem as exc:
+        raise CodedError(exc.message, exc.code, **exc.extensions) from None
+
+
+def _claim(conn, claim_id: int) -> Claim:
+    import sqlalchemy as sa
+    t = ClaimTable.__table__
+    return Claim.of(dict(conn.execute(sa.select(t).where(t.c.id == claim_id)).one()._mapping))
+
+
+@strawberry.type
+class Mutation:
+    @mutation(role="editor", description="Make a claim about neurons or a circuit (revision 1, PROPOSED).")
+    def create_claim(self, info: Info, input: ClaimInput) -> Claim:
+        account = info.context.account()
+        with _transaction(info) as conn:
+            claim_id = claim_domain.create_claim(
+                conn, info.context.graphs.catalog(), account, label=input.label, kind=input.kind.value,
+                body=input.body, confidence=input.confidence, subjects=input.subjects, circuit=input.circuit,
+                evidence=[e.as_dict() for e in input.evidence], message=input.message)
+            return _claim(conn, claim_id)
+
+    @mutation(role="editor", description="Edit a claim's content (its author, or a moderator). Refused with "
+                                         "EDIT_CONFLICT (and the current revision) unless expectedRevision is "
+                                         "still the current one when the edit commits.")
+    def update_claim(self, info: Info, key: str, expected_revision: int, patch: ClaimPatch,
+                     message: str = "") -> Claim:
+        account = info.context.account()
+        with _transaction(info) as conn:
+            claim_id = claim_domain.parse_key(key)
+            claim_domain.update_claim(conn, info.context.graphs.catalog(), account, claim_id, expected_revision,
+                                      patch.as_dict(), message)
+            return _claim(conn, claim_id)
+
+    @mutation(role="editor", description="Change a claim's status: a moderator any; its author may retract.")
+    def set_claim_status(self, info: Info, key: str, expected_revision: int, status: ClaimStatus,
+                         message: str = "") -> Claim:
+        account = info.context.account()
+        with _transaction(info) as conn:
+            claim_id = claim_domain.parse_key(key)
+            claim_domain.set_status(conn, account, claim_id, expected_revision, status.value, message)
+            return _claim(conn, claim_id)
+
+    @mutation(role="editor", description="Support or dispute a claim; one review per user, changeable.")
+    def review_claim(self, info: Info, key: str, verdict: Verdict, comment: str = "") -> Review:
+        import sqlalchemy as sa
+        account = info.context.account()
+        with _transaction(info) as conn:
+            claim_id = claim_domain.parse_key(key)
+            review_domain.review_claim(conn, account, claim_id, verdict.value, comment)
+            t = ReviewTable.__table__
+            row = conn.execute(sa.select(t).where(t.c.claim_id == claim_id, t.c.user_id == account.id)).one()
+            return Review.of(dict(row._mapping))
+
+    @mutation(role="editor", description="Name a circuit: neurons and the edges between them, a note per edge.")
+    def create_circuit(self, info: Info, input: CircuitInput) -> Circuit:
+        account = info.context.account()
+        with _transaction(info) as conn:
+            circuit_id = circuit_domain.create_circuit(
+                conn, info.context.graphs.catalog(), account, input.name, input.neurons,
+                [{"source": e.source, "target": e.target, "note": e.note} for e in input.edges], input.description)
+            return Circuit.of(circuit_domain.get(conn, circuit_id))
