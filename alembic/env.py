@@ -3,6 +3,7 @@
 from alembic import context
 
 import kb.db.claim_tables  # noqa: F401  (registers the tables)
+import kb.db.render_tables  # noqa: F401
 import kb.db.tables  # noqa: F401
 from kb.db.engine import make_engine
 from kb.settings import get_settings
@@ -10,6 +11,11 @@ from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Leave SQLite's FTS5 tables (made by hand in 0002) out of autogenerate."""
+    return not (type_ == "table" and reflected and name.startswith("claim_fts"))
 
 
 def _url() -> str:
@@ -26,7 +32,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
+        context.configure(connection=connection, target_metadata=target_metadata, include_object=include_object,
                           render_as_batch=connection.dialect.name == "sqlite")
         with context.begin_transaction():
             context.run_migrations()

@@ -1,0 +1,70 @@
+"""Tables of the render layer: datasets, render jobs (the source of truth for work), artifacts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from kb.db.tables import utcnow
+
+
+def _ts(nullable: bool = False) -> sa.Column:
+    return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
+
+
+class Dataset(SQLModel, table=True):
+    """A folder of images for dataset examples (``kb dataset add NAME PATH``)."""
+    __tablename__ = "dataset"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    path: str = Field(sa_column=sa.Column(sa.String(1000), nullable=False))
+    images: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Artifact(SQLModel, table=True):
+    """A rendered image, stored content-addressed; the row says what made it."""
+    __tablename__ = "artifact"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    content_type: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    bytes: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    width: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    height: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    params: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    versions: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # torch, torchvision, lucent, kb
+    meta: dict = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class RenderJob(SQLModel, table=True):
+    """One unit's render of one kind with one set of parameters. The same (pinned model, unit, kind,
+    parameters) is one row: asking again returns it (and its artifact) instead of rendering again."""
+    __tablename__ = "render_job"
+    __table_args__ = (sa.UniqueConstraint("model_sha256", "layer_key", "unit", "kind", "params_hash"),
+                      sa.Index("ix_render_job_status", "status", "deadline"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    model_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    model_sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    layer_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    unit: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))  # -1: the whole layer
+    params: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    params_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # QUEUED RUNNING DONE FAILED
+    attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    max_attempts: int = Field(default=3, sa_column=sa.Column(sa.Integer, nullable=False, server_default="3"))
+    progress: float = Field(default=0.0, sa_column=sa.Column(sa.Float, nullable=False, server_default="0"))
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    artifact_id: int | None = Field(default=None, sa_column=sa.Column(sa.ForeignKey("artifact.id"), nullable=True))
+    worker: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    started_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    finished_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    deadline: datetime | None = Field(default=None, sa_column=_ts(True))  # RUNNING past this: re-queued

@@ -1,0 +1,71 @@
+"""Render kinds and their parameters: defaults, ranges, and the hash that makes requests idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+KINDS = ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")
+PARAMETERIZATIONS = ("fft", "pixel")
+TRANSFORMS = ("standard", "none")
+
+
+class BadParams(ValueError):
+    code = "BAD_INPUT"
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """lucent's defaults: 128 px, 512 steps, FFT parameterisation, decorrelated colour, standard transforms,
+    Adam at 0.05, upsampled to 224 px before the model."""
+    size: int = 128
+    steps: int = 512
+    seed: int = 0
+    parameterization: str = "fft"
+    transforms: str = "standard"
+    negative: bool = False
+    lr: float = 0.05
+    upsample: int = 224  # 0: feed the image at its own size
+    dataset: str = ""  # DATASET_EXAMPLES: a dataset name
+    top_k: int = 9  # DATASET_EXAMPLES: examples per unit
+    extra: dict = field(default_factory=dict)
+
+    def check(self, kind: str) -> "RenderParams":
+        if kind not in KINDS:
+            raise BadParams(f"kind must be one of {', '.join(KINDS)}")
+        if not 16 <= self.size <= 512:
+            raise BadParams("size must be 16..512 pixels")
+        if not 1 <= self.steps <= 4096:
+            raise BadParams("steps must be 1..4096")
+        if not 0 <= self.seed < 2**31:
+            raise BadParams("seed must be 0..2^31-1")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise BadParams(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}")
+        if self.transforms not in TRANSFORMS:
+            raise BadParams(f"transforms must be one of {', '.join(TRANSFORMS)}")
+        if not 0 < self.lr <= 1:
+            raise BadParams("lr must be in (0, 1]")
+        if self.upsample and not 16 <= self.upsample <= 512:
+            raise BadParams("upsample must be 0 or 16..512 pixels")
+        if kind == "DATASET_EXAMPLES" and not self.dataset:
+            raise BadParams("DATASET_EXAMPLES needs a dataset name (kb dataset add NAME PATH)")
+        if not 1 <= self.top_k <= 64:
+            raise BadParams("top_k must be 1..64")
+        return self
+
+    def relevant(self, kind: str) -> dict:
+        """Only the parameters that change the image of this kind (so irrelevant ones don't split the cache)."""
+        d = asdict(self)
+        d.pop("extra")
+        if kind in ("FEATURE_VIS", "NEURON_VIS"):
+            d.pop("dataset"), d.pop("top_k")
+        elif kind == "DATASET_EXAMPLES":
+            d = {"dataset": self.dataset, "top_k": self.top_k}
+        else:
+            d = {}
+        return d
+
+
+def params_hash(kind: str, params: dict) -> str:
+    return hashlib.sha256(json.dumps({"kind": kind, **params}, sort_keys=True).encode()).hexdigest()
