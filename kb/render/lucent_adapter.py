@@ -60,11 +60,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _RedirectedReLU(torch.autograd.Function):
+    """lucent's RedirectedReLU with the same gradient (negative inputs pass 0.1 of it) computed with
+    ``torch.where``: lucent's boolean-mask assignment synchronises with the GPU at every layer of every step
+    (half the step time on an H200, measured with torch.profiler)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.where(x < 0, grad * 0.1, grad)
+
+
+def _fast_redirected(module, x):
+    return _RedirectedReLU.apply(x)
+
+
 def prepare(model: torch.nn.Module, device: torch.device, channels_last: bool = True) -> torch.nn.Module:
-    """Eval mode, no weight gradients, on ``device``, channels-last: once per worker process."""
+    """Eval mode, no weight gradients, on ``device``, channels-last, lucent's redirected ReLUs without GPU
+    synchronisation: once per worker process."""
+    import types
+
     model = model.eval().to(device)
     for p in model.parameters():
         p.requires_grad_(False)
+    for m in model.modules():
+        if type(m).__name__ == "RedirectedReluLayer":
+            m.forward = types.MethodType(_fast_redirected, m)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

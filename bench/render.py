@@ -1,0 +1,158 @@
+"""Feature-visualisation throughput: Circuit KB's renderer against plain lucent, in the same run.
+
+Default (CPU here): N units of one googlenet layer at a fixed size and step count, rendered by
+``kb.render.lucent_adapter.render_units`` (one batched optimisation, forward stopped at the layer, no weight
+gradients, channels-last) and one unit at a time by lucent's ``render_vis`` with its defaults. Prints units/s
+of both and the ratio.
+
+    .venv/bin/python bench/render.py [--model torchvision:googlenet] [--layer inception4a] [--units 8]
+                                     [--size 128] [--steps 32] [--device cpu]
+
+``--all-units`` (for a GPU): every unit of every layer of lucent's InceptionV1 at lucent's defaults (128 px,
+512 steps, upsampled to 224), batched per layer, bf16 autocast; prints wall time, units per GPU-second and the
+fraction of the card's peak arithmetic reached (FLOPs counted with torch's FlopCounterMode on one step).
+``--dataset-pass`` measures the dataset-examples collecting pass against the plain forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import types
+
+
+def _stub_ipython() -> None:
+    """lucent's render module imports IPython.display (for notebooks) at import time; a bare GPU image may
+    not have IPython, and nothing here displays anything."""
+    try:
+        import IPython.display  # noqa: F401
+    except ImportError:
+        ipy = types.ModuleType("IPython")
+        ipy.display = types.ModuleType("IPython.display")
+        sys.modules["IPython"], sys.modules["IPython.display"] = ipy, ipy.display
+
+
+def _sync(device) -> None:
+    import torch
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def compare(args) -> None:
+    import torch
+
+    from kb.graph import zoo
+    from kb.render import lucent_adapter as A
+
+    _stub_ipython()
+    arch = zoo.get(args.model)
+    layer = arch.layer(args.layer)
+    units = list(range(args.units))
+    preprocess = "inceptionv1" if arch.source.startswith("lucent:") else "imagenet"
+    torch.manual_seed(0)
+    plain_model = arch.build().eval().to(args.device)
+    plain_units = units[: max(1, min(len(units), args.plain_units))]
+    A.plain_render_vis(plain_model, layer.module.replace(".", "_"), 0, size=args.size, steps=2, device=args.device)
+    _sync(args.device)
+    t = time.perf_counter()
+    for u in plain_units:
+        A.plain_render_vis(plain_model, layer.module.replace(".", "_"), u, size=args.size, steps=args.steps,
+                           device=args.device)
+    _sync(args.device)
+    plain = len(plain_units) / (time.perf_counter() - t)
+    model = A.prepare(arch.build(), args.device)
+    A.render_units(model, layer.module, units[:2], size=args.size, steps=2, preprocess=preprocess,
+                   device=args.device, autocast=args.bf16)
+    _sync(args.device)
+    t = time.perf_counter()
+    A.render_units(model, layer.module, units, size=args.size, steps=args.steps, preprocess=preprocess,
+                   device=args.device, autocast=args.bf16)
+    _sync(args.device)
+    ours = len(units) / (time.perf_counter() - t)
+    print(f"{arch.source} {args.layer}, {args.size} px, {args.steps} steps, device {args.device}"
+          f"{' (bf16)' if args.bf16 else ''}")
+    print(f"plain lucent render_vis, one unit at a time ({len(plain_units)} units): {plain:8.3f} units/s")
+    print(f"kb renderer, {len(units)} units in one batch:                 {ours:8.3f} units/s")
+    print(f"ratio: {ours / plain:.2f}x")
+
+
+def flops_per_unit_step(model, module_path, size, upsample, preprocess, device) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kb.render import lucent_adapter as A
+    counter = FlopCounterMode(display=False)
+    with counter:
+        A.render_units(model, module_path, [0], size=size, steps=1, upsample=upsample, preprocess=preprocess,
+                       device=device, autocast=False)
+    return float(counter.get_total_flops())
+
+
+def all_units(args) -> None:
+    import torch
+
+    from kb.graph import zoo
+    from kb.graph.extract import shapes
+    from kb.render import lucent_adapter as A
+
+    torch.backends.cudnn.benchmark = True
+    arch = zoo.get("lucent:inceptionv1")
+    torch.manual_seed(0)
+    model = arch.build()
+    out_shapes = shapes(model, arch)
+    model = A.prepare(model, args.device)
+    name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
+    print(f"device: {name}; every unit of lucent:inceptionv1, {args.size} px, {args.steps} steps, upsample 224, "
+          f"batch {args.batch}, bf16 autocast {args.bf16}", flush=True)
+    total_units, total_flops, t0 = 0, 0.0, time.perf_counter()
+    for spec in arch.layers:
+        n = out_shapes[spec.module][0]
+        per_step = flops_per_unit_step(model, spec.module, args.size, 224, "inceptionv1", args.device)
+        _sync(args.device)
+        t = time.perf_counter()
+        for lo in range(0, n, args.batch):
+            A.render_units(model, spec.module, list(range(lo, min(n, lo + args.batch))), size=args.size,
+                           steps=args.steps, preprocess="inceptionv1", device=args.device, autocast=args.bf16)
+        _sync(args.device)
+        dt = time.perf_counter() - t
+        total_units += n
+        total_flops += per_step * n * args.steps
+        print(f"  {spec.name:<8} {n:5d} units {dt:7.1f} s  {n / dt:7.1f} units/s  "
+              f"{per_step * n * args.steps / dt / 1e12:7.2f} TFLOP/s", flush=True)
+        if time.perf_counter() - t0 > args.budget_s:
+            print(f"  stopping: over the {args.budget_s} s budget", flush=True)
+            break
+    wall = time.perf_counter() - t0
+    rate = total_flops / wall / 1e12
+    print(f"{total_units} units in {wall:.1f} s = {total_units / wall:.1f} units per GPU-second; "
+          f"{total_flops / 1e15:.2f} PFLOP counted, {rate:.1f} TFLOP/s = {rate / args.peak_tflops:.1%} of "
+          f"{args.peak_tflops:.0f} TFLOP/s peak")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="torchvision:googlenet")
+    ap.add_argument("--layer", default="inception4a")
+    ap.add_argument("--units", type=int, default=8)
+    ap.add_argument("--plain-units", type=int, default=2, help="units lucent renders for its figure")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--all-units", action="store_true")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--budget-s", type=float, default=480)
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card (H100/H200 SXM)")
+    ap.add_argument("--dataset-pass", action="store_true")
+    args = ap.parse_args()
+    if args.all_units:
+        all_units(args)
+    elif args.dataset_pass:
+        from bench_dataset import dataset_pass  # noqa: F401  (added with the dataset examples)
+    else:
+        compare(args)
+
+
+if __name__ == "__main__":
+    main()
