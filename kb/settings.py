@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     storage_dir: Path | None = Field(None, description="rendered artifacts; empty: <data_dir>/artifacts")
     public_url: str = Field("http://127.0.0.1:8000", description="base of the stable neuron URLs")
     auto_upgrade: bool | None = Field(None, description="upgrade the schema on use; default: only for SQLite")
+    render_batch: int = Field(64, description="units of one layer rendered in one optimisation")
+    render_lease_s: float = Field(300.0, description="a RUNNING job without a heartbeat for this long is re-queued")
+    render_sweep_s: float = Field(30.0, description="how often each worker looks for stuck jobs")
+    render_visibility_timeout_s: int = Field(3600, description="Redis: redeliver an unacknowledged task after")
+    render_device: str = Field("", description="torch device for renders; empty: cuda if available, else cpu")
     rate_limit_per_minute: float = Field(120.0, description="mutations per minute per token, on average")
     rate_limit_burst: int = Field(60, description="mutations a token may send at once")
 
@@ -34,6 +39,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.storage_dir or self.data_dir / "artifacts"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
 
     @property
     def is_sqlite(self) -> bool:

@@ -20,6 +20,8 @@ from kb.db.engine import engine_for, make_engine  # noqa: E402
 from kb.settings import get_settings  # noqa: E402
 
 ADMIN_URL = os.environ.get("KB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Render jobs go to a real Redis (a database of its own for the tests; workers are started by the tests).
+os.environ.setdefault("KB_BROKER_URL", os.environ.get("KB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 BACKEND = os.environ.get("KB_TEST_DATABASE", "postgresql")
 
 

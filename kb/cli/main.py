@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kb.cli import accounts, claims, db, graph, serve
+from kb.cli import accounts, claims, db, graph, serve, worker
 
 app = typer.Typer(help="Circuit KB: the open knowledge base of vision-model neurons.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -17,6 +17,7 @@ app.command("import-families")(claims.import_families_command)
 app.command("import")(graph.import_command)
 app.command("neuron")(graph.neuron_command)
 app.command("serve")(serve.serve_command)
+app.command("worker")(worker.worker_command)
 
 
 def main() -> None:

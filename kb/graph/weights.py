@@ -89,7 +89,7 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
             raise WeightsProblem(f"cannot read checkpoint {weights}: {type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:200]}") from None
         fit(model, arch, _unwrap(obj), f"checkpoint {weights}")
-        return model.eval(), f"checkpoint {path.name}"
+        return model.eval(), f"checkpoint {path.resolve()}"
     if arch.pretrained is None:
         raise WeightsProblem(f"{arch.source} has no published weights; use --weights PATH or --weights random")
     try:
@@ -106,3 +106,13 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
         ) from None
     fit(model, arch, state, f"weights {weights}")
     return model.eval(), f"{weights}"
+
+
+def reload(arch: Architecture, described: str) -> torch.nn.Module:
+    """The model again from the description ``load`` returned (render workers do this)."""
+    if described.startswith("random seed="):
+        seed = int(described.split()[1].split("=")[1])
+        return load(arch, "random", seed)[0]
+    if described.startswith("checkpoint "):
+        return load(arch, described[len("checkpoint "):])[0]
+    return load(arch, described)[0]

@@ -9,12 +9,18 @@ from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCa
 
 from kb.schema.limits import MAX_TOKENS, RequestLimits
 from kb.schema.claim_query import ClaimQuery
-from kb.schema.mutation import Mutation
+from kb.schema.mutation import ClaimMutation
 from kb.schema.query import GraphQuery
+from kb.schema.render_types import RenderMutation, RenderQuery
 
 
 @strawberry.type
-class Query(GraphQuery, ClaimQuery):
+class Query(GraphQuery, ClaimQuery, RenderQuery):
+    pass
+
+
+@strawberry.type
+class Mutation(ClaimMutation, RenderMutation):
     pass
 
 

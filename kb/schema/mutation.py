@@ -101,7 +101,7 @@ def _claim(conn, claim_id: int) -> Claim:
 
 
 @strawberry.type
-class Mutation:
+class ClaimMutation:
     @mutation(role="editor", description="Make a claim about neurons or a circuit (revision 1, PROPOSED).")
     def create_claim(self, info: Info, input: ClaimInput) -> Claim:
         account = info.context.account()

@@ -22,6 +22,7 @@ from kb.schema.pagination import PageInfo, cursor, page_info, window
 
 if TYPE_CHECKING:
     from kb.schema.claim_types import Citation, Claim
+    from kb.schema.render_types import RenderKind, Visualization
 
 
 @strawberry.enum(description="How neighbors are ranked.")
@@ -209,6 +210,13 @@ class Neuron(_Keyed):
         key = self._key
         rows = await info.context.loaders.claims_of_neuron.load((key.model, key.layer, key.index))
         return [Claim.of(r) for r in rows]
+
+    @strawberry.field(description="Finished renders of this neuron (feature visualisations, weights...).")
+    def visualizations(self, info: Info, kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")]
+                       | None = None) -> list[Annotated["Visualization", strawberry.lazy("kb.schema.render_types")]]:
+        from kb.schema.render_types import visualizations
+
+        return visualizations(info, self, kind)
 
     @strawberry.field(description="How to cite this neuron: pinned key, URL, BibTeX.")
     def citation(self, info: Info) -> Annotated["Citation", strawberry.lazy("kb.schema.claim_types")]:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
@@ -68,6 +68,20 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     async def root(request: Request):
         return RedirectResponse("/graphql")
 
+    storage_root = settings.artifacts_dir
+
+    async def artifact(request: Request):
+        name = request.path_params["name"]
+        sha, _, ext = name.partition(".")
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or ext != "png":
+            return PlainTextResponse("not found", status_code=404)
+        path = storage_root / sha[:2] / f"{sha}.png"
+        if not path.is_file():
+            return PlainTextResponse("not found", status_code=404)
+        # content-addressed: the bytes behind this URL never change
+        return FileResponse(path, media_type="image/png",
+                            headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{sha}"'})
+
     @asynccontextmanager
     async def lifespan(app):
         task = None
@@ -77,7 +91,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         if task is not None:
             await asyncio.wait_for(asyncio.shield(task), timeout=None) if task.done() else None
 
-    app = Starlette(routes=[Route("/", root), Route("/health", health),
+    app = Starlette(routes=[Route("/", root), Route("/health", health), Route("/artifacts/{name}", artifact),
                             Route("/graphql", graphql, methods=["GET", "POST"])], lifespan=lifespan)
     app.state.graphs = graphs
     app.state.graphql = graphql

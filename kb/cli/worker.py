@@ -1,0 +1,27 @@
+"""``kb worker``: a Celery worker for render jobs (one per GPU), with the stuck-job sweeper."""
+
+from __future__ import annotations
+
+import typer
+
+from kb.cli.db import open_engine
+from kb.cli.errors import expected
+
+
+@expected()
+def worker_command(
+    queues: str = typer.Option("render,control", "--queues", help="comma-separated queues"),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="processes (keep 1 per GPU)"),
+    pool: str = typer.Option("solo", "--pool", help="solo (one process) or prefork"),
+    loglevel: str = typer.Option("warning", "--loglevel"),
+) -> None:
+    """Consume render jobs from the broker (KB_BROKER_URL, or the embedded SQLite broker)."""
+    from kb.render.celery_app import app
+    from kb.render.enqueue import start_sweeper
+    from kb.settings import get_settings
+
+    open_engine()
+    start_sweeper(get_settings().render_sweep_s)
+    argv = ["worker", f"--queues={queues}", f"--concurrency={concurrency}", f"--pool={pool}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv)

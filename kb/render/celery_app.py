@@ -1,0 +1,31 @@
+"""The Celery app: Redis in production (KB_BROKER_URL), kombu's SQLAlchemy transport on a SQLite file in the
+embedded default. Tasks are acknowledged late (after they finish), one prefetched at a time, and requeued when
+the worker running them is lost."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from kb.settings import get_settings
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery("kb", broker=settings.broker, include=["kb.render.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="render",
+        task_routes={"kb.render.sweep": {"queue": "control"}},
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.render_visibility_timeout_s},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+app = make_celery()

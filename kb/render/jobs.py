@@ -1,0 +1,134 @@
+"""Render jobs as rows: the database, not the broker, is the source of truth.
+
+A job moves QUEUED → RUNNING → DONE, or back to QUEUED for another attempt, or to FAILED after its last one.
+Every transition is a conditional UPDATE, so a job delivered twice (a redelivered message, a sweeper's
+re-enqueue) is started once, and a finished job is never redone. Enqueueing happens after the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from kb.db.render_tables import Artifact, RenderJob
+from kb.db.tables import utcnow
+from kb.render.params import params_hash
+
+
+@dataclass(frozen=True)
+class Unit:
+    model_key: str
+    model_sha256: str
+    layer_key: str
+    unit: int
+
+
+def request(conn: sa.Connection, units: list[Unit], kind: str, params: dict) -> tuple[list[int], list[int]]:
+    """(job ids, one per unit in order; the ids that need enqueueing). Existing jobs are reused; a FAILED
+    one is given a fresh set of attempts."""
+    t = RenderJob.__table__
+    h = params_hash(kind, params)
+    ids, enqueue = [], []
+    for u in units:
+        key = (t.c.model_sha256 == u.model_sha256, t.c.layer_key == u.layer_key, t.c.unit == u.unit,
+               t.c.kind == kind, t.c.params_hash == h)
+        row = conn.execute(sa.select(t.c.id, t.c.status).where(*key)).first()
+        if row is None:
+            try:
+                with conn.begin_nested():
+                    job_id = conn.execute(sa.insert(t).values(
+                        kind=kind, model_key=u.model_key, model_sha256=u.model_sha256, layer_key=u.layer_key,
+                        unit=u.unit, params=params, params_hash=h, status="QUEUED", created_at=utcnow(),
+                    ).returning(t.c.id)).scalar_one()
+                enqueue.append(job_id)
+            except sa.exc.IntegrityError:  # asked for at the same moment by someone else: theirs
+                job_id = conn.execute(sa.select(t.c.id).where(*key)).scalar_one()
+            ids.append(job_id)
+            continue
+        if row.status == "FAILED":
+            conn.execute(sa.update(t).where(t.c.id == row.id, t.c.status == "FAILED").values(
+                status="QUEUED", attempts=0, error=None, progress=0.0))
+            enqueue.append(row.id)
+        ids.append(row.id)
+    return ids, enqueue
+
+
+def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) -> list[dict]:
+    """Claim the jobs this worker may run now (QUEUED, or RUNNING past their deadline)."""
+    t = RenderJob.__table__
+    now = utcnow()
+    started = []
+    for job_id in job_ids:
+        done = conn.execute(sa.update(t).where(
+            t.c.id == job_id,
+            sa.or_(t.c.status == "QUEUED", sa.and_(t.c.status == "RUNNING", t.c.deadline < now)),
+        ).values(status="RUNNING", attempts=t.c.attempts + 1, started_at=now, worker=worker[:200],
+                 deadline=now + timedelta(seconds=lease_s), progress=0.0)).rowcount
+        if done:
+            started.append(dict(conn.execute(sa.select(t).where(t.c.id == job_id)).one()._mapping))
+    return started
+
+
+def heartbeat(conn: sa.Connection, job_ids: list[int], progress: float, lease_s: float) -> None:
+    t = RenderJob.__table__
+    conn.execute(sa.update(t).where(t.c.id.in_(job_ids), t.c.status == "RUNNING").values(
+        progress=progress, deadline=utcnow() + timedelta(seconds=lease_s)))
+
+
+def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
+    """Record the artifact (one row per content hash) and mark the job DONE; returns the artifact id."""
+    a, t = Artifact.__table__, RenderJob.__table__
+    artifact_id = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar()
+    if artifact_id is None:
+        try:
+            with conn.begin_nested():
+                artifact_id = conn.execute(sa.insert(a).values(created_at=utcnow(), **artifact)
+                                           .returning(a.c.id)).scalar_one()
+        except sa.exc.IntegrityError:
+            artifact_id = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar_one()
+    conn.execute(sa.update(t).where(t.c.id == job_id, t.c.status == "RUNNING").values(
+        status="DONE", artifact_id=artifact_id, progress=1.0, finished_at=utcnow(), deadline=None, error=None))
+    return artifact_id
+
+
+def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool) -> bool:
+    """Record a failed attempt; True if the job goes back to QUEUED for another one."""
+    t = RenderJob.__table__
+    row = conn.execute(sa.select(t.c.attempts, t.c.max_attempts).where(t.c.id == job_id)).one()
+    again = retryable and row.attempts < row.max_attempts
+    conn.execute(sa.update(t).where(t.c.id == job_id, t.c.status == "RUNNING").values(
+        status="QUEUED" if again else "FAILED", error=error[:2000], deadline=None,
+        finished_at=None if again else utcnow()))
+    return again
+
+
+def stuck(conn: sa.Connection, queued_older_than_s: float = 600) -> list[int]:
+    """Jobs to enqueue again: RUNNING past their deadline (a lost worker), or QUEUED and never picked up."""
+    t = RenderJob.__table__
+    now = utcnow()
+    late = [r[0] for r in conn.execute(sa.select(t.c.id).where(t.c.status == "RUNNING", t.c.deadline < now))]
+    old = now - timedelta(seconds=queued_older_than_s)
+    waiting = [r[0] for r in conn.execute(sa.select(t.c.id).where(t.c.status == "QUEUED", t.c.created_at < old,
+                                                                   t.c.started_at.is_(None)))]
+    return late + waiting
+
+
+def get(conn: sa.Connection, job_ids: list[int]) -> list[dict]:
+    t = RenderJob.__table__
+    rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(job_ids)))}
+    return [rows[i] for i in job_ids if i in rows]
+
+
+def done_for_unit(conn: sa.Connection, model_sha256: str, layer_key: str, unit: int,
+                  kind: str | None) -> list[tuple[dict, dict]]:
+    t, a = RenderJob.__table__, Artifact.__table__
+    q = (sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
+         .join(a, a.c.id == t.c.artifact_id)
+         .where(t.c.model_sha256 == model_sha256, t.c.layer_key == layer_key, t.c.unit == unit,
+                t.c.status == "DONE").order_by(t.c.id))
+    if kind:
+        q = q.where(t.c.kind == kind)
+    return [dict(r._mapping) for r in conn.execute(q)]
+

@@ -1,0 +1,151 @@
+"""Runs render jobs in a worker process: claims them, renders a batch, stores PNGs, records artifacts.
+
+Knows the database and torch, not Celery: the task (kb.render.tasks) is a thin shell around ``run``.
+Models are loaded once per process (by weights hash) and checked against the hash they were imported with.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import sqlalchemy as sa
+
+from kb.db.engine import engine_for
+from kb.db.graph_cache import GraphCache
+from kb.db.tables import Model
+from kb.render import images, jobs
+from kb.render.storage import storage_from_settings
+from kb.settings import Settings, get_settings
+
+log = logging.getLogger("kb.render")
+
+
+class Permanent(Exception):
+    """A job that cannot succeed on retry (wrong weights, unknown unit): it ends FAILED at once."""
+
+
+@dataclass
+class Outcome:
+    done: list[int] = field(default_factory=list)
+    retry: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def versions() -> dict:
+    import torch
+    import torchvision
+    try:
+        import lucent
+        lucent_version = lucent.__version__
+    except ImportError:  # pragma: no cover
+        lucent_version = None
+    from importlib.metadata import version
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "lucent": lucent_version,
+            "circuit-kb": version("circuit-kb")}
+
+
+def device(settings: Settings):
+    import torch
+    if settings.render_device:
+        return torch.device(settings.render_device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@lru_cache(maxsize=4)
+def _model(source: str, described: str, sha256: str, device_name: str):
+    from kb.graph import zoo
+    from kb.graph.weights import reload, state_dict_sha256
+    from kb.render.lucent_adapter import prepare
+
+    arch = zoo.get(source)
+    model = reload(arch, described)
+    got = state_dict_sha256(model.state_dict())
+    if got != sha256:
+        raise Permanent(f"this worker's weights for {source} ({described}) hash to {got[:12]}, "
+                        f"the model was imported with {sha256[:12]}")
+    return arch, prepare(model, device_name)
+
+
+def run(job_ids: list[int], worker: str | None = None, settings: Settings | None = None) -> Outcome:
+    settings = settings or get_settings()
+    engine = engine_for(settings.db_url)
+    worker = worker or socket.gethostname()
+    with engine.begin() as conn:
+        started = jobs.start(conn, job_ids, worker, settings.render_lease_s)
+    outcome = Outcome()
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for job in started:
+        groups[(job["model_sha256"], job["layer_key"], job["kind"], job["params_hash"])].append(job)
+    for group in groups.values():
+        try:
+            _render_group(engine, settings, group)
+            outcome.done += [j["id"] for j in group]
+        except Exception as exc:  # noqa: BLE001 — every failure is recorded on the job, the worker lives on
+            permanent = isinstance(exc, (Permanent, ValueError, KeyError, IndexError))
+            log.exception("render of jobs %s failed", [j["id"] for j in group])
+            message = f"{type(exc).__name__}: {exc}"[:2000]
+            with engine.begin() as conn:
+                for j in group:
+                    (outcome.retry if jobs.fail(conn, j["id"], message, not permanent) else outcome.failed).append(
+                        j["id"])
+    return outcome
+
+
+def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> None:
+    first = group[0]
+    m = Model.__table__
+    with engine.connect() as conn:
+        model_row = conn.execute(sa.select(m).where(m.c.sha256 == first["model_sha256"])).first()
+    if model_row is None or model_row.removed_at is not None:
+        raise Permanent(f"model {first['model_key']}@{first['model_sha256'][:12]} is not in the database")
+    ids = [j["id"] for j in group]
+    kind, params = first["kind"], first["params"]
+
+    def progress(step: int, total: int) -> None:
+        if step == total or step % max(1, total // 10) == 0:
+            with engine.begin() as conn:
+                jobs.heartbeat(conn, ids, step / total * 0.99, settings.render_lease_s)
+
+    if kind == "WEIGHTS":
+        pictures = _weights(engine, first["model_key"], group)
+    else:
+        arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)))
+        from kb.render.lucent_adapter import render_units
+        module = arch.layer(first["layer_key"]).module
+        pictures = render_units(
+            model, module, [j["unit"] for j in group], size=params["size"], steps=params["steps"],
+            seed=params["seed"], parameterization=params["parameterization"], transforms=params["transforms"],
+            lr=params["lr"], negative=params["negative"], neuron=kind == "NEURON_VIS", upsample=params["upsample"],
+            preprocess="inceptionv1" if arch.source.startswith("lucent:") else "imagenet",
+            device=device(settings), progress=progress)
+    storage = storage_from_settings(settings)
+    made_by = versions()
+    with engine.begin() as conn:
+        for job, rgb in zip(group, pictures):
+            data = images.png(rgb)
+            sha = storage.put(data, ".png")
+            jobs.finish(conn, job["id"], {"sha256": sha, "content_type": "image/png", "bytes": len(data),
+                                          "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "kind": kind,
+                                          "params": params, "versions": made_by,
+                                          "meta": {"model": f"{job['model_key']}@{job['model_sha256'][:12]}",
+                                                   "unit": f"{job['layer_key']}:{job['unit']}"}})
+
+
+def _weights(engine: sa.Engine, model_key: str, group: list[dict]) -> list[np.ndarray]:
+    """A unit's ten strongest input kernels (by magnitude) as small multiples."""
+    graphs = GraphCache(engine)
+    g = graphs.graph(model_key)
+    out = []
+    for job in group:
+        target = g.ordinal(job["layer_key"], job["unit"])
+        positions = g.inputs.positions(target, "magnitude")[:10]
+        if not len(positions):
+            raise Permanent(f"{model_key}/{job['layer_key']}:{job['unit']} has no inputs (the first layer)")
+        kernels = [graphs.kernel(g, int(g.inputs.other[p]), target) for p in positions]
+        out.append(images.small_multiples(kernels))
+    return out

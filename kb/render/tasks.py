@@ -1,0 +1,22 @@
+"""Celery tasks: thin, idempotent, they take job ids. The work is kb.render.runner's; the state is the job rows."""
+
+from __future__ import annotations
+
+from kb.render.celery_app import app
+
+
+@app.task(name="kb.render.render_jobs", bind=True, acks_late=True, reject_on_worker_lost=True)
+def render_jobs(self, job_ids: list[int]) -> None:
+    from kb.render import runner
+
+    outcome = runner.run(job_ids, worker=self.request.hostname)
+    for job_id in outcome.retry:  # transient failure: again, later, with backoff by attempt
+        render_jobs.apply_async(args=[[job_id]], countdown=min(300, 5 * 2 ** len(outcome.retry)))
+
+
+@app.task(name="kb.render.sweep")
+def sweep() -> int:
+    """Re-enqueue jobs stuck RUNNING past their deadline (a lost worker) or never picked up."""
+    from kb.render.enqueue import sweep_once
+
+    return sweep_once()

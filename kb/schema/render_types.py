@@ -1,0 +1,163 @@
+"""GraphQL of the render layer: request renders, follow jobs, find a neuron's images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from kb.graph.keys import KeyProblem
+from kb.render import jobs as job_domain
+from kb.render.params import BadParams, RenderParams
+from kb.schema.auth import mutation
+from kb.schema.context import Info
+from kb.schema.errors import CodedError, bad_input, from_key_problem, limit
+from kb.schema.types import Neuron
+
+RenderKind = strawberry.enum(Enum("RenderKind", {k: k for k in ("FEATURE_VIS", "NEURON_VIS", "WEIGHTS")}),
+                             description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; "
+                                         "WEIGHTS: the strongest input kernels")
+MAX_UNITS = 1024
+
+
+@strawberry.input(description="Feature-visualisation parameters (lucent's defaults).")
+class RenderParamsInput:
+    size: int = 128
+    steps: int = 512
+    seed: int = 0
+    parameterization: str = "fft"
+    transforms: str = "standard"
+    negative: bool = False
+    lr: float = 0.05
+    upsample: int = 224
+
+
+@strawberry.type
+class Artifact:
+    sha256: str
+    url: str
+    width: int
+    height: int
+    versions: str = strawberry.field(description="torch, torchvision, lucent versions (JSON)")
+
+
+@strawberry.type(description="One unit's render: a row that says what is asked, how far it is, what it made.")
+class RenderJob:
+    id: int
+    kind: RenderKind
+    status: str = strawberry.field(description="QUEUED, RUNNING, DONE or FAILED")
+    attempts: int
+    progress: float
+    error: str | None
+    params: str = strawberry.field(description="JSON")
+    created_at: datetime
+    finished_at: datetime | None
+    _row: strawberry.Private[dict]
+
+    @classmethod
+    def of(cls, row: dict) -> "RenderJob":
+        return cls(id=row["id"], kind=RenderKind[row["kind"]], status=row["status"], attempts=row["attempts"],
+                   progress=row["progress"], error=row["error"], params=json.dumps(row["params"], sort_keys=True),
+                   created_at=row["created_at"], finished_at=row["finished_at"], _row=row)
+
+    @strawberry.field
+    def neuron(self, info: Info) -> Neuron | None:
+        r = self._row
+        try:
+            key = info.context.graphs.resolve(f"{r['model_key']}/{r['layer_key']}:{r['unit']}")
+            return Neuron.of_key(info.context.graphs.graph(key.model), key)
+        except (KeyProblem, LookupError):
+            return None
+
+    @strawberry.field
+    def artifact(self, info: Info) -> Artifact | None:
+        if not self._row["artifact_id"]:
+            return None
+        import sqlalchemy as sa
+
+        from kb.db.render_tables import Artifact as T
+        with info.context.graphs.engine.connect() as conn:
+            a = conn.execute(sa.select(T.__table__).where(T.__table__.c.id == self._row["artifact_id"])).one()
+        return _artifact(info, a.sha256, a.width, a.height, a.versions)
+
+
+def _artifact(info: Info, sha: str, width: int, height: int, versions: dict) -> Artifact:
+    base = info.context.settings.public_url.rstrip("/")
+    return Artifact(sha256=sha, url=f"{base}/artifacts/{sha}.png", width=width, height=height,
+                    versions=json.dumps(versions, sort_keys=True))
+
+
+@strawberry.type(description="A finished render of a neuron.")
+class Visualization:
+    kind: RenderKind
+    params: str
+    artifact: Artifact
+
+
+def visualizations(info: Info, neuron: Neuron, kind) -> list[Visualization]:
+    g = neuron._graph
+    key = neuron._key
+    with info.context.graphs.engine.connect() as conn:
+        rows = job_domain.done_for_unit(conn, g.sha256, key.layer, key.index, kind.value if kind else None)
+    return [Visualization(kind=RenderKind[r["kind"]], params=json.dumps(r["params"], sort_keys=True),
+                          artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]))
+            for r in rows]
+
+
+@strawberry.type
+class RenderQuery:
+    @strawberry.field(name="renderJobs", description="Jobs by id: poll their status and progress.")
+    def render_jobs(self, info: Info, ids: list[int]) -> list[RenderJob]:
+        if len(ids) > MAX_UNITS:
+            raise limit(f"at most {MAX_UNITS} ids")
+        with info.context.graphs.engine.connect() as conn:
+            return [RenderJob.of(r) for r in job_domain.get(conn, ids)]
+
+
+@strawberry.type
+class RenderMutation:
+    @mutation(role="editor", description="Render units (by key) or every unit of a layer. The same (pinned model, "
+                                         "unit, kind, parameters) returns the existing job and artifact.")
+    def request_render(self, info: Info, kind: RenderKind, neurons: list[str] | None = None,
+                       layer: str | None = None,
+                       params: Annotated[RenderParamsInput | None, strawberry.argument()] = None) -> list[RenderJob]:
+        info.context.account()
+        p = RenderParams(**asdict(params)) if params else RenderParams()
+        try:
+            p.check(kind.value)
+        except BadParams as exc:
+            raise bad_input(str(exc)) from None
+        graphs = info.context.graphs
+        units: list[job_domain.Unit] = []
+        try:
+            if layer:
+                lk = graphs.resolve_layer(layer)
+                g = graphs.graph(lk.model)
+                n = next(l.units for l in g.layers if l.key == lk.layer)
+                units = [job_domain.Unit(g.key, g.sha256, lk.layer, i) for i in range(n)]
+            for text in neurons or []:
+                k = graphs.resolve(text)
+                g = graphs.graph(k.model)
+                units.append(job_domain.Unit(g.key, g.sha256, k.layer, k.index))
+        except KeyProblem as exc:
+            raise from_key_problem(exc) from None
+        if not units:
+            raise bad_input("name neurons or a layer to render")
+        if len(units) > MAX_UNITS:
+            raise limit(f"at most {MAX_UNITS} units per request")
+        with graphs.engine.begin() as conn:
+            ids, to_send = job_domain.request(conn, units, kind.value, p.relevant(kind.value))
+        with graphs.engine.connect() as conn:
+            rows = job_domain.get(conn, ids)
+        if to_send:
+            from kb.render.enqueue import enqueue
+            try:
+                enqueue([r for r in rows if r["id"] in set(to_send)])
+            except Exception as exc:  # noqa: BLE001 — the jobs are rows; the sweeper sends them when it can
+                raise CodedError(f"jobs {to_send[:5]}... are saved but the broker did not take them "
+                                 f"({type(exc).__name__}); they will be sent when it answers", "INTERNAL") from None
+        return [RenderJob.of(r) for r in rows]

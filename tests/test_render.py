@@ -1,0 +1,157 @@
+"""Render workers: the lucent adapter, job rows, a real Celery worker on real Redis, and a worker killed
+in the middle of a render."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import sqlalchemy as sa
+import torch
+
+from conftest import as_user, gql
+from kb.graph import zoo
+from kb.render import lucent_adapter as A
+
+REQUEST = """mutation($kind: RenderKind!, $n: [String!], $p: RenderParamsInput) {
+    requestRender(kind: $kind, neurons: $n, params: $p) { id status attempts kind neuron { key } } }"""
+JOBS = "query($ids: [Int!]!) { renderJobs(ids: $ids) { id status attempts progress error artifact { url sha256 } } }"
+SMALL = {"size": 32, "steps": 3, "upsample": 0, "transforms": "none"}
+
+
+def hooks(model) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_adapter_removes_hooks_and_is_seeded():
+    arch = zoo.get("torchvision:googlenet")
+    torch.manual_seed(0)
+    model = arch.build().eval()
+    before = hooks(model)
+    A.plain_render_vis(model, "inception3a", 1, size=32, steps=2)
+    assert hooks(model) == before  # lucent's render_vis leaves one per module; the adapter removes them
+    model = A.prepare(model, "cpu")
+    a = A.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0)
+    assert hooks(model) == before
+    b = A.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0)
+    assert a[0].shape == (32, 32, 3) and a[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # same seed, same image
+    c = A.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0, seed=1)
+    assert not np.array_equal(a[0], c[0])
+    with pytest.raises(KeyError):
+        A.render_units(model, "no.such.module", [1], size=32, steps=1)
+    assert hooks(model) == before
+
+
+def test_requests_are_rows_and_repeat_requests_reuse_them(api, accounts):
+    ed = accounts["editor"]["token"]
+    first = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:1", "InceptionV1 3a:2"],
+                                       "p": {**SMALL, "seed": 7}})["data"]["requestRender"]
+    again = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["inceptionv1/mixed3a:2"],
+                                       "p": {**SMALL, "seed": 7}})["data"]["requestRender"]
+    assert again[0]["id"] == first[1]["id"] and first[0]["neuron"]["key"] == "inceptionv1/mixed3a:1"
+    other = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:2"],
+                                       "p": {**SMALL, "seed": 8}})["data"]["requestRender"]
+    assert other[0]["id"] != first[1]["id"]
+    for bad, code in (({"size": 4}, "BAD_INPUT"), ({"steps": 0}, "BAD_INPUT"), ({"steps": 100000}, "BAD_INPUT")):
+        err = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:1"], "p": bad})["errors"][0]
+        assert err["extensions"]["code"] == code
+    err = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3z:1"]})["errors"][0]
+    assert err["extensions"]["code"] == "NOT_FOUND"
+    err = as_user(api, None, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:1"]})["errors"][0]
+    assert err["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def _worker(db_url, storage, **env):
+    exe = Path(sys.executable).parent / "kb"
+    full = {**os.environ, "KB_DATABASE_URL": db_url, "KB_STORAGE_DIR": str(storage), "KB_RENDER_DEVICE": "cpu",
+            **{k: str(v) for k, v in env.items()}}
+    return subprocess.Popen([str(exe), "worker", "--loglevel", "error"], env=full, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(api, ids, until, timeout=180):
+    deadline = time.time() + timeout
+    while True:
+        jobs = gql(api, JOBS, {"ids": ids})["data"]["renderJobs"]
+        if until(jobs):
+            return jobs
+        assert time.time() < deadline, jobs
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def clean_queue():
+    r = redis.Redis.from_url(os.environ["KB_BROKER_URL"])
+    r.flushdb()
+    yield
+    r.flushdb()
+
+
+def test_worker_renders_and_the_api_serves(api, accounts, db_url, clean_queue, engine):
+    from kb.settings import get_settings
+    storage = get_settings().artifacts_dir
+    worker = _worker(db_url, storage)
+    try:
+        ed = accounts["editor"]["token"]
+        asked = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": [f"InceptionV1 3b:{i}" for i in range(3)],
+                                           "p": {**SMALL, "seed": 3}})["data"]["requestRender"]
+        weights = as_user(api, ed, REQUEST, {"kind": "WEIGHTS", "n": ["InceptionV1 3b:0"]})["data"]["requestRender"]
+        ids = [j["id"] for j in asked + weights]
+        jobs = _wait(api, ids, lambda js: all(j["status"] in ("DONE", "FAILED") for j in js))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert all(j["status"] == "DONE" for j in jobs), jobs
+    url = jobs[0]["artifact"]["url"]
+    r = api.get(url.split("kb.example.org")[1])
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert "immutable" in r.headers["cache-control"] and r.content[:4] == b"\x89PNG"
+    viz = gql(api, '{ neuron(key: "InceptionV1 3b:0") { visualizations { kind artifact { url width } } } }')
+    kinds = {v["kind"] for v in viz["data"]["neuron"]["visualizations"]}
+    assert kinds == {"FEATURE_VIS", "WEIGHTS"}
+    again = as_user(api, accounts["editor"]["token"], REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3b:1"],
+                                                               "p": {**SMALL, "seed": 3}})["data"]["requestRender"]
+    assert again[0]["id"] == ids[1] and again[0]["status"] == "DONE" and again[0]["attempts"] == 1
+
+
+def test_killed_worker_loses_nothing(api, accounts, db_url, clean_queue, engine):
+    """SIGKILL a worker in the middle of a render; a new worker finishes the job: one row, one artifact."""
+    from kb.settings import get_settings
+    storage = get_settings().artifacts_dir
+    fast = {"KB_RENDER_LEASE_S": 4, "KB_RENDER_SWEEP_S": 1}
+    first = _worker(db_url, storage, **fast)
+    ed = accounts["editor"]["token"]
+    params = {"size": 48, "steps": 400, "upsample": 0, "seed": 11}
+    job = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 4a:5"], "p": params})[
+        "data"]["requestRender"][0]
+    try:
+        _wait(api, [job["id"]], lambda js: js[0]["status"] == "RUNNING" and js[0]["progress"] > 0)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        killed = gql(api, JOBS, {"ids": [job["id"]]})["data"]["renderJobs"][0]
+        assert killed["status"] == "RUNNING" and killed["artifact"] is None
+        second = _worker(db_url, storage, **fast)
+        done = _wait(api, [job["id"]], lambda js: js[0]["status"] in ("DONE", "FAILED"), timeout=300)[0]
+    finally:
+        for p in (first, locals().get("second")):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=30)
+    assert done["status"] == "DONE" and done["attempts"] == 2, done
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM render_job WHERE layer_key = 'mixed4a' AND unit = 5 "
+                                    "AND kind = 'FEATURE_VIS' AND params->>'seed' = '11'" if engine.dialect.name ==
+                                    "postgresql" else "SELECT count(*) FROM render_job WHERE layer_key = 'mixed4a' "
+                                    "AND unit = 5 AND kind = 'FEATURE_VIS' AND json_extract(params, '$.seed') = 11")
+                            ).scalar_one()
+        artifacts = conn.execute(sa.text("SELECT count(*) FROM artifact WHERE sha256 = :s"),
+                                 {"s": done["artifact"]["sha256"]}).scalar_one()
+    assert rows == 1 and artifacts == 1
+    files = list(Path(storage).rglob(f"{done['artifact']['sha256']}*"))
+    assert len(files) == 1 and not list(Path(storage).rglob(".tmp-*"))
