@@ -130,6 +130,49 @@ def all_units(args) -> None:
           f"{args.peak_tflops:.0f} TFLOP/s peak")
 
 
+def dataset_pass(args) -> None:
+    """Images/s of the collecting pass (top-k of every channel of every significant layer) against the plain
+    forward pass of the same model on the same (preloaded) images."""
+    import numpy as np
+    import torch
+
+    from kb.graph import zoo
+    from kb.render import dataset_examples as D
+    from kb.render.lucent_adapter import prepare, preprocess_fn
+
+    arch = zoo.get(args.model)
+    torch.manual_seed(0)
+    model = prepare(arch.build(), args.device)
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 255, (args.batch, 224, 224, 3), dtype=np.uint8) for _ in range(args.batches)]
+    stream = [(list(range(i * args.batch, (i + 1) * args.batch)), b) for i, b in enumerate(batches)]
+    pre = preprocess_fn("inceptionv1" if arch.source.startswith("lucent:") else "imagenet")
+
+    def plain():
+        with torch.inference_mode():
+            for _, b in stream:
+                x = torch.from_numpy(b).to(args.device).permute(0, 3, 1, 2).float().div_(255)
+                model(pre(x).contiguous(memory_format=torch.channels_last))
+        _sync(args.device)
+
+    modules = [s.module for s in arch.layers]
+    n = args.batch * args.batches
+    plain()
+    t = time.perf_counter()
+    plain()
+    p = n / (time.perf_counter() - t)
+    D.collect(model, modules, stream[:1], 9, device=args.device)
+    t = time.perf_counter()
+    D.collect(model, modules, stream, 9, device=args.device)
+    _sync(args.device)
+    c = n / (time.perf_counter() - t)
+    print(f"{arch.source}, {n} images of 224 px in batches of {args.batch}, {len(modules)} layers, top-9, "
+          f"device {args.device}")
+    print(f"plain forward:   {p:8.1f} images/s")
+    print(f"collecting pass: {c:8.1f} images/s")
+    print(f"ratio: {c / p:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="torchvision:googlenet")
@@ -145,11 +188,14 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=480)
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card (H100/H200 SXM)")
     ap.add_argument("--dataset-pass", action="store_true")
+    ap.add_argument("--batches", type=int, default=4)
     args = ap.parse_args()
     if args.all_units:
         all_units(args)
     elif args.dataset_pass:
-        from bench_dataset import dataset_pass  # noqa: F401  (added with the dataset examples)
+        if args.batch == 256:
+            args.batch = 32
+        dataset_pass(args)
     else:
         compare(args)
 

@@ -155,3 +155,41 @@ def test_killed_worker_loses_nothing(api, accounts, db_url, clean_queue, engine)
     assert rows == 1 and artifacts == 1
     files = list(Path(storage).rglob(f"{done['artifact']['sha256']}*"))
     assert len(files) == 1 and not list(Path(storage).rglob(".tmp-*"))
+
+
+def test_dataset_examples(api, accounts, db_url, clean_queue, tmp_path):
+    from PIL import Image
+
+    from kb.settings import get_settings
+    good, bad = tmp_path / "images", tmp_path / "unreadable"
+    good.mkdir()
+    bad.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (96 + 8 * i, 128, 3), dtype=np.uint8)).save(good / f"{i:02d}.png")
+    (good / "broken.jpg").write_bytes(b"not an image")
+    (bad / "broken.png").write_bytes(b"\x89PNG but not really")
+    exe = Path(sys.executable).parent / "kb"
+    env = {**os.environ, "KB_DATABASE_URL": db_url}
+    for name, folder in ((f"tiny-{os.getpid()}", good), (f"junk-{os.getpid()}", bad)):
+        r = subprocess.run([str(exe), "dataset", "add", name, str(folder)], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe), "dataset", "add", "x", str(tmp_path / "nowhere")], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "is not a folder" in r.stderr
+    worker = _worker(db_url, get_settings().artifacts_dir)
+    try:
+        ed = accounts["editor"]["token"]
+        ok = as_user(api, ed, REQUEST, {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0", "InceptionV1 3a:5"],
+                                        "p": {"dataset": f"tiny-{os.getpid()}", "topK": 4}})["data"]["requestRender"]
+        junk = as_user(api, ed, REQUEST, {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0"],
+                                          "p": {"dataset": f"junk-{os.getpid()}", "topK": 4}})["data"]["requestRender"]
+        jobs = _wait(api, [j["id"] for j in ok + junk], lambda js: all(j["status"] in ("DONE", "FAILED") for j in js))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert [j["status"] for j in jobs] == ["DONE", "DONE", "FAILED"], jobs
+    assert "no readable images" in jobs[2]["error"] and jobs[2]["attempts"] == 1
+    missing = as_user(api, accounts["editor"]["token"], REQUEST, {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0"],
+                                                                 "p": {"dataset": "nope"}})["errors"][0]
+    assert missing["extensions"]["code"] == "NOT_FOUND"

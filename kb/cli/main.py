@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kb.cli import accounts, claims, db, graph, serve, worker
+from kb.cli import accounts, claims, datasets, db, graph, serve, worker
 
 app = typer.Typer(help="Circuit KB: the open knowledge base of vision-model neurons.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -13,6 +13,7 @@ app.add_typer(graph.models_app, name="models")
 app.add_typer(accounts.users_app, name="user")
 app.add_typer(accounts.tokens_app, name="token")
 app.add_typer(claims.claims_app, name="claims")
+app.add_typer(datasets.datasets_app, name="dataset")
 app.command("import-families")(claims.import_families_command)
 app.command("import")(graph.import_command)
 app.command("neuron")(graph.neuron_command)

@@ -1,6 +1,11 @@
-"""``kb serve``: the API (and, from the render issue on, its embedded worker)."""
+"""``kb serve``: the API, and in the embedded default (no KB_BROKER_URL) a local render worker beside it."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
 
 import typer
 
@@ -14,11 +19,28 @@ def serve_command(
     port: int = typer.Option(8000, "--port"),
     log_level: str = typer.Option("warning", "--log-level"),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="server processes (each reads the graphs)"),
+    render_worker: bool = typer.Option(True, "--render-worker/--no-render-worker",
+                                       help="with no KB_BROKER_URL, run a local render worker on the embedded "
+                                            "SQLite broker (the same Celery tasks, not eager mode)"),
 ) -> None:
-    """Serve GraphQL at /graphql (GraphiQL in a browser) and /health."""
+    """Serve GraphQL at /graphql (GraphiQL in a browser), /health and the rendered images."""
     import uvicorn
 
+    from kb.settings import get_settings
+
     open_engine()  # the schema is current (or this says what to run) before any process starts
+    local = None
+    if render_worker and not get_settings().broker_url:
+        local = subprocess.Popen([sys.executable, "-m", "kb", "worker"], start_new_session=True)
+        typer.echo(f"local render worker (pid {local.pid}) on the embedded broker", err=True)
     typer.echo(f"Circuit KB on http://{host}:{port}/graphql", err=True)
-    uvicorn.run("kb.web.app:create_app", factory=True, host=host, port=port, log_level=log_level,
-                access_log=False, workers=workers)
+    try:
+        uvicorn.run("kb.web.app:create_app", factory=True, host=host, port=port, log_level=log_level,
+                    access_log=False, workers=workers)
+    finally:
+        if local is not None and local.poll() is None:
+            os.killpg(local.pid, signal.SIGTERM)
+            try:
+                local.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(local.pid, signal.SIGKILL)

@@ -84,6 +84,10 @@ class GraphCache:
                 self.loads += 1
         return g
 
+    def loaded(self) -> int:
+        """How many model graphs are in memory (health shows it: the first query of a model waits for its read)."""
+        return len(self._graphs)
+
     def warm(self) -> None:
         """Read every live model's graph (the server does this at start-up, in a thread)."""
         for row in self.model_rows():

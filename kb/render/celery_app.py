@@ -21,7 +21,10 @@ def make_celery() -> Celery:
         task_routes={"kb.render.sweep": {"queue": "control"}},
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.render_visibility_timeout_s},
+        # Redis redelivers a task its worker never acknowledged (a killed worker) after this long; kombu's
+        # SQLAlchemy transport would pass the option on to create_engine, so only Redis gets it.
+        broker_transport_options={"visibility_timeout": settings.render_visibility_timeout_s}
+        if settings.broker.startswith(("redis", "rediss")) else {},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

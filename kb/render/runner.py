@@ -113,6 +113,9 @@ def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> N
 
     if kind == "WEIGHTS":
         pictures = _weights(engine, first["model_key"], group)
+    elif kind == "DATASET_EXAMPLES":
+        arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)))
+        pictures = _dataset_examples(engine, settings, arch, model, first["layer_key"], params, group, progress)
     else:
         arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)))
         from kb.render.lucent_adapter import render_units
@@ -134,6 +137,45 @@ def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> N
                                           "params": params, "versions": made_by,
                                           "meta": {"model": f"{job['model_key']}@{job['model_sha256'][:12]}",
                                                    "unit": f"{job['layer_key']}:{job['unit']}"}})
+
+
+_TOPK_CACHE: dict[tuple, tuple] = {}
+
+
+def _dataset_examples(engine, settings, arch, model, layer_key, params, group, progress) -> list[np.ndarray]:
+    """One streamed pass over the dataset for the whole layer (kept for the next batch of the same layer)."""
+    from pathlib import Path
+
+    from kb.db.render_tables import Dataset
+    from kb.render import dataset_examples as D
+
+    t = Dataset.__table__
+    with engine.connect() as conn:
+        ds = conn.execute(sa.select(t).where(t.c.name == params["dataset"])).first()
+    if ds is None:
+        raise Permanent(f"no dataset {params['dataset']!r} (kb dataset add NAME PATH)")
+    files = D.image_files(Path(ds.path))
+    module = arch.layer(layer_key).module
+    key = (id(model), module, ds.path, len(files), params["top_k"])
+    if key not in _TOPK_CACHE:
+        preprocess = "inceptionv1" if arch.source.startswith("lucent:") else "imagenet"
+        total = max(1, len(files))
+        done = [0]
+
+        def stream():
+            for indices, images in D.batches(files, 32):
+                done[0] += len(indices)
+                progress(min(done[0], total - 1), total)
+                yield indices, images
+        try:
+            found, _ = D.collect(model, [module], stream(), params["top_k"], preprocess, device(settings),
+                                 stop_after=module)
+        except D.NoImages as exc:
+            raise Permanent(f"{exc} ({ds.path})") from None
+        _TOPK_CACHE.clear()
+        _TOPK_CACHE[key] = (files, found[module])
+    files, top = _TOPK_CACHE[key]
+    return [D.grid(files, top, j["unit"]) for j in group]
 
 
 def _weights(engine: sa.Engine, model_key: str, group: list[dict]) -> list[np.ndarray]:

@@ -18,9 +18,10 @@ from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input, from_key_problem, limit
 from kb.schema.types import Neuron
 
-RenderKind = strawberry.enum(Enum("RenderKind", {k: k for k in ("FEATURE_VIS", "NEURON_VIS", "WEIGHTS")}),
-                             description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; "
-                                         "WEIGHTS: the strongest input kernels")
+RenderKind = strawberry.enum(
+    Enum("RenderKind", {k: k for k in ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")}),
+    description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
+                "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels")
 MAX_UNITS = 1024
 
 
@@ -34,6 +35,8 @@ class RenderParamsInput:
     negative: bool = False
     lr: float = 0.05
     upsample: int = 224
+    dataset: str = strawberry.field(default="", description="DATASET_EXAMPLES: a dataset name")
+    top_k: int = strawberry.field(default=9, description="DATASET_EXAMPLES: examples per unit")
 
 
 @strawberry.type
@@ -132,6 +135,14 @@ class RenderMutation:
         except BadParams as exc:
             raise bad_input(str(exc)) from None
         graphs = info.context.graphs
+        if kind.value == "DATASET_EXAMPLES":
+            import sqlalchemy as sa
+
+            from kb.db.render_tables import Dataset
+            with graphs.engine.connect() as conn:
+                if conn.execute(sa.select(Dataset.__table__.c.id).where(Dataset.__table__.c.name == p.dataset)).first() \
+                        is None:
+                    raise CodedError(f"no dataset {p.dataset!r}: add one with kb dataset add NAME PATH", "NOT_FOUND")
         units: list[job_domain.Unit] = []
         try:
             if layer:

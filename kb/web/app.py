@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             log.error("health check failed: %s", exc)
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok",
-                             "models": sum(r["removed_at"] is None for r in rows)})
+                             "models": sum(r["removed_at"] is None for r in rows),
+                             "graphs_loaded": graphs.loaded()})
 
     async def root(request: Request):
         return RedirectResponse("/graphql")

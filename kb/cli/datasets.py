@@ -1,0 +1,43 @@
+"""``kb dataset``: folders of images for dataset examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+import typer
+
+from kb.cli.db import open_engine
+from kb.cli.errors import CliProblem, expected
+from kb.db.render_tables import Dataset
+from kb.db.tables import utcnow
+
+datasets_app = typer.Typer(help="Image folders for dataset examples.", no_args_is_help=True)
+
+
+@datasets_app.command("add")
+@expected()
+def add(name: str, path: Path) -> None:
+    """Register folder PATH (searched recursively for .jpg/.png/.webp/.bmp) as dataset NAME."""
+    from kb.render.dataset_examples import image_files
+
+    if not path.is_dir():
+        raise CliProblem(f"{path} is not a folder")
+    files = image_files(path)
+    if not files:
+        raise CliProblem(f"{path} holds no .jpg, .jpeg, .png, .webp or .bmp files")
+    t = Dataset.__table__
+    with open_engine().begin() as conn:
+        if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first():
+            raise CliProblem(f"dataset {name!r} already exists")
+        conn.execute(sa.insert(t).values(name=name, path=str(path.resolve()), images=len(files), created_at=utcnow()))
+    typer.echo(f"dataset {name}: {len(files)} images in {path.resolve()}")
+
+
+@datasets_app.command("list")
+@expected()
+def list_() -> None:
+    t = Dataset.__table__
+    with open_engine().connect() as conn:
+        for row in conn.execute(sa.select(t).order_by(t.c.name)):
+            typer.echo(f"{row.name}  {row.images} images  {row.path}")

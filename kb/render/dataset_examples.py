@@ -1,0 +1,144 @@
+"""Dataset examples: the top-k activating images of every channel of some layers, in one streamed pass.
+
+Per batch, a forward hook on each requested layer takes each channel's maximum over positions, and a running
+top-k per channel (values, image index, position) is merged with ``torch.topk``: memory stays at k per channel
+whatever the size of the dataset. The pass stops after the deepest requested layer. Unreadable files are
+skipped and counted; a folder with no readable image is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from kb.render.lucent_adapter import hooks_removed, preprocess_fn
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+class NoImages(ValueError):
+    pass
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load(path: Path, size: int = 224) -> np.ndarray | None:
+    """Shorter side resized to ``size``, centre crop; HxWx3 uint8, or None if the file is not an image."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            s = size / min(w, h)
+            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+            w, h = im.size
+            left, top = (w - size) // 2, (h - size) // 2
+            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+@dataclass
+class TopK:
+    values: torch.Tensor  # [k, C]
+    images: torch.Tensor  # [k, C] image index
+    positions: torch.Tensor  # [k, C] flat position in the layer's HxW
+    shape: tuple[int, int]  # the layer's HxW
+
+
+class _Stop(Exception):
+    pass
+
+
+def batches(files: list[Path], batch: int, size: int = 224) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(indices into files, images) of readable files, ``batch`` at a time."""
+    idx, imgs = [], []
+    for i, path in enumerate(files):
+        img = load(path, size)
+        if img is None:
+            continue
+        idx.append(i)
+        imgs.append(img)
+        if len(imgs) == batch:
+            yield idx, np.stack(imgs)
+            idx, imgs = [], []
+    if imgs:
+        yield idx, np.stack(imgs)
+
+
+def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preprocess: str = "imagenet",
+            device="cpu", stop_after: str | None = None) -> tuple[dict[str, TopK], int]:
+    """Running top-k per channel for each module path. ``stream`` yields (image indices, NxHxWx3 uint8)."""
+    device = torch.device(device)
+    pre = preprocess_fn(preprocess)
+    found: dict[str, TopK] = {}
+    seen = 0
+    named = dict(model.named_modules())
+    current: dict[str, tuple] = {}
+
+    def hook(path):
+        def inner(module, inputs, output):
+            a = output.detach()
+            if a.dim() == 2:
+                a = a[:, :, None, None]
+            flat = a.flatten(2)
+            values, positions = flat.max(dim=2)  # [B, C]
+            current[path] = (values.float(), positions, tuple(a.shape[2:]))
+            if path == stop_after:
+                raise _Stop
+        return inner
+
+    with hooks_removed(model), torch.inference_mode():
+        for p in modules:
+            named[p].register_forward_hook(hook(p))
+        for indices, images in stream:
+            x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
+            try:
+                model(pre(x).contiguous(memory_format=torch.channels_last))
+            except _Stop:
+                pass
+            idx = torch.tensor(indices, device=device)
+            for p, (values, positions, hw) in current.items():
+                b = values.shape[0]
+                img_idx = idx[:, None].expand(b, values.shape[1])
+                if p in found:
+                    t = found[p]
+                    values = torch.cat([t.values, values])
+                    img_idx = torch.cat([t.images, img_idx])
+                    positions = torch.cat([t.positions, positions])
+                top = torch.topk(values, min(k, values.shape[0]), dim=0)
+                found[p] = TopK(top.values, img_idx.gather(0, top.indices), positions.gather(0, top.indices), hw)
+            current.clear()
+            seen += len(indices)
+    if not seen:
+        raise NoImages("no readable images in the dataset")
+    return found, seen
+
+
+def grid(files: list[Path], top: TopK, channel: int, size: int = 224, tile: int = 64) -> np.ndarray:
+    """The channel's top-k images, each cropped around its maximum, as a square-ish grid."""
+    h, w = top.shape
+    stride = size / max(h, w)
+    side = int(min(size, max(32, 3 * stride)))
+    tiles = []
+    for r in range(top.values.shape[0]):
+        img = load(files[int(top.images[r, channel])], size)
+        pos = int(top.positions[r, channel])
+        cy, cx = (pos // w + 0.5) * size / h, (pos % w + 0.5) * size / w
+        y0 = int(min(max(0, cy - side / 2), size - side))
+        x0 = int(min(max(0, cx - side / 2), size - side))
+        crop = Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((tile, tile), Image.BILINEAR)
+        tiles.append(np.asarray(crop))
+    cols = int(np.ceil(np.sqrt(len(tiles))))
+    rows = int(np.ceil(len(tiles) / cols))
+    out = np.full((rows * (tile + 2) + 2, cols * (tile + 2) + 2, 3), 255, dtype=np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[2 + r * (tile + 2):2 + r * (tile + 2) + tile, 2 + c * (tile + 2):2 + c * (tile + 2) + tile] = t
+    return out
