@@ -26,7 +26,7 @@ def _stub_ipython() -> None:
     """lucent's render module imports IPython.display (for notebooks) at import time; a bare GPU image may
     not have IPython, and nothing here displays anything."""
     try:
-        import IPython.display  # noqa: F401
+        import IPython.display  # noqa: F401  (only its presence matters)
     except ImportError:
         ipy = types.ModuleType("IPython")
         ipy.display = types.ModuleType("IPython.display")
@@ -78,7 +78,6 @@ def compare(args) -> None:
 
 
 def flops_per_unit_step(model, module_path, size, upsample, preprocess, device) -> float:
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from kb.render import lucent_adapter as A

@@ -1,7 +1,6 @@
 """Claims through the API: history that loses nothing, permissions, reviews, circuits, bad input."""
 
 import pytest
-import sqlalchemy as sa
 
 from conftest import as_user, gql
 

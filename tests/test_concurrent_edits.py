@@ -5,15 +5,9 @@ must get EDIT_CONFLICT. Afterwards each claim's history is 1..N without gaps, N 
 and every accepted edit is in exactly one revision.
 """
 
-import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,17 +18,12 @@ from kb.claims import accounts as acc
 from kb.claims.accounts import Account
 from kb.claims.claims import create_claim
 from kb.db.catalog import load_catalog
+from servers import kb_serve
 
 EDITORS, EDITS, CLAIMS = 50, 20, 5
 READ = "query($k: String!) { claim(key: $k) { revision } }"
 UPDATE = """mutation($k: String!, $r: Int!, $l: String!) {
     updateClaim(key: $k, expectedRevision: $r, patch: {label: $l}) { revision } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(BACKEND != "postgresql", reason="concurrent writers against the production database")
@@ -50,22 +39,8 @@ def test_no_lost_revisions(engine, db_url, inceptionv1):
             acc.create_user(conn, f"ed{i}-{suffix}", "moderator")  # may edit any claim's content
             tokens.append(acc.create_token(conn, f"ed{i}-{suffix}"))
 
-    port = free_port()
-    env = {**os.environ, "KB_DATABASE_URL": db_url, "KB_RATE_LIMIT_BURST": "100000"}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "kb"), "serve", "--port", str(port), "--workers", "4"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.3)
-
+    with kb_serve({"KB_DATABASE_URL": db_url, "KB_RATE_LIMIT_BURST": "100000"}, "--workers", "4",
+                  "--no-render-worker") as base:
         def editor(i: int) -> list[tuple[str, str, str | None]]:
             out = []
             with httpx.Client(base_url=base, timeout=60, headers={"authorization": f"Bearer {tokens[i]}"}) as client:
@@ -82,9 +57,6 @@ def test_no_lost_revisions(engine, db_url, inceptionv1):
 
         with ThreadPoolExecutor(EDITORS) as pool:
             results = [r for rs in pool.map(editor, range(EDITORS)) for r in rs]
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
 
     assert len(results) == EDITORS * EDITS
     codes = Counter(code for _, _, code in results)

@@ -2,45 +2,21 @@
 worker on kombu's SQLAlchemy transport (a SQLite file), not eager mode."""
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from kb.claims import accounts as acc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from servers import kb_serve
 
 
 def test_serve_renders_with_its_own_worker(db_url, engine, inceptionv1, tmp_path):
     with engine.begin() as conn:
         acc.create_user(conn, f"embedded-{os.getpid()}", "editor")
         token = acc.create_token(conn, f"embedded-{os.getpid()}")
-    port = free_port()
-    env = {**os.environ, "KB_DATABASE_URL": db_url, "KB_BROKER_URL": "", "KB_DATA_DIR": str(tmp_path / "data"),
-           "KB_STORAGE_DIR": str(tmp_path / "artifacts"), "KB_RENDER_DEVICE": "cpu",
-           "KB_PUBLIC_URL": f"http://127.0.0.1:{port}"}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "kb"), "serve", "--port", str(port)], env=env,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline and server.poll() is None, "kb serve did not start"
-            time.sleep(0.3)
+    env = {"KB_DATABASE_URL": db_url, "KB_BROKER_URL": "", "KB_DATA_DIR": str(tmp_path / "data"),
+           "KB_STORAGE_DIR": str(tmp_path / "artifacts"), "KB_RENDER_DEVICE": "cpu"}
+    with kb_serve(env) as base:
         q = """mutation { requestRender(kind: FEATURE_VIS, neurons: ["InceptionV1 3a:9"],
                  params: {size: 32, steps: 3, upsample: 0, seed: 99}) { id } }"""
         r = httpx.post(f"{base}/graphql", json={"query": q}, headers={"authorization": f"Bearer {token}"}, timeout=60)
@@ -56,9 +32,6 @@ def test_serve_renders_with_its_own_worker(db_url, engine, inceptionv1, tmp_path
             assert time.time() < deadline, job
             time.sleep(0.5)
         assert job["status"] == "DONE", job
-        png = httpx.get(job["artifact"]["url"], timeout=30)
+        png = httpx.get(base + "/artifacts/" + job["artifact"]["url"].split("/artifacts/")[1], timeout=30)
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
         assert (tmp_path / "data" / "broker.sqlite").exists()  # the embedded broker, not eager mode
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)

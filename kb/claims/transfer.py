@@ -72,8 +72,7 @@ def export_lines(conn: sa.Connection) -> Iterator[str]:
 
 def import_lines(conn: sa.Connection, lines: Iterable[str]) -> dict[str, int]:
     """Into a database with no claims yet (keys are kept: claim:17 stays claim:17)."""
-    u, ci, c, r = User.__table__, Circuit.__table__, Claim.__table__, ClaimRevision.__table__
-    rv, rh = Review.__table__, ReviewRevision.__table__
+    u, ci, c = User.__table__, Circuit.__table__, Claim.__table__
     if conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one():
         raise BadInput("this database already holds claims: import into an empty one")
     counts = {"users": 0, "circuits": 0, "claims": 0, "revisions": 0, "reviews": 0}

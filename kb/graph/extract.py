@@ -258,10 +258,10 @@ def links(model: nn.Module, arch: Architecture) -> tuple[list[LayerShape], list[
     prefix: list[L.Op] = []
     terms: list[Term] | None = None
     channels = shape[0]
+    start_channels = channels
     previous = None
     seen = set()
     for step in _flatten(model, arch.trunk):
-        in_channels = channels
         kind, value, shape = walker.step(step, shape)
         if kind == "chain":
             if terms is not None:
@@ -288,7 +288,6 @@ def links(model: nn.Module, arch: Architecture) -> tuple[list[LayerShape], list[
                 result.append(Link(previous, spec.name, program))
             previous, start_channels = spec.name, channels
             prefix, terms, walker.notes = [], None, []
-        del in_channels
     missing = [s.name for s in arch.layers if s.name not in seen]
     if missing:
         raise ExtractionError(f"{arch.source}: the trunk never reaches layers {missing}")

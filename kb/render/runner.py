@@ -163,10 +163,10 @@ def _dataset_examples(engine, settings, arch, model, layer_key, params, group, p
         done = [0]
 
         def stream():
-            for indices, images in D.batches(files, 32):
+            for indices, pixels in D.batches(files, 32):
                 done[0] += len(indices)
                 progress(min(done[0], total - 1), total)
-                yield indices, images
+                yield indices, pixels
         try:
             found, _ = D.collect(model, [module], stream(), params["top_k"], preprocess, device(settings),
                                  stop_after=module)
