@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     render_batch: int = Field(64, description="units of one layer rendered in one optimisation")
     render_lease_s: float = Field(300.0, description="a RUNNING job without a heartbeat for this long is re-queued")
     render_sweep_s: float = Field(30.0, description="how often each worker looks for stuck jobs")
+    render_retry_base_s: float = Field(10.0, description="first retry delay of a failed render; doubles each time")
     render_visibility_timeout_s: int = Field(3600, description="Redis: redeliver an unacknowledged task after")
     render_device: str = Field("", description="torch device for renders; empty: cuda if available, else cpu")
     rate_limit_per_minute: float = Field(120.0, description="mutations per minute per token, on average")

@@ -58,7 +58,9 @@ def test_requests_are_rows_and_repeat_requests_reuse_them(api, accounts):
     other = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:2"],
                                        "p": {**SMALL, "seed": 8}})["data"]["requestRender"]
     assert other[0]["id"] != first[1]["id"]
-    for bad, code in (({"size": 4}, "BAD_INPUT"), ({"steps": 0}, "BAD_INPUT"), ({"steps": 100000}, "BAD_INPUT")):
+    for bad, code in (({"size": 4}, "BAD_INPUT"), ({"steps": 0}, "BAD_INPUT"), ({"steps": 100000}, "BAD_INPUT"),
+                      ({"batch": 0}, "BAD_INPUT"), ({"batch": 5000}, "BAD_INPUT"),
+                      ({"parameterization": "cppn"}, "BAD_INPUT")):
         err = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:1"], "p": bad})["errors"][0]
         assert err["extensions"]["code"] == code
     err = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3z:1"]})["errors"][0]
@@ -193,3 +195,21 @@ def test_dataset_examples(api, accounts, db_url, clean_queue, tmp_path):
     missing = as_user(api, accounts["editor"]["token"], REQUEST, {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0"],
                                                                  "p": {"dataset": "nope"}})["errors"][0]
     assert missing["extensions"]["code"] == "NOT_FOUND"
+
+
+def test_a_job_that_keeps_failing_ends_failed(api, accounts, db_url, clean_queue, tmp_path):
+    """A transient error (storage not writable) is retried with backoff, then the job ends FAILED with it."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("storage cannot live under a file")
+    worker = _worker(db_url, not_a_folder / "artifacts", KB_RENDER_RETRY_BASE_S=0.2)
+    try:
+        job = as_user(api, accounts["editor"]["token"], REQUEST,
+                      {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:3"], "p": {**SMALL, "seed": 1234}})[
+            "data"]["requestRender"][0]
+        done = _wait(api, [job["id"]], lambda js: js[0]["status"] in ("DONE", "FAILED"))[0]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert worker.returncode is not None
+    assert done["status"] == "FAILED" and done["attempts"] == 3, done
+    assert "NotADirectoryError" in done["error"] or "FileExistsError" in done["error"], done["error"]

@@ -32,7 +32,7 @@ class Permanent(Exception):
 @dataclass
 class Outcome:
     done: list[int] = field(default_factory=list)
-    retry: list[int] = field(default_factory=list)
+    retry: list[tuple[int, int]] = field(default_factory=list)  # (job id, attempts so far)
     failed: list[int] = field(default_factory=list)
 
 
@@ -91,8 +91,10 @@ def run(job_ids: list[int], worker: str | None = None, settings: Settings | None
             message = f"{type(exc).__name__}: {exc}"[:2000]
             with engine.begin() as conn:
                 for j in group:
-                    (outcome.retry if jobs.fail(conn, j["id"], message, not permanent) else outcome.failed).append(
-                        j["id"])
+                    if jobs.fail(conn, j["id"], message, not permanent):
+                        outcome.retry.append((j["id"], j["attempts"]))
+                    else:
+                        outcome.failed.append(j["id"])
     return outcome
 
 

@@ -8,10 +8,12 @@ from kb.render.celery_app import app
 @app.task(name="kb.render.render_jobs", bind=True, acks_late=True, reject_on_worker_lost=True)
 def render_jobs(self, job_ids: list[int]) -> None:
     from kb.render import runner
+    from kb.settings import get_settings
 
     outcome = runner.run(job_ids, worker=self.request.hostname)
-    for job_id in outcome.retry:  # transient failure: again, later, with backoff by attempt
-        render_jobs.apply_async(args=[[job_id]], countdown=min(300, 5 * 2 ** len(outcome.retry)))
+    base = get_settings().render_retry_base_s
+    for job_id, attempts in outcome.retry:  # a transient failure: again later, backing off by attempt
+        render_jobs.apply_async(args=[[job_id]], countdown=min(600.0, base * 2 ** (attempts - 1)))
 
 
 @app.task(name="kb.render.sweep")

@@ -37,6 +37,9 @@ class RenderParamsInput:
     upsample: int = 224
     dataset: str = strawberry.field(default="", description="DATASET_EXAMPLES: a dataset name")
     top_k: int = strawberry.field(default=9, description="DATASET_EXAMPLES: examples per unit")
+    batch: int | None = strawberry.field(default=None, description="units per optimisation (default: the "
+                                                                      "workers' KB_RENDER_BATCH); not part of the "
+                                                                      "image's identity")
 
 
 @strawberry.type
@@ -129,7 +132,11 @@ class RenderMutation:
                        layer: str | None = None,
                        params: Annotated[RenderParamsInput | None, strawberry.argument()] = None) -> list[RenderJob]:
         info.context.account()
-        p = RenderParams(**asdict(params)) if params else RenderParams()
+        given = asdict(params) if params else {}
+        batch = given.pop("batch", None)
+        if batch is not None and not 1 <= batch <= MAX_UNITS:
+            raise bad_input(f"batch must be 1..{MAX_UNITS}")
+        p = RenderParams(**given)
         try:
             p.check(kind.value)
         except BadParams as exc:
@@ -167,7 +174,7 @@ class RenderMutation:
         if to_send:
             from kb.render.enqueue import enqueue
             try:
-                enqueue([r for r in rows if r["id"] in set(to_send)])
+                enqueue([r for r in rows if r["id"] in set(to_send)], batch)
             except Exception as exc:  # noqa: BLE001 — the jobs are rows; the sweeper sends them when it can
                 raise CodedError(f"jobs {to_send[:5]}... are saved but the broker did not take them "
                                  f"({type(exc).__name__}); they will be sent when it answers", "INTERNAL") from None
