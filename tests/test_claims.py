@@ -227,6 +227,9 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
     owner = accounts[who]["token"] if who in ("editor", "moderator", "admin") else accounts["editor"]["token"]
     if mutation == "createClaim":
         return CREATE, {"input": {"label": f"by {who}", "kind": "FEATURE", "subjects": ["InceptionV1 4c:2"]}}
+    if mutation == "requestRender":
+        return ("mutation($n: [String!]) { requestRender(kind: WEIGHTS, neurons: $n) { id } }",
+                {"n": ["InceptionV1 4c:2"]})
     if mutation == "createCircuit":
         return ("mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }",
                 {"i": {"name": "c", "neurons": ["InceptionV1 4c:2"]}})
