@@ -73,8 +73,9 @@ def _worker(db_url, storage, **env):
     exe = Path(sys.executable).parent / "kb"
     full = {**os.environ, "KB_DATABASE_URL": db_url, "KB_STORAGE_DIR": str(storage), "KB_RENDER_DEVICE": "cpu",
             **{k: str(v) for k, v in env.items()}}
-    return subprocess.Popen([str(exe), "worker", "--loglevel", "error"], env=full, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kb-test-worker-{os.getpid()}.log", "a")
+    return subprocess.Popen([str(exe), "worker", "--loglevel", "warning"], env=full, start_new_session=True,
+                            stdout=log, stderr=log, text=True)
 
 
 def _wait(api, ids, until, timeout=180):
@@ -145,7 +146,9 @@ def test_killed_worker_loses_nothing(api, accounts, db_url, clean_queue, engine)
             if p is not None and p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait(timeout=30)
-    assert done["status"] == "DONE" and done["attempts"] == 2, done
+    # Two attempts at least (the killed one and the one that finished); under heavy CPU load a slow heartbeat
+    # can let the lease lapse and the job be claimed once more: still one row and one artifact, checked below.
+    assert done["status"] == "DONE" and done["attempts"] >= 2, done
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM render_job WHERE layer_key = 'mixed4a' AND unit = 5 "
                                     "AND kind = 'FEATURE_VIS' AND params->>'seed' = '11'" if engine.dialect.name ==

@@ -107,12 +107,43 @@ def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> N
         raise Permanent(f"model {first['model_key']}@{first['model_sha256'][:12]} is not in the database")
     ids = [j["id"] for j in group]
     kind, params = first["kind"], first["params"]
+    with _KeepAlive(engine, ids, settings.render_lease_s) as alive:
+        pictures = _pictures(engine, settings, model_row, first, kind, params, group, alive.progress)
+    _store(engine, settings, group, kind, params, pictures)
 
-    def progress(step: int, total: int) -> None:
-        if step == total or step % max(1, total // 10) == 0:
-            with engine.begin() as conn:
-                jobs.heartbeat(conn, ids, step / total * 0.99, settings.render_lease_s)
 
+class _KeepAlive:
+    """While a group renders, a thread renews the jobs' lease (and writes their progress) every third of it,
+    so a slow step or a slow model load never looks like a lost worker, and a dead worker stops renewing."""
+
+    def __init__(self, engine: sa.Engine, ids: list[int], lease_s: float):
+        import threading
+        self.engine, self.ids, self.lease_s = engine, ids, lease_s
+        self.fraction = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="kb-keepalive", daemon=True)
+
+    def progress(self, step: int, total: int) -> None:
+        self.fraction = step / total * 0.99
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.lease_s / 3):
+            try:
+                with self.engine.begin() as conn:
+                    jobs.heartbeat(conn, self.ids, self.fraction, self.lease_s)
+            except Exception:  # noqa: BLE001 — a missed heartbeat only risks a duplicate, idempotent run
+                log.warning("heartbeat for jobs %s failed", self.ids, exc_info=True)
+
+    def __enter__(self) -> "_KeepAlive":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def _pictures(engine, settings, model_row, first, kind, params, group, progress) -> list[np.ndarray]:
     if kind == "WEIGHTS":
         pictures = _weights(engine, first["model_key"], group)
     elif kind == "DATASET_EXAMPLES":
@@ -128,6 +159,10 @@ def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> N
             lr=params["lr"], negative=params["negative"], neuron=kind == "NEURON_VIS", upsample=params["upsample"],
             preprocess="inceptionv1" if arch.source.startswith("lucent:") else "imagenet",
             device=device(settings), progress=progress)
+    return pictures
+
+
+def _store(engine, settings, group, kind, params, pictures) -> None:
     storage = storage_from_settings(settings)
     made_by = versions()
     with engine.begin() as conn:
