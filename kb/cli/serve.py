@@ -13,6 +13,16 @@ from kb.cli.db import open_engine
 from kb.cli.errors import expected
 
 
+def _die_with_parent() -> None:
+    """Linux: the local worker gets SIGTERM when `kb serve` exits, however it exits (even SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 @expected()
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host"),
@@ -31,7 +41,8 @@ def serve_command(
     open_engine()  # the schema is current (or this says what to run) before any process starts
     local = None
     if render_worker and not get_settings().broker_url:
-        local = subprocess.Popen([sys.executable, "-m", "kb", "worker"], start_new_session=True)
+        local = subprocess.Popen([sys.executable, "-m", "kb", "worker"], start_new_session=True,
+                                 preexec_fn=_die_with_parent)
         typer.echo(f"local render worker (pid {local.pid}) on the embedded broker", err=True)
     typer.echo(f"Circuit KB on http://{host}:{port}/graphql", err=True)
     try:
