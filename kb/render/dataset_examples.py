@@ -87,8 +87,11 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
             a = output.detach()
             if a.dim() == 2:
                 a = a[:, :, None, None]
-            flat = a.flatten(2)
-            values, positions = flat.max(dim=2)  # [B, C]
+            b, c, h, w = a.shape
+            if a.is_contiguous(memory_format=torch.channels_last):  # max over positions without a copy
+                values, positions = a.permute(0, 2, 3, 1).reshape(b, h * w, c).max(dim=1)  # [B, C]
+            else:
+                values, positions = a.reshape(b, c, h * w).max(dim=2)
             current[path] = (values.float(), positions, tuple(a.shape[2:]))
             if path == stop_after:
                 raise _Stop
