@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+from kb.errors import Problem
 
-class ClaimProblem(Exception):
+
+class ClaimProblem(Problem):
     code = "BAD_INPUT"
-
-    def __init__(self, message: str, **extensions):
-        super().__init__(message)
-        self.message = message
-        self.extensions = extensions
 
 
 class BadInput(ClaimProblem):

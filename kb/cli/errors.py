@@ -8,14 +8,14 @@ import sys
 import typer
 
 from kb.db.migrate import SchemaOutOfDate
-from kb.graph.keys import KeyProblem
+from kb.errors import Problem
 
 
 class CliProblem(Exception):
     pass
 
 
-EXPECTED: tuple[type[BaseException], ...] = (CliProblem, KeyProblem, SchemaOutOfDate)
+EXPECTED: tuple[type[BaseException], ...] = (CliProblem, Problem, SchemaOutOfDate)
 
 
 def expected(*more: type[BaseException]):

@@ -13,7 +13,7 @@ from itertools import repeat
 import numpy as np
 import sqlalchemy as sa
 
-from kb.db.tables import Connection, Layer, LayerLink, Model, Neuron
+from kb.db.tables import Layer, LayerLink, Model, Neuron
 
 Progress = Callable[[int], None]
 
@@ -154,6 +154,3 @@ def delete_graph(conn: sa.Connection, model_id: int) -> None:
     for table in ("layer_link", "neuron", "layer"):
         conn.execute(sa.text(f"DELETE FROM {table} WHERE model_id = :m"), {"m": model_id})
 
-
-__all__ = ["EdgeBlock", "insert_model", "insert_layers", "insert_neurons", "insert_links", "insert_connections",
-           "delete_graph", "pg_binary_rows", "Connection"]

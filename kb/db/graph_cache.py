@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from kb.db.catalog import load_catalog
 from kb.db.graph_read import read_model_graph
-from kb.db.tables import Layer, LayerLink, Model
+from kb.db.tables import LayerLink, Model
 from kb.graph import program as programs
 from kb.graph.keys import Catalog, KeyProblem, LayerKey, NeuronKey
 from kb.graph.store import ModelGraph
@@ -93,17 +93,6 @@ class GraphCache:
         for row in self.model_rows():
             if row["removed_at"] is None:
                 self.graph(row["key"])
-
-    def layer_rows(self, model_key: str) -> list[dict]:
-        row = self.model_row(model_key)
-        cached = row.get("_layers") if row else None
-        if cached is None and row is not None:
-            t = Layer.__table__
-            with self.engine.connect() as conn:
-                cached = [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.model_id == row["id"])
-                                                                  .order_by(t.c.position))]
-            row["_layers"] = cached
-        return cached or []
 
     # -- kernels -----------------------------------------------------------------------------------------
     def program(self, g: ModelGraph, target_layer_position: int) -> programs.LinkProgram | None:

@@ -9,9 +9,6 @@ import sqlalchemy as sa
 from kb.db.tables import Connection, Layer, Model, Neuron
 from kb.graph.keys import NeuronKey
 
-ORDERS = {"weight": "weight", "magnitude": "magnitude"}
-
-
 @dataclass(frozen=True)
 class NeuronRow:
     id: int

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kb.errors import Problem
 from kb.graph.store import ANY, WEIGHT, ModelGraph
 
 UPSTREAM, DOWNSTREAM, BOTH = "upstream", "downstream", "both"
 
 
-class CircuitProblem(ValueError):
+class CircuitProblem(Problem, ValueError):
     code = "BAD_INPUT"
 
 

@@ -17,6 +17,8 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
+from kb.errors import Problem
+
 MODEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _INDEX = r"(?P<index>\d+)"
 _URL_PREFIX = re.compile(r"^[a-z][a-z0-9+.-]*://[^/]+", re.I)
@@ -30,13 +32,12 @@ _LAYER_SLASHED = re.compile(r"^(?P<model>[^/\s@:]+)(?:@(?P<hash>[0-9a-fA-F]+))?/
 _LAYER_PAPER = re.compile(r"^(?P<model>[^/\s@:]+)\s+(?P<layer>[^:\s]+)$")
 
 
-class KeyProblem(LookupError):
-    """Base of the resolver's errors; ``code`` is the GraphQL extensions.code."""
+class KeyProblem(Problem, LookupError):
+    """Base of the resolver's errors; a suggestion, when there is one, travels as an extension."""
     code = "BAD_KEY"
 
     def __init__(self, message: str, suggestion: str | None = None):
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, suggestion=suggestion)
         self.suggestion = suggestion
 
     def __str__(self) -> str:

@@ -6,12 +6,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from kb.errors import Problem
+
 KINDS = ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")
 PARAMETERIZATIONS = ("fft", "pixel")
 TRANSFORMS = ("standard", "none")
 
 
-class BadParams(ValueError):
+class BadParams(Problem, ValueError):
     code = "BAD_INPUT"
 
 

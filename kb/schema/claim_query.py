@@ -22,13 +22,9 @@ from kb.schema.claim_types import (
     Person,
 )
 from kb.schema.context import Info
-from kb.schema.errors import CodedError, from_key_problem
+from kb.schema.errors import CodedError, coded
 from kb.schema.pagination import cursor, page_info, window
 from kb.schema.types import Neuron, NeuronConnection, NeuronEdge
-
-
-def _coded(exc: ClaimProblem) -> CodedError:
-    return CodedError(exc.message, exc.code, **exc.extensions)
 
 
 def _filters(info: Info, model: str | None, layer: str | None, kind: ClaimKind | None,
@@ -38,13 +34,13 @@ def _filters(info: Info, model: str | None, layer: str | None, kind: ClaimKind |
         try:
             lk = info.context.graphs.resolve_layer(layer, model)
         except KeyProblem as exc:
-            raise from_key_problem(exc) from None
+            raise coded(exc) from None
         model, layer_key = lk.model, lk.layer
     elif model:
         try:
             model = info.context.graphs.catalog().model(model).key
         except KeyProblem as exc:
-            raise from_key_problem(exc) from None
+            raise coded(exc) from None
     return search.Filters(model=model, layer=layer_key, kind=kind.value if kind else None,
                           status=status.value if status else None)
 
@@ -64,7 +60,7 @@ class ClaimQuery:
         try:
             claim_id, _ = claim_domain.parse_revision_key(key)
         except ClaimProblem as exc:
-            raise _coded(exc) from None
+            raise coded(exc) from None
         t = ClaimTable.__table__
         with info.context.graphs.engine.connect() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == claim_id)).first()
@@ -79,7 +75,7 @@ class ClaimQuery:
             if revision is None:
                 raise ClaimProblem("a revision key looks like claim:17@3")
         except ClaimProblem as exc:
-            raise _coded(exc) from None
+            raise coded(exc) from None
         with info.context.graphs.engine.connect() as conn:
             revs = claim_domain.revisions(conn, [claim_id])[claim_id]
         if not 1 <= revision <= len(revs):
@@ -110,7 +106,7 @@ class ClaimQuery:
             with info.context.graphs.engine.connect() as conn:
                 ids, total = search.search_claims(conn, text, f, start, stop - start)
         except ClaimProblem as exc:
-            raise _coded(exc) from None
+            raise coded(exc) from None
         return _claims_page(info, ids, start, total)
 
     @strawberry.field(description="Neurons that matching claims are about, best-matching claim first.")
@@ -123,7 +119,7 @@ class ClaimQuery:
             with info.context.graphs.engine.connect() as conn:
                 keys, total = search.search_neurons(conn, text, f, start, stop - start)
         except ClaimProblem as exc:
-            raise _coded(exc) from None
+            raise coded(exc) from None
         edges = []
         for i, k in enumerate(keys):
             try:
@@ -140,7 +136,7 @@ class ClaimQuery:
             with info.context.graphs.engine.connect() as conn:
                 return Circuit.of(circuit_domain.get(conn, claim_domain.parse_circuit_key(key)))
         except ClaimProblem as exc:
-            raise _coded(exc) from None
+            raise coded(exc) from None
 
     @strawberry.field(description="The account behind the request's token.")
     def me(self, info: Info) -> Person:

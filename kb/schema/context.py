@@ -15,7 +15,7 @@ from kb.claims.ratelimit import TokenBuckets
 from kb.db.claim_tables import Claim, ClaimRevision, ClaimSubject, Review, User
 from kb.db.graph_cache import GraphCache
 from kb.db.tables import Layer
-from kb.schema.errors import CodedError
+from kb.schema.errors import CodedError, coded
 from kb.settings import Settings
 
 
@@ -105,7 +105,7 @@ class Context:
                 with self.graphs.engine.connect() as conn:
                     self._account = accounts.authenticate(conn, token.strip())
             except ClaimProblem as exc:
-                raise CodedError(exc.message, exc.code) from None
+                raise coded(exc) from None
         return self._account
 
     def rate_limit(self, account: accounts.Account) -> None:

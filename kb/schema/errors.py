@@ -6,7 +6,7 @@ import logging
 
 from graphql import GraphQLError, GraphQLSyntaxError
 
-from kb.graph.keys import KeyProblem
+from kb.errors import Problem
 
 log = logging.getLogger("kb.api")
 
@@ -32,8 +32,9 @@ def limit(message: str) -> CodedError:
     return CodedError(message, "LIMIT_EXCEEDED")
 
 
-def from_key_problem(exc: KeyProblem) -> CodedError:
-    return CodedError(str(exc), exc.code, suggestion=exc.suggestion)
+def coded(exc: Problem) -> CodedError:
+    """Any domain failure (kb.errors.Problem) as the GraphQL error the client sees."""
+    return CodedError(str(exc), exc.code, **exc.extensions)
 
 
 def with_code(error: GraphQLError) -> GraphQLError:

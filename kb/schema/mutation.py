@@ -15,7 +15,7 @@ from kb.db.claim_tables import Review as ReviewTable
 from kb.schema.auth import mutation
 from kb.schema.claim_types import Circuit, Claim, ClaimKind, ClaimStatus, EvidenceKind, Review, Verdict
 from kb.schema.context import Info
-from kb.schema.errors import CodedError
+from kb.schema.errors import coded
 
 
 @strawberry.input(description="One piece of evidence: its kind and what it points at.")
@@ -91,7 +91,7 @@ def _transaction(info: Info):
         with info.context.graphs.engine.begin() as conn:
             yield conn
     except ClaimProblem as exc:
-        raise CodedError(exc.message, exc.code, **exc.extensions) from None
+        raise coded(exc) from None
 
 
 def _claim(conn, claim_id: int) -> Claim:

@@ -10,7 +10,7 @@ from strawberry import relay
 from kb.graph import circuits
 from kb.graph.keys import KeyProblem, NeuronKey
 from kb.schema.context import Info
-from kb.schema.errors import CodedError, bad_input, from_key_problem, limit, not_found
+from kb.schema.errors import bad_input, coded, limit, not_found
 from kb.schema.types import Direction, Layer, Model, NeighborOrder, Neuron, Path, Sign, Subgraph, WeightEdge
 
 MAX_KEYS = 100
@@ -22,7 +22,7 @@ def _resolve(info: Info, text: str, model: str | None = None) -> NeuronKey:
     try:
         return info.context.graphs.resolve(text, model)
     except KeyProblem as exc:
-        raise from_key_problem(exc) from None
+        raise coded(exc) from None
 
 
 def _neuron(info: Info, text: str, model: str | None = None) -> Neuron:
@@ -51,7 +51,7 @@ class GraphQuery:
             try:
                 graphs.catalog().model(key)
             except KeyProblem as exc:
-                raise from_key_problem(exc) from None
+                raise coded(exc) from None
             raise not_found(f"no model {key!r}")
         return Model.of_row(row)
 
@@ -60,7 +60,7 @@ class GraphQuery:
         try:
             lk = info.context.graphs.resolve_layer(key)
         except KeyProblem as exc:
-            raise from_key_problem(exc) from None
+            raise coded(exc) from None
         g = info.context.graphs.graph(lk.model)
         return Layer.of(g, next(l.position for l in g.layers if l.key == lk.layer))
 
@@ -95,7 +95,7 @@ class GraphQuery:
             sub = circuits.subgraph(g, [g.ordinal(k.layer, k.index) for k in keys], direction.value, depth, per_node,
                                     order_by.value, sign.value)
         except circuits.CircuitProblem as exc:
-            raise CodedError(str(exc), exc.code) from None
+            raise coded(exc) from None
         return Subgraph(nodes=[Neuron.at(g, n) for n in sub.nodes], edges=[WeightEdge.of(g, e) for e in sub.edges])
 
     @strawberry.field(name="path", description="The strongest excitatory chain between two units of different "
@@ -109,6 +109,6 @@ class GraphQuery:
         try:
             p = circuits.strongest_path(g, g.ordinal(a.layer, a.index), g.ordinal(b.layer, b.index))
         except circuits.CircuitProblem as exc:
-            raise CodedError(str(exc), exc.code) from None
+            raise coded(exc) from None
         nodes = [Neuron.at(g, p.edges[0].source)] + [Neuron.at(g, e.target) for e in p.edges]
         return Path(nodes=nodes, edges=[WeightEdge.of(g, e) for e in p.edges], score=p.score)

@@ -15,7 +15,7 @@ from kb.render import jobs as job_domain
 from kb.render.params import BadParams, RenderParams
 from kb.schema.auth import mutation
 from kb.schema.context import Info
-from kb.schema.errors import CodedError, bad_input, from_key_problem, limit
+from kb.schema.errors import CodedError, bad_input, coded, limit
 from kb.schema.types import Neuron
 
 RenderKind = strawberry.enum(
@@ -140,7 +140,7 @@ class RenderMutation:
         try:
             p.check(kind.value)
         except BadParams as exc:
-            raise bad_input(str(exc)) from None
+            raise coded(exc) from None
         graphs = info.context.graphs
         if kind.value == "DATASET_EXAMPLES":
             import sqlalchemy as sa
@@ -162,7 +162,7 @@ class RenderMutation:
                 g = graphs.graph(k.model)
                 units.append(job_domain.Unit(g.key, g.sha256, k.layer, k.index))
         except KeyProblem as exc:
-            raise from_key_problem(exc) from None
+            raise coded(exc) from None
         if not units:
             raise bad_input("name neurons or a layer to render")
         if len(units) > MAX_UNITS:

@@ -17,7 +17,7 @@ from kb.graph import store
 from kb.graph.keys import KeyProblem, NeuronKey
 from kb.graph.store import ModelGraph
 from kb.schema.context import Info
-from kb.schema.errors import from_key_problem, not_found
+from kb.schema.errors import coded, not_found
 from kb.schema.pagination import PageInfo, cursor, page_info, window
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class Layer(_Keyed):
                 out.append(cls.of(g, next(l.position for l in g.layers if l.key == lk.layer)))
             except KeyProblem as exc:
                 if required:
-                    raise from_key_problem(exc) from None
+                    raise coded(exc) from None
                 out.append(None)
         return out
 
@@ -233,7 +233,7 @@ class Neuron(_Keyed):
                 out.append(cls.of_key(info.context.graphs.graph(key.model), key))
             except KeyProblem as exc:
                 if required:
-                    raise from_key_problem(exc) from None
+                    raise coded(exc) from None
                 out.append(None)
         return out
 

@@ -85,12 +85,9 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
 
     @asynccontextmanager
     async def lifespan(app):
-        task = None
         if warm:  # read the models' graphs in a thread: the first requests need not wait for them
-            task = asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
+            asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
         yield
-        if task is not None:
-            await asyncio.wait_for(asyncio.shield(task), timeout=None) if task.done() else None
 
     app = Starlette(routes=[Route("/", root), Route("/health", health), Route("/artifacts/{name}", artifact),
                             Route("/graphql", graphql, methods=["GET", "POST"])], lifespan=lifespan)
