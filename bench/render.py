@@ -17,6 +17,7 @@ fraction of the card's peak arithmetic reached (FLOPs counted with torch's FlopC
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 import types
@@ -44,8 +45,10 @@ def compare(args) -> None:
 
     from kb.graph import zoo
     from kb.render import lucent_adapter as A
+    from kb.render.allocator import keep_freed_memory
 
     _stub_ipython()
+    keep_freed_memory()  # what a worker does; lucent's loop below runs in this process and benefits as well
     arch = zoo.get(args.model)
     layer = arch.layer(args.layer)
     units = list(range(args.units))
@@ -53,28 +56,72 @@ def compare(args) -> None:
     torch.manual_seed(0)
     plain_model = arch.build().eval().to(args.device)
     plain_units = units[: max(1, min(len(units), args.plain_units))]
-    A.plain_render_vis(plain_model, layer.module.replace(".", "_"), 0, size=args.size, steps=2, device=args.device)
-    _sync(args.device)
-    t = time.perf_counter()
-    for u in plain_units:
-        A.plain_render_vis(plain_model, layer.module.replace(".", "_"), u, size=args.size, steps=args.steps,
-                           device=args.device)
-    _sync(args.device)
-    plain = len(plain_units) / (time.perf_counter() - t)
+    name = layer.module.replace(".", "_")
+    A.plain_render_vis(plain_model, name, 0, size=args.size, steps=2, device=args.device)
     model = A.prepare(arch.build(), args.device)
     A.render_units(model, layer.module, units[:2], size=args.size, steps=2, preprocess=preprocess,
                    device=args.device, autocast=args.bf16)
-    _sync(args.device)
-    t = time.perf_counter()
-    A.render_units(model, layer.module, units, size=args.size, steps=args.steps, preprocess=preprocess,
-                   device=args.device, autocast=args.bf16)
-    _sync(args.device)
-    ours = len(units) / (time.perf_counter() - t)
+
+    def timed(fn, n) -> float:
+        _sync(args.device)
+        t = time.perf_counter()
+        fn()
+        _sync(args.device)
+        return n / (time.perf_counter() - t)
+
+    plains, ourses = [], []
+    for _ in range(args.rounds):  # alternate, so both see the same machine
+        plains.append(timed(lambda: [A.plain_render_vis(plain_model, name, u, size=args.size, steps=args.steps,
+                                                        device=args.device) for u in plain_units],
+                            len(plain_units)))
+        ourses.append(timed(lambda: A.render_units(model, layer.module, units, size=args.size, steps=args.steps,
+                                                   preprocess=preprocess, device=args.device,
+                                                   autocast=args.bf16), len(units)))
+    plain, ours = statistics.median(plains), statistics.median(ourses)
     print(f"{arch.source} {args.layer}, {args.size} px, {args.steps} steps, device {args.device}"
-          f"{' (bf16)' if args.bf16 else ''}")
-    print(f"plain lucent render_vis, one unit at a time ({len(plain_units)} units): {plain:8.3f} units/s")
-    print(f"kb renderer, {len(units)} units in one batch:                 {ours:8.3f} units/s")
+          f"{' (bf16)' if args.bf16 else ''}; median of {args.rounds} alternating rounds")
+    print(f"plain lucent render_vis, one unit at a time ({len(plain_units)} units): {plain:8.3f} units/s  "
+          f"(rounds: {', '.join(f'{r:.3f}' for r in plains)})")
+    print(f"kb renderer, {len(units)} units in one batch:                 {ours:8.3f} units/s  "
+          f"(rounds: {', '.join(f'{r:.3f}' for r in ourses)})")
     print(f"ratio: {ours / plain:.2f}x")
+    if args.ablate:
+        ablate(args, arch, layer, units, preprocess, ours)
+
+
+def ablate(args, arch, layer, units, preprocess, full) -> None:
+    """The renderer with one speed-up taken away at a time, same units, size and steps."""
+    import torch
+
+    from kb.render import lucent_adapter as A
+    from kb.render import transforms
+
+    def kornia_chain(x):  # lucent's own standard transforms (kornia warps)
+        from lucent.optvis import transform as T
+        for t in T.standard_transforms:
+            x = t(x)
+        return x
+
+    variants = [("no model rewrites (BatchNorm kept, stock conv gradient)", dict(rewrites=False), {}),
+                ("NCHW instead of channels-last", dict(channels_last=False), dict(channels_last=False)),
+                ("lucent's kornia transforms", {}, dict(kornia=True)),
+                ("one unit per optimisation", {}, dict(max_batch=1))]
+    print(f"ablation (full renderer {full:.3f} units/s):")
+    for name, prep, run in variants:
+        torch.manual_seed(0)
+        model = A.prepare(arch.build(), args.device, **prep)
+        saved = transforms.standard
+        if run.pop("kornia", False):
+            transforms.standard = kornia_chain
+        try:
+            kw = dict(size=args.size, preprocess=preprocess, device=args.device, **run)
+            A.render_units(model, layer.module, units[:2], steps=2, **kw)
+            t = time.perf_counter()
+            A.render_units(model, layer.module, units, steps=args.steps, **kw)
+            rate = len(units) / (time.perf_counter() - t)
+        finally:
+            transforms.standard = saved
+        print(f"  {name:<58} {rate:8.3f} units/s  ({rate / full:.2f} of full)")
 
 
 def flops_per_unit_step(model, module_path, size, upsample, preprocess, device) -> float:
@@ -182,6 +229,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the medians are compared")
+    ap.add_argument("--ablate", action="store_true", help="also time the renderer without each speed-up")
     ap.add_argument("--all-units", action="store_true")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--budget-s", type=float, default=480)

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     storage_dir: Path | None = Field(None, description="rendered artifacts; empty: <data_dir>/artifacts")
     public_url: str = Field("http://127.0.0.1:8000", description="base of the stable neuron URLs")
     auto_upgrade: bool | None = Field(None, description="upgrade the schema on use; default: only for SQLite")
-    render_batch: int = Field(64, description="units of one layer rendered in one optimisation")
+    render_batch: int = Field(64, description="units of one layer sent to a worker in one task")
+    render_device_batch: int = Field(0, description="units rendered in one optimisation; 0: from the device "
+                                                    "(8 on a CPU, what fits in a GPU's free memory)")
     render_lease_s: float = Field(300.0, description="a RUNNING job without a heartbeat for this long is re-queued")
     render_sweep_s: float = Field(30.0, description="how often each worker looks for stuck jobs")
     render_retry_base_s: float = Field(10.0, description="first retry delay of a failed render; doubles each time")

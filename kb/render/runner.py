@@ -60,8 +60,10 @@ def device(settings: Settings):
 def _model(source: str, described: str, sha256: str, device_name: str):
     from kb.graph import zoo
     from kb.graph.weights import reload, state_dict_sha256
+    from kb.render.allocator import keep_freed_memory
     from kb.render.lucent_adapter import prepare
 
+    keep_freed_memory()
     arch = zoo.get(source)
     model = reload(arch, described)
     got = state_dict_sha256(model.state_dict())
@@ -151,14 +153,17 @@ def _pictures(engine, settings, model_row, first, kind, params, group, progress)
         pictures = _dataset_examples(engine, settings, arch, model, first["layer_key"], params, group, progress)
     else:
         arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)))
+        from kb.render.batching import units_per_pass
         from kb.render.lucent_adapter import render_units
         module = arch.layer(first["layer_key"]).module
+        batch = units_per_pass(model, module, params["upsample"] or params["size"], device(settings),
+                               settings.render_device_batch)
         pictures = render_units(
             model, module, [j["unit"] for j in group], size=params["size"], steps=params["steps"],
             seed=params["seed"], parameterization=params["parameterization"], transforms=params["transforms"],
             lr=params["lr"], negative=params["negative"], neuron=kind == "NEURON_VIS", upsample=params["upsample"],
             preprocess="inceptionv1" if arch.source.startswith("lucent:") else "imagenet",
-            device=device(settings), progress=progress)
+            device=device(settings), max_batch=batch, progress=progress)
     return pictures
 
 

@@ -37,9 +37,10 @@ class RenderParamsInput:
     upsample: int = 224
     dataset: str = strawberry.field(default="", description="DATASET_EXAMPLES: a dataset name")
     top_k: int = strawberry.field(default=9, description="DATASET_EXAMPLES: examples per unit")
-    batch: int | None = strawberry.field(default=None, description="units per optimisation (default: the "
-                                                                      "workers' KB_RENDER_BATCH); not part of the "
-                                                                      "image's identity")
+    batch: int | None = strawberry.field(default=None, description="units sent to a worker in one task "
+                                                                      "(default: KB_RENDER_BATCH); the worker "
+                                                                      "optimises them in batches its device fits; "
+                                                                      "not part of the image's identity")
 
 
 @strawberry.type

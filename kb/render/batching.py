@@ -1,0 +1,58 @@
+"""How many units of one layer a worker renders in one optimisation: from settings, else from its device.
+
+- CPU: 8. Throughput per unit is flat from 4 to 16 here (bench/render.py), and at 8 images the largest
+  activation of a 224-px pass (GoogLeNet's stem, 8x64x112x112 floats) stays under glibc's 32 MiB mmap
+  threshold, so the allocator keeps it between steps (``kb.render.allocator``).
+- CUDA: as many as fit in 70% of the free memory, at ``BYTES_PER_ACTIVATION`` times the size of the
+  activations one image produces on the way to the target layer (counted by a forward pass with hooks).
+"""
+
+from __future__ import annotations
+
+import torch
+
+CPU_BATCH = 8
+GPU_MAX_BATCH = 1024
+GPU_MEMORY_FRACTION = 0.7
+BYTES_PER_ACTIVATION = 3 * 4  # the activation, its gradient and a workspace, in float32
+
+
+class _Stop(Exception):
+    pass
+
+
+def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, device) -> int:
+    """Elements output by every leaf module for one image of ``image_size`` px, up to ``module_path``."""
+    modules = dict(model.named_modules())
+    total = [0]
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel()
+
+    def stop(module, inputs, output):
+        raise _Stop
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    handles.append(modules[module_path].register_forward_hook(stop))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def units_per_pass(model: torch.nn.Module, module_path: str, image_size: int, device,
+                   configured: int = 0) -> int:
+    device = torch.device(device)
+    if configured > 0:
+        return configured
+    if device.type != "cuda":
+        return CPU_BATCH
+    free, _ = torch.cuda.mem_get_info(device)
+    per_unit = BYTES_PER_ACTIVATION * activation_numel(model, module_path, image_size, device)
+    return max(1, min(GPU_MAX_BATCH, int(free * GPU_MEMORY_FRACTION // per_unit)))

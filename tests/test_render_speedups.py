@@ -1,0 +1,137 @@
+"""The renderer's speed-ups compute what they replace: BatchNorm folding, the polyphase input gradient,
+the kornia-free transforms, per-device batches and the allocator setting."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kb.graph import zoo
+from kb.render import batching, model_rewrites, transforms
+from kb.render import lucent_adapter as A
+from kb.render.allocator import keep_freed_memory
+
+
+@pytest.mark.parametrize("k,stride,pad,size", [(7, 2, 3, 224), (7, 2, 3, 225), (3, 2, 1, 31), (5, 3, 2, 40),
+                                               (11, 4, 2, 227), (2, 2, 0, 33), (3, 2, 0, 32)])
+def test_polyphase_input_gradient_is_the_convolution_gradient(k, stride, pad, size):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 16, k, stride=stride, padding=pad).requires_grad_(False)
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    y = conv(x)
+    g = torch.randn_like(y)
+    (ref,) = torch.autograd.grad(y, x, g)
+    fast = nn.Sequential(copy.deepcopy(conv))
+    assert model_rewrites.polyphase_input_convs(fast) == 1
+    y2 = fast(x)
+    (got,) = torch.autograd.grad(y2, x, g)
+    assert torch.equal(y, y2)
+    assert torch.allclose(got, ref, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_polyphase_leaves_other_convolutions_alone():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=1), nn.Conv2d(8, 8, 3, stride=2), nn.Conv2d(3, 8, 3, 2, groups=1,
+                                                                                               dilation=2))
+    assert model_rewrites.polyphase_input_convs(model) == 0
+
+
+class _ConvBn(nn.Module):
+    def __init__(self, cin, cout, relu_first=False):
+        super().__init__()
+        self.conv, self.bn, self.relu_first = nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), \
+            relu_first
+
+    def forward(self, x):
+        return self.bn(torch.relu(self.conv(x))) if self.relu_first else torch.relu(self.bn(self.conv(x)))
+
+
+def _randomise_bn(model):
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            for t in (m.weight.data, m.bias.data, m.running_mean):
+                t.copy_(torch.randn(t.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
+
+
+def test_batchnorm_folds_into_the_convolution_only_where_it_follows_it():
+    torch.manual_seed(0)
+    plain = _randomise_bn(nn.Sequential(_ConvBn(3, 8), nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)))).eval()
+    folded = model_rewrites.fold_batchnorm(plain, check_size=16)
+    assert folded is not plain and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), plain(x), atol=1e-5)
+    # named like a pair, but the ReLU sits between them: folding would change the function, so it is refused
+    other = _randomise_bn(nn.Sequential(_ConvBn(3, 8, relu_first=True))).eval()
+    assert model_rewrites.fold_batchnorm(other, check_size=16) is other
+
+
+def test_prepared_googlenet_computes_the_same_activations():
+    arch = zoo.get("torchvision:googlenet")
+    torch.manual_seed(0)
+    model = arch.build().eval()
+    _randomise_bn(model)
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = model(x)
+    fast = A.prepare(copy.deepcopy(model), "cpu")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    with torch.no_grad():
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
+
+
+def test_transforms_draw_what_lucent_draws():
+    from lucent.optvis import transform as L
+    x = torch.rand(2, 3, 64, 64)
+    for angle in (10, -7, 3):  # rotation matches kornia's
+        assert torch.allclose(transforms.random_rotate(x, [angle]), L.random_rotate([angle])(x), atol=1e-4)
+    np.random.seed(3)
+    shifted = transforms.jitter(x, 8)
+    np.random.seed(3)
+    dx, dy = np.random.choice(8), np.random.choice(8)
+    assert torch.equal(shifted[..., dy:, dx:], x[..., :64 - dy, :64 - dx])  # an exact integer shift
+    assert not shifted[..., :dy, :].any() and not shifted[..., :, :dx].any()
+    for seed in range(8):  # same random draws in the same order: same sizes, nearly the same pixels
+        np.random.seed(seed)
+        ours = transforms.standard(x)
+        np.random.seed(seed)
+        theirs = x
+        for t in L.standard_transforms:
+            theirs = t(theirs)
+        assert ours.shape == theirs.shape
+        assert float((ours - theirs).abs().mean()) < 0.03  # kornia's jitter blurs by a fraction of a pixel
+
+
+def test_batches_do_not_change_a_units_image():
+    arch = zoo.get("torchvision:googlenet")
+    torch.manual_seed(0)
+    model = A.prepare(arch.build(), "cpu")
+    run = dict(size=32, steps=3, upsample=64)
+    together = A.render_units(model, "inception3a", [1, 2, 3], **run)
+    steps = []
+    alone = A.render_units(model, "inception3a", [1, 2, 3], max_batch=1, progress=lambda s, t: steps.append((s, t)),
+                           **run)
+    assert steps[-1] == (9, 9) and len(steps) == 9
+    for a, b in zip(together, alone):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+def test_units_per_pass():
+    arch = zoo.get("torchvision:googlenet")
+    model = A.prepare(arch.build(), "cpu")
+    assert batching.units_per_pass(model, "inception4a", 224, "cpu") == batching.CPU_BATCH
+    assert batching.units_per_pass(model, "inception4a", 224, "cpu", configured=3) == 3
+    tiny = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.ReLU())
+    # conv 4x8x8, relu 4x8x8, then the target conv 2x8x8; the ReLU after it is not reached
+    assert batching.activation_numel(tiny, "2", 8, "cpu") == 4 * 64 * 2 + 2 * 64
+    assert sum(len(m._forward_hooks) for m in tiny.modules()) == 0
+
+
+def test_allocator_setting_is_accepted():
+    assert keep_freed_memory() is True
+    assert keep_freed_memory() is True  # once per process, then a no-op
