@@ -39,6 +39,9 @@ def serve_command(
     from kb.settings import get_settings
 
     open_engine()  # the schema is current (or this says what to run) before any process starts
+    if "public_url" not in get_settings().model_fields_set:  # links (neuron pages, images) point at this server
+        os.environ["KB_PUBLIC_URL"] = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        get_settings.cache_clear()
     local = None
     if render_worker and not get_settings().broker_url:
         local = subprocess.Popen([sys.executable, "-m", "kb", "worker"], start_new_session=True,
