@@ -1,6 +1,7 @@
 """Render workers: the lucent adapter, job rows, a real Celery worker on real Redis, and a worker killed
 in the middle of a render."""
 
+import json
 import os
 import signal
 import subprocess
@@ -115,9 +116,11 @@ def test_worker_renders_and_the_api_serves(api, accounts, db_url, clean_queue, e
     r = api.get(url.split("kb.example.org")[1])
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert "immutable" in r.headers["cache-control"] and r.content[:4] == b"\x89PNG"
-    viz = gql(api, '{ neuron(key: "InceptionV1 3b:0") { visualizations { kind artifact { url width } } } }')
-    kinds = {v["kind"] for v in viz["data"]["neuron"]["visualizations"]}
-    assert kinds == {"FEATURE_VIS", "WEIGHTS"}
+    viz = gql(api, '{ neuron(key: "InceptionV1 3b:0") { visualizations { kind artifact { url width versions } } } }')
+    made = {v["kind"]: json.loads(v["artifact"]["versions"]) for v in viz["data"]["neuron"]["visualizations"]}
+    assert set(made) == {"FEATURE_VIS", "WEIGHTS"}
+    assert made["FEATURE_VIS"]["torch"] == torch.__version__ and made["FEATURE_VIS"]["device"] == "cpu"
+    assert made["FEATURE_VIS"]["bf16"] is False and made["FEATURE_VIS"]["lucent"]
     again = as_user(api, accounts["editor"]["token"], REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3b:1"],
                                                                "p": {**SMALL, "seed": 3}})["data"]["requestRender"]
     assert again[0]["id"] == ids[1] and again[0]["status"] == "DONE" and again[0]["attempts"] == 1

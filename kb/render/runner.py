@@ -56,6 +56,13 @@ def device(settings: Settings):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def bf16(settings: Settings) -> bool:
+    """bf16 autocast where it is fast (a GPU) unless KB_RENDER_BF16 says otherwise (CPUs here lack bf16 units)."""
+    if settings.render_bf16 is not None:
+        return settings.render_bf16
+    return device(settings).type == "cuda"
+
+
 @lru_cache(maxsize=4)
 def _model(source: str, described: str, sha256: str, device_name: str):
     from kb.graph import zoo
@@ -156,20 +163,22 @@ def _pictures(engine, settings, model_row, first, kind, params, group, progress)
         from kb.render.batching import units_per_pass
         from kb.render.lucent_adapter import render_units
         module = arch.layer(first["layer_key"]).module
-        batch = units_per_pass(model, module, params["upsample"] or params["size"], device(settings),
+        where = device(settings)
+        batch = units_per_pass(model, module, params["upsample"] or params["size"], where,
                                settings.render_device_batch)
         pictures = render_units(
             model, module, [j["unit"] for j in group], size=params["size"], steps=params["steps"],
             seed=params["seed"], parameterization=params["parameterization"], transforms=params["transforms"],
             lr=params["lr"], negative=params["negative"], neuron=kind == "NEURON_VIS", upsample=params["upsample"],
             preprocess="inceptionv1" if arch.source.startswith("lucent:") else "imagenet",
-            device=device(settings), max_batch=batch, progress=progress)
+            device=where, autocast=bf16(settings), max_batch=batch, progress=progress)
     return pictures
 
 
 def _store(engine, settings, group, kind, params, pictures) -> None:
     storage = storage_from_settings(settings)
-    made_by = versions()
+    made_by = {**versions(), "device": device(settings).type, "bf16": kind in ("FEATURE_VIS", "NEURON_VIS")
+               and bf16(settings)}
     with engine.begin() as conn:
         for job, rgb in zip(group, pictures):
             data = images.png(rgb)

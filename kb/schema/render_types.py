@@ -49,7 +49,8 @@ class Artifact:
     url: str
     width: int
     height: int
-    versions: str = strawberry.field(description="torch, torchvision, lucent versions (JSON)")
+    versions: str = strawberry.field(description="what made it (JSON): torch, torchvision, lucent and "
+                                                 "circuit-kb versions, the device type, bf16 or not")
 
 
 @strawberry.type(description="One unit's render: a row that says what is asked, how far it is, what it made.")
