@@ -147,7 +147,7 @@ def all_units(args) -> None:
     torch.manual_seed(0)
     model = arch.build()
     out_shapes = shapes(model, arch)
-    model = A.prepare(model, args.device)
+    model = A.prepare(model, args.device, bf16=args.bf16)  # as a GPU worker prepares it
     name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
     print(f"device: {name}; every unit of lucent:inceptionv1, {args.size} px, {args.steps} steps, upsample 224, "
           f"batch {args.batch}, bf16 autocast {args.bf16}", flush=True)

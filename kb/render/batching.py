@@ -37,7 +37,7 @@ def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, 
     handles.append(modules[module_path].register_forward_hook(stop))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device))
+            model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=next(model.parameters()).dtype))
     except _Stop:
         pass
     finally:

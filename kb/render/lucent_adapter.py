@@ -85,10 +85,14 @@ def _fast_redirected(module, x):
 
 
 def prepare(model: torch.nn.Module, device: torch.device, channels_last: bool = True,
-            rewrites: bool = True) -> torch.nn.Module:
+            rewrites: bool = True, bf16: bool = False) -> torch.nn.Module:
     """Eval mode, no weight gradients, on ``device``, channels-last, lucent's redirected ReLUs without GPU
     synchronisation, BatchNorm folded into the convolutions, and on the CPU the image convolution's gradient
-    computed in polyphase form (``model_rewrites``): once per worker process."""
+    computed in polyphase form (``model_rewrites``): once per worker process.
+
+    ``bf16``: the weights are cast once, here. Under autocast alone they would be cast at every step, since
+    autocast caches only casts of weights that require gradients (frozen weights do not); the image and its
+    optimiser stay float32."""
     import types
 
     from kb.render.model_rewrites import fold_batchnorm, polyphase_input_convs
@@ -107,6 +111,8 @@ def prepare(model: torch.nn.Module, device: torch.device, channels_last: bool = 
             m.forward = types.MethodType(_fast_redirected, m)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if bf16:
+        model = model.to(torch.bfloat16)
     return model
 
 
@@ -182,6 +188,7 @@ def _optimise(model, target, units, *, size, steps, seed, parameterization, tran
     from kb.render import transforms as T
 
     n = len(units)
+    dtype = next(model.parameters()).dtype
     seed_everything(seed)
     make = _fft_image if parameterization == "fft" else _pixel_image
     params, raw = make(n, size, [seed * 1_000_003 + u for u in units], device)
@@ -209,7 +216,7 @@ def _optimise(model, target, units, *, size, steps, seed, parameterization, tran
                 x = t(x)
             if up is not None:
                 x = up(x)
-            x = pre(x)
+            x = pre(x).to(dtype)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

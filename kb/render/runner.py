@@ -64,7 +64,7 @@ def bf16(settings: Settings) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _model(source: str, described: str, sha256: str, device_name: str):
+def _model(source: str, described: str, sha256: str, device_name: str, bf16: bool = False):
     from kb.graph import zoo
     from kb.graph.weights import reload, state_dict_sha256
     from kb.render.allocator import keep_freed_memory
@@ -77,7 +77,7 @@ def _model(source: str, described: str, sha256: str, device_name: str):
     if got != sha256:
         raise Permanent(f"this worker's weights for {source} ({described}) hash to {got[:12]}, "
                         f"the model was imported with {sha256[:12]}")
-    return arch, prepare(model, device_name)
+    return arch, prepare(model, device_name, bf16=bf16)
 
 
 def run(job_ids: list[int], worker: str | None = None, settings: Settings | None = None) -> Outcome:
@@ -159,7 +159,8 @@ def _pictures(engine, settings, model_row, first, kind, params, group, progress)
         arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)))
         pictures = _dataset_examples(engine, settings, arch, model, first["layer_key"], params, group, progress)
     else:
-        arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)))
+        arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)),
+                             bf16(settings))
         from kb.render.batching import units_per_pass
         from kb.render.lucent_adapter import render_units
         module = arch.layer(first["layer_key"]).module
