@@ -28,6 +28,7 @@ def main() -> None:
         ("fp32 channels-last", dict(channels_last=True, autocast=False)),
         ("bf16 NCHW", dict(channels_last=False, autocast=True)),
         ("bf16 channels-last", dict(channels_last=True, autocast=True)),
+        ("bf16 weights cast once, channels-last", dict(channels_last=True, autocast=True, bf16=True)),
         ("bf16 channels-last, no transforms", dict(channels_last=True, autocast=True, transforms="none")),
         ("bf16 channels-last, no upsample", dict(channels_last=True, autocast=True, upsample=0)),
     ]
@@ -37,7 +38,9 @@ def main() -> None:
     units = [i % channels for i in range(args.batch)]  # a batch may hold a unit more than once
     for name, kw in variants:
         torch.manual_seed(0)
-        model = A.prepare(arch.build(), args.device, channels_last=kw.get("channels_last", True))
+        kw = dict(kw)
+        model = A.prepare(arch.build(), args.device, channels_last=kw.get("channels_last", True),
+                          bf16=kw.pop("bf16", False))
         run = dict(size=128, preprocess="inceptionv1", device=args.device, **kw)
         A.render_units(model, args.layer, units, steps=2, **run)
         torch.cuda.synchronize()
@@ -46,7 +49,7 @@ def main() -> None:
         torch.cuda.synchronize()
         dt = (time.perf_counter() - t) / args.steps
         print(f"{name:<36} {dt * 1000:8.1f} ms/step  {args.batch / dt:8.0f} unit-steps/s", flush=True)
-    model = A.prepare(arch.build(), args.device)
+    model = A.prepare(arch.build(), args.device, bf16=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                             torch.profiler.ProfilerActivity.CUDA]) as prof:
         A.render_units(model, args.layer, units, steps=3, size=128, preprocess="inceptionv1", device=args.device,
