@@ -121,14 +121,20 @@ def get(conn: sa.Connection, job_ids: list[int]) -> list[dict]:
     return [rows[i] for i in job_ids if i in rows]
 
 
-def done_for_unit(conn: sa.Connection, model_sha256: str, layer_key: str, unit: int,
-                  kind: str | None) -> list[tuple[dict, dict]]:
+def done_for_units(conn: sa.Connection, units: list[tuple[str, str, int]]) -> dict[tuple, list[dict]]:
+    """Finished jobs with their artifacts for many (model sha256, layer key, unit) at once, in job order."""
     t, a = RenderJob.__table__, Artifact.__table__
+    out: dict[tuple, list[dict]] = {u: [] for u in units}
     q = (sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
          .join(a, a.c.id == t.c.artifact_id)
-         .where(t.c.model_sha256 == model_sha256, t.c.layer_key == layer_key, t.c.unit == unit,
-                t.c.status == "DONE").order_by(t.c.id))
-    if kind:
-        q = q.where(t.c.kind == kind)
-    return [dict(r._mapping) for r in conn.execute(q)]
+         .where(sa.tuple_(t.c.model_sha256, t.c.layer_key, t.c.unit).in_(units), t.c.status == "DONE")
+         .order_by(t.c.id))
+    for r in conn.execute(q):
+        row = dict(r._mapping)
+        out[(row["model_sha256"], row["layer_key"], row["unit"])].append(row)
+    return out
 
+
+def artifacts(conn: sa.Connection, ids: list[int]) -> dict[int, dict]:
+    a = Artifact.__table__
+    return {r.id: dict(r._mapping) for r in conn.execute(sa.select(a).where(a.c.id.in_(ids)))}

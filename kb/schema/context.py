@@ -34,6 +34,8 @@ class Loaders:
         self.revisions = DataLoader(load_fn=self._revisions)
         self.reviews = DataLoader(load_fn=self._reviews)
         self.user = DataLoader(load_fn=self._users)
+        self.visualizations = DataLoader(load_fn=self._visualizations)
+        self.artifact = DataLoader(load_fn=self._artifacts)
 
     def _rows(self, query) -> list[dict]:
         with self.graphs.engine.connect() as conn:
@@ -79,6 +81,18 @@ class Loaders:
                                                .where(t.c.id.in_(ids)))}
         return [rows.get(i) for i in ids]
 
+    async def _visualizations(self, units: list[tuple[str, str, int]]) -> list[list[dict]]:
+        from kb.render import jobs
+        with self.graphs.engine.connect() as conn:
+            found = jobs.done_for_units(conn, units)
+        return [found[u] for u in units]
+
+    async def _artifacts(self, ids: list[int]) -> list[dict | None]:
+        from kb.render import jobs
+        with self.graphs.engine.connect() as conn:
+            found = jobs.artifacts(conn, ids)
+        return [found.get(i) for i in ids]
+
 
 @dataclass
 class Context:
@@ -118,3 +132,4 @@ class Context:
 
 
 Info = strawberry.Info[Context, None]
+

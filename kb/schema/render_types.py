@@ -82,15 +82,11 @@ class RenderJob:
             return None
 
     @strawberry.field
-    def artifact(self, info: Info) -> Artifact | None:
+    async def artifact(self, info: Info) -> Artifact | None:
         if not self._row["artifact_id"]:
             return None
-        import sqlalchemy as sa
-
-        from kb.db.render_tables import Artifact as T
-        with info.context.graphs.engine.connect() as conn:
-            a = conn.execute(sa.select(T.__table__).where(T.__table__.c.id == self._row["artifact_id"])).one()
-        return _artifact(info, a.sha256, a.width, a.height, a.versions)
+        a = await info.context.loaders.artifact.load(self._row["artifact_id"])
+        return _artifact(info, a["sha256"], a["width"], a["height"], a["versions"])
 
 
 def _artifact(info: Info, sha: str, width: int, height: int, versions: dict) -> Artifact:
@@ -106,14 +102,12 @@ class Visualization:
     artifact: Artifact
 
 
-def visualizations(info: Info, neuron: Neuron, kind) -> list[Visualization]:
-    g = neuron._graph
+async def visualizations(info: Info, neuron: Neuron, kind) -> list[Visualization]:
     key = neuron._key
-    with info.context.graphs.engine.connect() as conn:
-        rows = job_domain.done_for_unit(conn, g.sha256, key.layer, key.index, kind.value if kind else None)
+    rows = await info.context.loaders.visualizations.load((neuron._graph.sha256, key.layer, key.index))
     return [Visualization(kind=RenderKind[r["kind"]], params=json.dumps(r["params"], sort_keys=True),
                           artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]))
-            for r in rows]
+            for r in rows if kind is None or r["kind"] == kind.value]
 
 
 @strawberry.type

@@ -212,11 +212,12 @@ class Neuron(_Keyed):
         return [Claim.of(r) for r in rows]
 
     @strawberry.field(description="Finished renders of this neuron (feature visualisations, weights...).")
-    def visualizations(self, info: Info, kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")]
-                       | None = None) -> list[Annotated["Visualization", strawberry.lazy("kb.schema.render_types")]]:
+    async def visualizations(self, info: Info,
+                             kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")] | None = None,
+                             ) -> list[Annotated["Visualization", strawberry.lazy("kb.schema.render_types")]]:
         from kb.schema.render_types import visualizations
 
-        return visualizations(info, self, kind)
+        return await visualizations(info, self, kind)
 
     @strawberry.field(description="How to cite this neuron: pinned key, URL, BibTeX.")
     def citation(self, info: Info) -> Annotated["Citation", strawberry.lazy("kb.schema.claim_types")]:
