@@ -241,3 +241,36 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
     if mutation == "reviewClaim":
         return REVIEW, {"key": claim["key"], "v": "SUPPORT", "c": ""}
     raise AssertionError(f"no example call for mutation {mutation}: add one to this test")
+
+
+def test_claim_pages_do_not_query_per_claim(api, accounts, engine):
+    """A page of claims with their circuits and review histories: as many SQL statements for 8 claims as
+    for 2 (DataLoaders), not one more per claim."""
+    import sqlalchemy as sa
+
+    q = """mutation($input: CircuitInput!) { createCircuit(input: $input) { key } }"""
+    circuit = as_user(api, accounts["editor"]["token"], q, {"input": {"name": "pair", "edges": [
+        {"source": "InceptionV1 4b:1", "target": "InceptionV1 4c:2"}]}})["data"]["createCircuit"]["key"]
+    for i in range(8):  # the only MECHANISM claims in the test database
+        key = new_claim(api, accounts["editor"]["token"], label=f"batched {i}", circuit=circuit,
+                        kind="MECHANISM")["key"]
+        for who in ("editor2", "moderator"):
+            as_user(api, accounts[who]["token"], REVIEW, {"key": key, "v": "SUPPORT", "c": "ok"})
+    page = """query($n: Int!) { claims(first: $n, kind: MECHANISM) { edges { node {
+        key circuit { key } reviews { reviewer { name } history { verdict } } } } } }"""
+
+    def statements(n):
+        seen = []
+
+        def count(conn, cursor, statement, *args):
+            seen.append(statement)
+        sa.event.listen(engine, "before_cursor_execute", count)
+        try:
+            nodes = [e["node"] for e in gql(api, page, {"n": n})["data"]["claims"]["edges"]]
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", count)
+        assert len(nodes) == n and all(c["circuit"]["key"] == circuit and len(c["reviews"]) == 2 for c in nodes)
+        assert all([h["verdict"] for h in r["history"]] == ["SUPPORT"] for c in nodes for r in c["reviews"])
+        return len(seen)
+
+    assert statements(2) == statements(8)

@@ -174,16 +174,10 @@ class Review:
         return await _person(info, self._row["user_id"])
 
     @strawberry.field
-    def history(self, info: Info) -> list[ReviewRevision]:
-        import sqlalchemy as sa
-
-        from kb.db.claim_tables import ReviewRevision as T
-        t = T.__table__
-        with info.context.graphs.engine.connect() as conn:
-            rows = conn.execute(sa.select(t).where(t.c.claim_id == self._row["claim_id"],
-                                                   t.c.user_id == self._row["user_id"]).order_by(t.c.revision))
-            return [ReviewRevision(revision=r.revision, verdict=Verdict[r.verdict], comment=r.comment,
-                                   created_at=_utc(r.created_at)) for r in rows]
+    async def history(self, info: Info) -> list[ReviewRevision]:
+        rows = await info.context.loaders.review_history.load((self._row["claim_id"], self._row["user_id"]))
+        return [ReviewRevision(revision=r["revision"], verdict=Verdict[r["verdict"]], comment=r["comment"],
+                               created_at=_utc(r["created_at"])) for r in rows]
 
 
 def _neurons(info: Info, keys: Iterable[str]) -> list[Neuron]:
@@ -237,11 +231,11 @@ class Claim(_Keyed):
         return [Evidence.of(e) for e in (await self._current(info))["evidence"]]
 
     @strawberry.field
-    def circuit(self, info: Info) -> "Circuit | None":
+    async def circuit(self, info: Info) -> "Circuit | None":
         if not self._row["circuit_id"]:
             return None
-        with info.context.graphs.engine.connect() as conn:
-            return Circuit.of(circuit_domain.get(conn, self._row["circuit_id"]))
+        row = await info.context.loaders.circuit.load(self._row["circuit_id"])
+        return Circuit.of(row) if row is not None else None
 
     @strawberry.field(description="Every revision, oldest first.")
     async def revisions(self, info: Info) -> list[ClaimRevision]:

@@ -12,7 +12,7 @@ from strawberry.dataloader import DataLoader
 from kb.claims import accounts
 from kb.claims.errors import ClaimProblem
 from kb.claims.ratelimit import TokenBuckets
-from kb.db.claim_tables import Claim, ClaimRevision, ClaimSubject, Review, User
+from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject, Review, ReviewRevision, User
 from kb.db.graph_cache import GraphCache
 from kb.db.tables import Layer
 from kb.schema.errors import CodedError, coded
@@ -35,6 +35,8 @@ class Loaders:
         self.reviews = DataLoader(load_fn=self._reviews)
         self.user = DataLoader(load_fn=self._users)
         self.visualizations = DataLoader(load_fn=self._visualizations)
+        self.circuit = DataLoader(load_fn=self._circuits)
+        self.review_history = DataLoader(load_fn=self._review_histories)
         self.artifact = DataLoader(load_fn=self._artifacts)
 
     def _rows(self, query) -> list[dict]:
@@ -80,6 +82,20 @@ class Loaders:
         rows = {r["id"]: r for r in self._rows(sa.select(t.c.id, t.c.name, t.c.display_name, t.c.role)
                                                .where(t.c.id.in_(ids)))}
         return [rows.get(i) for i in ids]
+
+    async def _circuits(self, ids: list[int]) -> list[dict | None]:
+        t = Circuit.__table__
+        rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
+        return [rows.get(i) for i in ids]
+
+    async def _review_histories(self, keys: list[tuple[int, int]]) -> list[list[dict]]:
+        """Every revision of the reviews (claim id, user id), oldest first."""
+        t = ReviewRevision.__table__
+        out: dict[tuple, list[dict]] = {k: [] for k in keys}
+        for r in self._rows(sa.select(t).where(sa.tuple_(t.c.claim_id, t.c.user_id).in_(keys))
+                            .order_by(t.c.claim_id, t.c.user_id, t.c.revision)):
+            out[(r["claim_id"], r["user_id"])].append(r)
+        return [out[k] for k in keys]
 
     async def _visualizations(self, units: list[tuple[str, str, int]]) -> list[list[dict]]:
         from kb.render import jobs
