@@ -6,9 +6,8 @@ import sqlalchemy as sa
 import typer
 
 from kb.claims import accounts
-from kb.claims.errors import ClaimProblem
 from kb.cli.db import open_engine
-from kb.cli.errors import CliProblem, expected
+from kb.cli.errors import expected
 from kb.db.claim_tables import ApiToken, User
 
 users_app = typer.Typer(help="Accounts (roles: viewer, editor, moderator, admin).", no_args_is_help=True)
@@ -20,11 +19,8 @@ tokens_app = typer.Typer(help="API tokens (shown once, stored as a hash).", no_a
 def create_user(name: str, role: str = typer.Option("editor", "--role"),
                 display_name: str = typer.Option("", "--display-name")) -> None:
     """Create an account."""
-    try:
-        with open_engine().begin() as conn:
-            accounts.create_user(conn, name, role, display_name)
-    except ClaimProblem as exc:
-        raise CliProblem(exc.message) from None
+    with open_engine().begin() as conn:
+        accounts.create_user(conn, name, role, display_name)
     typer.echo(f"created {name} ({role})")
 
 
@@ -41,22 +37,16 @@ def list_users() -> None:
 @expected()
 def create_token(name: str, note: str = typer.Option("", "--note")) -> None:
     """Create a token for user NAME and print it (once: only its hash is kept)."""
-    try:
-        with open_engine().begin() as conn:
-            token = accounts.create_token(conn, name, note)
-    except ClaimProblem as exc:
-        raise CliProblem(exc.message) from None
+    with open_engine().begin() as conn:
+        token = accounts.create_token(conn, name, note)
     typer.echo(token)
 
 
 @tokens_app.command("revoke")
 @expected()
 def revoke_token(prefix: str = typer.Argument(..., help="the token, or its first 12 characters")) -> None:
-    try:
-        with open_engine().begin() as conn:
-            accounts.revoke_token(conn, prefix)
-    except ClaimProblem as exc:
-        raise CliProblem(exc.message) from None
+    with open_engine().begin() as conn:
+        accounts.revoke_token(conn, prefix)
     typer.echo(f"revoked {prefix[:12]}…")
 
 

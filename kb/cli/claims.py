@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 
 from kb.claims import families, transfer
-from kb.claims.errors import ClaimProblem
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.db.catalog import load_catalog
@@ -27,11 +26,8 @@ def import_families_command(
     """Import neuron families as FAMILY claims (a re-run changes nothing)."""
     if not folder.is_dir():
         raise CliProblem(f"{folder} is not a folder")
-    try:
-        with open_engine().begin() as conn:
-            report = families.import_families(conn, load_catalog(conn), folder, model, source)
-    except ClaimProblem as exc:
-        raise CliProblem(exc.message) from None
+    with open_engine().begin() as conn:
+        report = families.import_families(conn, load_catalog(conn), folder, model, source)
     typer.echo(f"{report.created} families imported, {report.unchanged} already there, from {report.files} files")
 
 
@@ -55,9 +51,6 @@ def export(output: Optional[Path] = typer.Option(None, "--output", "-o", help="d
 @expected()
 def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Import an export into a database with no claims yet (all or nothing)."""
-    try:
-        with open_engine().begin() as conn, file.open(encoding="utf-8") as fh:
-            counts = transfer.import_lines(conn, fh)
-    except ClaimProblem as exc:
-        raise CliProblem(exc.message) from None
+    with open_engine().begin() as conn, file.open(encoding="utf-8") as fh:
+        counts = transfer.import_lines(conn, fh)
     typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
