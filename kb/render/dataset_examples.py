@@ -1,7 +1,7 @@
 """Dataset examples: the top-k activating images of every channel of some layers, in one streamed pass.
 
-Per batch, a forward hook on each requested layer takes each channel's maximum over positions, and a running
-top-k per channel (values, image index, position) is merged with ``torch.topk``: memory stays at k per channel
+Per batch, a forward hook on each requested layer takes each channel's maximum over positions and merges it
+into a running top-k per channel (values, image index, position) with ``torch.topk``: memory stays at k per channel
 whatever the size of the dataset. The pass stops after the deepest requested layer. Unreadable files are
 skipped and counted; a folder with no readable image is an error.
 """
@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from kb.render.lucent_adapter import hooks_removed, preprocess_fn
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+STRIDED_READ_COST = 8  # reading one (image, channel) map of a channels-last activation, against a full pass
 
 
 class NoImages(ValueError):
@@ -74,13 +75,17 @@ def batches(files: list[Path], batch: int, size: int = 224) -> Iterator[tuple[li
 
 def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preprocess: str = "imagenet",
             device="cpu", stop_after: str | None = None) -> tuple[dict[str, TopK], int]:
-    """Running top-k per channel for each module path. ``stream`` yields (image indices, NxHxWx3 uint8)."""
+    """Running top-k per channel for each module path. ``stream`` yields (image indices, NxHxWx3 uint8).
+
+    Each hook merges its layer while the activation is fresh: channel maxima first (``amax``, 4x faster than
+    a max that also returns positions), then the position of the maximum for the (image, channel) pairs that
+    enter the top-k, at most k per channel: by one pass while many enter, from their own maps once few do."""
     device = torch.device(device)
     pre = preprocess_fn(preprocess)
     found: dict[str, TopK] = {}
     seen = 0
     named = dict(model.named_modules())
-    current: dict[str, tuple] = {}
+    batch_images: list[torch.Tensor] = []
 
     def hook(path):
         def inner(module, inputs, output):
@@ -88,11 +93,29 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
             if a.dim() == 2:
                 a = a[:, :, None, None]
             b, c, h, w = a.shape
-            if a.is_contiguous(memory_format=torch.channels_last):  # max over positions without a copy
-                values, positions = a.permute(0, 2, 3, 1).reshape(b, h * w, c).max(dim=1)  # [B, C]
+            flat = a.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view when channels-last: no copy
+            values = flat.amax(dim=1).float()  # [B, C]
+            images = batch_images[0][:, None].expand(b, c)
+            old = found.get(path)
+            if old is not None:
+                values = torch.cat([old.values, values])
+                images = torch.cat([old.images, images])
+            top = torch.topk(values, min(k, values.shape[0]), dim=0)  # [k, C]
+            positions = torch.zeros_like(top.indices)
+            if old is not None:
+                kept = top.indices < old.values.shape[0]
+                positions[kept] = old.positions.gather(0, top.indices.clamp(max=old.values.shape[0] - 1))[kept]
+                fresh = ~kept
+                row = top.indices - old.values.shape[0]
             else:
-                values, positions = a.reshape(b, c, h * w).max(dim=2)
-            current[path] = (values.float(), positions, tuple(a.shape[2:]))
+                fresh = torch.ones_like(top.indices, dtype=torch.bool)
+                row = top.indices
+            slot, channel = fresh.nonzero(as_tuple=True)
+            if STRIDED_READ_COST * len(slot) > b * c:  # many new entries (first batches): one pass is cheaper
+                positions[slot, channel] = flat.argmax(dim=1)[row[slot, channel], channel]
+            elif len(slot):  # a few: read only their maps (strided reads, about 8x dearer per element)
+                positions[slot, channel] = flat[row[slot, channel], :, channel].argmax(dim=1)
+            found[path] = TopK(top.values, images.gather(0, top.indices), positions, (h, w))
             if path == stop_after:
                 raise _Stop
         return inner
@@ -102,22 +125,11 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
             named[p].register_forward_hook(hook(p))
         for indices, images in stream:
             x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
+            batch_images[:] = [torch.tensor(indices, device=device)]
             try:
                 model(pre(x).contiguous(memory_format=torch.channels_last))
             except _Stop:
                 pass
-            idx = torch.tensor(indices, device=device)
-            for p, (values, positions, hw) in current.items():
-                b = values.shape[0]
-                img_idx = idx[:, None].expand(b, values.shape[1])
-                if p in found:
-                    t = found[p]
-                    values = torch.cat([t.values, values])
-                    img_idx = torch.cat([t.images, img_idx])
-                    positions = torch.cat([t.positions, positions])
-                top = torch.topk(values, min(k, values.shape[0]), dim=0)
-                found[p] = TopK(top.values, img_idx.gather(0, top.indices), positions.gather(0, top.indices), hw)
-            current.clear()
             seen += len(indices)
     if not seen:
         raise NoImages("no readable images in the dataset")
