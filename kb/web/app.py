@@ -1,4 +1,5 @@
-"""The ASGI application: GraphQL at /graphql (GraphiQL in a browser), /health, neuron pages later."""
+"""The ASGI application: GraphQL at /graphql (GraphiQL in a browser), /health, rendered images, and the
+pages behind the stable URLs (/n/... for neurons, /c/... for claims)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from kb.schema.errors import with_code
 from kb.settings import Settings, get_settings
 from kb.web.body_limit import BodyLimit
 from kb.web.graphql_endpoint import GraphQLEndpoint
+from kb.web.pages import Pages
 
 log = logging.getLogger("kb.web")
 
@@ -89,8 +91,12 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
         yield
 
+    pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings))
     app = Starlette(routes=[Route("/", root), Route("/health", health), Route("/artifacts/{name}", artifact),
-                            Route("/graphql", graphql, methods=["GET", "POST"])], lifespan=lifespan)
+                            Route("/graphql", graphql, methods=["GET", "POST"]),
+                            Route("/n/{rest:path}", pages.neuron),
+                            Route("/c/{number}", pages.claim), Route("/c/{number}/{revision}", pages.claim)],
+                    lifespan=lifespan)
     app.state.graphs = graphs
     app.state.graphql = graphql
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
