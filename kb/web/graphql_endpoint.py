@@ -44,27 +44,25 @@ class GraphQLEndpoint:
             return await _bad_request(send, "the request has no query string")
         if not (variables is None or isinstance(variables, dict)) or not (name is None or isinstance(name, str)):
             return await _bad_request(send, "variables must be an object and operationName a string")
-        ok = True
-        if ok:
-            key = (query, name)
-            plan = self.plans.get(key, False)
-            if plan is False:
-                plan = self._compile(query, name)
-                self.plans[key] = plan
-                if len(self.plans) > self.max_plans:
-                    self.plans.popitem(last=False)
-            elif plan is not None:
-                try:
-                    data = plan.run(self.context_factory(scope), variables)
-                except Fallback:
-                    pass
-                else:
-                    self.fast += 1
-                    out = orjson.dumps({"data": data})
-                    await send({"type": "http.response.start", "status": 200,
-                                "headers": [_JSON, (b"content-length", str(len(out)).encode())]})
-                    await send({"type": "http.response.body", "body": out})
-                    return
+        key = (query, name)
+        plan = self.plans.get(key, False)
+        if plan is False:
+            plan = self._compile(query, name)
+            self.plans[key] = plan
+            if len(self.plans) > self.max_plans:
+                self.plans.popitem(last=False)
+        elif plan is not None:
+            try:
+                data = plan.run(self.context_factory(scope), variables)
+            except Fallback:
+                pass
+            else:
+                self.fast += 1
+                out = orjson.dumps({"data": data})
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [_JSON, (b"content-length", str(len(out)).encode())]})
+                await send({"type": "http.response.body", "body": out})
+                return
         return await self.app(scope, _replay(body), send)
 
     def _compile(self, query: str, name: str | None) -> Plan | None:
