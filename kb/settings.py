@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     render_sweep_s: float = Field(30.0, description="how often each worker looks for stuck jobs")
     render_retry_base_s: float = Field(10.0, description="first retry delay of a failed render; doubles each time")
     render_visibility_timeout_s: int = Field(3600, description="Redis: redeliver an unacknowledged task after")
-    render_bf16: bool | None = Field(None, description="bf16 autocast for renders; default: on a GPU, not on a CPU")
+    render_bf16: bool | None = Field(None, description="bf16 feature visualisations on a GPU (default on); "
+                                                       "never on a CPU")
     render_device: str = Field("", description="torch device for renders; empty: cuda if available, else cpu")
     rate_limit_per_minute: float = Field(120.0, description="mutations per minute per token, on average")
     rate_limit_burst: int = Field(60, description="mutations a token may send at once")

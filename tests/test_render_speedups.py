@@ -152,3 +152,13 @@ def test_bf16_weights_are_cast_once_and_the_image_stays_float32():
     for x, y, s in zip(a, b, start):  # the optimisation moves the image the same way in bf16
         da, db = (x.astype(float) - s).ravel(), (y.astype(float) - s).ravel()
         assert np.abs(db).mean() > 1 and np.corrcoef(da, db)[0, 1] > 0.7  # 0.86 here; unrelated: ~0
+
+
+def test_bf16_only_on_a_gpu():
+    from kb.render.runner import bf16
+    from kb.settings import Settings
+
+    assert bf16(Settings(render_device="cuda")) is True
+    assert bf16(Settings(render_device="cuda", render_bf16=False)) is False
+    assert bf16(Settings(render_device="cpu", render_bf16=True)) is False  # no bf16 kernels for LRN on a CPU
+    assert bf16(Settings(render_device="cpu")) is False

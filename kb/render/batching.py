@@ -9,10 +9,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
+
+log = logging.getLogger("kb.render")
 
 CPU_BATCH = 8
 GPU_MAX_BATCH = 1024
+GPU_FALLBACK_BATCH = 64
 GPU_MEMORY_FRACTION = 0.7
 BYTES_PER_ACTIVATION = 3 * 4  # the activation, its gradient and a workspace, in float32
 
@@ -23,6 +28,8 @@ class _Stop(Exception):
 
 def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, device) -> int:
     """Elements output by every leaf module for one image of ``image_size`` px, up to ``module_path``."""
+    device = torch.device(device)
+    dtype = next(model.parameters()).dtype
     modules = dict(model.named_modules())
     total = [0]
 
@@ -36,8 +43,8 @@ def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, 
     handles = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
     handles.append(modules[module_path].register_forward_hook(stop))
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=next(model.parameters()).dtype))
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype))
     except _Stop:
         pass
     finally:
@@ -53,6 +60,11 @@ def units_per_pass(model: torch.nn.Module, module_path: str, image_size: int, de
         return configured
     if device.type != "cuda":
         return CPU_BATCH
-    free, _ = torch.cuda.mem_get_info(device)
-    per_unit = BYTES_PER_ACTIVATION * activation_numel(model, module_path, image_size, device)
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+        per_unit = BYTES_PER_ACTIVATION * activation_numel(model, module_path, image_size, device)
+    except (RuntimeError, NotImplementedError):  # counting must never cost a render
+        log.warning("could not size the batch for %s on %s; using %d", module_path, device, GPU_FALLBACK_BATCH,
+                    exc_info=True)
+        return GPU_FALLBACK_BATCH
     return max(1, min(GPU_MAX_BATCH, int(free * GPU_MEMORY_FRACTION // per_unit)))

@@ -57,10 +57,9 @@ def device(settings: Settings):
 
 
 def bf16(settings: Settings) -> bool:
-    """bf16 autocast where it is fast (a GPU) unless KB_RENDER_BF16 says otherwise (CPUs here lack bf16 units)."""
-    if settings.render_bf16 is not None:
-        return settings.render_bf16
-    return device(settings).type == "cuda"
+    """bf16 on a GPU unless KB_RENDER_BF16=0. Never on a CPU: CPUs without bf16 units gain nothing, and some
+    CPU kernels have no bf16 version (the avg_pool3d inside InceptionV1's local response norm)."""
+    return device(settings).type == "cuda" and settings.render_bf16 is not False
 
 
 @lru_cache(maxsize=4)
