@@ -77,15 +77,16 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
             device="cpu", stop_after: str | None = None) -> tuple[dict[str, TopK], int]:
     """Running top-k per channel for each module path. ``stream`` yields (image indices, NxHxWx3 uint8).
 
-    Each hook merges its layer while the activation is fresh: channel maxima first (``amax``, 4x faster than
-    a max that also returns positions), then the position of the maximum for the (image, channel) pairs that
-    enter the top-k, at most k per channel: by one pass while many enter, from their own maps once few do."""
+    Each hook merges its layer while the activation is fresh. While many entries enter the top-k (the first
+    batches) one ``max`` gives maxima and positions; once few do, ``amax`` (4x faster) gives the maxima and
+    positions are read from the maps of the entries that entered, at most k per channel."""
     device = torch.device(device)
     pre = preprocess_fn(preprocess)
     found: dict[str, TopK] = {}
     seen = 0
     named = dict(model.named_modules())
     batch_images: list[torch.Tensor] = []
+    dense: dict[str, bool] = {}
 
     def hook(path):
         def inner(module, inputs, output):
@@ -94,9 +95,13 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
                 a = a[:, :, None, None]
             b, c, h, w = a.shape
             flat = a.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view when channels-last: no copy
-            values = flat.amax(dim=1).float()  # [B, C]
-            images = batch_images[0][:, None].expand(b, c)
             old = found.get(path)
+            if old is None or dense.get(path, True):  # many entries will enter: maxima and positions at once
+                values, where = flat.max(dim=1)  # [B, C]
+            else:  # few will: maxima only, positions below for the entries that enter
+                values, where = flat.amax(dim=1), None
+            values = values.float()
+            images = batch_images[0][:, None].expand(b, c)
             if old is not None:
                 values = torch.cat([old.values, values])
                 images = torch.cat([old.images, images])
@@ -111,10 +116,12 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
                 fresh = torch.ones_like(top.indices, dtype=torch.bool)
                 row = top.indices
             slot, channel = fresh.nonzero(as_tuple=True)
-            if STRIDED_READ_COST * len(slot) > b * c:  # many new entries (first batches): one pass is cheaper
-                positions[slot, channel] = flat.argmax(dim=1)[row[slot, channel], channel]
-            elif len(slot):  # a few: read only their maps (strided reads, about 8x dearer per element)
+            if where is not None:
+                positions[slot, channel] = where[row[slot, channel], channel]
+            elif len(slot):  # read only the maps of the entries that entered (strided reads)
                 positions[slot, channel] = flat[row[slot, channel], :, channel].argmax(dim=1)
+            # next batch: one full pass is cheaper than this many strided map reads
+            dense[path] = STRIDED_READ_COST * len(slot) > b * c
             found[path] = TopK(top.values, images.gather(0, top.indices), positions, (h, w))
             if path == stop_after:
                 raise _Stop
