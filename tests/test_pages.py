@@ -83,3 +83,26 @@ def test_unknown_keys_are_404_pages_that_say_why(api):
     assert api.get("/n/inceptionv1@000000000000/mixed4c/1").status_code == 404  # pinned to other weights
     assert api.get("/c/999999").status_code == 404
     assert api.get("/c/abc").status_code == 404
+
+
+def test_browse_from_the_models_to_a_unit(api, accounts):
+    home = parse(api.get("/").text)
+    assert "/n/inceptionv1" in home.links
+    model = api.get("/n/inceptionv1")
+    layers = [a for a in parse(model.text).links if a.startswith("/n/inceptionv1/")]
+    assert model.status_code == 200 and len(layers) == 12 and "/n/inceptionv1/mixed4c" in layers
+    pin = gql(api, '{ model(key: "inceptionv1") { shortHash } }')["data"]["model"]["shortHash"]
+    assert api.get(f"/n/inceptionv1@{pin}").status_code == 200
+    assert api.get("/n/inceptionv1@000000000000").status_code == 404
+    made = as_user(api, accounts["editor"]["token"], CREATE, {"input": {
+        "label": "layer-page claim", "kind": "FEATURE", "subjects": ["InceptionV1 4c:3"]}})["data"]["createClaim"]
+    for path in ("/n/inceptionv1/mixed4c", "/n/inceptionv1/4c"):  # the papers' layer name works too
+        layer = api.get(path)
+        links = parse(layer.text).links
+        assert layer.status_code == 200 and "/n/inceptionv1/mixed4c/511" in links and len(
+            [a for a in links if a.startswith("/n/inceptionv1/mixed4c/")]) == 512
+        assert f"/c/{made['key'].split(':')[1]}" in links
+    unit = parse(api.get("/n/inceptionv1/mixed4c/3").text).links
+    assert "/n/inceptionv1/mixed4c" in unit and "/n/inceptionv1" in unit  # and back up
+    assert api.get("/n/inceptionv1/nosuchlayer").status_code == 404
+    assert api.get("/n/nosuchmodel").status_code == 404

@@ -1,5 +1,5 @@
 """The ASGI application: GraphQL at /graphql (GraphiQL in a browser), /health, rendered images, and the
-pages behind the stable URLs (/n/... for neurons, /c/... for claims)."""
+pages behind the stable URLs (/ and /n/... for models, layers and neurons, /c/... for claims)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
@@ -68,10 +68,8 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
                              "models": sum(r["removed_at"] is None for r in rows),
                              "graphs_loaded": graphs.loaded()})
 
-    async def root(request: Request):
-        return RedirectResponse("/graphql")
-
     storage_root = settings.artifacts_dir
+    pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings))
 
     async def artifact(request: Request):
         name = request.path_params["name"]
@@ -91,10 +89,9 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
         yield
 
-    pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings))
-    app = Starlette(routes=[Route("/", root), Route("/health", health), Route("/artifacts/{name}", artifact),
+    app = Starlette(routes=[Route("/", pages.home), Route("/health", health), Route("/artifacts/{name}", artifact),
                             Route("/graphql", graphql, methods=["GET", "POST"]),
-                            Route("/n/{rest:path}", pages.neuron),
+                            Route("/n/{rest:path}", pages.browse),
                             Route("/c/{number}", pages.claim), Route("/c/{number}/{revision}", pages.claim)],
                     lifespan=lifespan)
     app.state.graphs = graphs

@@ -1,4 +1,5 @@
-"""The web page behind every stable URL: /n/{model}[@hash]/{layer}/{index} and /c/{claim}[/{revision}].
+"""The web page behind every stable URL: /n/{model}[@hash]/{layer}/{index} and /c/{claim}[/{revision}], and the
+pages to browse to them: / (the models), /n/{model} (its layers), /n/{model}/{layer} (its units and claims).
 
 A page is one GraphQL query run on the same schema as /graphql (same resolvers, DataLoaders and error codes),
 rendered to plain HTML with no script: what a researcher opens from a citation, and what a crawler archives.
@@ -31,6 +32,15 @@ CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision supportC
     author { displayName name } evidence { kind note neuron source target url doi visualization }
     citation { text bibtex } } } }"""
 
+MODELS = """{ models { key source shortHash weights removed layers { units } } }"""
+
+MODEL = """query($k: String!) { model(key: $k) { key source sha256 shortHash weights description importedAt removed
+  inputShape layers { key name units kind outputShape aliases } } }"""
+
+LAYER = """query($k: String!) { layer(key: $k) { key name units kind modulePath outputShape aliases
+  model { key source shortHash } }
+  claims(layer: $k, first: 100) { totalCount edges { node { key label kind status subjects { key } } } } }"""
+
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.5rem;margin-bottom:.2rem}.sub{color:#666}table{border-collapse:collapse}
 td,th{padding:.15rem .6rem;text-align:left;border-bottom:1px solid #eee}td.n{text-align:right;font-variant:tabular-nums}
@@ -43,7 +53,8 @@ STATUS = {"NOT_FOUND": 404, "BAD_KEY": 404}
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)} · Circuit KB'
             f'</title><meta name="viewport" content="width=device-width,initial-scale=1"><style>{STYLE}</style>'
-            f'</head><body>{body}<p class="sub"><a href="/graphql">GraphQL API</a></p></body></html>')
+            f'</head><body><p class="sub"><a href="/">Circuit KB</a></p>{body}'
+            f'<p class="sub"><a href="/graphql">GraphQL API</a></p></body></html>')
     return HTMLResponse(html, status_code=status)
 
 
@@ -80,7 +91,8 @@ def _citation(c: dict) -> str:
 def neuron_html(n: dict) -> tuple[str, str]:
     model, layer = n["model"], n["layer"]
     head = (f"<h1>{escape(n['key'])}</h1><p class='sub'>unit {n['index']} of {layer['units']} in "
-            f"{escape(layer['key'])} · {escape(model['source'])} · weights {escape(model['weights'])} · pinned "
+            f"{_a('/n/' + layer['key'], layer['key'])} · {_a('/n/' + model['key'], model['source'])} · weights "
+            f"{escape(model['weights'])} · pinned "
             f"<code>{escape(n['pinnedKey'])}</code></p>")
     figures = "".join(
         f'<figure><img src="{escape(v["artifact"]["url"], quote=True)}" width="{min(v["artifact"]["width"], 224)}"'
@@ -147,6 +159,49 @@ def _neuron_path(key: str) -> str:
     return f"/n/{head}/{index}"
 
 
+def models_html(models: list[dict]) -> tuple[str, str]:
+    rows = "".join(f"<tr><td>{_a('/n/' + m['key'], m['key'])}</td><td>{escape(m['source'])}</td>"
+                   f"<td>{escape(m['weights'])}</td><td class='n'>{len(m['layers'])}</td>"
+                   f"<td class='n'>{sum(l['units'] for l in m['layers'])}</td></tr>"
+                   for m in models if not m["removed"])
+    body = ("<h1>Circuit KB</h1><p class='sub'>The open knowledge base of vision-model neurons: every unit has a "
+            "page, its connections and the claims about it.</p>"
+            + (f"<table><tr><th>model</th><th>source</th><th>weights</th><th>layers</th><th>units</th></tr>"
+               f"{rows}</table>" if rows else "<p>No models yet: <code>kb import lucent:inceptionv1</code></p>"))
+    return "Models", body
+
+
+def model_html(m: dict) -> tuple[str, str]:
+    if m["removed"]:
+        return m["key"], f"<h1>{escape(m['key'])}</h1><p>This model was removed; its keys are kept, not reused.</p>"
+    rows = "".join(f"<tr><td>{_a('/n/' + l['key'], l['name'])}</td><td>{escape(', '.join(l['aliases']))}</td>"
+                   f"<td>{escape(l['kind'])}</td><td class='n'>{l['units']}</td>"
+                   f"<td>{escape('x'.join(map(str, l['outputShape'])))}</td></tr>" for l in m["layers"])
+    head = (f"<h1>{escape(m['key'])}</h1><p class='sub'>{escape(m['source'])} · weights {escape(m['weights'])} · "
+            f"sha256 <code>{escape(m['sha256'])}</code> (pinned keys use <code>{escape(m['key'])}@"
+            f"{escape(m['shortHash'])}</code>) · imported {escape(str(m['importedAt'])[:10])}</p>"
+            + (f"<p>{escape(m['description'])}</p>" if m["description"] else ""))
+    return m["key"], head + ("<h2>Layers</h2><table><tr><th>layer</th><th>also</th><th>kind</th><th>units</th>"
+                             f"<th>shape</th></tr>{rows}</table>")
+
+
+def layer_html(layer: dict, claims: dict) -> tuple[str, str]:
+    base = "/n/" + layer["key"]
+    units = " ".join(_a(f"{base}/{i}", str(i)) for i in range(layer["units"]))
+    listed = "".join(f"<li>{_a(_claim_path(e['node']['key']), e['node']['label'])} <span class='sub'>"
+                     f"{escape(e['node']['kind'])}, {escape(e['node']['status'])}: "
+                     f"{escape(', '.join(s['key'].rsplit(':', 1)[1] for s in e['node']['subjects']))}</span></li>"
+                     for e in claims["edges"])
+    more = f" <span class='sub'>(first 100 of {claims['totalCount']})</span>" if claims["totalCount"] > 100 else ""
+    head = (f"<h1>{escape(layer['key'])}</h1><p class='sub'>{layer['units']} units · {escape(layer['kind'])} · "
+            f"output {escape('x'.join(map(str, layer['outputShape'])))} · module <code>"
+            f"{escape(layer['modulePath'])}</code> · also {escape(', '.join(layer['aliases']) or '-')} · "
+            f"{_a('/n/' + layer['model']['key'], layer['model']['key'])}</p>")
+    return layer["key"], (head + f"<h2>Claims{more}</h2>" + (f"<ul>{listed}</ul>" if listed else
+                                                            "<p class='sub'>none yet</p>")
+                          + f"<h2>Units</h2><p>{units}</p>")
+
+
 class Pages:
     def __init__(self, schema, context_factory):
         self.schema = schema
@@ -155,8 +210,29 @@ class Pages:
     async def _run(self, query: str, variables: dict):
         return await self.schema.execute(query, variable_values=variables, context_value=self.context_factory())
 
-    async def neuron(self, request: Request) -> HTMLResponse:
-        result = await self._run(NEURON, {"k": "/n/" + request.path_params["rest"]})
+    async def home(self, request: Request) -> HTMLResponse:
+        result = await self._run(MODELS, {})
+        if result.errors:
+            return _problem(result.errors)
+        return _page(*models_html(result.data["models"]))
+
+    async def browse(self, request: Request) -> HTMLResponse:
+        """/n/model, /n/model/layer and /n/model/layer/index (the model part may be pinned: model@hash)."""
+        rest = request.path_params["rest"].strip("/")
+        parts = rest.split("/")
+        if len(parts) == 1:
+            model, _, pin = parts[0].partition("@")
+            result = await self._run(MODEL, {"k": model})
+            if not result.errors and pin and not result.data["model"]["sha256"].startswith(pin.lower()):
+                return _page("Not found", f"<h1>Not found</h1><p>{escape(model)} has weights "
+                             f"{escape(result.data['model']['shortHash'])}, not {escape(pin)}</p>", 404)
+            return _problem(result.errors) if result.errors else _page(*model_html(result.data["model"]))
+        if len(parts) == 2:
+            result = await self._run(LAYER, {"k": rest})
+            if result.errors:
+                return _problem(result.errors)
+            return _page(*layer_html(result.data["layer"], result.data["claims"]))
+        result = await self._run(NEURON, {"k": "/n/" + rest})
         if result.errors:
             return _problem(result.errors)
         return _page(*neuron_html(result.data["neuron"]))
