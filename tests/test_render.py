@@ -121,6 +121,10 @@ def test_worker_renders_and_the_api_serves(api, accounts, db_url, clean_queue, e
     assert set(made) == {"FEATURE_VIS", "WEIGHTS"}
     assert made["FEATURE_VIS"]["torch"] == torch.__version__ and made["FEATURE_VIS"]["device"] == "cpu"
     assert made["FEATURE_VIS"]["bf16"] is False and made["FEATURE_VIS"]["lucent"]
+    grid = gql(api, '{ layer(key: "InceptionV1 3b") { visualizations(kind: FEATURE_VIS) { index artifact { url } } } }')
+    rendered = [(v["index"], v["artifact"]["url"]) for v in grid["data"]["layer"]["visualizations"]]
+    assert {0, 1, 2} <= {i for i, _ in rendered} and (0, url) in rendered
+    assert f'src="{url}"' in api.get("/n/inceptionv1/mixed3b").text  # the layer page shows the image
     again = as_user(api, accounts["editor"]["token"], REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3b:1"],
                                                                "p": {**SMALL, "seed": 3}})["data"]["requestRender"]
     assert again[0]["id"] == ids[1] and again[0]["status"] == "DONE" and again[0]["attempts"] == 1

@@ -138,3 +138,15 @@ def done_for_units(conn: sa.Connection, units: list[tuple[str, str, int]]) -> di
 def artifacts(conn: sa.Connection, ids: list[int]) -> dict[int, dict]:
     a = Artifact.__table__
     return {r.id: dict(r._mapping) for r in conn.execute(sa.select(a).where(a.c.id.in_(ids)))}
+
+
+def done_for_layer(conn: sa.Connection, model_sha256: str, layer_key: str, kind: str | None) -> list[dict]:
+    """Finished jobs with their artifacts for every unit of a layer, by unit, then job order."""
+    t, a = RenderJob.__table__, Artifact.__table__
+    q = (sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
+         .join(a, a.c.id == t.c.artifact_id)
+         .where(t.c.model_sha256 == model_sha256, t.c.layer_key == layer_key, t.c.status == "DONE")
+         .order_by(t.c.unit, t.c.id))
+    if kind:
+        q = q.where(t.c.kind == kind)
+    return [dict(r._mapping) for r in conn.execute(q)]

@@ -110,6 +110,24 @@ async def visualizations(info: Info, neuron: Neuron, kind) -> list[Visualization
             for r in rows if kind is None or r["kind"] == kind.value]
 
 
+@strawberry.type(description="A finished render of one unit of a layer.")
+class UnitVisualization:
+    index: int = strawberry.field(description="the unit's index in the layer")
+    kind: RenderKind
+    params: str
+    artifact: Artifact
+
+
+def layer_visualizations(info: Info, layer, kind) -> list[UnitVisualization]:
+    name = layer._graph.layers[layer.position].key
+    with info.context.graphs.engine.connect() as conn:
+        rows = job_domain.done_for_layer(conn, layer._graph.sha256, name, kind.value if kind else None)
+    return [UnitVisualization(index=r["unit"], kind=RenderKind[r["kind"]],
+                              params=json.dumps(r["params"], sort_keys=True),
+                              artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]))
+            for r in rows]
+
+
 @strawberry.type
 class RenderQuery:
     @strawberry.field(name="renderJobs", description="Jobs by id: poll their status and progress.")

@@ -134,6 +134,14 @@ class Layer(_Keyed):
     async def tags(self, info: Info) -> list[str]:
         return list((await info.context.loaders.layer_details.load(self._layer_id))["tags"])
 
+    @strawberry.field(description="Finished renders of the layer's units (one statement for the layer), by unit.")
+    def visualizations(self, info: Info,
+                       kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")] | None = None,
+                       ) -> list[Annotated["UnitVisualization", strawberry.lazy("kb.schema.render_types")]]:
+        from kb.schema.render_types import layer_visualizations
+
+        return layer_visualizations(info, self, kind)
+
     @strawberry.field(description="The layer's units, in index order.")
     def neurons(self, first: int | None = None, after: str | None = None) -> "NeuronConnection":
         g, l = self._graph, self._graph.layers[self.position]

@@ -38,7 +38,7 @@ MODEL = """query($k: String!) { model(key: $k) { key source sha256 shortHash wei
   inputShape layers { key name units kind outputShape aliases } } }"""
 
 LAYER = """query($k: String!) { layer(key: $k) { key name units kind modulePath outputShape aliases
-  model { key source shortHash } }
+  model { key source shortHash } visualizations(kind: FEATURE_VIS) { index artifact { url } } }
   claims(layer: $k, first: 100) { totalCount edges { node { key label kind status subjects { key } } } } }"""
 
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -187,7 +187,12 @@ def model_html(m: dict) -> tuple[str, str]:
 
 def layer_html(layer: dict, claims: dict) -> tuple[str, str]:
     base = "/n/" + layer["key"]
-    units = " ".join(_a(f"{base}/{i}", str(i)) for i in range(layer["units"]))
+    thumbs: dict[int, str] = {}
+    for v in layer["visualizations"]:  # the first feature visualisation of each unit
+        thumbs.setdefault(v["index"], v["artifact"]["url"])
+    units = " ".join(
+        f'<a href="{base}/{i}"><img src="{escape(thumbs[i], quote=True)}" width="64" height="64" alt="{i}" '
+        f'title="{i}"></a>' if i in thumbs else _a(f"{base}/{i}", str(i)) for i in range(layer["units"]))
     listed = "".join(f"<li>{_a(_claim_path(e['node']['key']), e['node']['label'])} <span class='sub'>"
                      f"{escape(e['node']['kind'])}, {escape(e['node']['status'])}: "
                      f"{escape(', '.join(s['key'].rsplit(':', 1)[1] for s in e['node']['subjects']))}</span></li>"
