@@ -22,7 +22,7 @@ from kb.schema.pagination import PageInfo, cursor, page_info, window
 
 if TYPE_CHECKING:
     from kb.schema.claim_types import Citation, Claim
-    from kb.schema.render_types import RenderKind, Visualization
+    from kb.schema.render_types import RenderKind, UnitVisualization, Visualization
 
 
 @strawberry.enum(description="How neighbors are ranked.")
