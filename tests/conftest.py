@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,17 @@ def as_user(client, token: str | None, query: str, variables: dict | None = None
     response = client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+@contextmanager
+def sql_statements(engine: sa.Engine):
+    """The SQL statements sent on ``engine`` inside the block (a list, filled as they go)."""
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        seen.append(statement)
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from conftest import gql
+from conftest import gql, sql_statements
 
 README_QUERY = """
 { neuron(key: "InceptionV1 4c:447") { key pinnedKey
@@ -185,20 +185,12 @@ def test_path_is_the_strongest_chain(api):
 
 def test_no_n_plus_one(api, engine):
     """100 neurons, their top-10 inputs and each input's layer: a bounded number of SQL statements."""
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
     keys = [f"inceptionv1/mixed4c:{i}" for i in range(100)]
     q = """query($k: [String!]!) { neurons(keys: $k) { key layer { key modulePath }
              inputs(first: 10) { edges { weight node { key layer { key modulePath kind } } } } } }"""
     gql(api, q, {"k": keys[:1]})  # warm the catalog
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
+    with sql_statements(engine) as statements:
         data = gql(api, q, {"k": keys})["data"]["neurons"]
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
     assert len(data) == 100 and all(len(n["inputs"]["edges"]) == 10 for n in data)
     assert len(statements) <= 2, statements
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import as_user, gql
+from conftest import as_user, gql, sql_statements
 
 CREATE = """mutation($input: ClaimInput!) { createClaim(input: $input) { key revision status label author { name } } }"""
 UPDATE = """mutation($key: String!, $rev: Int!, $patch: ClaimPatch!) {
@@ -246,8 +246,6 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
 def test_claim_pages_do_not_query_per_claim(api, accounts, engine):
     """A page of claims with their circuits and review histories: as many SQL statements for 8 claims as
     for 2 (DataLoaders), not one more per claim."""
-    import sqlalchemy as sa
-
     q = """mutation($input: CircuitInput!) { createCircuit(input: $input) { key } }"""
     circuit = as_user(api, accounts["editor"]["token"], q, {"input": {"name": "pair", "edges": [
         {"source": "InceptionV1 4b:1", "target": "InceptionV1 4c:2"}]}})["data"]["createCircuit"]["key"]
@@ -260,15 +258,8 @@ def test_claim_pages_do_not_query_per_claim(api, accounts, engine):
         key circuit { key } reviews { reviewer { name } history { verdict } } } } } }"""
 
     def statements(n):
-        seen = []
-
-        def count(conn, cursor, statement, *args):
-            seen.append(statement)
-        sa.event.listen(engine, "before_cursor_execute", count)
-        try:
+        with sql_statements(engine) as seen:
             nodes = [e["node"] for e in gql(api, page, {"n": n})["data"]["claims"]["edges"]]
-        finally:
-            sa.event.remove(engine, "before_cursor_execute", count)
         assert len(nodes) == n and all(c["circuit"]["key"] == circuit and len(c["reviews"]) == 2 for c in nodes)
         assert all([h["verdict"] for h in r["history"]] == ["SUPPORT"] for c in nodes for r in c["reviews"])
         return len(seen)

@@ -15,7 +15,7 @@ import redis
 import sqlalchemy as sa
 import torch
 
-from conftest import as_user, gql
+from conftest import as_user, gql, sql_statements
 from kb.graph import zoo
 from kb.render import lucent_adapter as A
 
@@ -227,19 +227,11 @@ def test_a_job_that_keeps_failing_ends_failed(api, accounts, db_url, clean_queue
 
 def test_visualizations_and_artifacts_are_batched(api, engine):
     """30 neurons' visualizations: one SQL statement, not one per neuron (a DataLoader)."""
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
     q = """query($k: [String!]!) { neurons(keys: $k) { key visualizations { kind artifact { url } } } }"""
     keys = [f"inceptionv1/mixed3b:{i}" for i in range(30)]
     gql(api, q, {"k": keys[:1]})  # warm the catalog
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
+    with sql_statements(engine) as statements:
         data = gql(api, q, {"k": keys})["data"]["neurons"]
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
     assert len(data) == 30 and len(statements) == 1, statements
 
 
