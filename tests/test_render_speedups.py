@@ -32,8 +32,8 @@ def test_polyphase_input_gradient_is_the_convolution_gradient(k, stride, pad, si
 
 
 def test_polyphase_leaves_other_convolutions_alone():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=1), nn.Conv2d(8, 8, 3, stride=2), nn.Conv2d(3, 8, 3, 2, groups=1,
-                                                                                               dilation=2))
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=1), nn.Conv2d(8, 8, 3, stride=2),
+                          nn.Conv2d(3, 8, 3, stride=2, dilation=2))
     assert model_rewrites.polyphase_input_convs(model) == 0
 
 

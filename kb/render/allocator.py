@@ -2,7 +2,7 @@
 
 glibc serves blocks over its mmap threshold with fresh ``mmap`` pages and trims the heap top on free, so each
 optimisation step page-faults its large activations back in: zero-filling the 8x64x112x112 gradient of
-GoogLeNet's first max-pool took 34 ms of a 270 ms step (torch.profiler on this machine's CPU). Raising the
+GoogLeNet's first max-pool took 34 ms of a step of about 300 ms (torch.profiler on this machine's CPU). Raising the
 mmap threshold to glibc's maximum (32 MiB) and never trimming keeps those pages mapped for the next step.
 jemalloc (LD_PRELOAD) was slower here. A no-op where the C library is not glibc.
 """

@@ -1,6 +1,7 @@
 """How many units of one layer a worker renders in one optimisation: from settings, else from its device.
 
-- CPU: 8. Throughput per unit is flat from 4 to 16 here (bench/render.py), and at 8 images the largest
+- CPU: 8. Time per unit-step was within this machine's noise from 4 to 16 units (32–39 ms, googlenet
+  inception4a at 224 px, render_units timed directly), and at 8 images the largest
   activation of a 224-px pass (GoogLeNet's stem, 8x64x112x112 floats) stays under glibc's 32 MiB mmap
   threshold, so the allocator keeps it between steps (``kb.render.allocator``).
 - CUDA: as many as fit in 70% of the free memory, at ``BYTES_PER_ACTIVATION`` times the size of the
@@ -13,6 +14,8 @@ import logging
 
 import torch
 
+from kb.render.lucent_adapter import StopForward, hooks_removed
+
 log = logging.getLogger("kb.render")
 
 CPU_BATCH = 8
@@ -22,15 +25,10 @@ GPU_MEMORY_FRACTION = 0.7
 BYTES_PER_ACTIVATION = 3 * 4  # the activation, its gradient and a workspace, in float32
 
 
-class _Stop(Exception):
-    pass
-
-
 def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, device) -> int:
     """Elements output by every leaf module for one image of ``image_size`` px, up to ``module_path``."""
     device = torch.device(device)
     dtype = next(model.parameters()).dtype
-    modules = dict(model.named_modules())
     total = [0]
 
     def count(module, inputs, output):
@@ -38,18 +36,18 @@ def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, 
             total[0] += output.numel()
 
     def stop(module, inputs, output):
-        raise _Stop
+        raise StopForward
 
-    handles = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    handles.append(modules[module_path].register_forward_hook(stop))
-    try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+    with hooks_removed(model), torch.no_grad(), \
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        for m in model.modules():
+            if not list(m.children()):
+                m.register_forward_hook(count)
+        dict(model.named_modules())[module_path].register_forward_hook(stop)
+        try:
             model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype))
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
+        except StopForward:
+            pass
     return total[0]
 
 

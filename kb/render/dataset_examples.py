@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from kb.render.lucent_adapter import hooks_removed, preprocess_fn
+from kb.render.lucent_adapter import StopForward, hooks_removed, preprocess_fn
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STRIDED_READ_COST = 8  # reading one (image, channel) map of a channels-last activation, against a full pass
@@ -51,10 +51,6 @@ class TopK:
     images: torch.Tensor  # [k, C] image index
     positions: torch.Tensor  # [k, C] flat position in the layer's HxW
     shape: tuple[int, int]  # the layer's HxW
-
-
-class _Stop(Exception):
-    pass
 
 
 def batches(files: list[Path], batch: int, size: int = 224) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -124,7 +120,7 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
             dense[path] = STRIDED_READ_COST * len(slot) > b * c
             found[path] = TopK(top.values, images.gather(0, top.indices), positions, (h, w))
             if path == stop_after:
-                raise _Stop
+                raise StopForward
         return inner
 
     with hooks_removed(model), torch.inference_mode():
@@ -135,7 +131,7 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
             batch_images[:] = [torch.tensor(indices, device=device)]
             try:
                 model(pre(x).contiguous(memory_format=torch.channels_last))
-            except _Stop:
+            except StopForward:
                 pass
             seen += len(indices)
     if not seen:

@@ -28,8 +28,8 @@ COLOR_CORRELATION = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, 
 COLOR_CORRELATION /= np.max(np.linalg.norm(COLOR_CORRELATION, axis=0))
 
 
-class _Stop(Exception):
-    """Raised by the hook at the target layer: nothing after it is computed."""
+class StopForward(Exception):
+    """Raised by a forward hook at the last layer a pass needs: nothing after it is computed."""
 
 
 @contextlib.contextmanager
@@ -205,7 +205,7 @@ def _optimise(model, target, units, *, size, steps, seed, parameterization, tran
 
     def at_target(module, inputs, output):
         captured["act"] = output
-        raise _Stop
+        raise StopForward
 
     with hooks_removed(model):
         target.register_forward_hook(at_target)
@@ -222,7 +222,7 @@ def _optimise(model, target, units, *, size, steps, seed, parameterization, tran
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 try:
                     model(x)
-                except _Stop:
+                except StopForward:
                     pass
             act = captured.pop("act").float()
             if act.dim() == 2:

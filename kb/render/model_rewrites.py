@@ -105,8 +105,8 @@ class _PolyphaseInputConv(nn.Conv2d):
 
 
 def _phase_kernel(w: torch.Tensor, s: int, pad: int):
-    """Kernel K [C*s*s, O, T, T] and the padding (before, after) such that
-    ``pixel_shuffle(conv2d(pad(g), K), s)`` is the input gradient of ``conv2d(x, w, stride=s, padding=pad)``
+    """Kernel K [C*s*s, O, T, T] and the padding (before, after) such that, with g padded by it,
+    ``pixel_shuffle(conv2d(g, K), s)`` is the input gradient of ``conv2d(x, w, stride=s, padding=pad)``
     for output gradient g. Phase r of input row p = s*a + r receives w[:, :, ky] from output row a + d where
     ky = r + pad - s*d."""
     out_ch, in_ch, k, _ = w.shape

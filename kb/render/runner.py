@@ -152,18 +152,18 @@ class _KeepAlive:
 
 
 def _pictures(engine, settings, model_row, first, kind, params, group, progress) -> list[np.ndarray]:
+    where = device(settings)
     if kind == "WEIGHTS":
         pictures = _weights(engine, first["model_key"], group)
     elif kind == "DATASET_EXAMPLES":
-        arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)))
+        arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(where))
         pictures = _dataset_examples(engine, settings, arch, model, first["layer_key"], params, group, progress)
     else:
-        arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(device(settings)),
-                             bf16(settings))
+        half = bf16(settings)
+        arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(where), half)
         from kb.render.batching import units_per_pass
         from kb.render.lucent_adapter import render_units
         module = arch.layer(first["layer_key"]).module
-        where = device(settings)
         batch = units_per_pass(model, module, params["upsample"] or params["size"], where,
                                settings.render_device_batch)
         pictures = render_units(
@@ -171,7 +171,7 @@ def _pictures(engine, settings, model_row, first, kind, params, group, progress)
             seed=params["seed"], parameterization=params["parameterization"], transforms=params["transforms"],
             lr=params["lr"], negative=params["negative"], neuron=kind == "NEURON_VIS", upsample=params["upsample"],
             preprocess="inceptionv1" if arch.source.startswith("lucent:") else "imagenet",
-            device=where, autocast=bf16(settings), max_batch=batch, progress=progress)
+            device=where, autocast=half, max_batch=batch, progress=progress)
     return pictures
 
 

@@ -2,10 +2,10 @@
 
 lucent's chain is: pad 12 px with grey, jitter by 0..7 px, scale by one of 0.90..1.10, rotate by one of
 -10..10 degrees (0 five times as likely), jitter by 0..3 px. It runs each jitter and the rotation through
-kornia's ``warp_affine``, which builds its sampling grid with batched 3x3 matrix products per pixel and, in
-kornia 0.4, maps pixel to normalised coordinates with mismatched corner conventions, so an integer jitter
-also blurs the image by a fraction of a pixel. Here a jitter is an exact integer shift (a slice) and the
-rotation one ``affine_grid`` + ``grid_sample`` about the image centre; the scale step is lucent's own.
+kornia's ``warp_affine``; kornia 0.4.1's integer translation is not an exact shift (a mean difference of 0.017
+from one, on a random image). Here a jitter is an exact integer shift (a slice) and the rotation one
+``affine_grid`` + ``grid_sample`` about the image centre (equal to kornia's to 1.5e-5); the scale step is
+lucent's own. The whole chain, forward and backward on 8 images of 128 px: 7.0 ms against lucent's 15.6 ms.
 The random draws (``np.random.choice``) come in lucent's order, so a seed picks the same transformations.
 """
 

@@ -8,6 +8,8 @@ from html import escape
 
 from starlette.responses import HTMLResponse
 
+from kb.graph.keys import NeuronKey
+
 STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.5rem;margin-bottom:.2rem}.sub{color:#666}table{border-collapse:collapse}
 td,th{padding:.15rem .6rem;text-align:left;border-bottom:1px solid #eee}td.n{text-align:right;font-variant:tabular-nums}
@@ -113,7 +115,8 @@ def _evidence_link(e: dict) -> str:
 def _neuron_path(key: str) -> str:
     """inceptionv1/mixed4c:447 → /n/inceptionv1/mixed4c/447 (canonical keys, as claims store them)."""
     head, _, index = key.rpartition(":")
-    return f"/n/{head}/{index}"
+    model, _, layer = head.partition("/")
+    return NeuronKey(model, layer, int(index)).path()
 
 
 def models_html(models: list[dict]) -> tuple[str, str]:
