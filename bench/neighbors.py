@@ -52,10 +52,14 @@ SEED = 0
 NPM_CACHE = Path.home() / ".cache" / "kb-bench" / "postgraphile"
 KB_BIN = Path(sys.executable).with_name("kb")  # the venv's console script; else the one on PATH
 
-OUR_QUERY = ("query Neighbors($key: String!) { neuron(key: $key) { key inputs(first: 10, orderBy: WEIGHT) "
-             "{ edges { weight magnitude node { key } } } } }")
-PG_QUERY = ("query Neighbors($key: String!) { neuronByKey(key: $key) { key inputs(first: 10, orderBy: WEIGHT_DESC) "
-            "{ nodes { weight magnitude source { key } } } } }")
+OUR_QUERY = (
+    "query Neighbors($key: String!) { neuron(key: $key) { key inputs(first: 10, orderBy: WEIGHT) "
+    "{ edges { weight magnitude node { key } } } } }"
+)
+PG_QUERY = (
+    "query Neighbors($key: String!) { neuronByKey(key: $key) { key inputs(first: 10, orderBy: WEIGHT_DESC) "
+    "{ nodes { weight magnitude source { key } } } } }"
+)
 
 # PostGraphile v4 hides partitioned parents and exposes each partition (connection_m1 -> allConnectionM1S)
 # unless started with --use-partitioned-parent; with it, `connection` is exposed and its smart comments apply.
@@ -123,6 +127,7 @@ def log(msg: str) -> None:
 
 # --- database --------------------------------------------------------------------------------------------------
 
+
 def create_database(admin: sa.Engine) -> tuple[str, str]:
     name = f"kb_bench_nb_{secrets.token_hex(4)}"
     with admin.connect() as conn:
@@ -174,6 +179,7 @@ def neuron_keys(engine: sa.Engine) -> list[str]:
 
 # --- processes ---------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Server:
     name: str
@@ -195,8 +201,15 @@ def free_port() -> int:
 def spawn(name: str, cmd: list[str], env: dict, workdir: Path, query: str, port: int) -> Server:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env={**os.environ, **env},
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return Server(name, f"http://127.0.0.1:{port}/graphql", query, proc, log_path)
 
 
@@ -255,8 +268,14 @@ def answers(server: Server, key: str, timeout: float = 10) -> bool:
 def spawn_ours(url: str, workdir: Path) -> Server:
     port = free_port()
     kb = str(KB_BIN) if KB_BIN.exists() else shutil.which("kb") or sys.exit("kb is not installed")
-    return spawn("circuit-kb", [kb, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                 {"KB_DATABASE_URL": url}, workdir, OUR_QUERY, port)
+    return spawn(
+        "circuit-kb",
+        [kb, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        {"KB_DATABASE_URL": url},
+        workdir,
+        OUR_QUERY,
+        port,
+    )
 
 
 def wait_ours(server: Server, key: str) -> None:
@@ -277,8 +296,12 @@ def install_postgraphile(workdir: Path) -> Path:
     prefix = workdir / "npm"
     prefix.mkdir()
     log("npm install postgraphile@4 ...")
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix", str(prefix),
-                    "postgraphile@4"], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix", str(prefix), "postgraphile@4"],
+        check=True,
+        timeout=600,
+        stdout=subprocess.DEVNULL,
+    )
     return prefix
 
 
@@ -290,12 +313,21 @@ def postgraphile_version(prefix: Path) -> str:
 def spawn_postgraphile(prefix: Path, url: str, workdir: Path) -> Server:
     port = free_port()
     pg_url = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    cmd = [str(prefix / "node_modules" / ".bin" / "postgraphile"), "-c", pg_url, "--host", "127.0.0.1",
-           "--port", str(port), *POSTGRAPHILE_FLAGS]
+    cmd = [
+        str(prefix / "node_modules" / ".bin" / "postgraphile"),
+        "-c",
+        pg_url,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *POSTGRAPHILE_FLAGS,
+    ]
     return spawn("postgraphile", cmd, {"NODE_ENV": "production"}, workdir, PG_QUERY, port)
 
 
 # --- checks and load ---------------------------------------------------------------------------------------------
+
 
 def check_same_answer(ours: Server, theirs: Server, key: str) -> None:
     a, b = neighbor_keys(ours, key), neighbor_keys(theirs, key)
@@ -311,8 +343,16 @@ def lua_script(path: Path, query: str, keys: list[str]) -> Path:
 
 
 def run_wrk(server: Server, script: Path, seconds: int, connections: int) -> str:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-           server.url.removesuffix("/graphql")]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        server.url.removesuffix("/graphql"),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
     if server.proc.poll() is not None:
         raise RuntimeError(f"{server.name} died under load:\n{server.log_tail()}")
@@ -337,8 +377,7 @@ def parse_wrk(out: str) -> Result:
         value, unit = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M).groups()
         return float(value) * UNITS_MS[unit]
 
-    problems = [m.group(0).strip() for m in re.finditer(r"^\s*(Non-2xx or 3xx responses|Socket errors):.*$",
-                                                          out, re.M)]
+    problems = [m.group(0).strip() for m in re.finditer(r"^\s*(Non-2xx or 3xx responses|Socket errors):.*$", out, re.M)]
     bad = re.search(r"Bad responses: (\d+)", out)
     if bad and int(bad.group(1)):
         problems.append(bad.group(0))
@@ -359,15 +398,22 @@ def report(results: dict[str, Result], args, version: str, keys: int) -> None:
     for name, r in results.items():
         print(f"{name:<13} {r.rps:>9.1f} {r.p50:>8.2f} {r.p99:>8.2f}")
     ours, theirs = results["circuit-kb"], results["postgraphile"]
-    print(f"ratio (circuit-kb / postgraphile): {ours.rps / theirs.rps:.2f}x req/s; "
-          f"p50 {ours.p50:.2f} ms vs {theirs.p50:.2f} ms; p99 {ours.p99:.2f} ms vs {theirs.p99:.2f} ms")
-    print(f"wrk -t1 -c{args.connections} -d{args.duration}s --latency (3 s warm-up each), {keys} neuron keys "
-          f"cycled in seeded random order; {os.cpu_count()} CPUs; servers and wrk share the machine")
-    print(f"circuit-kb: kb serve (uvicorn, 1 process); PostGraphile {version}: NODE_ENV=production, 1 process, "
-          f"flags {' '.join(POSTGRAPHILE_FLAGS)}")
+    print(
+        f"ratio (circuit-kb / postgraphile): {ours.rps / theirs.rps:.2f}x req/s; "
+        f"p50 {ours.p50:.2f} ms vs {theirs.p50:.2f} ms; p99 {ours.p99:.2f} ms vs {theirs.p99:.2f} ms"
+    )
+    print(
+        f"wrk -t1 -c{args.connections} -d{args.duration}s --latency (3 s warm-up each), {keys} neuron keys "
+        f"cycled in seeded random order; {os.cpu_count()} CPUs; servers and wrk share the machine"
+    )
+    print(
+        f"circuit-kb: kb serve (uvicorn, 1 process); PostGraphile {version}: NODE_ENV=production, 1 process, "
+        f"flags {' '.join(POSTGRAPHILE_FLAGS)}"
+    )
 
 
 # --- main --------------------------------------------------------------------------------------------------------
+
 
 def bench(args, admin: sa.Engine, workdir: Path) -> None:
     name, url = create_database(admin)

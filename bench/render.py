@@ -36,6 +36,7 @@ def _stub_ipython() -> None:
 
 def _sync(device) -> None:
     import torch
+
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
@@ -59,8 +60,16 @@ def compare(args) -> None:
     name = layer.module.replace(".", "_")
     A.plain_render_vis(plain_model, name, 0, size=args.size, steps=2, device=args.device)
     model = A.prepare(arch.build(), args.device)
-    A.render_units(model, layer.module, units[:2], size=args.size, steps=2, preprocess=preprocess,
-                   device=args.device, autocast=args.bf16)
+    A.render_units(
+        model,
+        layer.module,
+        units[:2],
+        size=args.size,
+        steps=2,
+        preprocess=preprocess,
+        device=args.device,
+        autocast=args.bf16,
+    )
 
     def timed(fn, n) -> float:
         _sync(args.device)
@@ -71,19 +80,43 @@ def compare(args) -> None:
 
     plains, ourses = [], []
     for _ in range(args.rounds):  # alternate, so both see the same machine
-        plains.append(timed(lambda: [A.plain_render_vis(plain_model, name, u, size=args.size, steps=args.steps,
-                                                        device=args.device) for u in plain_units],
-                            len(plain_units)))
-        ourses.append(timed(lambda: A.render_units(model, layer.module, units, size=args.size, steps=args.steps,
-                                                   preprocess=preprocess, device=args.device,
-                                                   autocast=args.bf16), len(units)))
+        plains.append(
+            timed(
+                lambda: [
+                    A.plain_render_vis(plain_model, name, u, size=args.size, steps=args.steps, device=args.device)
+                    for u in plain_units
+                ],
+                len(plain_units),
+            )
+        )
+        ourses.append(
+            timed(
+                lambda: A.render_units(
+                    model,
+                    layer.module,
+                    units,
+                    size=args.size,
+                    steps=args.steps,
+                    preprocess=preprocess,
+                    device=args.device,
+                    autocast=args.bf16,
+                ),
+                len(units),
+            )
+        )
     plain, ours = statistics.median(plains), statistics.median(ourses)
-    print(f"{arch.source} {args.layer}, {args.size} px, {args.steps} steps, device {args.device}"
-          f"{' (bf16)' if args.bf16 else ''}; median of {args.rounds} alternating rounds")
-    print(f"plain lucent render_vis, one unit at a time ({len(plain_units)} units): {plain:8.3f} units/s  "
-          f"(rounds: {', '.join(f'{r:.3f}' for r in plains)})")
-    print(f"kb renderer, {len(units)} units in one batch:                 {ours:8.3f} units/s  "
-          f"(rounds: {', '.join(f'{r:.3f}' for r in ourses)})")
+    print(
+        f"{arch.source} {args.layer}, {args.size} px, {args.steps} steps, device {args.device}"
+        f"{' (bf16)' if args.bf16 else ''}; median of {args.rounds} alternating rounds"
+    )
+    print(
+        f"plain lucent render_vis, one unit at a time ({len(plain_units)} units): {plain:8.3f} units/s  "
+        f"(rounds: {', '.join(f'{r:.3f}' for r in plains)})"
+    )
+    print(
+        f"kb renderer, {len(units)} units in one batch:                 {ours:8.3f} units/s  "
+        f"(rounds: {', '.join(f'{r:.3f}' for r in ourses)})"
+    )
     print(f"ratio: {ours / plain:.2f}x")
     if args.ablate:
         ablate(args, arch, layer, units, preprocess, ours)
@@ -98,14 +131,17 @@ def ablate(args, arch, layer, units, preprocess, full) -> None:
 
     def kornia_chain(x):  # lucent's own standard transforms (kornia warps)
         from lucent.optvis import transform as T
+
         for t in T.standard_transforms:
             x = t(x)
         return x
 
-    variants = [("no model rewrites (BatchNorm kept, stock conv gradient)", dict(rewrites=False), {}),
-                ("NCHW instead of channels-last", dict(channels_last=False), dict(channels_last=False)),
-                ("lucent's kornia transforms", {}, dict(kornia=True)),
-                ("one unit per optimisation", {}, dict(max_batch=1))]
+    variants = [
+        ("no model rewrites (BatchNorm kept, stock conv gradient)", dict(rewrites=False), {}),
+        ("NCHW instead of channels-last", dict(channels_last=False), dict(channels_last=False)),
+        ("lucent's kornia transforms", {}, dict(kornia=True)),
+        ("one unit per optimisation", {}, dict(max_batch=1)),
+    ]
     print(f"ablation (full renderer {full:.3f} units/s):")
     for name, prep, run in variants:
         torch.manual_seed(0)
@@ -128,10 +164,20 @@ def flops_per_unit_step(model, module_path, size, upsample, preprocess, device) 
     from torch.utils.flop_counter import FlopCounterMode
 
     from kb.render import lucent_adapter as A
+
     counter = FlopCounterMode(display=False)
     with counter:
-        A.render_units(model, module_path, [0], size=size, steps=1, upsample=upsample, preprocess=preprocess,
-                       device=device, autocast=False)
+        A.render_units(
+            model,
+            module_path,
+            [0],
+            size=size,
+            steps=1,
+            upsample=upsample,
+            preprocess=preprocess,
+            device=device,
+            autocast=False,
+        )
     return float(counter.get_total_flops())
 
 
@@ -149,8 +195,11 @@ def all_units(args) -> None:
     out_shapes = shapes(model, arch)
     model = A.prepare(model, args.device, bf16=args.bf16)  # as a GPU worker prepares it
     name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
-    print(f"device: {name}; every unit of lucent:inceptionv1, {args.size} px, {args.steps} steps, upsample 224, "
-          f"batch {args.batch}, bf16 autocast {args.bf16}", flush=True)
+    print(
+        f"device: {name}; every unit of lucent:inceptionv1, {args.size} px, {args.steps} steps, upsample 224, "
+        f"batch {args.batch}, bf16 autocast {args.bf16}",
+        flush=True,
+    )
     total_units, total_flops, t0 = 0, 0.0, time.perf_counter()
     for spec in arch.layers:
         n = out_shapes[spec.module][0]
@@ -158,22 +207,35 @@ def all_units(args) -> None:
         _sync(args.device)
         t = time.perf_counter()
         for lo in range(0, n, args.batch):
-            A.render_units(model, spec.module, list(range(lo, min(n, lo + args.batch))), size=args.size,
-                           steps=args.steps, preprocess="inceptionv1", device=args.device, autocast=args.bf16)
+            A.render_units(
+                model,
+                spec.module,
+                list(range(lo, min(n, lo + args.batch))),
+                size=args.size,
+                steps=args.steps,
+                preprocess="inceptionv1",
+                device=args.device,
+                autocast=args.bf16,
+            )
         _sync(args.device)
         dt = time.perf_counter() - t
         total_units += n
         total_flops += per_step * n * args.steps
-        print(f"  {spec.name:<8} {n:5d} units {dt:7.1f} s  {n / dt:7.1f} units/s  "
-              f"{per_step * n * args.steps / dt / 1e12:7.2f} TFLOP/s", flush=True)
+        print(
+            f"  {spec.name:<8} {n:5d} units {dt:7.1f} s  {n / dt:7.1f} units/s  "
+            f"{per_step * n * args.steps / dt / 1e12:7.2f} TFLOP/s",
+            flush=True,
+        )
         if time.perf_counter() - t0 > args.budget_s:
             print(f"  stopping: over the {args.budget_s} s budget", flush=True)
             break
     wall = time.perf_counter() - t0
     rate = total_flops / wall / 1e12
-    print(f"{total_units} units in {wall:.1f} s = {total_units / wall:.1f} units per GPU-second; "
-          f"{total_flops / 1e15:.2f} PFLOP counted, {rate:.1f} TFLOP/s = {rate / args.peak_tflops:.1%} of "
-          f"{args.peak_tflops:.0f} TFLOP/s peak")
+    print(
+        f"{total_units} units in {wall:.1f} s = {total_units / wall:.1f} units per GPU-second; "
+        f"{total_flops / 1e15:.2f} PFLOP counted, {rate:.1f} TFLOP/s = {rate / args.peak_tflops:.1%} of "
+        f"{args.peak_tflops:.0f} TFLOP/s peak"
+    )
 
 
 def dataset_pass(args) -> None:
@@ -203,6 +265,7 @@ def dataset_pass(args) -> None:
 
     modules = [s.module for s in arch.layers]
     n = args.batch * args.batches
+
     def collect():
         D.collect(model, modules, stream, 9, device=args.device)
         _sync(args.device)
@@ -216,8 +279,10 @@ def dataset_pass(args) -> None:
             fn()
             out.append(n / (time.perf_counter() - t))
     p, c = statistics.median(ps), statistics.median(cs)
-    print(f"{arch.source}, {n} images of 224 px in batches of {args.batch}, {len(modules)} layers, top-9, "
-          f"device {args.device}; median of {args.rounds} alternating rounds")
+    print(
+        f"{arch.source}, {n} images of 224 px in batches of {args.batch}, {len(modules)} layers, top-9, "
+        f"device {args.device}; median of {args.rounds} alternating rounds"
+    )
     print(f"plain forward:   {p:8.1f} images/s")
     print(f"collecting pass: {c:8.1f} images/s")
     print(f"ratio: {c / p:.2f}x")

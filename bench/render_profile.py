@@ -1,6 +1,6 @@
 """Where a batched feature-visualisation step spends its time (for a GPU): variants and a profiler table.
 
-    python bench/render_profile.py --device cuda --layer mixed4c --batch 512 --steps 8
+python bench/render_profile.py --device cuda --layer mixed4c --batch 512 --steps 8
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def main() -> None:
     for name, kw in variants:
         torch.manual_seed(0)
         kw = dict(kw)
-        model = A.prepare(arch.build(), args.device, channels_last=kw.get("channels_last", True),
-                          bf16=kw.pop("bf16", False))
+        model = A.prepare(
+            arch.build(), args.device, channels_last=kw.get("channels_last", True), bf16=kw.pop("bf16", False)
+        )
         run = dict(size=128, preprocess="inceptionv1", device=args.device, **kw)
         A.render_units(model, args.layer, units, steps=2, **run)
         torch.cuda.synchronize()
@@ -50,10 +51,12 @@ def main() -> None:
         dt = (time.perf_counter() - t) / args.steps
         print(f"{name:<36} {dt * 1000:8.1f} ms/step  {args.batch / dt:8.0f} unit-steps/s", flush=True)
     model = A.prepare(arch.build(), args.device, bf16=True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
-        A.render_units(model, args.layer, units, steps=3, size=128, preprocess="inceptionv1", device=args.device,
-                       autocast=True)
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    ) as prof:
+        A.render_units(
+            model, args.layer, units, steps=3, size=128, preprocess="inceptionv1", device=args.device, autocast=True
+        )
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=48))
 

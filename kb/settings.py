@@ -25,14 +25,18 @@ class Settings(BaseSettings):
     public_url: str = Field("http://127.0.0.1:8000", description="base of the stable neuron URLs")
     auto_upgrade: bool | None = Field(None, description="upgrade the schema on use; default: only for SQLite")
     render_batch: int = Field(64, description="units of one layer sent to a worker in one task")
-    render_device_batch: int = Field(0, description="units rendered in one optimisation; 0: from the device "
-                                                    "(8 on a CPU, what fits in a GPU's free memory)")
+    render_device_batch: int = Field(
+        0,
+        description="units rendered in one optimisation; 0: from the device "
+        "(8 on a CPU, what fits in a GPU's free memory)",
+    )
     render_lease_s: float = Field(300.0, description="a RUNNING job without a heartbeat for this long is re-queued")
     render_sweep_s: float = Field(30.0, description="how often each worker looks for stuck jobs")
     render_retry_base_s: float = Field(10.0, description="first retry delay of a failed render; doubles each time")
     render_visibility_timeout_s: int = Field(3600, description="Redis: redeliver an unacknowledged task after")
-    render_bf16: bool | None = Field(None, description="bf16 feature visualisations on a GPU (default on); "
-                                                       "never on a CPU")
+    render_bf16: bool | None = Field(
+        None, description="bf16 feature visualisations on a GPU (default on); never on a CPU"
+    )
     render_device: str = Field("", description="torch device for renders; empty: cuda if available, else cpu")
     rate_limit_per_minute: float = Field(120.0, description="mutations per minute per token, on average")
     rate_limit_burst: int = Field(60, description="mutations a token may send at once")

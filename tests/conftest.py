@@ -77,8 +77,13 @@ def inceptionv1(db_url, engine):
 
     exe = Path(sys.executable).parent / "kb"
     env = {**os.environ, "KB_DATABASE_URL": db_url}
-    result = subprocess.run([str(exe), "import", "lucent:inceptionv1", "--weights", "random", "--seed", "0"],
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [str(exe), "import", "lucent:inceptionv1", "--weights", "random", "--seed", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -91,8 +96,13 @@ def api(engine, inceptionv1):
     from kb.settings import Settings
     from kb.web.app import create_app
 
-    app = create_app(Settings(database_url=str(engine.url.render_as_string(hide_password=False)),
-                              public_url="https://kb.example.org"), engine=engine, warm=False)
+    app = create_app(
+        Settings(
+            database_url=str(engine.url.render_as_string(hide_password=False)), public_url="https://kb.example.org"
+        ),
+        engine=engine,
+        warm=False,
+    )
     app.state.graphs.warm()
     with TestClient(app) as client:
         yield client
@@ -112,8 +122,13 @@ def accounts(engine):
     suffix = secrets.token_hex(3)
     out = {}
     with engine.begin() as conn:
-        for name, role in (("viewer", "viewer"), ("editor", "editor"), ("editor2", "editor"),
-                           ("moderator", "moderator"), ("admin", "admin")):
+        for name, role in (
+            ("viewer", "viewer"),
+            ("editor", "editor"),
+            ("editor2", "editor"),
+            ("moderator", "moderator"),
+            ("admin", "admin"),
+        ):
             user = f"{name}-{suffix}"
             acc.create_user(conn, user, role)
             out[name] = {"name": user, "role": role, "token": acc.create_token(conn, user)}
@@ -134,6 +149,7 @@ def sql_statements(engine: sa.Engine):
 
     def count(conn, cursor, statement, *args):
         seen.append(statement)
+
     sa.event.listen(engine, "before_cursor_execute", count)
     try:
         yield seen

@@ -25,8 +25,13 @@ def kb_serve(env: dict, *args: str, timeout: float = 60):
     """Yields the base URL once /health answers; stops the server (and a local worker) afterwards."""
     port = free_port()
     exe = Path(sys.executable).parent / "kb"
-    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), *args], env={**os.environ, **env},
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), *args],
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout

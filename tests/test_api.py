@@ -61,7 +61,7 @@ def test_outputs_and_kernels(api):
         k = np.array(e["kernel"])
         assert k.ndim == 2
         assert k.sum() == pytest.approx(e["weight"], rel=1e-4, abs=1e-6)
-        assert math.sqrt((k ** 2).sum()) == pytest.approx(e["magnitude"], rel=1e-4)
+        assert math.sqrt((k**2).sum()) == pytest.approx(e["magnitude"], rel=1e-4)
     assert all(e["node"]["key"].startswith("inceptionv1/mixed4d:") for e in n["outputs"]["edges"])
     assert n["outputs"]["edges"][0]["method"] == "expanded"
 
@@ -83,9 +83,17 @@ def test_pagination(api):
     assert err["extensions"]["code"] == "BAD_INPUT"
 
 
-@pytest.mark.parametrize("form", ["InceptionV1 4c:447", "inceptionv1/mixed4c:447", "models/inceptionv1/mixed4c_0/447",
-                                  "https://microscope.openai.com/models/inceptionv1/mixed4c_0/447",
-                                  "INCEPTIONV1/4c:447", "n/inceptionv1/mixed4c/447"])
+@pytest.mark.parametrize(
+    "form",
+    [
+        "InceptionV1 4c:447",
+        "inceptionv1/mixed4c:447",
+        "models/inceptionv1/mixed4c_0/447",
+        "https://microscope.openai.com/models/inceptionv1/mixed4c_0/447",
+        "INCEPTIONV1/4c:447",
+        "n/inceptionv1/mixed4c/447",
+    ],
+)
 def test_every_form_resolves(api, form):
     data = gql(api, "query($k: String!) { neuron(key: $k) { key } }", {"k": form})
     assert data["data"]["neuron"]["key"] == "inceptionv1/mixed4c:447"
@@ -94,9 +102,12 @@ def test_every_form_resolves(api, form):
 def test_pinned_keys_and_neurons_list(api):
     pinned = gql(api, README_QUERY)["data"]["neuron"]["pinnedKey"]
     keys = [pinned, "mixed4b:373", "4b:237"]
-    data = gql(api, "query($k: [String!]!) { neurons(keys: $k, model: \"inceptionv1\") { key } }", {"k": keys})
+    data = gql(api, 'query($k: [String!]!) { neurons(keys: $k, model: "inceptionv1") { key } }', {"k": keys})
     assert [n["key"] for n in data["data"]["neurons"]] == [
-        "inceptionv1/mixed4c:447", "inceptionv1/mixed4b:373", "inceptionv1/mixed4b:237"]
+        "inceptionv1/mixed4c:447",
+        "inceptionv1/mixed4b:373",
+        "inceptionv1/mixed4b:237",
+    ]
     wrong = "inceptionv1@ffffffffffff/mixed4c:447"
     err = gql(api, "query($k: String!) { neuron(key: $k) { key } }", {"k": wrong})["errors"][0]
     assert err["extensions"]["code"] == "BAD_KEY" and "not the model version" in err["message"]
@@ -122,17 +133,25 @@ def test_relay_nodes(api):
     n = data["neuron"]
     r = gql(api, "query($id: ID!) { node(id: $id) { __typename id ... on Neuron { key index } } }", {"id": n["id"]})
     assert r["data"]["node"] == {"__typename": "Neuron", "id": n["id"], "key": "inceptionv1/mixed4c:447", "index": 447}
-    r = gql(api, "query($ids: [ID!]!) { nodes(ids: $ids) { __typename ... on Layer { key } ... on Model { key } } }",
-            {"ids": [n["layer"]["id"], n["model"]["id"]]})
-    assert r["data"]["nodes"] == [{"__typename": "Layer", "key": "inceptionv1/mixed4c"},
-                                  {"__typename": "Model", "key": "inceptionv1"}]
+    r = gql(
+        api,
+        "query($ids: [ID!]!) { nodes(ids: $ids) { __typename ... on Layer { key } ... on Model { key } } }",
+        {"ids": [n["layer"]["id"], n["model"]["id"]]},
+    )
+    assert r["data"]["nodes"] == [
+        {"__typename": "Layer", "key": "inceptionv1/mixed4c"},
+        {"__typename": "Model", "key": "inceptionv1"},
+    ]
 
 
 def test_models_and_layers(api):
-    data = gql(api, """{ models { key shortHash removed layers { name units } }
+    data = gql(
+        api,
+        """{ models { key shortHash removed layers { name units } }
         model(key: "inceptionv1") { inputShape source }
         layer(key: "InceptionV1 4c") { key units modulePath kind aliases outputShape
-            neurons(first: 2, after: "bzow") { totalCount edges { node { key url } } } } }""")["data"]
+            neurons(first: 2, after: "bzow") { totalCount edges { node { key url } } } } }""",
+    )["data"]
     model = next(m for m in data["models"] if m["key"] == "inceptionv1")
     assert len(model["layers"]) == 12 and sum(l["units"] for l in model["layers"]) == 5804
     assert data["model"] == {"inputShape": [3, 224, 224], "source": "lucent:inceptionv1"}
@@ -158,8 +177,11 @@ def test_subgraph(api, engine):
     both = gql(api, q, {"d": 1, "p": 2, "dir": "BOTH"})["data"]["subgraph"]
     layers = {n["key"].split(":")[0] for n in both["nodes"]}
     assert layers == {"inceptionv1/mixed4b", "inceptionv1/mixed4c", "inceptionv1/mixed4d"}
-    for bad, code in (({"d": 5, "p": 3}, "LIMIT_EXCEEDED"), ({"d": 2, "p": 21}, "LIMIT_EXCEEDED"),
-                      ({"d": 0, "p": 3}, "BAD_INPUT")):
+    for bad, code in (
+        ({"d": 5, "p": 3}, "LIMIT_EXCEEDED"),
+        ({"d": 2, "p": 21}, "LIMIT_EXCEEDED"),
+        ({"d": 0, "p": 3}, "BAD_INPUT"),
+    ):
         err = gql(api, q, {**bad, "dir": "UPSTREAM"})["errors"][0]
         assert err["extensions"]["code"] == code
 
@@ -167,8 +189,11 @@ def test_subgraph(api, engine):
 def test_path_is_the_strongest_chain(api):
     graph = api.app.state.graphs.graph("inceptionv1")
     a, b = graph.ordinal("mixed3b", 10), graph.ordinal("mixed4b", 20)
-    r = gql(api, """{ path(from: "InceptionV1 4b:20", to: "inceptionv1/mixed3b:10") { score
-        nodes { key } edges { source { key } target { key } weight } } }""")["data"]["path"]
+    r = gql(
+        api,
+        """{ path(from: "InceptionV1 4b:20", to: "inceptionv1/mixed3b:10") { score
+        nodes { key } edges { source { key } target { key } weight } } }""",
+    )["data"]["path"]
     assert [n["key"] for n in r["nodes"]][::2] == ["inceptionv1/mixed3b:10", "inceptionv1/mixed4b:20"]
     # brute force over the middle layer: the best product of positive weights a -> m -> b
     out = graph.outputs
@@ -199,12 +224,15 @@ def test_compiled_plans_answer_like_strawberry(api):
     endpoint = api.app.state.graphql
     queries = [
         (README_QUERY, {}),
-        ("""query Q($k: String!, $n: Int) { neuron(key: $k) { id key index url pinnedKey
+        (
+            """query Q($k: String!, $n: Int) { neuron(key: $k) { id key index url pinnedKey
               model { key shortHash } layer { key units name }
               a: inputs(first: $n, orderBy: MAGNITUDE) { totalCount pageInfo { endCursor hasNextPage }
                  edges { cursor weight magnitude method kernel node { key __typename } } }
               outputs(first: 2, sign: NEGATIVE) { edges { weight node { ...N } } } } }
-           fragment N on Neuron { key index }""", {"k": "InceptionV1 3a:7", "n": 4}),
+           fragment N on Neuron { key index }""",
+            {"k": "InceptionV1 3a:7", "n": 4},
+        ),
         ("""{ models { key layers { key units } } }""", {}),
     ]
     for query, variables in queries:

@@ -8,7 +8,7 @@ from conftest import gql
 
 
 def test_depth_limit(api):
-    deep = "{ neuron(key: \"InceptionV1 4c:447\") { " + "layer { model { layers { " * 4 + "key" + " } } }" * 4 + " } }"
+    deep = '{ neuron(key: "InceptionV1 4c:447") { ' + "layer { model { layers { " * 4 + "key" + " } } }" * 4 + " } }"
     err = gql(api, deep)["errors"][0]
     assert err["extensions"]["code"] == "LIMIT_EXCEEDED" and "depth" in err["message"]
 
@@ -26,13 +26,17 @@ def test_token_limit(api):
 
 
 def test_keys_per_request_limit(api):
-    err = gql(api, "query($k: [String!]!) { neurons(keys: $k) { key } }",
-              {"k": [f"inceptionv1/mixed4c:{i}" for i in range(101)]})["errors"][0]
+    err = gql(
+        api,
+        "query($k: [String!]!) { neurons(keys: $k) { key } }",
+        {"k": [f"inceptionv1/mixed4c:{i}" for i in range(101)]},
+    )["errors"][0]
     assert err["extensions"]["code"] == "LIMIT_EXCEEDED"
 
 
-@pytest.mark.parametrize("query", ["{ neuron(key: ", "{ nosuchfield }", "{ neuron { key } }",
-                                   "query($k: Int!) { neuron(key: $k) { key } }"])
+@pytest.mark.parametrize(
+    "query", ["{ neuron(key: ", "{ nosuchfield }", "{ neuron { key } }", "query($k: Int!) { neuron(key: $k) { key } }"]
+)
 def test_invalid_documents_are_bad_input(api, query):
     r = api.post("/graphql", json={"query": query})
     assert r.status_code in (200, 400)
@@ -44,7 +48,7 @@ def test_wrong_variable_type(api):
     assert r.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT"
 
 
-@pytest.mark.parametrize("body", [b"not json", b"5", b"\xff\xfe{\"query\": 1}", b"[]", b"{\"query\": 5}", b"null"])
+@pytest.mark.parametrize("body", [b"not json", b"5", b'\xff\xfe{"query": 1}', b"[]", b'{"query": 5}', b"null"])
 def test_malformed_bodies_are_4xx(api, body):
     r = api.post("/graphql", content=body, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
@@ -71,9 +75,13 @@ def test_internal_errors_are_masked(api, monkeypatch):
 
 
 def test_every_error_has_a_code(api):
-    for query in ['{ neuron(key: "x") { key } }', '{ layer(key: "inceptionv1/nolayer") { key } }',
-                  '{ model(key: "nomodel") { key } }', '{ path(from: "x", to: "y") { score } }',
-                  '{ subgraph(roots: []) { nodes { key } } }']:
+    for query in [
+        '{ neuron(key: "x") { key } }',
+        '{ layer(key: "inceptionv1/nolayer") { key } }',
+        '{ model(key: "nomodel") { key } }',
+        '{ path(from: "x", to: "y") { score } }',
+        "{ subgraph(roots: []) { nodes { key } } }",
+    ]:
         for err in gql(api, query).get("errors", []):
             assert err["extensions"]["code"] in {"NOT_FOUND", "BAD_KEY", "BAD_INPUT"}, (query, err)
 

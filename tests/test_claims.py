@@ -4,7 +4,9 @@ import pytest
 
 from conftest import as_user, gql, sql_statements
 
-CREATE = """mutation($input: ClaimInput!) { createClaim(input: $input) { key revision status label author { name } } }"""
+CREATE = (
+    """mutation($input: ClaimInput!) { createClaim(input: $input) { key revision status label author { name } } }"""
+)
 UPDATE = """mutation($key: String!, $rev: Int!, $patch: ClaimPatch!) {
     updateClaim(key: $key, expectedRevision: $rev, patch: $patch) { key revision label body } }"""
 STATUS = """mutation($key: String!, $rev: Int!, $s: ClaimStatus!) {
@@ -12,8 +14,10 @@ STATUS = """mutation($key: String!, $rev: Int!, $s: ClaimStatus!) {
 REVIEW = """mutation($key: String!, $v: Verdict!, $c: String!) {
     reviewClaim(key: $key, verdict: $v, comment: $c) { verdict revision comment reviewer { name } } }"""
 
-ROWS = "SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM claim_revision), " \
-       "(SELECT count(*) FROM claim_subject), (SELECT count(*) FROM review), (SELECT count(*) FROM circuit)"
+ROWS = (
+    "SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM claim_revision), "
+    "(SELECT count(*) FROM claim_subject), (SELECT count(*) FROM review), (SELECT count(*) FROM circuit)"
+)
 
 
 def rows(engine):
@@ -22,16 +26,26 @@ def rows(engine):
 
 
 def new_claim(api, token, label="car detector", **extra):
-    data = as_user(api, token, CREATE, {"input": {"label": label, "kind": "FEATURE",
-                                                  "subjects": ["InceptionV1 4c:447"], "body": "cars", **extra}})
+    data = as_user(
+        api,
+        token,
+        CREATE,
+        {"input": {"label": label, "kind": "FEATURE", "subjects": ["InceptionV1 4c:447"], "body": "cars", **extra}},
+    )
     assert "errors" not in data, data
     return data["data"]["createClaim"]
 
 
 def test_history_loses_nothing(api, accounts):
     ed = accounts["editor"]["token"]
-    c = new_claim(api, ed, evidence=[{"kind": "CITATION", "doi": "doi:10.23915/distill.00024.006"},
-                                     {"kind": "FEATURE_VISUALIZATION", "neuron": "InceptionV1 4c:447", "note": "cars"}])
+    c = new_claim(
+        api,
+        ed,
+        evidence=[
+            {"kind": "CITATION", "doi": "doi:10.23915/distill.00024.006"},
+            {"kind": "FEATURE_VISUALIZATION", "neuron": "InceptionV1 4c:447", "note": "cars"},
+        ],
+    )
     assert c["revision"] == 1 and c["status"] == "PROPOSED"
     r2 = as_user(api, ed, UPDATE, {"key": c["key"], "rev": 1, "patch": {"label": "car detector v2"}})["data"]
     assert r2["updateClaim"]["revision"] == 2
@@ -40,21 +54,32 @@ def test_history_loses_nothing(api, accounts):
     as_user(api, ed, UPDATE, {"key": c["key"], "rev": 2, "patch": {"body": "wheels and windows\n"}})
     retract = as_user(api, ed, STATUS, {"key": c["key"], "rev": 3, "s": "RETRACTED"})["data"]["setClaimStatus"]
     assert retract == {"key": c["key"], "revision": 4, "status": "RETRACTED"}
-    data = gql(api, """query($k: String!) { claim(key: $k) { revision status
+    data = gql(
+        api,
+        """query($k: String!) { claim(key: $k) { revision status
         revisions { key revision label body status author { name } evidence { kind doi neuron } }
-        diff(from: 1, to: 3) { field before after patch } } }""", {"k": c["key"]})["data"]["claim"]
+        diff(from: 1, to: 3) { field before after patch } } }""",
+        {"k": c["key"]},
+    )["data"]["claim"]
     assert [r["revision"] for r in data["revisions"]] == [1, 2, 3, 4]
     assert data["revisions"][0]["label"] == "car detector" and data["revisions"][0]["body"] == "cars"
-    assert data["revisions"][0]["evidence"][0] == {"kind": "CITATION", "doi": "10.23915/distill.00024.006",
-                                                   "neuron": None}
+    assert data["revisions"][0]["evidence"][0] == {
+        "kind": "CITATION",
+        "doi": "10.23915/distill.00024.006",
+        "neuron": None,
+    }
     assert data["revisions"][1]["evidence"][1]["neuron"] == "inceptionv1/mixed4c:447"
     assert {d["field"] for d in data["diff"]} == {"label", "body"}
     assert "+wheels and windows" in next(d for d in data["diff"] if d["field"] == "body")["patch"]
-    old = gql(api, "query($k: String!) { claimRevision(key: $k) { key label citation { key url bibtex } } }",
-              {"k": c["key"] + "@1"})["data"]["claimRevision"]
+    old = gql(
+        api,
+        "query($k: String!) { claimRevision(key: $k) { key label citation { key url bibtex } } }",
+        {"k": c["key"] + "@1"},
+    )["data"]["claimRevision"]
     assert old["label"] == "car detector" and old["citation"]["key"] == c["key"] + "@1"
     assert "@misc{claim_" in old["citation"]["bibtex"] and old["citation"]["url"].endswith(
-        f"/c/{c['key'].split(':')[1]}/1")
+        f"/c/{c['key'].split(':')[1]}/1"
+    )
 
 
 def test_permissions(api, accounts):
@@ -68,12 +93,17 @@ def test_permissions(api, accounts):
     assert err["extensions"]["code"] == "FORBIDDEN"
     ok = as_user(api, mod, STATUS, {"key": c["key"], "rev": 2, "s": "SUPPORTED"})["data"]["setClaimStatus"]
     assert ok["status"] == "SUPPORTED"
-    err = as_user(api, accounts["viewer"]["token"], CREATE, {"input": {"label": "x", "kind": "FEATURE",
-                                                                       "subjects": ["InceptionV1 4c:1"]}})
+    err = as_user(
+        api,
+        accounts["viewer"]["token"],
+        CREATE,
+        {"input": {"label": "x", "kind": "FEATURE", "subjects": ["InceptionV1 4c:1"]}},
+    )
     assert err["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-    for token in (None, "ckb_notavalidtoken", accounts["editor"]["token"][:-1] + "0",
-                  "ckb_" + "A" * 32 + "_000000"):
-        err = as_user(api, token, CREATE, {"input": {"label": "x", "kind": "FEATURE", "subjects": ["InceptionV1 4c:1"]}})
+    for token in (None, "ckb_notavalidtoken", accounts["editor"]["token"][:-1] + "0", "ckb_" + "A" * 32 + "_000000"):
+        err = as_user(
+            api, token, CREATE, {"input": {"label": "x", "kind": "FEATURE", "subjects": ["InceptionV1 4c:1"]}}
+        )
         assert err["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", token
 
 
@@ -106,8 +136,12 @@ def test_reviews_one_per_user_with_history(api, accounts):
         data = as_user(api, accounts[who]["token"], REVIEW, {"key": c["key"], "v": verdict, "c": f"{who} says"})
         assert "errors" not in data, data
     assert data["data"]["reviewClaim"]["revision"] == 2
-    claim = gql(api, """query($k: String!) { claim(key: $k) { supportCount disputeCount
-        reviews { verdict reviewer { name } history { revision verdict } } } }""", {"k": c["key"]})["data"]["claim"]
+    claim = gql(
+        api,
+        """query($k: String!) { claim(key: $k) { supportCount disputeCount
+        reviews { verdict reviewer { name } history { revision verdict } } } }""",
+        {"k": c["key"]},
+    )["data"]["claim"]
     assert claim["supportCount"] == 2 and claim["disputeCount"] == 0 and len(claim["reviews"]) == 2
     mine = next(r for r in claim["reviews"] if r["reviewer"]["name"] == accounts["editor2"]["name"])
     assert [h["verdict"] for h in mine["history"]] == ["DISPUTE", "SUPPORT"]
@@ -116,10 +150,21 @@ def test_reviews_one_per_user_with_history(api, accounts):
 def test_circuit_check_against_the_weights(api, accounts):
     q = """mutation($input: CircuitInput!) { createCircuit(input: $input) { key model neurons { key }
             check { allExist edges { source target exists weight sign rank inputs } } } }"""
-    data = as_user(api, accounts["editor"]["token"], q, {"input": {"name": "car", "edges": [
-        {"source": "InceptionV1 4b:373", "target": "InceptionV1 4c:447", "note": "wheels"},
-        {"source": "InceptionV1 4b:237", "target": "InceptionV1 4c:447", "note": "windows"},
-        {"source": "InceptionV1 4a:1", "target": "InceptionV1 4c:447", "note": "skips a layer"}]}})
+    data = as_user(
+        api,
+        accounts["editor"]["token"],
+        q,
+        {
+            "input": {
+                "name": "car",
+                "edges": [
+                    {"source": "InceptionV1 4b:373", "target": "InceptionV1 4c:447", "note": "wheels"},
+                    {"source": "InceptionV1 4b:237", "target": "InceptionV1 4c:447", "note": "windows"},
+                    {"source": "InceptionV1 4a:1", "target": "InceptionV1 4c:447", "note": "skips a layer"},
+                ],
+            }
+        },
+    )
     circuit = data["data"]["createCircuit"]
     assert circuit["model"] == "inceptionv1" and len(circuit["neurons"]) == 4
     graph = api.app.state.graphs.graph("inceptionv1")
@@ -132,21 +177,33 @@ def test_circuit_check_against_the_weights(api, accounts):
         assert edge["sign"] == ("POSITIVE" if edge["weight"] > 0 else "NEGATIVE")
     assert circuit["check"]["edges"][2]["exists"] is False and circuit["check"]["allExist"] is False
     claim = new_claim(api, accounts["editor"]["token"], label="car from wheels and windows", circuit=circuit["key"])
-    got = gql(api, "query($k: String!) { claim(key: $k) { circuit { key check { allExist } } } }",
-              {"k": claim["key"]})["data"]["claim"]
+    got = gql(api, "query($k: String!) { claim(key: $k) { circuit { key check { allExist } } } }", {"k": claim["key"]})[
+        "data"
+    ]["claim"]
     assert got["circuit"]["key"] == circuit["key"]
 
 
 @pytest.mark.parametrize("case", ["unknown neuron", "empty label", "bad evidence", "other model mix", "no subject"])
 def test_bad_input_leaves_no_rows(api, accounts, engine, case):
     inputs = {
-        "unknown neuron": ({"label": "x", "kind": "FEATURE", "subjects": ["InceptionV1 4c:447", "InceptionV1 9z:1"]},
-                           "NOT_FOUND"),
+        "unknown neuron": (
+            {"label": "x", "kind": "FEATURE", "subjects": ["InceptionV1 4c:447", "InceptionV1 9z:1"]},
+            "NOT_FOUND",
+        ),
         "empty label": ({"label": "   ", "kind": "FEATURE", "subjects": ["InceptionV1 4c:447"]}, "BAD_INPUT"),
-        "bad evidence": ({"label": "x", "kind": "FEATURE", "subjects": ["InceptionV1 4c:447"],
-                          "evidence": [{"kind": "CITATION", "url": "javascript:alert(1)"}]}, "BAD_INPUT"),
-        "other model mix": ({"label": "x", "kind": "FEATURE", "subjects": ["InceptionV1 4c:447", "tiny-hand/c1:0"]},
-                            "BAD_INPUT"),
+        "bad evidence": (
+            {
+                "label": "x",
+                "kind": "FEATURE",
+                "subjects": ["InceptionV1 4c:447"],
+                "evidence": [{"kind": "CITATION", "url": "javascript:alert(1)"}],
+            },
+            "BAD_INPUT",
+        ),
+        "other model mix": (
+            {"label": "x", "kind": "FEATURE", "subjects": ["InceptionV1 4c:447", "tiny-hand/c1:0"]},
+            "BAD_INPUT",
+        ),
         "no subject": ({"label": "x", "kind": "FEATURE", "subjects": []}, "BAD_INPUT"),
     }
     payload, code = inputs[case]
@@ -159,9 +216,11 @@ def test_bad_input_leaves_no_rows(api, accounts, engine, case):
 def test_two_megabyte_body_and_stale_edit_leave_no_rows(api, accounts, engine):
     c = new_claim(api, accounts["editor"]["token"])
     before = rows(engine)
-    r = api.post("/graphql", json={"query": UPDATE, "variables": {"key": c["key"], "rev": 1,
-                                                                   "patch": {"body": "x" * (2 << 20)}}},
-                 headers={"authorization": f"Bearer {accounts['editor']['token']}"})
+    r = api.post(
+        "/graphql",
+        json={"query": UPDATE, "variables": {"key": c["key"], "rev": 1, "patch": {"body": "x" * (2 << 20)}}},
+        headers={"authorization": f"Bearer {accounts['editor']['token']}"},
+    )
     assert r.status_code == 413 and r.json()["errors"][0]["extensions"]["code"] == "TOO_LARGE"
     err = as_user(api, accounts["editor"]["token"], UPDATE, {"key": c["key"], "rev": 7, "patch": {"label": "y"}})
     assert err["errors"][0]["extensions"]["code"] == "EDIT_CONFLICT"
@@ -183,13 +242,16 @@ def test_rate_limit(engine, accounts, inceptionv1):
     from kb.settings import Settings
     from kb.web.app import create_app
 
-    settings = Settings(database_url=engine.url.render_as_string(hide_password=False), rate_limit_per_minute=1,
-                        rate_limit_burst=2)
+    settings = Settings(
+        database_url=engine.url.render_as_string(hide_password=False), rate_limit_per_minute=1, rate_limit_burst=2
+    )
     with TestClient(create_app(settings, engine=engine, warm=False)) as client:
         token = accounts["editor"]["token"]
         q = 'mutation { reviewClaim(key: "claim:1", verdict: SUPPORT) { revision } }'
-        codes = [(as_user(client, token, q).get("errors") or [{"extensions": {"code": None}}])[0]["extensions"]["code"]
-                 for _ in range(3)]
+        codes = [
+            (as_user(client, token, q).get("errors") or [{"extensions": {"code": None}}])[0]["extensions"]["code"]
+            for _ in range(3)
+        ]
         assert codes[:2] == [None, None] and codes[2] == "RATE_LIMITED"
         other = as_user(client, accounts["moderator"]["token"], q)
         assert "errors" not in other  # the limit is per token
@@ -228,11 +290,15 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
     if mutation == "createClaim":
         return CREATE, {"input": {"label": f"by {who}", "kind": "FEATURE", "subjects": ["InceptionV1 4c:2"]}}
     if mutation == "requestRender":
-        return ("mutation($n: [String!]) { requestRender(kind: WEIGHTS, neurons: $n) { id } }",
-                {"n": ["InceptionV1 4c:2"]})
+        return (
+            "mutation($n: [String!]) { requestRender(kind: WEIGHTS, neurons: $n) { id } }",
+            {"n": ["InceptionV1 4c:2"]},
+        )
     if mutation == "createCircuit":
-        return ("mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }",
-                {"i": {"name": "c", "neurons": ["InceptionV1 4c:2"]}})
+        return (
+            "mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }",
+            {"i": {"name": "c", "neurons": ["InceptionV1 4c:2"]}},
+        )
     claim = new_claim(api, owner, label=f"for {mutation} by {who}")
     if mutation == "updateClaim":
         return UPDATE, {"key": claim["key"], "rev": 1, "patch": {"label": "edited"}}
@@ -247,11 +313,16 @@ def test_claim_pages_do_not_query_per_claim(api, accounts, engine):
     """A page of claims with their circuits and review histories: as many SQL statements for 8 claims as
     for 2 (DataLoaders), not one more per claim."""
     q = """mutation($input: CircuitInput!) { createCircuit(input: $input) { key } }"""
-    circuit = as_user(api, accounts["editor"]["token"], q, {"input": {"name": "pair", "edges": [
-        {"source": "InceptionV1 4b:1", "target": "InceptionV1 4c:2"}]}})["data"]["createCircuit"]["key"]
+    circuit = as_user(
+        api,
+        accounts["editor"]["token"],
+        q,
+        {"input": {"name": "pair", "edges": [{"source": "InceptionV1 4b:1", "target": "InceptionV1 4c:2"}]}},
+    )["data"]["createCircuit"]["key"]
     for i in range(8):  # the only MECHANISM claims in the test database
-        key = new_claim(api, accounts["editor"]["token"], label=f"batched {i}", circuit=circuit,
-                        kind="MECHANISM")["key"]
+        key = new_claim(api, accounts["editor"]["token"], label=f"batched {i}", circuit=circuit, kind="MECHANISM")[
+            "key"
+        ]
         for who in ("editor2", "moderator"):
             as_user(api, accounts[who]["token"], REVIEW, {"key": key, "v": "SUPPORT", "c": "ok"})
     page = """query($n: Int!) { claims(first: $n, kind: MECHANISM) { edges { node {

@@ -19,8 +19,9 @@ SOURCE = "doi:10.23915/distill.00024.002"
 
 def kb(db_url, *args):
     exe = Path(sys.executable).parent / "kb"
-    return subprocess.run([str(exe), *args], env={**os.environ, "KB_DATABASE_URL": db_url}, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [str(exe), *args], env={**os.environ, "KB_DATABASE_URL": db_url}, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,9 @@ def test_curves_on_3b_379(families, api):
     data = gql(api, '{ neuron(key: "InceptionV1 3b:379") { claims { label kind body evidence { kind doi } } } }')
     claims = data["data"]["neuron"]["claims"]
     curves = next(c for c in claims if c["label"] == "Curves")
-    assert curves["kind"] == "FAMILY" and curves["evidence"] == [{"kind": "CITATION", "doi": "10.23915/distill.00024.002"}]
+    assert curves["kind"] == "FAMILY" and curves["evidence"] == [
+        {"kind": "CITATION", "doi": "10.23915/distill.00024.002"}
+    ]
     car = gql(api, '{ neuron(key: "InceptionV1 4c:447") { claims { label } } }')["data"]["neuron"]["claims"]
     assert "Car" in {c["label"] for c in car}
 
@@ -66,22 +69,31 @@ def test_search_claims_and_neurons(families, api):
     assert in_3b["totalCount"] >= 1
     assert all(any(s["key"].startswith("inceptionv1/mixed3b:") for s in e["node"]["subjects"]) for e in in_3b["edges"])
     assert gql(api, q, {"t": "curve", "kind": "POLYSEMANTIC"})["data"]["searchClaims"]["totalCount"] == 0
-    neurons = gql(api, """{ searchNeurons(text: "curve", layer: "InceptionV1 3b", first: 100) { totalCount
-                  edges { node { key } } } }""")["data"]["searchNeurons"]
+    neurons = gql(
+        api,
+        """{ searchNeurons(text: "curve", layer: "InceptionV1 3b", first: 100) { totalCount
+                  edges { node { key } } } }""",
+    )["data"]["searchNeurons"]
     keys = [e["node"]["key"] for e in neurons["edges"]]
     assert "inceptionv1/mixed3b:379" in keys and all(k.startswith("inceptionv1/mixed3b:") for k in keys)
     err = gql(api, '{ searchClaims(text: "  !! ") { totalCount } }')["errors"][0]
     assert err["extensions"]["code"] == "BAD_INPUT"
-    page1 = gql(api, '{ claims(first: 3, kind: FAMILY) { totalCount pageInfo { endCursor } edges { node { key } } } }')
+    page1 = gql(api, "{ claims(first: 3, kind: FAMILY) { totalCount pageInfo { endCursor } edges { node { key } } } }")
     assert page1["data"]["claims"]["totalCount"] >= 113
 
 
 def test_status_filter(families, api, accounts):
     mod = accounts["moderator"]["token"]
-    key = gql(api, '{ searchClaims(text: "curve", first: 1) { edges { node { key revision } } } }')[
-        "data"]["searchClaims"]["edges"][0]["node"]
-    done = as_user(api, mod, """mutation($k: String!, $r: Int!) { setClaimStatus(key: $k, expectedRevision: $r,
-                   status: SUPPORTED) { status } }""", {"k": key["key"], "r": key["revision"]})
+    key = gql(api, '{ searchClaims(text: "curve", first: 1) { edges { node { key revision } } } }')["data"][
+        "searchClaims"
+    ]["edges"][0]["node"]
+    done = as_user(
+        api,
+        mod,
+        """mutation($k: String!, $r: Int!) { setClaimStatus(key: $k, expectedRevision: $r,
+                   status: SUPPORTED) { status } }""",
+        {"k": key["key"], "r": key["revision"]},
+    )
     assert done["data"]["setClaimStatus"]["status"] == "SUPPORTED"
     supported = gql(api, '{ searchClaims(text: "curve", status: SUPPORTED) { edges { node { key } } } }')
     assert key["key"] in [e["node"]["key"] for e in supported["data"]["searchClaims"]["edges"]]
@@ -99,8 +111,12 @@ def _empty_db(tmp_path):
 
 
 def test_export_import_export_is_identical(families, db_url, tmp_path, api, accounts):
-    as_user(api, accounts["editor2"]["token"], """mutation { reviewClaim(key: "claim:1", verdict: DISPUTE,
-            comment: "not sure") { revision } }""")
+    as_user(
+        api,
+        accounts["editor2"]["token"],
+        """mutation { reviewClaim(key: "claim:1", verdict: DISPUTE,
+            comment: "not sure") { revision } }""",
+    )
     first = tmp_path / "claims.jsonl"
     r = kb(db_url, "claims", "export", "--output", str(first))
     assert r.returncode == 0, r.stderr
@@ -117,6 +133,7 @@ def test_export_import_export_is_identical(families, db_url, tmp_path, api, acco
     finally:
         if cleanup:
             from kb.db.engine import engine_for
+
             engine_for(url).dispose()
             admin, name = cleanup
             with admin.connect() as conn:

@@ -64,13 +64,19 @@ def test_unknown_neuron_suggests_and_exits_1(kb_env, engine, tiny_arch):
     assert r.exit_code == 0 and "tiny-cli@" in r.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["import", "torchvision:nonet"], "unknown architecture 'torchvision:nonet'"),
-    (["import", "lucent:inceptionv1", "--key", "Not A Key"], "is not valid"),
-    (["import", "torchvision:alexnet", "--weights", "/no/such/file.pt"], "checkpoint /no/such/file.pt does not exist"),
-    (["import", "torchvision:alexnet", "--weights", "IMAGENET1K_V9"], "no weights 'IMAGENET1K_V9'"),
-    (["neuron", "not a key at all"], "cannot read"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["import", "torchvision:nonet"], "unknown architecture 'torchvision:nonet'"),
+        (["import", "lucent:inceptionv1", "--key", "Not A Key"], "is not valid"),
+        (
+            ["import", "torchvision:alexnet", "--weights", "/no/such/file.pt"],
+            "checkpoint /no/such/file.pt does not exist",
+        ),
+        (["import", "torchvision:alexnet", "--weights", "IMAGENET1K_V9"], "no weights 'IMAGENET1K_V9'"),
+        (["neuron", "not a key at all"], "cannot read"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_1(kb_env, args, message):
     r = kb(kb_env, *args)
     assert r.returncode == 1
@@ -108,6 +114,7 @@ def test_schema_must_be_current(tmp_path, monkeypatch):
         get_settings.cache_clear()
         if BACKEND != "sqlite":
             from kb.db.engine import engine_for
+
             engine_for(url).dispose()
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

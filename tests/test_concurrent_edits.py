@@ -32,25 +32,31 @@ def test_no_lost_revisions(engine, db_url, inceptionv1):
     with engine.begin() as conn:
         owner = acc.create_user(conn, f"owner-{suffix}", "moderator")
         catalog = load_catalog(conn)
-        keys = [f"claim:{create_claim(conn, catalog, Account(owner, 'owner', 'moderator'), label=f'claim {i}', kind='FEATURE', subjects=[f'inceptionv1/mixed4c:{i}'])}"  # noqa: E501
-                for i in range(CLAIMS)]
+        keys = [
+            f"claim:{create_claim(conn, catalog, Account(owner, 'owner', 'moderator'), label=f'claim {i}', kind='FEATURE', subjects=[f'inceptionv1/mixed4c:{i}'])}"  # noqa: E501
+            for i in range(CLAIMS)
+        ]
         tokens = []
         for i in range(EDITORS):
             acc.create_user(conn, f"ed{i}-{suffix}", "moderator")  # may edit any claim's content
             tokens.append(acc.create_token(conn, f"ed{i}-{suffix}"))
 
-    with kb_serve({"KB_DATABASE_URL": db_url, "KB_RATE_LIMIT_BURST": "100000"}, "--workers", "4",
-                  "--no-render-worker") as base:
+    with kb_serve(
+        {"KB_DATABASE_URL": db_url, "KB_RATE_LIMIT_BURST": "100000"}, "--workers", "4", "--no-render-worker"
+    ) as base:
+
         def editor(i: int) -> list[tuple[str, str, str | None]]:
             out = []
             with httpx.Client(base_url=base, timeout=60, headers={"authorization": f"Bearer {tokens[i]}"}) as client:
                 for j in range(EDITS):
                     key = keys[(i + j) % CLAIMS]
-                    rev = client.post("/graphql", json={"query": READ, "variables": {"k": key}}).json()[
-                        "data"]["claim"]["revision"]
+                    rev = client.post("/graphql", json={"query": READ, "variables": {"k": key}}).json()["data"][
+                        "claim"
+                    ]["revision"]
                     label = f"edit {i}.{j}"
-                    body = client.post("/graphql", json={"query": UPDATE,
-                                                         "variables": {"k": key, "r": rev, "l": label}}).json()
+                    body = client.post(
+                        "/graphql", json={"query": UPDATE, "variables": {"k": key, "r": rev, "l": label}}
+                    ).json()
                     code = body["errors"][0]["extensions"]["code"] if body.get("errors") else None
                     out.append((key, label, code))
             return out
@@ -65,13 +71,17 @@ def test_no_lost_revisions(engine, db_url, inceptionv1):
     with engine.connect() as conn:
         for key in keys:
             claim_id = int(key.split(":")[1])
-            revs = conn.execute(sa.text("SELECT revision, label FROM claim_revision WHERE claim_id = :c "
-                                        "ORDER BY revision"), {"c": claim_id}).all()
+            revs = conn.execute(
+                sa.text("SELECT revision, label FROM claim_revision WHERE claim_id = :c ORDER BY revision"),
+                {"c": claim_id},
+            ).all()
             assert [r.revision for r in revs] == list(range(1, len(revs) + 1))  # linear, no gaps
             assert len(revs) - 1 == len(accepted[key])  # no lost revision
             assert sorted(r.label for r in revs[1:]) == sorted(accepted[key])  # each accepted edit exactly once
             current = conn.execute(sa.text("SELECT revision, label FROM claim WHERE id = :c"), {"c": claim_id}).one()
             assert current.revision == len(revs) and current.label == revs[-1].label
     assert codes[None] >= CLAIMS and codes["EDIT_CONFLICT"] > 0  # real contention happened
-    print(f"\n{EDITORS} editors x {EDITS} edits on {CLAIMS} claims: {codes[None]} accepted, "
-          f"{codes['EDIT_CONFLICT']} EDIT_CONFLICT, 0 lost")
+    print(
+        f"\n{EDITORS} editors x {EDITS} edits on {CLAIMS} claims: {codes[None]} accepted, "
+        f"{codes['EDIT_CONFLICT']} EDIT_CONFLICT, 0 lost"
+    )

@@ -14,8 +14,13 @@ def test_serve_renders_with_its_own_worker(db_url, engine, inceptionv1, tmp_path
     with engine.begin() as conn:
         acc.create_user(conn, f"embedded-{os.getpid()}", "editor")
         token = acc.create_token(conn, f"embedded-{os.getpid()}")
-    env = {"KB_DATABASE_URL": db_url, "KB_BROKER_URL": "", "KB_DATA_DIR": str(tmp_path / "data"),
-           "KB_STORAGE_DIR": str(tmp_path / "artifacts"), "KB_RENDER_DEVICE": "cpu"}
+    env = {
+        "KB_DATABASE_URL": db_url,
+        "KB_BROKER_URL": "",
+        "KB_DATA_DIR": str(tmp_path / "data"),
+        "KB_STORAGE_DIR": str(tmp_path / "artifacts"),
+        "KB_RENDER_DEVICE": "cpu",
+    }
     with kb_serve(env) as base:
         q = """mutation { requestRender(kind: FEATURE_VIS, neurons: ["InceptionV1 3a:9"],
                  params: {size: 32, steps: 3, upsample: 0, seed: 99}) { id } }"""
@@ -24,9 +29,14 @@ def test_serve_renders_with_its_own_worker(db_url, engine, inceptionv1, tmp_path
         job_id = r.json()["data"]["requestRender"][0]["id"]
         deadline = time.time() + 180
         while True:
-            job = httpx.post(f"{base}/graphql", json={"query": "query($i: [Int!]!) { renderJobs(ids: $i) { status "
-                                                               "error artifact { url } } }", "variables": {"i": [job_id]}},
-                             timeout=60).json()["data"]["renderJobs"][0]
+            job = httpx.post(
+                f"{base}/graphql",
+                json={
+                    "query": "query($i: [Int!]!) { renderJobs(ids: $i) { status error artifact { url } } }",
+                    "variables": {"i": [job_id]},
+                },
+                timeout=60,
+            ).json()["data"]["renderJobs"][0]
             if job["status"] in ("DONE", "FAILED"):
                 break
             assert time.time() < deadline, job

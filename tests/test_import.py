@@ -14,8 +14,10 @@ from kb.graph.importer import ImportProblem, import_model, remove_model
 from kb.graph.keys import Removed
 from kb.graph.weights import WeightsProblem, state_dict_sha256
 
-COUNTS = "SELECT (SELECT count(*) FROM model), (SELECT count(*) FROM layer), (SELECT count(*) FROM neuron), " \
-         "(SELECT count(*) FROM layer_link), (SELECT count(*) FROM connection)"
+COUNTS = (
+    "SELECT (SELECT count(*) FROM model), (SELECT count(*) FROM layer), (SELECT count(*) FROM neuron), "
+    "(SELECT count(*) FROM layer_link), (SELECT count(*) FROM connection)"
+)
 
 
 def counts(engine):

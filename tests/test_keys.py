@@ -5,31 +5,40 @@ import pytest
 from kb.graph.keys import BadKey, Catalog, LayerRef, ModelRef, NotFound, Removed
 
 SHA = "0123456789abcdef" * 4
-CATALOG = Catalog([
-    ModelRef("inceptionv1", SHA, (
-        LayerRef("conv2d0", "conv2d0", 64, ("conv2d0_pre_relu_conv",)),
-        LayerRef("mixed4b", "mixed4b", 512, ("4b",)),
-        LayerRef("mixed4c", "mixed4c", 512, ("4c",)),
-    )),
-    ModelRef("resnet50", "f" * 64, (LayerRef("layer3.5", "layer3.5", 1024, ("3.5",)),)),
-    ModelRef("googlenet", "e" * 64, (LayerRef("inception4c", "inception4c", 512, ("4c", "mixed4c")),)),
-    ModelRef("oldnet", "d" * 64, (), removed=True),
-])
+CATALOG = Catalog(
+    [
+        ModelRef(
+            "inceptionv1",
+            SHA,
+            (
+                LayerRef("conv2d0", "conv2d0", 64, ("conv2d0_pre_relu_conv",)),
+                LayerRef("mixed4b", "mixed4b", 512, ("4b",)),
+                LayerRef("mixed4c", "mixed4c", 512, ("4c",)),
+            ),
+        ),
+        ModelRef("resnet50", "f" * 64, (LayerRef("layer3.5", "layer3.5", 1024, ("3.5",)),)),
+        ModelRef("googlenet", "e" * 64, (LayerRef("inception4c", "inception4c", 512, ("4c", "mixed4c")),)),
+        ModelRef("oldnet", "d" * 64, (), removed=True),
+    ]
+)
 
 
-@pytest.mark.parametrize("text", [
-    "inceptionv1/mixed4c:447",
-    "InceptionV1 4c:447",
-    "inceptionv1 mixed4c:447",
-    "INCEPTIONV1/4c:447",
-    "inceptionv1@0123456789ab/mixed4c:447",
-    "models/inceptionv1/mixed4c_0/447",
-    "https://microscope.openai.com/models/inceptionv1/mixed4c_0/447",
-    "https://microscope.openai.com/models/inceptionv1/mixed4c_0/447/",
-    "/n/inceptionv1/mixed4c/447",
-    "http://kb.example.org/n/inceptionv1@0123456789ab/mixed4c/447",
-    "  inceptionv1/mixed4c:447  ",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "inceptionv1/mixed4c:447",
+        "InceptionV1 4c:447",
+        "inceptionv1 mixed4c:447",
+        "INCEPTIONV1/4c:447",
+        "inceptionv1@0123456789ab/mixed4c:447",
+        "models/inceptionv1/mixed4c_0/447",
+        "https://microscope.openai.com/models/inceptionv1/mixed4c_0/447",
+        "https://microscope.openai.com/models/inceptionv1/mixed4c_0/447/",
+        "/n/inceptionv1/mixed4c/447",
+        "http://kb.example.org/n/inceptionv1@0123456789ab/mixed4c/447",
+        "  inceptionv1/mixed4c:447  ",
+    ],
+)
 def test_forms_resolve_to_the_canonical_key(text):
     assert str(CATALOG.neuron(text)) == "inceptionv1/mixed4c:447"
 
@@ -75,8 +84,18 @@ def test_removed_model_resolves_to_removed():
         CATALOG.neuron("oldnet/conv1:0")
 
 
-@pytest.mark.parametrize("text", ["", "hello", "inceptionv1/mixed4c", "inceptionv1/mixed4c:-1", "a/b:c",
-                                  "x" * 600, "inceptionv1/mixed4c:447; drop table"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "hello",
+        "inceptionv1/mixed4c",
+        "inceptionv1/mixed4c:-1",
+        "a/b:c",
+        "x" * 600,
+        "inceptionv1/mixed4c:447; drop table",
+    ],
+)
 def test_malformed_keys(text):
     with pytest.raises(BadKey):
         CATALOG.neuron(text)

@@ -47,8 +47,14 @@ def test_program_storage_round_trip_and_single_kernel_matches_bulk():
     rng = np.random.default_rng(0)
     terms = (
         Term(0, 3, (L.Dense(rng.normal(size=(3, 4, 1, 1)).astype(np.float32)),)),
-        Term(3, 5, (L.Dense(rng.normal(size=(2, 4, 1, 1)).astype(np.float32)),
-                    L.Dense(rng.normal(size=(2, 2, 3, 3)).astype(np.float32), pad=(1, 1)))),
+        Term(
+            3,
+            5,
+            (
+                L.Dense(rng.normal(size=(2, 4, 1, 1)).astype(np.float32)),
+                L.Dense(rng.normal(size=(2, 2, 3, 3)).astype(np.float32), pad=(1, 1)),
+            ),
+        ),
         Term(5, 9, (L.box((3, 3), (1, 1), (1, 1)),)),
     )
     p = LinkProgram(4, 9, terms, ("a note",))

@@ -33,14 +33,25 @@ def parse(html: str) -> _Links:
 
 
 def local(url: str) -> str:
-    return url[len(BASE):] if url.startswith(BASE) else url
+    return url[len(BASE) :] if url.startswith(BASE) else url
 
 
 def test_the_neuron_url_the_api_gives_is_a_page_whose_links_are_pages(api, accounts):
     label = "car detector <script>alert(1)</script>"
-    made = as_user(api, accounts["editor"]["token"], CREATE, {"input": {
-        "label": label, "kind": "FEATURE", "subjects": ["InceptionV1 4c:447"], "body": "wheels & windows",
-        "evidence": [{"kind": "CITATION", "doi": "10.23915/distill.00024.006"}]}})["data"]["createClaim"]
+    made = as_user(
+        api,
+        accounts["editor"]["token"],
+        CREATE,
+        {
+            "input": {
+                "label": label,
+                "kind": "FEATURE",
+                "subjects": ["InceptionV1 4c:447"],
+                "body": "wheels & windows",
+                "evidence": [{"kind": "CITATION", "doi": "10.23915/distill.00024.006"}],
+            }
+        },
+    )["data"]["createClaim"]
     url = gql(api, '{ neuron(key: "InceptionV1 4c:447") { url } }')["data"]["neuron"]["url"]
     assert url == f"{BASE}/n/inceptionv1/mixed4c/447"
     r = api.get(local(url))
@@ -59,8 +70,12 @@ def test_the_neuron_url_the_api_gives_is_a_page_whose_links_are_pages(api, accou
 
 
 def test_claim_pages_show_each_revision(api, accounts):
-    made = as_user(api, accounts["editor"]["token"], CREATE, {"input": {
-        "label": "curve detector", "kind": "FEATURE", "subjects": ["InceptionV1 3b:379"]}})["data"]["createClaim"]
+    made = as_user(
+        api,
+        accounts["editor"]["token"],
+        CREATE,
+        {"input": {"label": "curve detector", "kind": "FEATURE", "subjects": ["InceptionV1 3b:379"]}},
+    )["data"]["createClaim"]
     as_user(api, accounts["editor"]["token"], UPDATE, {"key": made["key"], "patch": {"label": "curve detector (r2)"}})
     as_user(api, accounts["editor2"]["token"], REVIEW, {"key": made["key"]})
     number = made["key"].split(":")[1]
@@ -94,13 +109,20 @@ def test_browse_from_the_models_to_a_unit(api, accounts):
     pin = gql(api, '{ model(key: "inceptionv1") { shortHash } }')["data"]["model"]["shortHash"]
     assert api.get(f"/n/inceptionv1@{pin}").status_code == 200
     assert api.get("/n/inceptionv1@000000000000").status_code == 404
-    made = as_user(api, accounts["editor"]["token"], CREATE, {"input": {
-        "label": "layer-page claim", "kind": "FEATURE", "subjects": ["InceptionV1 4c:3"]}})["data"]["createClaim"]
+    made = as_user(
+        api,
+        accounts["editor"]["token"],
+        CREATE,
+        {"input": {"label": "layer-page claim", "kind": "FEATURE", "subjects": ["InceptionV1 4c:3"]}},
+    )["data"]["createClaim"]
     for path in ("/n/inceptionv1/mixed4c", "/n/inceptionv1/4c"):  # the papers' layer name works too
         layer = api.get(path)
         links = parse(layer.text).links
-        assert layer.status_code == 200 and "/n/inceptionv1/mixed4c/511" in links and len(
-            [a for a in links if a.startswith("/n/inceptionv1/mixed4c/")]) == 512
+        assert (
+            layer.status_code == 200
+            and "/n/inceptionv1/mixed4c/511" in links
+            and len([a for a in links if a.startswith("/n/inceptionv1/mixed4c/")]) == 512
+        )
         assert f"/c/{made['key'].split(':')[1]}" in links
     unit = parse(api.get("/n/inceptionv1/mixed4c/3").text).links
     assert "/n/inceptionv1/mixed4c" in unit and "/n/inceptionv1" in unit  # and back up

@@ -51,17 +51,28 @@ def test_adapter_removes_hooks_and_is_seeded():
 
 def test_requests_are_rows_and_repeat_requests_reuse_them(api, accounts):
     ed = accounts["editor"]["token"]
-    first = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:1", "InceptionV1 3a:2"],
-                                       "p": {**SMALL, "seed": 7}})["data"]["requestRender"]
-    again = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["inceptionv1/mixed3a:2"],
-                                       "p": {**SMALL, "seed": 7}})["data"]["requestRender"]
+    first = as_user(
+        api,
+        ed,
+        REQUEST,
+        {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:1", "InceptionV1 3a:2"], "p": {**SMALL, "seed": 7}},
+    )["data"]["requestRender"]
+    again = as_user(
+        api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["inceptionv1/mixed3a:2"], "p": {**SMALL, "seed": 7}}
+    )["data"]["requestRender"]
     assert again[0]["id"] == first[1]["id"] and first[0]["neuron"]["key"] == "inceptionv1/mixed3a:1"
-    other = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:2"],
-                                       "p": {**SMALL, "seed": 8}})["data"]["requestRender"]
+    other = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:2"], "p": {**SMALL, "seed": 8}})[
+        "data"
+    ]["requestRender"]
     assert other[0]["id"] != first[1]["id"]
-    for bad, code in (({"size": 4}, "BAD_INPUT"), ({"steps": 0}, "BAD_INPUT"), ({"steps": 100000}, "BAD_INPUT"),
-                      ({"batch": 0}, "BAD_INPUT"), ({"batch": 5000}, "BAD_INPUT"),
-                      ({"parameterization": "cppn"}, "BAD_INPUT")):
+    for bad, code in (
+        ({"size": 4}, "BAD_INPUT"),
+        ({"steps": 0}, "BAD_INPUT"),
+        ({"steps": 100000}, "BAD_INPUT"),
+        ({"batch": 0}, "BAD_INPUT"),
+        ({"batch": 5000}, "BAD_INPUT"),
+        ({"parameterization": "cppn"}, "BAD_INPUT"),
+    ):
         err = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:1"], "p": bad})["errors"][0]
         assert err["extensions"]["code"] == code
     err = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3z:1"]})["errors"][0]
@@ -72,11 +83,22 @@ def test_requests_are_rows_and_repeat_requests_reuse_them(api, accounts):
 
 def _worker(db_url, storage, **env):
     exe = Path(sys.executable).parent / "kb"
-    full = {**os.environ, "KB_DATABASE_URL": db_url, "KB_STORAGE_DIR": str(storage), "KB_RENDER_DEVICE": "cpu",
-            **{k: str(v) for k, v in env.items()}}
+    full = {
+        **os.environ,
+        "KB_DATABASE_URL": db_url,
+        "KB_STORAGE_DIR": str(storage),
+        "KB_RENDER_DEVICE": "cpu",
+        **{k: str(v) for k, v in env.items()},
+    }
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kb-test-worker-{os.getpid()}.log", "a")
-    return subprocess.Popen([str(exe), "worker", "--loglevel", "warning"], env=full, start_new_session=True,
-                            stdout=log, stderr=log, text=True)
+    return subprocess.Popen(
+        [str(exe), "worker", "--loglevel", "warning"],
+        env=full,
+        start_new_session=True,
+        stdout=log,
+        stderr=log,
+        text=True,
+    )
 
 
 def _wait(api, ids, until, timeout=180):
@@ -99,12 +121,17 @@ def clean_queue():
 
 def test_worker_renders_and_the_api_serves(api, accounts, db_url, clean_queue, engine):
     from kb.settings import get_settings
+
     storage = get_settings().artifacts_dir
     worker = _worker(db_url, storage)
     try:
         ed = accounts["editor"]["token"]
-        asked = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": [f"InceptionV1 3b:{i}" for i in range(3)],
-                                           "p": {**SMALL, "seed": 3}})["data"]["requestRender"]
+        asked = as_user(
+            api,
+            ed,
+            REQUEST,
+            {"kind": "FEATURE_VIS", "n": [f"InceptionV1 3b:{i}" for i in range(3)], "p": {**SMALL, "seed": 3}},
+        )["data"]["requestRender"]
         weights = as_user(api, ed, REQUEST, {"kind": "WEIGHTS", "n": ["InceptionV1 3b:0"]})["data"]["requestRender"]
         ids = [j["id"] for j in asked + weights]
         jobs = _wait(api, ids, lambda js: all(j["status"] in ("DONE", "FAILED") for j in js))
@@ -125,21 +152,27 @@ def test_worker_renders_and_the_api_serves(api, accounts, db_url, clean_queue, e
     rendered = [(v["index"], v["artifact"]["url"]) for v in grid["data"]["layer"]["visualizations"]]
     assert {0, 1, 2} <= {i for i, _ in rendered} and (0, url) in rendered
     assert f'src="{url}"' in api.get("/n/inceptionv1/mixed3b").text  # the layer page shows the image
-    again = as_user(api, accounts["editor"]["token"], REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 3b:1"],
-                                                               "p": {**SMALL, "seed": 3}})["data"]["requestRender"]
+    again = as_user(
+        api,
+        accounts["editor"]["token"],
+        REQUEST,
+        {"kind": "FEATURE_VIS", "n": ["InceptionV1 3b:1"], "p": {**SMALL, "seed": 3}},
+    )["data"]["requestRender"]
     assert again[0]["id"] == ids[1] and again[0]["status"] == "DONE" and again[0]["attempts"] == 1
 
 
 def test_killed_worker_loses_nothing(api, accounts, db_url, clean_queue, engine):
     """SIGKILL a worker in the middle of a render; a new worker finishes the job: one row, one artifact."""
     from kb.settings import get_settings
+
     storage = get_settings().artifacts_dir
     fast = {"KB_RENDER_LEASE_S": 4, "KB_RENDER_SWEEP_S": 1}
     first = _worker(db_url, storage, **fast)
     ed = accounts["editor"]["token"]
     params = {"size": 48, "steps": 400, "upsample": 0, "seed": 11}
-    job = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 4a:5"], "p": params})[
-        "data"]["requestRender"][0]
+    job = as_user(api, ed, REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 4a:5"], "p": params})["data"][
+        "requestRender"
+    ][0]
     try:
         _wait(api, [job["id"]], lambda js: js[0]["status"] == "RUNNING" and js[0]["progress"] > 0)
         os.killpg(first.pid, signal.SIGKILL)
@@ -157,13 +190,18 @@ def test_killed_worker_loses_nothing(api, accounts, db_url, clean_queue, engine)
     # can let the lease lapse and the job be claimed once more: still one row and one artifact, checked below.
     assert done["status"] == "DONE" and done["attempts"] >= 2, done
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT count(*) FROM render_job WHERE layer_key = 'mixed4a' AND unit = 5 "
-                                    "AND kind = 'FEATURE_VIS' AND params->>'seed' = '11'" if engine.dialect.name ==
-                                    "postgresql" else "SELECT count(*) FROM render_job WHERE layer_key = 'mixed4a' "
-                                    "AND unit = 5 AND kind = 'FEATURE_VIS' AND json_extract(params, '$.seed') = 11")
-                            ).scalar_one()
-        artifacts = conn.execute(sa.text("SELECT count(*) FROM artifact WHERE sha256 = :s"),
-                                 {"s": done["artifact"]["sha256"]}).scalar_one()
+        rows = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM render_job WHERE layer_key = 'mixed4a' AND unit = 5 "
+                "AND kind = 'FEATURE_VIS' AND params->>'seed' = '11'"
+                if engine.dialect.name == "postgresql"
+                else "SELECT count(*) FROM render_job WHERE layer_key = 'mixed4a' "
+                "AND unit = 5 AND kind = 'FEATURE_VIS' AND json_extract(params, '$.seed') = 11"
+            )
+        ).scalar_one()
+        artifacts = conn.execute(
+            sa.text("SELECT count(*) FROM artifact WHERE sha256 = :s"), {"s": done["artifact"]["sha256"]}
+        ).scalar_one()
     assert rows == 1 and artifacts == 1
     files = list(Path(storage).rglob(f"{done['artifact']['sha256']}*"))
     assert len(files) == 1 and not list(Path(storage).rglob(".tmp-*"))
@@ -173,6 +211,7 @@ def test_dataset_examples(api, accounts, db_url, clean_queue, tmp_path):
     from PIL import Image
 
     from kb.settings import get_settings
+
     good, bad = tmp_path / "images", tmp_path / "unreadable"
     good.mkdir()
     bad.mkdir()
@@ -186,24 +225,41 @@ def test_dataset_examples(api, accounts, db_url, clean_queue, tmp_path):
     for name, folder in ((f"tiny-{os.getpid()}", good), (f"junk-{os.getpid()}", bad)):
         r = subprocess.run([str(exe), "dataset", "add", name, str(folder)], env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-    r = subprocess.run([str(exe), "dataset", "add", "x", str(tmp_path / "nowhere")], env=env, capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [str(exe), "dataset", "add", "x", str(tmp_path / "nowhere")], env=env, capture_output=True, text=True
+    )
     assert r.returncode == 1 and "is not a folder" in r.stderr
     worker = _worker(db_url, get_settings().artifacts_dir)
     try:
         ed = accounts["editor"]["token"]
-        ok = as_user(api, ed, REQUEST, {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0", "InceptionV1 3a:5"],
-                                        "p": {"dataset": f"tiny-{os.getpid()}", "topK": 4}})["data"]["requestRender"]
-        junk = as_user(api, ed, REQUEST, {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0"],
-                                          "p": {"dataset": f"junk-{os.getpid()}", "topK": 4}})["data"]["requestRender"]
+        ok = as_user(
+            api,
+            ed,
+            REQUEST,
+            {
+                "kind": "DATASET_EXAMPLES",
+                "n": ["InceptionV1 3a:0", "InceptionV1 3a:5"],
+                "p": {"dataset": f"tiny-{os.getpid()}", "topK": 4},
+            },
+        )["data"]["requestRender"]
+        junk = as_user(
+            api,
+            ed,
+            REQUEST,
+            {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0"], "p": {"dataset": f"junk-{os.getpid()}", "topK": 4}},
+        )["data"]["requestRender"]
         jobs = _wait(api, [j["id"] for j in ok + junk], lambda js: all(j["status"] in ("DONE", "FAILED") for j in js))
     finally:
         worker.terminate()
         worker.wait(timeout=30)
     assert [j["status"] for j in jobs] == ["DONE", "DONE", "FAILED"], jobs
     assert "no readable images" in jobs[2]["error"] and jobs[2]["attempts"] == 1
-    missing = as_user(api, accounts["editor"]["token"], REQUEST, {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0"],
-                                                                 "p": {"dataset": "nope"}})["errors"][0]
+    missing = as_user(
+        api,
+        accounts["editor"]["token"],
+        REQUEST,
+        {"kind": "DATASET_EXAMPLES", "n": ["InceptionV1 3a:0"], "p": {"dataset": "nope"}},
+    )["errors"][0]
     assert missing["extensions"]["code"] == "NOT_FOUND"
 
 
@@ -213,9 +269,12 @@ def test_a_job_that_keeps_failing_ends_failed(api, accounts, db_url, clean_queue
     not_a_folder.write_text("storage cannot live under a file")
     worker = _worker(db_url, not_a_folder / "artifacts", KB_RENDER_RETRY_BASE_S=0.2)
     try:
-        job = as_user(api, accounts["editor"]["token"], REQUEST,
-                      {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:3"], "p": {**SMALL, "seed": 1234}})[
-            "data"]["requestRender"][0]
+        job = as_user(
+            api,
+            accounts["editor"]["token"],
+            REQUEST,
+            {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:3"], "p": {**SMALL, "seed": 1234}},
+        )["data"]["requestRender"][0]
         done = _wait(api, [job["id"]], lambda js: js[0]["status"] in ("DONE", "FAILED"))[0]
     finally:
         worker.terminate()
@@ -241,6 +300,7 @@ RABBIT = os.environ.get("KB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//
 def _rabbit_answers() -> bool:
     import socket
     from urllib.parse import urlparse
+
     u = urlparse(RABBIT)
     try:
         socket.create_connection((u.hostname, u.port or 5672), timeout=2).close()
@@ -270,14 +330,22 @@ def test_rabbitmq_broker_works_too(accounts, db_url, inceptionv1, tmp_path):
     headers = {"authorization": f"Bearer {accounts['editor']['token']}"}
     try:
         with kb_serve(env, "--no-render-worker") as base:
-            asked = httpx.post(f"{base}/graphql", headers=headers, timeout=60, json={"query": REQUEST, "variables": {
-                "kind": "FEATURE_VIS", "n": ["InceptionV1 3a:5"], "p": {**SMALL, "seed": 11}}}).json()
+            asked = httpx.post(
+                f"{base}/graphql",
+                headers=headers,
+                timeout=60,
+                json={
+                    "query": REQUEST,
+                    "variables": {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:5"], "p": {**SMALL, "seed": 11}},
+                },
+            ).json()
             assert "errors" not in asked, asked
             ids = [j["id"] for j in asked["data"]["requestRender"]]
             deadline = time.time() + 180
             while True:
-                jobs = httpx.post(f"{base}/graphql", timeout=60, json={"query": JOBS, "variables": {"ids": ids}}
-                                  ).json()["data"]["renderJobs"]
+                jobs = httpx.post(
+                    f"{base}/graphql", timeout=60, json={"query": JOBS, "variables": {"ids": ids}}
+                ).json()["data"]["renderJobs"]
                 if jobs[0]["status"] in ("DONE", "FAILED") or time.time() > deadline:
                     break
                 time.sleep(0.5)

@@ -14,8 +14,10 @@ from kb.render import lucent_adapter as A
 from kb.render.allocator import keep_freed_memory
 
 
-@pytest.mark.parametrize("k,stride,pad,size", [(7, 2, 3, 224), (7, 2, 3, 225), (3, 2, 1, 31), (5, 3, 2, 40),
-                                               (11, 4, 2, 227), (2, 2, 0, 33), (3, 2, 0, 32)])
+@pytest.mark.parametrize(
+    "k,stride,pad,size",
+    [(7, 2, 3, 224), (7, 2, 3, 225), (3, 2, 1, 31), (5, 3, 2, 40), (11, 4, 2, 227), (2, 2, 0, 33), (3, 2, 0, 32)],
+)
 def test_polyphase_input_gradient_is_the_convolution_gradient(k, stride, pad, size):
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 16, k, stride=stride, padding=pad).requires_grad_(False)
@@ -32,16 +34,20 @@ def test_polyphase_input_gradient_is_the_convolution_gradient(k, stride, pad, si
 
 
 def test_polyphase_leaves_other_convolutions_alone():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=1), nn.Conv2d(8, 8, 3, stride=2),
-                          nn.Conv2d(3, 8, 3, stride=2, dilation=2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=1), nn.Conv2d(8, 8, 3, stride=2), nn.Conv2d(3, 8, 3, stride=2, dilation=2)
+    )
     assert model_rewrites.polyphase_input_convs(model) == 0
 
 
 class _ConvBn(nn.Module):
     def __init__(self, cin, cout, relu_first=False):
         super().__init__()
-        self.conv, self.bn, self.relu_first = nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), \
-            relu_first
+        self.conv, self.bn, self.relu_first = (
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            relu_first,
+        )
 
     def forward(self, x):
         return self.bn(torch.relu(self.conv(x))) if self.relu_first else torch.relu(self.bn(self.conv(x)))
@@ -87,6 +93,7 @@ def test_prepared_googlenet_computes_the_same_activations():
 
 def test_transforms_draw_what_lucent_draws():
     from lucent.optvis import transform as L
+
     x = torch.rand(2, 3, 64, 64)
     for angle in (10, -7, 3):  # rotation matches kornia's
         assert torch.allclose(transforms.random_rotate(x, [angle]), L.random_rotate([angle])(x), atol=1e-4)
@@ -94,7 +101,7 @@ def test_transforms_draw_what_lucent_draws():
     shifted = transforms.jitter(x, 8)
     np.random.seed(3)
     dx, dy = np.random.choice(8), np.random.choice(8)
-    assert torch.equal(shifted[..., dy:, dx:], x[..., :64 - dy, :64 - dx])  # an exact integer shift
+    assert torch.equal(shifted[..., dy:, dx:], x[..., : 64 - dy, : 64 - dx])  # an exact integer shift
     assert not shifted[..., :dy, :].any() and not shifted[..., :, :dx].any()
     for seed in range(8):  # same random draws in the same order: same sizes, nearly the same pixels
         np.random.seed(seed)
@@ -114,8 +121,9 @@ def test_batches_do_not_change_a_units_image():
     run = dict(size=32, steps=3, upsample=64)
     together = A.render_units(model, "inception3a", [1, 2, 3], **run)
     steps = []
-    alone = A.render_units(model, "inception3a", [1, 2, 3], max_batch=1, progress=lambda s, t: steps.append((s, t)),
-                           **run)
+    alone = A.render_units(
+        model, "inception3a", [1, 2, 3], max_batch=1, progress=lambda s, t: steps.append((s, t)), **run
+    )
     assert steps[-1] == (9, 9) and len(steps) == 9
     for a, b in zip(together, alone):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2

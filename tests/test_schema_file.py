@@ -10,4 +10,5 @@ SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.graphql"
 def test_committed_schema_matches_the_code():
     expected = build_schema().as_str() + "\n"
     assert SCHEMA_FILE.read_text() == expected, (
-        "schema.graphql is out of date: run  .venv/bin/python -m kb.schema > schema.graphql")
+        "schema.graphql is out of date: run  .venv/bin/python -m kb.schema > schema.graphql"
+    )

@@ -13,8 +13,15 @@ from jacobian import jacobian
 from kb.graph import zoo
 from kb.graph.extract import links
 
-SOURCES = ["lucent:inceptionv1", "torchvision:googlenet", "torchvision:resnet50", "torchvision:inception_v3",
-           "torchvision:alexnet", "torchvision:vgg16", "torchvision:vgg19"]
+SOURCES = [
+    "lucent:inceptionv1",
+    "torchvision:googlenet",
+    "torchvision:resnet50",
+    "torchvision:inception_v3",
+    "torchvision:alexnet",
+    "torchvision:vgg16",
+    "torchvision:vgg19",
+]
 
 
 def _randomise_batchnorm(model):
@@ -41,19 +48,20 @@ def test_expanded_kernels_equal_the_linearised_jacobian(source):
         slices = p.slices() if len(p.slices()) > 1 else [(0, p.out_channels)]
         for start, stop in slices[:6]:
             target = (start + stop) // 2
-            grad, (y, x) = jacobian(model, arch.layer(link.source).module, arch.layer(link.target).module, target,
-                                    arch.input_shape[1])
+            grad, (y, x) = jacobian(
+                model, arch.layer(link.source).module, arch.layer(link.target).module, target, arch.input_shape[1]
+            )
             k = p.kernel(target)
             kh, kw = k.size
             y0, x0 = y * k.stride[0] - k.pad[0], x * k.stride[1] - k.pad[1]
             g = grad.numpy()
             assert y0 >= 0 and x0 >= 0 and y0 + kh <= g.shape[1] and x0 + kw <= g.shape[2], "window off the map"
-            window = g[:, y0:y0 + kh, x0:x0 + kw]
+            window = g[:, y0 : y0 + kh, x0 : x0 + kw]
             scale = np.abs(window).max()
             assert scale > 0
             np.testing.assert_allclose(k.weight[0], window, atol=2e-5 * scale, rtol=0)
             outside = g.copy()
-            outside[:, y0:y0 + kh, x0:x0 + kw] = 0
+            outside[:, y0 : y0 + kh, x0 : x0 + kw] = 0
             assert np.abs(outside).max() == 0
             checked += 1
     assert checked >= len(programs)

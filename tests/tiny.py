@@ -58,8 +58,15 @@ TINY = Architecture(
         LayerSpec("c2", "relu2", "conv", ("conv",), ("conv2",)),
         LayerSpec("mixed", "block", "inception", ("inception",), ("3a",)),
     ),
-    trunk=(M("conv1"), M("relu1"), M("conv2"), M("bn2"), M("relu2"), M("pool"),
-           Branches("block", ((M("a"),), (M("b_reduce"), M("b"))))),
+    trunk=(
+        M("conv1"),
+        M("relu1"),
+        M("conv2"),
+        M("bn2"),
+        M("relu2"),
+        M("pool"),
+        Branches("block", ((M("a"),), (M("b_reduce"), M("b")))),
+    ),
     build=build,
     description="hand-built test network",
 )
@@ -68,7 +75,7 @@ TINY = Architecture(
 EXPECTED = {
     ("c1", 0, "c2", 0): (9 * 2.0, 3 * 2.0),
     ("c1", 1, "c2", 0): (-1 * 2.0, 1 * 2.0),
-    ("c1", 0, "c2", 1): (45 * 0.5, 285 ** 0.5 * 0.5),
+    ("c1", 0, "c2", 1): (45 * 0.5, 285**0.5 * 0.5),
     ("c1", 1, "c2", 1): (0.0, 0.0),
     # the 2x2 max-pool is linearised as its average: a 1x1 conv after it spreads 1/4 over 2x2
     ("c2", 0, "mixed", 0): (1.0, 0.5),

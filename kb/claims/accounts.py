@@ -73,8 +73,11 @@ def create_user(conn: sa.Connection, name: str, role: str, display_name: str = "
     t = User.__table__
     if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first():
         raise BadInput(f"user {name!r} already exists")
-    return conn.execute(sa.insert(t).values(name=name, role=role, display_name=display_name or name,
-                                            created_at=utcnow()).returning(t.c.id)).scalar_one()
+    return conn.execute(
+        sa.insert(t)
+        .values(name=name, role=role, display_name=display_name or name, created_at=utcnow())
+        .returning(t.c.id)
+    ).scalar_one()
 
 
 def user_id(conn: sa.Connection, name: str) -> int:
@@ -94,15 +97,19 @@ def ensure_user(conn: sa.Connection, name: str, role: str, display_name: str = "
 def create_token(conn: sa.Connection, name: str, note: str = "") -> str:
     uid = user_id(conn, name)
     token = new_token()
-    conn.execute(sa.insert(ApiToken.__table__).values(user_id=uid, token_hash=token_hash(token), prefix=token[:12],
-                                                      note=note, created_at=utcnow()))
+    conn.execute(
+        sa.insert(ApiToken.__table__).values(
+            user_id=uid, token_hash=token_hash(token), prefix=token[:12], note=note, created_at=utcnow()
+        )
+    )
     return token
 
 
 def revoke_token(conn: sa.Connection, prefix: str) -> int:
     t = ApiToken.__table__
-    n = conn.execute(sa.update(t).where(t.c.prefix == prefix[:12], t.c.revoked_at.is_(None))
-                     .values(revoked_at=utcnow())).rowcount
+    n = conn.execute(
+        sa.update(t).where(t.c.prefix == prefix[:12], t.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+    ).rowcount
     if not n:
         raise NotFound(f"no active token starting {prefix[:12]!r}")
     return n
@@ -112,8 +119,11 @@ def authenticate(conn: sa.Connection, token: str) -> Account:
     if not well_formed(token):
         raise Unauthenticated("malformed token: expected ckb_… with a valid checksum")
     t, u = ApiToken.__table__, User.__table__
-    row = conn.execute(sa.select(t.c.id, t.c.revoked_at, u.c.id.label("uid"), u.c.name, u.c.role, u.c.disabled_at)
-                       .join(u, u.c.id == t.c.user_id).where(t.c.token_hash == token_hash(token))).first()
+    row = conn.execute(
+        sa.select(t.c.id, t.c.revoked_at, u.c.id.label("uid"), u.c.name, u.c.role, u.c.disabled_at)
+        .join(u, u.c.id == t.c.user_id)
+        .where(t.c.token_hash == token_hash(token))
+    ).first()
     if row is None:
         raise Unauthenticated("unknown token")
     if row.revoked_at is not None:

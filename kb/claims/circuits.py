@@ -29,8 +29,15 @@ def _key(catalog: Catalog, text: str, what: str) -> str:
         raise (NotFound if exc.code == "NOT_FOUND" else BadInput)(f"{what}: {exc}") from None
 
 
-def create_circuit(conn: sa.Connection, catalog: Catalog, actor: Account, name: str, neurons: list[str],
-                   edges: list[dict], description: str = "") -> int:
+def create_circuit(
+    conn: sa.Connection,
+    catalog: Catalog,
+    actor: Account,
+    name: str,
+    neurons: list[str],
+    edges: list[dict],
+    description: str = "",
+) -> int:
     if not actor.at_least("editor"):
         raise Forbidden("creating circuits needs the editor role")
     name = (name or "").strip()
@@ -41,8 +48,10 @@ def create_circuit(conn: sa.Connection, catalog: Catalog, actor: Account, name: 
     keys = [_key(catalog, n, "neuron") for n in neurons]
     clean_edges = []
     for i, e in enumerate(edges):
-        s, t = _key(catalog, e.get("source", ""), f"edge {i + 1} source"), _key(catalog, e.get("target", ""),
-                                                                             f"edge {i + 1} target")
+        s, t = (
+            _key(catalog, e.get("source", ""), f"edge {i + 1} source"),
+            _key(catalog, e.get("target", ""), f"edge {i + 1} target"),
+        )
         clean_edges.append({"source": s, "target": t, "note": (e.get("note") or "")[:2000]})
         keys += [s, t]
     keys = list(dict.fromkeys(keys))
@@ -52,9 +61,19 @@ def create_circuit(conn: sa.Connection, catalog: Catalog, actor: Account, name: 
     if len(models) > 1:
         raise BadInput("a circuit's neurons belong to one model")
     t = Circuit.__table__
-    return conn.execute(sa.insert(t).values(model_key=models.pop(), name=name, description=description or "",
-                                            neurons=keys, edges=clean_edges, created_by=actor.id,
-                                            created_at=utcnow()).returning(t.c.id)).scalar_one()
+    return conn.execute(
+        sa.insert(t)
+        .values(
+            model_key=models.pop(),
+            name=name,
+            description=description or "",
+            neurons=keys,
+            edges=clean_edges,
+            created_by=actor.id,
+            created_at=utcnow(),
+        )
+        .returning(t.c.id)
+    ).scalar_one()
 
 
 def get(conn: sa.Connection, circuit_id: int) -> dict:
@@ -88,21 +107,47 @@ def check(graph: ModelGraph, circuit: dict) -> list[EdgeCheck]:
             s = graph.ordinal(s_layer, int(s_index))
             t = graph.ordinal(t_layer, int(t_index))
         except (KeyError, IndexError):
-            out.append(EdgeCheck(e["source"], e["target"], e["note"], False, None, None, "ABSENT", None, None,
-                                 "a unit is not in the model"))
+            out.append(
+                EdgeCheck(
+                    e["source"],
+                    e["target"],
+                    e["note"],
+                    False,
+                    None,
+                    None,
+                    "ABSENT",
+                    None,
+                    None,
+                    "a unit is not in the model",
+                )
+            )
             continue
         rows = graph.inputs
         lo, hi = int(rows.indptr[t]), int(rows.indptr[t + 1])
         hits = np.nonzero(rows.other[lo:hi] == s)[0]
         if not len(hits):
-            reason = ("the source is not in the layer just before the target: no direct edge "
-                      "(a path query shows the chain)")
-            out.append(EdgeCheck(e["source"], e["target"], e["note"], False, None, None, "ABSENT", None, hi - lo,
-                                 reason))
+            reason = (
+                "the source is not in the layer just before the target: no direct edge (a path query shows the chain)"
+            )
+            out.append(
+                EdgeCheck(e["source"], e["target"], e["note"], False, None, None, "ABSENT", None, hi - lo, reason)
+            )
             continue
         p = lo + int(hits[0])
         w = float(rows.weight[p])
         sign = "POSITIVE" if w > 0 else "NEGATIVE" if w < 0 else "ZERO"
-        out.append(EdgeCheck(e["source"], e["target"], e["note"], True, w, float(rows.magnitude[p]), sign,
-                             int(hits[0]) + 1, hi - lo, ""))
+        out.append(
+            EdgeCheck(
+                e["source"],
+                e["target"],
+                e["note"],
+                True,
+                w,
+                float(rows.magnitude[p]),
+                sign,
+                int(hits[0]) + 1,
+                hi - lo,
+                "",
+            )
+        )
     return out

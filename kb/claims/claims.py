@@ -29,7 +29,7 @@ AUTHOR_STATUSES = ("PROPOSED", "RETRACTED")  # what an editor may set on their o
 def parse_key(key: str) -> int:
     text = (key or "").strip()
     if text.startswith("claim:"):
-        text = text[len("claim:"):]
+        text = text[len("claim:") :]
     text = text.split("@", 1)[0]
     if not text.isdigit():
         raise BadInput(f"{key!r} is not a claim key (claim:17)")
@@ -93,30 +93,61 @@ def parse_circuit_key(key: str | None) -> int | None:
         return None
     text = key.strip()
     if text.startswith("circuit:"):
-        text = text[len("circuit:"):]
+        text = text[len("circuit:") :]
     if not text.isdigit():
         raise BadInput(f"{key!r} is not a circuit key (circuit:3)")
     return int(text)
 
 
-def create_claim(conn: sa.Connection, catalog: Catalog, actor: Account, *, label: str, kind: str,
-                 body: str = "", confidence: float | None = None, subjects: list[str] | None = None,
-                 circuit: str | None = None, evidence: list[dict] | None = None, message: str = "",
-                 origin: str | None = None, at: datetime | None = None) -> int:
+def create_claim(
+    conn: sa.Connection,
+    catalog: Catalog,
+    actor: Account,
+    *,
+    label: str,
+    kind: str,
+    body: str = "",
+    confidence: float | None = None,
+    subjects: list[str] | None = None,
+    circuit: str | None = None,
+    evidence: list[dict] | None = None,
+    message: str = "",
+    origin: str | None = None,
+    at: datetime | None = None,
+) -> int:
     if not actor.at_least("editor"):
         raise Forbidden("creating claims needs the editor role")
-    fields = {"label": C.label(label), "body": C.body(body), "kind": C.kind(kind), "status": "PROPOSED",
-              "confidence": C.confidence(confidence), "subjects": C.subjects(catalog, subjects),
-              "circuit_id": parse_circuit_key(circuit), "evidence": C.evidence(catalog, evidence)}
+    fields = {
+        "label": C.label(label),
+        "body": C.body(body),
+        "kind": C.kind(kind),
+        "status": "PROPOSED",
+        "confidence": C.confidence(confidence),
+        "subjects": C.subjects(catalog, subjects),
+        "circuit_id": parse_circuit_key(circuit),
+        "evidence": C.evidence(catalog, evidence),
+    }
     model_key = _model_key(conn, fields["subjects"], fields["circuit_id"])
     at = at or utcnow()
     c = Claim.__table__
-    claim_id = conn.execute(sa.insert(c).values(
-        revision=1, model_key=model_key, origin=origin, created_by=actor.id, created_at=at, updated_at=at,
-        **{k: fields[k] for k in ("label", "body", "kind", "status", "confidence", "circuit_id")},
-    ).returning(c.c.id)).scalar_one()
-    conn.execute(sa.insert(ClaimRevision.__table__).values(claim_id=claim_id, revision=1, author_id=actor.id,
-                                                           created_at=at, message=message[:500], **fields))
+    claim_id = conn.execute(
+        sa.insert(c)
+        .values(
+            revision=1,
+            model_key=model_key,
+            origin=origin,
+            created_by=actor.id,
+            created_at=at,
+            updated_at=at,
+            **{k: fields[k] for k in ("label", "body", "kind", "status", "confidence", "circuit_id")},
+        )
+        .returning(c.c.id)
+    ).scalar_one()
+    conn.execute(
+        sa.insert(ClaimRevision.__table__).values(
+            claim_id=claim_id, revision=1, author_id=actor.id, created_at=at, message=message[:500], **fields
+        )
+    )
     _write_subjects(conn, claim_id, fields["subjects"])
     return claim_id
 
@@ -132,30 +163,54 @@ def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict:
 def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, new: dict, message: str) -> int:
     c = Claim.__table__
     at = utcnow()
-    done = conn.execute(sa.update(c).where(c.c.id == claim_id, c.c.revision == expected).values(
-        revision=expected + 1, updated_at=at,
-        **{k: new[k] for k in ("label", "body", "kind", "status", "confidence", "circuit_id")},
-    )).rowcount
+    done = conn.execute(
+        sa.update(c)
+        .where(c.c.id == claim_id, c.c.revision == expected)
+        .values(
+            revision=expected + 1,
+            updated_at=at,
+            **{k: new[k] for k in ("label", "body", "kind", "status", "confidence", "circuit_id")},
+        )
+    ).rowcount
     if not done:
         current = conn.execute(sa.select(c.c.revision).where(c.c.id == claim_id)).scalar()
-        raise EditConflict(f"claim:{claim_id} is at revision {current}, not {expected}: "
-                           f"read it again and re-apply your edit", currentRevision=current)
-    conn.execute(sa.insert(ClaimRevision.__table__).values(claim_id=claim_id, revision=expected + 1,
-                                                           author_id=actor.id, created_at=at,
-                                                           message=(message or "")[:500], **new))
+        raise EditConflict(
+            f"claim:{claim_id} is at revision {current}, not {expected}: read it again and re-apply your edit",
+            currentRevision=current,
+        )
+    conn.execute(
+        sa.insert(ClaimRevision.__table__).values(
+            claim_id=claim_id,
+            revision=expected + 1,
+            author_id=actor.id,
+            created_at=at,
+            message=(message or "")[:500],
+            **new,
+        )
+    )
     _write_subjects(conn, claim_id, new["subjects"])
     return expected + 1
 
 
-def update_claim(conn: sa.Connection, catalog: Catalog, actor: Account, claim_id: int, expected_revision: int,
-                 patch: dict, message: str = "") -> int:
+def update_claim(
+    conn: sa.Connection,
+    catalog: Catalog,
+    actor: Account,
+    claim_id: int,
+    expected_revision: int,
+    patch: dict,
+    message: str = "",
+) -> int:
     """Edit content fields (those present in ``patch``); returns the new revision number."""
     row = _current(conn, claim_id)
     if not (actor.at_least("moderator") or (actor.at_least("editor") and row.created_by == actor.id)):
         raise Forbidden(f"only claim:{claim_id}'s author or a moderator may edit its content")
     if row.revision != expected_revision:
-        raise EditConflict(f"claim:{claim_id} is at revision {row.revision}, not {expected_revision}: "
-                           f"read it again and re-apply your edit", currentRevision=row.revision)
+        raise EditConflict(
+            f"claim:{claim_id} is at revision {row.revision}, not {expected_revision}: "
+            f"read it again and re-apply your edit",
+            currentRevision=row.revision,
+        )
     new = _revision_fields(conn, claim_id, row.revision)
     unknown = set(patch) - set(CONTENT_FIELDS) - {"circuit"}
     if unknown:
@@ -175,18 +230,21 @@ def update_claim(conn: sa.Connection, catalog: Catalog, actor: Account, claim_id
     return _commit(conn, actor, claim_id, expected_revision, new, message)
 
 
-def set_status(conn: sa.Connection, actor: Account, claim_id: int, expected_revision: int, status: str,
-               message: str = "") -> int:
+def set_status(
+    conn: sa.Connection, actor: Account, claim_id: int, expected_revision: int, status: str, message: str = ""
+) -> int:
     row = _current(conn, claim_id)
     status = C.status(status)
     if not actor.at_least("moderator"):
         if not (actor.at_least("editor") and row.created_by == actor.id and status in AUTHOR_STATUSES):
-            raise Forbidden("a moderator may set any claim's status; an author may only retract (or re-propose) "
-                            "their own claim")
+            raise Forbidden(
+                "a moderator may set any claim's status; an author may only retract (or re-propose) their own claim"
+            )
     new = _revision_fields(conn, claim_id, row.revision)
     if row.revision != expected_revision:
-        raise EditConflict(f"claim:{claim_id} is at revision {row.revision}, not {expected_revision}",
-                           currentRevision=row.revision)
+        raise EditConflict(
+            f"claim:{claim_id} is at revision {row.revision}, not {expected_revision}", currentRevision=row.revision
+        )
     if new["status"] == status:
         raise BadInput(f"claim:{claim_id} is already {status}")
     new["status"] = status
@@ -196,9 +254,12 @@ def set_status(conn: sa.Connection, actor: Account, claim_id: int, expected_revi
 def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict]]:
     r, u = ClaimRevision.__table__, User.__table__
     out: dict[int, list[dict]] = {i: [] for i in claim_ids}
-    rows = conn.execute(sa.select(r, u.c.name.label("author"), u.c.display_name.label("author_display"))
-                        .join(u, u.c.id == r.c.author_id).where(r.c.claim_id.in_(claim_ids))
-                        .order_by(r.c.claim_id, r.c.revision))
+    rows = conn.execute(
+        sa.select(r, u.c.name.label("author"), u.c.display_name.label("author_display"))
+        .join(u, u.c.id == r.c.author_id)
+        .where(r.c.claim_id.in_(claim_ids))
+        .order_by(r.c.claim_id, r.c.revision)
+    )
     for row in rows:
         out[row.claim_id].append(dict(row._mapping))
     return out
@@ -213,8 +274,14 @@ def diff(before: dict, after: dict) -> list[dict]:
             continue
         change = {"field": k, "before": _text(a), "after": _text(b), "patch": None}
         if k in ("label", "body"):
-            change["patch"] = "".join(difflib.unified_diff((a or "").splitlines(True), (b or "").splitlines(True),
-                                                           f"@{before.get('revision')}", f"@{after.get('revision')}"))
+            change["patch"] = "".join(
+                difflib.unified_diff(
+                    (a or "").splitlines(True),
+                    (b or "").splitlines(True),
+                    f"@{before.get('revision')}",
+                    f"@{after.get('revision')}",
+                )
+            )
         changes.append(change)
     return changes
 

@@ -11,8 +11,16 @@ from kb.graph.keys import Catalog, KeyProblem
 KINDS = ("FEATURE", "CIRCUIT", "FAMILY", "POLYSEMANTIC", "MECHANISM", "OTHER")
 STATUSES = ("PROPOSED", "SUPPORTED", "DISPUTED", "RETRACTED")
 # The seven lines of evidence of the Circuits thread ("Zoom In", Olah et al. 2020), plus citations.
-EVIDENCE_KINDS = ("FEATURE_VISUALIZATION", "DATASET_EXAMPLES", "SYNTHETIC_EXAMPLES", "JOINT_TUNING",
-                  "FEATURE_IMPLEMENTATION", "FEATURE_USE", "HANDWRITTEN_CIRCUITS", "CITATION")
+EVIDENCE_KINDS = (
+    "FEATURE_VISUALIZATION",
+    "DATASET_EXAMPLES",
+    "SYNTHETIC_EXAMPLES",
+    "JOINT_TUNING",
+    "FEATURE_IMPLEMENTATION",
+    "FEATURE_USE",
+    "HANDWRITTEN_CIRCUITS",
+    "CITATION",
+)
 MAX_LABEL = 200
 MAX_BODY = 100_000
 MAX_SUBJECTS = 500
@@ -33,17 +41,27 @@ class Content:
     status: str = "PROPOSED"
 
     def fields(self) -> dict:
-        return {"label": self.label, "body": self.body, "kind": self.kind, "status": self.status,
-                "confidence": self.confidence, "subjects": self.subjects, "circuit_id": self.circuit_id,
-                "evidence": self.evidence}
+        return {
+            "label": self.label,
+            "body": self.body,
+            "kind": self.kind,
+            "status": self.status,
+            "confidence": self.confidence,
+            "subjects": self.subjects,
+            "circuit_id": self.circuit_id,
+            "evidence": self.evidence,
+        }
 
 
 def _neuron(catalog: Catalog, text: str, what: str) -> str:
     try:
         return str(catalog.neuron(text))
     except KeyProblem as exc:
-        raise NotFound(f"{what}: {exc}", suggestion=exc.suggestion) if exc.code == "NOT_FOUND" else \
-            BadInput(f"{what}: {exc}") from None
+        raise (
+            NotFound(f"{what}: {exc}", suggestion=exc.suggestion)
+            if exc.code == "NOT_FOUND"
+            else BadInput(f"{what}: {exc}")
+        ) from None
 
 
 def label(value: str) -> str:

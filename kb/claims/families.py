@@ -48,7 +48,7 @@ def import_families(conn: sa.Connection, catalog: Catalog, folder: Path, model: 
         raise BadInput(f"no .json files in {folder}")
     catalog.model(model)  # the model must be imported first (raises NotFound / Removed)
     actor = Account(ensure_user(conn, IMPORT_USER, "editor", "Families importer"), IMPORT_USER, "editor")
-    doi = source[len("doi:"):] if source.startswith("doi:") else None
+    doi = source[len("doi:") :] if source.startswith("doi:") else None
     citation = {"kind": "CITATION", "note": f"neuron families from {source}"}
     citation.update({"doi": doi} if doi else {"url": source})
     report = FamiliesReport(files=len(files))
@@ -61,8 +61,17 @@ def import_families(conn: sa.Connection, catalog: Catalog, folder: Path, model: 
                 report.unchanged += 1
                 continue
             units = list(dict.fromkeys(int(u) for u in family["units"]))
-            create_claim(conn, catalog, actor, label=family["name"], kind="FAMILY",
-                         body=family.get("comment") or "", subjects=[f"{model}/{layer}:{u}" for u in units],
-                         evidence=[citation], message=f"imported from {path.name}", origin=origin)
+            create_claim(
+                conn,
+                catalog,
+                actor,
+                label=family["name"],
+                kind="FAMILY",
+                body=family.get("comment") or "",
+                subjects=[f"{model}/{layer}:{u}" for u in units],
+                evidence=[citation],
+                message=f"imported from {path.name}",
+                origin=origin,
+            )
             report.created += 1
     return report

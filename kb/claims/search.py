@@ -29,8 +29,10 @@ def _where(f: Filters) -> tuple[str, dict]:
         parts.append("c.model_key = :model")
         params["model"] = f.model
     if f.layer:
-        parts.append("EXISTS (SELECT 1 FROM claim_subject s WHERE s.claim_id = c.id AND s.model_key = :model "
-                     "AND s.layer_key = :layer)")
+        parts.append(
+            "EXISTS (SELECT 1 FROM claim_subject s WHERE s.claim_id = c.id AND s.model_key = :model "
+            "AND s.layer_key = :layer)"
+        )
         params["layer"] = f.layer
     if f.kind:
         parts.append("c.kind = :kind")
@@ -49,11 +51,19 @@ def _match(conn: sa.Connection, text: str) -> tuple[str, str, str, dict]:
     if len(text) > 500:
         raise BadInput("search text is longer than 500 characters")
     if conn.dialect.name == "postgresql":
-        return ("claim c", "c.search @@ websearch_to_tsquery('english', :q)",
-                "ts_rank(c.search, websearch_to_tsquery('english', :q)) DESC, c.id", {"q": text})
+        return (
+            "claim c",
+            "c.search @@ websearch_to_tsquery('english', :q)",
+            "ts_rank(c.search, websearch_to_tsquery('english', :q)) DESC, c.id",
+            {"q": text},
+        )
     query = " ".join(f'"{w}"' for w in words)
-    return ("claim_fts JOIN claim c ON c.id = claim_fts.rowid", "claim_fts MATCH :q",
-            "bm25(claim_fts, 4.0, 1.0), c.id", {"q": query})
+    return (
+        "claim_fts JOIN claim c ON c.id = claim_fts.rowid",
+        "claim_fts MATCH :q",
+        "bm25(claim_fts, 4.0, 1.0), c.id",
+        {"q": query},
+    )
 
 
 def search_claims(conn: sa.Connection, text: str, filters: Filters, offset: int, limit: int) -> tuple[list[int], int]:
@@ -62,25 +72,33 @@ def search_claims(conn: sa.Connection, text: str, filters: Filters, offset: int,
     where, fparams = _where(filters)
     params |= fparams
     total = conn.execute(sa.text(f"SELECT count(*) FROM {source} WHERE {cond}{where}"), params).scalar_one()
-    ids = [r[0] for r in conn.execute(sa.text(f"SELECT c.id FROM {source} WHERE {cond}{where} ORDER BY {order} "
-                                              f"LIMIT :limit OFFSET :offset"), {**params, "limit": limit,
-                                                                                "offset": offset})]
+    ids = [
+        r[0]
+        for r in conn.execute(
+            sa.text(f"SELECT c.id FROM {source} WHERE {cond}{where} ORDER BY {order} LIMIT :limit OFFSET :offset"),
+            {**params, "limit": limit, "offset": offset},
+        )
+    ]
     return ids, total
 
 
-def search_neurons(conn: sa.Connection, text: str, filters: Filters, offset: int,
-                   limit: int) -> tuple[list[str], int]:
+def search_neurons(conn: sa.Connection, text: str, filters: Filters, offset: int, limit: int) -> tuple[list[str], int]:
     """(canonical neuron keys of the page, total): subjects of matching claims, best-ranked claim first."""
     source, cond, order, params = _match(conn, text)
     where, fparams = _where(filters)
     params |= fparams
     layer_cond = " AND s.layer_key = :layer" if filters.layer else ""
-    ranked = (f"SELECT c.id AS claim_id, ROW_NUMBER() OVER (ORDER BY {order}) AS pos FROM {source} "
-              f"WHERE {cond}{where}")
-    base = (f"SELECT s.model_key, s.layer_key, s.neuron_index, MIN(r.pos) AS best FROM ({ranked}) r "
-            f"JOIN claim_subject s ON s.claim_id = r.claim_id WHERE 1=1{layer_cond} "
-            f"GROUP BY s.model_key, s.layer_key, s.neuron_index")
+    ranked = f"SELECT c.id AS claim_id, ROW_NUMBER() OVER (ORDER BY {order}) AS pos FROM {source} WHERE {cond}{where}"
+    base = (
+        f"SELECT s.model_key, s.layer_key, s.neuron_index, MIN(r.pos) AS best FROM ({ranked}) r "
+        f"JOIN claim_subject s ON s.claim_id = r.claim_id WHERE 1=1{layer_cond} "
+        f"GROUP BY s.model_key, s.layer_key, s.neuron_index"
+    )
     total = conn.execute(sa.text(f"SELECT count(*) FROM ({base}) n"), params).scalar_one()
-    rows = conn.execute(sa.text(f"SELECT * FROM ({base}) n ORDER BY best, model_key, layer_key, neuron_index "
-                                f"LIMIT :limit OFFSET :offset"), {**params, "limit": limit, "offset": offset})
+    rows = conn.execute(
+        sa.text(
+            f"SELECT * FROM ({base}) n ORDER BY best, model_key, layer_key, neuron_index LIMIT :limit OFFSET :offset"
+        ),
+        {**params, "limit": limit, "offset": offset},
+    )
     return [f"{m}/{l}:{i}" for m, l, i, _ in rows], total

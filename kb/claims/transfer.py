@@ -40,34 +40,80 @@ def export_lines(conn: sa.Connection) -> Iterator[str]:
 
     yield line({"type": "header", "format": FORMAT})
     for row in conn.execute(sa.select(u).order_by(u.c.name)):
-        yield line({"type": "user", "name": row.name, "display_name": row.display_name, "role": row.role,
-                    "created_at": _ts(row.created_at), "disabled_at": _ts(row.disabled_at)})
+        yield line(
+            {
+                "type": "user",
+                "name": row.name,
+                "display_name": row.display_name,
+                "role": row.role,
+                "created_at": _ts(row.created_at),
+                "disabled_at": _ts(row.disabled_at),
+            }
+        )
     for row in conn.execute(sa.select(ci).order_by(ci.c.id)):
-        yield line({"type": "circuit", "key": f"circuit:{row.id}", "model": row.model_key, "name": row.name,
-                    "description": row.description, "neurons": row.neurons, "edges": row.edges,
-                    "created_by": names[row.created_by], "created_at": _ts(row.created_at)})
+        yield line(
+            {
+                "type": "circuit",
+                "key": f"circuit:{row.id}",
+                "model": row.model_key,
+                "name": row.name,
+                "description": row.description,
+                "neurons": row.neurons,
+                "edges": row.edges,
+                "created_by": names[row.created_by],
+                "created_at": _ts(row.created_at),
+            }
+        )
     revs: dict[int, list] = {}
     for row in conn.execute(sa.select(r).order_by(r.c.claim_id, r.c.revision)):
-        revs.setdefault(row.claim_id, []).append({
-            "revision": row.revision, "author": names[row.author_id], "created_at": _ts(row.created_at),
-            "label": row.label, "body": row.body, "kind": row.kind, "status": row.status,
-            "confidence": row.confidence, "subjects": row.subjects, "evidence": row.evidence,
-            "circuit": f"circuit:{row.circuit_id}" if row.circuit_id else None, "message": row.message})
+        revs.setdefault(row.claim_id, []).append(
+            {
+                "revision": row.revision,
+                "author": names[row.author_id],
+                "created_at": _ts(row.created_at),
+                "label": row.label,
+                "body": row.body,
+                "kind": row.kind,
+                "status": row.status,
+                "confidence": row.confidence,
+                "subjects": row.subjects,
+                "evidence": row.evidence,
+                "circuit": f"circuit:{row.circuit_id}" if row.circuit_id else None,
+                "message": row.message,
+            }
+        )
     history: dict[tuple[int, int], list] = {}
     for row in conn.execute(sa.select(rh).order_by(rh.c.claim_id, rh.c.user_id, rh.c.revision)):
-        history.setdefault((row.claim_id, row.user_id), []).append({
-            "revision": row.revision, "verdict": row.verdict, "comment": row.comment,
-            "created_at": _ts(row.created_at)})
+        history.setdefault((row.claim_id, row.user_id), []).append(
+            {
+                "revision": row.revision,
+                "verdict": row.verdict,
+                "comment": row.comment,
+                "created_at": _ts(row.created_at),
+            }
+        )
     reviews: dict[int, list] = {}
     for row in conn.execute(sa.select(rv).order_by(rv.c.claim_id, rv.c.user_id)):
-        reviews.setdefault(row.claim_id, []).append({
-            "user": names[row.user_id], "created_at": _ts(row.created_at),
-            "history": history.get((row.claim_id, row.user_id), [])})
+        reviews.setdefault(row.claim_id, []).append(
+            {
+                "user": names[row.user_id],
+                "created_at": _ts(row.created_at),
+                "history": history.get((row.claim_id, row.user_id), []),
+            }
+        )
     for row in conn.execute(sa.select(c).order_by(c.c.id)):
-        yield line({"type": "claim", "key": f"claim:{row.id}", "model": row.model_key, "origin": row.origin,
-                    "created_by": names[row.created_by], "created_at": _ts(row.created_at),
-                    "revisions": revs.get(row.id, []),
-                    "reviews": sorted(reviews.get(row.id, []), key=lambda x: x["user"])})
+        yield line(
+            {
+                "type": "claim",
+                "key": f"claim:{row.id}",
+                "model": row.model_key,
+                "origin": row.origin,
+                "created_by": names[row.created_by],
+                "created_at": _ts(row.created_at),
+                "revisions": revs.get(row.id, []),
+                "reviews": sorted(reviews.get(row.id, []), key=lambda x: x["user"]),
+            }
+        )
 
 
 def import_lines(conn: sa.Connection, lines: Iterable[str]) -> dict[str, int]:
@@ -90,16 +136,31 @@ def import_lines(conn: sa.Connection, lines: Iterable[str]) -> dict[str, int]:
                 raise BadInput(f"line {n}: format {obj.get('format')!r}, expected {FORMAT}")
         elif kind == "user":
             if obj["name"] not in ids:
-                ids[obj["name"]] = conn.execute(sa.insert(u).values(
-                    name=obj["name"], display_name=obj["display_name"], role=obj["role"],
-                    created_at=_dt(obj["created_at"]), disabled_at=_dt(obj["disabled_at"])).returning(u.c.id)
+                ids[obj["name"]] = conn.execute(
+                    sa.insert(u)
+                    .values(
+                        name=obj["name"],
+                        display_name=obj["display_name"],
+                        role=obj["role"],
+                        created_at=_dt(obj["created_at"]),
+                        disabled_at=_dt(obj["disabled_at"]),
+                    )
+                    .returning(u.c.id)
                 ).scalar_one()
                 counts["users"] += 1
         elif kind == "circuit":
-            conn.execute(sa.insert(ci).values(id=int(obj["key"].split(":")[1]), model_key=obj["model"],
-                                              name=obj["name"], description=obj["description"],
-                                              neurons=obj["neurons"], edges=obj["edges"],
-                                              created_by=ids[obj["created_by"]], created_at=_dt(obj["created_at"])))
+            conn.execute(
+                sa.insert(ci).values(
+                    id=int(obj["key"].split(":")[1]),
+                    model_key=obj["model"],
+                    name=obj["name"],
+                    description=obj["description"],
+                    neurons=obj["neurons"],
+                    edges=obj["edges"],
+                    created_by=ids[obj["created_by"]],
+                    created_at=_dt(obj["created_at"]),
+                )
+            )
             counts["circuits"] += 1
         elif kind == "claim":
             _import_claim(conn, obj, ids, counts)
@@ -107,8 +168,9 @@ def import_lines(conn: sa.Connection, lines: Iterable[str]) -> dict[str, int]:
             raise BadInput(f"line {n}: unknown record type {kind!r}")
     if conn.dialect.name == "postgresql":
         for table in ("claim", "circuit", "kb_user"):
-            conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                 f"GREATEST((SELECT max(id) FROM {table}), 1))")
+            conn.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT max(id) FROM {table}), 1))"
+            )
     return counts
 
 
@@ -125,25 +187,74 @@ def _import_claim(conn, obj: dict, ids: dict[str, int], counts: dict) -> None:
 
     support = sum(1 for x in obj["reviews"] if x["history"] and x["history"][-1]["verdict"] == "SUPPORT")
     dispute = sum(1 for x in obj["reviews"] if x["history"] and x["history"][-1]["verdict"] == "DISPUTE")
-    conn.execute(sa.insert(c).values(
-        id=claim_id, revision=last["revision"], label=last["label"], body=last["body"], kind=last["kind"],
-        status=last["status"], confidence=last["confidence"], model_key=obj["model"], circuit_id=circuit_id(last),
-        origin=obj["origin"], created_by=ids[obj["created_by"]], created_at=_dt(obj["created_at"]),
-        updated_at=_dt(last["created_at"]), support_count=support, dispute_count=dispute))
-    conn.execute(sa.insert(r), [{
-        "claim_id": claim_id, "revision": x["revision"], "author_id": ids[x["author"]],
-        "created_at": _dt(x["created_at"]), "label": x["label"], "body": x["body"], "kind": x["kind"],
-        "status": x["status"], "confidence": x["confidence"], "subjects": x["subjects"], "circuit_id": circuit_id(x),
-        "evidence": x["evidence"], "message": x["message"]} for x in revs])
+    conn.execute(
+        sa.insert(c).values(
+            id=claim_id,
+            revision=last["revision"],
+            label=last["label"],
+            body=last["body"],
+            kind=last["kind"],
+            status=last["status"],
+            confidence=last["confidence"],
+            model_key=obj["model"],
+            circuit_id=circuit_id(last),
+            origin=obj["origin"],
+            created_by=ids[obj["created_by"]],
+            created_at=_dt(obj["created_at"]),
+            updated_at=_dt(last["created_at"]),
+            support_count=support,
+            dispute_count=dispute,
+        )
+    )
+    conn.execute(
+        sa.insert(r),
+        [
+            {
+                "claim_id": claim_id,
+                "revision": x["revision"],
+                "author_id": ids[x["author"]],
+                "created_at": _dt(x["created_at"]),
+                "label": x["label"],
+                "body": x["body"],
+                "kind": x["kind"],
+                "status": x["status"],
+                "confidence": x["confidence"],
+                "subjects": x["subjects"],
+                "circuit_id": circuit_id(x),
+                "evidence": x["evidence"],
+                "message": x["message"],
+            }
+            for x in revs
+        ],
+    )
     _write_subjects(conn, claim_id, last["subjects"])
     for review in obj["reviews"]:
         h = review["history"]
-        conn.execute(sa.insert(rv).values(claim_id=claim_id, user_id=ids[review["user"]], verdict=h[-1]["verdict"],
-                                          comment=h[-1]["comment"], revision=h[-1]["revision"],
-                                          created_at=_dt(review["created_at"]), updated_at=_dt(h[-1]["created_at"])))
-        conn.execute(sa.insert(rh), [{"claim_id": claim_id, "user_id": ids[review["user"]], "revision": x["revision"],
-                                      "verdict": x["verdict"], "comment": x["comment"],
-                                      "created_at": _dt(x["created_at"])} for x in h])
+        conn.execute(
+            sa.insert(rv).values(
+                claim_id=claim_id,
+                user_id=ids[review["user"]],
+                verdict=h[-1]["verdict"],
+                comment=h[-1]["comment"],
+                revision=h[-1]["revision"],
+                created_at=_dt(review["created_at"]),
+                updated_at=_dt(h[-1]["created_at"]),
+            )
+        )
+        conn.execute(
+            sa.insert(rh),
+            [
+                {
+                    "claim_id": claim_id,
+                    "user_id": ids[review["user"]],
+                    "revision": x["revision"],
+                    "verdict": x["verdict"],
+                    "comment": x["comment"],
+                    "created_at": _dt(x["created_at"]),
+                }
+                for x in h
+            ],
+        )
         counts["reviews"] += 1
     counts["claims"] += 1
     counts["revisions"] += len(revs)

@@ -16,8 +16,9 @@ tokens_app = typer.Typer(help="API tokens (shown once, stored as a hash).", no_a
 
 @users_app.command("create")
 @expected()
-def create_user(name: str, role: str = typer.Option("editor", "--role"),
-                display_name: str = typer.Option("", "--display-name")) -> None:
+def create_user(
+    name: str, role: str = typer.Option("editor", "--role"), display_name: str = typer.Option("", "--display-name")
+) -> None:
     """Create an account."""
     with open_engine().begin() as conn:
         accounts.create_user(conn, name, role, display_name)
@@ -55,7 +56,8 @@ def revoke_token(prefix: str = typer.Argument(..., help="the token, or its first
 def list_tokens() -> None:
     t, u = ApiToken.__table__, User.__table__
     with open_engine().connect() as conn:
-        for row in conn.execute(sa.select(t.c.prefix, t.c.note, t.c.revoked_at, u.c.name)
-                                .join(u, u.c.id == t.c.user_id).order_by(t.c.id)):
+        for row in conn.execute(
+            sa.select(t.c.prefix, t.c.note, t.c.revoked_at, u.c.name).join(u, u.c.id == t.c.user_id).order_by(t.c.id)
+        ):
             state = "revoked" if row.revoked_at else "active"
             typer.echo(f"{row.prefix}…  {row.name}  {state}  {row.note}")

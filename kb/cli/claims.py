@@ -13,8 +13,9 @@ from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.db.catalog import load_catalog
 
-claims_app = typer.Typer(help="Claims: export and import (JSON Lines, every revision and review).",
-                         no_args_is_help=True)
+claims_app = typer.Typer(
+    help="Claims: export and import (JSON Lines, every revision and review).", no_args_is_help=True
+)
 
 
 @expected()

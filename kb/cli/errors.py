@@ -20,6 +20,7 @@ EXPECTED: tuple[type[BaseException], ...] = (CliProblem, Problem, SchemaOutOfDat
 
 def expected(*more: type[BaseException]):
     """Decorator: turn expected exceptions into ``error: ...`` and exit code 1."""
+
     def wrap(fn):
         @functools.wraps(fn)
         def inner(*args, **kwargs):
@@ -28,5 +29,7 @@ def expected(*more: type[BaseException]):
             except EXPECTED + more as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 raise typer.Exit(1) from None
+
         return inner
+
     return wrap

@@ -38,11 +38,13 @@ class BarReporter:
 
 @expected()
 def import_command(
-    source: str = typer.Argument(..., help="lucent:inceptionv1 or torchvision:NAME (googlenet, alexnet, vgg16, vgg19, "
-                                           "resnet50, inception_v3)"),
+    source: str = typer.Argument(
+        ..., help="lucent:inceptionv1 or torchvision:NAME (googlenet, alexnet, vgg16, vgg19, resnet50, inception_v3)"
+    ),
     key: Optional[str] = typer.Option(None, "--key", help="model key (default: the architecture's name)"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="a torchvision weights name (DEFAULT, "
-                                          "IMAGENET1K_V1...), a checkpoint path, or 'random'"),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", help="a torchvision weights name (DEFAULT, IMAGENET1K_V1...), a checkpoint path, or 'random'"
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed for --weights random (default 0)"),
 ) -> None:
     """Import a model: its significant layers, every unit, and the weighted connections between them."""
@@ -63,9 +65,11 @@ def import_command(
         typer.echo(f"{report.key} is already imported with these weights ({report.sha256[:12]}); nothing to do")
         return
     secs = report.seconds
-    typer.echo(f"imported {report.key}@{report.sha256[:12]} from {report.source} ({report.weights}): "
-               f"{report.layers} layers, {report.units} units, {report.edges} connections in {secs['total']:.1f}s "
-               f"(weights {secs['compute edges']:.1f}s, write {secs['write']:.1f}s)")
+    typer.echo(
+        f"imported {report.key}@{report.sha256[:12]} from {report.source} ({report.weights}): "
+        f"{report.layers} layers, {report.units} units, {report.edges} connections in {secs['total']:.1f}s "
+        f"(weights {secs['compute edges']:.1f}s, write {secs['write']:.1f}s)"
+    )
 
 
 @models_app.callback()
@@ -78,9 +82,19 @@ def list_models(ctx: typer.Context) -> None:
     m, l = Model.__table__, Layer.__table__
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(m.c.key, m.c.source, m.c.sha256, m.c.weights, m.c.removed_at,
-                      sa.func.count(l.c.id).label("layers"), sa.func.coalesce(sa.func.sum(l.c.units), 0).label("units"))
-            .select_from(m.outerjoin(l, l.c.model_id == m.c.id)).group_by(m.c.id).order_by(m.c.key)).all()
+            sa.select(
+                m.c.key,
+                m.c.source,
+                m.c.sha256,
+                m.c.weights,
+                m.c.removed_at,
+                sa.func.count(l.c.id).label("layers"),
+                sa.func.coalesce(sa.func.sum(l.c.units), 0).label("units"),
+            )
+            .select_from(m.outerjoin(l, l.c.model_id == m.c.id))
+            .group_by(m.c.id)
+            .order_by(m.c.key)
+        ).all()
     if not rows:
         typer.echo("no models yet: try `kb import lucent:inceptionv1 --weights random --seed 0`")
         return
@@ -113,8 +127,9 @@ def _print_edges(title: str, edges: list[queries.Edge]) -> None:
 
 @expected()
 def neuron_command(
-    key: str = typer.Argument(..., help="any form: inceptionv1/mixed4c:447, 'InceptionV1 4c:447', "
-                                        "models/inceptionv1/mixed4c_0/447 ..."),
+    key: str = typer.Argument(
+        ..., help="any form: inceptionv1/mixed4c:447, 'InceptionV1 4c:447', models/inceptionv1/mixed4c_0/447 ..."
+    ),
     inputs: int = typer.Option(0, "--inputs", min=0, max=1000, help="show the top N inputs by weight"),
     outputs: int = typer.Option(0, "--outputs", min=0, max=1000, help="show the top N outputs by weight"),
     model: Optional[str] = typer.Option(None, "--model", help="model for keys like mixed4c:447"),

@@ -6,8 +6,12 @@ import typer
 
 from kb.cli import accounts, claims, datasets, db, graph, serve, worker
 
-app = typer.Typer(help="Circuit KB: the open knowledge base of vision-model neurons.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Circuit KB: the open knowledge base of vision-model neurons.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 app.add_typer(db.app, name="db")
 app.add_typer(graph.models_app, name="models")
 app.add_typer(accounts.users_app, name="user")

@@ -29,9 +29,12 @@ def serve_command(
     port: int = typer.Option(8000, "--port"),
     log_level: str = typer.Option("warning", "--log-level"),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="server processes (each reads the graphs)"),
-    render_worker: bool = typer.Option(True, "--render-worker/--no-render-worker",
-                                       help="with no KB_BROKER_URL, run a local render worker on the embedded "
-                                            "SQLite broker (the same Celery tasks, not eager mode)"),
+    render_worker: bool = typer.Option(
+        True,
+        "--render-worker/--no-render-worker",
+        help="with no KB_BROKER_URL, run a local render worker on the embedded "
+        "SQLite broker (the same Celery tasks, not eager mode)",
+    ),
 ) -> None:
     """Serve GraphQL at /graphql (GraphiQL in a browser), /health and the rendered images."""
     import uvicorn
@@ -44,13 +47,21 @@ def serve_command(
         get_settings.cache_clear()
     local = None
     if render_worker and not get_settings().broker_url:
-        local = subprocess.Popen([sys.executable, "-m", "kb", "worker"], start_new_session=True,
-                                 preexec_fn=_die_with_parent)
+        local = subprocess.Popen(
+            [sys.executable, "-m", "kb", "worker"], start_new_session=True, preexec_fn=_die_with_parent
+        )
         typer.echo(f"local render worker (pid {local.pid}) on the embedded broker", err=True)
     typer.echo(f"Circuit KB on http://{host}:{port}/graphql", err=True)
     try:
-        uvicorn.run("kb.web.app:create_app", factory=True, host=host, port=port, log_level=log_level,
-                    access_log=False, workers=workers)
+        uvicorn.run(
+            "kb.web.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            workers=workers,
+        )
     finally:
         if local is not None and local.poll() is None:
             os.killpg(local.pid, signal.SIGTERM)

@@ -22,6 +22,14 @@ def worker_command(
 
     open_engine()
     start_sweeper(get_settings().render_sweep_s)
-    argv = ["worker", f"--queues={queues}", f"--concurrency={concurrency}", f"--pool={pool}",
-            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    argv = [
+        "worker",
+        f"--queues={queues}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     app.worker_main(argv)

@@ -21,6 +21,7 @@ Progress = Callable[[int], None]
 @dataclass
 class EdgeBlock:
     """Edges of one link: local unit indices in the source and target layer."""
+
     source_layer: str
     target_layer: str
     method: str
@@ -37,14 +38,34 @@ _PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, 
 _PG_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 
-def pg_binary_rows(model_id: int, target_ids: np.ndarray, source_ids: np.ndarray, weight: np.ndarray,
-                   magnitude: np.ndarray, method: str) -> bytes:
+def pg_binary_rows(
+    model_id: int,
+    target_ids: np.ndarray,
+    source_ids: np.ndarray,
+    weight: np.ndarray,
+    magnitude: np.ndarray,
+    method: str,
+) -> bytes:
     """Rows of (model_id int4, target_id int4, source_id int4, weight float4, magnitude float4, method text)
     in PostgreSQL's binary COPY format, built with numpy rather than row by row in Python."""
     m = method.encode()
-    dt = np.dtype([("n", ">i2"), ("l0", ">i4"), ("model", ">i4"), ("l1", ">i4"), ("t", ">i4"), ("l2", ">i4"),
-                   ("s", ">i4"), ("l3", ">i4"), ("w", ">f4"), ("l4", ">i4"), ("g", ">f4"), ("l5", ">i4"),
-                   ("m", f"S{len(m)}")])
+    dt = np.dtype(
+        [
+            ("n", ">i2"),
+            ("l0", ">i4"),
+            ("model", ">i4"),
+            ("l1", ">i4"),
+            ("t", ">i4"),
+            ("l2", ">i4"),
+            ("s", ">i4"),
+            ("l3", ">i4"),
+            ("w", ">f4"),
+            ("l4", ">i4"),
+            ("g", ">f4"),
+            ("l5", ">i4"),
+            ("m", f"S{len(m)}"),
+        ]
+    )
     rows = np.empty(len(target_ids), dtype=dt)
     rows["n"] = 6
     rows["l0"] = rows["l1"] = rows["l2"] = rows["l3"] = rows["l4"] = 4
@@ -77,8 +98,10 @@ def insert_neurons(conn: sa.Connection, model_id: int, layer_units: dict[int, in
                     for i in range(units):
                         copy.write_row((model_id, layer_id, i))
     else:
-        conn.exec_driver_sql('INSERT INTO neuron (model_id, layer_id, "index") VALUES (?, ?, ?)',
-                             [(model_id, lid, i) for lid, units in layer_units.items() for i in range(units)])
+        conn.exec_driver_sql(
+            'INSERT INTO neuron (model_id, layer_id, "index") VALUES (?, ?, ?)',
+            [(model_id, lid, i) for lid, units in layer_units.items() for i in range(units)],
+        )
     t = Neuron.__table__
     out = {lid: np.zeros(units, dtype=np.int32) for lid, units in layer_units.items()}
     for nid, lid, index in conn.execute(sa.select(t.c.id, t.c.layer_id, t.c.index).where(t.c.model_id == model_id)):
@@ -94,9 +117,12 @@ def partition_name(model_id: int) -> str:
     return f"connection_m{int(model_id)}"
 
 
-def insert_connections(conn: sa.Connection, model_id: int,
-                       blocks: Iterable[tuple[EdgeBlock, np.ndarray, np.ndarray]],
-                       progress: Progress | None = None) -> int:
+def insert_connections(
+    conn: sa.Connection,
+    model_id: int,
+    blocks: Iterable[tuple[EdgeBlock, np.ndarray, np.ndarray]],
+    progress: Progress | None = None,
+) -> int:
     """blocks: (edges, neuron ids of the source layer, neuron ids of the target layer). Returns rows written.
 
     PostgreSQL: binary COPY into a new partition with no index, then its indexes are built once (about twice
@@ -109,14 +135,23 @@ def insert_connections(conn: sa.Connection, model_id: int,
         conn.exec_driver_sql(f"CREATE TABLE {part} (LIKE connection INCLUDING DEFAULTS)")
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
-            with cur.copy(f"COPY {part} (model_id, target_id, source_id, weight, magnitude, method) "
-                          "FROM STDIN (FORMAT BINARY)") as copy:
+            with cur.copy(
+                f"COPY {part} (model_id, target_id, source_id, weight, magnitude, method) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
                 copy.write(_PG_HEADER)
                 for edges, src_ids, tgt_ids in blocks:
                     for lo in range(0, len(edges), step):
                         sl = slice(lo, lo + step)
-                        copy.write(pg_binary_rows(model_id, tgt_ids[edges.target[sl]], src_ids[edges.source[sl]],
-                                                  edges.weight[sl], edges.magnitude[sl], edges.method))
+                        copy.write(
+                            pg_binary_rows(
+                                model_id,
+                                tgt_ids[edges.target[sl]],
+                                src_ids[edges.source[sl]],
+                                edges.weight[sl],
+                                edges.magnitude[sl],
+                                edges.method,
+                            )
+                        )
                         n = len(edges.target[sl])
                         total += n
                         if progress:
@@ -129,14 +164,14 @@ def insert_connections(conn: sa.Connection, model_id: int,
         conn.exec_driver_sql(f"ANALYZE {part}")
         return total
     conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MiB for this connection: the source index stays in memory
-    sql = ("INSERT INTO connection (model_id, target_id, source_id, weight, magnitude, method) "
-           "VALUES (?, ?, ?, ?, ?, ?)")
+    sql = "INSERT INTO connection (model_id, target_id, source_id, weight, magnitude, method) VALUES (?, ?, ?, ?, ?, ?)"
     for edges, src_ids, tgt_ids in blocks:
         for lo in range(0, len(edges), step):
             sl = slice(lo, lo + step)
             t, s = tgt_ids[edges.target[sl]].tolist(), src_ids[edges.source[sl]].tolist()
-            rows = zip(repeat(model_id), t, s, edges.weight[sl].tolist(), edges.magnitude[sl].tolist(),
-                       repeat(edges.method))
+            rows = zip(
+                repeat(model_id), t, s, edges.weight[sl].tolist(), edges.magnitude[sl].tolist(), repeat(edges.method)
+            )
             conn.exec_driver_sql(sql, list(rows))
             total += len(t)
             if progress:
@@ -149,8 +184,9 @@ def delete_graph(conn: sa.Connection, model_id: int) -> None:
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {partition_name(model_id)}")
     else:
-        conn.execute(sa.text("DELETE FROM connection WHERE target_id IN (SELECT id FROM neuron WHERE model_id = :m)"),
-                     {"m": model_id})
+        conn.execute(
+            sa.text("DELETE FROM connection WHERE target_id IN (SELECT id FROM neuron WHERE model_id = :m)"),
+            {"m": model_id},
+        )
     for table in ("layer_link", "neuron", "layer"):
         conn.execute(sa.text(f"DELETE FROM {table} WHERE model_id = :m"), {"m": model_id})
-

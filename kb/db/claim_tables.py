@@ -31,6 +31,7 @@ class User(SQLModel, table=True):
 
 class ApiToken(SQLModel, table=True):
     """A bearer token; only its sha256 is stored. ``prefix`` (its first characters) identifies it to people."""
+
     __tablename__ = "api_token"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -44,6 +45,7 @@ class ApiToken(SQLModel, table=True):
 
 class Circuit(SQLModel, table=True):
     """A named subgraph: neurons and the edges between them that a claim states, with a note per edge."""
+
     __tablename__ = "circuit"
 
     id: int | None = Field(default=None, primary_key=True)  # circuit:{id}
@@ -58,6 +60,7 @@ class Circuit(SQLModel, table=True):
 
 class Claim(SQLModel, table=True):
     """The current state of a claim (what search and lists read); its history is in claim_revision."""
+
     __tablename__ = "claim"
 
     id: int | None = Field(default=None, primary_key=True)  # claim:{id}
@@ -79,6 +82,7 @@ class Claim(SQLModel, table=True):
 
 class ClaimRevision(SQLModel, table=True):
     """An immutable revision: the claim's fields as they were, who changed them and when."""
+
     __tablename__ = "claim_revision"
 
     claim_id: int = Field(sa_column=sa.Column(sa.ForeignKey("claim.id"), primary_key=True))
@@ -98,6 +102,7 @@ class ClaimRevision(SQLModel, table=True):
 
 class ClaimSubject(SQLModel, table=True):
     """The neurons a claim's current revision is about (rewritten with each revision)."""
+
     __tablename__ = "claim_subject"
     __table_args__ = (sa.Index("ix_claim_subject_neuron", "model_key", "layer_key", "neuron_index"),)
 
@@ -109,6 +114,7 @@ class ClaimSubject(SQLModel, table=True):
 
 class Review(SQLModel, table=True):
     """One review per user per claim (the current verdict); its changes are in review_revision."""
+
     __tablename__ = "review"
 
     claim_id: int = Field(sa_column=sa.Column(sa.ForeignKey("claim.id"), primary_key=True))

@@ -102,7 +102,9 @@ class GraphCache:
             t = LayerLink.__table__
             target_layer = g.layers[target_layer_position]
             with self.engine.connect() as conn:
-                row = conn.execute(sa.select(t.c.program, t.c.arrays).where(t.c.target_layer_id == target_layer.id)).first()
+                row = conn.execute(
+                    sa.select(t.c.program, t.c.arrays).where(t.c.target_layer_id == target_layer.id)
+                ).first()
             if row is None:
                 return None
             p = programs.loads(row.program, row.arrays)

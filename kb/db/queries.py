@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from kb.db.tables import Connection, Layer, Model, Neuron
 from kb.graph.keys import NeuronKey
 
+
 @dataclass(frozen=True)
 class NeuronRow:
     id: int
@@ -34,26 +35,34 @@ class Edge:
 
 def _neuron_select():
     n, l, m = Neuron.__table__, Layer.__table__, Model.__table__
-    return (sa.select(n.c.id, n.c.model_id, n.c.layer_id, n.c.index, m.c.key.label("model"), l.c.key.label("layer"),
-                      m.c.sha256)
-            .join(l, l.c.id == n.c.layer_id).join(m, m.c.id == n.c.model_id))
+    return (
+        sa.select(
+            n.c.id, n.c.model_id, n.c.layer_id, n.c.index, m.c.key.label("model"), l.c.key.label("layer"), m.c.sha256
+        )
+        .join(l, l.c.id == n.c.layer_id)
+        .join(m, m.c.id == n.c.model_id)
+    )
 
 
 def neuron(conn: sa.Connection, key: NeuronKey) -> NeuronRow | None:
     n, l, m = Neuron.__table__, Layer.__table__, Model.__table__
-    row = conn.execute(_neuron_select().where(m.c.key == key.model, l.c.key == key.layer, n.c.index == key.index)).first()
+    row = conn.execute(
+        _neuron_select().where(m.c.key == key.model, l.c.key == key.layer, n.c.index == key.index)
+    ).first()
     return NeuronRow(*row) if row else None
 
 
-def neighbors(conn: sa.Connection, of: NeuronRow, direction: str, limit: int, order: str = "weight",
-              sign: str = "any") -> list[Edge]:
+def neighbors(
+    conn: sa.Connection, of: NeuronRow, direction: str, limit: int, order: str = "weight", sign: str = "any"
+) -> list[Edge]:
     """Top ``limit`` inputs (direction "inputs") or outputs of a unit; order "weight" lists the most excitatory
     first, sign "negative" the most inhibitory first, "magnitude" the strongest either way."""
     c = Connection.__table__
     mine, other = (c.c.target_id, c.c.source_id) if direction == "inputs" else (c.c.source_id, c.c.target_id)
     column = c.c.magnitude if order == "magnitude" else c.c.weight
-    q = sa.select(other.label("other"), c.c.weight, c.c.magnitude, c.c.method).where(c.c.model_id == of.model_id,
-                                                                                   mine == of.id)
+    q = sa.select(other.label("other"), c.c.weight, c.c.magnitude, c.c.method).where(
+        c.c.model_id == of.model_id, mine == of.id
+    )
     if sign == "positive":
         q = q.where(c.c.weight > 0)
     elif sign == "negative":
@@ -62,5 +71,8 @@ def neighbors(conn: sa.Connection, of: NeuronRow, direction: str, limit: int, or
     edges = conn.execute(q).all()
     if not edges:
         return []
-    rows = {r.id: NeuronRow(*r) for r in conn.execute(_neuron_select().where(Neuron.__table__.c.id.in_([e.other for e in edges])))}
+    rows = {
+        r.id: NeuronRow(*r)
+        for r in conn.execute(_neuron_select().where(Neuron.__table__.c.id.in_([e.other for e in edges])))
+    }
     return [Edge(rows[e.other], e.weight, e.magnitude, e.method) for e in edges]

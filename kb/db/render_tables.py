@@ -16,6 +16,7 @@ def _ts(nullable: bool = False) -> sa.Column:
 
 class Dataset(SQLModel, table=True):
     """A folder of images for dataset examples (``kb dataset add NAME PATH``)."""
+
     __tablename__ = "dataset"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -27,6 +28,7 @@ class Dataset(SQLModel, table=True):
 
 class Artifact(SQLModel, table=True):
     """A rendered image, stored content-addressed; the row says what made it."""
+
     __tablename__ = "artifact"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -45,9 +47,12 @@ class Artifact(SQLModel, table=True):
 class RenderJob(SQLModel, table=True):
     """One unit's render of one kind with one set of parameters. The same (pinned model, unit, kind,
     parameters) is one row: asking again returns it (and its artifact) instead of rendering again."""
+
     __tablename__ = "render_job"
-    __table_args__ = (sa.UniqueConstraint("model_sha256", "layer_key", "unit", "kind", "params_hash"),
-                      sa.Index("ix_render_job_status", "status", "deadline"))
+    __table_args__ = (
+        sa.UniqueConstraint("model_sha256", "layer_key", "unit", "kind", "params_hash"),
+        sa.Index("ix_render_job_status", "status", "deadline"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))

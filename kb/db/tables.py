@@ -14,6 +14,7 @@ def utcnow() -> datetime:
 
 class Model(SQLModel, table=True):
     """A model version. Its key is never reused: removing a model leaves this row as a tombstone."""
+
     __tablename__ = "model"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -23,7 +24,9 @@ class Model(SQLModel, table=True):
     weights: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))  # how they were obtained
     input_shape: list[int] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
-    imported_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    imported_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False)
+    )
     removed_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True))
     removed_reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
@@ -60,11 +63,14 @@ class Neuron(SQLModel, table=True):
 
 class LayerLink(SQLModel, table=True):
     """How the units of one layer reach the next: the factors from which any edge's kernel is recomputed."""
+
     __tablename__ = "layer_link"
     __table_args__ = (sa.UniqueConstraint("source_layer_id", "target_layer_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    model_id: int = Field(sa_column=sa.Column(sa.ForeignKey("model.id", ondelete="CASCADE"), nullable=False, index=True))
+    model_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("model.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
     source_layer_id: int = Field(sa_column=sa.Column(sa.ForeignKey("layer.id", ondelete="CASCADE"), nullable=False))
     target_layer_id: int = Field(sa_column=sa.Column(sa.ForeignKey("layer.id", ondelete="CASCADE"), nullable=False))
     method: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
@@ -85,6 +91,7 @@ class Connection(SQLModel, table=True):
     No foreign keys on purpose: the importer writes the neurons first in the same transaction, and per-row
     RI checks would triple the load time.
     """
+
     __tablename__ = "connection"
     __table_args__ = (sa.Index("ix_connection_source", "source_id"), {"sqlite_with_rowid": False})
 

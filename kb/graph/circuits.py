@@ -41,8 +41,16 @@ class Subgraph:
     edges: list[Edge]
 
 
-def subgraph(g: ModelGraph, roots: list[int], direction: str, depth: int, per_node: int, order: str = WEIGHT,
-             sign: str = ANY, max_edges: int = 20_000) -> Subgraph:
+def subgraph(
+    g: ModelGraph,
+    roots: list[int],
+    direction: str,
+    depth: int,
+    per_node: int,
+    order: str = WEIGHT,
+    sign: str = ANY,
+    max_edges: int = 20_000,
+) -> Subgraph:
     """Breadth-first from the roots, keeping each node's top ``per_node`` edges (by ``order``) per hop.
 
     UPSTREAM follows inputs, DOWNSTREAM outputs, BOTH each. Nodes come in discovery order (roots first).

@@ -54,8 +54,13 @@ def shapes(model: nn.Module, arch: Architecture) -> dict[str, tuple[int, ...]]:
             raise ExtractionError(f"{arch.source}: declared layer {spec.name} has no module {spec.module!r}")
     for path, mod in modules.items():
         if path:
-            handles.append(mod.register_forward_hook(lambda m, i, o, p=path: out.__setitem__(p, tuple(o.shape[1:]))
-                                                     if isinstance(o, torch.Tensor) else None))
+            handles.append(
+                mod.register_forward_hook(
+                    lambda m, i, o, p=path: (
+                        out.__setitem__(p, tuple(o.shape[1:])) if isinstance(o, torch.Tensor) else None
+                    )
+                )
+            )
     try:
         was_training = model.training
         model.eval()
@@ -96,8 +101,11 @@ class _Walker:
         return L.Dense(_np(mod.weight), _pair(mod.stride), _pair(padding), True, path)
 
     def batchnorm(self, mod: nn.BatchNorm2d, path: str) -> L.Dense:
-        scale = mod.weight.detach() / torch.sqrt(mod.running_var + mod.eps) if mod.affine else \
-            1.0 / torch.sqrt(mod.running_var + mod.eps)
+        scale = (
+            mod.weight.detach() / torch.sqrt(mod.running_var + mod.eps)
+            if mod.affine
+            else 1.0 / torch.sqrt(mod.running_var + mod.eps)
+        )
         c = scale.shape[0]
         w = np.zeros((c, c, 1, 1), dtype=np.float32)
         w[np.arange(c), np.arange(c), 0, 0] = _np(scale)
@@ -106,13 +114,19 @@ class _Walker:
     def pool(self, size, stride, pad, path: str, op: str) -> L.Spatial:
         size, stride, pad = _pair(size), _pair(stride if stride is not None else size), _pair(pad)
         if op == "max":
-            self.notes.append(f"{path or 'max-pool'}: max-pool {size[0]}x{size[1]}/{stride[0]} linearised as its average")
+            self.notes.append(
+                f"{path or 'max-pool'}: max-pool {size[0]}x{size[1]}/{stride[0]} linearised as its average"
+            )
         return L.box(size, stride, pad, path)
 
     def linear(self, mod: nn.Linear, path: str, in_shape: tuple[int, ...] | None) -> L.Dense:
         w = _np(mod.weight)
-        if in_shape is not None and len(in_shape) == 3 and in_shape[0] * in_shape[1] * in_shape[2] == w.shape[1] \
-                and in_shape[1] * in_shape[2] > 1:
+        if (
+            in_shape is not None
+            and len(in_shape) == 3
+            and in_shape[0] * in_shape[1] * in_shape[2] == w.shape[1]
+            and in_shape[1] * in_shape[2] > 1
+        ):
             c, h, ww = in_shape
             return L.Dense(w.reshape(w.shape[0], c, h, ww), (1, 1), (0, 0), True, path)
         return L.Dense(w[:, :, None, None], (1, 1), (0, 0), True, path)
@@ -124,8 +138,11 @@ class _Walker:
             mod = self.module(step.path)
             return "chain", [self.conv(mod, step.path, step.pad)], self.shapes.get(step.path, shape)
         if isinstance(step, Pool):
-            return "chain", [self.pool(step.size, step.stride, step.pad, step.path, step.op)], \
-                self.shapes.get(step.path, shape)
+            return (
+                "chain",
+                [self.pool(step.size, step.stride, step.pad, step.path, step.op)],
+                self.shapes.get(step.path, shape),
+            )
         if isinstance(step, Same):
             if step.note:
                 self.notes.append(f"{step.path}: {step.note}")
@@ -205,7 +222,10 @@ class _Walker:
             shortcut, _ = self.chain([M(f"{path}.downsample.{i}") for i in range(len(mod.downsample))], shape)
         else:
             shortcut = []
-        terms = [Term(0, channels, tuple(main), f"{path} residual"), Term(0, channels, tuple(shortcut), f"{path} shortcut")]
+        terms = [
+            Term(0, channels, tuple(main), f"{path} residual"),
+            Term(0, channels, tuple(shortcut), f"{path} shortcut"),
+        ]
         return "terms", (terms, channels), self.shapes.get(path, shape)
 
 
@@ -222,19 +242,32 @@ def _pool(size, stride, pad, op):
 
 
 _V3_BLOCKS = {
-    "InceptionA": _v3([_m("branch1x1")], [_m("branch5x5_1"), _m("branch5x5_2")],
-                      [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3")],
-                      [_pool(3, 1, 1, "avg"), _m("branch_pool")]),
-    "InceptionB": _v3([_m("branch3x3")], [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3")],
-                      [_pool(3, 2, 0, "max")]),
-    "InceptionC": _v3([_m("branch1x1")], [_m("branch7x7_1"), _m("branch7x7_2"), _m("branch7x7_3")],
-                      [_m(f"branch7x7dbl_{i}") for i in range(1, 6)], [_pool(3, 1, 1, "avg"), _m("branch_pool")]),
-    "InceptionD": _v3([_m("branch3x3_1"), _m("branch3x3_2")], [_m(f"branch7x7x3_{i}") for i in range(1, 5)],
-                      [_pool(3, 2, 0, "max")]),
-    "InceptionE": _v3([_m("branch1x1")], [_m("branch3x3_1"), _m("branch3x3_2a")], [_m("branch3x3_1"), _m("branch3x3_2b")],
-                      [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3a")],
-                      [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3b")],
-                      [_pool(3, 1, 1, "avg"), _m("branch_pool")]),
+    "InceptionA": _v3(
+        [_m("branch1x1")],
+        [_m("branch5x5_1"), _m("branch5x5_2")],
+        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3")],
+        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
+    ),
+    "InceptionB": _v3(
+        [_m("branch3x3")], [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3")], [_pool(3, 2, 0, "max")]
+    ),
+    "InceptionC": _v3(
+        [_m("branch1x1")],
+        [_m("branch7x7_1"), _m("branch7x7_2"), _m("branch7x7_3")],
+        [_m(f"branch7x7dbl_{i}") for i in range(1, 6)],
+        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
+    ),
+    "InceptionD": _v3(
+        [_m("branch3x3_1"), _m("branch3x3_2")], [_m(f"branch7x7x3_{i}") for i in range(1, 5)], [_pool(3, 2, 0, "max")]
+    ),
+    "InceptionE": _v3(
+        [_m("branch1x1")],
+        [_m("branch3x3_1"), _m("branch3x3_2a")],
+        [_m("branch3x3_1"), _m("branch3x3_2b")],
+        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3a")],
+        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3b")],
+        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
+    ),
 }
 
 

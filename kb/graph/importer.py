@@ -59,16 +59,19 @@ def compute_edges(links: list[extract.Link], reporter: Reporter | None = None) -
             tick(len(targets))
         target = np.concatenate(tgt)
         source = np.tile(np.arange(n, dtype=np.int32), p.out_channels)
-        blocks.append(bulk.EdgeBlock(link.source, link.target, p.method, target, source,
-                                     np.concatenate(w), np.concatenate(g)))
+        blocks.append(
+            bulk.EdgeBlock(link.source, link.target, p.method, target, source, np.concatenate(w), np.concatenate(g))
+        )
     reporter.done("computing weights")
     return blocks
 
 
 def check_key(key: str) -> None:
     if not MODEL_KEY.match(key) or len(key) > 64:
-        raise ImportProblem(f"model key {key!r} is not valid: lowercase letters, digits, '_' and '-', "
-                            f"starting with a letter or digit, at most 64 characters")
+        raise ImportProblem(
+            f"model key {key!r} is not valid: lowercase letters, digits, '_' and '-', "
+            f"starting with a letter or digit, at most 64 characters"
+        )
 
 
 def existing(conn: sa.Connection, key: str):
@@ -76,8 +79,14 @@ def existing(conn: sa.Connection, key: str):
     return conn.execute(sa.select(t.c.sha256, t.c.removed_at, t.c.source).where(t.c.key == key)).first()
 
 
-def import_model(engine: sa.Engine, source: str, key: str | None = None, weights: str | None = None,
-                 seed: int | None = None, reporter: Reporter | None = None) -> ImportReport:
+def import_model(
+    engine: sa.Engine,
+    source: str,
+    key: str | None = None,
+    weights: str | None = None,
+    seed: int | None = None,
+    reporter: Reporter | None = None,
+) -> ImportReport:
     reporter = reporter or Reporter()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -100,8 +109,10 @@ def import_model(engine: sa.Engine, source: str, key: str | None = None, weights
         if row.sha256 == sha and row.source == arch.source:
             report.already = True
             return report
-        raise ImportProblem(f"model key {key!r} is taken by {row.source} with weights {row.sha256[:12]}; "
-                            f"these weights are {sha[:12]}: import them under another --key")
+        raise ImportProblem(
+            f"model key {key!r} is taken by {row.source} with weights {row.sha256[:12]}; "
+            f"these weights are {sha[:12]}: import them under another --key"
+        )
 
     t = time.perf_counter()
     shapes, links = extract.links(model, arch)
@@ -121,25 +132,57 @@ def import_model(engine: sa.Engine, source: str, key: str | None = None, weights
 def write_graph(engine, arch, key, sha, described, shapes, links, blocks, reporter: Reporter) -> None:
     specs = {s.name: s for s in arch.layers}
     with engine.begin() as conn:
-        model_id = bulk.insert_model(conn, Model(key=key, source=arch.source, sha256=sha, weights=described,
-                                                 input_shape=list(arch.input_shape), description=arch.description))
-        layer_ids = bulk.insert_layers(conn, model_id, [
-            {"key": s.name, "module_path": specs[s.name].module, "position": i, "kind": specs[s.name].kind,
-             "units": s.units, "output_shape": list(s.shape), "aliases": list(specs[s.name].aliases),
-             "tags": list(specs[s.name].tags)}
-            for i, s in enumerate(shapes)
-        ])
+        model_id = bulk.insert_model(
+            conn,
+            Model(
+                key=key,
+                source=arch.source,
+                sha256=sha,
+                weights=described,
+                input_shape=list(arch.input_shape),
+                description=arch.description,
+            ),
+        )
+        layer_ids = bulk.insert_layers(
+            conn,
+            model_id,
+            [
+                {
+                    "key": s.name,
+                    "module_path": specs[s.name].module,
+                    "position": i,
+                    "kind": specs[s.name].kind,
+                    "units": s.units,
+                    "output_shape": list(s.shape),
+                    "aliases": list(specs[s.name].aliases),
+                    "tags": list(specs[s.name].tags),
+                }
+                for i, s in enumerate(shapes)
+            ],
+        )
         neuron_ids = bulk.insert_neurons(conn, model_id, {layer_ids[s.name]: s.units for s in shapes})
         rows = []
         for link in links:
             meta, arrays = program.dumps(link.program)
-            rows.append({"model_id": model_id, "source_layer_id": layer_ids[link.source],
-                         "target_layer_id": layer_ids[link.target], "method": link.program.method,
-                         "notes": list(link.program.notes), "program": meta, "arrays": arrays})
+            rows.append(
+                {
+                    "model_id": model_id,
+                    "source_layer_id": layer_ids[link.source],
+                    "target_layer_id": layer_ids[link.target],
+                    "method": link.program.method,
+                    "notes": list(link.program.notes),
+                    "program": meta,
+                    "arrays": arrays,
+                }
+            )
         bulk.insert_links(conn, rows)
         tick = reporter.stage("writing connections", sum(len(b) for b in blocks))
-        bulk.insert_connections(conn, model_id, ((b, neuron_ids[layer_ids[b.source_layer]], neuron_ids[layer_ids[b.target_layer]])
-                                       for b in blocks), tick)
+        bulk.insert_connections(
+            conn,
+            model_id,
+            ((b, neuron_ids[layer_ids[b.source_layer]], neuron_ids[layer_ids[b.target_layer]]) for b in blocks),
+            tick,
+        )
         reporter.done("writing connections")
 
 

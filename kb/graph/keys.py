@@ -34,6 +34,7 @@ _LAYER_PAPER = re.compile(r"^(?P<model>[^/\s@:]+)\s+(?P<layer>[^:\s]+)$")
 
 class KeyProblem(Problem, LookupError):
     """Base of the resolver's errors; a suggestion, when there is one, travels as an extension."""
+
     code = "BAD_KEY"
 
     def __init__(self, message: str, suggestion: str | None = None):
@@ -136,8 +137,10 @@ class Catalog:
             if len(hash_prefix) < 6:
                 raise BadKey(f"pinned key hash {hash_prefix!r} is too short (12 hex digits expected)")
             if not m.sha256.lower().startswith(hash_prefix.lower()):
-                raise BadKey(f"pinned key names weights {hash_prefix} but {m.key} holds weights {m.short_hash}: "
-                             f"this is not the model version the key was pinned to")
+                raise BadKey(
+                    f"pinned key names weights {hash_prefix} but {m.key} holds weights {m.short_hash}: "
+                    f"this is not the model version the key was pinned to"
+                )
         return m
 
     def _layer(self, m: ModelRef, name: str) -> LayerRef:
@@ -168,8 +171,10 @@ class Catalog:
         else:
             match = _BARE.match(s)
             if not match:
-                raise BadKey(f"cannot read {raw!r} as a neuron key; expected e.g. inceptionv1/mixed4c:447, "
-                             f"'InceptionV1 4c:447' or models/inceptionv1/mixed4c_0/447")
+                raise BadKey(
+                    f"cannot read {raw!r} as a neuron key; expected e.g. inceptionv1/mixed4c:447, "
+                    f"'InceptionV1 4c:447' or models/inceptionv1/mixed4c_0/447"
+                )
             if not default_model:
                 raise BadKey(f"{raw!r} names no model: write it as MODEL/{match['layer']}:{match['index']}")
             model_name, layer_name = default_model, match["layer"]
@@ -177,8 +182,10 @@ class Catalog:
         layer = self._layer(m, layer_name)
         index = int(match["index"])
         if index >= layer.units:
-            raise NotFound(f"{m.key}/{layer.key} has {layer.units} units (0..{layer.units - 1}); there is no unit {index}",
-                           f"{m.key}/{layer.key}:{layer.units - 1}")
+            raise NotFound(
+                f"{m.key}/{layer.key} has {layer.units} units (0..{layer.units - 1}); there is no unit {index}",
+                f"{m.key}/{layer.key}:{layer.units - 1}",
+            )
         return NeuronKey(m.key, layer.key, index)
 
     def layer(self, text: str, default_model: str | None = None) -> LayerKey:

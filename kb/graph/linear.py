@@ -89,30 +89,32 @@ def compose(a: Op, b: Op) -> Op:
         f = np.zeros(size, dtype=np.result_type(a.filter, b.filter))
         for u in range(bh):
             for v in range(bw):
-                f[u * sah:u * sah + ah, v * saw:v * saw + aw] += b.filter[u, v] * a.filter
+                f[u * sah : u * sah + ah, v * saw : v * saw + aw] += b.filter[u, v] * a.filter
         return Spatial(f, stride, pad)
     if isinstance(a, Spatial):  # b is Dense: same channels in and out of a
         w = np.zeros(b.weight.shape[:2] + size, dtype=np.result_type(a.filter, b.weight))
         for u in range(bh):
             for v in range(bw):
-                w[:, :, u * sah:u * sah + ah, v * saw:v * saw + aw] += b.weight[:, :, u, v, None, None] * a.filter
+                w[:, :, u * sah : u * sah + ah, v * saw : v * saw + aw] += b.weight[:, :, u, v, None, None] * a.filter
         return Dense(w, stride, pad, b.parametric or a.parametric)
     if isinstance(b, Spatial):  # a is Dense
         w = np.zeros(a.weight.shape[:2] + size, dtype=np.result_type(a.weight, b.filter))
         for u in range(bh):
             for v in range(bw):
-                w[:, :, u * sah:u * sah + ah, v * saw:v * saw + aw] += b.filter[u, v] * a.weight
+                w[:, :, u * sah : u * sah + ah, v * saw : v * saw + aw] += b.filter[u, v] * a.weight
         return Dense(w, stride, pad, a.parametric)
     if b.in_channels != a.out_channels:
-        raise ValueError(f"cannot compose {a.source or 'a map'} ({a.out_channels} channels out) "
-                         f"with {b.source or 'a map'} ({b.in_channels} channels in)")
+        raise ValueError(
+            f"cannot compose {a.source or 'a map'} ({a.out_channels} channels out) "
+            f"with {b.source or 'a map'} ({b.in_channels} channels in)"
+        )
     m = a.out_channels
     w = np.zeros((b.out_channels, a.in_channels) + size, dtype=np.result_type(a.weight, b.weight))
     a_flat = a.weight.reshape(m, -1)
     for u in range(bh):
         for v in range(bw):
             part = (b.weight[:, :, u, v] @ a_flat).reshape(b.out_channels, a.in_channels, ah, aw)
-            w[:, :, u * sah:u * sah + ah, v * saw:v * saw + aw] += part
+            w[:, :, u * sah : u * sah + ah, v * saw : v * saw + aw] += part
     return Dense(w, stride, pad, True)
 
 
@@ -171,5 +173,5 @@ def add(ops: list[Dense]) -> Dense:
     w = np.zeros(shape + (bottom - top, right - left), dtype=ops[0].weight.dtype)
     for o in ops:
         y, x = -o.pad[0] - top, -o.pad[1] - left
-        w[:, :, y:y + o.size[0], x:x + o.size[1]] += o.weight
+        w[:, :, y : y + o.size[0], x : x + o.size[1]] += o.weight
     return Dense(w, ops[0].stride, (-top, -left), any(o.parametric for o in ops))

@@ -81,6 +81,7 @@ class LinkProgram:
 
 # -- storage -------------------------------------------------------------------------------------------
 
+
 def dumps(program: LinkProgram) -> tuple[dict, bytes]:
     """(JSON structure, npz bytes of its arrays). No pickle: the API loads these."""
     arrays: dict[str, np.ndarray] = {}
@@ -95,11 +96,23 @@ def dumps(program: LinkProgram) -> tuple[dict, bytes]:
             else:
                 arrays[name] = op.filter
                 kind = "spatial"
-            ops.append({"kind": kind, "array": name, "stride": list(op.stride), "pad": list(op.pad),
-                        "parametric": op.parametric, "source": op.source})
+            ops.append(
+                {
+                    "kind": kind,
+                    "array": name,
+                    "stride": list(op.stride),
+                    "pad": list(op.pad),
+                    "parametric": op.parametric,
+                    "source": op.source,
+                }
+            )
         terms.append({"start": t.start, "stop": t.stop, "label": t.label, "ops": ops})
-    meta = {"in_channels": program.in_channels, "out_channels": program.out_channels,
-            "terms": terms, "notes": list(program.notes)}
+    meta = {
+        "in_channels": program.in_channels,
+        "out_channels": program.out_channels,
+        "terms": terms,
+        "notes": list(program.notes),
+    }
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return meta, buf.getvalue()

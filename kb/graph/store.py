@@ -19,6 +19,7 @@ POSITIVE, NEGATIVE, ANY = "positive", "negative", "any"
 @dataclass(frozen=True)
 class Rows:
     """One direction (inputs or outputs) as CSR over local unit ordinals."""
+
     indptr: np.ndarray  # int64 [n + 1]
     other: np.ndarray  # int32 local ordinal of the neighbor, rows sorted by weight descending
     weight: np.ndarray  # float32
@@ -38,8 +39,15 @@ class Rows:
         by_mag = _by_row_then_descending(n, mine, magnitude) - starts  # ties in row order (stable)
         positives = np.bincount(mine[weight > 0], minlength=n).astype(np.int32)
         negatives = np.bincount(mine[weight < 0], minlength=n).astype(np.int32)
-        return cls(indptr, other.astype(np.int32), weight.astype(np.float32), magnitude.astype(np.float32),
-                   by_mag.astype(np.int32), positives, negatives)
+        return cls(
+            indptr,
+            other.astype(np.int32),
+            weight.astype(np.float32),
+            magnitude.astype(np.float32),
+            by_mag.astype(np.int32),
+            positives,
+            negatives,
+        )
 
     def positions(self, row: int, order: str = WEIGHT, sign: str = ANY) -> np.ndarray:
         """Positions (into other/weight/magnitude) of a row's neighbors in the requested order."""
@@ -98,6 +106,7 @@ class LayerInfo:
 @dataclass
 class ModelGraph:
     """All units of a model version, by local ordinal (layer order, then unit index), and its edges."""
+
     model_id: int
     key: str
     sha256: str
@@ -137,9 +146,18 @@ class ModelGraph:
         return sum(a.nbytes for r in (self.inputs, self.outputs) for a in vars(r).values())
 
 
-def build(model_id: int, key: str, sha256: str, layers: list[LayerInfo], neuron_ids: np.ndarray,
-          target: np.ndarray, source: np.ndarray, weight: np.ndarray, magnitude: np.ndarray,
-          methods: dict[tuple[int, int], str]) -> ModelGraph:
+def build(
+    model_id: int,
+    key: str,
+    sha256: str,
+    layers: list[LayerInfo],
+    neuron_ids: np.ndarray,
+    target: np.ndarray,
+    source: np.ndarray,
+    weight: np.ndarray,
+    magnitude: np.ndarray,
+    methods: dict[tuple[int, int], str],
+) -> ModelGraph:
     """target/source are local ordinals."""
     n = len(neuron_ids)
     inputs = Rows.build(n, target, source, weight, magnitude)

@@ -41,8 +41,9 @@ def _unwrap(obj) -> dict:
                 return _unwrap(obj[k])
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj
-    raise WeightsProblem("the checkpoint holds no state dict (expected a dict of tensors, "
-                         "or one under 'state_dict' or 'model')")
+    raise WeightsProblem(
+        "the checkpoint holds no state dict (expected a dict of tensors, or one under 'state_dict' or 'model')"
+    )
 
 
 def fit(model: torch.nn.Module, arch: Architecture, state: dict, what: str) -> None:
@@ -51,8 +52,11 @@ def fit(model: torch.nn.Module, arch: Architecture, state: dict, what: str) -> N
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -86,8 +90,9 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 — any unreadable file gets one clear line
-            raise WeightsProblem(f"cannot read checkpoint {weights}: {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:200]}") from None
+            raise WeightsProblem(
+                f"cannot read checkpoint {weights}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            ) from None
         fit(model, arch, _unwrap(obj), f"checkpoint {weights}")
         return model.eval(), f"checkpoint {path.resolve()}"
     if arch.pretrained is None:
@@ -114,5 +119,5 @@ def reload(arch: Architecture, described: str) -> torch.nn.Module:
         seed = int(described.split()[1].split("=")[1])
         return load(arch, "random", seed)[0]
     if described.startswith("checkpoint "):
-        return load(arch, described[len("checkpoint "):])[0]
+        return load(arch, described[len("checkpoint ") :])[0]
     return load(arch, described)[0]

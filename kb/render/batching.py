@@ -38,8 +38,11 @@ def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, 
     def stop(module, inputs, output):
         raise StopForward
 
-    with hooks_removed(model), torch.no_grad(), \
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+    with (
+        hooks_removed(model),
+        torch.no_grad(),
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
+    ):
         for m in model.modules():
             if not list(m.children()):
                 m.register_forward_hook(count)
@@ -51,8 +54,7 @@ def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, 
     return total[0]
 
 
-def units_per_pass(model: torch.nn.Module, module_path: str, image_size: int, device,
-                   configured: int = 0) -> int:
+def units_per_pass(model: torch.nn.Module, module_path: str, image_size: int, device, configured: int = 0) -> int:
     device = torch.device(device)
     if configured > 0:
         return configured
@@ -62,7 +64,8 @@ def units_per_pass(model: torch.nn.Module, module_path: str, image_size: int, de
         free, _ = torch.cuda.mem_get_info(device)
         per_unit = BYTES_PER_ACTIVATION * activation_numel(model, module_path, image_size, device)
     except (RuntimeError, NotImplementedError):  # counting must never cost a render
-        log.warning("could not size the batch for %s on %s; using %d", module_path, device, GPU_FALLBACK_BATCH,
-                    exc_info=True)
+        log.warning(
+            "could not size the batch for %s on %s; using %d", module_path, device, GPU_FALLBACK_BATCH, exc_info=True
+        )
         return GPU_FALLBACK_BATCH
     return max(1, min(GPU_MAX_BATCH, int(free * GPU_MEMORY_FRACTION // per_unit)))

@@ -24,7 +24,8 @@ def make_celery() -> Celery:
         # Redis redelivers a task its worker never acknowledged (a killed worker) after this long; kombu's
         # SQLAlchemy transport would pass the option on to create_engine, so only Redis gets it.
         broker_transport_options={"visibility_timeout": settings.render_visibility_timeout_s}
-        if settings.broker.startswith(("redis", "rediss")) else {},
+        if settings.broker.startswith(("redis", "rediss"))
+        else {},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

@@ -69,8 +69,15 @@ def batches(files: list[Path], batch: int, size: int = 224) -> Iterator[tuple[li
         yield idx, np.stack(imgs)
 
 
-def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preprocess: str = "imagenet",
-            device="cpu", stop_after: str | None = None) -> tuple[dict[str, TopK], int]:
+def collect(
+    model: torch.nn.Module,
+    modules: list[str],
+    stream,
+    k: int,
+    preprocess: str = "imagenet",
+    device="cpu",
+    stop_after: str | None = None,
+) -> tuple[dict[str, TopK], int]:
     """Running top-k per channel for each module path. ``stream`` yields (image indices, NxHxWx3 uint8).
 
     Each hook merges its layer while the activation is fresh. While many entries enter the top-k (the first
@@ -121,6 +128,7 @@ def collect(model: torch.nn.Module, modules: list[str], stream, k: int, preproce
             found[path] = TopK(top.values, images.gather(0, top.indices), positions, (h, w))
             if path == stop_after:
                 raise StopForward
+
         return inner
 
     with hooks_removed(model), torch.inference_mode():
@@ -151,12 +159,12 @@ def grid(files: list[Path], top: TopK, channel: int, size: int = 224, tile: int 
         cy, cx = (pos // w + 0.5) * size / h, (pos % w + 0.5) * size / w
         y0 = int(min(max(0, cy - side / 2), size - side))
         x0 = int(min(max(0, cx - side / 2), size - side))
-        crop = Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((tile, tile), Image.BILINEAR)
+        crop = Image.fromarray(img[y0 : y0 + side, x0 : x0 + side]).resize((tile, tile), Image.BILINEAR)
         tiles.append(np.asarray(crop))
     cols = int(np.ceil(np.sqrt(len(tiles))))
     rows = int(np.ceil(len(tiles) / cols))
     out = np.full((rows * (tile + 2) + 2, cols * (tile + 2) + 2, 3), 255, dtype=np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
-        out[2 + r * (tile + 2):2 + r * (tile + 2) + tile, 2 + c * (tile + 2):2 + c * (tile + 2) + tile] = t
+        out[2 + r * (tile + 2) : 2 + r * (tile + 2) + tile, 2 + c * (tile + 2) : 2 + c * (tile + 2) + tile] = t
     return out

@@ -24,7 +24,7 @@ def enqueue(job_rows: list[dict], batch: int | None = None) -> int:
     sent = 0
     for ids in groups.values():
         for lo in range(0, len(ids), batch):
-            render_jobs.apply_async(args=[ids[lo:lo + batch]])
+            render_jobs.apply_async(args=[ids[lo : lo + batch]])
             sent += 1
     return sent
 

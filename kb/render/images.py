@@ -40,5 +40,5 @@ def small_multiples(kernels: list[np.ndarray], columns: int = 5, gap: int = 4) -
     for i, t in enumerate(tiles):
         r, c = divmod(i, columns)
         y, x = gap + r * (h + gap), gap + c * (w + gap)
-        out[y:y + t.shape[0], x:x + t.shape[1]] = t
+        out[y : y + t.shape[0], x : x + t.shape[1]] = t
     return out

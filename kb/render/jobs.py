@@ -32,24 +32,43 @@ def request(conn: sa.Connection, units: list[Unit], kind: str, params: dict) -> 
     h = params_hash(kind, params)
     ids, enqueue = [], []
     for u in units:
-        key = (t.c.model_sha256 == u.model_sha256, t.c.layer_key == u.layer_key, t.c.unit == u.unit,
-               t.c.kind == kind, t.c.params_hash == h)
+        key = (
+            t.c.model_sha256 == u.model_sha256,
+            t.c.layer_key == u.layer_key,
+            t.c.unit == u.unit,
+            t.c.kind == kind,
+            t.c.params_hash == h,
+        )
         row = conn.execute(sa.select(t.c.id, t.c.status).where(*key)).first()
         if row is None:
             try:
                 with conn.begin_nested():
-                    job_id = conn.execute(sa.insert(t).values(
-                        kind=kind, model_key=u.model_key, model_sha256=u.model_sha256, layer_key=u.layer_key,
-                        unit=u.unit, params=params, params_hash=h, status="QUEUED", created_at=utcnow(),
-                    ).returning(t.c.id)).scalar_one()
+                    job_id = conn.execute(
+                        sa.insert(t)
+                        .values(
+                            kind=kind,
+                            model_key=u.model_key,
+                            model_sha256=u.model_sha256,
+                            layer_key=u.layer_key,
+                            unit=u.unit,
+                            params=params,
+                            params_hash=h,
+                            status="QUEUED",
+                            created_at=utcnow(),
+                        )
+                        .returning(t.c.id)
+                    ).scalar_one()
                 enqueue.append(job_id)
             except sa.exc.IntegrityError:  # asked for at the same moment by someone else: theirs
                 job_id = conn.execute(sa.select(t.c.id).where(*key)).scalar_one()
             ids.append(job_id)
             continue
         if row.status == "FAILED":
-            conn.execute(sa.update(t).where(t.c.id == row.id, t.c.status == "FAILED").values(
-                status="QUEUED", attempts=0, error=None, progress=0.0))
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == row.id, t.c.status == "FAILED")
+                .values(status="QUEUED", attempts=0, error=None, progress=0.0)
+            )
             enqueue.append(row.id)
         ids.append(row.id)
     return ids, enqueue
@@ -61,11 +80,21 @@ def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) 
     now = utcnow()
     started = []
     for job_id in job_ids:
-        done = conn.execute(sa.update(t).where(
-            t.c.id == job_id,
-            sa.or_(t.c.status == "QUEUED", sa.and_(t.c.status == "RUNNING", t.c.deadline < now)),
-        ).values(status="RUNNING", attempts=t.c.attempts + 1, started_at=now, worker=worker[:200],
-                 deadline=now + timedelta(seconds=lease_s), progress=0.0)).rowcount
+        done = conn.execute(
+            sa.update(t)
+            .where(
+                t.c.id == job_id,
+                sa.or_(t.c.status == "QUEUED", sa.and_(t.c.status == "RUNNING", t.c.deadline < now)),
+            )
+            .values(
+                status="RUNNING",
+                attempts=t.c.attempts + 1,
+                started_at=now,
+                worker=worker[:200],
+                deadline=now + timedelta(seconds=lease_s),
+                progress=0.0,
+            )
+        ).rowcount
         if done:
             started.append(dict(conn.execute(sa.select(t).where(t.c.id == job_id)).one()._mapping))
     return started
@@ -73,8 +102,11 @@ def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) 
 
 def heartbeat(conn: sa.Connection, job_ids: list[int], progress: float, lease_s: float) -> None:
     t = RenderJob.__table__
-    conn.execute(sa.update(t).where(t.c.id.in_(job_ids), t.c.status == "RUNNING").values(
-        progress=progress, deadline=utcnow() + timedelta(seconds=lease_s)))
+    conn.execute(
+        sa.update(t)
+        .where(t.c.id.in_(job_ids), t.c.status == "RUNNING")
+        .values(progress=progress, deadline=utcnow() + timedelta(seconds=lease_s))
+    )
 
 
 def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
@@ -84,12 +116,16 @@ def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
     if artifact_id is None:
         try:
             with conn.begin_nested():
-                artifact_id = conn.execute(sa.insert(a).values(created_at=utcnow(), **artifact)
-                                           .returning(a.c.id)).scalar_one()
+                artifact_id = conn.execute(
+                    sa.insert(a).values(created_at=utcnow(), **artifact).returning(a.c.id)
+                ).scalar_one()
         except sa.exc.IntegrityError:
             artifact_id = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar_one()
-    conn.execute(sa.update(t).where(t.c.id == job_id, t.c.status == "RUNNING").values(
-        status="DONE", artifact_id=artifact_id, progress=1.0, finished_at=utcnow(), deadline=None, error=None))
+    conn.execute(
+        sa.update(t)
+        .where(t.c.id == job_id, t.c.status == "RUNNING")
+        .values(status="DONE", artifact_id=artifact_id, progress=1.0, finished_at=utcnow(), deadline=None, error=None)
+    )
     return artifact_id
 
 
@@ -98,9 +134,16 @@ def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool) -> bool:
     t = RenderJob.__table__
     row = conn.execute(sa.select(t.c.attempts, t.c.max_attempts).where(t.c.id == job_id)).one()
     again = retryable and row.attempts < row.max_attempts
-    conn.execute(sa.update(t).where(t.c.id == job_id, t.c.status == "RUNNING").values(
-        status="QUEUED" if again else "FAILED", error=error[:2000], deadline=None,
-        finished_at=None if again else utcnow()))
+    conn.execute(
+        sa.update(t)
+        .where(t.c.id == job_id, t.c.status == "RUNNING")
+        .values(
+            status="QUEUED" if again else "FAILED",
+            error=error[:2000],
+            deadline=None,
+            finished_at=None if again else utcnow(),
+        )
+    )
     return again
 
 
@@ -110,8 +153,12 @@ def stuck(conn: sa.Connection, queued_older_than_s: float = 600) -> list[int]:
     now = utcnow()
     late = [r[0] for r in conn.execute(sa.select(t.c.id).where(t.c.status == "RUNNING", t.c.deadline < now))]
     old = now - timedelta(seconds=queued_older_than_s)
-    waiting = [r[0] for r in conn.execute(sa.select(t.c.id).where(t.c.status == "QUEUED", t.c.created_at < old,
-                                                                   t.c.started_at.is_(None)))]
+    waiting = [
+        r[0]
+        for r in conn.execute(
+            sa.select(t.c.id).where(t.c.status == "QUEUED", t.c.created_at < old, t.c.started_at.is_(None))
+        )
+    ]
     return late + waiting
 
 
@@ -125,10 +172,12 @@ def done_for_units(conn: sa.Connection, units: list[tuple[str, str, int]]) -> di
     """Finished jobs with their artifacts for many (model sha256, layer key, unit) at once, in job order."""
     t, a = RenderJob.__table__, Artifact.__table__
     out: dict[tuple, list[dict]] = {u: [] for u in units}
-    q = (sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
-         .join(a, a.c.id == t.c.artifact_id)
-         .where(sa.tuple_(t.c.model_sha256, t.c.layer_key, t.c.unit).in_(units), t.c.status == "DONE")
-         .order_by(t.c.id))
+    q = (
+        sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
+        .join(a, a.c.id == t.c.artifact_id)
+        .where(sa.tuple_(t.c.model_sha256, t.c.layer_key, t.c.unit).in_(units), t.c.status == "DONE")
+        .order_by(t.c.id)
+    )
     for r in conn.execute(q):
         row = dict(r._mapping)
         out[(row["model_sha256"], row["layer_key"], row["unit"])].append(row)
@@ -143,10 +192,12 @@ def artifacts(conn: sa.Connection, ids: list[int]) -> dict[int, dict]:
 def done_for_layer(conn: sa.Connection, model_sha256: str, layer_key: str, kind: str | None) -> list[dict]:
     """Finished jobs with their artifacts for every unit of a layer, by unit, then job order."""
     t, a = RenderJob.__table__, Artifact.__table__
-    q = (sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
-         .join(a, a.c.id == t.c.artifact_id)
-         .where(t.c.model_sha256 == model_sha256, t.c.layer_key == layer_key, t.c.status == "DONE")
-         .order_by(t.c.unit, t.c.id))
+    q = (
+        sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
+        .join(a, a.c.id == t.c.artifact_id)
+        .where(t.c.model_sha256 == model_sha256, t.c.layer_key == layer_key, t.c.status == "DONE")
+        .order_by(t.c.unit, t.c.id)
+    )
     if kind:
         q = q.where(t.c.kind == kind)
     return [dict(r._mapping) for r in conn.execute(q)]

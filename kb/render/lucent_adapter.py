@@ -84,8 +84,9 @@ def _fast_redirected(module, x):
     return _RedirectedReLU.apply(x)
 
 
-def prepare(model: torch.nn.Module, device: torch.device, channels_last: bool = True,
-            rewrites: bool = True, bf16: bool = False) -> torch.nn.Module:
+def prepare(
+    model: torch.nn.Module, device: torch.device, channels_last: bool = True, rewrites: bool = True, bf16: bool = False
+) -> torch.nn.Module:
     """Eval mode, no weight gradients, on ``device``, channels-last, lucent's redirected ReLUs without GPU
     synchronisation, BatchNorm folded into the convolutions, and on the CPU the image convolution's gradient
     computed in polyphase form (``model_rewrites``): once per worker process.
@@ -130,8 +131,13 @@ def _fft_image(batch: int, size: int, seeds: list[int], device, sd: float = 0.01
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[: w // 2 + 1 + (w % 2)]
     freqs = np.sqrt(fx * fx + fy * fy)
-    init = torch.stack([torch.randn((3,) + freqs.shape + (2,), generator=torch.Generator().manual_seed(s)) * sd
-                        for s in seeds]).to(device).requires_grad_(True)
+    init = (
+        torch.stack(
+            [torch.randn((3,) + freqs.shape + (2,), generator=torch.Generator().manual_seed(s)) * sd for s in seeds]
+        )
+        .to(device)
+        .requires_grad_(True)
+    )
     scale = torch.tensor(1.0 / np.maximum(freqs, 1.0 / max(w, h)), dtype=torch.float32)[None, None, ..., None]
     scale = scale.to(device)
 
@@ -143,8 +149,11 @@ def _fft_image(batch: int, size: int, seeds: list[int], device, sd: float = 0.01
 
 
 def _pixel_image(batch: int, size: int, seeds: list[int], device, sd: float = 0.01):
-    init = torch.stack([torch.randn((3, size, size), generator=torch.Generator().manual_seed(s)) * sd
-                        for s in seeds]).to(device).requires_grad_(True)
+    init = (
+        torch.stack([torch.randn((3, size, size), generator=torch.Generator().manual_seed(s)) * sd for s in seeds])
+        .to(device)
+        .requires_grad_(True)
+    )
     return [init], lambda: init
 
 
@@ -160,31 +169,81 @@ def _to_rgb(image_f, decorrelate: bool, device):
     return inner
 
 
-def render_units(model: torch.nn.Module, module_path: str, units: list[int], *, size: int = 128, steps: int = 512,
-                 seed: int = 0, parameterization: str = "fft", transforms: str = "standard", lr: float = 0.05,
-                 negative: bool = False, neuron: bool = False, upsample: int = 224, preprocess: str = "imagenet",
-                 device: torch.device | str = "cpu", channels_last: bool = True, autocast: bool = False,
-                 max_batch: int = 0, progress=None) -> list[np.ndarray]:
+def render_units(
+    model: torch.nn.Module,
+    module_path: str,
+    units: list[int],
+    *,
+    size: int = 128,
+    steps: int = 512,
+    seed: int = 0,
+    parameterization: str = "fft",
+    transforms: str = "standard",
+    lr: float = 0.05,
+    negative: bool = False,
+    neuron: bool = False,
+    upsample: int = 224,
+    preprocess: str = "imagenet",
+    device: torch.device | str = "cpu",
+    channels_last: bool = True,
+    autocast: bool = False,
+    max_batch: int = 0,
+    progress=None,
+) -> list[np.ndarray]:
     """One optimisation for all ``units`` of one layer (or one per ``max_batch`` of them): image i maximises
     (or, ``negative``, minimises) unit i's mean activation (or, ``neuron``, its activation at the centre
     position). Returns HxWx3 uint8 arrays. A unit's image depends on the seed and the unit, not on the batch
     it was rendered in: its initial image has its own generator and every batch replays the same transforms."""
     target = dict(model.named_modules())[module_path]
     chunk = max_batch if max_batch > 0 else max(1, len(units))
-    chunks = [units[lo:lo + chunk] for lo in range(0, len(units), chunk)]
+    chunks = [units[lo : lo + chunk] for lo in range(0, len(units), chunk)]
     out: list[np.ndarray] = []
     for c, part in enumerate(chunks):
-        report = None if progress is None else (
-            lambda step, total, c=c: progress(c * total + step, len(chunks) * total))
-        out += _optimise(model, target, part, size=size, steps=steps, seed=seed,
-                         parameterization=parameterization, transforms=transforms, lr=lr, negative=negative,
-                         neuron=neuron, upsample=upsample, preprocess=preprocess, device=torch.device(device),
-                         channels_last=channels_last, autocast=autocast, progress=report)
+        report = (
+            None if progress is None else (lambda step, total, c=c: progress(c * total + step, len(chunks) * total))
+        )
+        out += _optimise(
+            model,
+            target,
+            part,
+            size=size,
+            steps=steps,
+            seed=seed,
+            parameterization=parameterization,
+            transforms=transforms,
+            lr=lr,
+            negative=negative,
+            neuron=neuron,
+            upsample=upsample,
+            preprocess=preprocess,
+            device=torch.device(device),
+            channels_last=channels_last,
+            autocast=autocast,
+            progress=report,
+        )
     return out
 
 
-def _optimise(model, target, units, *, size, steps, seed, parameterization, transforms, lr, negative, neuron,
-              upsample, preprocess, device, channels_last, autocast, progress) -> list[np.ndarray]:
+def _optimise(
+    model,
+    target,
+    units,
+    *,
+    size,
+    steps,
+    seed,
+    parameterization,
+    transforms,
+    lr,
+    negative,
+    neuron,
+    upsample,
+    preprocess,
+    device,
+    channels_last,
+    autocast,
+    progress,
+) -> list[np.ndarray]:
     from kb.render import transforms as T
 
     n = len(units)
@@ -242,13 +301,27 @@ def _optimise(model, target, units, *, size, steps, seed, parameterization, tran
     return [(img * 255 + 0.5).astype(np.uint8) for img in out]
 
 
-def plain_render_vis(model: torch.nn.Module, layer: str, unit: int, *, size: int = 128, steps: int = 512,
-                     seed: int = 0, device: torch.device | str = "cpu") -> np.ndarray:
+def plain_render_vis(
+    model: torch.nn.Module,
+    layer: str,
+    unit: int,
+    *,
+    size: int = 128,
+    steps: int = 512,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """lucent's ``render_vis`` with its defaults, one unit; seeded, headless, its hooks removed afterwards."""
     from lucent.optvis import param, render
 
     seed_everything(seed)
     with hooks_removed(model), lucent_on(device):
-        images = render.render_vis(model, f"{layer}:{unit}", param_f=lambda: param.image(size), thresholds=(steps,),
-                                   show_image=False, progress=False)
+        images = render.render_vis(
+            model,
+            f"{layer}:{unit}",
+            param_f=lambda: param.image(size),
+            thresholds=(steps,),
+            show_image=False,
+            progress=False,
+        )
     return (np.clip(images[-1][0], 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -29,8 +29,11 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
         children = dict(parent.named_children())
         if isinstance(parent, nn.Sequential):
             names = list(children)
-            pairs += [(parent, a, b) for a, b in zip(names, names[1:])
-                      if isinstance(children[a], nn.Conv2d) and isinstance(children[b], nn.BatchNorm2d)]
+            pairs += [
+                (parent, a, b)
+                for a, b in zip(names, names[1:])
+                if isinstance(children[a], nn.Conv2d) and isinstance(children[b], nn.BatchNorm2d)
+            ]
             continue
         for name, child in children.items():
             m = re.fullmatch(r"conv(\d*)", name)
@@ -85,7 +88,7 @@ class _PolyphaseConvGrad(torch.autograd.Function):
         pad = max(before, after + max(0, rows - grad.shape[-2]), after + max(0, cols - grad.shape[-1]))
         phases = F.conv2d(grad.contiguous(memory_format=torch.channels_last), kernel, padding=pad)
         o = pad - before
-        return F.pixel_shuffle(phases[..., o:o + rows, o:o + cols], s)[..., :h, :w], None
+        return F.pixel_shuffle(phases[..., o : o + rows, o : o + cols], s)[..., :h, :w], None
 
 
 class _PolyphaseInputConv(nn.Conv2d):
@@ -94,8 +97,10 @@ class _PolyphaseInputConv(nn.Conv2d):
     def phase_kernel(self, like: torch.Tensor):
         key = (like.device, like.dtype)
         if getattr(self, "_phase", (None,))[0] != key:
-            self._phase = (key, *_phase_kernel(self.weight.detach().to(like.device, like.dtype),
-                                               self.stride[0], self.padding[0]))
+            self._phase = (
+                key,
+                *_phase_kernel(self.weight.detach().to(like.device, like.dtype), self.stride[0], self.padding[0]),
+            )
         return self._phase[1:]
 
     def forward(self, x):
@@ -126,9 +131,17 @@ def _phase_kernel(w: torch.Tensor, s: int, pad: int):
 
 
 def _polyphase_ok(m: nn.Module) -> bool:
-    return (type(m) is nn.Conv2d and m.in_channels <= 4 and m.groups == 1 and m.dilation == (1, 1)
-            and m.padding_mode == "zeros" and isinstance(m.padding, tuple) and m.padding[0] == m.padding[1]
-            and m.stride[0] == m.stride[1] > 1 and m.kernel_size[0] == m.kernel_size[1])
+    return (
+        type(m) is nn.Conv2d
+        and m.in_channels <= 4
+        and m.groups == 1
+        and m.dilation == (1, 1)
+        and m.padding_mode == "zeros"
+        and isinstance(m.padding, tuple)
+        and m.padding[0] == m.padding[1]
+        and m.stride[0] == m.stride[1] > 1
+        and m.kernel_size[0] == m.kernel_size[1]
+    )
 
 
 def polyphase_input_convs(model: nn.Module) -> int:

@@ -21,6 +21,7 @@ class BadParams(Problem, ValueError):
 class RenderParams:
     """lucent's defaults: 128 px, 512 steps, FFT parameterisation, decorrelated colour, standard transforms,
     Adam at 0.05, upsampled to 224 px before the model."""
+
     size: int = 128
     steps: int = 512
     seed: int = 0

@@ -39,18 +39,26 @@ class Outcome:
 def versions() -> dict:
     import torch
     import torchvision
+
     try:
         import lucent
+
         lucent_version = lucent.__version__
     except ImportError:  # pragma: no cover
         lucent_version = None
     from importlib.metadata import version
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "lucent": lucent_version,
-            "circuit-kb": version("circuit-kb")}
+
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lucent": lucent_version,
+        "circuit-kb": version("circuit-kb"),
+    }
 
 
 def device(settings: Settings):
     import torch
+
     if settings.render_device:
         return torch.device(settings.render_device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,8 +82,10 @@ def _model(source: str, described: str, sha256: str, device_name: str, bf16: boo
     model = reload(arch, described)
     got = state_dict_sha256(model.state_dict())
     if got != sha256:
-        raise Permanent(f"this worker's weights for {source} ({described}) hash to {got[:12]}, "
-                        f"the model was imported with {sha256[:12]}")
+        raise Permanent(
+            f"this worker's weights for {source} ({described}) hash to {got[:12]}, "
+            f"the model was imported with {sha256[:12]}"
+        )
     return arch, prepare(model, device_name, bf16=bf16)
 
 
@@ -126,6 +136,7 @@ class _KeepAlive:
 
     def __init__(self, engine: sa.Engine, ids: list[int], lease_s: float):
         import threading
+
         self.engine, self.ids, self.lease_s = engine, ids, lease_s
         self.fraction = 0.0
         self.stop = threading.Event()
@@ -163,31 +174,60 @@ def _pictures(engine, settings, model_row, first, kind, params, group, progress)
         arch, model = _model(model_row.source, model_row.weights, model_row.sha256, str(where), half)
         from kb.render.batching import units_per_pass
         from kb.render.lucent_adapter import render_units
+
         module = arch.layer(first["layer_key"]).module
-        batch = units_per_pass(model, module, params["upsample"] or params["size"], where,
-                               settings.render_device_batch)
+        batch = units_per_pass(model, module, params["upsample"] or params["size"], where, settings.render_device_batch)
         pictures = render_units(
-            model, module, [j["unit"] for j in group], size=params["size"], steps=params["steps"],
-            seed=params["seed"], parameterization=params["parameterization"], transforms=params["transforms"],
-            lr=params["lr"], negative=params["negative"], neuron=kind == "NEURON_VIS", upsample=params["upsample"],
+            model,
+            module,
+            [j["unit"] for j in group],
+            size=params["size"],
+            steps=params["steps"],
+            seed=params["seed"],
+            parameterization=params["parameterization"],
+            transforms=params["transforms"],
+            lr=params["lr"],
+            negative=params["negative"],
+            neuron=kind == "NEURON_VIS",
+            upsample=params["upsample"],
             preprocess="inceptionv1" if arch.source.startswith("lucent:") else "imagenet",
-            device=where, autocast=half, max_batch=batch, progress=progress)
+            device=where,
+            autocast=half,
+            max_batch=batch,
+            progress=progress,
+        )
     return pictures
 
 
 def _store(engine, settings, group, kind, params, pictures) -> None:
     storage = storage_from_settings(settings)
-    made_by = {**versions(), "device": device(settings).type, "bf16": kind in ("FEATURE_VIS", "NEURON_VIS")
-               and bf16(settings)}
+    made_by = {
+        **versions(),
+        "device": device(settings).type,
+        "bf16": kind in ("FEATURE_VIS", "NEURON_VIS") and bf16(settings),
+    }
     with engine.begin() as conn:
         for job, rgb in zip(group, pictures):
             data = images.png(rgb)
             sha = storage.put(data, ".png")
-            jobs.finish(conn, job["id"], {"sha256": sha, "content_type": "image/png", "bytes": len(data),
-                                          "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "kind": kind,
-                                          "params": params, "versions": made_by,
-                                          "meta": {"model": f"{job['model_key']}@{job['model_sha256'][:12]}",
-                                                   "unit": f"{job['layer_key']}:{job['unit']}"}})
+            jobs.finish(
+                conn,
+                job["id"],
+                {
+                    "sha256": sha,
+                    "content_type": "image/png",
+                    "bytes": len(data),
+                    "width": int(rgb.shape[1]),
+                    "height": int(rgb.shape[0]),
+                    "kind": kind,
+                    "params": params,
+                    "versions": made_by,
+                    "meta": {
+                        "model": f"{job['model_key']}@{job['model_sha256'][:12]}",
+                        "unit": f"{job['layer_key']}:{job['unit']}",
+                    },
+                },
+            )
 
 
 _TOPK_CACHE: dict[tuple, tuple] = {}
@@ -218,9 +258,11 @@ def _dataset_examples(engine, settings, arch, model, layer_key, params, group, p
                 done[0] += len(indices)
                 progress(min(done[0], total - 1), total)
                 yield indices, pixels
+
         try:
-            found, _ = D.collect(model, [module], stream(), params["top_k"], preprocess, device(settings),
-                                 stop_after=module)
+            found, _ = D.collect(
+                model, [module], stream(), params["top_k"], preprocess, device(settings), stop_after=module
+            )
         except D.NoImages as exc:
             raise Permanent(f"{exc} ({ds.path})") from None
         _TOPK_CACHE.clear()

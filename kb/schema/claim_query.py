@@ -27,8 +27,9 @@ from kb.schema.pagination import cursor, page_info, window
 from kb.schema.types import Neuron, NeuronConnection, NeuronEdge
 
 
-def _filters(info: Info, model: str | None, layer: str | None, kind: ClaimKind | None,
-             status: ClaimStatus | None) -> search.Filters:
+def _filters(
+    info: Info, model: str | None, layer: str | None, kind: ClaimKind | None, status: ClaimStatus | None
+) -> search.Filters:
     layer_key = None
     if layer:
         try:
@@ -41,8 +42,9 @@ def _filters(info: Info, model: str | None, layer: str | None, kind: ClaimKind |
             model = info.context.graphs.catalog().model(model).key
         except KeyProblem as exc:
             raise coded(exc) from None
-    return search.Filters(model=model, layer=layer_key, kind=kind.value if kind else None,
-                          status=status.value if status else None)
+    return search.Filters(
+        model=model, layer=layer_key, kind=kind.value if kind else None, status=status.value if status else None
+    )
 
 
 def _claims_page(info: Info, ids: list[int], start: int, total: int) -> ClaimConnection:
@@ -83,23 +85,42 @@ class ClaimQuery:
         return ClaimRevision.of(revs[revision - 1])
 
     @strawberry.field(description="Claims, oldest first, filtered by model, layer, kind and status.")
-    def claims(self, info: Info, first: int | None = None, after: str | None = None, model: str | None = None,
-               layer: str | None = None, kind: ClaimKind | None = None,
-               status: ClaimStatus | None = None) -> ClaimConnection:
+    def claims(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        model: str | None = None,
+        layer: str | None = None,
+        kind: ClaimKind | None = None,
+        status: ClaimStatus | None = None,
+    ) -> ClaimConnection:
         f = _filters(info, model, layer, kind, status)
         where, params = search._where(f)
         with info.context.graphs.engine.connect() as conn:
             total = conn.execute(sa.text(f"SELECT count(*) FROM claim c WHERE 1=1{where}"), params).scalar_one()
             start, stop = window(first, after, total)
-            ids = [r[0] for r in conn.execute(sa.text(f"SELECT c.id FROM claim c WHERE 1=1{where} ORDER BY c.id "
-                                                      f"LIMIT :limit OFFSET :offset"),
-                                              {**params, "limit": stop - start, "offset": start})]
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    sa.text(f"SELECT c.id FROM claim c WHERE 1=1{where} ORDER BY c.id LIMIT :limit OFFSET :offset"),
+                    {**params, "limit": stop - start, "offset": start},
+                )
+            ]
         return _claims_page(info, ids, start, total)
 
     @strawberry.field(description="Claims whose label or body match the text (full-text search, best first).")
-    def search_claims(self, info: Info, text: str, first: int | None = None, after: str | None = None,
-                      model: str | None = None, layer: str | None = None, kind: ClaimKind | None = None,
-                      status: ClaimStatus | None = None) -> ClaimConnection:
+    def search_claims(
+        self,
+        info: Info,
+        text: str,
+        first: int | None = None,
+        after: str | None = None,
+        model: str | None = None,
+        layer: str | None = None,
+        kind: ClaimKind | None = None,
+        status: ClaimStatus | None = None,
+    ) -> ClaimConnection:
         f = _filters(info, model, layer, kind, status)
         start, stop = window(first, after, 10**9)
         try:
@@ -110,9 +131,17 @@ class ClaimQuery:
         return _claims_page(info, ids, start, total)
 
     @strawberry.field(description="Neurons that matching claims are about, best-matching claim first.")
-    def search_neurons(self, info: Info, text: str, first: int | None = None, after: str | None = None,
-                       model: str | None = None, layer: str | None = None, kind: ClaimKind | None = None,
-                       status: ClaimStatus | None = None) -> NeuronConnection:
+    def search_neurons(
+        self,
+        info: Info,
+        text: str,
+        first: int | None = None,
+        after: str | None = None,
+        model: str | None = None,
+        layer: str | None = None,
+        kind: ClaimKind | None = None,
+        status: ClaimStatus | None = None,
+    ) -> NeuronConnection:
         f = _filters(info, model, layer, kind, status)
         start, stop = window(first, after, 10**9)
         try:
@@ -126,8 +155,9 @@ class ClaimQuery:
                 nk = info.context.graphs.resolve(k)
             except KeyProblem:
                 continue
-            edges.append(NeuronEdge(cursor=cursor(start + i),
-                                    node=Neuron.of_key(info.context.graphs.graph(nk.model), nk)))
+            edges.append(
+                NeuronEdge(cursor=cursor(start + i), node=Neuron.of_key(info.context.graphs.graph(nk.model), nk))
+            )
         return NeuronConnection(edges=edges, page_info=page_info(start, start + len(keys), total), total_count=total)
 
     @strawberry.field(description="A circuit by key: circuit:3.")

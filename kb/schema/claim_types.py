@@ -20,8 +20,10 @@ from kb.schema.types import Neuron, _Keyed
 
 ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), description="What a claim asserts.")
 ClaimStatus = strawberry.enum(Enum("ClaimStatus", {k: k for k in content.STATUSES}))
-EvidenceKind = strawberry.enum(Enum("EvidenceKind", {k: k for k in content.EVIDENCE_KINDS}),
-                               description="The seven lines of evidence of the Circuits thread, and citations.")
+EvidenceKind = strawberry.enum(
+    Enum("EvidenceKind", {k: k for k in content.EVIDENCE_KINDS}),
+    description="The seven lines of evidence of the Circuits thread, and citations.",
+)
 Verdict = strawberry.enum(Enum("Verdict", {"SUPPORT": "SUPPORT", "DISPUTE": "DISPUTE"}))
 
 
@@ -53,10 +55,12 @@ def neuron_citation(info: Info, neuron: Neuron) -> Citation:
     url = f"{base}/n/{g.key}@{g.sha256[:12]}/{key.layer}/{key.index}"
     row = info.context.graphs.model_row(g.key) or {}
     year = _utc(row.get("imported_at") or datetime.now(timezone.utc)).year
-    bibtex = (f"@misc{{{_bib_key(pinned)},\n  title = {{Neuron {_bib_escape(str(key))}}},\n"
-              f"  howpublished = {{Circuit KB, \\url{{{url}}}}},\n"
-              f"  note = {{Pinned key {_bib_escape(pinned)}; model {_bib_escape(g.key)} "
-              f"({_bib_escape(row.get('source', ''))}), weights sha256 {g.sha256}}},\n  year = {{{year}}}\n}}")
+    bibtex = (
+        f"@misc{{{_bib_key(pinned)},\n  title = {{Neuron {_bib_escape(str(key))}}},\n"
+        f"  howpublished = {{Circuit KB, \\url{{{url}}}}},\n"
+        f"  note = {{Pinned key {_bib_escape(pinned)}; model {_bib_escape(g.key)} "
+        f"({_bib_escape(row.get('source', ''))}), weights sha256 {g.sha256}}},\n  year = {{{year}}}\n}}"
+    )
     text = f"{key} (pinned {pinned}), Circuit KB, {url}"
     return Citation(key=pinned, url=url, bibtex=bibtex, text=text)
 
@@ -85,9 +89,16 @@ class Evidence:
 
     @classmethod
     def of(cls, item: dict) -> "Evidence":
-        return cls(kind=EvidenceKind[item["kind"]], note=item.get("note", ""), neuron=item.get("neuron"),
-                   source=item.get("source"), target=item.get("target"), url=item.get("url"), doi=item.get("doi"),
-                   visualization=item.get("visualization"))
+        return cls(
+            kind=EvidenceKind[item["kind"]],
+            note=item.get("note", ""),
+            neuron=item.get("neuron"),
+            source=item.get("source"),
+            target=item.get("target"),
+            url=item.get("url"),
+            doi=item.get("doi"),
+            visualization=item.get("visualization"),
+        )
 
 
 @strawberry.type(description="One field that changed between two revisions.")
@@ -113,10 +124,18 @@ class ClaimRevision:
 
     @classmethod
     def of(cls, row: dict) -> "ClaimRevision":
-        return cls(revision=row["revision"], created_at=_utc(row["created_at"]), message=row["message"],
-                   label=row["label"], body=row["body"], kind=ClaimKind[row["kind"]],
-                   status=ClaimStatus[row["status"]], confidence=row["confidence"], subjects=list(row["subjects"]),
-                   _row=row)
+        return cls(
+            revision=row["revision"],
+            created_at=_utc(row["created_at"]),
+            message=row["message"],
+            label=row["label"],
+            body=row["body"],
+            kind=ClaimKind[row["kind"]],
+            status=ClaimStatus[row["status"]],
+            confidence=row["confidence"],
+            subjects=list(row["subjects"]),
+            _row=row,
+        )
 
     @strawberry.field
     def key(self) -> str:
@@ -139,12 +158,18 @@ class ClaimRevision:
         author = await _person(info, self._row["author_id"])
         key = self.key()
         url = f"{info.context.settings.public_url.rstrip('/')}/c/{self._row['claim_id']}/{self.revision}"
-        bibtex = (f"@misc{{{_bib_key(key)},\n  title = {{{_bib_escape(self.label)}}},\n"
-                  f"  author = {{{_bib_escape(author.display_name)}}},\n"
-                  f"  howpublished = {{Circuit KB {_bib_escape(key)}, \\url{{{url}}}}},\n"
-                  f"  year = {{{self.created_at.year}}}\n}}")
-        return Citation(key=key, url=url, bibtex=bibtex,
-                        text=f"{author.display_name}, \"{self.label}\", Circuit KB {key} ({self.created_at:%Y-%m-%d}), {url}")
+        bibtex = (
+            f"@misc{{{_bib_key(key)},\n  title = {{{_bib_escape(self.label)}}},\n"
+            f"  author = {{{_bib_escape(author.display_name)}}},\n"
+            f"  howpublished = {{Circuit KB {_bib_escape(key)}, \\url{{{url}}}}},\n"
+            f"  year = {{{self.created_at.year}}}\n}}"
+        )
+        return Citation(
+            key=key,
+            url=url,
+            bibtex=bibtex,
+            text=f'{author.display_name}, "{self.label}", Circuit KB {key} ({self.created_at:%Y-%m-%d}), {url}',
+        )
 
 
 @strawberry.type
@@ -166,8 +191,14 @@ class Review:
 
     @classmethod
     def of(cls, row: dict) -> "Review":
-        return cls(verdict=Verdict[row["verdict"]], comment=row["comment"], revision=row["revision"],
-                   created_at=_utc(row["created_at"]), updated_at=_utc(row["updated_at"]), _row=row)
+        return cls(
+            verdict=Verdict[row["verdict"]],
+            comment=row["comment"],
+            revision=row["revision"],
+            created_at=_utc(row["created_at"]),
+            updated_at=_utc(row["updated_at"]),
+            _row=row,
+        )
 
     @strawberry.field
     async def reviewer(self, info: Info) -> Person:
@@ -176,8 +207,15 @@ class Review:
     @strawberry.field
     async def history(self, info: Info) -> list[ReviewRevision]:
         rows = await info.context.loaders.review_history.load((self._row["claim_id"], self._row["user_id"]))
-        return [ReviewRevision(revision=r["revision"], verdict=Verdict[r["verdict"]], comment=r["comment"],
-                               created_at=_utc(r["created_at"])) for r in rows]
+        return [
+            ReviewRevision(
+                revision=r["revision"],
+                verdict=Verdict[r["verdict"]],
+                comment=r["comment"],
+                created_at=_utc(r["created_at"]),
+            )
+            for r in rows
+        ]
 
 
 def _neurons(info: Info, keys: Iterable[str]) -> list[Neuron]:
@@ -209,10 +247,21 @@ class Claim(_Keyed):
 
     @classmethod
     def of(cls, row: dict) -> "Claim":
-        return cls(key=f"claim:{row['id']}", label=row["label"], body=row["body"], kind=ClaimKind[row["kind"]],
-                   status=ClaimStatus[row["status"]], confidence=row["confidence"], revision=row["revision"],
-                   model=row["model_key"], created_at=_utc(row["created_at"]), updated_at=_utc(row["updated_at"]),
-                   support_count=row["support_count"], dispute_count=row["dispute_count"], _row=row)
+        return cls(
+            key=f"claim:{row['id']}",
+            label=row["label"],
+            body=row["body"],
+            kind=ClaimKind[row["kind"]],
+            status=ClaimStatus[row["status"]],
+            confidence=row["confidence"],
+            revision=row["revision"],
+            model=row["model_key"],
+            created_at=_utc(row["created_at"]),
+            updated_at=_utc(row["updated_at"]),
+            support_count=row["support_count"],
+            dispute_count=row["dispute_count"],
+            _row=row,
+        )
 
     async def _current(self, info: Info) -> dict:
         revs = await info.context.loaders.revisions.load(self._row["id"])
@@ -249,8 +298,9 @@ class Claim(_Keyed):
         return ClaimRevision.of(revs[revision - 1])
 
     @strawberry.field(description="What changed from one revision to another.")
-    async def diff(self, info: Info, from_: Annotated[int, strawberry.argument(name="from")],
-                   to: int | None = None) -> list[FieldChange]:
+    async def diff(
+        self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int | None = None
+    ) -> list[FieldChange]:
         revs = await info.context.loaders.revisions.load(self._row["id"])
         to = to or len(revs)
         if not (1 <= from_ <= len(revs) and 1 <= to <= len(revs)):
@@ -271,6 +321,7 @@ class Claim(_Keyed):
 
         from kb.claims.claims import parse_key
         from kb.db.claim_tables import Claim as T
+
         out = []
         with info.context.graphs.engine.connect() as conn:
             for nid in node_ids:
@@ -337,8 +388,14 @@ class Circuit(_Keyed):
 
     @classmethod
     def of(cls, row: dict) -> "Circuit":
-        return cls(key=f"circuit:{row['id']}", name=row["name"], description=row["description"],
-                   model=row["model_key"], edges=[CircuitEdge(**e) for e in row["edges"]], _row=row)
+        return cls(
+            key=f"circuit:{row['id']}",
+            name=row["name"],
+            description=row["description"],
+            model=row["model_key"],
+            edges=[CircuitEdge(**e) for e in row["edges"]],
+            _row=row,
+        )
 
     @strawberry.field
     def neurons(self, info: Info) -> list[Neuron]:
@@ -353,6 +410,7 @@ class Circuit(_Keyed):
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         from kb.claims.claims import parse_circuit_key
         from kb.claims.errors import NotFound
+
         out = []
         with info.context.graphs.engine.connect() as conn:
             for nid in node_ids:

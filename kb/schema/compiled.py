@@ -53,6 +53,7 @@ class Fallback(Exception):
 
 class FastInfo:
     """What compiled resolvers receive as ``info``: the context, nothing else (anything else -> fallback)."""
+
     __slots__ = ("context",)
 
     def __init__(self, context):

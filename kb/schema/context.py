@@ -57,9 +57,12 @@ class Loaders:
         c, s = Claim.__table__, ClaimSubject.__table__
         wanted = sa.tuple_(s.c.model_key, s.c.layer_key, s.c.neuron_index).in_(keys)
         out: dict[tuple, list[dict]] = {k: [] for k in keys}
-        for r in self._rows(sa.select(c, s.c.model_key.label("_m"), s.c.layer_key.label("_l"),
-                                      s.c.neuron_index.label("_i")).join(s, s.c.claim_id == c.c.id)
-                            .where(wanted).order_by(c.c.id)):
+        for r in self._rows(
+            sa.select(c, s.c.model_key.label("_m"), s.c.layer_key.label("_l"), s.c.neuron_index.label("_i"))
+            .join(s, s.c.claim_id == c.c.id)
+            .where(wanted)
+            .order_by(c.c.id)
+        ):
             out[(r.pop("_m"), r.pop("_l"), r.pop("_i"))].append(r)
         return [out[k] for k in keys]
 
@@ -79,8 +82,10 @@ class Loaders:
 
     async def _users(self, ids: list[int]) -> list[dict | None]:
         t = User.__table__
-        rows = {r["id"]: r for r in self._rows(sa.select(t.c.id, t.c.name, t.c.display_name, t.c.role)
-                                               .where(t.c.id.in_(ids)))}
+        rows = {
+            r["id"]: r
+            for r in self._rows(sa.select(t.c.id, t.c.name, t.c.display_name, t.c.role).where(t.c.id.in_(ids)))
+        }
         return [rows.get(i) for i in ids]
 
     async def _circuits(self, ids: list[int]) -> list[dict | None]:
@@ -92,19 +97,24 @@ class Loaders:
         """Every revision of the reviews (claim id, user id), oldest first."""
         t = ReviewRevision.__table__
         out: dict[tuple, list[dict]] = {k: [] for k in keys}
-        for r in self._rows(sa.select(t).where(sa.tuple_(t.c.claim_id, t.c.user_id).in_(keys))
-                            .order_by(t.c.claim_id, t.c.user_id, t.c.revision)):
+        for r in self._rows(
+            sa.select(t)
+            .where(sa.tuple_(t.c.claim_id, t.c.user_id).in_(keys))
+            .order_by(t.c.claim_id, t.c.user_id, t.c.revision)
+        ):
             out[(r["claim_id"], r["user_id"])].append(r)
         return [out[k] for k in keys]
 
     async def _visualizations(self, units: list[tuple[str, str, int]]) -> list[list[dict]]:
         from kb.render import jobs
+
         with self.graphs.engine.connect() as conn:
             found = jobs.done_for_units(conn, units)
         return [found[u] for u in units]
 
     async def _artifacts(self, ids: list[int]) -> list[dict | None]:
         from kb.render import jobs
+
         with self.graphs.engine.connect() as conn:
             found = jobs.artifacts(conn, ids)
         return [found.get(i) for i in ids]
@@ -143,9 +153,9 @@ class Context:
             return
         wait = self.buckets.take(account.token_id or account.id)
         if wait:
-            raise CodedError(f"too many requests for this token: retry in {wait:.1f} s", "RATE_LIMITED",
-                             retryAfter=round(wait, 1))
+            raise CodedError(
+                f"too many requests for this token: retry in {wait:.1f} s", "RATE_LIMITED", retryAfter=round(wait, 1)
+            )
 
 
 Info = strawberry.Info[Context, None]
-

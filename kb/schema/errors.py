@@ -10,8 +10,18 @@ from kb.errors import Problem
 
 log = logging.getLogger("kb.api")
 
-CODES = ("NOT_FOUND", "BAD_KEY", "BAD_INPUT", "UNAUTHENTICATED", "FORBIDDEN", "EDIT_CONFLICT", "RATE_LIMITED",
-         "LIMIT_EXCEEDED", "TOO_LARGE", "INTERNAL")
+CODES = (
+    "NOT_FOUND",
+    "BAD_KEY",
+    "BAD_INPUT",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "EDIT_CONFLICT",
+    "RATE_LIMITED",
+    "LIMIT_EXCEEDED",
+    "TOO_LARGE",
+    "INTERNAL",
+)
 
 
 class CodedError(GraphQLError):
@@ -51,8 +61,22 @@ def with_code(error: GraphQLError) -> GraphQLError:
             code = "LIMIT_EXCEEDED" if "tokens" in error.message else "BAD_INPUT"
         else:
             code = "BAD_INPUT"  # validation: unknown fields, wrong argument or variable types...
-        return GraphQLError(error.message, error.nodes, error.source, error.positions, error.path,
-                            original_error=None, extensions={**(error.extensions or {}), "code": code})
+        return GraphQLError(
+            error.message,
+            error.nodes,
+            error.source,
+            error.positions,
+            error.path,
+            original_error=None,
+            extensions={**(error.extensions or {}), "code": code},
+        )
     log.error("unexpected error at %s", ".".join(map(str, error.path or [])) or "operation", exc_info=original)
-    return GraphQLError("internal error", error.nodes, error.source, error.positions, error.path,
-                        original_error=None, extensions={"code": "INTERNAL"})
+    return GraphQLError(
+        "internal error",
+        error.nodes,
+        error.source,
+        error.positions,
+        error.path,
+        original_error=None,
+        extensions={"code": "INTERNAL"},
+    )

@@ -30,8 +30,16 @@ class EvidenceInput:
     visualization: str | None = None
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind.value, "note": self.note, "neuron": self.neuron, "source": self.source,
-                "target": self.target, "url": self.url, "doi": self.doi, "visualization": self.visualization}
+        return {
+            "kind": self.kind.value,
+            "note": self.note,
+            "neuron": self.neuron,
+            "source": self.source,
+            "target": self.target,
+            "url": self.url,
+            "doi": self.doi,
+            "visualization": self.visualization,
+        }
 
 
 @strawberry.input
@@ -96,6 +104,7 @@ def _transaction(info: Info):
 
 def _claim(conn, claim_id: int) -> Claim:
     import sqlalchemy as sa
+
     t = ClaimTable.__table__
     return Claim.of(dict(conn.execute(sa.select(t).where(t.c.id == claim_id)).one()._mapping))
 
@@ -107,26 +116,39 @@ class ClaimMutation:
         account = info.context.account()
         with _transaction(info) as conn:
             claim_id = claim_domain.create_claim(
-                conn, info.context.graphs.catalog(), account, label=input.label, kind=input.kind.value,
-                body=input.body, confidence=input.confidence, subjects=input.subjects, circuit=input.circuit,
-                evidence=[e.as_dict() for e in input.evidence], message=input.message)
+                conn,
+                info.context.graphs.catalog(),
+                account,
+                label=input.label,
+                kind=input.kind.value,
+                body=input.body,
+                confidence=input.confidence,
+                subjects=input.subjects,
+                circuit=input.circuit,
+                evidence=[e.as_dict() for e in input.evidence],
+                message=input.message,
+            )
             return _claim(conn, claim_id)
 
-    @mutation(role="editor", description="Edit a claim's content (its author, or a moderator). Refused with "
-                                         "EDIT_CONFLICT (and the current revision) unless expectedRevision is "
-                                         "still the current one when the edit commits.")
-    def update_claim(self, info: Info, key: str, expected_revision: int, patch: ClaimPatch,
-                     message: str = "") -> Claim:
+    @mutation(
+        role="editor",
+        description="Edit a claim's content (its author, or a moderator). Refused with "
+        "EDIT_CONFLICT (and the current revision) unless expectedRevision is "
+        "still the current one when the edit commits.",
+    )
+    def update_claim(self, info: Info, key: str, expected_revision: int, patch: ClaimPatch, message: str = "") -> Claim:
         account = info.context.account()
         with _transaction(info) as conn:
             claim_id = claim_domain.parse_key(key)
-            claim_domain.update_claim(conn, info.context.graphs.catalog(), account, claim_id, expected_revision,
-                                      patch.as_dict(), message)
+            claim_domain.update_claim(
+                conn, info.context.graphs.catalog(), account, claim_id, expected_revision, patch.as_dict(), message
+            )
             return _claim(conn, claim_id)
 
     @mutation(role="editor", description="Change a claim's status: a moderator any; its author may retract.")
-    def set_claim_status(self, info: Info, key: str, expected_revision: int, status: ClaimStatus,
-                         message: str = "") -> Claim:
+    def set_claim_status(
+        self, info: Info, key: str, expected_revision: int, status: ClaimStatus, message: str = ""
+    ) -> Claim:
         account = info.context.account()
         with _transaction(info) as conn:
             claim_id = claim_domain.parse_key(key)
@@ -136,6 +158,7 @@ class ClaimMutation:
     @mutation(role="editor", description="Support or dispute a claim; one review per user, changeable.")
     def review_claim(self, info: Info, key: str, verdict: Verdict, comment: str = "") -> Review:
         import sqlalchemy as sa
+
         account = info.context.account()
         with _transaction(info) as conn:
             claim_id = claim_domain.parse_key(key)
@@ -149,6 +172,12 @@ class ClaimMutation:
         account = info.context.account()
         with _transaction(info) as conn:
             circuit_id = circuit_domain.create_circuit(
-                conn, info.context.graphs.catalog(), account, input.name, input.neurons,
-                [{"source": e.source, "target": e.target, "note": e.note} for e in input.edges], input.description)
+                conn,
+                info.context.graphs.catalog(),
+                account,
+                input.name,
+                input.neurons,
+                [{"source": e.source, "target": e.target, "note": e.note} for e in input.edges],
+                input.description,
+            )
             return Circuit.of(circuit_domain.get(conn, circuit_id))

@@ -44,6 +44,9 @@ def window(first: int | None, after: str | None, total: int) -> tuple[int, int]:
 
 
 def page_info(start: int, stop: int, total: int) -> PageInfo:
-    return PageInfo(has_next_page=stop < total, has_previous_page=start > 0,
-                    start_cursor=cursor(start) if stop > start else None,
-                    end_cursor=cursor(stop - 1) if stop > start else None)
+    return PageInfo(
+        has_next_page=stop < total,
+        has_previous_page=start > 0,
+        start_cursor=cursor(start) if stop > start else None,
+        end_cursor=cursor(stop - 1) if stop > start else None,
+    )

@@ -64,8 +64,10 @@ class GraphQuery:
         g = info.context.graphs.graph(lk.model)
         return Layer.of(g, next(l.position for l in g.layers if l.key == lk.layer))
 
-    @strawberry.field(description="A neuron by any key form: inceptionv1/mixed4c:447, 'InceptionV1 4c:447', "
-                                  "a pinned key, a Microscope path. `model` completes keys like mixed4c:447.")
+    @strawberry.field(
+        description="A neuron by any key form: inceptionv1/mixed4c:447, 'InceptionV1 4c:447', "
+        "a pinned key, a Microscope path. `model` completes keys like mixed4c:447."
+    )
     def neuron(self, info: Info, key: str, model: str | None = None) -> Neuron:
         return _neuron(info, key, model)
 
@@ -75,15 +77,28 @@ class GraphQuery:
             raise limit(f"at most {MAX_KEYS} keys per request (asked for {len(keys)})")
         return [_neuron(info, k, model) for k in keys]
 
-    @strawberry.field(description="The candidate circuit around some units: from each node, per hop, its top "
-                                  "perNode edges in the given direction.")
-    def subgraph(self, info: Info, roots: list[str], direction: Direction = Direction.UPSTREAM, depth: int = 1,
-                 per_node: int = 5, order_by: NeighborOrder = NeighborOrder.WEIGHT, sign: Sign = Sign.ANY) -> Subgraph:
+    @strawberry.field(
+        description="The candidate circuit around some units: from each node, per hop, its top "
+        "perNode edges in the given direction."
+    )
+    def subgraph(
+        self,
+        info: Info,
+        roots: list[str],
+        direction: Direction = Direction.UPSTREAM,
+        depth: int = 1,
+        per_node: int = 5,
+        order_by: NeighborOrder = NeighborOrder.WEIGHT,
+        sign: Sign = Sign.ANY,
+    ) -> Subgraph:
         if not 1 <= depth <= MAX_DEPTH:
             raise limit(f"depth must be 1..{MAX_DEPTH}") if depth > MAX_DEPTH else bad_input("depth must be at least 1")
         if not 1 <= per_node <= MAX_PER_NODE:
-            raise limit(f"perNode must be 1..{MAX_PER_NODE}") if per_node > MAX_PER_NODE else \
-                bad_input("perNode must be at least 1")
+            raise (
+                limit(f"perNode must be 1..{MAX_PER_NODE}")
+                if per_node > MAX_PER_NODE
+                else bad_input("perNode must be at least 1")
+            )
         if not roots or len(roots) > MAX_KEYS:
             raise bad_input("roots must name 1 to 100 neurons")
         keys = [_resolve(info, r) for r in roots]
@@ -92,15 +107,25 @@ class GraphQuery:
             raise bad_input("all roots must belong to one model")
         g = info.context.graphs.graph(keys[0].model)
         try:
-            sub = circuits.subgraph(g, [g.ordinal(k.layer, k.index) for k in keys], direction.value, depth, per_node,
-                                    order_by.value, sign.value)
+            sub = circuits.subgraph(
+                g,
+                [g.ordinal(k.layer, k.index) for k in keys],
+                direction.value,
+                depth,
+                per_node,
+                order_by.value,
+                sign.value,
+            )
         except circuits.CircuitProblem as exc:
             raise coded(exc) from None
         return Subgraph(nodes=[Neuron.at(g, n) for n in sub.nodes], edges=[WeightEdge.of(g, e) for e in sub.edges])
 
-    @strawberry.field(name="path", description="The strongest excitatory chain between two units of different "
-                                               "layers: the path maximising the product of its (positive) weights, "
-                                               "listed from the earlier layer to the later one.")
+    @strawberry.field(
+        name="path",
+        description="The strongest excitatory chain between two units of different "
+        "layers: the path maximising the product of its (positive) weights, "
+        "listed from the earlier layer to the later one.",
+    )
     def path(self, info: Info, from_: Annotated[str, strawberry.argument(name="from")], to: str) -> Path:
         a, b = _resolve(info, from_), _resolve(info, to)
         if a.model != b.model:

@@ -21,7 +21,8 @@ from kb.schema.types import Neuron
 RenderKind = strawberry.enum(
     Enum("RenderKind", {k: k for k in ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")}),
     description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
-                "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels")
+    "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels",
+)
 MAX_UNITS = 1024
 
 
@@ -37,10 +38,13 @@ class RenderParamsInput:
     upsample: int = 224
     dataset: str = strawberry.field(default="", description="DATASET_EXAMPLES: a dataset name")
     top_k: int = strawberry.field(default=9, description="DATASET_EXAMPLES: examples per unit")
-    batch: int | None = strawberry.field(default=None, description="units sent to a worker in one task "
-                                                                      "(default: KB_RENDER_BATCH); the worker "
-                                                                      "optimises them in batches its device fits; "
-                                                                      "not part of the image's identity")
+    batch: int | None = strawberry.field(
+        default=None,
+        description="units sent to a worker in one task "
+        "(default: KB_RENDER_BATCH); the worker "
+        "optimises them in batches its device fits; "
+        "not part of the image's identity",
+    )
 
 
 @strawberry.type
@@ -49,8 +53,10 @@ class Artifact:
     url: str
     width: int
     height: int
-    versions: str = strawberry.field(description="what made it (JSON): torch, torchvision, lucent and "
-                                                 "circuit-kb versions, the device type, bf16 or not")
+    versions: str = strawberry.field(
+        description="what made it (JSON): torch, torchvision, lucent and "
+        "circuit-kb versions, the device type, bf16 or not"
+    )
 
 
 @strawberry.type(description="One unit's render: a row that says what is asked, how far it is, what it made.")
@@ -68,9 +74,18 @@ class RenderJob:
 
     @classmethod
     def of(cls, row: dict) -> "RenderJob":
-        return cls(id=row["id"], kind=RenderKind[row["kind"]], status=row["status"], attempts=row["attempts"],
-                   progress=row["progress"], error=row["error"], params=json.dumps(row["params"], sort_keys=True),
-                   created_at=row["created_at"], finished_at=row["finished_at"], _row=row)
+        return cls(
+            id=row["id"],
+            kind=RenderKind[row["kind"]],
+            status=row["status"],
+            attempts=row["attempts"],
+            progress=row["progress"],
+            error=row["error"],
+            params=json.dumps(row["params"], sort_keys=True),
+            created_at=row["created_at"],
+            finished_at=row["finished_at"],
+            _row=row,
+        )
 
     @strawberry.field
     def neuron(self, info: Info) -> Neuron | None:
@@ -91,8 +106,13 @@ class RenderJob:
 
 def _artifact(info: Info, sha: str, width: int, height: int, versions: dict) -> Artifact:
     base = info.context.settings.public_url.rstrip("/")
-    return Artifact(sha256=sha, url=f"{base}/artifacts/{sha}.png", width=width, height=height,
-                    versions=json.dumps(versions, sort_keys=True))
+    return Artifact(
+        sha256=sha,
+        url=f"{base}/artifacts/{sha}.png",
+        width=width,
+        height=height,
+        versions=json.dumps(versions, sort_keys=True),
+    )
 
 
 @strawberry.type(description="A finished render of a neuron.")
@@ -105,9 +125,15 @@ class Visualization:
 async def visualizations(info: Info, neuron: Neuron, kind) -> list[Visualization]:
     key = neuron._key
     rows = await info.context.loaders.visualizations.load((neuron._graph.sha256, key.layer, key.index))
-    return [Visualization(kind=RenderKind[r["kind"]], params=json.dumps(r["params"], sort_keys=True),
-                          artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]))
-            for r in rows if kind is None or r["kind"] == kind.value]
+    return [
+        Visualization(
+            kind=RenderKind[r["kind"]],
+            params=json.dumps(r["params"], sort_keys=True),
+            artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]),
+        )
+        for r in rows
+        if kind is None or r["kind"] == kind.value
+    ]
 
 
 @strawberry.type(description="A finished render of one unit of a layer.")
@@ -122,10 +148,15 @@ def layer_visualizations(info: Info, layer, kind) -> list[UnitVisualization]:
     name = layer._graph.layers[layer.position].key
     with info.context.graphs.engine.connect() as conn:
         rows = job_domain.done_for_layer(conn, layer._graph.sha256, name, kind.value if kind else None)
-    return [UnitVisualization(index=r["unit"], kind=RenderKind[r["kind"]],
-                              params=json.dumps(r["params"], sort_keys=True),
-                              artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]))
-            for r in rows]
+    return [
+        UnitVisualization(
+            index=r["unit"],
+            kind=RenderKind[r["kind"]],
+            params=json.dumps(r["params"], sort_keys=True),
+            artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]),
+        )
+        for r in rows
+    ]
 
 
 @strawberry.type
@@ -140,11 +171,19 @@ class RenderQuery:
 
 @strawberry.type
 class RenderMutation:
-    @mutation(role="editor", description="Render units (by key) or every unit of a layer. The same (pinned model, "
-                                         "unit, kind, parameters) returns the existing job and artifact.")
-    def request_render(self, info: Info, kind: RenderKind, neurons: list[str] | None = None,
-                       layer: str | None = None,
-                       params: Annotated[RenderParamsInput | None, strawberry.argument()] = None) -> list[RenderJob]:
+    @mutation(
+        role="editor",
+        description="Render units (by key) or every unit of a layer. The same (pinned model, "
+        "unit, kind, parameters) returns the existing job and artifact.",
+    )
+    def request_render(
+        self,
+        info: Info,
+        kind: RenderKind,
+        neurons: list[str] | None = None,
+        layer: str | None = None,
+        params: Annotated[RenderParamsInput | None, strawberry.argument()] = None,
+    ) -> list[RenderJob]:
         info.context.account()
         given = asdict(params) if params else {}
         batch = given.pop("batch", None)
@@ -160,9 +199,12 @@ class RenderMutation:
             import sqlalchemy as sa
 
             from kb.db.render_tables import Dataset
+
             with graphs.engine.connect() as conn:
-                if conn.execute(sa.select(Dataset.__table__.c.id).where(Dataset.__table__.c.name == p.dataset)).first() \
-                        is None:
+                if (
+                    conn.execute(sa.select(Dataset.__table__.c.id).where(Dataset.__table__.c.name == p.dataset)).first()
+                    is None
+                ):
                     raise CodedError(f"no dataset {p.dataset!r}: add one with kb dataset add NAME PATH", "NOT_FOUND")
         units: list[job_domain.Unit] = []
         try:
@@ -187,9 +229,13 @@ class RenderMutation:
             rows = job_domain.get(conn, ids)
         if to_send:
             from kb.render.enqueue import enqueue
+
             try:
                 enqueue([r for r in rows if r["id"] in set(to_send)], batch)
             except Exception as exc:  # noqa: BLE001 — the jobs are rows; the sweeper sends them when it can
-                raise CodedError(f"jobs {to_send[:5]}... are saved but the broker did not take them "
-                                 f"({type(exc).__name__}); they will be sent when it answers", "INTERNAL") from None
+                raise CodedError(
+                    f"jobs {to_send[:5]}... are saved but the broker did not take them "
+                    f"({type(exc).__name__}); they will be sent when it answers",
+                    "INTERNAL",
+                ) from None
         return [RenderJob.of(r) for r in rows]

@@ -81,9 +81,16 @@ class Model(_Keyed):
 
     @classmethod
     def of_row(cls, row: dict) -> "Model":
-        return cls(key=row["key"], source=row["source"], sha256=row["sha256"], weights=row["weights"],
-                   input_shape=list(row["input_shape"]), description=row["description"] or "",
-                   imported_at=row["imported_at"], removed=row["removed_at"] is not None)
+        return cls(
+            key=row["key"],
+            source=row["source"],
+            sha256=row["sha256"],
+            weights=row["weights"],
+            input_shape=list(row["input_shape"]),
+            description=row["description"] or "",
+            imported_at=row["imported_at"],
+            removed=row["removed_at"] is not None,
+        )
 
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
@@ -135,9 +142,11 @@ class Layer(_Keyed):
         return list((await info.context.loaders.layer_details.load(self._layer_id))["tags"])
 
     @strawberry.field(description="Finished renders of the layer's units (one statement for the layer), by unit.")
-    def visualizations(self, info: Info,
-                       kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")] | None = None,
-                       ) -> list[Annotated["UnitVisualization", strawberry.lazy("kb.schema.render_types")]]:
+    def visualizations(
+        self,
+        info: Info,
+        kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")] | None = None,
+    ) -> list[Annotated["UnitVisualization", strawberry.lazy("kb.schema.render_types")]]:
         from kb.schema.render_types import layer_visualizations
 
         return layer_visualizations(info, self, kind)
@@ -202,13 +211,25 @@ class Neuron(_Keyed):
         return Model.of_row(info.context.graphs.model_row(self._graph.key))
 
     @strawberry.field(description="Units of the previous significant layer that feed this one.")
-    def inputs(self, info: Info, first: int | None = None, after: str | None = None,
-               order_by: NeighborOrder = NeighborOrder.WEIGHT, sign: Sign = Sign.ANY) -> "NeighborConnection":
+    def inputs(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        order_by: NeighborOrder = NeighborOrder.WEIGHT,
+        sign: Sign = Sign.ANY,
+    ) -> "NeighborConnection":
         return _neighbors(info, self, "inputs", first, after, order_by, sign)
 
     @strawberry.field(description="Units of the next significant layer that this one feeds.")
-    def outputs(self, info: Info, first: int | None = None, after: str | None = None,
-                order_by: NeighborOrder = NeighborOrder.WEIGHT, sign: Sign = Sign.ANY) -> "NeighborConnection":
+    def outputs(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        order_by: NeighborOrder = NeighborOrder.WEIGHT,
+        sign: Sign = Sign.ANY,
+    ) -> "NeighborConnection":
         return _neighbors(info, self, "outputs", first, after, order_by, sign)
 
     @strawberry.field(description="Claims about this neuron (as a subject of their current revision).")
@@ -220,9 +241,11 @@ class Neuron(_Keyed):
         return [Claim.of(r) for r in rows]
 
     @strawberry.field(description="Finished renders of this neuron (feature visualisations, weights...).")
-    async def visualizations(self, info: Info,
-                             kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")] | None = None,
-                             ) -> list[Annotated["Visualization", strawberry.lazy("kb.schema.render_types")]]:
+    async def visualizations(
+        self,
+        info: Info,
+        kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")] | None = None,
+    ) -> list[Annotated["Visualization", strawberry.lazy("kb.schema.render_types")]]:
         from kb.schema.render_types import visualizations
 
         return await visualizations(info, self, kind)
@@ -258,9 +281,18 @@ def _neighbors(info: Info, of: Neuron, way: str, first, after, order_by: Neighbo
         p = positions[offset]
         other = int(rows.other[p])
         src, tgt = (other, of._ordinal) if way == "inputs" else (of._ordinal, other)
-        edges.append(NeighborEdge(cursor=cursor(offset), weight=float(rows.weight[p]),
-                                  magnitude=float(rows.magnitude[p]), method=g.method(src, tgt),
-                                  node=Neuron.at(g, other), _graph=g, _source=src, _target=tgt))
+        edges.append(
+            NeighborEdge(
+                cursor=cursor(offset),
+                weight=float(rows.weight[p]),
+                magnitude=float(rows.magnitude[p]),
+                method=g.method(src, tgt),
+                node=Neuron.at(g, other),
+                _graph=g,
+                _source=src,
+                _target=tgt,
+            )
+        )
     return NeighborConnection(edges=edges, page_info=page_info(start, stop, total), total_count=total)
 
 
@@ -319,8 +351,14 @@ class WeightEdge:
 
     @classmethod
     def of(cls, g: ModelGraph, e) -> "WeightEdge":
-        return cls(source=Neuron.at(g, e.source), target=Neuron.at(g, e.target), weight=e.weight,
-                   magnitude=e.magnitude, method=g.method(e.source, e.target), _graph=g)
+        return cls(
+            source=Neuron.at(g, e.source),
+            target=Neuron.at(g, e.target),
+            weight=e.weight,
+            magnitude=e.magnitude,
+            method=g.method(e.source, e.target),
+            _graph=g,
+        )
 
 
 @strawberry.type(description="Units and the edges between them: a candidate circuit.")

@@ -39,8 +39,9 @@ class GraphQLApp(GraphQL):
         self.buckets = TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst)
 
     async def get_context(self, request, response) -> Context:
-        return Context(graphs=self.graphs, settings=self.settings, request=request, response=response,
-                       buckets=self.buckets)
+        return Context(
+            graphs=self.graphs, settings=self.settings, request=request, response=response, buckets=self.buckets
+        )
 
     async def process_result(self, request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:
@@ -53,8 +54,9 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     engine = engine or engine_for(settings.db_url)
     graphs = GraphCache(engine)
     schema = build_schema()
-    graphql = GraphQLEndpoint(GraphQLApp(schema, graphs, settings), schema,
-                              lambda scope: Context(graphs=graphs, settings=settings))
+    graphql = GraphQLEndpoint(
+        GraphQLApp(schema, graphs, settings), schema, lambda scope: Context(graphs=graphs, settings=settings)
+    )
 
     async def health(request: Request) -> JSONResponse:
         try:
@@ -64,9 +66,14 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         except Exception as exc:  # noqa: BLE001 — health says what is wrong, nothing more
             log.error("health check failed: %s", exc)
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "ok",
-                             "models": sum(r["removed_at"] is None for r in rows),
-                             "graphs_loaded": graphs.loaded()})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "database": "ok",
+                "models": sum(r["removed_at"] is None for r in rows),
+                "graphs_loaded": graphs.loaded(),
+            }
+        )
 
     storage_root = settings.artifacts_dir
     pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings))
@@ -80,8 +87,11 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         if not path.is_file():
             return PlainTextResponse("not found", status_code=404)
         # content-addressed: the bytes behind this URL never change
-        return FileResponse(path, media_type="image/png",
-                            headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{sha}"'})
+        return FileResponse(
+            path,
+            media_type="image/png",
+            headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{sha}"'},
+        )
 
     @asynccontextmanager
     async def lifespan(app):
@@ -89,11 +99,18 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
         yield
 
-    app = Starlette(routes=[Route("/", pages.home), Route("/health", health), Route("/artifacts/{name}", artifact),
-                            Route("/graphql", graphql, methods=["GET", "POST"]),
-                            Route("/n/{rest:path}", pages.browse),
-                            Route("/c/{number}", pages.claim), Route("/c/{number}/{revision}", pages.claim)],
-                    lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/", pages.home),
+            Route("/health", health),
+            Route("/artifacts/{name}", artifact),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/n/{rest:path}", pages.browse),
+            Route("/c/{number}", pages.claim),
+            Route("/c/{number}/{revision}", pages.claim),
+        ],
+        lifespan=lifespan,
+    )
     app.state.graphs = graphs
     app.state.graphql = graphql
     app.add_middleware(BodyLimit, max_bytes=1 << 20)

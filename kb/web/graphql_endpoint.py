@@ -59,8 +59,13 @@ class GraphQLEndpoint:
             else:
                 self.fast += 1
                 out = orjson.dumps({"data": data})
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [_JSON, (b"content-length", str(len(out)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [_JSON, (b"content-length", str(len(out)).encode())],
+                    }
+                )
                 await send({"type": "http.response.body", "body": out})
                 return
         return await self.app(scope, _replay(body), send)
@@ -74,8 +79,13 @@ class GraphQLEndpoint:
 
 async def _bad_request(send, message: str, status: int = 400) -> None:
     out = orjson.dumps({"errors": [{"message": message, "extensions": {"code": "BAD_INPUT"}}]})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [_JSON, (b"content-length", str(len(out)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(out)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": out})
 
 

@@ -74,8 +74,12 @@ class Pages:
             model, _, pin = parts[0].partition("@")
             result = await self._run(MODEL, {"k": model})
             if not result.errors and pin and not result.data["model"]["sha256"].startswith(pin.lower()):
-                return page("Not found", f"<h1>Not found</h1><p>{escape(model)} has weights "
-                             f"{escape(result.data['model']['shortHash'])}, not {escape(pin)}</p>", 404)
+                return page(
+                    "Not found",
+                    f"<h1>Not found</h1><p>{escape(model)} has weights "
+                    f"{escape(result.data['model']['shortHash'])}, not {escape(pin)}</p>",
+                    404,
+                )
             return _problem(result.errors) if result.errors else page(*model_html(result.data["model"]))
         if len(parts) == 2:
             result = await self._run(LAYER, {"k": rest})

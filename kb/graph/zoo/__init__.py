@@ -37,5 +37,16 @@ def sources() -> list[str]:
     return sorted(_REGISTRY)
 
 
-__all__ = ["Architecture", "Branches", "Conv", "LayerSpec", "M", "Pool", "Same", "get", "register", "sources",
-           "UnknownArchitecture"]
+__all__ = [
+    "Architecture",
+    "Branches",
+    "Conv",
+    "LayerSpec",
+    "M",
+    "Pool",
+    "Same",
+    "get",
+    "register",
+    "sources",
+    "UnknownArchitecture",
+]

@@ -9,12 +9,15 @@ MIXED = ("mixed3a", "mixed3b", "mixed4a", "mixed4b", "mixed4c", "mixed4d", "mixe
 
 
 def _mixed(b: str) -> Branches:
-    return Branches(b, (
-        (Conv(f"{b}_1x1_pre_relu_conv"),),
-        (Conv(f"{b}_3x3_bottleneck_pre_relu_conv"), Conv(f"{b}_3x3_pre_relu_conv", (1, 1))),
-        (Conv(f"{b}_5x5_bottleneck_pre_relu_conv"), Conv(f"{b}_5x5_pre_relu_conv", (2, 2))),
-        (Pool(3, 1, (1, 1), f"{b}_pool"), Conv(f"{b}_pool_reduce_pre_relu_conv")),
-    ))
+    return Branches(
+        b,
+        (
+            (Conv(f"{b}_1x1_pre_relu_conv"),),
+            (Conv(f"{b}_3x3_bottleneck_pre_relu_conv"), Conv(f"{b}_3x3_pre_relu_conv", (1, 1))),
+            (Conv(f"{b}_5x5_bottleneck_pre_relu_conv"), Conv(f"{b}_5x5_pre_relu_conv", (2, 2))),
+            (Pool(3, 1, (1, 1), f"{b}_pool"), Conv(f"{b}_pool_reduce_pre_relu_conv")),
+        ),
+    )
 
 
 def _layers() -> tuple[LayerSpec, ...]:
@@ -22,24 +25,29 @@ def _layers() -> tuple[LayerSpec, ...]:
         LayerSpec(f"conv2d{i}", f"conv2d{i}", "conv", ("conv",), (f"conv2d{i}_pre_relu_conv", f"conv2d{i}_pre_relu"))
         for i in range(3)
     )
-    mixed = tuple(
-        LayerSpec(m, m, "inception", ("inception",), (m[len("mixed"):],)) for m in MIXED
-    )
+    mixed = tuple(LayerSpec(m, m, "inception", ("inception",), (m[len("mixed") :],)) for m in MIXED)
     return convs + mixed
 
 
 def _trunk():
     steps = [
-        Conv("conv2d0_pre_relu_conv", (2, 2)), Same("conv2d0"),
-        Pool(3, 2, (0, 0), "maxpool0"), Same("localresponsenorm0", LRN),
-        Conv("conv2d1_pre_relu_conv"), Same("conv2d1"),
-        Conv("conv2d2_pre_relu_conv", (1, 1)), Same("conv2d2"),
-        Same("localresponsenorm1", LRN), Pool(3, 2, (0, 0), "maxpool1"),
-        _mixed("mixed3a"), _mixed("mixed3b"),
+        Conv("conv2d0_pre_relu_conv", (2, 2)),
+        Same("conv2d0"),
+        Pool(3, 2, (0, 0), "maxpool0"),
+        Same("localresponsenorm0", LRN),
+        Conv("conv2d1_pre_relu_conv"),
+        Same("conv2d1"),
+        Conv("conv2d2_pre_relu_conv", (1, 1)),
+        Same("conv2d2"),
+        Same("localresponsenorm1", LRN),
+        Pool(3, 2, (0, 0), "maxpool1"),
+        _mixed("mixed3a"),
+        _mixed("mixed3b"),
         Pool(3, 2, (0, 0), "maxpool4"),
         *(_mixed(m) for m in ("mixed4a", "mixed4b", "mixed4c", "mixed4d", "mixed4e")),
         Pool(3, 2, (0, 0), "maxpool10"),
-        _mixed("mixed5a"), _mixed("mixed5b"),
+        _mixed("mixed5a"),
+        _mixed("mixed5b"),
     ]
     return tuple(steps)
 

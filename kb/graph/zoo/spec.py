@@ -25,15 +25,18 @@ class LayerSpec:
 
 # -- trunk steps -----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class M:
     """A module converted by its type (conv, BatchNorm, pool, linear, Inception block, ResNet block...)."""
+
     path: str
 
 
 @dataclass(frozen=True)
 class Conv:
     """A conv whose padding is applied outside the module (lucent's InceptionV1 pads with F.pad)."""
+
     path: str
     pad: Pair = (0, 0)
 
@@ -41,6 +44,7 @@ class Conv:
 @dataclass(frozen=True)
 class Pool:
     """A functional pooling window; max-pooling is linearised as its average (see kb.graph.linear)."""
+
     size: int
     stride: int
     pad: Pair = (0, 0)
@@ -51,6 +55,7 @@ class Pool:
 @dataclass(frozen=True)
 class Same:
     """An op taken as the identity in the linear path: a ReLU layer, local response normalisation."""
+
     path: str
     note: str = ""
 
@@ -58,6 +63,7 @@ class Same:
 @dataclass(frozen=True)
 class Branches:
     """Parallel branches whose outputs are concatenated along channels (an Inception block)."""
+
     path: str
     branches: tuple[tuple[Any, ...], ...]
 
