@@ -1,13 +1,13 @@
 """Alembic environment: the URL comes from the caller's config (kb.db.migrate) or from KB_DATABASE_URL."""
 
-from alembic import context
+from sqlmodel import SQLModel
 
-import kb.db.claim_tables  # noqa: F401  (registers the tables)
-import kb.db.render_tables  # noqa: F401
+import kb.db.claim_tables
+import kb.db.render_tables
 import kb.db.tables  # noqa: F401
+from alembic import context
 from kb.db.engine import make_engine
 from kb.settings import get_settings
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata

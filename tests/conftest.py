@@ -16,9 +16,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from kb.db import migrate  # noqa: E402
-from kb.db.engine import engine_for, make_engine  # noqa: E402
-from kb.settings import get_settings  # noqa: E402
+from kb.db import migrate
+from kb.db.engine import engine_for, make_engine
+from kb.settings import get_settings
 
 ADMIN_URL = os.environ.get("KB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # Render jobs go to a real Redis (a database of its own for the tests; workers are started by the tests).

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import sqlalchemy as sa
-
 from conftest import gql, sql_statements
 
 README_QUERY = """

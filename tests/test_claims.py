@@ -1,7 +1,6 @@
 """Claims through the API: history that loses nothing, permissions, reviews, circuits, bad input."""
 
 import pytest
-
 from conftest import as_user, gql, sql_statements
 
 CREATE = (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import ADMIN_URL, BACKEND, as_user, gql
+
 from kb.claims.families import read_families
 from kb.db import migrate
 from kb.db.engine import make_engine

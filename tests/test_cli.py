@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import sqlalchemy as sa
+from conftest import ADMIN_URL, BACKEND
 from typer.testing import CliRunner
 
-from conftest import ADMIN_URL, BACKEND
 from kb.cli.main import app
 from kb.db.engine import make_engine
 from kb.settings import get_settings

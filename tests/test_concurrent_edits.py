@@ -12,13 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import sqlalchemy as sa
-
 from conftest import BACKEND
+from servers import kb_serve
+
 from kb.claims import accounts as acc
 from kb.claims.accounts import Account
 from kb.claims.claims import create_claim
 from kb.db.catalog import load_catalog
-from servers import kb_serve
 
 EDITORS, EDITS, CLAIMS = 50, 20, 5
 READ = "query($k: String!) { claim(key: $k) { revision } }"

@@ -5,9 +5,9 @@ import os
 import time
 
 import httpx
+from servers import kb_serve
 
 from kb.claims import accounts as acc
-from servers import kb_serve
 
 
 def test_serve_renders_with_its_own_worker(db_url, engine, inceptionv1, tmp_path):

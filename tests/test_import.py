@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import tiny
 import torch
 
-import tiny
 from kb.db import bulk
 from kb.db.catalog import load_catalog
 from kb.db.tables import LayerLink

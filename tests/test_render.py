@@ -14,8 +14,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 import torch
-
 from conftest import as_user, gql, sql_statements
+
 from kb.graph import zoo
 from kb.render import lucent_adapter as A
 
@@ -314,14 +314,13 @@ def test_rabbitmq_broker_works_too(accounts, db_url, inceptionv1, tmp_path):
     """The production topology on RabbitMQ instead of Redis: `kb serve` and `kb worker`, separate processes."""
     import httpx
     from kombu import Connection
-
     from servers import kb_serve
 
     with Connection(RABBIT) as conn:  # messages left by an earlier run name jobs of another database
         for queue in ("render", "control"):
             try:
                 conn.default_channel.queue_purge(queue)
-            except Exception:  # noqa: BLE001 -- not declared yet
+            except Exception:
                 conn.close()
                 conn.connect()
     storage = tmp_path / "artifacts"

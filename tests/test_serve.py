@@ -1,7 +1,6 @@
 """`kb serve` as the README starts it: a real uvicorn process answering the README's example."""
 
 import httpx
-
 from servers import kb_serve
 
 

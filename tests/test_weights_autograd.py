@@ -8,8 +8,8 @@ source layer must equal the expanded kernel, and be zero outside its window.
 import numpy as np
 import pytest
 import torch
-
 from jacobian import jacobian
+
 from kb.graph import zoo
 from kb.graph.extract import links
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -22,8 +22,8 @@ def _ts(v: datetime | None) -> str | None:
     if v is None:
         return None
     if v.tzinfo is None:
-        v = v.replace(tzinfo=timezone.utc)
-    return v.astimezone(timezone.utc).isoformat()
+        v = v.replace(tzinfo=UTC)
+    return v.astimezone(UTC).isoformat()
 
 
 def _dt(s: str | None) -> datetime | None:

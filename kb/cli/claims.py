@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,7 +33,7 @@ def import_families_command(
 
 @claims_app.command("export")
 @expected()
-def export(output: Optional[Path] = typer.Option(None, "--output", "-o", help="default: standard output")) -> None:
+def export(output: Path | None = typer.Option(None, "--output", "-o", help="default: standard output")) -> None:
     """Every claim with all its revisions and reviews, users and circuits, as JSON Lines."""
     with open_engine().connect() as conn:
         lines = list(transfer.export_lines(conn))

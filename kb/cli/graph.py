@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import sqlalchemy as sa
 import typer
 from rich.console import Console
@@ -41,15 +39,15 @@ def import_command(
     source: str = typer.Argument(
         ..., help="lucent:inceptionv1 or torchvision:NAME (googlenet, alexnet, vgg16, vgg19, resnet50, inception_v3)"
     ),
-    key: Optional[str] = typer.Option(None, "--key", help="model key (default: the architecture's name)"),
-    weights: Optional[str] = typer.Option(
+    key: str | None = typer.Option(None, "--key", help="model key (default: the architecture's name)"),
+    weights: str | None = typer.Option(
         None, "--weights", help="a torchvision weights name (DEFAULT, IMAGENET1K_V1...), a checkpoint path, or 'random'"
     ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="seed for --weights random (default 0)"),
+    seed: int | None = typer.Option(None, "--seed", help="seed for --weights random (default 0)"),
 ) -> None:
     """Import a model: its significant layers, every unit, and the weighted connections between them."""
-    from kb.graph.importer import ImportProblem, import_model  # torch only for this command
     from kb.graph.extract import ExtractionError
+    from kb.graph.importer import ImportProblem, import_model  # torch only for this command
     from kb.graph.weights import WeightsProblem
 
     engine = open_engine()
@@ -132,7 +130,7 @@ def neuron_command(
     ),
     inputs: int = typer.Option(0, "--inputs", min=0, max=1000, help="show the top N inputs by weight"),
     outputs: int = typer.Option(0, "--outputs", min=0, max=1000, help="show the top N outputs by weight"),
-    model: Optional[str] = typer.Option(None, "--model", help="model for keys like mixed4c:447"),
+    model: str | None = typer.Option(None, "--model", help="model for keys like mixed4c:447"),
 ) -> None:
     """Resolve a neuron key and show its canonical and pinned keys and its strongest connections."""
     engine = open_engine()

@@ -92,11 +92,10 @@ def insert_neurons(conn: sa.Connection, model_id: int, layer_units: dict[int, in
     """Neuron rows for every unit; returns layer id -> array of neuron ids indexed by unit index."""
     if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            with cur.copy('COPY neuron (model_id, layer_id, "index") FROM STDIN') as copy:
-                for layer_id, units in layer_units.items():
-                    for i in range(units):
-                        copy.write_row((model_id, layer_id, i))
+        with raw.cursor() as cur, cur.copy('COPY neuron (model_id, layer_id, "index") FROM STDIN') as copy:
+            for layer_id, units in layer_units.items():
+                for i in range(units):
+                    copy.write_row((model_id, layer_id, i))
     else:
         conn.exec_driver_sql(
             'INSERT INTO neuron (model_id, layer_id, "index") VALUES (?, ?, ?)',
@@ -134,29 +133,31 @@ def insert_connections(
         part = partition_name(model_id)
         conn.exec_driver_sql(f"CREATE TABLE {part} (LIKE connection INCLUDING DEFAULTS)")
         raw = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            with cur.copy(
+        with (
+            raw.cursor() as cur,
+            cur.copy(
                 f"COPY {part} (model_id, target_id, source_id, weight, magnitude, method) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.write(_PG_HEADER)
-                for edges, src_ids, tgt_ids in blocks:
-                    for lo in range(0, len(edges), step):
-                        sl = slice(lo, lo + step)
-                        copy.write(
-                            pg_binary_rows(
-                                model_id,
-                                tgt_ids[edges.target[sl]],
-                                src_ids[edges.source[sl]],
-                                edges.weight[sl],
-                                edges.magnitude[sl],
-                                edges.method,
-                            )
+            ) as copy,
+        ):
+            copy.write(_PG_HEADER)
+            for edges, src_ids, tgt_ids in blocks:
+                for lo in range(0, len(edges), step):
+                    sl = slice(lo, lo + step)
+                    copy.write(
+                        pg_binary_rows(
+                            model_id,
+                            tgt_ids[edges.target[sl]],
+                            src_ids[edges.source[sl]],
+                            edges.weight[sl],
+                            edges.magnitude[sl],
+                            edges.method,
                         )
-                        n = len(edges.target[sl])
-                        total += n
-                        if progress:
-                            progress(n)
-                copy.write(_PG_TRAILER)
+                    )
+                    n = len(edges.target[sl])
+                    total += n
+                    if progress:
+                        progress(n)
+            copy.write(_PG_TRAILER)
         conn.exec_driver_sql(f"ALTER TABLE {part} ADD PRIMARY KEY (target_id, source_id)")
         conn.exec_driver_sql(f"CREATE INDEX {part}_source ON {part} (source_id)")
         conn.exec_driver_sql(f"ALTER TABLE {part} ADD CONSTRAINT {part}_model CHECK (model_id = {int(model_id)})")

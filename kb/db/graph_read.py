@@ -14,13 +14,15 @@ from kb.graph.store import LayerInfo, ModelGraph, build
 def _edges_pg(conn: sa.Connection, model_id: int):
     raw = conn.connection.driver_connection
     buf = io.BytesIO()
-    with raw.cursor() as cur:
-        with cur.copy(
+    with (
+        raw.cursor() as cur,
+        cur.copy(
             f"COPY (SELECT target_id, source_id, weight, magnitude FROM connection "
             f"WHERE model_id = {int(model_id)}) TO STDOUT (FORMAT BINARY)"
-        ) as copy:
-            for chunk in copy:
-                buf.write(chunk)
+        ) as copy,
+    ):
+        for chunk in copy:
+            buf.write(chunk)
     data = buf.getbuffer()
     header = 19  # signature (11) + flags (4) + extension length (4), no extension
     dt = np.dtype(

@@ -29,7 +29,7 @@ class Rows:
     negatives: np.ndarray  # int32 count of weight < 0 per row (a suffix of the row)
 
     @classmethod
-    def build(cls, n: int, mine: np.ndarray, other: np.ndarray, weight: np.ndarray, magnitude: np.ndarray) -> "Rows":
+    def build(cls, n: int, mine: np.ndarray, other: np.ndarray, weight: np.ndarray, magnitude: np.ndarray) -> Rows:
         order = _by_row_then_descending(n, mine, weight, other)  # ties by neighbor
         mine, other, weight, magnitude = mine[order], other[order], weight[order], magnitude[order]
         counts = np.bincount(mine, minlength=n)

@@ -89,7 +89,7 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
             raise WeightsProblem(f"checkpoint {weights} does not exist")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 — any unreadable file gets one clear line
+        except Exception as exc:
             raise WeightsProblem(
                 f"cannot read checkpoint {weights}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             ) from None

@@ -49,7 +49,7 @@ def start_sweeper(interval_s: float) -> threading.Event:
         while not stop.wait(interval_s):
             try:
                 sweep_once()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("sweep failed")
 
     threading.Thread(target=loop, name="kb-sweeper", daemon=True).start()

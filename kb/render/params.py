@@ -34,7 +34,7 @@ class RenderParams:
     top_k: int = 9  # DATASET_EXAMPLES: examples per unit
     extra: dict = field(default_factory=dict)
 
-    def check(self, kind: str) -> "RenderParams":
+    def check(self, kind: str) -> RenderParams:
         if kind not in KINDS:
             raise BadParams(f"kind must be one of {', '.join(KINDS)}")
         if not 16 <= self.size <= 512:

@@ -103,7 +103,7 @@ def run(job_ids: list[int], worker: str | None = None, settings: Settings | None
         try:
             _render_group(engine, settings, group)
             outcome.done += [j["id"] for j in group]
-        except Exception as exc:  # noqa: BLE001 — every failure is recorded on the job, the worker lives on
+        except Exception as exc:
             permanent = isinstance(exc, (Permanent, ValueError, KeyError, IndexError))
             log.exception("render of jobs %s failed", [j["id"] for j in group])
             message = f"{type(exc).__name__}: {exc}"[:2000]
@@ -150,10 +150,10 @@ class _KeepAlive:
             try:
                 with self.engine.begin() as conn:
                     jobs.heartbeat(conn, self.ids, self.fraction, self.lease_s)
-            except Exception:  # noqa: BLE001 — a missed heartbeat only risks a duplicate, idempotent run
+            except Exception:
                 log.warning("heartbeat for jobs %s failed", self.ids, exc_info=True)
 
-    def __enter__(self) -> "_KeepAlive":
+    def __enter__(self) -> _KeepAlive:
         self.thread.start()
         return self
 

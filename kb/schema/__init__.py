@@ -7,8 +7,8 @@ from functools import cache
 import strawberry
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 
-from kb.schema.limits import MAX_TOKENS, RequestLimits
 from kb.schema.claim_query import ClaimQuery
+from kb.schema.limits import MAX_TOKENS, RequestLimits
 from kb.schema.mutation import ClaimMutation
 from kb.schema.query import GraphQuery
 from kb.schema.render_types import RenderMutation, RenderQuery

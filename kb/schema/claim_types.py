@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated
 
@@ -28,7 +28,7 @@ Verdict = strawberry.enum(Enum("Verdict", {"SUPPORT": "SUPPORT", "DISPUTE": "DIS
 
 
 def _utc(v: datetime) -> datetime:
-    return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+    return v if v.tzinfo else v.replace(tzinfo=UTC)
 
 
 def _bib_key(text: str) -> str:
@@ -54,7 +54,7 @@ def neuron_citation(info: Info, neuron: Neuron) -> Citation:
     base = info.context.settings.public_url.rstrip("/")
     url = f"{base}/n/{g.key}@{g.sha256[:12]}/{key.layer}/{key.index}"
     row = info.context.graphs.model_row(g.key) or {}
-    year = _utc(row.get("imported_at") or datetime.now(timezone.utc)).year
+    year = _utc(row.get("imported_at") or datetime.now(UTC)).year
     bibtex = (
         f"@misc{{{_bib_key(pinned)},\n  title = {{Neuron {_bib_escape(str(key))}}},\n"
         f"  howpublished = {{Circuit KB, \\url{{{url}}}}},\n"
@@ -88,7 +88,7 @@ class Evidence:
     visualization: str | None = None
 
     @classmethod
-    def of(cls, item: dict) -> "Evidence":
+    def of(cls, item: dict) -> Evidence:
         return cls(
             kind=EvidenceKind[item["kind"]],
             note=item.get("note", ""),
@@ -123,7 +123,7 @@ class ClaimRevision:
     _row: strawberry.Private[dict]
 
     @classmethod
-    def of(cls, row: dict) -> "ClaimRevision":
+    def of(cls, row: dict) -> ClaimRevision:
         return cls(
             revision=row["revision"],
             created_at=_utc(row["created_at"]),
@@ -190,7 +190,7 @@ class Review:
     _row: strawberry.Private[dict]
 
     @classmethod
-    def of(cls, row: dict) -> "Review":
+    def of(cls, row: dict) -> Review:
         return cls(
             verdict=Verdict[row["verdict"]],
             comment=row["comment"],
@@ -246,7 +246,7 @@ class Claim(_Keyed):
     _row: strawberry.Private[dict]
 
     @classmethod
-    def of(cls, row: dict) -> "Claim":
+    def of(cls, row: dict) -> Claim:
         return cls(
             key=f"claim:{row['id']}",
             label=row["label"],
@@ -280,7 +280,7 @@ class Claim(_Keyed):
         return [Evidence.of(e) for e in (await self._current(info))["evidence"]]
 
     @strawberry.field
-    async def circuit(self, info: Info) -> "Circuit | None":
+    async def circuit(self, info: Info) -> Circuit | None:
         if not self._row["circuit_id"]:
             return None
         row = await info.context.loaders.circuit.load(self._row["circuit_id"])
@@ -387,7 +387,7 @@ class Circuit(_Keyed):
     _row: strawberry.Private[dict]
 
     @classmethod
-    def of(cls, row: dict) -> "Circuit":
+    def of(cls, row: dict) -> Circuit:
         return cls(
             key=f"circuit:{row['id']}",
             name=row["name"],

@@ -66,7 +66,7 @@ class FieldPlan:
     get: Callable[[Any, Any, dict], Any]  # (source, info, variables) -> value
     wraps: list[str]  # outermost first: "nonnull" / "list"
     leaf: Callable[[Any], Any] | None  # scalar serializer, or None for objects
-    sub: "ObjectPlan | None" = None
+    sub: ObjectPlan | None = None
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Plan:
             return _run_object(self.root, None, info, coerced)
         except Fallback:
             raise
-        except Exception as exc:  # noqa: BLE001 — any surprise: the normal path will handle the request
+        except Exception as exc:
             raise Fallback from exc
 
 
@@ -263,4 +263,4 @@ def _uses_variables(node: FieldNode) -> bool:
     return v.found
 
 
-__all__ = ["Compiler", "Plan", "NotCompilable", "Fallback", "MAX_TOKENS"]
+__all__ = ["MAX_TOKENS", "Compiler", "Fallback", "NotCompilable", "Plan"]

@@ -38,7 +38,7 @@ def window(first: int | None, after: str | None, total: int) -> tuple[int, int]:
             assert tag == "o"
             start = int(value) + 1
             assert start >= 1
-        except Exception:  # noqa: BLE001
+        except Exception:
             raise bad_input(f"after is not a cursor of this list: {after[:40]!r}") from None
     return start, min(start + n, total)
 

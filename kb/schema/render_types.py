@@ -73,7 +73,7 @@ class RenderJob:
     _row: strawberry.Private[dict]
 
     @classmethod
-    def of(cls, row: dict) -> "RenderJob":
+    def of(cls, row: dict) -> RenderJob:
         return cls(
             id=row["id"],
             kind=RenderKind[row["kind"]],
@@ -232,7 +232,7 @@ class RenderMutation:
 
             try:
                 enqueue([r for r in rows if r["id"] in set(to_send)], batch)
-            except Exception as exc:  # noqa: BLE001 — the jobs are rows; the sweeper sends them when it can
+            except Exception as exc:
                 raise CodedError(
                     f"jobs {to_send[:5]}... are saved but the broker did not take them "
                     f"({type(exc).__name__}); they will be sent when it answers",

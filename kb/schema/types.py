@@ -73,14 +73,14 @@ class Model(_Keyed):
         return self.sha256[:12]
 
     @strawberry.field(description="Significant layers in network order.")
-    def layers(self, info: Info) -> list["Layer"]:
+    def layers(self, info: Info) -> list[Layer]:
         if self.removed:
             return []
         g = info.context.graphs.graph(self.key)
         return [Layer.of(g, l.position) for l in g.layers]
 
     @classmethod
-    def of_row(cls, row: dict) -> "Model":
+    def of_row(cls, row: dict) -> Model:
         return cls(
             key=row["key"],
             source=row["source"],
@@ -113,7 +113,7 @@ class Layer(_Keyed):
     _layer_id: strawberry.Private[int]
 
     @classmethod
-    def of(cls, g: ModelGraph, position: int) -> "Layer":
+    def of(cls, g: ModelGraph, position: int) -> Layer:
         l = g.layers[position]
         return cls(key=f"{g.key}/{l.key}", name=l.key, position=l.position, units=l.units, _graph=g, _layer_id=l.id)
 
@@ -145,14 +145,14 @@ class Layer(_Keyed):
     def visualizations(
         self,
         info: Info,
-        kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")] | None = None,
-    ) -> list[Annotated["UnitVisualization", strawberry.lazy("kb.schema.render_types")]]:
+        kind: Annotated[RenderKind, strawberry.lazy("kb.schema.render_types")] | None = None,
+    ) -> list[Annotated[UnitVisualization, strawberry.lazy("kb.schema.render_types")]]:
         from kb.schema.render_types import layer_visualizations
 
         return layer_visualizations(info, self, kind)
 
     @strawberry.field(description="The layer's units, in index order.")
-    def neurons(self, first: int | None = None, after: str | None = None) -> "NeuronConnection":
+    def neurons(self, first: int | None = None, after: str | None = None) -> NeuronConnection:
         g, l = self._graph, self._graph.layers[self.position]
         start, stop = window(first, after, l.units)
         edges = [NeuronEdge(cursor=cursor(i), node=Neuron.at(g, l.first + i)) for i in range(start, stop)]
@@ -181,12 +181,12 @@ class Neuron(_Keyed):
     _ordinal: strawberry.Private[int]
 
     @classmethod
-    def at(cls, g: ModelGraph, ordinal: int) -> "Neuron":
+    def at(cls, g: ModelGraph, ordinal: int) -> Neuron:
         layer, index = g.unit(ordinal)
         return cls(key=f"{g.key}/{layer.key}:{index}", index=index, _graph=g, _ordinal=int(ordinal))
 
     @classmethod
-    def of_key(cls, g: ModelGraph, key: NeuronKey) -> "Neuron":
+    def of_key(cls, g: ModelGraph, key: NeuronKey) -> Neuron:
         return cls.at(g, g.ordinal(key.layer, key.index))
 
     @property
@@ -218,7 +218,7 @@ class Neuron(_Keyed):
         after: str | None = None,
         order_by: NeighborOrder = NeighborOrder.WEIGHT,
         sign: Sign = Sign.ANY,
-    ) -> "NeighborConnection":
+    ) -> NeighborConnection:
         return _neighbors(info, self, "inputs", first, after, order_by, sign)
 
     @strawberry.field(description="Units of the next significant layer that this one feeds.")
@@ -229,11 +229,11 @@ class Neuron(_Keyed):
         after: str | None = None,
         order_by: NeighborOrder = NeighborOrder.WEIGHT,
         sign: Sign = Sign.ANY,
-    ) -> "NeighborConnection":
+    ) -> NeighborConnection:
         return _neighbors(info, self, "outputs", first, after, order_by, sign)
 
     @strawberry.field(description="Claims about this neuron (as a subject of their current revision).")
-    async def claims(self, info: Info) -> list[Annotated["Claim", strawberry.lazy("kb.schema.claim_types")]]:
+    async def claims(self, info: Info) -> list[Annotated[Claim, strawberry.lazy("kb.schema.claim_types")]]:
         from kb.schema.claim_types import Claim
 
         key = self._key
@@ -244,14 +244,14 @@ class Neuron(_Keyed):
     async def visualizations(
         self,
         info: Info,
-        kind: Annotated["RenderKind", strawberry.lazy("kb.schema.render_types")] | None = None,
-    ) -> list[Annotated["Visualization", strawberry.lazy("kb.schema.render_types")]]:
+        kind: Annotated[RenderKind, strawberry.lazy("kb.schema.render_types")] | None = None,
+    ) -> list[Annotated[Visualization, strawberry.lazy("kb.schema.render_types")]]:
         from kb.schema.render_types import visualizations
 
         return await visualizations(info, self, kind)
 
     @strawberry.field(description="How to cite this neuron: pinned key, URL, BibTeX.")
-    def citation(self, info: Info) -> Annotated["Citation", strawberry.lazy("kb.schema.claim_types")]:
+    def citation(self, info: Info) -> Annotated[Citation, strawberry.lazy("kb.schema.claim_types")]:
         from kb.schema.claim_types import neuron_citation
 
         return neuron_citation(info, self)
@@ -350,7 +350,7 @@ class WeightEdge:
         return _kernel(info, self._graph, self.source._ordinal, self.target._ordinal)
 
     @classmethod
-    def of(cls, g: ModelGraph, e) -> "WeightEdge":
+    def of(cls, g: ModelGraph, e) -> WeightEdge:
         return cls(
             source=Neuron.at(g, e.source),
             target=Neuron.at(g, e.target),

@@ -45,8 +45,8 @@ __all__ = [
     "M",
     "Pool",
     "Same",
+    "UnknownArchitecture",
     "get",
     "register",
     "sources",
-    "UnknownArchitecture",
 ]
