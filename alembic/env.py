@@ -6,16 +6,12 @@ import kb.db.claim_tables
 import kb.db.render_tables
 import kb.db.tables  # noqa: F401
 from alembic import context
+from kb.db import migrate
 from kb.db.engine import make_engine
 from kb.settings import get_settings
 
 config = context.config
 target_metadata = SQLModel.metadata
-
-
-def include_object(obj, name, type_, reflected, compare_to) -> bool:
-    """Leave SQLite's FTS5 tables (made by hand in 0002) out of autogenerate."""
-    return not (type_ == "table" and reflected and name.startswith("claim_fts"))
 
 
 def _url() -> str:
@@ -36,7 +32,7 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            include_object=include_object,
+            include_object=migrate.autogenerate_filter(connection.dialect.name),
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
