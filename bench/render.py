@@ -137,10 +137,10 @@ def ablate(args, arch, layer, units, preprocess, full) -> None:
         return x
 
     variants = [
-        ("no model rewrites (BatchNorm kept, stock conv gradient)", dict(rewrites=False), {}),
-        ("NCHW instead of channels-last", dict(channels_last=False), dict(channels_last=False)),
-        ("lucent's kornia transforms", {}, dict(kornia=True)),
-        ("one unit per optimisation", {}, dict(max_batch=1)),
+        ("no model rewrites (BatchNorm kept, stock conv gradient)", {"rewrites": False}, {}),
+        ("NCHW instead of channels-last", {"channels_last": False}, {"channels_last": False}),
+        ("lucent's kornia transforms", {}, {"kornia": True}),
+        ("one unit per optimisation", {}, {"max_batch": 1}),
     ]
     print(f"ablation (full renderer {full:.3f} units/s):")
     for name, prep, run in variants:

@@ -24,13 +24,13 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     arch = zoo.get("lucent:inceptionv1")
     variants = [
-        ("fp32 NCHW", dict(channels_last=False, autocast=False)),
-        ("fp32 channels-last", dict(channels_last=True, autocast=False)),
-        ("bf16 NCHW", dict(channels_last=False, autocast=True)),
-        ("bf16 channels-last", dict(channels_last=True, autocast=True)),
-        ("bf16 weights cast once, channels-last", dict(channels_last=True, autocast=True, bf16=True)),
-        ("bf16 channels-last, no transforms", dict(channels_last=True, autocast=True, transforms="none")),
-        ("bf16 channels-last, no upsample", dict(channels_last=True, autocast=True, upsample=0)),
+        ("fp32 NCHW", {"channels_last": False, "autocast": False}),
+        ("fp32 channels-last", {"channels_last": True, "autocast": False}),
+        ("bf16 NCHW", {"channels_last": False, "autocast": True}),
+        ("bf16 channels-last", {"channels_last": True, "autocast": True}),
+        ("bf16 weights cast once, channels-last", {"channels_last": True, "autocast": True, "bf16": True}),
+        ("bf16 channels-last, no transforms", {"channels_last": True, "autocast": True, "transforms": "none"}),
+        ("bf16 channels-last, no upsample", {"channels_last": True, "autocast": True, "upsample": 0}),
     ]
     from kb.graph.extract import shapes
 

@@ -63,7 +63,7 @@ def test_program_storage_round_trip_and_single_kernel_matches_bulk():
     for target in range(9):
         np.testing.assert_allclose(q.kernel(target).weight, p.kernel(target).weight)
     blocks = list(q.expand(chunk=2))
-    weights = {int(t): w for ts, ws, _ in blocks for t, w in zip(ts, ws)}
+    weights = {int(t): w for ts, ws, _ in blocks for t, w in zip(ts, ws, strict=True)}
     assert sorted(weights) == list(range(9))
     for target in range(9):
         np.testing.assert_allclose(weights[target], q.kernel(target).weight[0].sum(axis=(1, 2)), rtol=1e-5)

@@ -118,14 +118,14 @@ def test_batches_do_not_change_a_units_image():
     arch = zoo.get("torchvision:googlenet")
     torch.manual_seed(0)
     model = A.prepare(arch.build(), "cpu")
-    run = dict(size=32, steps=3, upsample=64)
+    run = {"size": 32, "steps": 3, "upsample": 64}
     together = A.render_units(model, "inception3a", [1, 2, 3], **run)
     steps = []
     alone = A.render_units(
         model, "inception3a", [1, 2, 3], max_batch=1, progress=lambda s, t: steps.append((s, t)), **run
     )
     assert steps[-1] == (9, 9) and len(steps) == 9
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
 
 
@@ -153,11 +153,11 @@ def test_bf16_weights_are_cast_once_and_the_image_stays_float32():
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert batching.activation_numel(model, "inception3a", 32, "cpu") > 0
     fp32 = A.prepare(built, "cpu")
-    run = dict(size=32, upsample=64, transforms="none")
+    run = {"size": 32, "upsample": 64, "transforms": "none"}
     start = A.render_units(fp32, "inception3a", [0, 1], steps=0, **run)
     a = A.render_units(model, "inception3a", [0, 1], steps=5, autocast=True, **run)
     b = A.render_units(fp32, "inception3a", [0, 1], steps=5, **run)
-    for x, y, s in zip(a, b, start):  # the optimisation moves the image the same way in bf16
+    for x, y, s in zip(a, b, start, strict=True):  # the optimisation moves the image the same way in bf16
         da, db = (x.astype(float) - s).ravel(), (y.astype(float) - s).ravel()
         assert np.abs(db).mean() > 1 and np.corrcoef(da, db)[0, 1] > 0.7  # 0.86 here; unrelated: ~0
 

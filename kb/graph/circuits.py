@@ -107,7 +107,7 @@ def strongest_path(g: ModelGraph, a: int, b: int) -> Path:
         counts = out.positives[srcs].astype(np.int64)  # positives are a prefix of each row
         if counts.sum() == 0:
             raise NoPath(f"no excitatory path from {_name(g, a)} to {_name(g, b)}")
-        pos = np.concatenate([np.arange(s, s + c) for s, c in zip(lo, counts)])
+        pos = np.concatenate([np.arange(s, s + c) for s, c in zip(lo, counts, strict=True)])
         owner = np.repeat(np.arange(len(srcs)), counts)
         cand = scores[owner] + np.log(out.weight[pos].astype(np.float64))
         tgt = out.other[pos]
@@ -115,8 +115,8 @@ def strongest_path(g: ModelGraph, a: int, b: int) -> Path:
         first = np.ones(len(order), dtype=bool)
         first[1:] = tgt[order][1:] != tgt[order][:-1]
         keep = order[first]
-        best = {int(t): float(c) for t, c in zip(tgt[keep], cand[keep])}
-        parents.append({int(t): (int(srcs[owner[k]]), int(pos[k])) for t, k in zip(tgt[keep], keep)})
+        best = {int(t): float(c) for t, c in zip(tgt[keep], cand[keep], strict=True)}
+        parents.append({int(t): (int(srcs[owner[k]]), int(pos[k])) for t, k in zip(tgt[keep], keep, strict=True)})
         del hi
     if b not in best:
         raise NoPath(f"no excitatory path from {_name(g, a)} to {_name(g, b)}")

@@ -109,7 +109,7 @@ def compose(a: Op, b: Op) -> Op:
             f"with {b.source or 'a map'} ({b.in_channels} channels in)"
         )
     m = a.out_channels
-    w = np.zeros((b.out_channels, a.in_channels) + size, dtype=np.result_type(a.weight, b.weight))
+    w = np.zeros((b.out_channels, a.in_channels, *size), dtype=np.result_type(a.weight, b.weight))
     a_flat = a.weight.reshape(m, -1)
     for u in range(bh):
         for v in range(bw):
@@ -152,7 +152,7 @@ def fold(ops: list[Op], rows: np.ndarray | list[int] | None = None, channels: in
 def to_dense(op: Op, channels: int) -> Dense:
     if isinstance(op, Dense):
         return op
-    w = np.zeros((channels, channels) + op.size, dtype=op.filter.dtype)
+    w = np.zeros((channels, channels, *op.size), dtype=op.filter.dtype)
     idx = np.arange(channels)
     w[idx, idx] = op.filter
     return Dense(w, op.stride, op.pad, False)
@@ -170,7 +170,7 @@ def add(ops: list[Dense]) -> Dense:
     bottom = max(-o.pad[0] + o.size[0] for o in ops)
     right = max(-o.pad[1] + o.size[1] for o in ops)
     shape = ops[0].weight.shape[:2]
-    w = np.zeros(shape + (bottom - top, right - left), dtype=ops[0].weight.dtype)
+    w = np.zeros((*shape, bottom - top, right - left), dtype=ops[0].weight.dtype)
     for o in ops:
         y, x = -o.pad[0] - top, -o.pad[1] - left
         w[:, :, y : y + o.size[0], x : x + o.size[1]] += o.weight

@@ -1,6 +1,6 @@
 """How many units of one layer a worker renders in one optimisation: from settings, else from its device.
 
-- CPU: 8. Time per unit-step was within this machine's noise from 4 to 16 units (32–39 ms, googlenet
+- CPU: 8. Time per unit-step was within this machine's noise from 4 to 16 units (32-39 ms, googlenet
   inception4a at 224 px, render_units timed directly), and at 8 images the largest
   activation of a 224-px pass (GoogLeNet's stem, 8x64x112x112 floats) stays under glibc's 32 MiB mmap
   threshold, so the allocator keeps it between steps (``kb.render.allocator``).
@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -47,10 +48,8 @@ def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, 
             if not list(m.children()):
                 m.register_forward_hook(count)
         dict(model.named_modules())[module_path].register_forward_hook(stop)
-        try:
+        with contextlib.suppress(StopForward):
             model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype))
-        except StopForward:
-            pass
     return total[0]
 
 

@@ -20,7 +20,7 @@ def kernel_rgb(kernel: np.ndarray, scale: float | None = None, cell: int = 12) -
     k = np.asarray(kernel, dtype=np.float64)
     s = scale if scale else (np.abs(k).max() or 1.0)
     v = np.clip(k / s, -1, 1)
-    rgb = np.ones(k.shape + (3,))
+    rgb = np.ones((*k.shape, 3))
     pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
     rgb[..., 0] -= pos  # positive: towards blue
     rgb[..., 1] -= pos + neg

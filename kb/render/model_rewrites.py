@@ -15,6 +15,7 @@ what it computes (up to float rounding). Used once per worker process by ``lucen
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 
 import torch
@@ -31,7 +32,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
             names = list(children)
             pairs += [
                 (parent, a, b)
-                for a, b in zip(names, names[1:])
+                for a, b in itertools.pairwise(names)
                 if isinstance(children[a], nn.Conv2d) and isinstance(children[b], nn.BatchNorm2d)
             ]
             continue
