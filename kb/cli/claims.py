@@ -22,12 +22,17 @@ def import_families_command(
     folder: Path = typer.Argument(..., help="a folder of layer files (e.g. ../shared/data/distill-early-vision)"),
     model: str = typer.Option(..., "--model", help="the imported model the units belong to"),
     source: str = typer.Option(..., "--source", help="what to cite, e.g. doi:10.23915/distill.00024.002"),
+    authors: str = typer.Option(
+        "", "--authors", help="the source's authors, separated by ';' (cited as the claims' authors)"
+    ),
+    title: str = typer.Option("", "--title", help="the source's title"),
 ) -> None:
-    """Import neuron families as FAMILY claims (a re-run changes nothing)."""
+    """Import neuron families as FAMILY claims (a re-run changes nothing); you are credited as curator."""
     if not folder.is_dir():
         raise CliProblem(f"{folder} is not a folder")
+    names = [a.strip() for a in authors.split(";") if a.strip()]
     with open_engine().begin() as conn:
-        report = families.import_families(conn, load_catalog(conn), folder, model, source)
+        report = families.import_families(conn, load_catalog(conn), folder, model, source, names, title or None)
     typer.echo(f"{report.created} families imported, {report.unchanged} already there, from {report.files} files")
 
 

@@ -183,7 +183,7 @@ class RenderMutation:
         neurons: list[str] | None = None,
         layer: str | None = None,
         params: Annotated[RenderParamsInput | None, strawberry.argument()] = None,
-    ) -> list[RenderJob]:
+    ) -> list[RenderJob] | None:
         info.context.account()
         given = asdict(params) if params else {}
         batch = given.pop("batch", None)
