@@ -47,7 +47,7 @@ def export(output: Path | None = typer.Option(None, "--output", "-o", help="defa
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(output)
-        typer.echo(f"{len(lines) - 1} records written to {output}", err=True)
+        typer.echo(f"{len(lines) - 2} records and a trailer written to {output}", err=True)
     else:
         sys.stdout.write(text)
 
@@ -55,7 +55,12 @@ def export(output: Path | None = typer.Option(None, "--output", "-o", help="defa
 @claims_app.command("import")
 @expected()
 def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
-    """Import an export into a database with no claims yet (all or nothing)."""
-    with open_engine().begin() as conn, file.open(encoding="utf-8") as fh:
-        counts = transfer.import_lines(conn, fh)
+    """Import an export into a database with no claims yet: every record is checked first, then all are
+    written in one transaction (a truncated or invalid file writes nothing)."""
+    with file.open("rb") as fh:
+        raw = fh.read().split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    with open_engine().begin() as conn:
+        counts = transfer.import_lines(conn, raw)
     typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
