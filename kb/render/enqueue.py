@@ -56,7 +56,9 @@ def start_sweeper(interval_s: float, knows_idle: bool = False) -> threading.Even
     def loop():
         from kb.render import runner
 
-        while not stop.wait(interval_s):
+        wait = min(interval_s, 5.0)  # the first soon after start: messages lost while no worker ran
+        while not stop.wait(wait):
+            wait = interval_s
             try:
                 sweep_once(idle=knows_idle and runner.ACTIVE == 0)
             except Exception:

@@ -179,9 +179,10 @@ class _KeepAlive:
         self.thread = threading.Thread(target=self._run, name="kb-keepalive", daemon=True)
 
     def progress(self, step: int, total: int) -> None:
-        self.fraction = step / total * 0.99
-        if int(self.fraction / self.STEP) > self.reported:
-            self.reported = int(self.fraction / self.STEP)
+        self.fraction = step / total * 0.99  # 1.0 once stored
+        bucket = int(step / total / self.STEP + 1e-9)
+        if bucket > self.reported:
+            self.reported = bucket
             self.wake.set()
 
     def _run(self) -> None:
