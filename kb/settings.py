@@ -31,7 +31,10 @@ class Settings(BaseSettings):
         "(8 on a CPU, what fits in a GPU's free memory)",
     )
     render_lease_s: float = Field(300.0, description="a RUNNING job without a heartbeat for this long is re-queued")
-    render_sweep_s: float = Field(30.0, description="how often each worker looks for stuck jobs")
+    render_sweep_s: float = Field(15.0, description="how often each worker looks for stuck jobs")
+    render_requeue_idle_s: float = Field(
+        20.0, description="an idle worker re-sends a QUEUED job whose message has not come this long after it was due"
+    )
     render_retry_base_s: float = Field(10.0, description="first retry delay of a failed render; doubles each time")
     render_visibility_timeout_s: int = Field(3600, description="Redis: redeliver an unacknowledged task after")
     render_bf16: bool | None = Field(

@@ -5,9 +5,12 @@ KB_TEST_DATABASE=postgresql (default when a server answers at KB_TEST_PG_URL) or
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +22,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from kb.db import migrate
 from kb.db.engine import engine_for, make_engine
 from kb.settings import get_settings
+
+# Nothing a test does touches the user's own data folder (~/.local/share/circuit-kb) or storage: every test
+# process, and every `kb` process a test starts, gets a temporary one (removed at exit).
+_DATA_DIR = tempfile.mkdtemp(prefix="kb-test-data-")
+os.environ["KB_DATA_DIR"] = _DATA_DIR
+os.environ.pop("KB_STORAGE_DIR", None)
+os.environ.pop("KB_DATABASE_URL", None)
+atexit.register(shutil.rmtree, _DATA_DIR, True)
+get_settings.cache_clear()
 
 ADMIN_URL = os.environ.get("KB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # Render jobs go to a real Redis (a database of its own for the tests; workers are started by the tests).

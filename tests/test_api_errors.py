@@ -81,7 +81,9 @@ def test_every_error_has_a_code(api):
         '{ path(from: "x", to: "y") { score } }',
         "{ subgraph(roots: []) { nodes { key } } }",
     ]:
-        for err in gql(api, query).get("errors", []):
+        errors = gql(api, query).get("errors")
+        assert errors, f"{query} must fail"
+        for err in errors:
             assert err["extensions"]["code"] in {"NOT_FOUND", "BAD_KEY", "BAD_INPUT"}, (query, err)
 
 

@@ -13,8 +13,14 @@ from kb.claims.families import read_families
 from kb.db import migrate
 from kb.db.engine import make_engine
 
-FAMILIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "distill-early-vision"
+FAMILIES = Path(
+    os.environ.get("KB_TEST_FAMILIES")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "distill-early-vision"
+)
 SOURCE = "doi:10.23915/distill.00024.002"
+AUTHORS = "Chris Olah; Nick Cammarata; Ludwig Schubert; Gabriel Goh; Michael Petrov; Shan Carter"
+TITLE = "An Overview of Early Vision in InceptionV1"
+CITE = ("--authors", AUTHORS, "--title", TITLE)
 
 
 def kb(db_url, *args):
@@ -28,7 +34,7 @@ def kb(db_url, *args):
 def families(db_url, inceptionv1):
     if not FAMILIES.is_dir():
         pytest.skip(f"{FAMILIES} is not here")
-    first = kb(db_url, "import-families", str(FAMILIES), "--model", "inceptionv1", "--source", SOURCE)
+    first = kb(db_url, "import-families", str(FAMILIES), "--model", "inceptionv1", "--source", SOURCE, *CITE)
     assert first.returncode == 0, first.stderr
     return first
 
@@ -42,7 +48,7 @@ def test_families_import_is_idempotent(families, db_url, engine):
     assert families.stdout.startswith("113 families imported")
     with engine.connect() as conn:
         before = conn.exec_driver_sql("SELECT count(*), max(revision) FROM claim_revision").one()
-    again = kb(db_url, "import-families", str(FAMILIES), "--model", "inceptionv1", "--source", SOURCE)
+    again = kb(db_url, "import-families", str(FAMILIES), "--model", "inceptionv1", "--source", SOURCE, *CITE)
     assert again.returncode == 0 and again.stdout.startswith("0 families imported, 113 already there")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*), max(revision) FROM claim_revision").one() == before
@@ -57,6 +63,24 @@ def test_curves_on_3b_379(families, api):
     ]
     car = gql(api, '{ neuron(key: "InceptionV1 4c:447") { claims { label } } }')["data"]["neuron"]["claims"]
     assert "Car" in {c["label"] for c in car}
+
+
+def test_families_cite_the_papers_authors_with_the_importer_as_curator(families, api):
+    claims = gql(
+        api,
+        """{ neuron(key: "InceptionV1 3b:379") { claims { key label author { name }
+            citation { text bibtex } } } }""",
+    )["data"]["neuron"]["claims"]
+    curves = next(c for c in claims if c["label"] == "Curves")
+    text, bibtex = curves["citation"]["text"], curves["citation"]["bibtex"]
+    assert text.startswith(
+        'Chris Olah, Nick Cammarata, Ludwig Schubert, Gabriel Goh, Michael Petrov, Shan Carter, "Curves"'
+    )
+    assert f"in {TITLE} (doi:10.23915/distill.00024.002); curated by Families importer" in text
+    assert "author = {Chris Olah and Nick Cammarata and" in bibtex and "doi = {10.23915/distill.00024.002}" in bibtex
+    assert "curated by Families importer" in bibtex
+    page = api.get(f"/c/{curves['key'].split(':')[1]}").text
+    assert "Chris Olah, Nick Cammarata" in page
 
 
 def test_search_claims_and_neurons(families, api):
@@ -110,13 +134,16 @@ def _empty_db(tmp_path):
     return sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False), (admin, name)
 
 
-def test_export_import_export_is_identical(families, db_url, tmp_path, api, accounts):
-    as_user(
+def test_export_import_export_is_identical(families, db_url, tmp_path, api, accounts, engine):
+    with engine.connect() as conn:  # a family's claim (whatever else the session made first)
+        first_family = conn.exec_driver_sql("SELECT min(id) FROM claim WHERE origin IS NOT NULL").scalar_one()
+    reviewed = as_user(
         api,
         accounts["editor2"]["token"],
-        """mutation { reviewClaim(key: "claim:1", verdict: DISPUTE,
-            comment: "not sure") { revision } }""",
+        """mutation($k: String!) { reviewClaim(key: $k, verdict: DISPUTE, comment: "not sure") { revision } }""",
+        {"k": f"claim:{first_family}"},
     )
+    assert "errors" not in reviewed, reviewed
     first = tmp_path / "claims.jsonl"
     r = kb(db_url, "claims", "export", "--output", str(first))
     assert r.returncode == 0, r.stderr

@@ -276,10 +276,11 @@ def test_a_job_that_keeps_failing_ends_failed(api, accounts, db_url, clean_queue
             {"kind": "FEATURE_VIS", "n": ["InceptionV1 3a:3"], "p": {**SMALL, "seed": 1234}},
         )["data"]["requestRender"][0]
         done = _wait(api, [job["id"]], lambda js: js[0]["status"] in ("DONE", "FAILED"))[0]
+        survived = worker.poll() is None  # three failed renders did not take the worker down
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    assert worker.returncode is not None
+    assert survived
     assert done["status"] == "FAILED" and done["attempts"] == 3, done
     assert "NotADirectoryError" in done["error"] or "FileExistsError" in done["error"], done["error"]
 

@@ -35,7 +35,7 @@ class Account:
     token_id: int | None = None
 
     def at_least(self, role: str) -> bool:
-        return RANK[self.role] >= RANK[role]
+        return RANK.get(self.role, -1) >= RANK[role]  # an unknown role (a bad import) may do nothing
 
 
 def _base62(n: int, width: int) -> str:

@@ -23,7 +23,18 @@ from kb.graph.keys import Catalog
 
 FIELDS = ("label", "body", "kind", "status", "confidence", "subjects", "circuit_id", "evidence")
 CONTENT_FIELDS = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evidence")
-AUTHOR_STATUSES = ("PROPOSED", "RETRACTED")  # what an editor may set on their own claim
+MODERATED = ("SUPPORTED", "DISPUTED")  # only moderators move a claim to or from these
+
+
+def may_set_status(actor: Account, is_author: bool, old: str, new: str) -> bool:
+    """The moderation rules (README, "Moderation"): a moderator (or admin) may make any change of status; a
+    claim's author, an editor, may retract it (PROPOSED -> RETRACTED) and propose it again (RETRACTED ->
+    PROPOSED); only moderators move a claim to or from SUPPORTED and DISPUTED; nobody else changes a status."""
+    if actor.at_least("moderator"):
+        return True
+    if not (actor.at_least("editor") and is_author):
+        return False
+    return old not in MODERATED and new not in MODERATED
 
 
 def parse_key(key: str) -> int:
@@ -227,6 +238,8 @@ def update_claim(
         new["circuit_id"] = parse_circuit_key(patch["circuit"])
     if _model_key(conn, new["subjects"], new["circuit_id"]) != row.model_key:
         raise BadInput("a claim cannot move to another model")
+    if new["status"] in MODERATED and not actor.at_least("moderator"):
+        new["status"] = "PROPOSED"  # a moderator's verdict was on the old content: it is to be judged again
     return _commit(conn, actor, claim_id, expected_revision, new, message)
 
 
@@ -235,11 +248,11 @@ def set_status(
 ) -> int:
     row = _current(conn, claim_id)
     status = C.status(status)
-    if not actor.at_least("moderator"):
-        if not (actor.at_least("editor") and row.created_by == actor.id and status in AUTHOR_STATUSES):
-            raise Forbidden(
-                "a moderator may set any claim's status; an author may only retract (or re-propose) their own claim"
-            )
+    if not may_set_status(actor, row.created_by == actor.id, row.status, status):
+        raise Forbidden(
+            f"claim:{claim_id} is {row.status}: only a moderator moves a claim to or from SUPPORTED or DISPUTED, "
+            "and only its author (or a moderator) retracts or re-proposes it"
+        )
     new = _revision_fields(conn, claim_id, row.revision)
     if row.revision != expected_revision:
         raise EditConflict(

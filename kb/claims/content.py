@@ -137,6 +137,18 @@ def evidence(catalog: Catalog, items: list[dict] | None) -> list[dict]:
             clean["doi"] = m[1]
         if item.get("visualization"):
             clean["visualization"] = str(item["visualization"])[:2000]
+        if item.get("authors") or item.get("title"):
+            if k != "CITATION":
+                raise BadInput(f"{what}: only a CITATION has authors and a title")
+            authors = item.get("authors") or []
+            if not isinstance(authors, list) or not all(isinstance(a, str) and a.strip() for a in authors):
+                raise BadInput(f"{what}: authors must be a list of names")
+            if len(authors) > 100 or any(len(a) > 200 for a in authors) or len(item.get("title") or "") > 500:
+                raise BadInput(f"{what}: at most 100 authors of 200 characters, a title of 500")
+            if authors:
+                clean["authors"] = [a.strip() for a in authors]
+            if item.get("title"):
+                clean["title"] = str(item["title"]).strip()
         if k == "CITATION" and not (clean.get("doi") or clean.get("url")):
             raise BadInput(f"{what}: a CITATION needs a doi or a url")
         if len(clean) == 2 and not clean["note"]:

@@ -42,7 +42,17 @@ def read_families(path: Path) -> list[dict]:
     return data
 
 
-def import_families(conn: sa.Connection, catalog: Catalog, folder: Path, model: str, source: str) -> FamiliesReport:
+def import_families(
+    conn: sa.Connection,
+    catalog: Catalog,
+    folder: Path,
+    model: str,
+    source: str,
+    authors: list[str] | None = None,
+    title: str | None = None,
+) -> FamiliesReport:
+    """Each family a FAMILY claim citing ``source`` (its ``authors`` and ``title``): the claim's citation credits
+    the source's authors, with the importing account as curator."""
     files = sorted(folder.glob("*.json"))
     if not files:
         raise BadInput(f"no .json files in {folder}")
@@ -51,6 +61,10 @@ def import_families(conn: sa.Connection, catalog: Catalog, folder: Path, model: 
     doi = source[len("doi:") :] if source.startswith("doi:") else None
     citation = {"kind": "CITATION", "note": f"neuron families from {source}"}
     citation.update({"doi": doi} if doi else {"url": source})
+    if authors:
+        citation["authors"] = authors
+    if title:
+        citation["title"] = title
     report = FamiliesReport(files=len(files))
     c = Claim.__table__
     for path in files:

@@ -1,4 +1,10 @@
-"""Reviews: one per user per claim (changeable, every change kept), and the counts on the claim."""
+"""Reviews: one per user per claim (changeable, every change kept), and the counts on the claim.
+
+A review is written under a lock on the claim's row (an UPDATE of the row, the first write of the transaction,
+so PostgreSQL and SQLite both hold it until commit): reviews of one claim are serialised, the upsert of the
+review never races its own insert, and the counts recomputed from the review rows cannot drift. Each review
+records the claim revision it judged; a later content revision makes it stale.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,54 @@ import sqlalchemy as sa
 
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, Forbidden, NotFound
-from kb.db.claim_tables import Claim, Review, ReviewRevision
+from kb.db.claim_tables import Claim, ClaimRevision, Review, ReviewRevision
 from kb.db.tables import utcnow
 
 VERDICTS = ("SUPPORT", "DISPUTE")
 MAX_COMMENT = 20_000
+CONTENT = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evidence")
+
+
+def lock_claim(conn: sa.Connection, claim_id: int) -> int:
+    """Take the claim's row lock for this transaction; returns its current revision (NotFound if none)."""
+    c = Claim.__table__
+    row = conn.execute(
+        sa.update(c).where(c.c.id == claim_id).values(revision=c.c.revision).returning(c.c.revision)
+    ).first()
+    if row is None:
+        raise NotFound(f"no claim:{claim_id}")
+    return row[0]
+
+
+def content_revisions(revisions: list[dict]) -> list[dict]:
+    """The revisions that changed content (the first, and each that changed more than the status)."""
+    out, before = [], None
+    for rev in revisions:
+        if before is None or any(rev[k] != before[k] for k in CONTENT):
+            out.append(rev)
+        before = rev
+    return out
+
+
+def content_authors(revisions: list[dict]) -> list[int]:
+    """User ids of the content authors, in order of first contribution."""
+    return list(dict.fromkeys(r["author_id"] for r in content_revisions(revisions)))
+
+
+def last_content_revision(revisions: list[dict]) -> int:
+    revs = content_revisions(revisions)
+    return revs[-1]["revision"] if revs else 0
+
+
+def _revisions(conn: sa.Connection, claim_id: int) -> list[dict]:
+    r = ClaimRevision.__table__
+    return [
+        dict(row._mapping) for row in conn.execute(sa.select(r).where(r.c.claim_id == claim_id).order_by(r.c.revision))
+    ]
 
 
 def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: str, comment: str = "") -> int:
-    """Record (or change) the actor's verdict; returns the review's revision number."""
+    """Record (or change) the actor's verdict on the current revision; returns the review's revision number."""
     if not actor.at_least("editor"):
         raise Forbidden("reviewing needs the editor role")
     if verdict not in VERDICTS:
@@ -22,36 +67,30 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
     comment = comment or ""
     if len(comment) > MAX_COMMENT:
         raise BadInput(f"comment is longer than {MAX_COMMENT} characters")
-    c, r = Claim.__table__, Review.__table__
-    if conn.execute(sa.select(c.c.id).where(c.c.id == claim_id)).first() is None:
-        raise NotFound(f"no claim:{claim_id}")
+    judged = lock_claim(conn, claim_id)
+    if actor.id in content_authors(_revisions(conn, claim_id)):
+        raise Forbidden(f"you wrote claim:{claim_id}: its authors cannot review it")
+    r = Review.__table__
     at = utcnow()
-    current = conn.execute(
-        sa.select(r.c.revision).where(r.c.claim_id == claim_id, r.c.user_id == actor.id).with_for_update()
-    ).scalar()
+    current = conn.execute(sa.select(r.c.revision).where(r.c.claim_id == claim_id, r.c.user_id == actor.id)).scalar()
+    values = {"verdict": verdict, "comment": comment, "claim_revision": judged, "updated_at": at}
     if current is None:
         revision = 1
-        conn.execute(
-            sa.insert(r).values(
-                claim_id=claim_id,
-                user_id=actor.id,
-                verdict=verdict,
-                comment=comment,
-                revision=1,
-                created_at=at,
-                updated_at=at,
-            )
-        )
+        conn.execute(sa.insert(r).values(claim_id=claim_id, user_id=actor.id, revision=1, created_at=at, **values))
     else:
         revision = current + 1
         conn.execute(
-            sa.update(r)
-            .where(r.c.claim_id == claim_id, r.c.user_id == actor.id)
-            .values(verdict=verdict, comment=comment, revision=revision, updated_at=at)
+            sa.update(r).where(r.c.claim_id == claim_id, r.c.user_id == actor.id).values(revision=revision, **values)
         )
     conn.execute(
         sa.insert(ReviewRevision.__table__).values(
-            claim_id=claim_id, user_id=actor.id, revision=revision, verdict=verdict, comment=comment, created_at=at
+            claim_id=claim_id,
+            user_id=actor.id,
+            revision=revision,
+            verdict=verdict,
+            comment=comment,
+            claim_revision=judged,
+            created_at=at,
         )
     )
     recount(conn, claim_id)
@@ -59,6 +98,7 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
 
 
 def recount(conn: sa.Connection, claim_id: int) -> None:
+    """The counts from the review rows (under the claim's lock)."""
     r, c = Review.__table__, Claim.__table__
     counts = dict(
         conn.execute(

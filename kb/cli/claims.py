@@ -22,12 +22,17 @@ def import_families_command(
     folder: Path = typer.Argument(..., help="a folder of layer files (e.g. ../shared/data/distill-early-vision)"),
     model: str = typer.Option(..., "--model", help="the imported model the units belong to"),
     source: str = typer.Option(..., "--source", help="what to cite, e.g. doi:10.23915/distill.00024.002"),
+    authors: str = typer.Option(
+        "", "--authors", help="the source's authors, separated by ';' (cited as the claims' authors)"
+    ),
+    title: str = typer.Option("", "--title", help="the source's title"),
 ) -> None:
-    """Import neuron families as FAMILY claims (a re-run changes nothing)."""
+    """Import neuron families as FAMILY claims (a re-run changes nothing); you are credited as curator."""
     if not folder.is_dir():
         raise CliProblem(f"{folder} is not a folder")
+    names = [a.strip() for a in authors.split(";") if a.strip()]
     with open_engine().begin() as conn:
-        report = families.import_families(conn, load_catalog(conn), folder, model, source)
+        report = families.import_families(conn, load_catalog(conn), folder, model, source, names, title or None)
     typer.echo(f"{report.created} families imported, {report.unchanged} already there, from {report.files} files")
 
 
@@ -42,7 +47,7 @@ def export(output: Path | None = typer.Option(None, "--output", "-o", help="defa
         tmp = output.with_name(output.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(output)
-        typer.echo(f"{len(lines) - 1} records written to {output}", err=True)
+        typer.echo(f"{len(lines) - 2} records and a trailer written to {output}", err=True)
     else:
         sys.stdout.write(text)
 
@@ -50,7 +55,12 @@ def export(output: Path | None = typer.Option(None, "--output", "-o", help="defa
 @claims_app.command("import")
 @expected()
 def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
-    """Import an export into a database with no claims yet (all or nothing)."""
-    with open_engine().begin() as conn, file.open(encoding="utf-8") as fh:
-        counts = transfer.import_lines(conn, fh)
+    """Import an export into a database with no claims yet: every record is checked first, then all are
+    written in one transaction (a truncated or invalid file writes nothing)."""
+    with file.open("rb") as fh:
+        raw = fh.read().split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    with open_engine().begin() as conn:
+        counts = transfer.import_lines(conn, raw)
     typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()))

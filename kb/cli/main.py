@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from kb.cli import accounts, claims, datasets, db, graph, serve, worker
@@ -26,7 +29,18 @@ app.command("worker")(worker.worker_command)
 
 
 def main() -> None:
-    app()
+    """Expected failures are one line (kb.cli.errors); so is anything else on bad input: a traceback only with
+    KB_DEBUG=1."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("KB_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(exc).__name__}: {first} (KB_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,19 @@ from kb.cli.db import open_engine
 from kb.cli.errors import expected
 
 
+def _log_jobs() -> None:
+    """Each job's receipt, start and end on stderr (kb.render at INFO), whatever Celery's own log level."""
+    import logging
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("kb.render")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
 @expected()
 def worker_command(
     queues: str = typer.Option("render,control", "--queues", help="comma-separated queues"),
@@ -21,7 +34,8 @@ def worker_command(
     from kb.settings import get_settings
 
     open_engine()
-    start_sweeper(get_settings().render_sweep_s)
+    _log_jobs()
+    start_sweeper(get_settings().render_sweep_s, knows_idle=pool == "solo" or concurrency == 1)
     argv = [
         "worker",
         f"--queues={queues}",

@@ -122,6 +122,7 @@ class Review(SQLModel, table=True):
     verdict: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     comment: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     revision: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    claim_revision: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))  # judged
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
@@ -134,4 +135,5 @@ class ReviewRevision(SQLModel, table=True):
     revision: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
     verdict: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     comment: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
+    claim_revision: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

@@ -73,3 +73,5 @@ class RenderJob(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_column=_ts(True))
     finished_at: datetime | None = Field(default=None, sa_column=_ts(True))
     deadline: datetime | None = Field(default=None, sa_column=_ts(True))  # RUNNING past this: re-queued
+    enqueued_at: datetime | None = Field(default=None, sa_column=_ts(True))  # its message was last sent
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(True))  # QUEUED: not to run before

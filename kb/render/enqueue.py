@@ -13,8 +13,9 @@ from kb.settings import get_settings
 log = logging.getLogger("kb.render")
 
 
-def enqueue(job_rows: list[dict], batch: int | None = None) -> int:
-    """Send jobs to the render queue, batched by (model, layer, kind, parameters). Returns tasks sent."""
+def enqueue(job_rows: list[dict], batch: int | None = None, engine=None) -> int:
+    """Send jobs to the render queue, batched by (model, layer, kind, parameters), and record when (on
+    ``engine``'s database). Returns tasks sent."""
     from kb.render.tasks import render_jobs
 
     batch = batch or get_settings().render_batch
@@ -26,29 +27,40 @@ def enqueue(job_rows: list[dict], batch: int | None = None) -> int:
         for lo in range(0, len(ids), batch):
             render_jobs.apply_async(args=[ids[lo : lo + batch]])
             sent += 1
+    if engine is not None and job_rows:
+        with engine.begin() as conn:
+            jobs.sent(conn, [j["id"] for j in job_rows])
     return sent
 
 
-def sweep_once() -> int:
+def sweep_once(idle: bool = False) -> int:
+    """Re-send the jobs whose message may be lost. ``idle``: this worker runs nothing now, so a job due for
+    longer than ``render_requeue_idle_s`` would have reached it if its message were in the queue."""
     settings = get_settings()
     engine = engine_for(settings.db_url)
-    with engine.connect() as conn:
-        ids = jobs.stuck(conn, queued_older_than_s=max(60.0, settings.render_lease_s))
+    grace = settings.render_requeue_idle_s if idle else max(60.0, settings.render_lease_s)
+    with engine.begin() as conn:
+        ids = jobs.stuck(conn, queued_older_than_s=grace)
         rows = jobs.get(conn, ids)
     if rows:
-        log.warning("re-enqueueing %d stuck render jobs", len(rows))
-        enqueue(rows)
+        log.warning("re-sending %d render jobs whose message may be lost: %s", len(rows), ids[:20])
+        enqueue(rows, engine=engine)
     return len(rows)
 
 
-def start_sweeper(interval_s: float) -> threading.Event:
-    """A daemon thread in each worker that sweeps every ``interval_s`` (sweeps are idempotent)."""
+def start_sweeper(interval_s: float, knows_idle: bool = False) -> threading.Event:
+    """A daemon thread in each worker that sweeps every ``interval_s`` (sweeps are idempotent). With
+    ``knows_idle`` (a one-process worker), it knows when the worker runs no job."""
     stop = threading.Event()
 
     def loop():
-        while not stop.wait(interval_s):
+        from kb.render import runner
+
+        wait = min(interval_s, 5.0)  # the first soon after start: messages lost while no worker ran
+        while not stop.wait(wait):
+            wait = interval_s
             try:
-                sweep_once()
+                sweep_once(idle=knows_idle and runner.ACTIVE == 0)
             except Exception:
                 log.exception("sweep failed")
 

@@ -3,6 +3,11 @@
 A job moves QUEUED → RUNNING → DONE, or back to QUEUED for another attempt, or to FAILED after its last one.
 Every transition is a conditional UPDATE, so a job delivered twice (a redelivered message, a sweeper's
 re-enqueue) is started once, and a finished job is never redone. Enqueueing happens after the commit.
+
+The attempts cap holds for lost workers too: a job left RUNNING past its lease with no attempt left ends
+FAILED ("worker lost N times") instead of being started again, so a unit whose render kills its worker (out of
+memory) does not kill worker after worker. ``enqueued_at`` is when its message was last sent and
+``next_attempt_at`` when a retry is due; the sweeper re-sends any QUEUED job whose message may be lost.
 """
 
 from __future__ import annotations
@@ -67,16 +72,46 @@ def request(conn: sa.Connection, units: list[Unit], kind: str, params: dict) -> 
             conn.execute(
                 sa.update(t)
                 .where(t.c.id == row.id, t.c.status == "FAILED")
-                .values(status="QUEUED", attempts=0, error=None, progress=0.0)
+                .values(status="QUEUED", attempts=0, error=None, progress=0.0, next_attempt_at=None)
             )
             enqueue.append(row.id)
         ids.append(row.id)
     return ids, enqueue
 
 
-def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) -> list[dict]:
-    """Claim the jobs this worker may run now (QUEUED, or RUNNING past their deadline)."""
+def _lost(t, now):
+    """RUNNING past its lease: its worker is gone (killed, out of memory, its machine lost)."""
+    return sa.and_(t.c.status == "RUNNING", t.c.deadline < now)
+
+
+def fail_lost(conn: sa.Connection, job_ids: list[int] | None = None) -> list[int]:
+    """End FAILED the lost jobs that have no attempt left; returns their ids."""
     t = RenderJob.__table__
+    now = utcnow()
+    where = [_lost(t, now), t.c.attempts >= t.c.max_attempts]
+    if job_ids is not None:
+        where.append(t.c.id.in_(job_ids))
+    ids = [r[0] for r in conn.execute(sa.select(t.c.id).where(*where))]
+    for job_id in ids:
+        conn.execute(
+            sa.update(t)
+            .where(t.c.id == job_id, *where)
+            .values(
+                status="FAILED",
+                error=sa.literal("worker lost ")
+                + sa.cast(t.c.attempts, sa.String)
+                + sa.literal(" times: each attempt ended without its worker reporting back (killed, out of memory?)"),
+                deadline=None,
+                finished_at=now,
+            )
+        )
+    return ids
+
+
+def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) -> list[dict]:
+    """Claim the jobs this worker may run now (QUEUED, or RUNNING past their deadline with an attempt left)."""
+    t = RenderJob.__table__
+    fail_lost(conn, job_ids)
     now = utcnow()
     started = []
     for job_id in job_ids:
@@ -84,7 +119,10 @@ def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) 
             sa.update(t)
             .where(
                 t.c.id == job_id,
-                sa.or_(t.c.status == "QUEUED", sa.and_(t.c.status == "RUNNING", t.c.deadline < now)),
+                sa.or_(
+                    t.c.status == "QUEUED",
+                    sa.and_(_lost(t, now), t.c.attempts < t.c.max_attempts),
+                ),
             )
             .values(
                 status="RUNNING",
@@ -93,6 +131,7 @@ def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) 
                 worker=worker[:200],
                 deadline=now + timedelta(seconds=lease_s),
                 progress=0.0,
+                next_attempt_at=None,
             )
         ).rowcount
         if done:
@@ -129,11 +168,12 @@ def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
     return artifact_id
 
 
-def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool) -> bool:
-    """Record a failed attempt; True if the job goes back to QUEUED for another one."""
+def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool, retry_in_s: float = 0.0) -> bool:
+    """Record a failed attempt; True if the job goes back to QUEUED for another one (due in ``retry_in_s``)."""
     t = RenderJob.__table__
     row = conn.execute(sa.select(t.c.attempts, t.c.max_attempts).where(t.c.id == job_id)).one()
     again = retryable and row.attempts < row.max_attempts
+    now = utcnow()
     conn.execute(
         sa.update(t)
         .where(t.c.id == job_id, t.c.status == "RUNNING")
@@ -141,22 +181,41 @@ def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool) -> bool:
             status="QUEUED" if again else "FAILED",
             error=error[:2000],
             deadline=None,
-            finished_at=None if again else utcnow(),
+            finished_at=None if again else now,
+            next_attempt_at=now + timedelta(seconds=retry_in_s) if again else None,
         )
     )
     return again
 
 
+def retry_delay(attempts: int, base_s: float) -> float:
+    return min(600.0, base_s * 2 ** (attempts - 1))
+
+
+def sent(conn: sa.Connection, job_ids: list[int]) -> None:
+    """Their messages went to the broker now."""
+    if job_ids:
+        t = RenderJob.__table__
+        conn.execute(sa.update(t).where(t.c.id.in_(job_ids)).values(enqueued_at=utcnow()))
+
+
 def stuck(conn: sa.Connection, queued_older_than_s: float = 600) -> list[int]:
-    """Jobs to enqueue again: RUNNING past their deadline (a lost worker), or QUEUED and never picked up."""
+    """Jobs to enqueue again: RUNNING past their deadline with an attempt left (a lost worker), or QUEUED whose
+    message may be lost: due (``next_attempt_at``) and last sent (``enqueued_at``, else created) longer ago than
+    ``queued_older_than_s``. Lost jobs with no attempt left end FAILED here."""
     t = RenderJob.__table__
+    fail_lost(conn)
     now = utcnow()
-    late = [r[0] for r in conn.execute(sa.select(t.c.id).where(t.c.status == "RUNNING", t.c.deadline < now))]
+    late = [r[0] for r in conn.execute(sa.select(t.c.id).where(_lost(t, now), t.c.attempts < t.c.max_attempts))]
     old = now - timedelta(seconds=queued_older_than_s)
     waiting = [
         r[0]
         for r in conn.execute(
-            sa.select(t.c.id).where(t.c.status == "QUEUED", t.c.created_at < old, t.c.started_at.is_(None))
+            sa.select(t.c.id).where(
+                t.c.status == "QUEUED",
+                sa.func.coalesce(t.c.enqueued_at, t.c.created_at) < old,
+                sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at < old),
+            )
         )
     ]
     return late + waiting

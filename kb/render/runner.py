@@ -23,6 +23,7 @@ from kb.render.storage import storage_from_settings
 from kb.settings import Settings, get_settings
 
 log = logging.getLogger("kb.render")
+ACTIVE = 0  # jobs' tasks running in this process now (the sweeper of a one-process worker reads it)
 
 
 class Permanent(Exception):
@@ -90,11 +91,35 @@ def _model(source: str, described: str, sha256: str, device_name: str, bf16: boo
 
 
 def run(job_ids: list[int], worker: str | None = None, settings: Settings | None = None) -> Outcome:
+    global ACTIVE
+    ACTIVE += 1
+    try:
+        return _run(job_ids, worker, settings)
+    finally:
+        ACTIVE -= 1
+
+
+def _run(job_ids: list[int], worker: str | None = None, settings: Settings | None = None) -> Outcome:
     settings = settings or get_settings()
     engine = engine_for(settings.db_url)
     worker = worker or socket.gethostname()
+    log.info("received jobs %s", job_ids)
     with engine.begin() as conn:
         started = jobs.start(conn, job_ids, worker, settings.render_lease_s)
+    skipped = sorted(set(job_ids) - {j["id"] for j in started})
+    if skipped:
+        log.info("jobs %s: nothing to do (done, failed, or running elsewhere)", skipped)
+    for j in started:
+        log.info(
+            "job %d started: %s %s/%s:%d, attempt %d of %d",
+            j["id"],
+            j["kind"],
+            j["model_key"],
+            j["layer_key"],
+            j["unit"],
+            j["attempts"],
+            j["max_attempts"],
+        )
     outcome = Outcome()
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for job in started:
@@ -103,16 +128,21 @@ def run(job_ids: list[int], worker: str | None = None, settings: Settings | None
         try:
             _render_group(engine, settings, group)
             outcome.done += [j["id"] for j in group]
+            for j in group:
+                log.info("job %d done", j["id"])
         except Exception as exc:
             permanent = isinstance(exc, (Permanent, ValueError, KeyError, IndexError))
             log.exception("render of jobs %s failed", [j["id"] for j in group])
             message = f"{type(exc).__name__}: {exc}"[:2000]
             with engine.begin() as conn:
                 for j in group:
-                    if jobs.fail(conn, j["id"], message, not permanent):
+                    delay = jobs.retry_delay(j["attempts"], settings.render_retry_base_s)
+                    if jobs.fail(conn, j["id"], message, not permanent, delay):
                         outcome.retry.append((j["id"], j["attempts"]))
+                        log.warning("job %d failed (attempt %d), again in %.1f s", j["id"], j["attempts"], delay)
                     else:
                         outcome.failed.append(j["id"])
+                        log.warning("job %d FAILED after %d attempts: %s", j["id"], j["attempts"], message[:200])
     return outcome
 
 
@@ -132,21 +162,39 @@ def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> N
 
 class _KeepAlive:
     """While a group renders, a thread renews the jobs' lease (and writes their progress) every third of it,
-    so a slow step or a slow model load never looks like a lost worker, and a dead worker stops renewing."""
+    so a slow step or a slow model load never looks like a lost worker, and a dead worker stops renewing.
+    Progress is also written each time it passes another 5% of the steps (the optimisation never waits for it:
+    it wakes this thread)."""
+
+    STEP = 0.05
 
     def __init__(self, engine: sa.Engine, ids: list[int], lease_s: float):
         import threading
 
         self.engine, self.ids, self.lease_s = engine, ids, lease_s
         self.fraction = 0.0
+        self.reported = 0
         self.stop = threading.Event()
+        self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="kb-keepalive", daemon=True)
 
     def progress(self, step: int, total: int) -> None:
-        self.fraction = step / total * 0.99
+        self.fraction = step / total * 0.99  # 1.0 once stored
+        bucket = int(step / total / self.STEP + 1e-9)
+        if bucket > self.reported:
+            self.reported = bucket
+            self.wake.set()
 
     def _run(self) -> None:
-        while not self.stop.wait(self.lease_s / 3):
+        import time
+
+        next_beat = time.monotonic() + self.lease_s / 3
+        while not self.stop.is_set():
+            self.wake.wait(max(0.0, next_beat - time.monotonic()))
+            self.wake.clear()
+            if self.stop.is_set():
+                return
+            next_beat = time.monotonic() + self.lease_s / 3
             try:
                 with self.engine.begin() as conn:
                     jobs.heartbeat(conn, self.ids, self.fraction, self.lease_s)
@@ -159,6 +207,7 @@ class _KeepAlive:
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
+        self.wake.set()
         self.thread.join(timeout=30)
 
 

@@ -7,13 +7,17 @@ from kb.render.celery_app import app
 
 @app.task(name="kb.render.render_jobs", bind=True, acks_late=True, reject_on_worker_lost=True)
 def render_jobs(self, job_ids: list[int]) -> None:
-    from kb.render import runner
+    from kb.db.engine import engine_for
+    from kb.render import jobs, runner
     from kb.settings import get_settings
 
+    settings = get_settings()
     outcome = runner.run(job_ids, worker=self.request.hostname)
-    base = get_settings().render_retry_base_s
     for job_id, attempts in outcome.retry:  # a transient failure: again later, backing off by attempt
-        render_jobs.apply_async(args=[[job_id]], countdown=min(600.0, base * 2 ** (attempts - 1)))
+        render_jobs.apply_async(args=[[job_id]], countdown=jobs.retry_delay(attempts, settings.render_retry_base_s))
+    if outcome.retry:
+        with engine_for(settings.db_url).begin() as conn:
+            jobs.sent(conn, [j for j, _ in outcome.retry])
 
 
 @app.task(name="kb.render.sweep")

@@ -12,6 +12,7 @@ import strawberry
 from kb.claims import circuits as circuit_domain
 from kb.claims import content
 from kb.claims.claims import diff as diff_fields
+from kb.claims.reviews import content_authors, last_content_revision
 from kb.graph.keys import KeyProblem
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input
@@ -71,6 +72,10 @@ class Person:
     display_name: str
 
 
+def _shown(p: Person) -> str:
+    return p.display_name or p.name
+
+
 async def _person(info: Info, user_id: int) -> Person:
     row = await info.context.loaders.user.load(user_id)
     return Person(name=row["name"], display_name=row["display_name"]) if row else Person(name="?", display_name="?")
@@ -86,6 +91,8 @@ class Evidence:
     url: str | None = None
     doi: str | None = None
     visualization: str | None = None
+    authors: list[str] | None = strawberry.field(default=None, description="a CITATION's authors")
+    title: str | None = strawberry.field(default=None, description="a CITATION's title")
 
     @classmethod
     def of(cls, item: dict) -> Evidence:
@@ -98,6 +105,8 @@ class Evidence:
             url=item.get("url"),
             doi=item.get("doi"),
             visualization=item.get("visualization"),
+            authors=item.get("authors"),
+            title=item.get("title"),
         )
 
 
@@ -153,23 +162,59 @@ class ClaimRevision:
     async def author(self, info: Info) -> Person:
         return await _person(info, self._row["author_id"])
 
-    @strawberry.field(description="How to cite exactly this revision.")
+    @strawberry.field(
+        description="The content authors up to this revision, in order of first contribution "
+        "(a change of status alone makes nobody an author)."
+    )
+    async def authors(self, info: Info) -> list[Person]:
+        return [await _person(info, i) for i in await self._author_ids(info)]
+
+    async def _author_ids(self, info: Info) -> list[int]:
+        revs = await info.context.loaders.revisions.load(self._row["claim_id"])
+        return content_authors(revs[: self.revision])
+
+    async def _source(self, info: Info) -> dict | None:
+        """For an imported claim (families from a paper): the CITATION it came from, if it names its authors."""
+        claim = await info.context.loaders.claim.load(self._row["claim_id"])
+        if not claim or not claim.get("origin"):
+            return None
+        return next((e for e in self._row["evidence"] if e.get("kind") == "CITATION" and e.get("authors")), None)
+
+    @strawberry.field(
+        description="How to cite exactly this revision: its content authors, or for an imported "
+        "claim the source's authors and DOI, with the importing account as curator."
+    )
     async def citation(self, info: Info) -> Citation:
-        author = await _person(info, self._row["author_id"])
+        people = [_shown(await _person(info, i)) for i in await self._author_ids(info)]
+        source = await self._source(info)
         key = self.key()
         url = f"{info.context.settings.public_url.rstrip('/')}/c/{self._row['claim_id']}/{self.revision}"
+        day = f"{self.created_at:%Y-%m-%d}"
+        if source:
+            names = list(source["authors"])
+            ref = source.get("title") or ""
+            where = f"doi:{source['doi']}" if source.get("doi") else source.get("url", "")
+            text = (
+                f'{", ".join(names)}, "{self.label}"'
+                + (f", in {ref}" if ref else "")
+                + f" ({where}); curated by {', '.join(people)} in Circuit KB {key} ({day}), {url}"
+            )
+            extra = (f"  doi = {{{_bib_escape(source['doi'])}}},\n" if source.get("doi") else "") + (
+                f"  note = {{{_bib_escape('In ' + ref + '; ' if ref else '')}curated by "
+                f"{_bib_escape(', '.join(people))} in Circuit KB}},\n"
+            )
+        else:
+            names = people
+            text = f'{", ".join(names)}, "{self.label}", Circuit KB {key} ({day}), {url}'
+            extra = ""
         bibtex = (
             f"@misc{{{_bib_key(key)},\n  title = {{{_bib_escape(self.label)}}},\n"
-            f"  author = {{{_bib_escape(author.display_name)}}},\n"
+            f"  author = {{{_bib_escape(' and '.join(names))}}},\n"
             f"  howpublished = {{Circuit KB {_bib_escape(key)}, \\url{{{url}}}}},\n"
-            f"  year = {{{self.created_at.year}}}\n}}"
+            + extra
+            + f"  year = {{{self.created_at.year}}}\n}}"
         )
-        return Citation(
-            key=key,
-            url=url,
-            bibtex=bibtex,
-            text=f'{author.display_name}, "{self.label}", Circuit KB {key} ({self.created_at:%Y-%m-%d}), {url}',
-        )
+        return Citation(key=key, url=url, bibtex=bibtex, text=text)
 
 
 @strawberry.type
@@ -199,6 +244,15 @@ class Review:
             updated_at=_utc(row["updated_at"]),
             _row=row,
         )
+
+    @strawberry.field(description="the claim revision this verdict judged (null: reviewed before this was kept)")
+    def claim_revision(self) -> int | None:
+        return self._row.get("claim_revision")
+
+    @strawberry.field(description="the claim's content changed after this review: it judged an older revision")
+    async def stale(self, info: Info) -> bool:
+        revs = await info.context.loaders.revisions.load(self._row["claim_id"])
+        return (self._row.get("claim_revision") or 0) < last_content_revision(revs)
 
     @strawberry.field
     async def reviewer(self, info: Info) -> Person:
@@ -270,6 +324,10 @@ class Claim(_Keyed):
     @strawberry.field
     async def author(self, info: Info) -> Person:
         return await _person(info, self._row["created_by"])
+
+    @strawberry.field(description="The content authors, in order of first contribution (`author` created it).")
+    async def authors(self, info: Info) -> list[Person]:
+        return await ClaimRevision.of(await self._current(info)).authors(info)
 
     @strawberry.field(description="The neurons the current revision is about.")
     async def subjects(self, info: Info) -> list[Neuron]:

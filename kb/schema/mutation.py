@@ -1,4 +1,8 @@
-"""Mutations: each declares the least role it needs; ownership and status rules are the domain's."""
+"""Mutations: each declares the least role it needs; ownership and status rules are the domain's.
+
+Each mutation field is its own transaction and returns a nullable type: in a request with several, those that
+committed keep their data and one that fails is null with a coded error at its path (never ``data: null``).
+"""
 
 from __future__ import annotations
 
@@ -28,9 +32,13 @@ class EvidenceInput:
     url: str | None = None
     doi: str | None = None
     visualization: str | None = None
+    authors: list[str] | None = strawberry.field(default=None, description="a CITATION's authors")
+    title: str | None = strawberry.field(default=None, description="a CITATION's title")
 
     def as_dict(self) -> dict:
         return {
+            "authors": self.authors,
+            "title": self.title,
             "kind": self.kind.value,
             "note": self.note,
             "neuron": self.neuron,
@@ -112,7 +120,7 @@ def _claim(conn, claim_id: int) -> Claim:
 @strawberry.type
 class ClaimMutation:
     @mutation(role="editor", description="Make a claim about neurons or a circuit (revision 1, PROPOSED).")
-    def create_claim(self, info: Info, input: ClaimInput) -> Claim:
+    def create_claim(self, info: Info, input: ClaimInput) -> Claim | None:
         account = info.context.account()
         with _transaction(info) as conn:
             claim_id = claim_domain.create_claim(
@@ -136,7 +144,9 @@ class ClaimMutation:
         "EDIT_CONFLICT (and the current revision) unless expectedRevision is "
         "still the current one when the edit commits.",
     )
-    def update_claim(self, info: Info, key: str, expected_revision: int, patch: ClaimPatch, message: str = "") -> Claim:
+    def update_claim(
+        self, info: Info, key: str, expected_revision: int, patch: ClaimPatch, message: str = ""
+    ) -> Claim | None:
         account = info.context.account()
         with _transaction(info) as conn:
             claim_id = claim_domain.parse_key(key)
@@ -148,7 +158,7 @@ class ClaimMutation:
     @mutation(role="editor", description="Change a claim's status: a moderator any; its author may retract.")
     def set_claim_status(
         self, info: Info, key: str, expected_revision: int, status: ClaimStatus, message: str = ""
-    ) -> Claim:
+    ) -> Claim | None:
         account = info.context.account()
         with _transaction(info) as conn:
             claim_id = claim_domain.parse_key(key)
@@ -156,7 +166,7 @@ class ClaimMutation:
             return _claim(conn, claim_id)
 
     @mutation(role="editor", description="Support or dispute a claim; one review per user, changeable.")
-    def review_claim(self, info: Info, key: str, verdict: Verdict, comment: str = "") -> Review:
+    def review_claim(self, info: Info, key: str, verdict: Verdict, comment: str = "") -> Review | None:
         import sqlalchemy as sa
 
         account = info.context.account()
@@ -168,7 +178,7 @@ class ClaimMutation:
             return Review.of(dict(row._mapping))
 
     @mutation(role="editor", description="Name a circuit: neurons and the edges between them, a note per edge.")
-    def create_circuit(self, info: Info, input: CircuitInput) -> Circuit:
+    def create_circuit(self, info: Info, input: CircuitInput) -> Circuit | None:
         account = info.context.account()
         with _transaction(info) as conn:
             circuit_id = circuit_domain.create_circuit(

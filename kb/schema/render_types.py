@@ -183,7 +183,7 @@ class RenderMutation:
         neurons: list[str] | None = None,
         layer: str | None = None,
         params: Annotated[RenderParamsInput | None, strawberry.argument()] = None,
-    ) -> list[RenderJob]:
+    ) -> list[RenderJob] | None:
         info.context.account()
         given = asdict(params) if params else {}
         batch = given.pop("batch", None)
@@ -231,7 +231,7 @@ class RenderMutation:
             from kb.render.enqueue import enqueue
 
             try:
-                enqueue([r for r in rows if r["id"] in set(to_send)], batch)
+                enqueue([r for r in rows if r["id"] in set(to_send)], batch, engine=graphs.engine)
             except Exception as exc:
                 raise CodedError(
                     f"jobs {to_send[:5]}... are saved but the broker did not take them "

@@ -94,7 +94,7 @@ def claim_html(c: dict) -> tuple[str, str]:
     latest = r["revision"] == c["revision"]
     head = (
         f"<h1>{escape(r['label'])}</h1><p class='sub'>{escape(r['key'])} · {escape(r['kind'])} · "
-        f"{escape(r['status'])} · by {escape(r['author']['displayName'] or r['author']['name'])} · "
+        f"{escape(r['status'])} · by {escape(', '.join(a['displayName'] or a['name'] for a in r['authors']))} · "
         f"{escape(str(r['createdAt'])[:10])}"
         + ("" if latest else f" · an earlier revision: {_a(_claim_path(c['key']), 'see the current one')}")
         + "</p>"
@@ -106,7 +106,13 @@ def claim_html(c: dict) -> tuple[str, str]:
     evidence = "".join(f"<li>{escape(e['kind'])}: {escape(e['note'])} {_evidence_link(e)}</li>" for e in r["evidence"])
     reviews = "".join(
         f"<li>{escape(v['verdict'])} by {escape(v['reviewer']['displayName'] or v['reviewer']['name'])}"
-        f"{': ' + escape(v['comment']) if v['comment'] else ''}</li>"
+        f"{': ' + escape(v['comment']) if v['comment'] else ''}"
+        + (
+            f" <span class='sub'>(of revision {v['claimRevision']}: older than the current content)</span>"
+            if v["stale"]
+            else ""
+        )
+        + "</li>"
         for v in c["reviews"]
     )
     history = "".join(

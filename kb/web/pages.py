@@ -27,9 +27,10 @@ NEURON = """query($k: String!) { neuron(key: $k) { key pinnedKey url index
 
 CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision supportCount disputeCount
   revisions { revision createdAt message author { name } }
-  reviews { verdict comment reviewer { displayName name } }
+  reviews { verdict comment claimRevision stale reviewer { displayName name } }
   revisionAt(revision: $r) { key revision label body kind status confidence createdAt message circuit subjects
-    author { displayName name } evidence { kind note neuron source target url doi visualization }
+    author { displayName name } authors { displayName name }
+    evidence { kind note neuron source target url doi visualization }
     citation { text bibtex } } } }"""
 
 MODELS = """{ models { key source shortHash weights removed layers { units } } }"""
