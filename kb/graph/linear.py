@@ -80,6 +80,17 @@ def _geometry(a: Op, b: Op) -> tuple[Pair, Pair, Pair]:
     return size, stride, pad
 
 
+def folded_size(ops: list[Op]) -> Pair:
+    """The kernel size of ``fold(ops)``, from the geometry alone."""
+    if not ops:
+        return (1, 1)
+    acc = ops[-1]
+    for op in reversed(ops[:-1]):
+        size, stride, pad = _geometry(op, acc)
+        acc = Spatial(np.empty(size, np.float32), stride, pad)
+    return acc.size
+
+
 def compose(a: Op, b: Op) -> Op:
     """The map 'a, then b'."""
     size, stride, pad = _geometry(a, b)
@@ -93,6 +104,13 @@ def compose(a: Op, b: Op) -> Op:
         return Spatial(f, stride, pad)
     if isinstance(a, Spatial):  # b is Dense: same channels in and out of a
         w = np.zeros(b.weight.shape[:2] + size, dtype=np.result_type(a.filter, b.weight))
+        if ah * aw < bh * bw:  # e.g. a 2x2 pool before a 7x7 layer: a few passes over w rather than 49 windows
+            for i in range(ah):
+                for j in range(aw):
+                    w[:, :, i : i + (bh - 1) * sah + 1 : sah, j : j + (bw - 1) * saw + 1 : saw] += (
+                        a.filter[i, j] * b.weight
+                    )
+            return Dense(w, stride, pad, b.parametric or a.parametric)
         for u in range(bh):
             for v in range(bw):
                 w[:, :, u * sah : u * sah + ah, v * saw : v * saw + aw] += b.weight[:, :, u, v, None, None] * a.filter
@@ -109,7 +127,7 @@ def compose(a: Op, b: Op) -> Op:
             f"with {b.source or 'a map'} ({b.in_channels} channels in)"
         )
     m = a.out_channels
-    w = np.zeros((b.out_channels, a.in_channels) + size, dtype=np.result_type(a.weight, b.weight))
+    w = np.zeros((b.out_channels, a.in_channels, *size), dtype=np.result_type(a.weight, b.weight))
     a_flat = a.weight.reshape(m, -1)
     for u in range(bh):
         for v in range(bw):
@@ -152,7 +170,7 @@ def fold(ops: list[Op], rows: np.ndarray | list[int] | None = None, channels: in
 def to_dense(op: Op, channels: int) -> Dense:
     if isinstance(op, Dense):
         return op
-    w = np.zeros((channels, channels) + op.size, dtype=op.filter.dtype)
+    w = np.zeros((channels, channels, *op.size), dtype=op.filter.dtype)
     idx = np.arange(channels)
     w[idx, idx] = op.filter
     return Dense(w, op.stride, op.pad, False)
@@ -170,7 +188,7 @@ def add(ops: list[Dense]) -> Dense:
     bottom = max(-o.pad[0] + o.size[0] for o in ops)
     right = max(-o.pad[1] + o.size[1] for o in ops)
     shape = ops[0].weight.shape[:2]
-    w = np.zeros(shape + (bottom - top, right - left), dtype=ops[0].weight.dtype)
+    w = np.zeros((*shape, bottom - top, right - left), dtype=ops[0].weight.dtype)
     for o in ops:
         y, x = -o.pad[0] - top, -o.pad[1] - left
         w[:, :, y : y + o.size[0], x : x + o.size[1]] += o.weight
