@@ -49,6 +49,7 @@ class GraphCache:
         self._kernels: OrderedDict = OrderedDict()
         self._kernel_cache = kernel_cache
         self._lock = threading.RLock()
+        self._model_locks: dict[str, threading.Lock] = {}  # one model's load does not hold up another's
         self.loads = 0  # how many model graphs were read (tests and benchmarks look)
 
     # -- catalog -----------------------------------------------------------------------------------------
@@ -90,6 +91,8 @@ class GraphCache:
         if g is not None:
             return g
         with self._lock:
+            lock = self._model_locks.setdefault(model_key, threading.Lock())
+        with lock:
             g = self._graphs.get(model_key)
             if g is None:
                 with self.engine.connect() as conn:

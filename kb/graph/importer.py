@@ -323,7 +323,8 @@ def remove_model(engine: sa.Engine, key: str, reason: str, graphs_dir: Path | No
     removed = []
     if graphs_dir is not None:  # processes that still map it keep their pages until they drop the model
         name = graph_file.file_name(key, row.sha256)
-        for path in (Path(graphs_dir) / name, Path(graphs_dir) / f".{name}.lock"):
+        main = Path(graphs_dir) / name
+        for path in (main, graph_file.stamp_path(main), main.with_name(f".{name}.lock")):
             if path.exists():
                 path.unlink()
                 removed.append(path)
