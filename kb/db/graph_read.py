@@ -1,4 +1,7 @@
-"""Reading a model version's whole graph in one bulk statement (PostgreSQL binary COPY, SQLite fetch)."""
+"""Reading a model version's graph from the database: what its graph file must hold (``expected``), the file
+built a chunk of target units at a time (``write_graph_file``), or the whole graph in memory
+(``read_model_graph``, when no graph file can be used). PostgreSQL sends the edges as one aggregated bytea per
+chunk, SQLite as rows."""
 
 from __future__ import annotations
 
