@@ -147,7 +147,7 @@ class GraphCache:
                 "bytes": g.nbytes,
                 "file": Path(g.file).name if g.file else None,
             }
-            for key, g in sorted(self._graphs.items())
+            for key, g in sorted(dict(self._graphs).items())  # a copy: another thread may add a graph
         ]
 
     def warm(self) -> None:
