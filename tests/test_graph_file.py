@@ -150,3 +150,36 @@ def test_health_lists_the_mapped_graphs(engine, tiny_file, graphs, db_url):
     assert loaded["tiny-file"]["file"] == tiny_file.name and loaded["tiny-file"]["edges"] == len(tiny.EXPECTED)
     assert loaded["tiny-file"]["bytes"] > 0 and health["process_rss_bytes"] > 0
     assert health["graphs_loaded"] == len(health["graphs"])
+
+
+def test_file_rows_equal_the_in_memory_sort(tmp_path):
+    """Without a database: ties, signed zeros and chunked targets give the arrays ``store.build`` gives."""
+    from kb.graph import store
+
+    rng = np.random.default_rng(0)
+    layers = [store.LayerInfo(10, "a", 0, 5, 0), store.LayerInfo(11, "b", 1, 7, 5), store.LayerInfo(12, "c", 2, 3, 12)]
+    links = [graph_file.Link(0, 1, "direct"), graph_file.Link(1, 2, "expanded")]
+    x = graph_file.Expected(1, "m", "ab" * 32, layers, links, np.arange(100, 115, dtype=np.int64))
+    writer = graph_file.Writer(tmp_path / "m.kbgraph", x)
+    target, source, weight, magnitude = [], [], [], []
+    for i, link in enumerate(links):
+        s, t = layers[link.source], layers[link.target]
+        w = rng.choice(np.array([-1.0, -0.0, 0.0, 0.5, 2.0], np.float32), size=(t.units, s.units))
+        g = np.abs(w) + rng.choice(np.array([0.0, 1.0], np.float32), size=w.shape)  # ties in magnitude too
+        for lo in range(0, t.units, 2):  # chunks of two target units
+            writer.add(i, np.arange(lo, min(lo + 2, t.units)), w[lo : lo + 2], g[lo : lo + 2])
+        tt, ss = np.meshgrid(np.arange(t.units), np.arange(s.units), indexing="ij")
+        target.append((tt + t.first).ravel())
+        source.append((ss + s.first).ravel())
+        weight.append(w.ravel())
+        magnitude.append(g.ravel())
+    path = writer.finish()
+    mapped = graph_file.open_file(path)
+    graph_file.check(mapped, x)
+    got = graph_file.to_graph(mapped)
+    perm = rng.permutation(sum(len(a) for a in target))  # the in-memory build takes edges in any order
+    cat = [np.concatenate(a)[perm] for a in (target, source, weight, magnitude)]
+    want = store.build(1, "m", "ab" * 32, layers, x.neuron_ids, *cat, {(0, 1): "direct", (1, 2): "expanded"})
+    same_graph(got, want)
+    with pytest.raises(graph_file.GraphFileProblem, match="stale: its sha256"):
+        graph_file.check(mapped, replace(x, sha256="cd" * 32))
