@@ -1,49 +1,97 @@
-"""Full import of lucent:inceptionv1 (and optionally googlenet) into PostgreSQL and SQLite.
+"""Full imports (`kb import ... --weights random --seed 0`) into fresh PostgreSQL and SQLite databases, against
+the bulk-write floor measured in the same run, and optionally against a baseline checkout of the code.
 
-Prints, per database: wall time of the whole import, edge computation and load separately, and rows/s of the
-load, against a naive ORM insert (SQLModel objects, session.add_all + commit) of a sample of the same rows
-measured in the same run. Usage:
+Each import runs as its own `kb import` process under `/usr/bin/time -v` (peak RSS); the import prints its own
+wall time (weights loaded to commit, without Python's start-up) and its write time. The floor is a binary COPY
+(PostgreSQL) or an executemany (SQLite) of synthetic rows of the same shape into a table with no index, so
+"of floor" says how close an import's rows/s come to what the database can take at all. A naive ORM insert of
+a sample (SQLModel objects, one commit) is printed for scale. Usage:
 
-    python bench/import_graph.py [--models lucent:inceptionv1 torchvision:googlenet] [--sample 20000]
+    python bench/import_graph.py [--models lucent:inceptionv1 torchvision:vgg16 torchvision:resnet50]
+        [--databases postgresql sqlite] [--baseline /path/to/old/checkout] [--sample 20000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from kb.db import migrate
+from kb.db import bulk, migrate
 from kb.db.engine import make_engine
 from kb.db.tables import Connection
-from kb.graph.importer import import_model
 
 PG_ADMIN = os.environ.get("KB_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TARGETS = {"postgresql": {"lucent:inceptionv1": 10.0, "torchvision:resnet50": 25.0, "torchvision:vgg16": 30.0}}
+RSS_TARGET_MB = 1536
+
+
+def copy_floor(engine: sa.Engine, n: int = 4_000_000) -> float:
+    """rows/s of the bare bulk write: n synthetic connection rows into a fresh table with no index."""
+    rng = np.random.default_rng(0)
+    t_ids, s_ids = rng.integers(1, 1 << 30, n, dtype=np.int32), rng.integers(1, 1 << 30, n, dtype=np.int32)
+    w, g = rng.standard_normal(n, dtype=np.float32), rng.random(n, dtype=np.float32)
+    step = 1 << 18
+    with engine.connect() as conn:
+        tx = conn.begin()
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("CREATE TABLE floor_bench (LIKE connection INCLUDING DEFAULTS)")
+            raw = conn.connection.driver_connection
+            t = time.perf_counter()
+            with (
+                raw.cursor() as cur,
+                cur.copy(
+                    "COPY floor_bench (model_id, target_id, source_id, weight, magnitude, method) "
+                    "FROM STDIN (FORMAT BINARY, FREEZE)"
+                ) as copy,
+            ):
+                copy.write(bulk._PG_HEADER)
+                for lo in range(0, n, step):
+                    sl = slice(lo, lo + step)
+                    copy.write(bulk.pg_binary_rows(1, t_ids[sl], s_ids[sl], w[sl], g[sl], "expanded"))
+                copy.write(bulk._PG_TRAILER)
+        else:
+            conn.exec_driver_sql(
+                "CREATE TABLE floor_bench (model_id INT, target_id INT, source_id INT, weight REAL, magnitude REAL, "
+                "method TEXT)"
+            )
+            sql = "INSERT INTO floor_bench VALUES (?, ?, ?, ?, ?, ?)"
+            t = time.perf_counter()
+            for lo in range(0, n, step):
+                sl = slice(lo, lo + step)
+                rows = zip(
+                    [1] * len(t_ids[sl]),
+                    t_ids[sl].tolist(),
+                    s_ids[sl].tolist(),
+                    w[sl].tolist(),
+                    g[sl].tolist(),
+                    ["expanded"] * len(t_ids[sl]),
+                    strict=True,
+                )
+                conn.exec_driver_sql(sql, list(rows))
+        elapsed = time.perf_counter() - t
+        tx.rollback()
+    return n / elapsed
 
 
 def orm_sample(engine: sa.Engine, n: int) -> float:
-    """rows/s of the naive path: ORM objects for n edges of the imported model, one commit."""
-    with engine.connect() as conn:
-        (model_id,) = conn.exec_driver_sql("SELECT min(id) FROM model").one()
-        ids = [r[0] for r in conn.exec_driver_sql(f"SELECT id FROM neuron WHERE model_id = {model_id} ORDER BY id")]
+    """rows/s of the naive path: ORM objects for n edges, one commit."""
     fake_model = 10_000_000  # a model id no import uses; removed afterwards
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.exec_driver_sql(f"CREATE TABLE connection_bench PARTITION OF connection FOR VALUES IN ({fake_model})")
     rows = [
-        Connection(
-            model_id=fake_model,
-            target_id=ids[i % len(ids)],
-            source_id=-(i + 1),
-            weight=0.5,
-            magnitude=0.5,
-            method="expanded",
-        )
+        Connection(model_id=fake_model, target_id=i + 1, source_id=-(i + 1), weight=0.5, magnitude=0.5, method="x")
         for i in range(n)
     ]
     t = time.perf_counter()
@@ -59,72 +107,91 @@ def orm_sample(engine: sa.Engine, n: int) -> float:
     return n / elapsed
 
 
-def run(kind: str, sources: list[str], sample: int) -> list[tuple]:
+_IMPORTED = re.compile(r"(\d+) connections in ([\d.]+)s \(weights ([\d.]+)s, write ([\d.]+)s\)")
+
+
+def kb_import(url: str, source: str, code: Path, data_dir: str) -> dict:
+    env = {**os.environ, "KB_DATABASE_URL": url, "KB_DATA_DIR": data_dir, "PYTHONPATH": str(code)}
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "kb", "import", source, "--weights", "random", "--seed", "0"]
+    t = time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=code)
+    wall = time.perf_counter() - t
+    m = _IMPORTED.search(out.stdout)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
+    if out.returncode or not m:
+        raise SystemExit(f"kb import {source} failed:\n{out.stdout}\n{out.stderr[-2000:]}")
+    return {
+        "rows": int(m.group(1)),
+        "total": float(m.group(2)),
+        "weights": float(m.group(3)),
+        "write": float(m.group(4)),
+        "process": wall,
+        "rss_mb": int(rss.group(1)) / 1024 if rss else float("nan"),
+    }
+
+
+def fresh_database(kind: str):
     if kind == "postgresql":
         name = f"kb_bench_{secrets.token_hex(3)}"
         admin = make_engine(PG_ADMIN).execution_options(isolation_level="AUTOCOMMIT")
         with admin.connect() as c:
             c.exec_driver_sql(f'CREATE DATABASE "{name}"')
         url = sa.engine.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    else:
-        tmp = tempfile.mkdtemp()
-        url = f"sqlite:///{tmp}/bench.sqlite"
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    out = []
-    try:
-        for source in sources:
-            r = import_model(engine, source, weights="random", seed=0)
-            load_rate = r.edges / r.seconds["write"]
-            out.append(
-                (
-                    kind,
-                    source,
-                    r.units,
-                    r.edges,
-                    r.seconds["total"],
-                    r.seconds["load weights"],
-                    r.seconds["compute edges"],
-                    r.seconds["write"],
-                    load_rate,
-                )
-            )
-        orm_rate = orm_sample(engine, sample)
-        out.append((kind, f"ORM sample ({sample} rows)", None, sample, None, None, None, sample / orm_rate, orm_rate))
-    finally:
-        engine.dispose()
-        if kind == "postgresql":
+
+        def drop():
             with admin.connect() as c:
                 c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    return out
+            admin.dispose()
+
+        return url, drop
+    url = f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite"
+    return url, lambda: None
+
+
+def uptime() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["lucent:inceptionv1", "torchvision:googlenet"])
-    ap.add_argument("--sample", type=int, default=20_000)
     ap.add_argument("--databases", nargs="+", default=["postgresql", "sqlite"])
+    ap.add_argument("--baseline", type=Path, help="a checkout of the code to compare with (PYTHONPATH for its runs)")
+    ap.add_argument("--sample", type=int, default=20_000, help="rows of the naive ORM insert (0: skip)")
     args = ap.parse_args()
+    here = Path(__file__).resolve().parent.parent
+    codes = [("this", here)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    print(f"load average (1, 5, 15 min) at start: {uptime()}; {os.cpu_count()} CPUs")
     print(
-        f"{'db':<11} {'import':<28} {'units':>6} {'rows':>9} {'total s':>8} {'load wts':>8} "
-        f"{'edges s':>8} {'write s':>8} {'rows/s':>10}"
+        f"{'db':<11} {'code':<9} {'import':<22} {'rows':>10} {'total s':>8} {'write s':>8} {'rows/s':>10} "
+        f"{'of floor':>8} {'peak MB':>8} {'target s':>8}"
     )
     for kind in args.databases:
-        rows = run(kind, args.models, args.sample)
-        for db, what, units, n, total, lw, comp, write, rate in rows:
-
-            def f(v, spec):
-                return format(v, spec) if v is not None else "-".rjust(int(spec[1:].split(".")[0].rstrip(",")))
-
-            print(
-                f"{db:<11} {what:<28} {f(units, '>6')} {n:>9} {f(total, '>8.2f')} {f(lw, '>8.2f')} "
-                f"{f(comp, '>8.2f')} {write:>8.2f} {rate:>10,.0f}"
-            )
-        bulk_rate = rows[0][-1]
-        print(
-            f"{kind}: bulk load {bulk_rate:,.0f} rows/s vs ORM {rows[-1][-1]:,.0f} rows/s = "
-            f"{bulk_rate / rows[-1][-1]:.1f}x"
-        )
+        for label, code in codes:
+            url, drop = fresh_database(kind)
+            try:
+                migrate.upgrade(url)
+                engine = make_engine(url)
+                floor = copy_floor(engine)
+                print(f"{kind:<11} {label:<9} {'bulk-write floor':<22} {'':>10} {'':>8} {'':>8} {floor:>10,.0f}")
+                with tempfile.TemporaryDirectory() as data_dir:
+                    for source in args.models:
+                        r = kb_import(url, source, code, data_dir)
+                        rate = r["rows"] / r["total"]
+                        target = TARGETS.get(kind, {}).get(source)
+                        print(
+                            f"{kind:<11} {label:<9} {source:<22} {r['rows']:>10,} {r['total']:>8.1f} "
+                            f"{r['write']:>8.1f} {rate:>10,.0f} {rate / floor:>8.0%} {r['rss_mb']:>8.0f} "
+                            f"{target if target else '-':>8}",
+                            flush=True,
+                        )
+                if args.sample and label == "this":
+                    orm = orm_sample(engine, args.sample)
+                    print(f"{kind:<11} {label:<9} {'ORM sample':<22} {args.sample:>10,} {'':>8} {'':>8} {orm:>10,.0f}")
+                engine.dispose()
+            finally:
+                drop()
+    print(f"load average at end: {uptime()}; peak RSS target {RSS_TARGET_MB} MB")
 
 
 if __name__ == "__main__":

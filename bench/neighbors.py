@@ -21,6 +21,10 @@ Run from the repository root (needs PostgreSQL, node/npm and wrk; ~2-3 minutes):
 
     .venv/bin/python bench/neighbors.py [--duration 15] [--connections 16]
 
+With ``--database URL`` it uses an existing database instead (nothing imported or dropped; PostGraphile's
+functions are added to it), e.g. one holding every zoo model, and queries the units of ``--model`` only
+(default googlenet), so that its figures compare with a database holding that model alone.
+
 KB_BENCH_PG_URL overrides the admin connection (default postgresql+psycopg://postgres@127.0.0.1:5432/test).
 Progress goes to stderr, results to stdout.
 """
@@ -67,7 +71,7 @@ PG_QUERY = (
 # then appends it to ORDER BY as a deterministic tie-break, as ours breaks ties) and the two relations; the
 # `|@fieldName` / `|@foreignFieldName` parts name Connection.target/.source and Neuron.inputs/.outputs.
 POSTGRAPHILE_SQL = [
-    """CREATE FUNCTION neuron_by_key(key text) RETURNS neuron AS $$
+    """CREATE OR REPLACE FUNCTION neuron_by_key(key text) RETURNS neuron AS $$
          SELECT n.* FROM neuron n
          JOIN layer l ON l.id = n.layer_id
          JOIN model m ON m.id = n.model_id
@@ -75,7 +79,7 @@ POSTGRAPHILE_SQL = [
            AND l.key = split_part(split_part($1, '/', 2), ':', 1)
            AND n."index" = split_part($1, ':', 2)::int
        $$ LANGUAGE sql STABLE""",
-    """CREATE FUNCTION neuron_key(n neuron) RETURNS text AS $$
+    """CREATE OR REPLACE FUNCTION neuron_key(n neuron) RETURNS text AS $$
          SELECT m.key || '/' || l.key || ':' || n."index"
          FROM layer l JOIN model m ON m.id = l.model_id
          WHERE l.id = n.layer_id
@@ -162,16 +166,19 @@ def prepare_postgraphile(engine: sa.Engine) -> None:
         conn.exec_driver_sql("VACUUM (ANALYZE)")  # the state a live database is in after autovacuum
 
 
-def neuron_keys(engine: sa.Engine) -> list[str]:
-    """Every neuron of a layer that has inputs (all but the first conv), in a seeded random order."""
+def neuron_keys(engine: sa.Engine, model: str) -> list[str]:
+    """Every neuron of a layer of ``model`` that has inputs (all but the first), in a seeded random order."""
     with engine.connect() as conn:
-        rows = conn.exec_driver_sql("""
+        rows = conn.execute(
+            sa.text("""
             SELECT m.key, l.key, n."index" FROM neuron n
             JOIN layer l ON l.id = n.layer_id JOIN model m ON m.id = n.model_id
-            WHERE l.id IN (SELECT l2.id FROM layer l2 WHERE EXISTS (
+            WHERE m.key = :model AND l.id IN (SELECT l2.id FROM layer l2 WHERE EXISTS (
                 SELECT 1 FROM neuron t JOIN connection c ON c.target_id = t.id WHERE t.layer_id = l2.id))
             ORDER BY l.position, n."index"
-        """).all()
+        """),
+            {"model": model},
+        ).all()
     keys = [f"{model}/{layer}:{index}" for model, layer, index in rows]
     random.Random(SEED).shuffle(keys)
     return keys
@@ -281,9 +288,10 @@ def spawn_ours(url: str, workdir: Path) -> Server:
 def wait_ours(server: Server, key: str) -> None:
     def healthy() -> bool:
         r = httpx.get(server.url.replace("/graphql", "/health"), timeout=5)
-        return r.status_code == 200 and r.json().get("models") == 1
+        h = r.json() if r.status_code == 200 else {}
+        return h.get("models", 0) >= 1 and h.get("graphs_loaded", h["models"]) == h["models"]  # all warm
 
-    wait_until(server, healthy, 60, "healthy /health")
+    wait_until(server, healthy, 900, "healthy /health with every graph loaded")
     # the graph loads in the background; a query waits for it, so poll until one returns data
     wait_until(server, lambda: answers(server, key, timeout=120), 180, "answer (graph cache warm)")
 
@@ -416,17 +424,23 @@ def report(results: dict[str, Result], args, version: str, keys: int) -> None:
 
 
 def bench(args, admin: sa.Engine, workdir: Path) -> None:
-    name, url = create_database(admin)
+    name, url = create_database(admin) if not args.database else (None, args.database)
     servers: list[Server] = []
     try:
-        log(f"database {name}: importing {SOURCE} ...")
-        import_graph(url)
+        if name:
+            log(f"database {name}: importing {SOURCE} ...")
+            import_graph(url)
         engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         try:
             prepare_postgraphile(engine)
-            keys = neuron_keys(engine)
+            keys = neuron_keys(engine, args.model)
+            with engine.connect() as conn:
+                models = conn.exec_driver_sql("SELECT count(*) FROM model WHERE removed_at IS NULL").scalar_one()
+                edges = conn.execute(sa.text("SELECT sum(reltuples) FROM pg_class WHERE relname LIKE 'connection_m%'"))
+                edges = int(edges.scalar_one() or 0)
         finally:
             engine.dispose()
+        print(f"database: {models} models, about {edges:,} connections; queries on {args.model}'s units")
         prefix = install_postgraphile(workdir)
         version = postgraphile_version(prefix)
         log("starting both servers ...")
@@ -439,7 +453,8 @@ def bench(args, admin: sa.Engine, workdir: Path) -> None:
     finally:
         while servers:
             stop(servers.pop())
-        drop_database(admin, name)
+        if name:
+            drop_database(admin, name)
     report(results, args, version, len(keys))
 
 
@@ -447,6 +462,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=15, help="seconds of measured load per server")
     ap.add_argument("--connections", type=int, default=16, help="wrk connections")
+    ap.add_argument("--database", help="an existing database to use (not dropped), e.g. with every zoo model")
+    ap.add_argument("--model", default="googlenet", help="the model whose units are queried")
     args = ap.parse_args()
     for tool in ("wrk", "npm", "node"):
         if shutil.which(tool) is None:

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         return self.storage_dir or self.data_dir / "artifacts"
 
     @property
+    def graphs_dir(self) -> Path:
+        """Each model version's serving graph file (kb.graph.graph_file), mapped by the server processes."""
+        return self.data_dir / "graphs"
+
+    @property
     def broker(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
 

@@ -36,6 +36,8 @@ ADMIN_URL = os.environ.get("KB_TEST_PG_URL", "postgresql+psycopg://postgres@127.
 # Render jobs go to a real Redis (a database of its own for the tests; workers are started by the tests).
 os.environ.setdefault("KB_BROKER_URL", os.environ.get("KB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 BACKEND = os.environ.get("KB_TEST_DATABASE", "postgresql")
+# Files the code writes to its data folder (serving graph files, artifacts) go to a folder of this session's.
+os.environ.setdefault("KB_DATA_DIR", tempfile.mkdtemp(prefix="kb-test-data-"))
 
 
 def pytest_report_header(config):

@@ -9,9 +9,46 @@ import numpy as np
 import pytest
 import torch
 from jacobian import jacobian
+from torch import nn
 
 from kb.graph import zoo
 from kb.graph.extract import links
+from kb.graph.zoo.spec import Architecture, LayerSpec, M
+
+
+class Grouped(nn.Module):
+    """Grouped and dilated convolutions, and a MobileNet-style depthwise (dilated) + pointwise pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 12, 3, padding=2, dilation=2, groups=4)
+        self.bn2 = nn.BatchNorm2d(12)
+        self.relu2 = nn.ReLU()
+        self.dw = nn.Conv2d(12, 12, 3, padding="same", dilation=(2, 3), groups=12, bias=False)
+        self.pw = nn.Conv2d(12, 16, 1)
+        self.relu3 = nn.ReLU()
+
+    def forward(self, x):
+        x = self.relu2(self.bn2(self.conv2(self.relu1(self.conv1(x)))))
+        return self.relu3(self.pw(self.dw(x)))
+
+
+GROUPED = zoo.register(
+    Architecture(
+        name="grouped",
+        source="test:grouped",
+        input_shape=(3, 32, 32),
+        layers=(
+            LayerSpec("c1", "relu1", "conv", ("conv",)),
+            LayerSpec("c2", "relu2", "conv", ("conv",)),
+            LayerSpec("c3", "relu3", "conv", ("conv",)),
+        ),
+        trunk=tuple(M(p) for p in ("conv1", "relu1", "conv2", "bn2", "relu2", "dw", "pw", "relu3")),
+        build=Grouped,
+    )
+)
 
 SOURCES = [
     "lucent:inceptionv1",
@@ -21,6 +58,7 @@ SOURCES = [
     "torchvision:alexnet",
     "torchvision:vgg16",
     "torchvision:vgg19",
+    "test:grouped",
 ]
 
 

@@ -54,7 +54,15 @@ def import_command(
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-            report = import_model(engine, source, key=key, weights=weights, seed=seed, reporter=BarReporter(progress))
+            report = import_model(
+                engine,
+                source,
+                key=key,
+                weights=weights,
+                seed=seed,
+                reporter=BarReporter(progress),
+                graphs_dir=get_settings().graphs_dir,
+            )
     except (ImportProblem, WeightsProblem, ExtractionError) as exc:
         raise CliProblem(str(exc)) from None
     except sa.exc.IntegrityError:
@@ -77,7 +85,7 @@ def list_models(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
     engine = open_engine()
-    m, l = Model.__table__, Layer.__table__
+    m, lt = Model.__table__, Layer.__table__
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -86,10 +94,10 @@ def list_models(ctx: typer.Context) -> None:
                 m.c.sha256,
                 m.c.weights,
                 m.c.removed_at,
-                sa.func.count(l.c.id).label("layers"),
-                sa.func.coalesce(sa.func.sum(l.c.units), 0).label("units"),
+                sa.func.count(lt.c.id).label("layers"),
+                sa.func.coalesce(sa.func.sum(lt.c.units), 0).label("units"),
             )
-            .select_from(m.outerjoin(l, l.c.model_id == m.c.id))
+            .select_from(m.outerjoin(lt, lt.c.model_id == m.c.id))
             .group_by(m.c.id)
             .order_by(m.c.key)
         ).all()
@@ -108,10 +116,11 @@ def remove(key: str, reason: str = typer.Option(..., "--reason", help="why, kept
     from kb.graph.importer import ImportProblem, remove_model
 
     try:
-        remove_model(open_engine(), key, reason)
+        files = remove_model(open_engine(), key, reason, graphs_dir=get_settings().graphs_dir)
     except ImportProblem as exc:
         raise CliProblem(str(exc)) from None
-    typer.echo(f"removed {key}; its keys now resolve to 'removed'")
+    freed = "".join(f"; deleted {p}" for p in files if not p.name.startswith("."))
+    typer.echo(f"removed {key}; its keys now resolve to 'removed'{freed}")
 
 
 def _print_edges(title: str, edges: list[queries.Edge]) -> None:

@@ -2,28 +2,44 @@
 
 A model version's weights never change, so nothing here is ever invalidated by an edit; the catalog is
 re-read when a key is not found (another process may have imported a model) and when a model was removed.
+
+With a graphs folder, a model's graph is memory-mapped from its graph file (``kb.graph.graph_file``), which is
+checked against the database first (ids, weights hash, layers, links, counts, neuron ids; its own checksum) and
+rebuilt from the database when it is missing, stale or corrupt, one process at a time (a lock file beside it).
+Every server process maps the same file, so the pages are shared.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
 
+from kb.db import graph_read
 from kb.db.catalog import load_catalog
 from kb.db.graph_read import read_model_graph
 from kb.db.tables import LayerLink, Model
+from kb.graph import graph_file
 from kb.graph import program as programs
 from kb.graph.keys import Catalog, KeyProblem, LayerKey, NeuronKey
 from kb.graph.store import ModelGraph
 
+log = logging.getLogger("kb.graphs")
+
 
 class GraphCache:
-    def __init__(self, engine: sa.Engine, catalog_ttl: float = 30.0, kernel_cache: int = 4096):
+    def __init__(
+        self, engine: sa.Engine, catalog_ttl: float = 30.0, kernel_cache: int = 4096, graphs_dir: Path | None = None
+    ):
         self.engine = engine
+        self.graphs_dir = Path(graphs_dir) if graphs_dir is not None else None
+        self.rebuilt: list[tuple[str, str]] = []  # (model key, why) for every graph file this process rebuilt
         self.catalog_ttl = catalog_ttl
         self._catalog: Catalog | None = None
         self._catalog_at = 0.0
@@ -33,6 +49,7 @@ class GraphCache:
         self._kernels: OrderedDict = OrderedDict()
         self._kernel_cache = kernel_cache
         self._lock = threading.RLock()
+        self._model_locks: dict[str, threading.Lock] = {}  # one model's load does not hold up another's
         self.loads = 0  # how many model graphs were read (tests and benchmarks look)
 
     # -- catalog -----------------------------------------------------------------------------------------
@@ -74,19 +91,64 @@ class GraphCache:
         if g is not None:
             return g
         with self._lock:
+            lock = self._model_locks.setdefault(model_key, threading.Lock())
+        with lock:
             g = self._graphs.get(model_key)
             if g is None:
                 with self.engine.connect() as conn:
-                    g = read_model_graph(conn, model_key)
+                    g = self._read(conn, model_key)
                 if g is None:
                     raise LookupError(f"no model {model_key!r}")
                 self._graphs[model_key] = g
                 self.loads += 1
         return g
 
+    def _read(self, conn: sa.Connection, model_key: str) -> ModelGraph | None:
+        if self.graphs_dir is None:
+            return read_model_graph(conn, model_key)
+        expected = graph_read.expected(conn, model_key)
+        if expected is None:
+            return None
+        path = self.graphs_dir / graph_file.file_name(expected.key, expected.sha256)
+        try:
+            return _mapped(path, expected)
+        except graph_file.GraphFileProblem as problem:
+            why = str(problem)
+        try:
+            self.graphs_dir.mkdir(parents=True, exist_ok=True)
+            with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one process rebuilds; the others then map its file
+                try:
+                    return _mapped(path, expected)
+                except graph_file.GraphFileProblem:
+                    pass
+                log.warning("rebuilding the graph file of %s: %s", model_key, why)
+                t = time.perf_counter()
+                graph_read.write_graph_file(conn, expected, path)
+                self.rebuilt.append((model_key, why))
+                log.warning("graph file %s written in %.1f s", path.name, time.perf_counter() - t)
+                return _mapped(path, expected)
+        except (OSError, ValueError) as exc:  # an unwritable folder, or a graph the file cannot hold
+            log.error("no graph file for %s (%s); reading it into memory", model_key, exc)
+            return read_model_graph(conn, model_key)
+
     def loaded(self) -> int:
         """How many model graphs are in memory (health shows it: the first query of a model waits for its read)."""
         return len(self._graphs)
+
+    def memory(self) -> list[dict]:
+        """Each loaded graph: where its arrays live (a mapped file, shared between processes, or this heap)."""
+        return [
+            {
+                "model": key,
+                "sha256": g.sha256[:12],
+                "units": g.units,
+                "edges": int(g.inputs.indptr[-1]),
+                "bytes": g.nbytes,
+                "file": Path(g.file).name if g.file else None,
+            }
+            for key, g in sorted(dict(self._graphs).items())  # a copy: another thread may add a graph
+        ]
 
     def warm(self) -> None:
         """Read every live model's graph (the server does this at start-up, in a thread)."""
@@ -128,3 +190,9 @@ class GraphCache:
         else:
             self._kernels.move_to_end(key)
         return k[s_index]
+
+
+def _mapped(path: Path, expected: graph_file.Expected) -> ModelGraph:
+    mapped = graph_file.open_file(path)
+    graph_file.check(mapped, expected)
+    return graph_file.to_graph(mapped)

@@ -41,7 +41,9 @@ def _pair(v) -> tuple[int, int]:
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float32).numpy().copy()
+    """The tensor's values as numpy, sharing its memory when it is already float32 on the CPU: the importer drops
+    the model once the programs are built, so VGG16's 0.5 GB of weights are held once, not twice."""
+    return t.detach().to("cpu", torch.float32).numpy()
 
 
 def shapes(model: nn.Module, arch: Architecture) -> dict[str, tuple[int, ...]]:
@@ -89,16 +91,26 @@ class _Walker:
             raise ExtractionError(f"{self.arch.source}: no module {path!r}") from None
 
     def conv(self, mod: nn.Conv2d, path: str, pad=None) -> L.Dense:
-        if mod.groups != 1 or _pair(mod.dilation) != (1, 1):
-            raise ExtractionError(f"{path}: grouped or dilated convolutions are not supported yet")
+        """A conv as a dense kernel [out, in, kh, kw]. A dilated kernel is the same map with zeros between its
+        taps, ``(k - 1) * d + 1`` wide; a grouped conv is block-diagonal over (out, in): both are exact."""
+        w = _np(mod.weight)
+        dh, dw = _pair(mod.dilation)
+        if (dh, dw) != (1, 1):
+            out, cin, kh, kw = w.shape
+            spread = np.zeros((out, cin, (kh - 1) * dh + 1, (kw - 1) * dw + 1), dtype=w.dtype)
+            spread[:, :, ::dh, ::dw] = w
+            w = spread
+        if mod.groups != 1:
+            g, (out, cin) = mod.groups, w.shape[:2]
+            full = np.zeros((out, cin * g, *w.shape[2:]), dtype=w.dtype)
+            for i in range(g):
+                rows = slice(i * (out // g), (i + 1) * (out // g))
+                full[rows, i * cin : (i + 1) * cin] = w[rows]
+            w = full
         padding = pad if pad is not None else mod.padding
-        if isinstance(padding, str):
-            if padding == "valid":
-                padding = (0, 0)
-            else:
-                kh, kw = mod.kernel_size
-                padding = ((kh - 1) // 2, (kw - 1) // 2)
-        return L.Dense(_np(mod.weight), _pair(mod.stride), _pair(padding), True, path)
+        if isinstance(padding, str):  # "same" (stride 1): half the dilated window before
+            padding = (0, 0) if padding == "valid" else ((w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2)
+        return L.Dense(w, _pair(mod.stride), _pair(padding), True, path)
 
     def batchnorm(self, mod: nn.BatchNorm2d, path: str) -> L.Dense:
         scale = (

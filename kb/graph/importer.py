@@ -1,19 +1,33 @@
-"""``kb import``: build a model's graph (layers, units, weighted connections) and write it in one transaction."""
+"""``kb import``: build a model's graph (layers, units, weighted connections) and write it in one transaction.
+
+The connections are streamed: a thread computes each link's weights a chunk of target units at a time while
+the main thread writes the previous chunk (PostgreSQL binary COPY, SQLite executemany) and, when a graphs
+folder is given, the serving graph file (``kb.graph.graph_file``); no step holds a whole model's edges.
+"""
 
 from __future__ import annotations
 
+import gc
+import logging
+import queue
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
 
 from kb.db import bulk
 from kb.db.tables import Model
-from kb.graph import extract, program, zoo
+from kb.graph import extract, graph_file, program, zoo
 from kb.graph.keys import MODEL_KEY
+from kb.graph.store import LayerInfo
 from kb.graph.weights import load, state_dict_sha256
+
+log = logging.getLogger("kb.import")
 
 
 class ImportProblem(ValueError):
@@ -41,29 +55,93 @@ class ImportReport:
     edges: int = 0
     already: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    graph_file: Path | None = None
+
+
+def link_chunks(
+    links: list[extract.Link | None], reporter: Reporter | None = None, release: bool = False
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """(link index, target units, weight[targets, sources], magnitude[targets, sources]) for every pair of
+    units of each link, a chunk of target units at a time. With ``release``, each link is replaced by None in
+    ``links`` once it is done, so that its weights can be freed (VGG16's fc6: 0.4 GB) before the next."""
+    reporter = reporter or Reporter()
+    tick = reporter.stage("computing weights", sum(k.program.out_channels for k in links))
+    for i in range(len(links)):
+        for targets, weight, magnitude in links[i].program.expand():
+            yield i, targets, weight, magnitude
+            tick(len(targets))
+        if release:
+            links[i] = None
+    reporter.done("computing weights")
+
+
+def as_block(link: _LinkName, targets: np.ndarray, weight: np.ndarray, magnitude: np.ndarray) -> bulk.EdgeBlock:
+    n = weight.shape[1]
+    return bulk.EdgeBlock(
+        link.source,
+        link.target,
+        link.method,
+        np.repeat(targets.astype(np.int32), n),
+        np.tile(np.arange(n, dtype=np.int32), len(targets)),
+        weight.reshape(-1),
+        magnitude.reshape(-1),
+    )
 
 
 def compute_edges(links: list[extract.Link], reporter: Reporter | None = None) -> list[bulk.EdgeBlock]:
-    """Every (source unit, target unit) pair of each link with its weight and magnitude."""
-    reporter = reporter or Reporter()
-    tick = reporter.stage("computing weights", sum(l.program.out_channels for l in links))
-    blocks = []
-    for link in links:
-        p = link.program
-        n = p.in_channels
-        tgt, w, g = [], [], []
-        for targets, weight, magnitude in p.expand():
-            tgt.append(np.repeat(targets.astype(np.int32), n))
-            w.append(weight.reshape(-1))
-            g.append(magnitude.reshape(-1))
-            tick(len(targets))
-        target = np.concatenate(tgt)
-        source = np.tile(np.arange(n, dtype=np.int32), p.out_channels)
-        blocks.append(
-            bulk.EdgeBlock(link.source, link.target, p.method, target, source, np.concatenate(w), np.concatenate(g))
-        )
-    reporter.done("computing weights")
-    return blocks
+    """Every (source unit, target unit) pair of each link with its weight and magnitude, in memory (small models)."""
+    names = [_LinkName(k.source, k.target, k.program.method) for k in links]
+    return [as_block(names[i], t, w, g) for i, t, w, g in link_chunks(links, reporter)]
+
+
+@dataclass(frozen=True)
+class _LinkName:
+    source: str
+    target: str
+    method: str
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Runs ``items`` in a thread, ``depth`` ahead of the consumer (numpy and COPY release the GIL)."""
+    q: queue.Queue = queue.Queue(depth)
+    end, stop = object(), threading.Event()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for x in items:
+                if not put(x):
+                    return
+            put(end)
+        except BaseException as exc:  # handed to the consumer
+            put(_Failed(exc))
+
+    thread = threading.Thread(target=run, name="kb-import-weights", daemon=True)
+    thread.start()
+    try:
+        while True:
+            x = q.get()
+            if x is end:
+                return
+            if isinstance(x, _Failed):
+                raise x.exc
+            yield x
+    finally:
+        stop.set()
+        thread.join()
 
 
 def check_key(key: str) -> None:
@@ -86,7 +164,9 @@ def import_model(
     weights: str | None = None,
     seed: int | None = None,
     reporter: Reporter | None = None,
+    graphs_dir: Path | None = None,
 ) -> ImportReport:
+    """Imports a model version; with ``graphs_dir``, also writes its serving graph file there."""
     reporter = reporter or Reporter()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -116,21 +196,29 @@ def import_model(
 
     t = time.perf_counter()
     shapes, links = extract.links(model, arch)
-    blocks = compute_edges(links, reporter)
-    timings["compute edges"] = time.perf_counter() - t
+    del model  # the link programs hold copies of the weights they need
+    gc.collect()
+    timings["extract"] = time.perf_counter() - t
     report.layers, report.units = len(shapes), sum(s.units for s in shapes)
-    report.edges = sum(len(b) for b in blocks)
 
     t = time.perf_counter()
-    write_graph(engine, arch, key, sha, described, shapes, links, blocks, reporter)
+    report.edges, report.graph_file, busy = write_graph(
+        engine, arch, key, sha, described, shapes, links, reporter, graphs_dir
+    )
     timings["write"] = time.perf_counter() - t
+    timings["compute edges"] = busy  # inside the write, overlapped with it
     timings["total"] = time.perf_counter() - t0
     report.seconds = timings
     return report
 
 
-def write_graph(engine, arch, key, sha, described, shapes, links, blocks, reporter: Reporter) -> None:
+def write_graph(
+    engine, arch, key, sha, described, shapes, links, reporter: Reporter, graphs_dir: Path | None = None
+) -> tuple[int, Path | None, float]:
+    """Writes everything in one transaction; returns (connections, the graph file or None, seconds computing)."""
     specs = {s.name: s for s in arch.layers}
+    writer: graph_file.Writer | None = None
+    busy = [0.0]
     with engine.begin() as conn:
         model_id = bulk.insert_model(
             conn,
@@ -161,38 +249,97 @@ def write_graph(engine, arch, key, sha, described, shapes, links, blocks, report
             ],
         )
         neuron_ids = bulk.insert_neurons(conn, model_id, {layer_ids[s.name]: s.units for s in shapes})
-        rows = []
-        for link in links:
-            meta, arrays = program.dumps(link.program)
-            rows.append(
-                {
+        for link in links:  # one at a time, through a temporary file: VGG16's fc6 program alone is 0.4 GB
+            with tempfile.TemporaryFile() as f:
+                meta = program.dump(link.program, f)
+                size = f.tell()
+                f.seek(0)
+                row = {
                     "model_id": model_id,
                     "source_layer_id": layer_ids[link.source],
                     "target_layer_id": layer_ids[link.target],
                     "method": link.program.method,
                     "notes": list(link.program.notes),
                     "program": meta,
-                    "arrays": arrays,
                 }
-            )
-        bulk.insert_links(conn, rows)
-        tick = reporter.stage("writing connections", sum(len(b) for b in blocks))
-        bulk.insert_connections(
-            conn,
-            model_id,
-            ((b, neuron_ids[layer_ids[b.source_layer]], neuron_ids[layer_ids[b.target_layer]]) for b in blocks),
-            tick,
-        )
+                bulk.insert_link_streamed(conn, row, f, size)
+        del link  # the links' weights are released one by one as their edges are written
+        if graphs_dir is not None:
+            writer = _file_writer(graphs_dir, model_id, key, sha, shapes, links, layer_ids, neuron_ids)
+        total = sum(k.program.in_channels * k.program.out_channels for k in links)
+        tick = reporter.stage("writing connections", total)
+
+        names = [_LinkName(k.source, k.target, k.program.method) for k in links]
+
+        def timed_chunks():
+            chunks = link_chunks(links, reporter, release=True)
+            while True:
+                t = time.perf_counter()
+                item = next(chunks, None)
+                busy[0] += time.perf_counter() - t
+                if item is None:
+                    return
+                yield item
+
+        def blocks():
+            for i, targets, weight, magnitude in prefetch(timed_chunks()):
+                if writer is not None:
+                    writer.add(i, targets, weight, magnitude)
+                b = as_block(names[i], targets, weight, magnitude)
+                yield b, neuron_ids[layer_ids[b.source_layer]], neuron_ids[layer_ids[b.target_layer]]
+
+        try:
+            written = bulk.insert_connections(conn, model_id, blocks(), tick)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
         reporter.done("writing connections")
+    path = None
+    if writer is not None:
+        try:
+            path = writer.finish()
+        except OSError as exc:  # the database has the model; a server rebuilds the file on first use
+            log.warning("the graph file was not written: %s", exc)
+            writer.abort()
+    return written, path, busy[0]
 
 
-def remove_model(engine: sa.Engine, key: str, reason: str) -> None:
+def _file_writer(graphs_dir, model_id, key, sha, shapes, links, layer_ids, neuron_ids) -> graph_file.Writer:
+    layers, first = [], 0
+    for i, s in enumerate(shapes):
+        layers.append(LayerInfo(layer_ids[s.name], s.name, i, s.units, first))
+        first += s.units
+    position = {s.name: i for i, s in enumerate(shapes)}
+    expected = graph_file.Expected(
+        model_id,
+        key,
+        sha,
+        layers,
+        [graph_file.Link(position[k.source], position[k.target], k.program.method) for k in links],
+        np.concatenate([neuron_ids[layer_ids[s.name]] for s in shapes]).astype(np.int64),
+    )
+    path = Path(graphs_dir) / graph_file.file_name(key, sha)
+    return graph_file.Writer(path, expected)
+
+
+def remove_model(engine: sa.Engine, key: str, reason: str, graphs_dir: Path | None = None) -> list[Path]:
+    """Removes a model's graph (the model row stays as a tombstone) and deletes its graph files; returns them."""
     t = Model.__table__
     with engine.begin() as conn:
-        row = conn.execute(sa.select(t.c.id, t.c.removed_at).where(t.c.key == key)).first()
+        row = conn.execute(sa.select(t.c.id, t.c.removed_at, t.c.sha256).where(t.c.key == key)).first()
         if row is None:
             raise ImportProblem(f"no model {key!r}")
         if row.removed_at is not None:
             raise ImportProblem(f"model {key!r} was already removed")
         bulk.delete_graph(conn, row.id)
         conn.execute(sa.update(t).where(t.c.id == row.id).values(removed_at=sa.func.now(), removed_reason=reason))
+    removed = []
+    if graphs_dir is not None:  # processes that still map it keep their pages until they drop the model
+        name = graph_file.file_name(key, row.sha256)
+        main = Path(graphs_dir) / name
+        for path in (main, graph_file.stamp_path(main), main.with_name(f".{name}.lock")):
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+    return removed

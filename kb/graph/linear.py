@@ -80,6 +80,17 @@ def _geometry(a: Op, b: Op) -> tuple[Pair, Pair, Pair]:
     return size, stride, pad
 
 
+def folded_size(ops: list[Op]) -> Pair:
+    """The kernel size of ``fold(ops)``, from the geometry alone."""
+    if not ops:
+        return (1, 1)
+    acc = ops[-1]
+    for op in reversed(ops[:-1]):
+        size, stride, pad = _geometry(op, acc)
+        acc = Spatial(np.empty(size, np.float32), stride, pad)
+    return acc.size
+
+
 def compose(a: Op, b: Op) -> Op:
     """The map 'a, then b'."""
     size, stride, pad = _geometry(a, b)
@@ -93,6 +104,13 @@ def compose(a: Op, b: Op) -> Op:
         return Spatial(f, stride, pad)
     if isinstance(a, Spatial):  # b is Dense: same channels in and out of a
         w = np.zeros(b.weight.shape[:2] + size, dtype=np.result_type(a.filter, b.weight))
+        if ah * aw < bh * bw:  # e.g. a 2x2 pool before a 7x7 layer: a few passes over w rather than 49 windows
+            for i in range(ah):
+                for j in range(aw):
+                    w[:, :, i : i + (bh - 1) * sah + 1 : sah, j : j + (bw - 1) * saw + 1 : saw] += (
+                        a.filter[i, j] * b.weight
+                    )
+            return Dense(w, stride, pad, b.parametric or a.parametric)
         for u in range(bh):
             for v in range(bw):
                 w[:, :, u * sah : u * sah + ah, v * saw : v * saw + aw] += b.weight[:, :, u, v, None, None] * a.filter

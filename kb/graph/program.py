@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kb.graph.linear import Dense, Op, Spatial, add, fold, to_dense
+from kb.graph.linear import Dense, Op, Spatial, add, fold, folded_size, to_dense
 
 DIRECT = "direct"
 EXPANDED = "expanded"
@@ -67,9 +67,14 @@ class LinkProgram:
                 return self.kernels(start, stop, np.array([target - start]))
         raise IndexError(f"target channel {target} is outside 0..{self.out_channels - 1}")
 
-    def expand(self, chunk: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Yields (target channel, weight[in], magnitude[in]) blocks: weight = sum(K), magnitude = ||K||₂."""
+    def expand(self, chunk: int = 256, budget: int = 1 << 23) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yields (target channel, weight[in], magnitude[in]) blocks: weight = sum(K), magnitude = ||K||₂.
+
+        At most ``chunk`` targets at a time, fewer when their kernels would exceed ``budget`` values (VGG16's
+        conv5_3 -> fc6 kernels are 14x14 over 512 inputs: 83 targets, 32 MB)."""
         for start, stop in self.slices():
+            kh, kw = max((folded_size(t.ops) for t in self.terms if (t.start, t.stop) == (start, stop)), default=(1, 1))
+            chunk = max(1, min(chunk, budget // max(1, self.in_channels * kh * kw)))
             for lo in range(0, stop - start, chunk):
                 rows = np.arange(lo, min(lo + chunk, stop - start))
                 k = self.kernels(start, stop, rows).weight
@@ -84,6 +89,14 @@ class LinkProgram:
 
 def dumps(program: LinkProgram) -> tuple[dict, bytes]:
     """(JSON structure, npz bytes of its arrays). No pickle: the API loads these."""
+    buf = io.BytesIO()
+    meta = dump(program, buf)
+    return meta, buf.getvalue()
+
+
+def dump(program: LinkProgram, file) -> dict:
+    """Writes the npz of the program's arrays to ``file`` (streamed: numpy writes large arrays in pieces) and
+    returns its JSON structure."""
     arrays: dict[str, np.ndarray] = {}
     terms = []
     for ti, t in enumerate(program.terms):
@@ -113,9 +126,8 @@ def dumps(program: LinkProgram) -> tuple[dict, bytes]:
         "terms": terms,
         "notes": list(program.notes),
     }
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return meta, buf.getvalue()
+    np.savez(file, **arrays)
+    return meta
 
 
 def loads(meta: dict | str, blob: bytes) -> LinkProgram:

@@ -115,11 +115,12 @@ class ModelGraph:
     inputs: Rows
     outputs: Rows
     methods: dict[tuple[int, int], str]  # (source layer position, target layer position) -> method
+    file: str | None = None  # the graph file its arrays are mapped from (kb.graph.graph_file), if any
 
     def __post_init__(self):
-        self.layer_of = np.repeat(np.arange(len(self.layers), dtype=np.int32), [l.units for l in self.layers])
+        self.layer_of = np.repeat(np.arange(len(self.layers), dtype=np.int32), [x.units for x in self.layers])
         self._by_id = {int(i): o for o, i in enumerate(self.neuron_ids)}
-        self._layer_by_key = {l.key: l for l in self.layers}
+        self._layer_by_key = {x.key: x for x in self.layers}
 
     @property
     def units(self) -> int:

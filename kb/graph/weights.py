@@ -28,7 +28,7 @@ def state_dict_sha256(state: dict) -> str:
         t = state[name].detach().to("cpu").contiguous()
         h.update(name.encode())
         h.update(b"\0" + str(t.dtype).encode() + b"\0" + repr(tuple(t.shape)).encode() + b"\0")
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the tensor's own bytes, not a copy
     return h.hexdigest()
 
 

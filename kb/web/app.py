@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
@@ -52,7 +53,7 @@ class GraphQLApp(GraphQL):
 def create_app(settings: Settings | None = None, engine: sa.Engine | None = None, warm: bool = True) -> Starlette:
     settings = settings or get_settings()
     engine = engine or engine_for(settings.db_url)
-    graphs = GraphCache(engine)
+    graphs = GraphCache(engine, graphs_dir=settings.graphs_dir)
     schema = build_schema()
     graphql = GraphQLEndpoint(
         GraphQLApp(schema, graphs, settings), schema, lambda scope: Context(graphs=graphs, settings=settings)
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
                 "database": "ok",
                 "models": sum(r["removed_at"] is None for r in rows),
                 "graphs_loaded": graphs.loaded(),
+                "graphs": graphs.memory(),
+                "process_rss_bytes": _rss_bytes(),
             }
         )
 
@@ -123,3 +126,12 @@ def _warm(graphs: GraphCache) -> None:
         graphs.warm()
     except Exception:
         log.exception("warming the graph cache failed; graphs will load on first use")
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident memory (Linux); mapped graph pages count here but are shared between processes."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
