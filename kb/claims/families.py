@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,15 @@ def read_families(path: Path) -> list[dict]:
     return data
 
 
-def import_families(conn: sa.Connection, catalog: Catalog, folder: Path, model: str, source: str) -> FamiliesReport:
+def import_families(
+    conn: sa.Connection,
+    catalog: Catalog,
+    folder: Path,
+    model: str,
+    source: str,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> FamiliesReport:
+    """``progress(layer, families)``, when given, is called per file and returns a tick called per family."""
     files = sorted(folder.glob("*.json"))
     if not files:
         raise BadInput(f"no .json files in {folder}")
@@ -55,7 +64,11 @@ def import_families(conn: sa.Connection, catalog: Catalog, folder: Path, model: 
     c = Claim.__table__
     for path in files:
         layer = path.stem
-        for family in read_families(path):
+        families = read_families(path)
+        tick = progress(layer, len(families)) if progress else None
+        for family in families:
+            if tick:
+                tick(1)
             origin = f"{source}#{layer}/{family['name']}"
             if conn.execute(sa.select(c.c.id).where(c.c.origin == origin)).first():
                 report.unchanged += 1

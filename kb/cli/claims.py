@@ -10,6 +10,7 @@ import typer
 from kb.claims import families, transfer
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
+from kb.cli.progress import Phases
 from kb.db.catalog import load_catalog
 
 claims_app = typer.Typer(
@@ -26,8 +27,10 @@ def import_families_command(
     """Import neuron families as FAMILY claims (a re-run changes nothing)."""
     if not folder.is_dir():
         raise CliProblem(f"{folder} is not a folder")
-    with open_engine().begin() as conn:
-        report = families.import_families(conn, load_catalog(conn), folder, model, source)
+    with open_engine().begin() as conn, Phases() as phases:
+        report = families.import_families(
+            conn, load_catalog(conn), folder, model, source, lambda layer, n: phases.next(f"families {layer}", n)
+        )
     typer.echo(f"{report.created} families imported, {report.unchanged} already there, from {report.files} files")
 
 
@@ -35,8 +38,12 @@ def import_families_command(
 @expected()
 def export(output: Path | None = typer.Option(None, "--output", "-o", help="default: standard output")) -> None:
     """Every claim with all its revisions and reviews, users and circuits, as JSON Lines."""
-    with open_engine().connect() as conn:
-        lines = list(transfer.export_lines(conn))
+    with open_engine().connect() as conn, Phases() as phases:
+        tick = phases.stage("exporting claims")
+        lines = []
+        for line in transfer.export_lines(conn):
+            lines.append(line)
+            tick(1)
     text = "".join(line + "\n" for line in lines)
     if output:
         tmp = output.with_name(output.name + ".tmp")
@@ -51,6 +58,16 @@ def export(output: Path | None = typer.Option(None, "--output", "-o", help="defa
 @expected()
 def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Import an export into a database with no claims yet (all or nothing)."""
-    with open_engine().begin() as conn, file.open(encoding="utf-8") as fh:
-        counts = transfer.import_lines(conn, fh)
+    with file.open(encoding="utf-8") as fh:
+        total = sum(1 for _ in fh)
+    with open_engine().begin() as conn, file.open(encoding="utf-8") as fh, Phases() as phases:
+        tick = phases.stage(f"importing {file.name}", total)
+
+        def lines():
+            for line in fh:
+                yield line
+                tick(1)
+
+        counts = transfer.import_lines(conn, lines())
+        phases.next("committing")
     typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()))

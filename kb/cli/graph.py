@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
+from kb.cli.progress import Phases
 from kb.db import queries
 from kb.db.catalog import load_catalog
 from kb.db.tables import Layer, Model
-from kb.settings import get_settings
 
 models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
-err = Console(stderr=True)
-
-
-class BarReporter:
-    """Progress bars for the importer's long steps (on stderr, only on a terminal)."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.tasks = {}
-
-    def stage(self, name, total=None):
-        task = self.progress.add_task(name, total=total)
-        self.tasks[name] = task
-        return lambda n: self.progress.advance(task, n)
-
-    def done(self, name):
-        pass
 
 
 @expected()
@@ -51,10 +33,9 @@ def import_command(
     from kb.graph.weights import WeightsProblem
 
     engine = open_engine()
-    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-            report = import_model(engine, source, key=key, weights=weights, seed=seed, reporter=BarReporter(progress))
+        with Phases() as phases:
+            report = import_model(engine, source, key=key, weights=weights, seed=seed, reporter=phases)
     except (ImportProblem, WeightsProblem, ExtractionError) as exc:
         raise CliProblem(str(exc)) from None
     except sa.exc.IntegrityError:
@@ -77,7 +58,7 @@ def list_models(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
     engine = open_engine()
-    m, l = Model.__table__, Layer.__table__
+    m, lt = Model.__table__, Layer.__table__
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -86,10 +67,10 @@ def list_models(ctx: typer.Context) -> None:
                 m.c.sha256,
                 m.c.weights,
                 m.c.removed_at,
-                sa.func.count(l.c.id).label("layers"),
-                sa.func.coalesce(sa.func.sum(l.c.units), 0).label("units"),
+                sa.func.count(lt.c.id).label("layers"),
+                sa.func.coalesce(sa.func.sum(lt.c.units), 0).label("units"),
             )
-            .select_from(m.outerjoin(l, l.c.model_id == m.c.id))
+            .select_from(m.outerjoin(lt, lt.c.model_id == m.c.id))
             .group_by(m.c.id)
             .order_by(m.c.key)
         ).all()
@@ -123,6 +104,18 @@ def _print_edges(title: str, edges: list[queries.Edge]) -> None:
         typer.echo(f"  {e.weight:+9.4f}  |K| {e.magnitude:8.4f}  {e.neighbor.key}")
 
 
+def claims_about(conn: sa.Connection, key) -> list[sa.Row]:
+    from kb.db.claim_tables import Claim, ClaimSubject
+
+    c, s = Claim.__table__, ClaimSubject.__table__
+    return conn.execute(
+        sa.select(c.c.id, c.c.label, c.c.kind, c.c.status)
+        .join(s, s.c.claim_id == c.c.id)
+        .where(s.c.model_key == key.model, s.c.layer_key == key.layer, s.c.neuron_index == key.index)
+        .order_by(c.c.id)
+    ).all()
+
+
 @expected()
 def neuron_command(
     key: str = typer.Argument(
@@ -132,7 +125,8 @@ def neuron_command(
     outputs: int = typer.Option(0, "--outputs", min=0, max=1000, help="show the top N outputs by weight"),
     model: str | None = typer.Option(None, "--model", help="model for keys like mixed4c:447"),
 ) -> None:
-    """Resolve a neuron key and show its canonical and pinned keys and its strongest connections."""
+    """Resolve a neuron key and show its canonical and pinned keys, its page, the claims about it and its
+    strongest connections."""
     engine = open_engine()
     with engine.connect() as conn:
         key_ = load_catalog(conn).neuron(key, default_model=model)
@@ -141,7 +135,11 @@ def neuron_command(
             raise CliProblem(f"{key_} is not in the database")
         typer.echo(str(row.key))
         typer.echo(f"pinned  {row.key.pinned(row.sha256)}")
-        typer.echo(f"url     {get_settings().public_url.rstrip('/')}{row.key.path()}")
+        typer.echo(f"url     {local_server.public_url()}{row.key.path()}")
+        claims = claims_about(conn, row.key)
+        typer.echo(f"claims  {len(claims) or 'none yet'}")
+        for c in claims:
+            typer.echo(f"  claim:{c.id}  {c.status:<9}  {c.kind:<12}  {c.label}")
         if inputs:
             _print_edges(f"top {inputs} inputs by weight", queries.neighbors(conn, row, "inputs", inputs))
         if outputs:

@@ -46,11 +46,12 @@ class ImportReport:
 def compute_edges(links: list[extract.Link], reporter: Reporter | None = None) -> list[bulk.EdgeBlock]:
     """Every (source unit, target unit) pair of each link with its weight and magnitude."""
     reporter = reporter or Reporter()
-    tick = reporter.stage("computing weights", sum(l.program.out_channels for l in links))
     blocks = []
     for link in links:
         p = link.program
         n = p.in_channels
+        stage = f"weights {link.source} → {link.target}"
+        tick = reporter.stage(stage, p.out_channels)
         tgt, w, g = [], [], []
         for targets, weight, magnitude in p.expand():
             tgt.append(np.repeat(targets.astype(np.int32), n))
@@ -62,7 +63,7 @@ def compute_edges(links: list[extract.Link], reporter: Reporter | None = None) -
         blocks.append(
             bulk.EdgeBlock(link.source, link.target, p.method, target, source, np.concatenate(w), np.concatenate(g))
         )
-    reporter.done("computing weights")
+        reporter.done(stage)
     return blocks
 
 
@@ -99,8 +100,10 @@ def import_model(
     with engine.connect() as conn:
         if (row := existing(conn, key)) is not None and row.removed_at is not None:
             raise ImportProblem(f"model key {key!r} belonged to a removed model and is never reused; choose --key")
+    reporter.stage("loading weights")
     model, described = load(arch, weights, seed)
     sha = state_dict_sha256(model.state_dict())
+    reporter.done("loading weights")
     timings["load weights"] = time.perf_counter() - t0
     report = ImportReport(key, arch.source, sha, described)
     with engine.connect() as conn:
@@ -176,14 +179,18 @@ def write_graph(engine, arch, key, sha, described, shapes, links, blocks, report
                 }
             )
         bulk.insert_links(conn, rows)
-        tick = reporter.stage("writing connections", sum(len(b) for b in blocks))
-        bulk.insert_connections(
-            conn,
-            model_id,
-            ((b, neuron_ids[layer_ids[b.source_layer]], neuron_ids[layer_ids[b.target_layer]]) for b in blocks),
-            tick,
-        )
-        reporter.done("writing connections")
+        current: dict[str, Callable[[int], None]] = {}
+
+        def per_layer():  # one stage per layer; when the last block is written, the indexes are built
+            for b in blocks:
+                stage = f"write {b.source_layer} → {b.target_layer}"
+                current["tick"] = reporter.stage(stage, len(b))
+                yield b, neuron_ids[layer_ids[b.source_layer]], neuron_ids[layer_ids[b.target_layer]]
+                reporter.done(stage)
+            current["tick"] = reporter.stage("index and commit")
+
+        bulk.insert_connections(conn, model_id, per_layer(), lambda n: current["tick"](n))
+    reporter.done("index and commit")
 
 
 def remove_model(engine: sa.Engine, key: str, reason: str) -> None:
