@@ -16,13 +16,28 @@ def worker_command(
     loglevel: str = typer.Option("warning", "--loglevel"),
 ) -> None:
     """Consume render jobs from the broker (KB_BROKER_URL, or the embedded SQLite broker)."""
+    import logging
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
     from kb.render.celery_app import app
     from kb.render.enqueue import start_sweeper
     from kb.settings import get_settings
 
     open_engine()
     start_sweeper(get_settings().render_sweep_s)
+    jobs_log = logging.getLogger("kb.render.jobs")  # one line per finished job (kb.render.tasks)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
+    jobs_log.addHandler(handler)
+    jobs_log.setLevel(logging.INFO)
+    jobs_log.propagate = False
+    embedded = not get_settings().broker_url
+    if embedded:  # the local worker of `kb serve` / `kb render`: no banner, no superuser warning
+        warnings.filterwarnings("ignore", category=SecurityWarning)
     argv = [
+        *(["--quiet"] if embedded else []),
         "worker",
         f"--queues={queues}",
         f"--concurrency={concurrency}",
