@@ -21,16 +21,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def kb_serve(env: dict, *args: str, timeout: float = 60):
-    """Yields the base URL once /health answers; stops the server (and a local worker) afterwards."""
+def kb_serve(env: dict, *args: str, timeout: float = 60, log: Path | None = None):
+    """Yields the base URL once /health answers; stops the server (and a local worker) afterwards.
+    ``log``: a file that gets the server's stdout and stderr."""
     port = free_port()
     exe = Path(sys.executable).parent / "kb"
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [str(exe), "serve", "--port", str(port), *args],
         env={**os.environ, **env},
         start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -47,3 +49,5 @@ def kb_serve(env: dict, *args: str, timeout: float = 60):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+        if log:
+            out.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +51,11 @@ def import_families(
     source: str,
     authors: list[str] | None = None,
     title: str | None = None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> FamiliesReport:
     """Each family a FAMILY claim citing ``source`` (its ``authors`` and ``title``): the claim's citation credits
-    the source's authors, with the importing account as curator."""
+    the source's authors, with the importing account as curator. ``progress(layer, families)``, when given, is
+    called per file and returns a tick called per family."""
     files = sorted(folder.glob("*.json"))
     if not files:
         raise BadInput(f"no .json files in {folder}")
@@ -69,7 +72,11 @@ def import_families(
     c = Claim.__table__
     for path in files:
         layer = path.stem
-        for family in read_families(path):
+        families = read_families(path)
+        tick = progress(layer, len(families)) if progress else None
+        for family in families:
+            if tick:
+                tick(1)
             origin = f"{source}#{layer}/{family['name']}"
             if conn.execute(sa.select(c.c.id).where(c.c.origin == origin)).first():
                 report.unchanged += 1

@@ -7,7 +7,7 @@ import typer
 
 from kb.claims import accounts
 from kb.cli.db import open_engine
-from kb.cli.errors import expected
+from kb.cli.errors import CliProblem, expected
 from kb.db.claim_tables import ApiToken, User
 
 users_app = typer.Typer(help="Accounts (roles: viewer, editor, moderator, admin).", no_args_is_help=True)
@@ -28,6 +28,7 @@ def create_user(
 @users_app.command("list")
 @expected()
 def list_users() -> None:
+    """List accounts: name, role, display name."""
     t = User.__table__
     with open_engine().connect() as conn:
         for row in conn.execute(sa.select(t).order_by(t.c.name)):
@@ -46,6 +47,7 @@ def create_token(name: str, note: str = typer.Option("", "--note")) -> None:
 @tokens_app.command("revoke")
 @expected()
 def revoke_token(prefix: str = typer.Argument(..., help="the token, or its first 12 characters")) -> None:
+    """Revoke a token (requests with it are refused from then on); `kb token list` shows the prefixes."""
     with open_engine().begin() as conn:
         accounts.revoke_token(conn, prefix)
     typer.echo(f"revoked {prefix[:12]}…")
@@ -53,11 +55,15 @@ def revoke_token(prefix: str = typer.Argument(..., help="the token, or its first
 
 @tokens_app.command("list")
 @expected()
-def list_tokens() -> None:
+def list_tokens(name: str | None = typer.Argument(None, help="only this user's tokens")) -> None:
+    """List tokens (their prefixes, never the tokens): prefix, user, active or revoked, note."""
     t, u = ApiToken.__table__, User.__table__
+    q = sa.select(t.c.prefix, t.c.note, t.c.revoked_at, u.c.name).join(u, u.c.id == t.c.user_id).order_by(t.c.id)
     with open_engine().connect() as conn:
-        for row in conn.execute(
-            sa.select(t.c.prefix, t.c.note, t.c.revoked_at, u.c.name).join(u, u.c.id == t.c.user_id).order_by(t.c.id)
-        ):
+        if name is not None:
+            if conn.execute(sa.select(u.c.id).where(u.c.name == name)).first() is None:
+                raise CliProblem(f"no user {name!r}")
+            q = q.where(u.c.name == name)
+        for row in conn.execute(q):
             state = "revoked" if row.revoked_at else "active"
             typer.echo(f"{row.prefix}…  {row.name}  {state}  {row.note}")

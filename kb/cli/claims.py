@@ -10,6 +10,7 @@ import typer
 from kb.claims import families, transfer
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
+from kb.cli.progress import Phases
 from kb.db.catalog import load_catalog
 
 claims_app = typer.Typer(
@@ -31,8 +32,17 @@ def import_families_command(
     if not folder.is_dir():
         raise CliProblem(f"{folder} is not a folder")
     names = [a.strip() for a in authors.split(";") if a.strip()]
-    with open_engine().begin() as conn:
-        report = families.import_families(conn, load_catalog(conn), folder, model, source, names, title or None)
+    with open_engine().begin() as conn, Phases() as phases:
+        report = families.import_families(
+            conn,
+            load_catalog(conn),
+            folder,
+            model,
+            source,
+            names,
+            title or None,
+            progress=lambda layer, n: phases.next(f"families {layer}", n),
+        )
     typer.echo(f"{report.created} families imported, {report.unchanged} already there, from {report.files} files")
 
 
@@ -40,8 +50,12 @@ def import_families_command(
 @expected()
 def export(output: Path | None = typer.Option(None, "--output", "-o", help="default: standard output")) -> None:
     """Every claim with all its revisions and reviews, users and circuits, as JSON Lines."""
-    with open_engine().connect() as conn:
-        lines = list(transfer.export_lines(conn))
+    with open_engine().connect() as conn, Phases() as phases:
+        tick = phases.stage("exporting claims")
+        lines = []
+        for line in transfer.export_lines(conn):
+            lines.append(line)
+            tick(1)
     text = "".join(line + "\n" for line in lines)
     if output:
         tmp = output.with_name(output.name + ".tmp")
@@ -61,6 +75,14 @@ def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> No
         raw = fh.read().split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()
-    with open_engine().begin() as conn:
-        counts = transfer.import_lines(conn, raw)
+    with open_engine().begin() as conn, Phases() as phases:
+        tick = phases.stage(f"importing {file.name}", len(raw))
+
+        def lines():
+            for line in raw:
+                yield line
+                tick(1)
+
+        counts = transfer.import_lines(conn, lines())
+        phases.next("committing")
     typer.echo(", ".join(f"{v} {k}" for k, v in counts.items()))

@@ -9,6 +9,7 @@ import typer
 
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
+from kb.cli.progress import Phases
 from kb.db.render_tables import Dataset
 from kb.db.tables import utcnow
 
@@ -19,13 +20,30 @@ datasets_app = typer.Typer(help="Image folders for dataset examples.", no_args_i
 @expected()
 def add(name: str, path: Path) -> None:
     """Register folder PATH (searched recursively for .jpg/.png/.webp/.bmp) as dataset NAME."""
+    from PIL import Image, UnidentifiedImageError
+
     from kb.render.dataset_examples import image_files
 
     if not path.is_dir():
         raise CliProblem(f"{path} is not a folder")
-    files = image_files(path)
-    if not files:
-        raise CliProblem(f"{path} holds no .jpg, .jpeg, .png, .webp or .bmp files")
+    with Phases() as phases:
+        phases.next(f"scanning {path}")
+        files = image_files(path)
+        if not files:
+            raise CliProblem(f"{path} holds no .jpg, .jpeg, .png, .webp or .bmp files")
+        tick = phases.next("reading image headers", len(files))
+        unreadable = []
+        for f in files:
+            try:
+                with Image.open(f):
+                    pass
+            except (UnidentifiedImageError, OSError):
+                unreadable.append(f)
+            tick(1)
+    if unreadable:  # registered all the same: a dataset pass skips them (and fails a job when none is left)
+        typer.echo(
+            f"warning: {len(unreadable)} of {len(files)} files are not readable images, e.g. {unreadable[0]}", err=True
+        )
     t = Dataset.__table__
     with open_engine().begin() as conn:
         if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first():

@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
+from kb.cli.progress import Phases
 from kb.db import queries
 from kb.db.catalog import load_catalog
 from kb.db.tables import Layer, Model
 from kb.settings import get_settings
 
 models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
-err = Console(stderr=True)
-
-
-class BarReporter:
-    """Progress bars for the importer's long steps (on stderr, only on a terminal)."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.tasks = {}
-
-    def stage(self, name, total=None):
-        task = self.progress.add_task(name, total=total)
-        self.tasks[name] = task
-        return lambda n: self.progress.advance(task, n)
-
-    def done(self, name):
-        pass
 
 
 @expected()
@@ -51,16 +34,15 @@ def import_command(
     from kb.graph.weights import WeightsProblem
 
     engine = open_engine()
-    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        with Phases() as phases:
             report = import_model(
                 engine,
                 source,
                 key=key,
                 weights=weights,
                 seed=seed,
-                reporter=BarReporter(progress),
+                reporter=phases,
                 graphs_dir=get_settings().graphs_dir,
             )
     except (ImportProblem, WeightsProblem, ExtractionError) as exc:
@@ -132,6 +114,18 @@ def _print_edges(title: str, edges: list[queries.Edge]) -> None:
         typer.echo(f"  {e.weight:+9.4f}  |K| {e.magnitude:8.4f}  {e.neighbor.key}")
 
 
+def claims_about(conn: sa.Connection, key) -> list[sa.Row]:
+    from kb.db.claim_tables import Claim, ClaimSubject
+
+    c, s = Claim.__table__, ClaimSubject.__table__
+    return conn.execute(
+        sa.select(c.c.id, c.c.label, c.c.kind, c.c.status)
+        .join(s, s.c.claim_id == c.c.id)
+        .where(s.c.model_key == key.model, s.c.layer_key == key.layer, s.c.neuron_index == key.index)
+        .order_by(c.c.id)
+    ).all()
+
+
 @expected()
 def neuron_command(
     key: str = typer.Argument(
@@ -141,7 +135,8 @@ def neuron_command(
     outputs: int = typer.Option(0, "--outputs", min=0, max=1000, help="show the top N outputs by weight"),
     model: str | None = typer.Option(None, "--model", help="model for keys like mixed4c:447"),
 ) -> None:
-    """Resolve a neuron key and show its canonical and pinned keys and its strongest connections."""
+    """Resolve a neuron key and show its canonical and pinned keys, its page, the claims about it and its
+    strongest connections."""
     engine = open_engine()
     with engine.connect() as conn:
         key_ = load_catalog(conn).neuron(key, default_model=model)
@@ -150,7 +145,11 @@ def neuron_command(
             raise CliProblem(f"{key_} is not in the database")
         typer.echo(str(row.key))
         typer.echo(f"pinned  {row.key.pinned(row.sha256)}")
-        typer.echo(f"url     {get_settings().public_url.rstrip('/')}{row.key.path()}")
+        typer.echo(f"url     {local_server.public_url()}{row.key.path()}")
+        claims = claims_about(conn, row.key)
+        typer.echo(f"claims  {len(claims) or 'none yet'}")
+        for c in claims:
+            typer.echo(f"  claim:{c.id}  {c.status:<9}  {c.kind:<12}  {c.label}")
         if inputs:
             _print_edges(f"top {inputs} inputs by weight", queries.neighbors(conn, row, "inputs", inputs))
         if outputs:

@@ -7,7 +7,9 @@ import sys
 
 import typer
 
-from kb.cli import accounts, claims, datasets, db, graph, serve, worker
+from kb.cli import accounts, claims, datasets, db, graph, help_format, render, serve, worker
+
+help_format.install()
 
 app = typer.Typer(
     help="Circuit KB: the open knowledge base of vision-model neurons.",
@@ -24,6 +26,7 @@ app.add_typer(datasets.datasets_app, name="dataset")
 app.command("import-families")(claims.import_families_command)
 app.command("import")(graph.import_command)
 app.command("neuron")(graph.neuron_command)
+app.command("render")(render.render_command)
 app.command("serve")(serve.serve_command)
 app.command("worker")(worker.worker_command)
 

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 
 import typer
 
+from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import expected
 
 
-def _die_with_parent() -> None:
-    """Linux: the local worker gets SIGTERM when `kb serve` exits, however it exits (even SIGKILL)."""
-    try:
-        import ctypes
+def loopback_warning(public_url: str) -> str | None:
+    """One line for the log when stable URLs and citations would point at this machine only."""
+    import ipaddress
+    from urllib.parse import urlsplit
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    host = (urlsplit(public_url).hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if loopback:
+        return (
+            f"warning: neuron URLs, artifact URLs and citations will carry {public_url}, a loopback address "
+            f"that only this machine reaches; set KB_PUBLIC_URL to the address readers use"
+        )
+    return None
 
 
 @expected()
@@ -47,11 +53,12 @@ def serve_command(
         get_settings.cache_clear()
     local = None
     if render_worker and not get_settings().broker_url:
-        local = subprocess.Popen(
-            [sys.executable, "-m", "kb", "worker"], start_new_session=True, preexec_fn=_die_with_parent
-        )
+        local = local_server.start_worker()
         typer.echo(f"local render worker (pid {local.pid}) on the embedded broker", err=True)
     typer.echo(f"Circuit KB on http://{host}:{port}/graphql", err=True)
+    if warning := loopback_warning(get_settings().public_url):
+        typer.echo(warning, err=True)
+    local_server.announce(get_settings().public_url, local is not None)
     try:
         uvicorn.run(
             "kb.web.app:create_app",
@@ -63,9 +70,6 @@ def serve_command(
             workers=workers,
         )
     finally:
-        if local is not None and local.poll() is None:
-            os.killpg(local.pid, signal.SIGTERM)
-            try:
-                local.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(local.pid, signal.SIGKILL)
+        local_server.withdraw()
+        if local is not None:
+            local_server.stop_worker(local)

@@ -29,14 +29,22 @@ def worker_command(
     loglevel: str = typer.Option("warning", "--loglevel"),
 ) -> None:
     """Consume render jobs from the broker (KB_BROKER_URL, or the embedded SQLite broker)."""
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
     from kb.render.celery_app import app
     from kb.render.enqueue import start_sweeper
     from kb.settings import get_settings
 
     open_engine()
-    _log_jobs()
+    _log_jobs()  # kb.render's lines (received, started, ended; kb.render.jobs' summary) whatever Celery logs
     start_sweeper(get_settings().render_sweep_s, knows_idle=pool == "solo" or concurrency == 1)
+    embedded = not get_settings().broker_url
+    if embedded:  # the local worker of `kb serve` / `kb render`: no banner, no superuser warning
+        warnings.filterwarnings("ignore", category=SecurityWarning)
     argv = [
+        *(["--quiet"] if embedded else []),
         "worker",
         f"--queues={queues}",
         f"--concurrency={concurrency}",

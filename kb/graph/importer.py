@@ -65,14 +65,15 @@ def link_chunks(
     units of each link, a chunk of target units at a time. With ``release``, each link is replaced by None in
     ``links`` once it is done, so that its weights can be freed (VGG16's fc6: 0.4 GB) before the next."""
     reporter = reporter or Reporter()
-    tick = reporter.stage("computing weights", sum(k.program.out_channels for k in links))
     for i in range(len(links)):
+        stage = f"weights {links[i].source} → {links[i].target}"
+        tick = reporter.stage(stage, links[i].program.out_channels)
         for targets, weight, magnitude in links[i].program.expand():
             yield i, targets, weight, magnitude
             tick(len(targets))
+        reporter.done(stage)
         if release:
             links[i] = None
-    reporter.done("computing weights")
 
 
 def as_block(link: _LinkName, targets: np.ndarray, weight: np.ndarray, magnitude: np.ndarray) -> bulk.EdgeBlock:
@@ -287,6 +288,7 @@ def write_graph(
                     writer.add(i, targets, weight, magnitude)
                 b = as_block(names[i], targets, weight, magnitude)
                 yield b, neuron_ids[layer_ids[b.source_layer]], neuron_ids[layer_ids[b.target_layer]]
+            reporter.stage("index and commit")  # the last rows are in: indexes are built, then the commit
 
         try:
             written = bulk.insert_connections(conn, model_id, blocks(), tick)

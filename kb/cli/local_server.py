@@ -1,0 +1,97 @@
+"""What a running `kb serve` leaves in the data folder (``serve.json``): its URL, its pid, the database it
+serves and whether it runs a local render worker. Other commands read it to print links that point at the
+server that actually runs (`kb neuron`, `kb render`) and to know whether renders have a worker already."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from kb.settings import Settings, get_settings
+
+
+def _file(settings: Settings) -> Path:
+    return settings.data_dir / "serve.json"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def announce(url: str, local_worker: bool, settings: Settings | None = None) -> Path:
+    """Written by `kb serve` once it knows its address (removed by ``withdraw``)."""
+    settings = settings or get_settings()
+    path = _file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"serve.json.{os.getpid()}.tmp")
+    info = {"url": url, "pid": os.getpid(), "db_url": settings.db_url, "local_worker": local_worker}
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def withdraw(settings: Settings | None = None) -> None:
+    path = _file(settings or get_settings())
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+
+
+def running(settings: Settings | None = None) -> dict | None:
+    """The `kb serve` that runs on this data folder and database, or None."""
+    settings = settings or get_settings()
+    try:
+        info = json.loads(_file(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if info.get("db_url") != settings.db_url or not _alive(int(info.get("pid") or 0)):
+        return None
+    return info
+
+
+def public_url(settings: Settings | None = None) -> str:
+    """KB_PUBLIC_URL when it is set, else the running server's address, else the default."""
+    settings = settings or get_settings()
+    if "public_url" not in settings.model_fields_set and (info := running(settings)):
+        return info["url"].rstrip("/")
+    return settings.public_url.rstrip("/")
+
+
+def _die_with_parent() -> None:
+    """Linux: the local worker gets SIGTERM when its parent exits, however it exits (even SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start_worker(stdout=None) -> subprocess.Popen:
+    """A render worker on the embedded broker, as a child process (`kb serve`'s, or `kb render --wait`'s)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kb", "worker"], stdout=stdout, start_new_session=True, preexec_fn=_die_with_parent
+    )
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

@@ -1,0 +1,166 @@
+"""``kb render``: request renders as the API's requestRender does (the same job rows and queue), and with
+``--wait`` follow them to the end, print each artifact's URL, and exit non-zero if any failed.
+
+In the embedded default (no KB_BROKER_URL) the jobs need a worker on the embedded broker: `kb serve` runs one;
+when no server runs, ``--wait`` starts one for the duration."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import sqlalchemy as sa
+import typer
+
+from kb.cli import local_server
+from kb.cli.db import open_engine
+from kb.cli.errors import CliProblem, expected
+from kb.cli.progress import Phases
+from kb.db.catalog import load_catalog
+from kb.render import jobs
+from kb.render.params import KINDS, RenderParams
+from kb.settings import get_settings
+
+POLL_S = 0.5
+
+
+def resolve_units(conn: sa.Connection, keys: list[str], layer: str | None, model: str | None) -> list[jobs.Unit]:
+    catalog = load_catalog(conn)
+    units = []
+    if layer:
+        lk = catalog.layer(layer, default_model=model)
+        m = catalog.model(lk.model)
+        units += [jobs.Unit(m.key, m.sha256, lk.layer, i) for i in range(m.layer(lk.layer).units)]
+    for text in keys:
+        k = catalog.neuron(text, default_model=model)
+        m = catalog.model(k.model)
+        units.append(jobs.Unit(m.key, m.sha256, k.layer, k.index))
+    return units
+
+
+def check_dataset(conn: sa.Connection, name: str) -> None:
+    from kb.db.render_tables import Dataset
+
+    t = Dataset.__table__
+    if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first() is None:
+        raise CliProblem(f"no dataset {name!r}: add one with kb dataset add NAME PATH")
+
+
+@expected()
+def render_command(
+    keys: list[str] = typer.Argument(None, help="neuron keys, any form ('InceptionV1 4c:447' ...)", show_default=False),
+    kind: str = typer.Option(..., "--kind", help=f"one of {', '.join(KINDS)}"),
+    layer: str | None = typer.Option(None, "--layer", help="render every unit of this layer"),
+    model: str | None = typer.Option(None, "--model", help="model for keys like mixed4c:447"),
+    size: int = typer.Option(128, "--size", help="image size in pixels"),
+    steps: int = typer.Option(512, "--steps", help="optimisation steps"),
+    seed: int = typer.Option(0, "--seed"),
+    negative: bool = typer.Option(False, "--negative", help="FEATURE_VIS/NEURON_VIS: minimise instead"),
+    upsample: int = typer.Option(224, "--upsample", help="fed to the model at this size (0: as is)"),
+    dataset: str = typer.Option("", "--dataset", help="DATASET_EXAMPLES: a dataset name (kb dataset add)"),
+    top_k: int = typer.Option(9, "--top-k", help="DATASET_EXAMPLES: examples per unit"),
+    wait: bool = typer.Option(False, "--wait", help="follow the jobs until they end and print artifact URLs"),
+    timeout: float = typer.Option(
+        0, "--timeout", min=0, help="with --wait: give up after this many seconds (0: never)"
+    ),
+) -> None:
+    """Render units (KEY...) or a whole layer (--layer): feature visualisations, dataset examples, weights.
+    The same unit, kind and parameters is one job and one artifact: asked again, it is returned, not redone."""
+    from kb.render.enqueue import enqueue
+
+    kind = kind.upper()
+    if kind not in KINDS:
+        raise CliProblem(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    params = RenderParams(
+        size=size,
+        steps=steps,
+        seed=seed,
+        negative=negative,
+        upsample=upsample,
+        dataset=dataset,
+        top_k=top_k,
+    ).check(kind)
+    settings = get_settings()
+    engine = open_engine()
+    with engine.connect() as conn:
+        units = resolve_units(conn, keys or [], layer, model)
+        if kind == "DATASET_EXAMPLES":
+            check_dataset(conn, params.dataset)
+    if not units:
+        raise CliProblem("name neuron keys or --layer")
+    with engine.begin() as conn:
+        ids, to_send = jobs.request(conn, units, kind, params.relevant(kind))
+    with engine.connect() as conn:
+        rows = jobs.get(conn, ids)
+    worker = None
+    if wait and not settings.broker_url and not (local_server.running(settings) or {}).get("local_worker"):
+        worker = local_server.start_worker(stdout=sys.stderr)  # stdout is for the URLs
+        typer.echo(f"no kb serve on this database: a local render worker (pid {worker.pid}) for the duration", err=True)
+    try:
+        if to_send:
+            sending = set(to_send)
+            try:
+                enqueue([r for r in rows if r["id"] in sending])
+            except Exception as exc:
+                raise CliProblem(
+                    f"{len(to_send)} jobs are saved but the broker did not take them ({type(exc).__name__}: {exc}); "
+                    f"a worker's sweeper sends them when it answers"
+                ) from None
+        fresh = len(to_send)
+        typer.echo(f"{len(ids)} {kind} jobs: {fresh} sent, {len(ids) - fresh} already asked for", err=True)
+        if wait:
+            rows = follow(engine, ids, worker, timeout)
+    finally:
+        if worker is not None:
+            local_server.stop_worker(worker)
+    report(engine, rows, wait)
+
+
+def follow(engine: sa.Engine, ids: list[int], worker, timeout: float) -> list[dict]:
+    """Poll the job rows until every one is DONE or FAILED, drawing their progress."""
+    start = time.monotonic()
+    last = None
+    with Phases() as phases:
+        if phases.bars:
+            phases.stage("rendering", len(ids))
+        while True:
+            with engine.connect() as conn:
+                rows = jobs.get(conn, ids)
+            count = {s: sum(r["status"] == s for r in rows) for s in ("QUEUED", "RUNNING", "DONE", "FAILED")}
+            ended = count["DONE"] + count["FAILED"]
+            completed = ended + sum(r["progress"] or 0.0 for r in rows if r["status"] == "RUNNING")
+            summary = ", ".join(f"{v} {k.lower()}" for k, v in count.items() if v)
+            phases.update("rendering", completed, description=f"rendering: {summary}")
+            if not phases.bars and (count != last):
+                phases.line(f"rendering: {summary}")
+            last = count
+            if ended == len(ids):
+                return rows
+            if worker is not None and worker.poll() is not None:
+                raise CliProblem(f"the local render worker exited ({worker.returncode}); {ended}/{len(ids)} jobs ended")
+            if timeout and time.monotonic() - start > timeout:
+                raise CliProblem(f"gave up after {timeout:g}s: {summary}; the jobs go on (kb render again to follow)")
+            time.sleep(POLL_S)
+
+
+def report(engine: sa.Engine, rows: list[dict], waited: bool) -> None:
+    base = local_server.public_url()
+    with engine.connect() as conn:
+        arts = jobs.artifacts(conn, [r["artifact_id"] for r in rows if r["artifact_id"]])
+    failed = 0
+    for r in rows:
+        unit = f"{r['model_key']}/{r['layer_key']}:{r['unit']}"
+        if r["status"] == "DONE":
+            typer.echo(f"{unit}  {base}/artifacts/{arts[r['artifact_id']]['sha256']}.png")
+        elif r["status"] == "FAILED":
+            failed += 1
+            typer.echo(f"{unit}  FAILED  {r['error'] or ''}")
+        else:
+            typer.echo(f"{unit}  {r['status']}  job {r['id']}")
+    if failed:
+        raise CliProblem(f"{failed} of {len(rows)} renders failed")
+    pending = any(r["status"] != "DONE" for r in rows)
+    if not waited and pending and not get_settings().broker_url and not local_server.running():
+        typer.echo(
+            "no kb serve runs here: the jobs wait for a worker (kb serve, kb worker, or kb render --wait)", err=True
+        )
