@@ -180,8 +180,10 @@ def import_model(
     with engine.connect() as conn:
         if (row := existing(conn, key)) is not None and row.removed_at is not None:
             raise ImportProblem(f"model key {key!r} belonged to a removed model and is never reused; choose --key")
+    reporter.stage("loading weights")
     model, described = load(arch, weights, seed)
     sha = state_dict_sha256(model.state_dict())
+    reporter.done("loading weights")
     timings["load weights"] = time.perf_counter() - t0
     report = ImportReport(key, arch.source, sha, described)
     with engine.connect() as conn:
@@ -196,7 +198,9 @@ def import_model(
         )
 
     t = time.perf_counter()
+    reporter.stage("reading the layers")
     shapes, links = extract.links(model, arch)
+    reporter.done("reading the layers")
     del model  # the link programs hold copies of the weights they need
     gc.collect()
     timings["extract"] = time.perf_counter() - t
