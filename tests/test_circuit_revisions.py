@@ -165,7 +165,11 @@ def test_concurrent_circuit_edits_lose_no_revision(engine, db_url, inceptionv1):
             acc.create_user(conn, f"ced{i}-{suffix}", "editor")
             tokens.append(acc.create_token(conn, f"ced{i}-{suffix}"))
     with kb_serve(
-        {"KB_DATABASE_URL": db_url, "KB_RATE_LIMIT_BURST": "100000"}, "--workers", "3", "--no-render-worker"
+        {"KB_DATABASE_URL": db_url, "KB_RATE_LIMIT_BURST": "100000"},
+        "--workers",
+        "3",
+        "--no-render-worker",
+        timeout=120,
     ) as base:
         with httpx.Client(base_url=base, timeout=60, headers={"authorization": f"Bearer {tokens[0]}"}) as c:
             keys = [
@@ -222,3 +226,37 @@ def test_concurrent_circuit_edits_lose_no_revision(engine, db_url, inceptionv1):
 
 def _json(value):
     return value if isinstance(value, list) else json.loads(value)
+
+
+def test_existing_circuits_become_their_revision_1(tmp_path):
+    """Migration 0015 on a database that already has circuits: each gets revision 1 with its content."""
+    from kb.db import migrate
+    from kb.db.engine import make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    migrate.upgrade(url, "0003")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO kb_user (name, display_name, role, created_at) "
+                "VALUES ('old', 'Old', 'editor', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO circuit (model_key, name, description, neurons, edges, created_by, created_at) "
+                "VALUES ('m', 'old circuit', 'd', :n, :e, 1, '2026-01-02')"
+            ),
+            {
+                "n": json.dumps(["m/a:1", "m/b:2"]),
+                "e": json.dumps([{"source": "m/a:1", "target": "m/b:2", "note": "x"}]),
+            },
+        )
+    migrate.upgrade(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT revision FROM circuit")).scalar_one() == 1
+        rev = conn.execute(sa.text("SELECT * FROM circuit_revision")).one()._mapping
+    assert (rev["circuit_id"], rev["revision"], rev["author_id"], rev["name"]) == (1, 1, 1, "old circuit")
+    assert _json(rev["edges"]) == [{"source": "m/a:1", "target": "m/b:2", "note": "x"}]
+    engine.dispose()

@@ -84,8 +84,8 @@ def test_an_event_from_one_server_reaches_a_client_of_another(engine, db_url, in
     env = {"KB_DATABASE_URL": db_url}
     token = accounts["editor"]["token"]
     with (
-        kb_serve(env, "--no-render-worker") as a,
-        kb_serve(env, "--no-render-worker") as b,
+        kb_serve(env, "--no-render-worker", timeout=120) as a,
+        kb_serve(env, "--no-render-worker", timeout=120) as b,
         httpx.Client(base_url=a, timeout=30, headers={"authorization": f"Bearer {token}"}) as writer,
     ):
         key = writer.post(
@@ -129,7 +129,7 @@ def test_a_reconnecting_stream_gets_what_it_missed(engine, db_url, inceptionv1, 
     with engine.connect() as conn:
         since = activity.last_id(conn)
     with (
-        kb_serve(env, "--no-render-worker") as base,
+        kb_serve(env, "--no-render-worker", timeout=120) as base,
         httpx.Client(base_url=base, timeout=30, headers={"authorization": f"Bearer {token}"}) as writer,
     ):
         key = writer.post(
