@@ -5,6 +5,7 @@ GraphQL, and the security headers on every response."""
 import base64
 import hashlib
 import itertools
+import os
 import re
 import secrets
 import subprocess
@@ -24,6 +25,7 @@ PASSWORD = "correct horse battery"
 CIRCUIT = "mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }"
 ME = "{ me { name } }"
 _addresses = itertools.count(10)
+_NET = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}"  # fresh addresses per run: limits are per address
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def app(engine, inceptionv1):
 
 def browser(app) -> TestClient:
     """A browser of its own (own cookies, own address, so rate limits of one test do not reach another)."""
-    return TestClient(app, client=(f"10.0.0.{next(_addresses)}", 40000), follow_redirects=False)
+    return TestClient(app, client=(f"{_NET}.{next(_addresses)}", 40000), follow_redirects=False)
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def test_password_from_stdin_then_sign_in(app, kb_env, engine):
     with engine.begin() as conn:
         acc.create_user(conn, name, "editor")
     exe = Path(sys.executable).parent / "kb"
-    env = {**__import__("os").environ, **kb_env}
+    env = {**os.environ, **kb_env}
     ok = subprocess.run(
         [str(exe), "user", "password", name], input=PASSWORD + "\n", env=env, capture_output=True, text=True
     )
@@ -91,6 +93,8 @@ def test_password_from_stdin_then_sign_in(app, kb_env, engine):
         [str(exe), "user", "password", "nobody-here"], input=PASSWORD + "\n", env=env, capture_output=True, text=True
     )
     assert nobody.returncode == 1 and "no user" in nobody.stderr
+    signout = subprocess.run([str(exe), "user", "signout", name], env=env, capture_output=True, text=True)
+    assert signout.returncode == 0 and "ended 0 session(s)" in signout.stdout
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT password_hash FROM kb_user WHERE name = :n"), {"n": name}).scalar_one()
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
@@ -128,7 +132,7 @@ def test_secure_cookie_behind_https(engine, inceptionv1, user):
         client = TestClient(
             create_app(settings, engine=engine, warm=False),
             base_url=base,
-            client=(f"10.0.1.{next(_addresses)}", 1),
+            client=(f"{_NET}.{next(_addresses) + 100}", 1),
             follow_redirects=False,
         )
         form_cookie = client.get("/signin").headers["set-cookie"]
@@ -325,3 +329,28 @@ def test_graphiql_gets_a_policy_scoped_to_its_own_scripts(app):
     assert "frame-ancestors 'none'" in csp and int(page.headers["content-length"]) == len(page.content)
     query = client.get("/graphql", params={"query": "{ models { key } }"}, headers={"accept": "application/json"})
     assert "script-src 'self';" in query.headers["content-security-policy"]  # other /graphql answers: strict
+
+
+def test_signing_in_again_replaces_the_session(app, user, kb_env):
+    client = browser(app)
+    sign_in(client, user)
+    first = client.cookies[sessions.COOKIE]
+    assert sign_in(client, user).status_code == 303
+    second = client.cookies[sessions.COOKIE]
+    assert first != second and client.get("/account").status_code == 200
+    replay = browser(app)
+    replay.cookies.set(sessions.COOKIE, first)
+    assert replay.get("/account").status_code == 303  # the old one ended: no fixation, no pile of sessions
+    exe = Path(sys.executable).parent / "kb"
+    env = {**os.environ, **kb_env}
+    ended = subprocess.run([str(exe), "user", "signout", user], env=env, capture_output=True, text=True)
+    assert ended.returncode == 0 and "ended 1 session(s)" in ended.stdout, ended.stdout + ended.stderr
+    assert client.get("/account").status_code == 303
+
+
+def test_no_open_redirect_after_sign_in():
+    from kb.web.auth.forms import safe_next
+
+    assert safe_next("/c/17/2") == "/c/17/2"
+    for bad in ("//evil.example", "https://evil.example", "/\\evil.example", "/\t/evil.example", "evil", "", None):
+        assert safe_next(bad) == "/account", bad

@@ -168,6 +168,14 @@ def revoke(conn: sa.Connection, session_id: int) -> None:
     conn.execute(sa.update(s).where(s.c.id == session_id, s.c.revoked_at.is_(None)).values(revoked_at=utcnow()))
 
 
+def revoke_secret(conn: sa.Connection, secret: str) -> None:
+    """End the session behind a cookie value, if any (signing in again replaces the browser's old session)."""
+    s = WebSession.__table__
+    conn.execute(
+        sa.update(s).where(s.c.token_hash == _sha(secret), s.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+
+
 def revoke_all(conn: sa.Connection, uid: int) -> int:
     s = WebSession.__table__
     return conn.execute(

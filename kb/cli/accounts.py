@@ -48,6 +48,17 @@ def set_password(name: str) -> None:
     typer.echo(f"password set for {name}")
 
 
+@users_app.command("signout")
+@expected()
+def sign_out(name: str) -> None:
+    """End every sign-in session of NAME (their API tokens stay; `kb token revoke` ends those)."""
+    from kb.claims import sessions
+
+    with open_engine().begin() as conn:
+        n = sessions.revoke_all(conn, accounts.user_id(conn, name))
+    typer.echo(f"ended {n} session(s) of {name}")
+
+
 @users_app.command("list")
 @expected()
 def list_users() -> None:

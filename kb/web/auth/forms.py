@@ -91,6 +91,8 @@ def safe_next(target: str | None, default: str = "/account") -> str:
     """Only a path on this site: never //host or a scheme (no open redirect)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return default
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in target):  # browsers drop tabs and newlines: "/\t/evil"
+        return default
     return target
 
 

@@ -104,7 +104,14 @@ class AuthPages:
         next_ = forms.safe_next(fields.get("next"))
         address = request.client.host if request.client else "?"
         try:
-            secret = await run_in_threadpool(self._sign_in, name, password, address, request.headers.get("user-agent"))
+            secret = await run_in_threadpool(
+                self._sign_in,
+                name,
+                password,
+                address,
+                request.headers.get("user-agent"),
+                request.cookies.get(sessions.COOKIE),
+            )
         except RateLimited as exc:
             response = self._signin_page(request, next_, str(exc), name, status=429)
             response.headers["retry-after"] = str(exc.extensions.get("retryAfter", 60))
@@ -116,12 +123,14 @@ class AuthPages:
         response.delete_cookie(forms.SIGNIN_COOKIE, path="/signin")
         return response
 
-    def _sign_in(self, name: str, password: str, address: str, user_agent: str | None) -> str:
+    def _sign_in(self, name: str, password: str, address: str, user_agent: str | None, old: str | None) -> str:
         try:
             with self.engine.begin() as conn:
                 secret, _ = sessions.sign_in(
                     conn, name, password, address, self.limits, self.settings.session_ttl_s, user_agent or ""
                 )
+                if old:  # a fresh session each sign-in; the one this browser had ends
+                    sessions.revoke_secret(conn, old)
                 return secret
         except Unauthenticated:
             with self.engine.begin() as conn:  # its own transaction: the failure counts even though sign-in failed

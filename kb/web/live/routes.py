@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
@@ -135,7 +136,7 @@ class Live:
             rows=[{**r, "url": link(r)} for r in rows],
             model=model or "",
             models=models,
-            stream="/events" + (f"?model={model}" if model else ""),
+            stream="/events" + (f"?{urlencode({'model': model})}" if model else ""),
         )
 
     def _recent(self, model: str | None) -> list[dict]:
