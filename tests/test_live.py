@@ -3,15 +3,18 @@ of one server process when another process commits the change (PostgreSQL: LISTE
 
 import json
 import queue
+import secrets
 import threading
 import time
 
 import httpx
+import sqlalchemy as sa
 from conftest import as_user, gql
 from servers import kb_serve
 
 from kb.claims import activity
 from kb.web.live.hub import Filter
+from kb.web.live.routes import link
 
 CLAIM = """mutation($i: ClaimInput!) { createClaim(input: $i) { key revision } }"""
 REVIEW = """mutation($k: String!) { reviewClaim(key: $k, verdict: SUPPORT, comment: "checked") { revision } }"""
@@ -144,3 +147,36 @@ def test_a_reconnecting_stream_gets_what_it_missed(engine, db_url, inceptionv1, 
         _, data, _ = events.get(timeout=10)
         stop.set()
     assert data["subject"] == f"{key}@1"
+
+
+def test_a_finished_render_lands_in_the_feed_once(engine, inceptionv1):
+    """jobs.finish records the landing in its own transaction; a duplicate finish (redelivery) records nothing."""
+    from kb.render import jobs
+
+    with engine.begin() as conn:
+        sha = conn.execute(sa.text("SELECT sha256 FROM model WHERE key = 'inceptionv1'")).scalar_one()
+        unit = jobs.Unit("inceptionv1", sha, "mixed3b", 11)
+        params = {"nonce": secrets.token_hex(4)}
+        (job_id,), _ = jobs.request(conn, [unit], "WEIGHTS", params)
+        assert jobs.start(conn, [job_id], "test", 60)
+        before = activity.last_id(conn)
+    artifact = {
+        "sha256": secrets.token_hex(32),
+        "content_type": "image/png",
+        "bytes": 1,
+        "width": 1,
+        "height": 1,
+        "kind": "WEIGHTS",
+        "params": params,
+        "versions": {},
+        "meta": {},
+    }
+    for _ in range(2):
+        with engine.begin() as conn:
+            jobs.finish(conn, job_id, artifact)
+    with engine.connect() as conn:
+        rows = activity.after(conn, before)
+    landed = [r for r in rows if r["subject"] == f"render:{job_id}"]
+    assert len(landed) == 1 and landed[0]["kind"] == "RENDER"
+    assert landed[0]["neurons"] == ["inceptionv1/mixed3b:11"] and landed[0]["actor"] is None
+    assert link(landed[0]) == "/n/inceptionv1/mixed3b/11"
