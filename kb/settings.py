@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     render_device: str = Field("", description="torch device for renders; empty: cuda if available, else cpu")
     rate_limit_per_minute: float = Field(120.0, description="mutations per minute per token, on average")
     rate_limit_burst: int = Field(60, description="mutations a token may send at once")
+    session_ttl_s: float = Field(14 * 86400.0, description="a sign-in session expires this long after sign-in")
+    cookie_secure: bool | None = Field(
+        None, description="Secure session cookies; default: when the request or KB_PUBLIC_URL is https"
+    )
+    signin_failures_per_account: int = Field(5, description="failed sign-ins per account name per window")
+    signin_failures_per_address: int = Field(20, description="failed sign-ins per client address per window")
+    signin_window_s: float = Field(900.0, description="the window of the sign-in rate limits")
 
     @property
     def db_url(self) -> str:

@@ -181,7 +181,7 @@ def test_circuit_check_against_the_weights(api, accounts):
     graph = api.app.state.graphs.graph("inceptionv1")
     target = graph.ordinal("mixed4c", 447)
     ranked = [int(graph.inputs.other[p]) for p in graph.inputs.positions(target)]
-    for edge, unit in zip(circuit["check"]["edges"][:2], (373, 237)):
+    for edge, unit in zip(circuit["check"]["edges"][:2], (373, 237), strict=True):
         source = graph.ordinal("mixed4b", unit)
         assert edge["exists"] and edge["inputs"] == 512
         assert edge["rank"] == ranked.index(source) + 1
@@ -322,6 +322,17 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
         return (
             "mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }",
             {"i": {"name": "c", "neurons": ["InceptionV1 4c:2"]}},
+        )
+    if mutation == "updateCircuit":  # circuits are edited together: any editor may edit anyone's
+        made = as_user(
+            api,
+            accounts["editor"]["token"],
+            "mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }",
+            {"i": {"name": "c", "neurons": ["InceptionV1 4c:2"]}},
+        )["data"]["createCircuit"]["key"]
+        return (
+            'mutation($k: String!) { updateCircuit(key: $k, expectedRevision: 1, patch: {name: "d"}) { key } }',
+            {"k": made},
         )
     if mutation == "reviewClaim":  # nobody reviews their own claim
         owner = accounts["editor2"]["token"]

@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
+import kb.db.annotation_tables
 import kb.db.claim_tables
 import kb.db.render_tables
 import kb.db.tables  # noqa: F401  (the models register their tables)

@@ -6,20 +6,26 @@ where it ranks among the target's inputs, so "4c:447 is built from 4b:373 and 4b
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
 import sqlalchemy as sa
 
+from kb.claims import activity
 from kb.claims.accounts import Account
-from kb.claims.errors import BadInput, Forbidden, NotFound
-from kb.db.claim_tables import Circuit
+from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
+from kb.db.annotation_tables import CircuitRevision
+from kb.db.claim_tables import Circuit, User
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog, KeyProblem
 from kb.graph.store import ModelGraph
 
 MAX_NEURONS = 500
 MAX_EDGES = 2000
+MAX_NOTE = 2000
+MAX_DESCRIPTION = 20_000
+PATCH_FIELDS = ("name", "description", "addNeurons", "removeNeurons", "edges", "removeEdges")
 
 
 def _key(catalog: Catalog, text: str, what: str) -> str:
@@ -27,6 +33,40 @@ def _key(catalog: Catalog, text: str, what: str) -> str:
         return str(catalog.neuron(text))
     except KeyProblem as exc:
         raise (NotFound if exc.code == "NOT_FOUND" else BadInput)(f"{what}: {exc}") from None
+
+
+def _edges(catalog: Catalog, edges: list[dict], what: str = "edge") -> list[dict]:
+    out = []
+    for i, e in enumerate(edges):
+        s = _key(catalog, e.get("source", ""), f"{what} {i + 1} source")
+        t = _key(catalog, e.get("target", ""), f"{what} {i + 1} target")
+        out.append({"source": s, "target": t, "note": (e.get("note") or "")[:MAX_NOTE]})
+    return out
+
+
+def _name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise BadInput("a circuit needs a name of 1 to 200 characters")
+    return name
+
+
+def _description(text: str) -> str:
+    if len(text or "") > MAX_DESCRIPTION:
+        raise BadInput(f"a circuit's description has at most {MAX_DESCRIPTION} characters")
+    return text or ""
+
+
+def _validate(neurons: list[str], edges: list[dict]) -> str:
+    """The circuit's one model; refuses too large circuits and mixed models."""
+    if len(neurons) > MAX_NEURONS or len(edges) > MAX_EDGES:
+        raise BadInput(f"a circuit has at most {MAX_NEURONS} neurons and {MAX_EDGES} edges")
+    if not neurons:
+        raise BadInput("a circuit needs neurons")
+    models = {k.split("/", 1)[0] for k in neurons}
+    if len(models) > 1:
+        raise BadInput("a circuit's neurons belong to one model")
+    return models.pop()
 
 
 def create_circuit(
@@ -37,43 +77,148 @@ def create_circuit(
     neurons: list[str],
     edges: list[dict],
     description: str = "",
+    message: str = "",
 ) -> int:
+    """A new circuit at revision 1 (its first immutable revision written beside it)."""
     if not actor.at_least("editor"):
         raise Forbidden("creating circuits needs the editor role")
-    name = (name or "").strip()
-    if not name or len(name) > 200:
-        raise BadInput("a circuit needs a name of 1 to 200 characters")
+    name, description = _name(name), _description(description)
     if len(neurons) > MAX_NEURONS or len(edges) > MAX_EDGES:
         raise BadInput(f"a circuit has at most {MAX_NEURONS} neurons and {MAX_EDGES} edges")
     keys = [_key(catalog, n, "neuron") for n in neurons]
-    clean_edges = []
-    for i, e in enumerate(edges):
-        s, t = (
-            _key(catalog, e.get("source", ""), f"edge {i + 1} source"),
-            _key(catalog, e.get("target", ""), f"edge {i + 1} target"),
-        )
-        clean_edges.append({"source": s, "target": t, "note": (e.get("note") or "")[:2000]})
-        keys += [s, t]
-    keys = list(dict.fromkeys(keys))
-    if not keys:
-        raise BadInput("a circuit needs neurons")
-    models = {k.split("/", 1)[0] for k in keys}
-    if len(models) > 1:
-        raise BadInput("a circuit's neurons belong to one model")
+    clean_edges = _merge_edges([], _edges(catalog, edges))
+    keys = list(dict.fromkeys(keys + [k for e in clean_edges for k in (e["source"], e["target"])]))
+    model = _validate(keys, clean_edges)
     t = Circuit.__table__
-    return conn.execute(
+    at = utcnow()
+    circuit_id = conn.execute(
         sa.insert(t)
         .values(
-            model_key=models.pop(),
+            model_key=model,
             name=name,
-            description=description or "",
+            description=description,
             neurons=keys,
             edges=clean_edges,
             created_by=actor.id,
-            created_at=utcnow(),
+            created_at=at,
+            revision=1,
         )
         .returning(t.c.id)
     ).scalar_one()
+    new = {"name": name, "description": description, "neurons": keys, "edges": clean_edges}
+    _write_revision(conn, actor, circuit_id, 1, new, message, at)
+    activity.record(
+        conn,
+        "CIRCUIT",
+        model,
+        f"circuit:{circuit_id}@1",
+        f'{actor.name} made circuit "{name}"',
+        actor.id,
+        keys,
+        circuit_id=circuit_id,
+    )
+    return circuit_id
+
+
+def _merge_edges(current: list[dict], upserts: list[dict]) -> list[dict]:
+    """Edges keyed by (source, target): an upsert of an existing pair replaces its note, keeping its place."""
+    out = {(e["source"], e["target"]): dict(e) for e in current}
+    for e in upserts:
+        out[(e["source"], e["target"])] = e
+    return list(out.values())
+
+
+def _write_revision(conn, actor: Account, circuit_id: int, revision: int, new: dict, message: str, at) -> None:
+    conn.execute(
+        sa.insert(CircuitRevision.__table__).values(
+            circuit_id=circuit_id,
+            revision=revision,
+            author_id=actor.id,
+            created_at=at,
+            message=(message or "")[:500],
+            **new,
+        )
+    )
+
+
+def update_circuit(
+    conn: sa.Connection,
+    catalog: Catalog,
+    actor: Account,
+    circuit_id: int,
+    expected_revision: int,
+    patch: dict,
+    message: str = "",
+) -> int:
+    """Apply ``patch`` to the current revision and commit it as revision expected + 1; returns that number.
+
+    Circuits are edited together: any editor may edit any circuit (every revision is kept and attributed).
+    ``patch`` keys: name, description, addNeurons, removeNeurons (their edges go too), edges (add, or replace
+    the note of an existing source → target pair), removeEdges ([{source, target}]). The check is a conditional
+    UPDATE (``WHERE revision = :expected``) in the committing transaction: of two concurrent edits of one
+    revision exactly one commits, the other gets EDIT_CONFLICT with the current revision.
+    """
+    if not actor.at_least("editor"):
+        raise Forbidden("editing circuits needs the editor role")
+    unknown = set(patch) - set(PATCH_FIELDS)
+    if unknown:
+        raise BadInput(f"cannot edit {', '.join(sorted(unknown))} here")
+    current = get(conn, circuit_id)
+    if current["revision"] != expected_revision:
+        raise _conflict(circuit_id, current["revision"], expected_revision)
+    new = {k: current[k] for k in ("name", "description", "neurons", "edges")}
+    if patch.get("name") is not None:
+        new["name"] = _name(patch["name"])
+    if patch.get("description") is not None:
+        new["description"] = _description(patch["description"])
+    gone = {_key(catalog, n, "removed neuron") for n in patch.get("removeNeurons") or []}
+    drop = {(e["source"], e["target"]) for e in _edges(catalog, patch.get("removeEdges") or [], "removed edge")}
+    missing = drop - {(e["source"], e["target"]) for e in new["edges"]}
+    if missing:
+        s, t = sorted(missing)[0]
+        raise BadInput(f"circuit:{circuit_id} has no edge {s} -> {t} to remove")
+    edges = [
+        e for e in new["edges"] if (e["source"], e["target"]) not in drop and not {e["source"], e["target"]} & gone
+    ]
+    edges = _merge_edges(edges, _edges(catalog, patch.get("edges") or []))
+    added = [_key(catalog, n, "added neuron") for n in patch.get("addNeurons") or []]
+    neurons = [n for n in new["neurons"] if n not in gone] + added
+    neurons += [k for e in edges for k in (e["source"], e["target"])]
+    new["neurons"], new["edges"] = list(dict.fromkeys(neurons)), edges
+    if _validate(new["neurons"], new["edges"]) != current["model_key"]:
+        raise BadInput("a circuit cannot move to another model")
+    if new == {k: current[k] for k in new}:
+        raise BadInput("the patch changes nothing")
+    t = Circuit.__table__
+    at = utcnow()
+    done = conn.execute(
+        sa.update(t)
+        .where(t.c.id == circuit_id, t.c.revision == expected_revision)
+        .values(revision=expected_revision + 1, **new)
+    ).rowcount
+    if not done:
+        now = conn.execute(sa.select(t.c.revision).where(t.c.id == circuit_id)).scalar()
+        raise _conflict(circuit_id, now, expected_revision)
+    revision = expected_revision + 1
+    _write_revision(conn, actor, circuit_id, revision, new, message, at)
+    activity.record(
+        conn,
+        "CIRCUIT",
+        current["model_key"],
+        f"circuit:{circuit_id}@{revision}",
+        f'{actor.name} edited circuit "{new["name"]}" (revision {revision})',
+        actor.id,
+        new["neurons"],
+        circuit_id=circuit_id,
+    )
+    return revision
+
+
+def _conflict(circuit_id: int, current: int, expected: int) -> EditConflict:
+    return EditConflict(
+        f"circuit:{circuit_id} is at revision {current}, not {expected}: read it again and re-apply your edit",
+        currentRevision=current,
+    )
 
 
 def get(conn: sa.Connection, circuit_id: int) -> dict:
@@ -82,6 +227,72 @@ def get(conn: sa.Connection, circuit_id: int) -> dict:
     if row is None:
         raise NotFound(f"no circuit:{circuit_id}")
     return dict(row._mapping)
+
+
+def parse_key(key: str) -> tuple[int, int | None]:
+    """circuit:3 -> (3, None); circuit:3@2 -> (3, 2)."""
+    text = (key or "").strip()
+    if text.startswith("circuit:"):
+        text = text[len("circuit:") :]
+    number, _, rev = text.partition("@")
+    if not number.isdigit() or (rev and not rev.isdigit()) or (_ and not rev):
+        raise BadInput(f"{key!r} is not a circuit key (circuit:3, or circuit:3@2 for a revision)")
+    return int(number), int(rev) if rev else None
+
+
+def revisions(conn: sa.Connection, circuit_ids: list[int]) -> dict[int, list[dict]]:
+    """Every revision of each circuit, oldest first, with the author's name."""
+    r, u = CircuitRevision.__table__, User.__table__
+    out: dict[int, list[dict]] = {i: [] for i in circuit_ids}
+    rows = conn.execute(
+        sa.select(r, u.c.name.label("author"), u.c.display_name.label("author_display"))
+        .join(u, u.c.id == r.c.author_id)
+        .where(r.c.circuit_id.in_(circuit_ids))
+        .order_by(r.c.circuit_id, r.c.revision)
+    )
+    for row in rows:
+        out[row.circuit_id].append(dict(row._mapping))
+    return out
+
+
+def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict:
+    """The circuit as it was at ``revision`` (the current one if None): the circuit row's shape."""
+    row = get(conn, circuit_id)
+    if revision is None or revision == row["revision"]:
+        return row
+    r = CircuitRevision.__table__
+    rev = conn.execute(sa.select(r).where(r.c.circuit_id == circuit_id, r.c.revision == revision)).first()
+    if rev is None:
+        raise NotFound(f"no circuit:{circuit_id}@{revision}: it has revisions 1..{row['revision']}")
+    return {**row, **{k: getattr(rev, k) for k in ("name", "description", "neurons", "edges")}, "revision": revision}
+
+
+def diff(before: dict, after: dict) -> dict:
+    """What changed between two revisions: text fields (with a unified diff), neurons and edges."""
+    fields = []
+    for k in ("name", "description"):
+        a, b = before.get(k) or "", after.get(k) or ""
+        if a != b:
+            patch = "".join(
+                difflib.unified_diff(
+                    a.splitlines(True), b.splitlines(True), f"@{before['revision']}", f"@{after['revision']}"
+                )
+            )
+            fields.append({"field": k, "before": a, "after": b, "patch": patch})
+    old = {(e["source"], e["target"]): e for e in before["edges"]}
+    new = {(e["source"], e["target"]): e for e in after["edges"]}
+    return {
+        "fields": fields,
+        "added_neurons": [n for n in after["neurons"] if n not in set(before["neurons"])],
+        "removed_neurons": [n for n in before["neurons"] if n not in set(after["neurons"])],
+        "added_edges": [new[k] for k in new if k not in old],
+        "removed_edges": [old[k] for k in old if k not in new],
+        "changed_notes": [
+            {"source": k[0], "target": k[1], "before": old[k]["note"], "after": new[k]["note"]}
+            for k in new
+            if k in old and old[k]["note"] != new[k]["note"]
+        ],
+    }
 
 
 @dataclass(frozen=True)

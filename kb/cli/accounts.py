@@ -25,6 +25,40 @@ def create_user(
     typer.echo(f"created {name} ({role})")
 
 
+@users_app.command("password")
+@expected()
+def set_password(name: str) -> None:
+    """Set NAME's password for signing in on the web (read from standard input when it is not a terminal,
+    else asked for twice). Ends NAME's open sign-in sessions."""
+    import sys
+
+    from kb.claims import sessions
+    from kb.cli.errors import CliProblem
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass(f"new password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            raise CliProblem("the two passwords differ; nothing changed")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    with open_engine().begin() as conn:
+        sessions.set_password(conn, name, password)
+    typer.echo(f"password set for {name}")
+
+
+@users_app.command("signout")
+@expected()
+def sign_out(name: str) -> None:
+    """End every sign-in session of NAME (their API tokens stay; `kb token revoke` ends those)."""
+    from kb.claims import sessions
+
+    with open_engine().begin() as conn:
+        n = sessions.revoke_all(conn, accounts.user_id(conn, name))
+    typer.echo(f"ended {n} session(s) of {name}")
+
+
 @users_app.command("list")
 @expected()
 def list_users() -> None:

@@ -27,6 +27,7 @@ class User(SQLModel, table=True):
     role: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # viewer|editor|moderator|admin
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     disabled_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    password_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))  # argon2id
 
 
 class ApiToken(SQLModel, table=True):
@@ -56,6 +57,7 @@ class Circuit(SQLModel, table=True):
     edges: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # {source, target, note}
     created_by: int = Field(sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    revision: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
 
 
 class Claim(SQLModel, table=True):

@@ -160,11 +160,15 @@ def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
                 ).scalar_one()
         except sa.exc.IntegrityError:
             artifact_id = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar_one()
-    conn.execute(
+    landed = conn.execute(
         sa.update(t)
         .where(t.c.id == job_id, t.c.status == "RUNNING")
         .values(status="DONE", artifact_id=artifact_id, progress=1.0, finished_at=utcnow(), deadline=None, error=None)
-    )
+    ).rowcount
+    if landed:  # in the same transaction: the feed and live pages hear of it when it commits
+        from kb.claims import activity
+
+        activity.render_landed(conn, job_id)
     return artifact_id
 
 

@@ -7,20 +7,22 @@ from functools import cache
 import strawberry
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 
+from kb.schema.circuit_types import CircuitMutation
 from kb.schema.claim_query import ClaimQuery
 from kb.schema.limits import MAX_TOKENS, RequestLimits
+from kb.schema.live_types import LiveQuery
 from kb.schema.mutation import ClaimMutation
 from kb.schema.query import GraphQuery
 from kb.schema.render_types import RenderMutation, RenderQuery
 
 
 @strawberry.type
-class Query(GraphQuery, ClaimQuery, RenderQuery):
+class Query(GraphQuery, ClaimQuery, RenderQuery, LiveQuery):
     pass
 
 
 @strawberry.type
-class Mutation(ClaimMutation, RenderMutation):
+class Mutation(ClaimMutation, RenderMutation, CircuitMutation):
     pass
 
 

@@ -160,11 +160,11 @@ class ClaimQuery:
             )
         return NeuronConnection(edges=edges, page_info=page_info(start, start + len(keys), total), total_count=total)
 
-    @strawberry.field(description="A circuit by key: circuit:3.")
+    @strawberry.field(description="A circuit by key: circuit:3 (its current revision) or circuit:3@2 (that one).")
     def circuit(self, info: Info, key: str) -> Circuit:
         try:
             with info.context.graphs.engine.connect() as conn:
-                return Circuit.of(circuit_domain.get(conn, claim_domain.parse_circuit_key(key)))
+                return Circuit.of(circuit_domain.at_revision(conn, *circuit_domain.parse_key(key)))
         except ClaimProblem as exc:
             raise coded(exc) from None
 

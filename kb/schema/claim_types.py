@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -18,6 +18,9 @@ from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input
 from kb.schema.pagination import PageInfo
 from kb.schema.types import Neuron, _Keyed
+
+if TYPE_CHECKING:
+    from kb.schema.circuit_types import CircuitDiff, CircuitRevision
 
 ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), description="What a claim asserts.")
 ClaimStatus = strawberry.enum(Enum("ClaimStatus", {k: k for k in content.STATUSES}))
@@ -442,6 +445,7 @@ class Circuit(_Keyed):
     description: str
     model: str
     edges: list[CircuitEdge]
+    revision: int = strawberry.field(description="the revision shown (the current one unless asked for circuit:N@R)")
     _row: strawberry.Private[dict]
 
     @classmethod
@@ -452,8 +456,31 @@ class Circuit(_Keyed):
             description=row["description"],
             model=row["model_key"],
             edges=[CircuitEdge(**e) for e in row["edges"]],
+            revision=row.get("revision") or 1,
             _row=row,
         )
+
+    @strawberry.field(description="Every revision, oldest first (each citable as circuit:N@R).")
+    def revisions(self, info: Info) -> list[Annotated[CircuitRevision, strawberry.lazy("kb.schema.circuit_types")]]:
+        from kb.schema.circuit_types import revisions_of
+
+        return revisions_of(info, self._row["id"])
+
+    @strawberry.field(name="revisionAt", description="One revision (circuit:N@R).")
+    def revision_at(
+        self, info: Info, revision: int
+    ) -> Annotated[CircuitRevision, strawberry.lazy("kb.schema.circuit_types")]:
+        from kb.schema.circuit_types import revision_of
+
+        return revision_of(info, self._row["id"], revision)
+
+    @strawberry.field(description="What changed from one revision to another (to: the current one if left out).")
+    def diff(
+        self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int | None = None
+    ) -> Annotated[CircuitDiff, strawberry.lazy("kb.schema.circuit_types")]:
+        from kb.schema.circuit_types import diff_of
+
+        return diff_of(info, self._row["id"], from_, to)
 
     @strawberry.field
     def neurons(self, info: Info) -> list[Neuron]:

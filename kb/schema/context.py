@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import strawberry
 from strawberry.dataloader import DataLoader
 
-from kb.claims import accounts
+from kb.claims import accounts, sessions
 from kb.claims.errors import ClaimProblem
 from kb.claims.ratelimit import TokenBuckets
 from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject, Review, ReviewRevision, User
@@ -135,15 +135,20 @@ class Context:
             self.loaders = Loaders(self.graphs)
 
     def account(self) -> accounts.Account:
-        """The caller, from ``Authorization: Bearer ckb_…`` (UNAUTHENTICATED if absent, malformed or revoked)."""
+        """The caller, from ``Authorization: Bearer ckb_…``, or else a sign-in session's cookie together with that
+        session's CSRF token in ``X-CSRF-Token`` (UNAUTHENTICATED if absent, malformed, expired or revoked)."""
         if self._account is None:
-            header = self.request.headers.get("authorization", "") if self.request is not None else ""
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            headers = self.request.headers if self.request is not None else {}
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            cookie = self.request.cookies.get(sessions.COOKIE) if self.request is not None else None
+            if (scheme.lower() != "bearer" or not token.strip()) and not cookie:
                 raise CodedError("this needs a token: send Authorization: Bearer <token>", "UNAUTHENTICATED")
             try:
                 with self.graphs.engine.connect() as conn:
-                    self._account = accounts.authenticate(conn, token.strip())
+                    if scheme.lower() == "bearer" and token.strip():
+                        self._account = accounts.authenticate(conn, token.strip())
+                    else:
+                        self._account = sessions.cookie_account(conn, cookie, headers.get(sessions.CSRF_HEADER))
             except ClaimProblem as exc:
                 raise coded(exc) from None
         return self._account

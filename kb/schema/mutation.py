@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import strawberry
 
+from kb.claims import activity
 from kb.claims import circuits as circuit_domain
 from kb.claims import claims as claim_domain
 from kb.claims import reviews as review_domain
@@ -136,6 +137,7 @@ class ClaimMutation:
                 evidence=[e.as_dict() for e in input.evidence],
                 message=input.message,
             )
+            activity.claim_changed(conn, account, claim_id)
             return _claim(conn, claim_id)
 
     @mutation(
@@ -153,6 +155,7 @@ class ClaimMutation:
             claim_domain.update_claim(
                 conn, info.context.graphs.catalog(), account, claim_id, expected_revision, patch.as_dict(), message
             )
+            activity.claim_changed(conn, account, claim_id)
             return _claim(conn, claim_id)
 
     @mutation(role="editor", description="Change a claim's status: a moderator any; its author may retract.")
@@ -163,6 +166,7 @@ class ClaimMutation:
         with _transaction(info) as conn:
             claim_id = claim_domain.parse_key(key)
             claim_domain.set_status(conn, account, claim_id, expected_revision, status.value, message)
+            activity.claim_changed(conn, account, claim_id)
             return _claim(conn, claim_id)
 
     @mutation(role="editor", description="Support or dispute a claim; one review per user, changeable.")
@@ -173,6 +177,7 @@ class ClaimMutation:
         with _transaction(info) as conn:
             claim_id = claim_domain.parse_key(key)
             review_domain.review_claim(conn, account, claim_id, verdict.value, comment)
+            activity.reviewed(conn, account, claim_id, verdict.value)
             t = ReviewTable.__table__
             row = conn.execute(sa.select(t).where(t.c.claim_id == claim_id, t.c.user_id == account.id)).one()
             return Review.of(dict(row._mapping))

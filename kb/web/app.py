@@ -24,9 +24,12 @@ from kb.schema import build_schema
 from kb.schema.context import Context
 from kb.schema.errors import with_code
 from kb.settings import Settings, get_settings
+from kb.web.auth import auth_routes
 from kb.web.body_limit import BodyLimit
 from kb.web.graphql_endpoint import GraphQLEndpoint
+from kb.web.live.routes import Live, live_routes
 from kb.web.pages import Pages
+from kb.web.security import SecurityHeaders
 
 log = logging.getLogger("kb.web")
 
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         )
 
     storage_root = settings.artifacts_dir
+    live = Live(engine, graphs)
     pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings))
 
     async def artifact(request: Request):
@@ -101,6 +105,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         if warm:  # read the models' graphs in a thread: the first requests need not wait for them
             asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
         yield
+        live.hub.stop()
 
     app = Starlette(
         routes=[
@@ -111,12 +116,15 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/n/{rest:path}", pages.browse),
             Route("/c/{number}", pages.claim),
             Route("/c/{number}/{revision}", pages.claim),
+            *auth_routes(engine, settings),
+            *live_routes(live),
         ],
         lifespan=lifespan,
     )
     app.state.graphs = graphs
     app.state.graphql = graphql
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
+    app.add_middleware(SecurityHeaders)  # outermost: every answer gets the headers, errors included
     app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))
     return app
 

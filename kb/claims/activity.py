@@ -1,0 +1,147 @@
+"""The activity feed: one row per change (a claim revision, a review, a circuit revision, a finished render).
+
+Rows are written in the transaction of the change they describe, so the feed never shows a change that was
+rolled back and never misses one that committed. On PostgreSQL the same transaction sends
+``NOTIFY kb_activity, '<id>'``, which PostgreSQL delivers only at commit: every server process LISTENs and wakes
+its live-update streams (kb.web.live). On SQLite the streams poll this table.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from kb.claims.accounts import Account
+from kb.db.annotation_tables import Activity
+from kb.db.claim_tables import Claim, ClaimSubject, User
+from kb.db.tables import utcnow
+
+CHANNEL = "kb_activity"
+KINDS = ("CLAIM", "REVIEW", "CIRCUIT", "RENDER")
+
+
+def record(
+    conn: sa.Connection,
+    kind: str,
+    model_key: str,
+    subject: str,
+    summary: str = "",
+    actor_id: int | None = None,
+    neurons: list[str] | None = None,
+    claim_id: int | None = None,
+    circuit_id: int | None = None,
+) -> int:
+    assert kind in KINDS, kind
+    t = Activity.__table__
+    activity_id = conn.execute(
+        sa.insert(t)
+        .values(
+            at=utcnow(),
+            kind=kind,
+            model_key=model_key,
+            subject=subject,
+            summary=summary[:300],
+            actor_id=actor_id,
+            neurons=list(neurons or []),
+            claim_id=claim_id,
+            circuit_id=circuit_id,
+        )
+        .returning(t.c.id)
+    ).scalar_one()
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": str(activity_id)})
+    return activity_id
+
+
+def _claim(conn: sa.Connection, claim_id: int) -> tuple[sa.Row, list[str]]:
+    c, s = Claim.__table__, ClaimSubject.__table__
+    row = conn.execute(
+        sa.select(c.c.revision, c.c.label, c.c.status, c.c.model_key, c.c.circuit_id).where(c.c.id == claim_id)
+    ).one()
+    subjects = [
+        f"{m}/{layer}:{i}"
+        for m, layer, i in conn.execute(
+            sa.select(s.c.model_key, s.c.layer_key, s.c.neuron_index).where(s.c.claim_id == claim_id)
+        )
+    ]
+    return row, subjects
+
+
+def claim_changed(conn: sa.Connection, actor: Account, claim_id: int) -> int:
+    """A claim's new revision (creation, edit or status change)."""
+    row, subjects = _claim(conn, claim_id)
+    what = "proposed" if row.revision == 1 else f"revision {row.revision} ({row.status.lower()})"
+    return record(
+        conn,
+        "CLAIM",
+        row.model_key,
+        f"claim:{claim_id}@{row.revision}",
+        f'{actor.name}: "{row.label}" {what}',
+        actor.id,
+        subjects,
+        claim_id=claim_id,
+        circuit_id=row.circuit_id,
+    )
+
+
+def reviewed(conn: sa.Connection, actor: Account, claim_id: int, verdict: str) -> int:
+    row, subjects = _claim(conn, claim_id)
+    return record(
+        conn,
+        "REVIEW",
+        row.model_key,
+        f"claim:{claim_id}",
+        f'{actor.name} {"supports" if verdict == "SUPPORT" else "disputes"} "{row.label}"',
+        actor.id,
+        subjects,
+        claim_id=claim_id,
+    )
+
+
+def render_landed(conn: sa.Connection, job_id: int) -> int:
+    from kb.db.render_tables import RenderJob
+
+    t = RenderJob.__table__
+    job = conn.execute(sa.select(t.c.kind, t.c.model_key, t.c.layer_key, t.c.unit).where(t.c.id == job_id)).one()
+    neuron = f"{job.model_key}/{job.layer_key}:{job.unit}"
+    return record(conn, "RENDER", job.model_key, f"render:{job_id}", f"{job.kind.lower()} of {neuron}", None, [neuron])
+
+
+def _row(r) -> dict:
+    d = dict(r._mapping)
+    d["neurons"] = list(d["neurons"] or [])
+    return d
+
+
+def _select():
+    t, u = Activity.__table__, User.__table__
+    return sa.select(t, u.c.name.label("actor")).outerjoin(u, u.c.id == t.c.actor_id), t
+
+
+def recent(
+    conn: sa.Connection, model: str | None = None, before: int | None = None, limit: int = 50, kind: str | None = None
+) -> list[dict]:
+    """Newest first: the feed."""
+    q, t = _select()
+    if model:
+        q = q.where(t.c.model_key == model)
+    if kind:
+        q = q.where(t.c.kind == kind)
+    if before:
+        q = q.where(t.c.id < before)
+    return [_row(r) for r in conn.execute(q.order_by(t.c.id.desc()).limit(limit))]
+
+
+def after(conn: sa.Connection, activity_id: int, limit: int = 500) -> list[dict]:
+    """Oldest first, those committed after ``activity_id``: what a live stream sends next."""
+    q, t = _select()
+    return [_row(r) for r in conn.execute(q.where(t.c.id > activity_id).order_by(t.c.id).limit(limit))]
+
+
+def by_ids(conn: sa.Connection, ids: list[int]) -> list[dict]:
+    q, t = _select()
+    return [_row(r) for r in conn.execute(q.where(t.c.id.in_(ids)).order_by(t.c.id))]
+
+
+def last_id(conn: sa.Connection) -> int:
+    t = Activity.__table__
+    return conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar_one()

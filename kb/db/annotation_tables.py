@@ -1,0 +1,81 @@
+"""Tables of annotation in the browser: sign-in sessions, failed sign-ins, circuit revisions, the activity feed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from kb.db.tables import utcnow
+
+
+def _ts(nullable: bool = False, index: bool = False) -> sa.Column:
+    return sa.Column(sa.DateTime(timezone=True), nullable=nullable, index=index)
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random secret; only its sha256 is stored. Revocable, expiring."""
+
+    __tablename__ = "web_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=False, index=True))
+    token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    csrf_token: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    address: str = Field(default="", sa_column=sa.Column(sa.String(64), nullable=False, server_default=""))
+    user_agent: str = Field(default="", sa_column=sa.Column(sa.String(300), nullable=False, server_default=""))
+
+
+class SigninFailure(SQLModel, table=True):
+    """One failed sign-in: counted per account name and per address over a window (the rate limit)."""
+
+    __tablename__ = "signin_failure"
+    __table_args__ = (
+        sa.Index("ix_signin_failure_name", "name", "at"),
+        sa.Index("ix_signin_failure_address", "address", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    address: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class CircuitRevision(SQLModel, table=True):
+    """An immutable revision of a circuit: citable as circuit:N@R."""
+
+    __tablename__ = "circuit_revision"
+
+    circuit_id: int = Field(sa_column=sa.Column(sa.ForeignKey("circuit.id"), primary_key=True))
+    revision: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    author_id: int = Field(sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
+    neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    edges: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
+
+
+class Activity(SQLModel, table=True):
+    """One change, in commit order: a claim revision, a review, a circuit revision, a finished render.
+
+    The feed reads it; live updates follow it (PostgreSQL NOTIFY on insert wakes the listeners, SQLite polls).
+    """
+
+    __tablename__ = "activity"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # CLAIM | REVIEW | CIRCUIT | RENDER
+    model_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, index=True))
+    subject: str = Field(sa_column=sa.Column(sa.String(120), nullable=False))  # claim:3@2, circuit:1@4, render:9
+    summary: str = Field(default="", sa_column=sa.Column(sa.String(300), nullable=False, server_default=""))
+    actor_id: int | None = Field(default=None, sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=True))
+    neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # canonical keys it touches
+    claim_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    circuit_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))

@@ -1,0 +1,179 @@
+"""GraphQL types of circuit revisions: each immutable and citable (circuit:N@R), their diff, and updateCircuit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from kb.claims import circuits as circuit_domain
+from kb.claims.errors import ClaimProblem
+from kb.schema.auth import mutation
+from kb.schema.claim_types import (
+    Circuit,
+    CircuitEdge,
+    Citation,
+    FieldChange,
+    Person,
+    _bib_escape,
+    _bib_key,
+    _utc,
+)
+from kb.schema.context import Info
+from kb.schema.errors import CodedError, bad_input, coded
+
+
+@strawberry.type(description="An immutable revision of a circuit: citable as circuit:N@R.")
+class CircuitRevision:
+    key: str = strawberry.field(description="circuit:N@R")
+    revision: int
+    created_at: datetime
+    message: str
+    name: str
+    description: str
+    neurons: list[str] = strawberry.field(description="canonical neuron keys")
+    edges: list[CircuitEdge]
+    author: Person
+    _row: strawberry.Private[dict]
+
+    @classmethod
+    def of(cls, row: dict) -> CircuitRevision:
+        return cls(
+            key=f"circuit:{row['circuit_id']}@{row['revision']}",
+            revision=row["revision"],
+            created_at=_utc(row["created_at"]),
+            message=row["message"],
+            name=row["name"],
+            description=row["description"],
+            neurons=list(row["neurons"]),
+            edges=[CircuitEdge(**e) for e in row["edges"]],
+            author=Person(name=row["author"], display_name=row["author_display"]),
+            _row=row,
+        )
+
+    @strawberry.field(description="How to cite exactly this revision.")
+    def citation(self, info: Info) -> Citation:
+        url = f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row['circuit_id']}/{self.revision}"
+        bibtex = (
+            f"@misc{{{_bib_key(self.key)},\n  title = {{{_bib_escape(self.name)}}},\n"
+            f"  author = {{{_bib_escape(self.author.display_name)}}},\n"
+            f"  howpublished = {{Circuit KB {_bib_escape(self.key)}, \\url{{{url}}}}},\n"
+            f"  year = {{{self.created_at.year}}}\n}}"
+        )
+        text = f'{self.author.display_name}, "{self.name}", Circuit KB {self.key} ({self.created_at:%Y-%m-%d}), {url}'
+        return Citation(key=self.key, url=url, bibtex=bibtex, text=text)
+
+
+@strawberry.type
+class NoteChange:
+    source: str
+    target: str
+    before: str
+    after: str
+
+
+@strawberry.type(description="What changed between two revisions of a circuit.")
+class CircuitDiff:
+    fields: list[FieldChange] = strawberry.field(description="name and description, with a unified diff")
+    added_neurons: list[str]
+    removed_neurons: list[str]
+    added_edges: list[CircuitEdge]
+    removed_edges: list[CircuitEdge]
+    changed_notes: list[NoteChange]
+
+
+def _revisions(info: Info, circuit_id: int) -> list[dict]:
+    with info.context.graphs.engine.connect() as conn:
+        return circuit_domain.revisions(conn, [circuit_id])[circuit_id]
+
+
+def revisions_of(info: Info, circuit_id: int) -> list[CircuitRevision]:
+    return [CircuitRevision.of(r) for r in _revisions(info, circuit_id)]
+
+
+def revision_of(info: Info, circuit_id: int, revision: int) -> CircuitRevision:
+    revs = _revisions(info, circuit_id)
+    if not 1 <= revision <= len(revs):
+        raise CodedError(f"circuit:{circuit_id} has revisions 1..{len(revs)}", "NOT_FOUND")
+    return CircuitRevision.of(revs[revision - 1])
+
+
+def diff_of(info: Info, circuit_id: int, from_: int, to: int | None) -> CircuitDiff:
+    revs = _revisions(info, circuit_id)
+    to = to or len(revs)
+    if not (1 <= from_ <= len(revs) and 1 <= to <= len(revs)):
+        raise bad_input(f"circuit:{circuit_id} has revisions 1..{len(revs)}")
+    d = circuit_domain.diff(revs[from_ - 1], revs[to - 1])
+    return CircuitDiff(
+        fields=[FieldChange(**f) for f in d["fields"]],
+        added_neurons=d["added_neurons"],
+        removed_neurons=d["removed_neurons"],
+        added_edges=[CircuitEdge(**e) for e in d["added_edges"]],
+        removed_edges=[CircuitEdge(**e) for e in d["removed_edges"]],
+        changed_notes=[NoteChange(**c) for c in d["changed_notes"]],
+    )
+
+
+@strawberry.input
+class EdgeInput:
+    source: str
+    target: str
+    note: str = ""
+
+
+@strawberry.input
+class EdgeRef:
+    source: str
+    target: str
+
+
+@strawberry.input(description="What to change; what is left out stays as it is.")
+class CircuitPatch:
+    name: str | None = None
+    description: str | None = None
+    add_neurons: list[str] = strawberry.field(default_factory=list)
+    remove_neurons: list[str] = strawberry.field(default_factory=list, description="their edges are removed too")
+    edges: list[EdgeInput] = strawberry.field(
+        default_factory=list, description="edges to add; an existing source → target pair gets the new note"
+    )
+    remove_edges: list[EdgeRef] = strawberry.field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "addNeurons": self.add_neurons,
+            "removeNeurons": self.remove_neurons,
+            "edges": [{"source": e.source, "target": e.target, "note": e.note} for e in self.edges],
+            "removeEdges": [{"source": e.source, "target": e.target} for e in self.remove_edges],
+        }
+
+
+@strawberry.type
+class CircuitMutation:
+    @mutation(
+        role="editor",
+        description="Edit a circuit (any editor: circuits are edited together, every revision kept). Refused with "
+        "EDIT_CONFLICT (and the current revision) unless expectedRevision is still current when the edit commits.",
+    )
+    def update_circuit(
+        self, info: Info, key: str, expected_revision: int, patch: CircuitPatch, message: str = ""
+    ) -> Circuit:
+        account = info.context.account()
+        try:
+            with info.context.graphs.engine.begin() as conn:
+                circuit_id, at = circuit_domain.parse_key(key)
+                if at is not None:
+                    raise circuit_domain.BadInput("edit a circuit by its key (circuit:N), not a revision's")
+                circuit_domain.update_circuit(
+                    conn,
+                    info.context.graphs.catalog(),
+                    account,
+                    circuit_id,
+                    expected_revision,
+                    patch.as_dict(),
+                    message,
+                )
+                return Circuit.of(circuit_domain.get(conn, circuit_id))
+        except ClaimProblem as exc:
+            raise coded(exc) from None

@@ -1,0 +1,210 @@
+"""Sign in, sign out, and one's own account page (API tokens, each shown once; sessions).
+
+Every post is checked by kb.web.auth.forms (same origin, then the CSRF token: the session's, or for the sign-in
+form its own double-submit cookie). Password hashing and the database run in a thread, not on the event loop.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import jinja2
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from kb.claims import accounts, sessions
+from kb.claims.errors import ClaimProblem, RateLimited, Unauthenticated
+from kb.settings import Settings
+from kb.web.auth import forms
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True
+)
+NO_STORE = {"cache-control": "no-store"}
+
+
+def render(template: str, status: int = 200, **context) -> HTMLResponse:
+    context.setdefault("me", None)
+    context.setdefault("csrf", "")
+    html = _env.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status, headers=NO_STORE)
+
+
+class AuthPages:
+    def __init__(self, engine: sa.Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+        self.limits = sessions.Limits(
+            settings.signin_failures_per_account, settings.signin_failures_per_address, settings.signin_window_s
+        )
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def current(self, request: Request) -> sessions.SessionInfo | None:
+        """The request's live session, if its cookie names one (called in a thread)."""
+        secret = request.cookies.get(sessions.COOKIE)
+        if not secret:
+            return None
+        try:
+            with self.engine.connect() as conn:
+                return sessions.session(conn, secret)
+        except Unauthenticated:
+            return None
+
+    async def _session_post(self, request: Request) -> tuple[sessions.SessionInfo, dict]:
+        """A post from a signed-in page: same origin, a live session, and that session's CSRF token."""
+        forms.check_origin(request, self.settings)
+        fields = await forms.form(request)
+        info = await run_in_threadpool(self.current, request)
+        if info is None:
+            raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
+        if not forms.same_token(fields.get("csrf"), info.csrf_token):
+            raise forms.Refused(403, "refused: the form's CSRF token is not this session's")
+        return info, fields
+
+    def _refused(self, exc: forms.Refused) -> HTMLResponse:
+        title = "Forbidden" if exc.status == 403 else "Not signed in" if exc.status == 401 else "Bad request"
+        return render("auth/message.html", exc.status, title=title, message=exc.message)
+
+    # --- sign in / out -------------------------------------------------------------------------------------
+
+    async def signin_form(self, request: Request) -> Response:
+        return self._signin_page(request, forms.safe_next(request.query_params.get("next")))
+
+    def _signin_page(self, request: Request, next_: str, error: str = "", name: str = "", status: int = 200):
+        token = secrets.token_urlsafe(24)
+        response = render(
+            "auth/signin.html", status, title="Sign in", signin_csrf=token, next=next_, error=error, name=name
+        )
+        response.set_cookie(
+            forms.SIGNIN_COOKIE,
+            token,
+            max_age=3600,
+            path="/signin",
+            httponly=True,
+            samesite="strict",
+            secure=forms.secure_cookies(request, self.settings),
+        )
+        return response
+
+    async def signin(self, request: Request) -> Response:
+        try:
+            forms.check_origin(request, self.settings)
+            fields = await forms.form(request)
+            if not forms.same_token(fields.get("csrf"), request.cookies.get(forms.SIGNIN_COOKIE)):
+                raise forms.Refused(403, "refused: the sign-in form's token does not match (reload the page)")
+        except forms.Refused as exc:
+            return self._refused(exc)
+        name = (fields.get("name") or "").strip().lower()
+        password = fields.get("password") or ""
+        next_ = forms.safe_next(fields.get("next"))
+        address = request.client.host if request.client else "?"
+        try:
+            secret = await run_in_threadpool(
+                self._sign_in,
+                name,
+                password,
+                address,
+                request.headers.get("user-agent"),
+                request.cookies.get(sessions.COOKIE),
+            )
+        except RateLimited as exc:
+            response = self._signin_page(request, next_, str(exc), name, status=429)
+            response.headers["retry-after"] = str(exc.extensions.get("retryAfter", 60))
+            return response
+        except Unauthenticated as exc:
+            return self._signin_page(request, next_, str(exc), name, status=401)
+        response = RedirectResponse(next_, status_code=303, headers=NO_STORE)
+        forms.set_session_cookie(response, request, self.settings, secret)
+        response.delete_cookie(forms.SIGNIN_COOKIE, path="/signin")
+        return response
+
+    def _sign_in(self, name: str, password: str, address: str, user_agent: str | None, old: str | None) -> str:
+        try:
+            with self.engine.begin() as conn:
+                secret, _ = sessions.sign_in(
+                    conn, name, password, address, self.limits, self.settings.session_ttl_s, user_agent or ""
+                )
+                if old:  # a fresh session each sign-in; the one this browser had ends
+                    sessions.revoke_secret(conn, old)
+                return secret
+        except Unauthenticated:
+            with self.engine.begin() as conn:  # its own transaction: the failure counts even though sign-in failed
+                sessions.record_failure(conn, name, address)
+            raise
+
+    async def signout(self, request: Request) -> Response:
+        try:
+            info, _ = await self._session_post(request)
+        except forms.Refused as exc:
+            if exc.status != 401:
+                return self._refused(exc)
+            info = None  # already signed out: clear the cookie all the same
+        if info is not None:
+            await run_in_threadpool(self._in_transaction, sessions.revoke, info.id)
+        response = RedirectResponse("/signin", status_code=303, headers=NO_STORE)
+        forms.clear_session_cookie(response, request, self.settings)
+        return response
+
+    def _in_transaction(self, fn, *args):
+        with self.engine.begin() as conn:
+            return fn(conn, *args)
+
+    # --- the account page ----------------------------------------------------------------------------------
+
+    async def account(self, request: Request) -> Response:
+        info = await run_in_threadpool(self.current, request)
+        if info is None:
+            return RedirectResponse("/signin?next=/account", status_code=303, headers=NO_STORE)
+        return await run_in_threadpool(self._account_page, info)
+
+    def _account_page(self, info: sessions.SessionInfo, new_token: str = "", message: str = "") -> HTMLResponse:
+        with self.engine.connect() as conn:
+            tokens = sessions.tokens_of(conn, info.account.id)
+        return render(
+            "auth/account.html",
+            title=info.account.name,
+            me=info.account,
+            csrf=info.csrf_token,
+            expires=info.expires_at.strftime("%Y-%m-%d %H:%M"),
+            tokens=tokens,
+            new_token=new_token,
+            message=message,
+        )
+
+    async def create_token(self, request: Request) -> Response:
+        try:
+            info, fields = await self._session_post(request)
+        except forms.Refused as exc:
+            return self._refused(exc)
+        note = (fields.get("note") or "").strip()[:200]
+        token = await run_in_threadpool(self._in_transaction, accounts.create_token, info.account.name, note)
+        return await run_in_threadpool(self._account_page, info, token, "")
+
+    async def revoke_token(self, request: Request) -> Response:
+        try:
+            info, fields = await self._session_post(request)
+            token_id = int(fields.get("id") or "0")
+        except forms.Refused as exc:
+            return self._refused(exc)
+        except ValueError:
+            return self._refused(forms.Refused(400, "no token named"))
+        try:
+            await run_in_threadpool(self._in_transaction, sessions.revoke_own_token, info.account.id, token_id)
+        except ClaimProblem as exc:
+            return render("auth/message.html", 404, title="Not found", message=str(exc))
+        return RedirectResponse("/account", status_code=303, headers=NO_STORE)
+
+    async def revoke_sessions(self, request: Request) -> Response:
+        try:
+            info, _ = await self._session_post(request)
+        except forms.Refused as exc:
+            return self._refused(exc)
+        await run_in_threadpool(self._in_transaction, sessions.revoke_all, info.account.id)
+        response = RedirectResponse("/signin", status_code=303, headers=NO_STORE)
+        forms.clear_session_cookie(response, request, self.settings)
+        return response

@@ -1,0 +1,28 @@
+// The activity page, live: new changes are prepended as the server sends them (GET /events, server-sent events).
+"use strict";
+(function () {
+  const list = document.getElementById("activity");
+  if (!list || !window.EventSource) return;
+  const since = list.dataset.since || "0";
+  const url = list.dataset.stream + (list.dataset.stream.includes("?") ? "&" : "?") + "since=" + since;
+  const source = new EventSource(url);
+  source.addEventListener("activity", function (message) {
+    const item = JSON.parse(message.data);
+    if (list.querySelector('li[data-id="' + item.id + '"]')) return;
+    const none = list.querySelector("li.none");
+    if (none) none.remove();
+    const li = document.createElement("li");
+    li.dataset.id = String(item.id);
+    const time = document.createElement("time");
+    time.dateTime = item.at;
+    time.textContent = item.at.slice(0, 16).replace("T", " ");
+    const kind = document.createElement("span");
+    kind.className = "kind";
+    kind.textContent = item.kind.toLowerCase();
+    const link = document.createElement("a");
+    link.href = item.url;
+    link.textContent = item.subject;
+    li.append(time, " ", kind, " ", link, " " + item.summary);
+    list.prepend(li);
+  });
+})();
