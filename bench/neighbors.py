@@ -436,7 +436,9 @@ def bench(args, admin: sa.Engine, workdir: Path) -> None:
             keys = neuron_keys(engine, args.model)
             with engine.connect() as conn:
                 models = conn.exec_driver_sql("SELECT count(*) FROM model WHERE removed_at IS NULL").scalar_one()
-                edges = conn.execute(sa.text("SELECT sum(reltuples) FROM pg_class WHERE relname LIKE 'connection_m%'"))
+                edges = conn.execute(
+                    sa.text("SELECT sum(reltuples) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'connection_m%'")
+                )
                 edges = int(edges.scalar_one() or 0)
         finally:
             engine.dispose()
