@@ -31,9 +31,9 @@ def test_readme_scenario_inceptionv1(kb_env, inceptionv1):
     lines = r.stdout.splitlines()
     assert lines[0] == "inceptionv1/mixed4c:447"
     assert lines[1].startswith("pinned  inceptionv1@") and lines[1].endswith("/mixed4c:447")
-    inputs = [l for l in lines if l.strip().endswith(tuple(f":{i}" for i in range(512))) and "mixed4b" in l]
+    inputs = [line for line in lines if line.strip().endswith(tuple(f":{i}" for i in range(512))) and "mixed4b" in line]
     assert len(inputs) == 5
-    weights = [float(l.split()[0]) for l in inputs]
+    weights = [float(line.split()[0]) for line in inputs]
     assert weights == sorted(weights, reverse=True)
     # every accepted form gives the same neuron
     pinned = lines[1].split()[1]

@@ -58,7 +58,7 @@ def test_kernel_is_retrievable_from_the_stored_program(engine, tiny_model):
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.program, t.c.arrays, t.c.method, t.c.notes)).all()
     by_out = {}
-    for meta, arrays, method, notes in rows:
+    for meta, arrays, _method, notes in rows:
         p = program.loads(meta, arrays)
         by_out[p.out_channels, p.terms[0].label] = (p, notes)
     p, notes = next(v for (n, label), v in by_out.items() if label.startswith("block"))

@@ -41,7 +41,7 @@ def test_adapter_removes_hooks_and_is_seeded():
     assert hooks(model) == before
     b = A.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0)
     assert a[0].shape == (32, 32, 3) and a[0].dtype == np.uint8
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # same seed, same image
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # same seed, same image
     c = A.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0, seed=1)
     assert not np.array_equal(a[0], c[0])
     with pytest.raises(KeyError):
@@ -90,15 +90,15 @@ def _worker(db_url, storage, **env):
         "KB_RENDER_DEVICE": "cpu",
         **{k: str(v) for k, v in env.items()},
     }
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kb-test-worker-{os.getpid()}.log", "a")
-    return subprocess.Popen(
-        [str(exe), "worker", "--loglevel", "warning"],
-        env=full,
-        start_new_session=True,
-        stdout=log,
-        stderr=log,
-        text=True,
-    )
+    with open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kb-test-worker-{os.getpid()}.log", "a") as log:
+        return subprocess.Popen(  # the child keeps its own copy of the log's descriptor
+            [str(exe), "worker", "--loglevel", "warning"],
+            env=full,
+            start_new_session=True,
+            stdout=log,
+            stderr=log,
+            text=True,
+        )
 
 
 def _wait(api, ids, until, timeout=180):

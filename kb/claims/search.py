@@ -101,4 +101,4 @@ def search_neurons(conn: sa.Connection, text: str, filters: Filters, offset: int
         ),
         {**params, "limit": limit, "offset": offset},
     )
-    return [f"{m}/{l}:{i}" for m, l, i, _ in rows], total
+    return [f"{model}/{layer}:{index}" for model, layer, index, _ in rows], total

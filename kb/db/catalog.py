@@ -9,16 +9,17 @@ from kb.graph.keys import Catalog, LayerRef, ModelRef
 
 
 def load_catalog(conn: sa.Connection) -> Catalog:
-    m, l = Model.__table__, Layer.__table__
     layers: dict[int, list[LayerRef]] = {}
     for row in conn.execute(
-        sa.select(l.c.model_id, l.c.key, l.c.module_path, l.c.units, l.c.aliases).order_by(l.c.model_id, l.c.position)
+        sa.select(Layer.model_id, Layer.key, Layer.module_path, Layer.units, Layer.aliases).order_by(
+            Layer.model_id, Layer.position
+        )
     ):
         layers.setdefault(row.model_id, []).append(
             LayerRef(row.key, row.module_path, row.units, tuple(row.aliases or ()))
         )
     models = [
         ModelRef(row.key, row.sha256, tuple(layers.get(row.id, ())), row.removed_at is not None)
-        for row in conn.execute(sa.select(m.c.id, m.c.key, m.c.sha256, m.c.removed_at))
+        for row in conn.execute(sa.select(Model.id, Model.key, Model.sha256, Model.removed_at))
     ]
     return Catalog(models)

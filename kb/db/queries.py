@@ -34,20 +34,24 @@ class Edge:
 
 
 def _neuron_select():
-    n, l, m = Neuron.__table__, Layer.__table__, Model.__table__
     return (
         sa.select(
-            n.c.id, n.c.model_id, n.c.layer_id, n.c.index, m.c.key.label("model"), l.c.key.label("layer"), m.c.sha256
+            Neuron.id,
+            Neuron.model_id,
+            Neuron.layer_id,
+            Neuron.index,
+            Model.key.label("model"),
+            Layer.key.label("layer"),
+            Model.sha256,
         )
-        .join(l, l.c.id == n.c.layer_id)
-        .join(m, m.c.id == n.c.model_id)
+        .join(Layer, Layer.id == Neuron.layer_id)
+        .join(Model, Model.id == Neuron.model_id)
     )
 
 
 def neuron(conn: sa.Connection, key: NeuronKey) -> NeuronRow | None:
-    n, l, m = Neuron.__table__, Layer.__table__, Model.__table__
     row = conn.execute(
-        _neuron_select().where(m.c.key == key.model, l.c.key == key.layer, n.c.index == key.index)
+        _neuron_select().where(Model.key == key.model, Layer.key == key.layer, Neuron.index == key.index)
     ).first()
     return NeuronRow(*row) if row else None
 

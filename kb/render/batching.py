@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import torch
 
-from kb.render.lucent_adapter import StopForward, hooks_removed
+from kb.render.hooks import forward_hooks, run_until_stop, stop_at
 
 log = logging.getLogger("kb.render")
 
@@ -36,20 +35,13 @@ def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, 
         if isinstance(output, torch.Tensor):
             total[0] += output.numel()
 
-    def stop(module, inputs, output):
-        raise StopForward
-
+    leaves = [(m, count) for m in model.modules() if not list(m.children())]
     with (
-        hooks_removed(model),
+        forward_hooks([*leaves, stop_at(dict(model.named_modules())[module_path])]),
         torch.no_grad(),
         torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
     ):
-        for m in model.modules():
-            if not list(m.children()):
-                m.register_forward_hook(count)
-        dict(model.named_modules())[module_path].register_forward_hook(stop)
-        with contextlib.suppress(StopForward):
-            model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype))
+        run_until_stop(model, torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype))
     return total[0]
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from kb.render.lucent_adapter import StopForward, hooks_removed, preprocess_fn
+from kb.render.hooks import StopForward, forward_hooks, run_until_stop
+from kb.render.lucent_adapter import preprocess_fn
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STRIDED_READ_COST = 8  # reading one (image, channel) map of a channels-last activation, against a full pass
@@ -131,16 +132,11 @@ def collect(
 
         return inner
 
-    with hooks_removed(model), torch.inference_mode():
-        for p in modules:
-            named[p].register_forward_hook(hook(p))
+    with forward_hooks((named[p], hook(p)) for p in modules), torch.inference_mode():
         for indices, images in stream:
             x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
             batch_images[:] = [torch.tensor(indices, device=device)]
-            try:
-                model(pre(x).contiguous(memory_format=torch.channels_last))
-            except StopForward:
-                pass
+            run_until_stop(model, pre(x).contiguous(memory_format=torch.channels_last))
             seen += len(indices)
     if not seen:
         raise NoImages("no readable images in the dataset")

@@ -24,17 +24,17 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from kb.render.hooks import forward_hooks, run_until_stop, stop_at
+
 COLOR_CORRELATION = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
 COLOR_CORRELATION /= np.max(np.linalg.norm(COLOR_CORRELATION, axis=0))
 
 
-class StopForward(Exception):
-    """Raised by a forward hook at the last layer a pass needs: nothing after it is computed."""
-
-
 @contextlib.contextmanager
-def hooks_removed(model: torch.nn.Module) -> Iterator[None]:
-    """Whatever forward hooks are registered inside the block are removed when it ends, however it ends."""
+def lucent_hooks_removed(model: torch.nn.Module) -> Iterator[None]:
+    """For lucent's ``render_vis``, which adds a forward hook to every module and drops the handles: whatever
+    forward hooks appear inside the block are removed when it ends. Our own hooks keep their handles
+    (kb.render.hooks)."""
     before = {id(m): set(m._forward_hooks) for m in model.modules()}
     try:
         yield
@@ -132,9 +132,7 @@ def _fft_image(batch: int, size: int, seeds: list[int], device, sd: float = 0.01
     fx = np.fft.fftfreq(w)[: w // 2 + 1 + (w % 2)]
     freqs = np.sqrt(fx * fx + fy * fy)
     init = (
-        torch.stack(
-            [torch.randn((3,) + freqs.shape + (2,), generator=torch.Generator().manual_seed(s)) * sd for s in seeds]
-        )
+        torch.stack([torch.randn((3, *freqs.shape, 2), generator=torch.Generator().manual_seed(s)) * sd for s in seeds])
         .to(device)
         .requires_grad_(True)
     )
@@ -262,12 +260,7 @@ def _optimise(
     optimizer = torch.optim.Adam(params, lr=lr)
     captured = {}
 
-    def at_target(module, inputs, output):
-        captured["act"] = output
-        raise StopForward
-
-    with hooks_removed(model):
-        target.register_forward_hook(at_target)
+    with forward_hooks([stop_at(target, lambda output: captured.update(act=output))]):
         for step in range(steps):
             optimizer.zero_grad(set_to_none=True)
             x = image_f()
@@ -279,18 +272,12 @@ def _optimise(
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                try:
-                    model(x)
-                except StopForward:
-                    pass
+                run_until_stop(model, x)
             act = captured.pop("act").float()
             if act.dim() == 2:
                 act = act[:, :, None, None]
             chosen = act[torch.arange(n, device=device), index]  # [n, H, W]
-            if neuron:
-                value = chosen[:, chosen.shape[1] // 2, chosen.shape[2] // 2]
-            else:
-                value = chosen.mean(dim=(1, 2))
+            value = chosen[:, chosen.shape[1] // 2, chosen.shape[2] // 2] if neuron else chosen.mean(dim=(1, 2))
             loss = sign * value.sum()
             loss.backward()
             optimizer.step()
@@ -315,7 +302,7 @@ def plain_render_vis(
     from lucent.optvis import param, render
 
     seed_everything(seed)
-    with hooks_removed(model), lucent_on(device):
+    with lucent_hooks_removed(model), lucent_on(device):
         images = render.render_vis(
             model,
             f"{layer}:{unit}",

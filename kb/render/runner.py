@@ -256,7 +256,7 @@ def _store(engine, settings, group, kind, params, pictures) -> None:
         "bf16": kind in ("FEATURE_VIS", "NEURON_VIS") and bf16(settings),
     }
     with engine.begin() as conn:
-        for job, rgb in zip(group, pictures):
+        for job, rgb in zip(group, pictures, strict=True):
             data = images.png(rgb)
             sha = storage.put(data, ".png")
             jobs.finish(
