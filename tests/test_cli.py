@@ -46,8 +46,9 @@ def test_readme_scenario_inceptionv1(kb_env, inceptionv1):
     r = kb(kb_env, "import", "lucent:inceptionv1", "--weights", "random", "--seed", "0")
     assert r.returncode == 0 and "nothing to do" in r.stdout
     r = kb(kb_env, "import", "lucent:inceptionv1", "--weights", "random", "--seed", "1")
-    assert r.returncode == 1 and r.stderr.startswith("error: model key 'inceptionv1' is taken")
-    assert len(r.stderr.strip().splitlines()) == 1
+    *phases, error = r.stderr.strip().splitlines()  # progress lines (into a pipe: one per phase), then the error
+    assert r.returncode == 1 and error.startswith("error: model key 'inceptionv1' is taken")
+    assert phases == ["loading weights…"]
 
 
 def test_unknown_neuron_suggests_and_exits_1(kb_env, engine, tiny_arch):
