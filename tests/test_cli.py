@@ -31,9 +31,9 @@ def test_readme_scenario_inceptionv1(kb_env, inceptionv1):
     lines = r.stdout.splitlines()
     assert lines[0] == "inceptionv1/mixed4c:447"
     assert lines[1].startswith("pinned  inceptionv1@") and lines[1].endswith("/mixed4c:447")
-    inputs = [l for l in lines if l.strip().endswith(tuple(f":{i}" for i in range(512))) and "mixed4b" in l]
+    inputs = [x for x in lines if x.strip().endswith(tuple(f":{i}" for i in range(512))) and "mixed4b" in x]
     assert len(inputs) == 5
-    weights = [float(l.split()[0]) for l in inputs]
+    weights = [float(x.split()[0]) for x in inputs]
     assert weights == sorted(weights, reverse=True)
     # every accepted form gives the same neuron
     pinned = lines[1].split()[1]
