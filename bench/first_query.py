@@ -77,9 +77,7 @@ def serve(code: Path, workers: int, models: list[str]) -> None:
             t = time.perf_counter()
             httpx.post(f"{base}/graphql", json={"query": QUERY.replace("$key", f'"{key}"')}, timeout=600)
             second = time.perf_counter() - t
-            print(
-                f"  {model:<12} first neighbour query {first:7.3f} s (next {second:.3f} s; /health after {up:.1f} s)"
-            )
+            print(f"  {model:<12} first neighbour query {first:7.3f} s (next {second:.3f} s; /health after {up:.1f} s)")
         deadline = time.time() + 900  # every worker has every model (each warms them at start)
         while time.time() < deadline:
             loaded = [
