@@ -41,8 +41,19 @@ class Settings(BaseSettings):
         None, description="bf16 feature visualisations on a GPU (default on); never on a CPU"
     )
     render_device: str = Field("", description="torch device for renders; empty: cuda if available, else cpu")
-    rate_limit_per_minute: float = Field(120.0, description="mutations per minute per token, on average")
-    rate_limit_burst: int = Field(60, description="mutations a token may send at once")
+    rate_limit_per_minute: float = Field(120.0, description="mutations per minute per account, on average")
+    rate_limit_burst: int = Field(60, description="mutations an account may send at once; 0: the minute's")
+    query_rate_limit: str = Field(
+        "3000/minute", description="GraphQL requests per client address (limits' notation, ';' between); empty: none"
+    )
+    redis_url: str = Field("", description="Redis for shared rate limits; empty: KB_BROKER_URL if it is redis://")
+    query_cost_budget: int = Field(50_000, description="largest estimated result (values) one request may ask")
+    request_timeout_s: float = Field(30.0, description="a request still executing after this gets TIMEOUT")
+    statement_timeout_s: float = Field(20.0, description="PostgreSQL statement_timeout of the API's connections")
+    api_threads: int = Field(32, description="threads that execute GraphQL requests (off the event loop)")
+    header_timeout_s: float = Field(10.0, description="close a connection whose request headers take longer")
+    body_timeout_s: float = Field(30.0, description="close a connection whose request body takes longer")
+    max_header_bytes: int = Field(65536, description="request line and headers larger than this get 431")
     session_ttl_s: float = Field(14 * 86400.0, description="a sign-in session expires this long after sign-in")
     cookie_secure: bool | None = Field(
         None, description="Secure session cookies; default: when the request or KB_PUBLIC_URL is https"

@@ -37,12 +37,17 @@ def may_set_status(actor: Account, is_author: bool, old: str, new: str) -> bool:
     return old not in MODERATED and new not in MODERATED
 
 
+def _is_id(text: str) -> bool:
+    """ASCII digits that fit a 64-bit integer column (not '¹', not 20 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def parse_key(key: str) -> int:
     text = (key or "").strip()
     if text.startswith("claim:"):
         text = text[len("claim:") :]
     text = text.split("@", 1)[0]
-    if not text.isdigit():
+    if not _is_id(text):
         raise BadInput(f"{key!r} is not a claim key (claim:17)")
     return int(text)
 
@@ -52,7 +57,7 @@ def parse_revision_key(key: str) -> tuple[int, int | None]:
     revision = None
     if "@" in text:
         text, rev = text.split("@", 1)
-        if not rev.isdigit():
+        if not _is_id(rev):
             raise BadInput(f"{key!r} is not a claim revision key (claim:17@3)")
         revision = int(rev)
     return parse_key(text), revision
@@ -105,7 +110,7 @@ def parse_circuit_key(key: str | None) -> int | None:
     text = key.strip()
     if text.startswith("circuit:"):
         text = text[len("circuit:") :]
-    if not text.isdigit():
+    if not _is_id(text):
         raise BadInput(f"{key!r} is not a circuit key (circuit:3)")
     return int(text)
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from functools import cache
 
 import strawberry
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
+from graphql import GraphQLError, OperationDefinitionNode, parse
+from strawberry.extensions import MaxTokensLimiter, ParserCache
+from strawberry.types import ExecutionResult
 
+from kb.schema import errors
 from kb.schema.circuit_types import CircuitMutation
 from kb.schema.claim_query import ClaimQuery
-from kb.schema.limits import MAX_TOKENS, RequestLimits
+from kb.schema.deadline import DEADLINE
+from kb.schema.errors import CodedError, RequestTimeout
+from kb.schema.guard import CachedValidation, Guard
+from kb.schema.limits import DEFAULT_BUDGET, MAX_TOKENS, Limits
 from kb.schema.live_types import LiveQuery
 from kb.schema.mutation import ClaimMutation
+from kb.schema.offloop import OffLoop
 from kb.schema.query import GraphQuery
 from kb.schema.render_types import RenderMutation, RenderQuery
 
@@ -27,21 +35,63 @@ class Mutation(ClaimMutation, RenderMutation, CircuitMutation):
 
 
 class Schema(strawberry.Schema):
+    """Executes off the event loop when the request's context names an OffLoop (kb.web.app's do), else inline."""
+
+    limits: Limits
+
     def process_errors(self, errors, execution_context=None) -> None:
         """Expected errors are answers, not incidents; unexpected ones are logged where they are masked
         (kb.schema.errors.with_code), so nothing is logged twice or with a traceback for a NOT_FOUND."""
 
+    async def execute(self, query, variable_values=None, context_value=None, *args, **kwargs) -> ExecutionResult:
+        run = functools.partial(super().execute, query, variable_values, context_value, *args, **kwargs)
+        offloop: OffLoop | None = getattr(context_value, "offloop", None)
+        if offloop is None or DEADLINE.get() is not None:
+            return await run()
+        try:
+            return await offloop.call(run, is_async=True, abandon=not _is_mutation(query, args, kwargs))
+        except RequestTimeout as exc:
+            return ExecutionResult(data=None, errors=[CodedError(str(exc), "TIMEOUT")])
+
+
+@functools.lru_cache(maxsize=512)
+def _operations(query: str) -> tuple[tuple[str | None, str], ...]:
+    try:
+        document = parse(query, max_tokens=MAX_TOKENS)
+    except GraphQLError:
+        return ()
+    return tuple(
+        (d.name.value if d.name else None, d.operation.value)
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+    )
+
+
+def _is_mutation(query, args, kwargs) -> bool:
+    """Whether the operation to run is a mutation (parsed once per document)."""
+    if not isinstance(query, str):
+        return False
+    name = kwargs.get("operation_name", args[1] if len(args) > 1 else None)
+    ops = _operations(query)
+    return any(kind == "mutation" and (name is None or n == name) for n, kind in ops)
+
 
 @cache
-def build_schema() -> strawberry.Schema:
+def build_schema() -> Schema:
     """The schema (built once: strawberry's relay fields may not be converted twice)."""
-    return Schema(
+    holder: dict = {}
+    schema = Schema(
         query=Query,
         mutation=Mutation,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=256),
-            lambda: AddValidationRules([RequestLimits]),
-            lambda: ValidationCache(maxsize=256),
+            lambda: Guard(holder["limits"]),
+            lambda: CachedValidation(maxsize=256),
         ],
     )
+    schema.limits = holder["limits"] = Limits(schema._schema, DEFAULT_BUDGET)  # kb.web.app sets the configured budget
+    for name, t in schema._schema.type_map.items():
+        if hasattr(t, "values") and not name.startswith("__"):
+            errors.ENUM_VALUES[name] = list(t.values)
+    return schema

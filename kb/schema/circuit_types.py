@@ -7,7 +7,6 @@ from datetime import datetime
 import strawberry
 
 from kb.claims import circuits as circuit_domain
-from kb.claims.errors import ClaimProblem
 from kb.schema.auth import mutation
 from kb.schema.claim_types import (
     Circuit,
@@ -20,7 +19,7 @@ from kb.schema.claim_types import (
     _utc,
 )
 from kb.schema.context import Info
-from kb.schema.errors import CodedError, bad_input, coded
+from kb.schema.errors import CodedError, bad_input
 
 
 @strawberry.type(description="An immutable revision of a circuit: citable as circuit:N@R.")
@@ -158,22 +157,19 @@ class CircuitMutation:
     )
     def update_circuit(
         self, info: Info, key: str, expected_revision: int, patch: CircuitPatch, message: str = ""
-    ) -> Circuit:
+    ) -> Circuit | None:
         account = info.context.account()
-        try:
-            with info.context.graphs.engine.begin() as conn:
-                circuit_id, at = circuit_domain.parse_key(key)
-                if at is not None:
-                    raise circuit_domain.BadInput("edit a circuit by its key (circuit:N), not a revision's")
-                circuit_domain.update_circuit(
-                    conn,
-                    info.context.graphs.catalog(),
-                    account,
-                    circuit_id,
-                    expected_revision,
-                    patch.as_dict(),
-                    message,
-                )
-                return Circuit.of(circuit_domain.get(conn, circuit_id))
-        except ClaimProblem as exc:
-            raise coded(exc) from None
+        with info.context.graphs.engine.begin() as conn:
+            circuit_id, at = circuit_domain.parse_key(key)
+            if at is not None:
+                raise circuit_domain.BadInput("edit a circuit by its key (circuit:N), not a revision's")
+            circuit_domain.update_circuit(
+                conn,
+                info.context.graphs.catalog(),
+                account,
+                circuit_id,
+                expected_revision,
+                patch.as_dict(),
+                message,
+            )
+            return Circuit.of(circuit_domain.get(conn, circuit_id))

@@ -22,7 +22,7 @@ from kb.schema.claim_types import (
     Person,
 )
 from kb.schema.context import Info
-from kb.schema.errors import CodedError, coded
+from kb.schema.errors import CodedError
 from kb.schema.pagination import cursor, page_info, window
 from kb.schema.types import Neuron, NeuronConnection, NeuronEdge
 
@@ -32,16 +32,10 @@ def _filters(
 ) -> search.Filters:
     layer_key = None
     if layer:
-        try:
-            lk = info.context.graphs.resolve_layer(layer, model)
-        except KeyProblem as exc:
-            raise coded(exc) from None
+        lk = info.context.graphs.resolve_layer(layer, model)
         model, layer_key = lk.model, lk.layer
     elif model:
-        try:
-            model = info.context.graphs.catalog().model(model).key
-        except KeyProblem as exc:
-            raise coded(exc) from None
+        model = info.context.graphs.catalog().model(model).key
     return search.Filters(
         model=model, layer=layer_key, kind=kind.value if kind else None, status=status.value if status else None
     )
@@ -59,10 +53,7 @@ def _claims_page(info: Info, ids: list[int], start: int, total: int) -> ClaimCon
 class ClaimQuery:
     @strawberry.field(description="A claim by key: claim:17 (claim:17@3 gives the claim; see revisionAt).")
     def claim(self, info: Info, key: str) -> Claim:
-        try:
-            claim_id, _ = claim_domain.parse_revision_key(key)
-        except ClaimProblem as exc:
-            raise coded(exc) from None
+        claim_id, _ = claim_domain.parse_revision_key(key)
         t = ClaimTable.__table__
         with info.context.graphs.engine.connect() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == claim_id)).first()
@@ -72,12 +63,9 @@ class ClaimQuery:
 
     @strawberry.field(description="One immutable revision by its citable key, e.g. claim:17@3.")
     def claim_revision(self, info: Info, key: str) -> ClaimRevision:
-        try:
-            claim_id, revision = claim_domain.parse_revision_key(key)
-            if revision is None:
-                raise ClaimProblem("a revision key looks like claim:17@3")
-        except ClaimProblem as exc:
-            raise coded(exc) from None
+        claim_id, revision = claim_domain.parse_revision_key(key)
+        if revision is None:
+            raise ClaimProblem("a revision key looks like claim:17@3")
         with info.context.graphs.engine.connect() as conn:
             revs = claim_domain.revisions(conn, [claim_id])[claim_id]
         if not 1 <= revision <= len(revs):
@@ -123,11 +111,8 @@ class ClaimQuery:
     ) -> ClaimConnection:
         f = _filters(info, model, layer, kind, status)
         start, stop = window(first, after, 10**9)
-        try:
-            with info.context.graphs.engine.connect() as conn:
-                ids, total = search.search_claims(conn, text, f, start, stop - start)
-        except ClaimProblem as exc:
-            raise coded(exc) from None
+        with info.context.graphs.engine.connect() as conn:
+            ids, total = search.search_claims(conn, text, f, start, stop - start)
         return _claims_page(info, ids, start, total)
 
     @strawberry.field(description="Neurons that matching claims are about, best-matching claim first.")
@@ -144,11 +129,8 @@ class ClaimQuery:
     ) -> NeuronConnection:
         f = _filters(info, model, layer, kind, status)
         start, stop = window(first, after, 10**9)
-        try:
-            with info.context.graphs.engine.connect() as conn:
-                keys, total = search.search_neurons(conn, text, f, start, stop - start)
-        except ClaimProblem as exc:
-            raise coded(exc) from None
+        with info.context.graphs.engine.connect() as conn:
+            keys, total = search.search_neurons(conn, text, f, start, stop - start)
         edges = []
         for i, k in enumerate(keys):
             try:
@@ -162,11 +144,8 @@ class ClaimQuery:
 
     @strawberry.field(description="A circuit by key: circuit:3 (its current revision) or circuit:3@2 (that one).")
     def circuit(self, info: Info, key: str) -> Circuit:
-        try:
-            with info.context.graphs.engine.connect() as conn:
-                return Circuit.of(circuit_domain.at_revision(conn, *circuit_domain.parse_key(key)))
-        except ClaimProblem as exc:
-            raise coded(exc) from None
+        with info.context.graphs.engine.connect() as conn:
+            return Circuit.of(circuit_domain.at_revision(conn, *circuit_domain.parse_key(key)))
 
     @strawberry.field(description="The account behind the request's token.")
     def me(self, info: Info) -> Person:

@@ -16,6 +16,7 @@ an error response itself, so the two paths cannot disagree on errors; tests chec
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,9 @@ from graphql.language import Visitor, visit
 from strawberry.relay import GlobalID, Node
 from strawberry.types.arguments import convert_arguments
 
-from kb.schema.limits import MAX_TOKENS, RequestLimits
+from kb.schema.deadline import DEADLINE
+from kb.schema.errors import RequestTimeout
+from kb.schema.limits import MAX_TOKENS
 
 
 class NotCompilable(Exception):
@@ -87,13 +90,16 @@ class Plan:
         info = FastInfo(context)
         try:
             return _run_object(self.root, None, info, coerced)
-        except Fallback:
+        except (Fallback, RequestTimeout):
             raise
         except Exception as exc:
             raise Fallback from exc
 
 
 def _run_object(plan: ObjectPlan, source, info, variables) -> dict:
+    deadline = DEADLINE.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise RequestTimeout("the request took longer than its time limit; ask for less")
     out = {}
     for f in plan.fields:
         out[f.key] = _complete(f, f.wraps, f.get(source, info, variables), info, variables)
@@ -119,7 +125,7 @@ class Compiler:
     def __init__(self, schema: strawberry.Schema):
         self.schema = schema
         self.gql = schema._schema
-        self.rules = [*specified_rules, RequestLimits]
+        self.rules = specified_rules  # the caller checked kb.schema.limits first
 
     def compile(self, document: DocumentNode, operation_name: str | None) -> Plan:
         if validate(self.gql, document, self.rules, max_errors=1):
@@ -137,19 +143,27 @@ class Compiler:
         plan._schema = self.gql  # type: ignore[attr-defined]
         return plan
 
-    def _collect(self, gtype: GraphQLObjectType, selection_set, fragments, out: list[FieldNode]):
+    def _collect(self, gtype: GraphQLObjectType, selection_set, fragments, out: list[FieldNode], seen=None):
+        """The fields of a selection set, each fragment spread expanded once (as graphql-core's CollectFields
+        does): linear in the document however often fragments spread each other."""
+        seen = set() if seen is None else seen
         for sel in selection_set.selections:
             if isinstance(sel, FieldNode):
-                out.append(sel)
+                if id(sel) not in seen:
+                    seen.add(id(sel))
+                    out.append(sel)
             elif isinstance(sel, InlineFragmentNode):
                 if sel.type_condition and sel.type_condition.name.value != gtype.name:
                     raise NotCompilable("fragment on another type")
-                self._collect(gtype, sel.selection_set, fragments, out)
+                self._collect(gtype, sel.selection_set, fragments, out, seen)
             elif isinstance(sel, FragmentSpreadNode):
+                if sel.name.value in seen:
+                    continue
+                seen.add(sel.name.value)
                 frag = fragments[sel.name.value]
                 if frag.type_condition.name.value != gtype.name:
                     raise NotCompilable("fragment on another type")
-                self._collect(gtype, frag.selection_set, fragments, out)
+                self._collect(gtype, frag.selection_set, fragments, out, seen)
         return out
 
     def object_plan(self, gtype: GraphQLObjectType, selection_set, fragments) -> ObjectPlan:

@@ -10,12 +10,11 @@ import strawberry
 from strawberry.dataloader import DataLoader
 
 from kb.claims import accounts, sessions
-from kb.claims.errors import ClaimProblem
-from kb.claims.ratelimit import TokenBuckets
 from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject, Review, ReviewRevision, User
 from kb.db.graph_cache import GraphCache
 from kb.db.tables import Layer
-from kb.schema.errors import CodedError, coded
+from kb.schema.deadline import check
+from kb.schema.errors import CodedError
 from kb.settings import Settings
 
 
@@ -40,6 +39,7 @@ class Loaders:
         self.artifact = DataLoader(load_fn=self._artifacts)
 
     def _rows(self, query) -> list[dict]:
+        check()
         with self.graphs.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -126,7 +126,8 @@ class Context:
     settings: Settings
     request: Any = None
     response: Any = None
-    buckets: TokenBuckets | None = None
+    rates: Any = None  # kb.web.ratelimit.RateLimits: mutations per account
+    offloop: Any = None  # kb.schema.offloop.OffLoop: where the schema executes this request (None: inline)
     loaders: Loaders = field(default=None)  # type: ignore[assignment]
     _account: accounts.Account | None = None
 
@@ -143,23 +144,22 @@ class Context:
             cookie = self.request.cookies.get(sessions.COOKIE) if self.request is not None else None
             if (scheme.lower() != "bearer" or not token.strip()) and not cookie:
                 raise CodedError("this needs a token: send Authorization: Bearer <token>", "UNAUTHENTICATED")
-            try:
-                with self.graphs.engine.connect() as conn:
-                    if scheme.lower() == "bearer" and token.strip():
-                        self._account = accounts.authenticate(conn, token.strip())
-                    else:
-                        self._account = sessions.cookie_account(conn, cookie, headers.get(sessions.CSRF_HEADER))
-            except ClaimProblem as exc:
-                raise coded(exc) from None
+            with self.graphs.engine.connect() as conn:
+                if scheme.lower() == "bearer" and token.strip():
+                    self._account = accounts.authenticate(conn, token.strip())
+                else:
+                    self._account = sessions.cookie_account(conn, cookie, headers.get(sessions.CSRF_HEADER))
         return self._account
 
     def rate_limit(self, account: accounts.Account) -> None:
-        if self.buckets is None:
+        if self.rates is None:
             return
-        wait = self.buckets.take(account.token_id or account.id)
+        wait = self.rates.mutation(account.id)
         if wait:
             raise CodedError(
-                f"too many requests for this token: retry in {wait:.1f} s", "RATE_LIMITED", retryAfter=round(wait, 1)
+                f"too many changes from {account.name}: retry in {wait:.1f} s",
+                "RATE_LIMITED",
+                retryAfter=round(wait, 1),
             )
 
 

@@ -1,8 +1,15 @@
-"""Coded GraphQL errors: every expected failure carries ``extensions.code`` (DESIGN.md's list)."""
+"""Coded GraphQL errors: every expected failure carries ``extensions.code`` (DESIGN.md's list).
+
+The one place where failures become codes is ``with_code``, applied to every error of every response (the
+/graphql endpoint and the pages): a domain ``Problem`` raised anywhere below a resolver keeps its code and
+message, a cancelled statement is a TIMEOUT, a validation or syntax error is BAD_INPUT (LIMIT_EXCEEDED for the
+token cap), and anything else is logged here and masked as INTERNAL.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
 from graphql import GraphQLError, GraphQLSyntaxError
 
@@ -20,14 +27,24 @@ CODES = (
     "RATE_LIMITED",
     "LIMIT_EXCEEDED",
     "TOO_LARGE",
+    "TIMEOUT",
     "INTERNAL",
 )
+
+# enum type name -> its values, filled when the schema is built (kb.schema.build_schema): errors about an enum
+# value list the values allowed.
+ENUM_VALUES: dict[str, list[str]] = {}
+_ENUM_ERROR = re.compile(r"(?:does not exist in|Enum) '(\w+)'(?: enum)?|Enum '(\w+)' cannot represent")
 
 
 class CodedError(GraphQLError):
     def __init__(self, message: str, code: str, **extensions):
         assert code in CODES, code
         super().__init__(message, extensions={"code": code, **{k: v for k, v in extensions.items() if v is not None}})
+
+
+class RequestTimeout(Problem):
+    code = "TIMEOUT"
 
 
 def not_found(message: str, suggestion: str | None = None) -> CodedError:
@@ -47,6 +64,35 @@ def coded(exc: Problem) -> CodedError:
     return CodedError(str(exc), exc.code, **exc.extensions)
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """A statement cancelled by PostgreSQL's statement_timeout or interrupted in SQLite at the deadline."""
+    inner = getattr(exc, "orig", None) or exc
+    name = type(inner).__name__
+    return name == "QueryCanceled" or (name == "OperationalError" and "interrupted" in str(inner))
+
+
+def _with_values(message: str) -> str:
+    m = _ENUM_ERROR.search(message)
+    if not m:
+        return message
+    values = ENUM_VALUES.get(m.group(1) or m.group(2))
+    if not values or "allowed" in message:
+        return message
+    return f"{message.rstrip('.')}. Allowed values: {', '.join(values)}."
+
+
+def _copy(error: GraphQLError, message: str, extensions: dict) -> GraphQLError:
+    return GraphQLError(
+        message,
+        error.nodes,
+        error.source,
+        error.positions,
+        error.path,
+        original_error=None,
+        extensions=extensions,
+    )
+
+
 def with_code(error: GraphQLError) -> GraphQLError:
     """The error as the client sees it: with a code, and masked (INTERNAL) if nobody expected it.
 
@@ -56,27 +102,21 @@ def with_code(error: GraphQLError) -> GraphQLError:
     if error.extensions and "code" in error.extensions:
         return error
     original = error.original_error
+    if isinstance(original, GraphQLError) and original.extensions and "code" in original.extensions:
+        return _copy(error, original.message, dict(original.extensions))
+    if isinstance(original, Problem):
+        return _copy(error, str(original), {"code": original.code, **original.extensions})
+    if type(original).__name__ == "GlobalIDValueError":  # strawberry.relay: an ID of no type of this API
+        return _copy(error, f"not an ID of this API: {original}", {"code": "BAD_INPUT"})
+    if original is not None and _timed_out(original):
+        return _copy(error, "the database took too long to answer (statement timeout)", {"code": "TIMEOUT"})
     if original is None or isinstance(original, GraphQLError):
         if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
             code = "LIMIT_EXCEEDED" if "tokens" in error.message else "BAD_INPUT"
+        elif error.message.startswith("Maximum introspection depth"):  # graphql-core's nesting limit
+            code = "LIMIT_EXCEEDED"
         else:
             code = "BAD_INPUT"  # validation: unknown fields, wrong argument or variable types...
-        return GraphQLError(
-            error.message,
-            error.nodes,
-            error.source,
-            error.positions,
-            error.path,
-            original_error=None,
-            extensions={**(error.extensions or {}), "code": code},
-        )
+        return _copy(error, _with_values(error.message), {**(error.extensions or {}), "code": code})
     log.error("unexpected error at %s", ".".join(map(str, error.path or [])) or "operation", exc_info=original)
-    return GraphQLError(
-        "internal error",
-        error.nodes,
-        error.source,
-        error.positions,
-        error.path,
-        original_error=None,
-        extensions={"code": "INTERNAL"},
-    )
+    return _copy(error, "internal error", {"code": "INTERNAL"})

@@ -8,10 +8,9 @@ from enum import Enum
 import strawberry
 
 from kb.claims import activity
-from kb.graph.keys import KeyProblem
 from kb.schema.claim_types import _utc
 from kb.schema.context import Info
-from kb.schema.errors import coded, limit
+from kb.schema.errors import limit
 
 ActivityKind = strawberry.enum(Enum("ActivityKind", {k: k for k in activity.KINDS}))
 MAX_FIRST = 200
@@ -56,10 +55,7 @@ class LiveQuery:
         if not 1 <= first <= MAX_FIRST:
             raise limit(f"first is 1..{MAX_FIRST}")
         if model:
-            try:
-                model = info.context.graphs.catalog().model(model).key
-            except KeyProblem as exc:
-                raise coded(exc) from None
+            model = info.context.graphs.catalog().model(model).key
         with info.context.graphs.engine.connect() as conn:
             rows = activity.recent(conn, model, before, first, kind.value if kind else None)
         return [ActivityItem.of(r) for r in rows]

@@ -14,13 +14,11 @@ from kb.claims import activity
 from kb.claims import circuits as circuit_domain
 from kb.claims import claims as claim_domain
 from kb.claims import reviews as review_domain
-from kb.claims.errors import ClaimProblem
 from kb.db.claim_tables import Claim as ClaimTable
 from kb.db.claim_tables import Review as ReviewTable
 from kb.schema.auth import mutation
 from kb.schema.claim_types import Circuit, Claim, ClaimKind, ClaimStatus, EvidenceKind, Review, Verdict
 from kb.schema.context import Info
-from kb.schema.errors import coded
 
 
 @strawberry.input(description="One piece of evidence: its kind and what it points at.")
@@ -104,11 +102,8 @@ class CircuitInput:
 
 @contextmanager
 def _transaction(info: Info):
-    try:
-        with info.context.graphs.engine.begin() as conn:
-            yield conn
-    except ClaimProblem as exc:
-        raise coded(exc) from None
+    with info.context.graphs.engine.begin() as conn:
+        yield conn
 
 
 def _claim(conn, claim_id: int) -> Claim:

@@ -35,11 +35,11 @@ def window(first: int | None, after: str | None, total: int) -> tuple[int, int]:
     if after is not None:
         try:
             tag, value = base64.b64decode(after.encode(), validate=True).decode().split(":", 1)
-            assert tag == "o"
-            start = int(value) + 1
-            assert start >= 1
-        except Exception:
-            raise bad_input(f"after is not a cursor of this list: {after[:40]!r}") from None
+        except (ValueError, UnicodeError):
+            tag, value = "", ""
+        if tag != "o" or not (value.isascii() and value.isdigit() and len(value) <= 12):
+            raise bad_input(f"after is not a cursor of this list: {after[:40]!r}")
+        start = int(value) + 1
     return start, min(start + n, total)
 
 

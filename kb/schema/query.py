@@ -8,9 +8,9 @@ import strawberry
 from strawberry import relay
 
 from kb.graph import circuits
-from kb.graph.keys import KeyProblem, NeuronKey
+from kb.graph.keys import NeuronKey
 from kb.schema.context import Info
-from kb.schema.errors import bad_input, coded, limit, not_found
+from kb.schema.errors import bad_input, limit, not_found
 from kb.schema.types import Direction, Layer, Model, NeighborOrder, Neuron, Path, Sign, Subgraph, WeightEdge
 
 MAX_KEYS = 100
@@ -19,10 +19,7 @@ MAX_PER_NODE = 20
 
 
 def _resolve(info: Info, text: str, model: str | None = None) -> NeuronKey:
-    try:
-        return info.context.graphs.resolve(text, model)
-    except KeyProblem as exc:
-        raise coded(exc) from None
+    return info.context.graphs.resolve(text, model)
 
 
 def _neuron(info: Info, text: str, model: str | None = None) -> Neuron:
@@ -48,19 +45,13 @@ class GraphQuery:
             graphs.catalog(refresh=True)
             row = graphs.model_row(name)
         if row is None:
-            try:
-                graphs.catalog().model(key)
-            except KeyProblem as exc:
-                raise coded(exc) from None
+            graphs.catalog().model(key)
             raise not_found(f"no model {key!r}")
         return Model.of_row(row)
 
     @strawberry.field(description="A layer by key, e.g. inceptionv1/mixed4c or 'InceptionV1 4c'.")
     def layer(self, info: Info, key: str) -> Layer:
-        try:
-            lk = info.context.graphs.resolve_layer(key)
-        except KeyProblem as exc:
-            raise coded(exc) from None
+        lk = info.context.graphs.resolve_layer(key)
         g = info.context.graphs.graph(lk.model)
         return Layer.of(g, next(l.position for l in g.layers if l.key == lk.layer))
 
@@ -106,18 +97,15 @@ class GraphQuery:
         if len(models) != 1:
             raise bad_input("all roots must belong to one model")
         g = info.context.graphs.graph(keys[0].model)
-        try:
-            sub = circuits.subgraph(
-                g,
-                [g.ordinal(k.layer, k.index) for k in keys],
-                direction.value,
-                depth,
-                per_node,
-                order_by.value,
-                sign.value,
-            )
-        except circuits.CircuitProblem as exc:
-            raise coded(exc) from None
+        sub = circuits.subgraph(
+            g,
+            [g.ordinal(k.layer, k.index) for k in keys],
+            direction.value,
+            depth,
+            per_node,
+            order_by.value,
+            sign.value,
+        )
         return Subgraph(nodes=[Neuron.at(g, n) for n in sub.nodes], edges=[WeightEdge.of(g, e) for e in sub.edges])
 
     @strawberry.field(
@@ -131,9 +119,6 @@ class GraphQuery:
         if a.model != b.model:
             raise bad_input("a path joins units of one model")
         g = info.context.graphs.graph(a.model)
-        try:
-            p = circuits.strongest_path(g, g.ordinal(a.layer, a.index), g.ordinal(b.layer, b.index))
-        except circuits.CircuitProblem as exc:
-            raise coded(exc) from None
+        p = circuits.strongest_path(g, g.ordinal(a.layer, a.index), g.ordinal(b.layer, b.index))
         nodes = [Neuron.at(g, p.edges[0].source)] + [Neuron.at(g, e.target) for e in p.edges]
         return Path(nodes=nodes, edges=[WeightEdge.of(g, e) for e in p.edges], score=p.score)

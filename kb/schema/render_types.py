@@ -12,10 +12,10 @@ import strawberry
 
 from kb.graph.keys import KeyProblem
 from kb.render import jobs as job_domain
-from kb.render.params import BadParams, RenderParams
+from kb.render.params import RenderParams
 from kb.schema.auth import mutation
 from kb.schema.context import Info
-from kb.schema.errors import CodedError, bad_input, coded, limit
+from kb.schema.errors import CodedError, bad_input, limit
 from kb.schema.types import Neuron
 
 RenderKind = strawberry.enum(
@@ -190,10 +190,7 @@ class RenderMutation:
         if batch is not None and not 1 <= batch <= MAX_UNITS:
             raise bad_input(f"batch must be 1..{MAX_UNITS}")
         p = RenderParams(**given)
-        try:
-            p.check(kind.value)
-        except BadParams as exc:
-            raise coded(exc) from None
+        p.check(kind.value)
         graphs = info.context.graphs
         if kind.value == "DATASET_EXAMPLES":
             import sqlalchemy as sa
@@ -207,18 +204,15 @@ class RenderMutation:
                 ):
                     raise CodedError(f"no dataset {p.dataset!r}: add one with kb dataset add NAME PATH", "NOT_FOUND")
         units: list[job_domain.Unit] = []
-        try:
-            if layer:
-                lk = graphs.resolve_layer(layer)
-                g = graphs.graph(lk.model)
-                n = next(l.units for l in g.layers if l.key == lk.layer)
-                units = [job_domain.Unit(g.key, g.sha256, lk.layer, i) for i in range(n)]
-            for text in neurons or []:
-                k = graphs.resolve(text)
-                g = graphs.graph(k.model)
-                units.append(job_domain.Unit(g.key, g.sha256, k.layer, k.index))
-        except KeyProblem as exc:
-            raise coded(exc) from None
+        if layer:
+            lk = graphs.resolve_layer(layer)
+            g = graphs.graph(lk.model)
+            n = next(l.units for l in g.layers if l.key == lk.layer)
+            units = [job_domain.Unit(g.key, g.sha256, lk.layer, i) for i in range(n)]
+        for text in neurons or []:
+            k = graphs.resolve(text)
+            g = graphs.graph(k.model)
+            units.append(job_domain.Unit(g.key, g.sha256, k.layer, k.index))
         if not units:
             raise bad_input("name neurons or a layer to render")
         if len(units) > MAX_UNITS:

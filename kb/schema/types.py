@@ -17,7 +17,8 @@ from kb.graph import store
 from kb.graph.keys import KeyProblem, NeuronKey
 from kb.graph.store import ModelGraph
 from kb.schema.context import Info
-from kb.schema.errors import coded, not_found
+from kb.schema.deadline import check
+from kb.schema.errors import not_found
 from kb.schema.pagination import PageInfo, cursor, page_info, window
 
 if TYPE_CHECKING:
@@ -166,9 +167,9 @@ class Layer(_Keyed):
                 lk = info.context.graphs.resolve_layer(text)
                 g = info.context.graphs.graph(lk.model)
                 out.append(cls.of(g, next(l.position for l in g.layers if l.key == lk.layer)))
-            except KeyProblem as exc:
+            except KeyProblem:
                 if required:
-                    raise coded(exc) from None
+                    raise
                 out.append(None)
         return out
 
@@ -263,14 +264,15 @@ class Neuron(_Keyed):
             try:
                 key = info.context.graphs.resolve(text)
                 out.append(cls.of_key(info.context.graphs.graph(key.model), key))
-            except KeyProblem as exc:
+            except KeyProblem:
                 if required:
-                    raise coded(exc) from None
+                    raise
                 out.append(None)
         return out
 
 
 def _neighbors(info: Info, of: Neuron, way: str, first, after, order_by: NeighborOrder, sign: Sign):
+    check()
     g = of._graph
     rows: store.Rows = getattr(g, way)
     positions = rows.positions(of._ordinal, order_by.value, sign.value)

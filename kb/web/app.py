@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
@@ -17,34 +18,42 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
-from kb.claims.ratelimit import TokenBuckets
 from kb.db.engine import engine_for
 from kb.db.graph_cache import GraphCache
 from kb.schema import build_schema
 from kb.schema.context import Context
+from kb.schema.deadline import DEADLINE, expired
 from kb.schema.errors import with_code
+from kb.schema.offloop import OffLoop
 from kb.settings import Settings, get_settings
 from kb.web.auth import auth_routes
 from kb.web.body_limit import BodyLimit
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.live.routes import Live, live_routes
 from kb.web.pages import Pages
+from kb.web.ratelimit import RateLimits
 from kb.web.security import SecurityHeaders
 
 log = logging.getLogger("kb.web")
 
 
 class GraphQLApp(GraphQL):
-    def __init__(self, schema, graphs: GraphCache, settings: Settings):
+    def __init__(self, schema, graphs: GraphCache, settings: Settings, rates: RateLimits, offloop: OffLoop):
         # Queries may come by GET (cacheable links); mutations only by POST with a JSON body.
         super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True, multipart_uploads_enabled=False)
         self.graphs = graphs
         self.settings = settings
-        self.buckets = TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.rates = rates
+        self.offloop = offloop
 
     async def get_context(self, request, response) -> Context:
         return Context(
-            graphs=self.graphs, settings=self.settings, request=request, response=response, buckets=self.buckets
+            graphs=self.graphs,
+            settings=self.settings,
+            request=request,
+            response=response,
+            rates=self.rates,
+            offloop=self.offloop,
         )
 
     async def process_result(self, request, result: ExecutionResult) -> GraphQLHTTPResponse:
@@ -56,17 +65,28 @@ class GraphQLApp(GraphQL):
 def create_app(settings: Settings | None = None, engine: sa.Engine | None = None, warm: bool = True) -> Starlette:
     settings = settings or get_settings()
     engine = engine or engine_for(settings.db_url)
-    graphs = GraphCache(engine, graphs_dir=settings.graphs_dir)
+    _time_limits(engine, settings)
+    graphs = ServingGraphs(engine, graphs_dir=settings.graphs_dir)
     schema = build_schema()
+    schema.limits.budget = settings.query_cost_budget
+    offloop = OffLoop(settings.api_threads, settings.request_timeout_s)
+    rates = RateLimits(settings)
     graphql = GraphQLEndpoint(
-        GraphQLApp(schema, graphs, settings), schema, lambda scope: Context(graphs=graphs, settings=settings)
+        GraphQLApp(schema, graphs, settings, rates, offloop),
+        schema,
+        lambda scope: Context(graphs=graphs, settings=settings),
+        offloop=offloop,
+        rates=rates,
     )
+
+    def database_check() -> list[dict]:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return graphs.model_rows()
 
     async def health(request: Request) -> JSONResponse:
         try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-            rows = graphs.model_rows()
+            rows = await run_in_threadpool(database_check)  # a slow database must not stall the event loop
         except Exception as exc:
             log.error("health check failed: %s", exc)
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
@@ -83,7 +103,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
 
     storage_root = settings.artifacts_dir
     live = Live(engine, graphs)
-    pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings))
+    pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings, offloop=offloop))
 
     async def artifact(request: Request):
         name = request.path_params["name"]
@@ -106,6 +126,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
         yield
         live.hub.stop()
+        offloop.shutdown()
 
     app = Starlette(
         routes=[
@@ -127,6 +148,45 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.add_middleware(SecurityHeaders)  # outermost: every answer gets the headers, errors included
     app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))
     return app
+
+
+class ServingGraphs(GraphCache):
+    """Reading a model's graph is the server's work, not the request's that happens to need it first: it runs
+    outside the request's deadline (and so without its statement_timeout), however long the read takes."""
+
+    def graph(self, model_key: str):
+        token = DEADLINE.set(None)
+        try:
+            return super().graph(model_key)
+        finally:
+            DEADLINE.reset(token)
+
+
+def _time_limits(engine: sa.Engine, settings: Settings) -> None:
+    """Statements run for a request end by its deadline: PostgreSQL's statement_timeout on connections while
+    they serve a request (work outside requests, such as reading a model's graph at start-up, keeps none),
+    SQLite's progress handler once kb.schema.deadline has passed."""
+    if engine.dialect.name == "postgresql":
+        ms = max(1, int(settings.statement_timeout_s * 1000))
+
+        def on_checkout(dbapi_conn, record, _proxy):
+            wanted = ms if DEADLINE.get() is not None else 0
+            if record.info.get("statement_timeout") != wanted:  # a SET only when a connection changes role
+                autocommit = dbapi_conn.autocommit
+                dbapi_conn.autocommit = True
+                with dbapi_conn.cursor() as cur:
+                    cur.execute(f"SET statement_timeout = {wanted}")
+                dbapi_conn.autocommit = autocommit
+                record.info["statement_timeout"] = wanted
+
+        sa.event.listen(engine, "checkout", on_checkout)
+    elif engine.dialect.name == "sqlite":
+
+        def on_connect(dbapi_conn, _record):
+            dbapi_conn.set_progress_handler(lambda: 1 if expired() else 0, 20000)
+
+        sa.event.listen(engine, "connect", on_connect)
+        engine.pool.dispose()  # connections opened before this have no handler
 
 
 def _warm(graphs: GraphCache) -> None:

@@ -1,92 +1,185 @@
-"""/graphql: strawberry's ASGI view, with compiled plans for POSTed queries it has seen before.
+"""/graphql: strawberry's ASGI view, with compiled plans for queries it has seen before.
 
-The first time a query document arrives it goes through strawberry (parse, validate, limits, execute) and is
-compiled in the background of that request (kb.schema.compiled); later requests with the same document run
-its plan and are answered directly. Anything unusual, including every error, takes strawberry's path.
+Every GraphQL request (GET or POST) is rate-limited per client address, then checked for NULs. The first time
+a query document arrives it is compiled on a worker thread (kb.schema.compiled) and goes through strawberry
+(parse, limits, validate, cost, execute off the loop: kb.schema); later requests with the same document have
+their cost checked against the budget (cached per document and variable values) and run its plan on a worker
+thread, answered directly with the cost in ``extensions``. Anything unusual, including every error, takes
+strawberry's path. Whatever strawberry answers that is not JSON (a 4xx in plain text) becomes a JSON error
+with a code.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from urllib.parse import parse_qs
 
 import orjson
 from graphql import GraphQLError, parse
 
 from kb.schema.compiled import Compiler, Fallback, NotCompilable, Plan
-from kb.schema.limits import MAX_TOKENS
+from kb.schema.errors import RequestTimeout
+from kb.schema.limits import MAX_TOKENS, NUL_MESSAGE, has_nul
 
+_INLINE = bool(os.environ.get("KB_MEASURE_INLINE"))
 _JSON = (b"content-type", b"application/json")
+_CODES = {413: "TOO_LARGE", 429: "RATE_LIMITED", 500: "INTERNAL"}
 
 
 class GraphQLEndpoint:
-    def __init__(self, strawberry_app, schema, context_factory, max_plans: int = 512):
+    def __init__(self, strawberry_app, schema, context_factory, offloop=None, rates=None, max_plans: int = 512):
         self.app = strawberry_app
         self.compiler = Compiler(schema)
+        self.limits = schema.limits
         self.context_factory = context_factory
+        self.offloop = offloop
+        self.rates = rates
         self.plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
         self.max_plans = max_plans
         self.fast = 0  # requests answered by a plan (tests and benchmarks look)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if not _is_json(scope):  # no form posts: a browser form cannot forge a mutation
-            return await _bad_request(send, "POST /graphql takes application/json", status=415)
-        body = await _read(receive)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return await _bad_request(send, "the request body is not JSON (or not UTF-8)")
-        if not isinstance(payload, dict):
-            return await _bad_request(send, "the request body must be a JSON object with a query")
-        query, variables, name = payload.get("query"), payload.get("variables"), payload.get("operationName")
+        send = _coded(send)
+        body = None
+        if scope["method"] == "GET":
+            params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            if "query" not in params:  # GraphiQL in a browser
+                return await self.app(scope, receive, send)
+            query, name = params["query"][0], (params.get("operationName") or [None])[0]
+            try:
+                variables = orjson.loads(params["variables"][0]) if "variables" in params else None
+            except orjson.JSONDecodeError:
+                return await _error(send, "variables must be a JSON object", "BAD_INPUT", 400)
+        elif scope["method"] == "POST":
+            if not _is_json(scope):  # no form posts: a browser form cannot forge a mutation
+                return await _error(send, "POST /graphql takes application/json", "BAD_INPUT", 415)
+            body = await _read(receive)
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return await _error(send, "the request body is not JSON (or not UTF-8)", "BAD_INPUT", 400)
+            if not isinstance(payload, dict):
+                return await _error(send, "the request body must be a JSON object with a query", "BAD_INPUT", 400)
+            query, variables, name = payload.get("query"), payload.get("variables"), payload.get("operationName")
+        else:
+            return await self.app(scope, receive, send)
         if not isinstance(query, str) or not query.strip():
-            return await _bad_request(send, "the request has no query string")
+            return await _error(send, "the request has no query string", "BAD_INPUT", 400)
         if not (variables is None or isinstance(variables, dict)) or not (name is None or isinstance(name, str)):
-            return await _bad_request(send, "variables must be an object and operationName a string")
+            return await _error(send, "variables must be an object and operationName a string", "BAD_INPUT", 400)
+        if self.rates is not None:
+            wait = await self.rates.query(_address(scope))
+            if wait:
+                return await _error(
+                    send,
+                    f"too many requests from this address: retry in {wait:.1f} s",
+                    "RATE_LIMITED",
+                    429,
+                    retryAfter=round(wait, 1),
+                    headers=[(b"retry-after", str(max(1, round(wait))).encode())],
+                )
+        if has_nul(variables) or has_nul(name):
+            return await _error(send, NUL_MESSAGE, "BAD_INPUT", 200)
         key = (query, name)
         plan = self.plans.get(key, False)
         if plan is False:
-            plan = self._compile(query, name)
+            plan = await self._call(self._compile, query, name)
             self.plans[key] = plan
             if len(self.plans) > self.max_plans:
                 self.plans.popitem(last=False)
         elif plan is not None:
+            cost = self.limits.cost(plan.analysis, name, variables)
+            extensions = {"cost": {"estimated": cost, "budget": self.limits.budget}} if isinstance(cost, int) else {}
+            refusal = self.limits.refusal(cost)
+            if refusal is not None:
+                return await _respond(send, {"errors": [refusal.formatted], "extensions": extensions})
             try:
-                data = plan.run(self.context_factory(scope), variables)
+                data = await self._call(plan.run, self.context_factory(scope), variables)
             except Fallback:
                 pass
+            except RequestTimeout as exc:
+                return await _respond(send, {"errors": [{"message": str(exc), "extensions": {"code": "TIMEOUT"}}]})
             else:
                 self.fast += 1
-                out = orjson.dumps({"data": data})
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [_JSON, (b"content-length", str(len(out)).encode())],
-                    }
-                )
-                await send({"type": "http.response.body", "body": out})
-                return
-        return await self.app(scope, _replay(body), send)
+                return await _respond(send, {"data": data, "extensions": extensions})
+        return await self.app(scope, _replay(body) if body is not None else receive, send)
+
+    async def _call(self, fn, *args):
+        if self.offloop is None:
+            return fn(*args)
+        return await self.offloop.call(fn, *args)
 
     def _compile(self, query: str, name: str | None) -> Plan | None:
         try:
-            return self.compiler.compile(parse(query, max_tokens=MAX_TOKENS), name)
+            document = parse(query, max_tokens=MAX_TOKENS)
+            analysis = self.limits.analysis(query, document)
+            if analysis.errors or analysis.has_nul:
+                return None
+            plan = self.compiler.compile(document, name)
+            plan.analysis = analysis  # type: ignore[attr-defined]
+            return plan
         except (NotCompilable, GraphQLError, KeyError, TypeError, ValueError):
             return None
 
 
-async def _bad_request(send, message: str, status: int = 400) -> None:
-    out = orjson.dumps({"errors": [{"message": message, "extensions": {"code": "BAD_INPUT"}}]})
+def _address(scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+async def _respond(send, payload: dict, status: int = 200, headers=()) -> None:
+    out = orjson.dumps(payload)
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [_JSON, (b"content-length", str(len(out)).encode())],
+            "headers": [_JSON, (b"content-length", str(len(out)).encode()), *headers],
         }
     )
     await send({"type": "http.response.body", "body": out})
+
+
+async def _error(send, message: str, code: str, status: int, headers=(), **extensions) -> None:
+    await _respond(
+        send, {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}, status, headers
+    )
+
+
+def _coded(send):
+    """Strawberry's non-JSON error answers (plain-text 4xx) as JSON errors with a code, same status."""
+    held: dict = {}
+
+    async def coded_send(message):
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers") or [])
+            ctype = headers.get(b"content-type", b"")
+            if message["status"] >= 400 and b"json" not in ctype:
+                held["status"] = message["status"]
+                held["body"] = b""
+                return
+        elif message["type"] == "http.response.body" and "status" in held:
+            held["body"] += message.get("body", b"")
+            if message.get("more_body"):
+                return
+            status = held.pop("status")
+            text = held.pop("body").decode("utf-8", "replace").strip() or "bad request"
+            code = _CODES.get(status, "BAD_INPUT")
+            out = orjson.dumps({"errors": [{"message": text[:500], "extensions": {"code": code}}]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [_JSON, (b"content-length", str(len(out)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": out})
+            return
+        await send(message)
+
+    return coded_send
 
 
 def _is_json(scope) -> bool:

@@ -1,0 +1,232 @@
+"""Limits linear in the document, the cost budget, introspection, and one error mapping (fuzzed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from conftest import gql, sql_statements
+from graphql import get_introspection_query, parse
+
+from kb.schema.limits import MAX_IDS
+
+
+def _doubling(n: int) -> str:
+    """n fragments, each spreading the previous one twice: 2^n fields once expanded, ~40 bytes a level."""
+    return f'{{ neuron(key: "InceptionV1 4c:1") {{ ...F{n} }} }} fragment F0 on Neuron {{ key }} ' + " ".join(
+        f"fragment F{i} on Neuron {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, n + 1)
+    )
+
+
+@pytest.mark.parametrize("levels", [21, 60, 190])
+def test_fragment_doubling_is_refused_at_once(api, levels):
+    started = time.perf_counter()
+    err = gql(api, _doubling(levels))["errors"][0]
+    elapsed = time.perf_counter() - started
+    assert err["extensions"]["code"] == "LIMIT_EXCEEDED", err
+    assert elapsed < 2.0, elapsed  # a loaded 2-core CI machine; the exponential walk took 7-14 s at 21 levels
+
+
+def test_fragments_within_the_limits_are_collected_once(api):
+    """12 doubling levels (4,096 fields expanded) are allowed: both executors collect each fragment once."""
+    endpoint = api.app.state.graphql
+    query = _doubling(12)
+    first = gql(api, query)
+    assert first["data"] == {"neuron": {"key": "inceptionv1/mixed4c:1"}}, first
+    before = endpoint.fast
+    second = gql(api, query)  # the compiled plan of the same document
+    assert second["data"] == first["data"] and endpoint.fast == before + 1
+
+
+def test_limits_walk_is_linear():
+    from kb.schema.limits import analyse
+
+    document = parse(_doubling(190))
+    started = time.perf_counter()
+    analysis = analyse(document)
+    assert time.perf_counter() - started < 1.0  # ~20 ms here; the exponential walk would never end
+    assert {e.extensions["code"] for e in analysis.errors} == {"LIMIT_EXCEEDED"}
+
+
+def test_cost_budget_refuses_before_resolvers_run(api, monkeypatch):
+    calls = []
+    graphs = api.app.state.graphs
+    real = graphs.graph
+    monkeypatch.setattr(graphs, "graph", lambda key: calls.append(key) or real(key))
+    deep = (
+        '{ neuron(key:"InceptionV1 4c:447") { inputs(first:100){edges{node{ inputs(first:100){edges{node{ '
+        "inputs(first:100){edges{weight}}}}}}}}}}"
+    )
+    body = gql(api, deep)
+    err = body["errors"][0]
+    assert err["extensions"]["code"] == "LIMIT_EXCEEDED" and "budget" in err["message"], err
+    assert err["extensions"]["cost"] > err["extensions"]["budget"]
+    assert f"{err['extensions']['budget']:,}" in err["message"]
+    assert body.get("data") is None and calls == []  # no resolver ran
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        " ".join(f'p{i}: path(from: "InceptionV1 4b:373", to: "InceptionV1 4c:447") {{ score }}' for i in range(30)),
+        " ".join(
+            f'a{i}: subgraph(roots: ["InceptionV1 4c:447"], depth: 4, perNode: 12) {{ edges {{ kernel }} }}'
+            for i in range(30)
+        ),
+    ],
+)
+def test_aliased_expensive_fields_are_refused(api, query):
+    err = gql(api, "{ " + query + " }")["errors"][0]
+    assert err["extensions"]["code"] == "LIMIT_EXCEEDED" and "budget" in err["message"], err
+
+
+def test_cost_is_reported_in_extensions(api):
+    q = "query($k: String!) { neuron(key: $k) { key inputs(first: 5) { edges { weight node { key } } } } }"
+    for _ in range(2):  # strawberry's path, then the compiled plan
+        body = gql(api, q, {"k": "InceptionV1 4c:447"})
+        cost = body["extensions"]["cost"]
+        assert 5 < cost["estimated"] <= cost["budget"], body
+
+
+def test_page_and_readme_queries_fit_the_budget(api):
+    from kb.web import pages
+
+    schema = api.app.state.graphql.limits
+    readme = [
+        '{ neuron(key: "InceptionV1 4c:447") { key pinnedKey url '
+        "inputs(first: 5, orderBy: WEIGHT) { edges { weight magnitude method kernel node { key } } } } }",
+        '{ subgraph(roots: ["InceptionV1 4c:447"], direction: UPSTREAM, depth: 2, perNode: 3) { '
+        "nodes { key } edges { source { key } target { key } weight } } }",
+        '{ path(from: "InceptionV1 4b:373", to: "InceptionV1 4c:447") { score edges { source { key } '
+        "target { key } weight } } }",
+        '{ neuron(key: "InceptionV1 4c:447") { citation { key url bibtex } claims { key label status } } }',
+        '{ claimRevision(key: "claim:114@2") { label author { name } citation { text bibtex } } }',
+        '{ searchClaims(text: "curve detector", layer: "InceptionV1 3b", kind: FAMILY) { totalCount '
+        "edges { node { key label } } } }",
+        "{ renderJobs(ids: [1, 2]) { status progress attempts error artifact { url } } }",
+        '{ neuron(key: "InceptionV1 4c:447") { visualizations { kind params artifact { url } } } }',
+    ]
+    page_queries = [pages.NEURON, pages.CLAIM, pages.MODELS, pages.MODEL, pages.LAYER]
+    for q in readme + page_queries:
+        analysis = schema.analysis(q, parse(q))
+        assert not analysis.errors, (q, analysis.errors)
+        cost = schema.cost(analysis, None, {"k": "x", "r": 1})
+        assert isinstance(cost, int) and cost <= schema.budget, (q, cost)
+
+
+def test_nodes_takes_at_most_100_ids_in_one_statement_per_type(api, engine):
+    ids = [base64.b64encode(f"Claim:{i}".encode()).decode() for i in range(1, 61)]
+    ids += [base64.b64encode(f"Circuit:{i}".encode()).decode() for i in range(1, 31)]
+    q = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
+    with sql_statements(engine) as seen:
+        body = gql(api, q, {"ids": ids})
+    assert "errors" not in body and len(body["data"]["nodes"]) == 90
+    assert len([s for s in seen if "FROM claim" in s or "FROM circuit" in s]) == 2, seen
+    err = gql(api, q, {"ids": ids + ids[: MAX_IDS - 89]})["errors"][0]
+    assert err["extensions"]["code"] == "LIMIT_EXCEEDED" and str(MAX_IDS) in err["message"]
+
+
+def test_standard_introspection_is_answered(api):
+    body = gql(api, get_introspection_query(descriptions=True))
+    assert "errors" not in body, body["errors"]
+    names = {t["name"] for t in body["data"]["__schema"]["types"]}
+    assert {"Neuron", "Claim", "Query", "Mutation"} <= names
+
+
+def test_introspection_is_not_exempt_from_size_limits(api):
+    nested = "fields { type { " * 40 + "name" + " } }" * 40
+    err = gql(api, "{ __schema { types { " + nested + " } } }")["errors"][0]
+    assert err["extensions"]["code"] == "LIMIT_EXCEEDED", err
+
+
+def test_enum_errors_list_the_allowed_values(api):
+    err = gql(api, "{ claims(status: ACCEPTED) { totalCount } }")["errors"][0]
+    assert err["extensions"]["code"] == "BAD_INPUT"
+    assert "PROPOSED" in err["message"] and "RETRACTED" in err["message"], err
+    err = gql(api, "query($s: ClaimStatus) { claims(status: $s) { totalCount } }", {"s": "ACCEPTED"})["errors"][0]
+    assert err["extensions"]["code"] == "BAD_INPUT" and "PROPOSED" in err["message"], err
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("query($id: ID!) { node(id: $id) { id } }", {"id": base64.b64encode(b"Claim:abc").decode()}),
+        ("query($id: ID!) { node(id: $id) { id } }", {"id": base64.b64encode(b"User:1").decode()}),
+        ('{ claim(key: "claim:99999999999999999999") { key } }', None),
+        ('{ claim(key: "claim:\u00b9") { key } }', None),
+        ('{ circuit(key: "circuit:\u00b2") { key } }', None),
+        ('{ claims(after: "bzo5OTk5OTk5OTk5OTk5OTk5OTk5OTk5") { totalCount } }', None),
+        ("query($t: String!) { searchClaims(text: $t) { totalCount } }", {"t": "a\x00b"}),
+        ('{ searchClaims(text: "a\\u0000b") { totalCount } }', None),
+    ],
+)
+def test_malformed_input_has_a_code(api, query, variables):
+    body = gql(api, query, variables)
+    codes = {e["extensions"]["code"] for e in body["errors"]}
+    assert codes <= {"BAD_INPUT", "BAD_KEY", "NOT_FOUND"}, body
+
+
+def test_get_errors_are_json_with_a_code(api):
+    for params in (
+        {"query": "{ models { key } }", "variables": "{not json"},
+        {"query": "{ models { key } }", "variables": "[1]"},
+        {"query": 'mutation { reviewClaim(key: "claim:1", verdict: SUPPORT) { revision } }'},
+        {"query": "{ nosuchfield }"},
+    ):
+        r = api.get("/graphql", params=params)
+        assert r.headers["content-type"].startswith("application/json"), (params, r.text)
+        assert r.json()["errors"][0]["extensions"]["code"] == "BAD_INPUT", (params, r.text)
+
+
+# --- fuzz: arbitrary text in every key, ID and cursor argument -------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+TEXT_ARGUMENTS = [
+    "query($v: String!) { neuron(key: $v) { key } }",
+    "query($v: String!) { neuron(key: $v, model: $v) { key } }",
+    "query($v: String!) { neurons(keys: [$v, $v]) { key } }",
+    "query($v: String!) { layer(key: $v) { key } }",
+    "query($v: String!) { model(key: $v) { key } }",
+    "query($v: ID!) { node(id: $v) { id } }",
+    "query($v: ID!) { nodes(ids: [$v]) { id } }",
+    "query($v: String!) { subgraph(roots: [$v]) { nodes { key } } }",
+    'query($v: String!) { path(from: $v, to: "InceptionV1 4c:447") { score } }',
+    "query($v: String!) { claim(key: $v) { key } }",
+    "query($v: String!) { claimRevision(key: $v) { key } }",
+    "query($v: String!) { circuit(key: $v) { key } }",
+    "query($v: String) { claims(after: $v) { totalCount } }",
+    "query($v: String!) { claims(layer: $v) { totalCount } }",
+    "query($v: String!) { claims(model: $v) { totalCount } }",
+    "query($v: String!) { searchClaims(text: $v) { totalCount } }",
+    'query($v: String!) { searchClaims(text: "curve", after: $v) { totalCount } }',
+    "query($v: String!) { searchNeurons(text: $v) { totalCount } }",
+    'query($v: String) { neuron(key: "InceptionV1 4c:447") { inputs(after: $v) { totalCount } } }',
+    'query($v: String) { layer(key: "InceptionV1 4c") { neurons(after: $v) { totalCount } } }',
+]
+
+texts = st.one_of(
+    st.text(max_size=40),
+    st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()),
+    st.text(max_size=20).map(lambda t: base64.b64encode(t.encode()).decode()),
+    st.from_regex(r"(claim|circuit|o|Claim|Circuit|Neuron|Layer|Model):[0-9\u00b9\u0660-]{0,25}(@[0-9]{0,25})?"),
+    st.from_regex(r"(inceptionv1|InceptionV1 )[/ ]?(mixed)?[0-9][a-e]?:-?[0-9]{1,22}"),
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=texts, method=st.sampled_from(["GET", "POST"]))
+@pytest.mark.parametrize("query", TEXT_ARGUMENTS)
+def test_fuzzed_arguments_are_never_internal(api, query, value, method):
+    if method == "POST":
+        r = api.post("/graphql", json={"query": query, "variables": {"v": value}})
+    else:
+        r = api.get("/graphql", params={"query": query, "variables": json.dumps({"v": value})})
+    assert r.headers["content-type"].startswith("application/json"), r.text
+    body = r.json()
+    for err in body.get("errors", []):
+        assert err["extensions"]["code"] not in (None, "INTERNAL"), (query, value, err)
