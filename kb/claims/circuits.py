@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from kb.claims import activity
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
+from kb.claims.ids import is_row_id
 from kb.db.annotation_tables import CircuitRevision
 from kb.db.claim_tables import Circuit, User
 from kb.db.tables import utcnow
@@ -235,7 +236,7 @@ def parse_key(key: str) -> tuple[int, int | None]:
     if text.startswith("circuit:"):
         text = text[len("circuit:") :]
     number, _, rev = text.partition("@")
-    if not number.isdigit() or (rev and not rev.isdigit()) or (_ and not rev):
+    if not is_row_id(number) or (_ and not is_row_id(rev)):
         raise BadInput(f"{key!r} is not a circuit key (circuit:3, or circuit:3@2 for a revision)")
     return int(number), int(rev) if rev else None
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from kb.claims import content as C
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
+from kb.claims.ids import is_row_id
 from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject, User
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog
@@ -37,17 +38,12 @@ def may_set_status(actor: Account, is_author: bool, old: str, new: str) -> bool:
     return old not in MODERATED and new not in MODERATED
 
 
-def _is_id(text: str) -> bool:
-    """ASCII digits that fit a 64-bit integer column (not '¹', not 20 digits)."""
-    return text.isascii() and text.isdigit() and len(text) <= 18
-
-
 def parse_key(key: str) -> int:
     text = (key or "").strip()
     if text.startswith("claim:"):
         text = text[len("claim:") :]
     text = text.split("@", 1)[0]
-    if not _is_id(text):
+    if not is_row_id(text):
         raise BadInput(f"{key!r} is not a claim key (claim:17)")
     return int(text)
 
@@ -57,7 +53,7 @@ def parse_revision_key(key: str) -> tuple[int, int | None]:
     revision = None
     if "@" in text:
         text, rev = text.split("@", 1)
-        if not _is_id(rev):
+        if not is_row_id(rev):
             raise BadInput(f"{key!r} is not a claim revision key (claim:17@3)")
         revision = int(rev)
     return parse_key(text), revision
@@ -110,7 +106,7 @@ def parse_circuit_key(key: str | None) -> int | None:
     text = key.strip()
     if text.startswith("circuit:"):
         text = text[len("circuit:") :]
-    if not _is_id(text):
+    if not is_row_id(text):
         raise BadInput(f"{key!r} is not a circuit key (circuit:3)")
     return int(text)
 

@@ -8,6 +8,7 @@ synchronous storage), once the caller's account is known: every token of an acco
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -38,13 +39,16 @@ class RateLimits:
             from limits.aio.storage import RedisStorage as AsyncRedis
             from limits.storage import RedisStorage
 
-            self.async_storage = AsyncRedis("async+" + redis, implementation="redispy", key_prefix=prefix)
+            # an asyncio Redis client belongs to the loop it first ran on: one per loop (one in a server)
+            self._new_async_storage = lambda: AsyncRedis("async+" + redis, implementation="redispy", key_prefix=prefix)
             self.storage = RedisStorage(redis, key_prefix=prefix)
         else:
             from limits.aio.storage import MemoryStorage as AsyncMemory
             from limits.storage import MemoryStorage
 
-            self.async_storage, self.storage = AsyncMemory(), MemoryStorage()
+            memory = AsyncMemory()
+            self._new_async_storage = lambda: memory  # the counts live in it: the same one on every loop
+            self.storage = MemoryStorage()
         self.where = "redis" if redis else "memory"
         self.queries: list[RateLimitItem] = parse_many(settings.query_rate_limit) if settings.query_rate_limit else []
         # KB_RATE_LIMIT_PER_MINUTE on average in bursts of up to KB_RATE_LIMIT_BURST: `burst` per window of
@@ -55,8 +59,15 @@ class RateLimits:
             self.mutations.append(RateLimitItemPerSecond(burst, max(1, round(burst * 60 / rate))))
         elif rate > 0:
             self.mutations.append(RateLimitItemPerMinute(max(1, int(rate))))
-        self.async_limiter = AsyncFixedWindow(self.async_storage)
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncFixedWindow] | None = None
         self.limiter = FixedWindowRateLimiter(self.storage)
+
+    @property
+    def async_limiter(self) -> AsyncFixedWindow:
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            self._async = (loop, AsyncFixedWindow(self._new_async_storage()))
+        return self._async[1]
 
     async def query(self, address: str) -> float:
         """0 if this address may send another query now, else the seconds until it may."""
