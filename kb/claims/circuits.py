@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, Forbidden, NotFound
 from kb.db.claim_tables import Circuit
+from kb.db.claim_tables import Claim as ClaimTable
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog, KeyProblem
 from kb.graph.store import ModelGraph
@@ -74,6 +75,28 @@ def create_circuit(
         )
         .returning(t.c.id)
     ).scalar_one()
+
+
+def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict]:
+    """The claims whose current revision is about this circuit, oldest first."""
+    t = ClaimTable.__table__
+    return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.circuit_id == circuit_id).order_by(t.c.id))]
+
+
+def listing(
+    conn: sa.Connection, model: str | None, neuron: str | None, offset: int, limit: int
+) -> tuple[list[dict], int]:
+    """Circuits newest first, of one model and/or with one neuron (a canonical key); the page and the total."""
+    t = Circuit.__table__
+    where = []
+    if model:
+        where.append(t.c.model_key == model)
+    if neuron:  # the JSON list of canonical keys holds the key as a quoted string, on PostgreSQL and SQLite
+        pattern = '%"' + neuron.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
+        where.append(sa.cast(t.c.neurons, sa.Text).like(pattern, escape="\\"))
+    total = conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one()
+    rows = conn.execute(sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit))
+    return [dict(r._mapping) for r in rows], total
 
 
 def get(conn: sa.Connection, circuit_id: int) -> dict:

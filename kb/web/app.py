@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
@@ -24,8 +25,10 @@ from kb.schema.context import Context
 from kb.schema.errors import with_code
 from kb.settings import Settings, get_settings
 from kb.web.body_limit import BodyLimit
+from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.pages import Pages
+from kb.web.templating import STATIC
 
 log = logging.getLogger("kb.web")
 
@@ -104,10 +107,15 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/", pages.home),
             Route("/health", health),
             Route("/artifacts/{name}", artifact),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", GraphiQL(graphql), methods=["GET", "POST"]),
             Route("/n/{rest:path}", pages.browse),
             Route("/c/{number}", pages.claim),
             Route("/c/{number}/{revision}", pages.claim),
+            Route("/explore", pages.explore),
+            Route("/circuits", pages.circuits),
+            Route("/circuits/{number}", pages.circuit),
+            Route("/search", pages.search),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         lifespan=lifespan,
     )
