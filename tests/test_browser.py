@@ -25,7 +25,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (bin/setup installs it)", allow_module_level=True)
 
-ROOT = "InceptionV1 3b:0"
+ROOT = "InceptionV1 3b:350"  # in the 5x5 branch: its input kernels are 5x5
 SMALL = {"size": 32, "steps": 3, "upsample": 0, "transforms": "none", "seed": 1}
 REQUEST = """mutation($kind: RenderKind!, $n: [String!], $p: RenderParamsInput) {
     requestRender(kind: $kind, neurons: $n, params: $p) { id } }"""
@@ -171,10 +171,10 @@ def _path(key: str) -> str:
 def test_neuron_page(site, browser, shots, api):
     base, facts = site
     v = Visit(browser, base)
-    page = v.go("/n/inceptionv1/mixed3b/0")
+    page = v.go(_path("inceptionv1/mixed3b:350"))
     assert v.images_loaded() >= 4 + len(facts["neighbours"])
-    kinds = page.eval_on_selector_all(".render", "els => els.map(e => e.className)")
-    assert {"render feature_vis", "render feature_vis_neg", "render neuron_vis", "render weights"} <= set(kinds)
+    kinds = page.eval_on_selector_all(".render", "els => els.map(e => e.classList[1])")
+    assert {"feature_vis", "feature_vis_neg", "neuron_vis", "weights"} <= set(kinds)
     panel = page.locator("#panel-in-excite")
     for key in facts["neighbours"]:  # the rendered inputs are cards with their pictures
         card = panel.locator(f'.card:has(a[href="{_path(key)}"])')
@@ -233,7 +233,7 @@ def test_explore_page(site, browser, shots, api):
     assert set(counts["pictures"]) == {1} and counts["images"] >= 5
     page.locator(".edges .edge").first.focus()  # keyboard: the weight and kernel appear
     assert page.locator("svg.diagram .tip").get_attribute("visibility") == "visible"
-    assert page.locator("svg.diagram .tip rect").count() > 2
+    assert page.locator("svg.diagram .tip rect").count() == 1 + 25  # its background and a 5x5 kernel
     width = page.evaluate("document.querySelector('svg.diagram').getBoundingClientRect().width")
     assert width >= 900  # readable: not squeezed
     v.images_loaded()

@@ -65,7 +65,7 @@ def test_the_neuron_url_the_api_gives_is_a_page_whose_links_are_pages(api, accou
     assert len(neighbours) >= 10
     mine = f"/c/{made['key'].split(':')[1]}"
     assert mine in [a for a in page.links if a.startswith("/c/")]  # other tests may have claims here too
-    for link in neighbours[:3] + [mine]:  # the links are pages too
+    for link in [*neighbours[:3], mine]:  # the links are pages too
         assert api.get(link).status_code == 200, link
 
 
@@ -131,7 +131,7 @@ def test_browse_from_the_models_to_a_unit(api, accounts):
     assert api.get("/n/nosuchmodel").status_code == 404
 
 
-NEURON_PAGE_STATEMENTS = 6
+NEURON_PAGE_STATEMENTS = 3  # the cards' claims, the cards' renders, the circuits with this unit
 
 
 def test_the_neuron_page_costs_a_few_statements(api, engine):
@@ -143,6 +143,20 @@ def test_the_neuron_page_costs_a_few_statements(api, engine):
         r = api.get("/n/inceptionv1/mixed4c/10")
     assert r.status_code == 200 and r.text.count('class="card') >= 60 and r.text.count('<svg class="kernel"') >= 30
     assert len(statements) <= NEURON_PAGE_STATEMENTS, statements
+
+
+def test_the_neuron_page_reads_what_its_graphql_query_gives(api):
+    """kb.web.neuron_view calls the resolvers directly; its data must be the GraphQL query's, to the value."""
+    import asyncio
+
+    from kb.web import neuron_view
+    from kb.web.pages import NEURON
+
+    pages = api.app.state.pages
+    for key in ("InceptionV1 4c:447", "/n/inceptionv1/conv2d0/3", "inceptionv1/mixed5b:1"):
+        expected = gql(api, NEURON, {"k": key})
+        assert "errors" not in expected, expected
+        assert asyncio.run(neuron_view.neuron(pages.context_factory(), key)) == expected["data"], key
 
 
 def test_random_weights_are_flagged_on_every_page(api):

@@ -94,9 +94,13 @@ def listing(
     if neuron:  # the JSON list of canonical keys holds the key as a quoted string, on PostgreSQL and SQLite
         pattern = '%"' + neuron.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
         where.append(sa.cast(t.c.neurons, sa.Text).like(pattern, escape="\\"))
-    total = conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one()
-    rows = conn.execute(sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit))
-    return [dict(r._mapping) for r in rows], total
+    rows = [
+        dict(r._mapping)
+        for r in conn.execute(sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit))
+    ]
+    if offset == 0 and len(rows) < limit:  # the whole list is here: no need to count
+        return rows, len(rows)
+    return rows, conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one()
 
 
 def get(conn: sa.Connection, circuit_id: int) -> dict:

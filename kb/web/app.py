@@ -1,5 +1,6 @@
 """The ASGI application: GraphQL at /graphql (GraphiQL in a browser), /health, rendered images, and the
-pages behind the stable URLs (/ and /n/... for models, layers and neurons, /c/... for claims)."""
+pages behind the stable URLs (/ and /n/... for models, layers and neurons, /c/... for claims, /circuits/...), /explore,
+/search and the pages' own static files (/static, GraphiQL's vendored build included)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
@@ -28,7 +28,7 @@ from kb.web.body_limit import BodyLimit
 from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.pages import Pages
-from kb.web.templating import STATIC
+from kb.web.templating import STATIC, Static
 
 log = logging.getLogger("kb.web")
 
@@ -115,12 +115,13 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/circuits", pages.circuits),
             Route("/circuits/{number}", pages.circuit),
             Route("/search", pages.search),
-            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            Mount("/static", Static(directory=STATIC), name="static"),
         ],
         lifespan=lifespan,
     )
     app.state.graphs = graphs
     app.state.graphql = graphql
+    app.state.pages = pages
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
     app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))
     return app

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from kb.schema.errors import with_code
-from kb.web import diagram
+from kb.web import diagram, neuron_view
 from kb.web.markdown import family_slug
 from kb.web.templating import local, neuron_path, templates, thumb
 
@@ -26,7 +27,7 @@ CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind
 
 EDGE = "totalCount edges { weight magnitude method node { ...Card } }"
 EDGE_K = "totalCount edges { weight magnitude method kernel node { ...Card } }"
-PER_TAB = 12
+PER_TAB = neuron_view.PER_TAB
 
 NEURON = (
     """query($k: String!) { neuron(key: $k) { key pinnedKey index
@@ -218,10 +219,11 @@ class Pages:
         return _render(request, "model.html", {"title": m["key"], "m": m, "model": m})
 
     async def neuron(self, request: Request, key: str) -> HTMLResponse:
-        result = await self._run(NEURON, {"k": key})
-        if result.errors:
-            return _problem(request, result.errors)
-        n = result.data["neuron"]
+        try:  # the data of the NEURON query, from the same resolvers called directly (kb.web.neuron_view)
+            data = await neuron_view.neuron(self.context_factory(), key)
+        except GraphQLError as exc:
+            return _problem(request, [exc])
+        n = data["neuron"]
         sides = [
             {"title": "Inputs", "total": n["inExcite"]["totalCount"] + n["inInhibit"]["totalCount"]},
             {"title": "Outputs", "total": n["outExcite"]["totalCount"] + n["outInhibit"]["totalCount"]},
@@ -234,7 +236,7 @@ class Pages:
             "model": n["model"],
             "renders": _renders(n["visualizations"]),
             "sides": sides,
-            "circuits": result.data["circuits"]["edges"],
+            "circuits": data["circuits"]["edges"],
         }
         return _render(request, "neuron.html", context)
 

@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from kb.graph.keys import NeuronKey
@@ -19,6 +20,16 @@ from kb.web import markdown, pictures
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 TEMPLATES = HERE / "templates"
+
+
+class Static(StaticFiles):
+    """static/ with cache headers: a year for the hashed URLs the pages use, five minutes otherwise."""
+
+    def file_response(self, full_path, stat_result, scope, status_code=200):
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        hashed = b"v=" in scope.get("query_string", b"")
+        response.headers["cache-control"] = "public, max-age=31536000, immutable" if hashed else "public, max-age=300"
+        return response
 
 
 @lru_cache(maxsize=256)
