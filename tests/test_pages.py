@@ -224,7 +224,11 @@ def test_circuits_have_pages_and_a_connection(api, accounts):
     page = api.get(local(made["url"]))
     assert page.status_code == 200 and "pages circuit &lt;b&gt;" in page.text
     assert page.text.count('class="edge pos"') + page.text.count('class="edge neg"') == 2
-    assert page.text.count('<a class="unit"') == 3 and "wheels" in page.text and " of " in page.text  # rank
+    svg = page.text[
+        page.text.index('<svg class="diagram"') : page.text.index("</svg>", page.text.index('<svg class="diagram"'))
+    ]
+    assert svg.count('<a class="unit"') == 3 and svg.count('<g class="edge ') == 2  # one picture a unit, a mark an edge
+    assert "wheels" in page.text and " of " in page.text  # the note and the rank
     assert f"/circuits/{number}" in parse(api.get("/circuits").text).links
     assert f"/circuits/{number}" in parse(api.get("/circuits?neuron=InceptionV1 4c:447").text).links
     assert api.get("/circuits/999999").status_code == 404
