@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import redis
 from conftest import as_user, gql
@@ -108,6 +109,8 @@ def site(api, accounts, db_url, tmp_path_factory):
     )["data"]["createCircuit"]["key"]
     env = {"KB_DATABASE_URL": db_url, "KB_STORAGE_DIR": str(storage)}
     with kb_serve(env, "--no-render-worker") as base:
+        # the server reads the model's graph in the background: wait for it here, not in a page's first load
+        assert httpx.get(base + _path("inceptionv1/mixed3b:350"), timeout=300).status_code == 200
         yield base, {"neighbours": neighbours, "family": family, "circuit": circuit}
 
 
@@ -130,6 +133,7 @@ class Visit:
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
+        self.page.set_default_timeout(90_000)  # a loaded CI machine
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
 

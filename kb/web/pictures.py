@@ -15,12 +15,25 @@ RED = (178, 24, 43)
 BLUE = (33, 102, 172)
 
 
+LEVELS = 48  # colour steps on each side of zero: finer than the eye tells apart in a 5 px cell
+
+
+def _ramp(end: tuple[int, int, int]) -> list[str]:
+    out = []
+    for i in range(LEVELS + 1):
+        t = i / LEVELS
+        r, g, b = (round(255 + (c - 255) * t) for c in end)
+        out.append(f"#{r:02x}{g:02x}{b:02x}")
+    return out
+
+
+_REDS, _BLUES = _ramp(RED), _ramp(BLUE)
+
+
 def colour(value: float, scale: float) -> str:
-    """White at zero, RED at +scale, BLUE at -scale (linear in between, clipped)."""
-    t = min(1.0, abs(value) / scale) if scale > 0 else 0.0
-    end = RED if value >= 0 else BLUE
-    r, g, b = (round(255 + (c - 255) * t) for c in end)
-    return f"#{r:02x}{g:02x}{b:02x}"
+    """White at zero, RED at +scale, BLUE at -scale (linear in between, in LEVELS steps, clipped)."""
+    step = min(LEVELS, round(abs(value) / scale * LEVELS)) if scale > 0 else 0
+    return (_REDS if value >= 0 else _BLUES)[step]
 
 
 def kernel_scale(kernels: Sequence[Sequence[Sequence[float]]]) -> float:
