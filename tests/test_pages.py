@@ -60,12 +60,12 @@ def test_the_neuron_url_the_api_gives_is_a_page_whose_links_are_pages(api, accou
     page = parse(r.text)
     text = " ".join(page.text)
     assert "inceptionv1/mixed4c:447" in text and "inceptionv1@" in text  # the key and the pinned key
-    assert "Strongest excitatory inputs" in text and "@misc{" in text  # connections and a BibTeX entry
+    assert "Inputs" in text and "excitatory" in text and "@misc{" in text  # connections and a BibTeX entry
     neighbours = [local(a) for a in page.links if "/n/inceptionv1/mixed4b/" in a]
     assert len(neighbours) >= 10
     mine = f"/c/{made['key'].split(':')[1]}"
     assert mine in [a for a in page.links if a.startswith("/c/")]  # other tests may have claims here too
-    for link in neighbours[:3] + [mine]:  # the links are pages too
+    for link in [*neighbours[:3], mine]:  # the links are pages too
         assert api.get(link).status_code == 200, link
 
 
@@ -86,6 +86,7 @@ def test_claim_pages_show_each_revision(api, accounts):
     assert f"/c/{number}/1" in links and "/n/inceptionv1/mixed3b/379" in links
     first = api.get(f"/c/{number}/1")
     assert first.status_code == 200 and re.search(r"<h1>curve detector</h1>", first.text)
+    assert "what changed (label)" in current.text and "<del>curve detector</del>" in current.text  # the diff
     assert "an earlier revision" in first.text
     missing = api.get(f"/c/{number}/999")
     assert missing.status_code == 404 and "revisions 1..2" in missing.text
@@ -128,3 +129,131 @@ def test_browse_from_the_models_to_a_unit(api, accounts):
     assert "/n/inceptionv1/mixed4c" in unit and "/n/inceptionv1" in unit  # and back up
     assert api.get("/n/inceptionv1/nosuchlayer").status_code == 404
     assert api.get("/n/nosuchmodel").status_code == 404
+
+
+NEURON_PAGE_STATEMENTS = 3  # the cards' claims, the cards' renders, the circuits with this unit
+
+
+def test_the_neuron_page_costs_a_few_statements(api, engine):
+    """Cards (pictures, claim chips) of 72 neighbours, kernels, renders, claims, circuits: batched, not per card."""
+    from conftest import sql_statements
+
+    api.get("/n/inceptionv1/mixed4c/9")  # warm the catalog and the kernel cache's programs
+    with sql_statements(engine) as statements:
+        r = api.get("/n/inceptionv1/mixed4c/10")
+    assert r.status_code == 200 and r.text.count('class="card') >= 60 and r.text.count('<svg class="kernel"') >= 30
+    assert len(statements) <= NEURON_PAGE_STATEMENTS, statements
+
+
+def test_the_neuron_page_reads_what_its_graphql_query_gives(api):
+    """kb.web.neuron_view calls the resolvers directly; its data must be the GraphQL query's, to the value."""
+    import asyncio
+
+    from kb.web import neuron_view
+    from kb.web.pages import NEURON
+
+    pages = api.app.state.pages
+    for key in ("InceptionV1 4c:447", "/n/inceptionv1/conv2d0/3", "inceptionv1/mixed5b:1"):
+        expected = gql(api, NEURON, {"k": key})
+        assert "errors" not in expected, expected
+        assert asyncio.run(neuron_view.neuron(pages.context_factory(), key)) == expected["data"], key
+
+
+def test_random_weights_are_flagged_on_every_page(api):
+    assert gql(api, '{ model(key: "inceptionv1") { weightsAreRandom } }')["data"]["model"]["weightsAreRandom"]
+    for path in (
+        "/n/inceptionv1",
+        "/n/inceptionv1/mixed4c",
+        "/n/inceptionv1/mixed4c/447",
+        "/explore?roots=InceptionV1 4c:447",
+    ):
+        r = api.get(path)
+        assert r.status_code == 200 and "these features mean nothing" in r.text, path
+
+
+def test_claim_bodies_are_sanitised_markdown(api, accounts):
+    body = (
+        "Like the <a href='#group_mixed3a_curves'>curves</a> and <a href='https://en.wikipedia.org/wiki/Complex_cell'>"
+        "complex cells</a>, see <code>3b:0</code>.<br>**bold** [x](javascript:alert(1)) <script>alert(1)</script>"
+        " <img src=https://evil.example/x.png onerror=alert(1)> ![pic](https://evil.example/y.png)"
+    )
+    made = as_user(
+        api,
+        accounts["editor"]["token"],
+        CREATE,
+        {"input": {"label": "markdown", "kind": "FAMILY", "subjects": ["InceptionV1 3b:1"], "body": body}},
+    )["data"]["createClaim"]
+    html = api.get(f"/c/{made['key'].split(':')[1]}").text
+    main = html[html.index('<div class="body">') : html.index("</div>", html.index('<div class="body">'))]
+    assert '<a href="/n/inceptionv1/mixed3a?family=curves">curves</a>' in main
+    assert '<a href="https://en.wikipedia.org/wiki/Complex_cell">complex cells</a>' in main
+    assert "<code>3b:0</code>" in main and "<strong>bold</strong>" in main
+    assert "<script" not in main and "<img" not in main and 'href="javascript' not in main
+    assert 'src="https://evil' not in main  # a Markdown image is at most a link: pictures come from this server
+    links = parse(html).links
+    assert "/n/inceptionv1/mixed3b/1" in links  # the subject as a unit card
+
+
+def test_circuits_have_pages_and_a_connection(api, accounts):
+    made = as_user(
+        api,
+        accounts["editor"]["token"],
+        """mutation($i: CircuitInput!) { createCircuit(input: $i) { key url } }""",
+        {
+            "i": {
+                "name": "pages circuit <b>",
+                "edges": [
+                    {"source": "InceptionV1 4b:373", "target": "InceptionV1 4c:447", "note": "wheels"},
+                    {"source": "InceptionV1 4b:237", "target": "InceptionV1 4c:447", "note": "windows"},
+                ],
+            }
+        },
+    )["data"]["createCircuit"]
+    number = made["key"].split(":")[1]
+    assert made["url"] == f"{BASE}/circuits/{number}"
+    listed = gql(
+        api, '{ circuits(neuron: "InceptionV1 4b:373", model: "inceptionv1") { totalCount edges { node { key } } } }'
+    )
+    keys = [e["node"]["key"] for e in listed["data"]["circuits"]["edges"]]
+    assert made["key"] == keys[0]  # newest first
+    assert (
+        gql(api, '{ circuits(neuron: "InceptionV1 conv2d0:63") { totalCount } }')["data"]["circuits"]["totalCount"] == 0
+    )
+    bad = gql(api, '{ circuits(model: "nosuchmodel") { totalCount } }')["errors"][0]
+    assert bad["extensions"]["code"] in ("NOT_FOUND", "BAD_KEY")
+    page = api.get(local(made["url"]))
+    assert page.status_code == 200 and "pages circuit &lt;b&gt;" in page.text
+    assert page.text.count('class="edge pos"') + page.text.count('class="edge neg"') == 2
+    svg = page.text[
+        page.text.index('<svg class="diagram"') : page.text.index("</svg>", page.text.index('<svg class="diagram"'))
+    ]
+    assert svg.count('<a class="unit"') == 3 and svg.count('<g class="edge ') == 2  # one picture a unit, a mark an edge
+    assert "wheels" in page.text and " of " in page.text  # the note and the rank
+    assert f"/circuits/{number}" in parse(api.get("/circuits").text).links
+    assert f"/circuits/{number}" in parse(api.get("/circuits?neuron=InceptionV1 4c:447").text).links
+    assert api.get("/circuits/999999").status_code == 404
+
+
+def test_explore_draws_the_subgraph(api):
+    q = '{ subgraph(roots: ["InceptionV1 4c:447"], depth: 3, perNode: 5) { nodes { key } edges { weight } } }'
+    sub = gql(api, q)["data"]["subgraph"]
+    r = api.get("/explore?roots=InceptionV1 4c:447&depth=3&perNode=5")
+    assert r.status_code == 200
+    assert r.text.count('<g class="edge ') == len(sub["edges"]) and r.text.count('<a class="unit"') == len(sub["nodes"])
+    assert r.text.count("data-kernel=") == len(sub["edges"])
+    assert api.get("/explore?roots=InceptionV1 4c:447&depth=99").status_code == 400
+    assert api.get("/explore?roots=nosuch/x:1").status_code == 404
+    assert api.get("/explore").status_code == 200  # the form
+
+
+def test_graphiql_and_static_files_are_served_here(api):
+    html = api.get("/graphql", headers={"accept": "text/html"}).text
+    srcs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert srcs and all(s.startswith("/static/") for s in srcs), srcs
+    for s in srcs:
+        r = api.get(s)
+        assert r.status_code == 200 and len(r.content) > 20, s
+    assert "<script>" not in html  # no inline script (a strict CSP comes later)
+    for path in ("/", "/n/inceptionv1/mixed4c/447", "/n/inceptionv1/mixed4c", "/circuits"):
+        assert not re.search(r"<script(?![^>]*\bsrc=)", api.get(path).text), path
+    assert api.post("/graphql", json={"query": "{ models { key } }"}).json()["data"]["models"]

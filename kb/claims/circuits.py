@@ -18,6 +18,7 @@ from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
 from kb.db.annotation_tables import CircuitRevision
 from kb.db.claim_tables import Circuit, User
+from kb.db.claim_tables import Claim as ClaimTable
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog, KeyProblem
 from kb.graph.store import ModelGraph
@@ -220,6 +221,32 @@ def _conflict(circuit_id: int, current: int, expected: int) -> EditConflict:
         f"circuit:{circuit_id} is at revision {current}, not {expected}: read it again and re-apply your edit",
         currentRevision=current,
     )
+
+
+def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict]:
+    """The claims whose current revision is about this circuit, oldest first."""
+    t = ClaimTable.__table__
+    return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.circuit_id == circuit_id).order_by(t.c.id))]
+
+
+def listing(
+    conn: sa.Connection, model: str | None, neuron: str | None, offset: int, limit: int
+) -> tuple[list[dict], int]:
+    """Circuits newest first, of one model and/or with one neuron (a canonical key); the page and the total."""
+    t = Circuit.__table__
+    where = []
+    if model:
+        where.append(t.c.model_key == model)
+    if neuron:  # the JSON list of canonical keys holds the key as a quoted string, on PostgreSQL and SQLite
+        pattern = '%"' + neuron.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
+        where.append(sa.cast(t.c.neurons, sa.Text).like(pattern, escape="\\"))
+    rows = [
+        dict(r._mapping)
+        for r in conn.execute(sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit))
+    ]
+    if offset == 0 and len(rows) < limit:  # the whole list is here: no need to count
+        return rows, len(rows)
+    return rows, conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one()
 
 
 def get(conn: sa.Connection, circuit_id: int) -> dict:

@@ -13,6 +13,8 @@ from kb.db.claim_tables import Claim as ClaimTable
 from kb.graph.keys import KeyProblem
 from kb.schema.claim_types import (
     Circuit,
+    CircuitConnection,
+    CircuitEdgeOfConnection,
     Claim,
     ClaimConnection,
     ClaimEdge,
@@ -146,6 +148,27 @@ class ClaimQuery:
     def circuit(self, info: Info, key: str) -> Circuit:
         with info.context.graphs.engine.connect() as conn:
             return Circuit.of(circuit_domain.at_revision(conn, *circuit_domain.parse_key(key)))
+
+    @strawberry.field(description="Circuits, newest first, of one model and/or containing one neuron.")
+    def circuits(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        model: str | None = None,
+        neuron: str | None = None,
+    ) -> CircuitConnection:
+        graphs = info.context.graphs
+        try:
+            model = graphs.catalog().model(model).key if model else None
+            neuron = str(graphs.resolve(neuron)) if neuron else None
+        except KeyProblem as exc:
+            raise coded(exc) from None
+        start, stop = window(first, after, 10**9)
+        with graphs.engine.connect() as conn:
+            rows, total = circuit_domain.listing(conn, model, neuron, start, stop - start)
+        edges = [CircuitEdgeOfConnection(cursor=cursor(start + i), node=Circuit.of(r)) for i, r in enumerate(rows)]
+        return CircuitConnection(edges=edges, page_info=page_info(start, start + len(rows), total), total_count=total)
 
     @strawberry.field(description="The account behind the request's token.")
     def me(self, info: Info) -> Person:

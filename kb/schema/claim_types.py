@@ -494,6 +494,19 @@ class Circuit(_Keyed):
     def neurons(self, info: Info) -> list[Neuron]:
         return _neurons(info, self._row["neurons"])
 
+    @strawberry.field
+    def created_at(self) -> datetime:
+        return self._row["created_at"]
+
+    @strawberry.field(description="The circuit's web page.")
+    def url(self, info: Info) -> str:
+        return f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row['id']}"
+
+    @strawberry.field(description="Current claims about this circuit, oldest first.")
+    def claims(self, info: Info) -> list[Claim]:
+        with info.context.graphs.engine.connect() as conn:
+            return [Claim.of(r) for r in circuit_domain.claims_about(conn, self._row["id"])]
+
     @strawberry.field(description="Each stated edge against the weights: exists, weight, sign, rank.")
     def check(self, info: Info) -> CircuitCheck:
         graph = info.context.graphs.graph(self.model)
@@ -506,3 +519,16 @@ class Circuit(_Keyed):
 
         rows = _rows_by_id(info, T.__table__, [parse_circuit_key(nid) for nid in node_ids], required, "circuit")
         return [cls.of(r) if r else None for r in rows]
+
+
+@strawberry.type
+class CircuitEdgeOfConnection:
+    cursor: str
+    node: Circuit
+
+
+@strawberry.type
+class CircuitConnection:
+    edges: list[CircuitEdgeOfConnection]
+    page_info: PageInfo
+    total_count: int

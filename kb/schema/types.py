@@ -69,6 +69,10 @@ class Model(_Keyed):
     imported_at: datetime
     removed: bool
 
+    @strawberry.field(description="Seeded random weights (an offline test import): its features mean nothing.")
+    def weights_are_random(self) -> bool:
+        return self.weights.startswith("random")
+
     @strawberry.field(description="First 12 hex digits of sha256: the pin in pinned keys.")
     def short_hash(self) -> str:
         return self.sha256[:12]

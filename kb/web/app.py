@@ -1,5 +1,6 @@
 """The ASGI application: GraphQL at /graphql (GraphiQL in a browser), /health, rendered images, and the
-pages behind the stable URLs (/ and /n/... for models, layers and neurons, /c/... for claims)."""
+pages behind the stable URLs (/ and /n/... for models, layers and neurons, /c/... for claims, /circuits/...), /explore,
+/search and the pages' own static files (/static, GraphiQL's vendored build included)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
@@ -28,11 +29,13 @@ from kb.schema.offloop import OffLoop
 from kb.settings import Settings, get_settings
 from kb.web.auth import auth_routes
 from kb.web.body_limit import BodyLimit
+from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.live.routes import Live, live_routes
 from kb.web.pages import Pages
 from kb.web.ratelimit import RateLimits
 from kb.web.security import SecurityHeaders
+from kb.web.templating import STATIC, Static
 
 log = logging.getLogger("kb.web")
 
@@ -133,17 +136,24 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/", pages.home),
             Route("/health", health),
             Route("/artifacts/{name}", artifact),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", GraphiQL(graphql), methods=["GET", "POST"]),
             Route("/n/{rest:path}", pages.browse),
             Route("/c/{number}", pages.claim),
             Route("/c/{number}/{revision}", pages.claim),
             *auth_routes(engine, settings),
             *live_routes(live),
+            Route("/explore", pages.explore),
+            Route("/circuits", pages.circuits),
+            Route("/circuits/{number}", pages.circuit),
+            Route("/circuits/{number}/{revision}", pages.circuit),
+            Route("/search", pages.search),
+            Mount("/static", Static(directory=STATIC), name="static"),
         ],
         lifespan=lifespan,
     )
     app.state.graphs = graphs
     app.state.graphql = graphql
+    app.state.pages = pages
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
     app.add_middleware(SecurityHeaders)  # outermost: every answer gets the headers, errors included
     app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))

@@ -1,56 +1,187 @@
-"""The web page behind every stable URL: /n/{model}[@hash]/{layer}/{index} and /c/{claim}[/{revision}], and the
-pages to browse to them: / (the models), /n/{model} (its layers), /n/{model}/{layer} (its units and claims).
+"""The web pages behind the stable URLs: /n/{model}[@hash]/{layer}/{index}, /c/{claim}[/{revision}],
+/circuits/{n}, and the pages to browse to them: / (models), /n/{model} (layers), /n/{model}/{layer} (a grid of
+units), /explore (a subgraph as a diagram), /circuits, /search.
 
-A page is one GraphQL query run on the same schema as /graphql (same resolvers, DataLoaders and error codes),
-rendered to plain HTML with no script: what a researcher opens from a citation, and what a crawler archives.
-An unknown key is a 404 page that says why; the links on a page are the neighbours' and claims' own pages.
+A page is one or two GraphQL queries run on the same schema as /graphql (same resolvers, DataLoaders and error
+codes), rendered by the Jinja2 templates in templates/ (autoescaped). Pictures are drawn on the server
+(kb.web.pictures, kb.web.diagram); the only script, static/kb.js, adds tabs, filtering and tooltips to pages that
+work without it. An unknown key is a 404 page that says why.
 """
 
 from __future__ import annotations
 
-from html import escape
+import json
+from urllib.parse import quote
 
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from kb.schema.errors import with_code
-from kb.web.page_html import claim_html, layer_html, model_html, models_html, neuron_html, page
+from kb.web import diagram, neuron_view
+from kb.web.markdown import family_slug
+from kb.web.templating import local, neuron_path, templates, thumb
 
-NEURON = """query($k: String!) { neuron(key: $k) { key pinnedKey url index
-  layer { key name units } model { key source shortHash weights }
-  excite: inputs(first: 10, orderBy: WEIGHT, sign: POSITIVE) { totalCount edges { weight method node { key url } } }
-  inhibit: inputs(first: 5, orderBy: WEIGHT, sign: NEGATIVE) { edges { weight method node { key url } } }
-  outputs(first: 10, orderBy: WEIGHT, sign: POSITIVE) { totalCount edges { weight method node { key url } } }
+CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind params artifact { url } }
+  claims { key label status } }"""
+
+EDGE = "totalCount edges { weight magnitude method node { ...Card } }"
+EDGE_K = "totalCount edges { weight magnitude method kernel node { ...Card } }"
+PER_TAB = neuron_view.PER_TAB
+
+NEURON = (
+    """query($k: String!) { neuron(key: $k) { key pinnedKey index
+  layer { key name units } model { key source shortHash weights weightsAreRandom }
+  inExcite: inputs(first: N, orderBy: WEIGHT, sign: POSITIVE) { EK }
+  inInhibit: inputs(first: N, orderBy: WEIGHT, sign: NEGATIVE) { EK }
+  inStrong: inputs(first: N, orderBy: MAGNITUDE) { EK }
+  outExcite: outputs(first: N, orderBy: WEIGHT, sign: POSITIVE) { E }
+  outInhibit: outputs(first: N, orderBy: WEIGHT, sign: NEGATIVE) { E }
+  outStrong: outputs(first: N, orderBy: MAGNITUDE) { E }
   claims { key label kind status revision supportCount disputeCount }
   visualizations { kind params artifact { url width height } }
-  citation { text bibtex } } }"""
+  citation { text bibtex } }
+  circuits(neuron: $k, first: 20) { edges { node { key name } } } }""".replace("N,", f"{PER_TAB},")
+    .replace("{ EK }", "{ " + EDGE_K + " }")
+    .replace("{ E }", "{ " + EDGE + " }")
+    + CARD
+)
 
-CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision supportCount disputeCount
-  revisions { revision createdAt message author { name } }
-  reviews { verdict comment claimRevision stale reviewer { displayName name } }
+CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision model supportCount disputeCount
+  revisions { revision createdAt message author { name displayName } }
+  reviews { verdict comment revision updatedAt claimRevision stale reviewer { displayName name } }
   revisionAt(revision: $r) { key revision label body kind status confidence createdAt message circuit subjects
     author { displayName name } authors { displayName name }
     evidence { kind note neuron source target url doi visualization }
     citation { text bibtex } } } }"""
 
-MODELS = """{ models { key source shortHash weights removed layers { units } } }"""
+NEURONS = (
+    """query($keys: [String!]!) { neurons(keys: $keys) { ...Card model { key weights weightsAreRandom } } }""" + CARD
+)
 
-MODEL = """query($k: String!) { model(key: $k) { key source sha256 shortHash weights description importedAt removed
-  inputShape layers { key name units kind outputShape aliases } } }"""
+MODELS = """{ models { key source shortHash weights weightsAreRandom removed layers { units } } }"""
 
-LAYER = """query($k: String!) { layer(key: $k) { key name units kind modulePath outputShape aliases
-  model { key source shortHash } visualizations(kind: FEATURE_VIS) { index artifact { url } } }
-  claims(layer: $k, first: 100) { totalCount edges { node { key label kind status subjects { key } } } } }"""
+MODEL = """query($k: String!) { model(key: $k) { key source sha256 shortHash weights weightsAreRandom description
+  importedAt removed inputShape layers { key name units kind outputShape aliases } } }"""
+
+LAYER = """query($k: String!, $after: String) { layer(key: $k) { key name units kind modulePath outputShape aliases
+  model { key source shortHash weights weightsAreRandom }
+  visualizations(kind: FEATURE_VIS) { index params artifact { url } } }
+  claims(layer: $k, first: 100, after: $after) { totalCount pageInfo { hasNextPage endCursor }
+    edges { node { key label kind status subjects { key } } } } }"""
+LAYER_CLAIMS = """query($k: String!, $after: String) { claims(layer: $k, first: 100, after: $after) {
+  pageInfo { hasNextPage endCursor } edges { node { key label kind status subjects { key } } } } }"""
+MAX_LAYER_CLAIMS = 500
+
+EXPLORE = (
+    """query($roots: [String!]!, $direction: Direction!, $depth: Int!, $perNode: Int!) {
+  subgraph(roots: $roots, direction: $direction, depth: $depth, perNode: $perNode) {
+    nodes { ...Card layer { name position } model { key weights weightsAreRandom } }
+    edges { source { key } target { key } weight kernel } } }"""
+    + CARD
+)
+
+CIRCUIT = (
+    """query($k: String!) { circuit(key: $k) { key name description model createdAt url
+  edges { source target note }
+  neurons { ...Card layer { name position } model { key weights weightsAreRandom } }
+  check { allExist allExcitatory edges { source target note exists weight sign rank inputs reason } }
+  claims { key label kind status revision supportCount disputeCount } } }"""
+    + CARD
+)
+
+CIRCUITS = """query($model: String, $neuron: String, $after: String) {
+  circuits(model: $model, neuron: $neuron, first: 50, after: $after) { totalCount
+    pageInfo { hasNextPage endCursor } edges { node { key name model createdAt edges { source } } } } }"""
+
+SEARCH = (
+    """query($q: String!) { searchNeurons(text: $q, first: 48) { totalCount edges { node { ...Card } } }
+  searchClaims(text: $q, first: 30) { totalCount edges { node { key label kind status revision
+    supportCount disputeCount subjects { key } } } } }"""
+    + CARD
+)
 
 STATUS = {"NOT_FOUND": 404, "BAD_KEY": 404}
+RENDER_TITLES = {"FEATURE_VIS": "Feature visualization", "NEURON_VIS": "Neuron (centre)", "WEIGHTS": "Weights"}
+RENDER_ORDER = ["FEATURE_VIS", "FEATURE_VIS_NEG", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS"]
 
 
-def _problem(errors: list) -> HTMLResponse:
+def _render(request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
+    return templates().TemplateResponse(request, name, context, status_code=status)
+
+
+def _problem(request: Request, errors: list) -> HTMLResponse:
     first = with_code(errors[0])
     code = (first.extensions or {}).get("code", "BAD_INPUT")
     status = STATUS.get(code, 400)
-    title = "Not found" if status == 404 else "Bad request"
-    return page(title, f"<h1>{title}</h1><p>{escape(first.message)}</p>", status)
+    return _message(request, "Not found" if status == 404 else "Bad request", first.message, status)
+
+
+def _message(request: Request, title: str, text: str, status: int) -> HTMLResponse:
+    return _render(request, "message.html", {"title": title, "text": text}, status)
+
+
+def _scale(values) -> float:
+    return max((abs(v) for v in values), default=0.0) or 1.0
+
+
+def _tabs(prefix: str, n: dict, with_kernels: bool) -> list[dict]:
+    tabs = []
+    for suffix, title in (("Excite", "excitatory"), ("Inhibit", "inhibitory"), ("Strong", "by magnitude")):
+        edges = n[prefix + suffix]["edges"]
+        kernels = [e["kernel"] for e in edges if e.get("kernel")] if with_kernels else []
+        tabs.append(
+            {
+                "id": f"{prefix}-{suffix.lower()}",
+                "title": title,
+                "edges": edges,
+                "wscale": _scale(e["weight"] for e in edges),
+                "kscale": _scale(v for k in kernels for row in k for v in row),
+            }
+        )
+    return tabs
+
+
+def _renders(vis: list[dict]) -> list[dict]:
+    out = []
+    for v in vis:
+        p = json.loads(v["params"])
+        kind = v["kind"] + ("_NEG" if p.get("negative") else "")
+        title = {
+            "FEATURE_VIS_NEG": "Negative feature visualization",
+            "DATASET_EXAMPLES": f"Dataset examples ({p.get('dataset', '')})",
+        }.get(kind, RENDER_TITLES.get(kind, kind))
+        a = v["artifact"]
+        height = 192  # small renders are shown enlarged (pixelated), wide ones (weights) keep their shape
+        width = min(480, round(a["width"] * height / max(a["height"], 1)))
+        keep = ("size", "steps", "seed", "topK")
+        out.append(
+            {
+                "kind": kind,
+                "title": title,
+                "url": local(a["url"]),
+                "width": width,
+                "height": round(a["height"] * width / max(a["width"], 1)),
+                "small": a["width"] < height,
+                "params": ", ".join(f"{k} {p[k]}" for k in keep if p.get(k) not in (None, "", False)),
+            }
+        )
+    out.sort(key=lambda r: RENDER_ORDER.index(r["kind"]) if r["kind"] in RENDER_ORDER else 99)
+    return out
+
+
+def _units(nodes: list[dict]) -> list[diagram.Unit]:
+    return [
+        diagram.Unit(
+            key=n["key"],
+            path=neuron_path(n["key"]),
+            layer=n["layer"]["name"],
+            position=n["layer"]["position"],
+            thumb=thumb(n),
+            labels=[c["label"] for c in n["claims"] if c["status"] not in ("RETRACTED", "REJECTED")][:3],
+        )
+        for n in nodes
+    ]
 
 
 class Pages:
@@ -64,44 +195,218 @@ class Pages:
     async def home(self, request: Request) -> HTMLResponse:
         result = await self._run(MODELS, {})
         if result.errors:
-            return _problem(result.errors)
-        return page(*models_html(result.data["models"]))
+            return _problem(request, result.errors)
+        models = [m for m in result.data["models"] if not m["removed"]]
+        return _render(request, "home.html", {"title": "Models", "models": models})
 
     async def browse(self, request: Request) -> HTMLResponse:
         """/n/model, /n/model/layer and /n/model/layer/index (the model part may be pinned: model@hash)."""
         rest = request.path_params["rest"].strip("/")
         parts = rest.split("/")
         if len(parts) == 1:
-            model, _, pin = parts[0].partition("@")
-            result = await self._run(MODEL, {"k": model})
-            if not result.errors and pin and not result.data["model"]["sha256"].startswith(pin.lower()):
-                return page(
-                    "Not found",
-                    f"<h1>Not found</h1><p>{escape(model)} has weights "
-                    f"{escape(result.data['model']['shortHash'])}, not {escape(pin)}</p>",
-                    404,
-                )
-            return _problem(result.errors) if result.errors else page(*model_html(result.data["model"]))
+            return await self._model(request, parts[0])
         if len(parts) == 2:
-            result = await self._run(LAYER, {"k": rest})
-            if result.errors:
-                return _problem(result.errors)
-            return page(*layer_html(result.data["layer"], result.data["claims"]))
-        result = await self._run(NEURON, {"k": "/n/" + rest})
+            return await self._layer(request, rest)
+        return await self.neuron(request, "/n/" + rest)
+
+    async def _model(self, request: Request, text: str) -> HTMLResponse:
+        model, _, pin = text.partition("@")
+        result = await self._run(MODEL, {"k": model})
         if result.errors:
-            return _problem(result.errors)
-        return page(*neuron_html(result.data["neuron"]))
+            return _problem(request, result.errors)
+        m = result.data["model"]
+        if pin and not m["sha256"].startswith(pin.lower()):
+            return _message(request, "Not found", f"{model} has weights {m['shortHash']}, not {pin}", 404)
+        return _render(request, "model.html", {"title": m["key"], "m": m, "model": m})
+
+    async def neuron(self, request: Request, key: str) -> HTMLResponse:
+        try:  # the data of the NEURON query, from the same resolvers called directly (kb.web.neuron_view)
+            data = await neuron_view.neuron(self.context_factory(), key)
+        except GraphQLError as exc:
+            return _problem(request, [exc])
+        n = data["neuron"]
+        sides = [
+            {"title": "Inputs", "total": n["inExcite"]["totalCount"] + n["inInhibit"]["totalCount"]},
+            {"title": "Outputs", "total": n["outExcite"]["totalCount"] + n["outInhibit"]["totalCount"]},
+        ]
+        sides[0]["tabs"] = _tabs("in", n, True)
+        sides[1]["tabs"] = _tabs("out", n, False)
+        context = {
+            "title": n["key"],
+            "n": n,
+            "model": n["model"],
+            "renders": _renders(n["visualizations"]),
+            "sides": sides,
+            "circuits": data["circuits"]["edges"],
+        }
+        return _render(request, "neuron.html", context)
+
+    async def _layer(self, request: Request, key: str) -> HTMLResponse:
+        result = await self._run(LAYER, {"k": key})
+        if result.errors:
+            return _problem(request, result.errors)
+        layer, claims = result.data["layer"], result.data["claims"]
+        listed, more = claims["edges"], claims["pageInfo"]
+        while more["hasNextPage"] and len(listed) < MAX_LAYER_CLAIMS:
+            page = await self._run(LAYER_CLAIMS, {"k": key, "after": more["endCursor"]})
+            if page.errors:
+                break
+            listed, more = listed + page.data["claims"]["edges"], page.data["claims"]["pageInfo"]
+        thumbs: dict[int, tuple[int, str]] = {}
+        for v in layer["visualizations"]:  # the largest positive feature visualization of each unit
+            p = json.loads(v["params"])
+            if p.get("negative"):
+                continue
+            if v["index"] not in thumbs or p.get("size", 0) > thumbs[v["index"]][0]:
+                thumbs[v["index"]] = (p.get("size", 0), local(v["artifact"]["url"]))
+        chips: dict[int, list[dict]] = {}
+        families = []
+        for e in listed:
+            c = e["node"]
+            if c["status"] in ("RETRACTED", "REJECTED"):
+                continue
+            indices = [
+                int(s["key"].rsplit(":", 1)[1]) for s in c["subjects"] if s["key"].startswith(layer["key"] + ":")
+            ]
+            for i in indices:
+                chips.setdefault(i, []).append(c)
+            families.append({"claim": c, "slug": family_slug(c["label"]), "count": len(indices)})
+        wanted = request.query_params.get("family", "")
+        shown = range(layer["units"])
+        if wanted:
+            shown = [i for i in shown if any(family_slug(c["label"]) == wanted for c in chips.get(i, ()))]
+        mutation = f'mutation {{ requestRender(kind: FEATURE_VIS, layer: "{layer["key"]}") {{ id status }} }}'
+        context = {
+            "title": layer["key"],
+            "layer": layer,
+            "model": layer["model"],
+            "units": [{"index": i, "thumb": thumbs.get(i, (0, None))[1], "claims": chips.get(i, [])} for i in shown],
+            "families": sorted(families, key=lambda f: f["claim"]["label"].lower()),
+            "family": wanted,
+            "rendered": len(thumbs),
+            "claims_total": claims["totalCount"],
+            "render_link": "/graphql?query=" + quote(mutation),
+            "mutation": mutation,
+        }
+        return _render(request, "layer.html", context)
 
     async def claim(self, request: Request) -> HTMLResponse:
         number, revision = request.path_params["number"], request.path_params.get("revision")
         if not number.isdigit() or (revision is not None and not revision.isdigit()):
-            return page("Not found", "<h1>Not found</h1><p>claim pages are /c/N or /c/N/R</p>", 404)
+            return _message(request, "Not found", "claim pages are /c/N or /c/N/R", 404)
         if revision is None:  # the current revision
             current = await self._run("query($k: String!) { claim(key: $k) { revision } }", {"k": f"claim:{number}"})
             if current.errors:
-                return _problem(current.errors)
+                return _problem(request, current.errors)
             revision = current.data["claim"]["revision"]
         result = await self._run(CLAIM, {"k": f"claim:{number}", "r": int(revision)})
         if result.errors:
-            return _problem(result.errors)
-        return page(*claim_html(result.data["claim"]))
+            return _problem(request, result.errors)
+        c = result.data["claim"]
+        r = c["revisionAt"]
+        diffs = {}
+        if c["revision"] > 1:  # each revision against the one before it, in one query
+            fields = " ".join(
+                f"d{i}: diff(from: {i - 1}, to: {i}) {{ field before after patch }}"
+                for i in range(2, min(c["revision"], 50) + 1)
+            )
+            d = await self._run(f"query($k: String!) {{ claim(key: $k) {{ {fields} }} }}", {"k": c["key"]})
+            if not d.errors:
+                diffs = {int(k[1:]): v for k, v in d.data["claim"].items()}
+        keys = list(
+            dict.fromkeys(r["subjects"] + [e[f] for e in r["evidence"] for f in ("neuron", "source", "target") if e[f]])
+        )
+        cards, model = {}, None
+        if keys:
+            found = await self._run(NEURONS, {"keys": keys})
+            if not found.errors:
+                cards = {n["key"]: n for n in found.data["neurons"]}
+                model = next((n["model"] for n in found.data["neurons"]), None)
+        context = {
+            "title": r["label"],
+            "c": c,
+            "r": r,
+            "latest": r["revision"] == c["revision"],
+            "diffs": diffs,
+            "cards": cards,
+            "model": model,
+        }
+        return _render(request, "claim.html", context)
+
+    async def explore(self, request: Request) -> HTMLResponse:
+        q = request.query_params
+        roots = [r.strip() for r in q.get("roots", "").replace("\n", ",").split(",") if r.strip()]
+        form = {
+            "roots": ", ".join(roots),
+            "direction": q.get("direction", "UPSTREAM").upper(),
+            "depth": q.get("depth", "2"),
+            "perNode": q.get("perNode", "5"),
+        }
+        context = {"title": "Explore", "form": form, "svg": None}
+        if not roots:
+            return _render(request, "explore.html", context)
+        if form["direction"] not in ("UPSTREAM", "DOWNSTREAM", "BOTH"):
+            return _message(request, "Bad request", "direction is UPSTREAM, DOWNSTREAM or BOTH", 400)
+        try:
+            depth, per_node = int(form["depth"]), int(form["perNode"])
+        except ValueError:
+            return _message(request, "Bad request", "depth and perNode are whole numbers", 400)
+        result = await self._run(
+            EXPLORE, {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
+        )
+        if result.errors:
+            return _problem(request, result.errors)
+        sub = result.data["subgraph"]
+        edges = [diagram.Edge(e["source"]["key"], e["target"]["key"], e["weight"], e["kernel"]) for e in sub["edges"]]
+        label = f"{form['direction'].lower()} subgraph of {form['roots']}, depth {depth}, {per_node} per node"
+        context.update(
+            svg=diagram.svg(_units(sub["nodes"]), edges, label),
+            nodes=len(sub["nodes"]),
+            edges=len(edges),
+            model=sub["nodes"][0]["model"] if sub["nodes"] else None,
+        )
+        return _render(request, "explore.html", context)
+
+    async def circuits(self, request: Request) -> HTMLResponse:
+        q = request.query_params
+        variables = {"model": q.get("model") or None, "neuron": q.get("neuron") or None, "after": q.get("after")}
+        result = await self._run(CIRCUITS, variables)
+        if result.errors:
+            return _problem(request, result.errors)
+        context = {"title": "Circuits", "circuits": result.data["circuits"], "filters": variables}
+        return _render(request, "circuits.html", context)
+
+    async def circuit(self, request: Request) -> HTMLResponse:
+        number, revision = request.path_params["number"], request.path_params.get("revision")
+        if not number.isdigit() or not (revision is None or revision.isdigit()):
+            return _message(request, "Not found", "circuit pages are /circuits/N, or /circuits/N/R for a revision", 404)
+        key = f"circuit:{number}" + (f"@{revision}" if revision else "")
+        result = await self._run(CIRCUIT, {"k": key})
+        if result.errors:
+            return _problem(request, result.errors)
+        c = result.data["circuit"]
+        checks = {(e["source"], e["target"]): e for e in c["check"]["edges"]}
+        edges = [
+            diagram.Edge(
+                e["source"], e["target"], checks.get((e["source"], e["target"]), {}).get("weight"), None, e["note"]
+            )
+            for e in c["edges"]
+        ]
+        context = {
+            "title": c["name"],
+            "c": c,
+            "svg": diagram.svg(_units(c["neurons"]), edges, f"circuit {c['name']}"),
+            "cards": {n["key"]: n for n in c["neurons"]},
+            "model": c["neurons"][0]["model"] if c["neurons"] else None,
+        }
+        return _render(request, "circuit.html", context)
+
+    async def search(self, request: Request) -> HTMLResponse:
+        text = request.query_params.get("q", "").strip()
+        context = {"title": "Search", "q": text, "neurons": None, "claims": None}
+        if text:
+            result = await self._run(SEARCH, {"q": text})
+            if result.errors:
+                return _problem(request, result.errors)
+            context.update(neurons=result.data["searchNeurons"], claims=result.data["searchClaims"])
+        return _render(request, "search.html", context)

@@ -1,0 +1,123 @@
+"""The pages' Jinja2 environment (Starlette's Jinja2Templates, autoescape on) and the helpers templates call.
+
+Static files get a content hash in their URL (``/static/kb.css?v=1a2b3c4d``) so they can be cached for a year.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from kb.graph.keys import NeuronKey
+from kb.web import markdown, pictures
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+TEMPLATES = HERE / "templates"
+
+
+class Static(StaticFiles):
+    """static/ with cache headers: a year for the hashed URLs the pages use, five minutes otherwise."""
+
+    def file_response(self, full_path, stat_result, scope, status_code=200):
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        hashed = b"v=" in scope.get("query_string", b"")
+        response.headers["cache-control"] = "public, max-age=31536000, immutable" if hashed else "public, max-age=300"
+        return response
+
+
+@lru_cache(maxsize=256)
+def static(name: str) -> str:
+    path = STATIC / name
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10] if path.is_file() else "0"
+    return f"/static/{name}?v={digest}"
+
+
+def neuron_path(key: str) -> str:
+    """inceptionv1/mixed4c:447 → /n/inceptionv1/mixed4c/447 (canonical keys)."""
+    head, _, index = key.rpartition(":")
+    model, _, layer = head.partition("/")
+    return NeuronKey(model, layer, int(index)).path()
+
+
+def claim_path(key: str, revision: int | None = None) -> str:
+    number = key.split(":", 1)[1].split("@", 1)[0]
+    return f"/c/{number}" + (f"/{revision}" if revision else "")
+
+
+def circuit_path(key: str) -> str:
+    return "/circuits/" + key.split(":", 1)[1]
+
+
+def local(url: str) -> str:
+    """An artifact URL as a path on this server (pages work under any host name)."""
+    i = url.find("/artifacts/")
+    return url[i:] if i >= 0 else url
+
+
+def thumb(node: dict) -> str | None:
+    """The unit's feature visualization (positive, the largest rendered), or None."""
+    best = None
+    for v in node.get("visualizations") or ():
+        if v["kind"] != "FEATURE_VIS":
+            continue
+        p = json.loads(v["params"])
+        if p.get("negative"):
+            continue
+        if best is None or p.get("size", 0) > best[0]:
+            best = (p.get("size", 0), v["artifact"]["url"])
+    return local(best[1]) if best else None
+
+
+def labels(node: dict) -> list[dict]:
+    """The unit's current claims worth a chip (not retracted or rejected)."""
+    return [c for c in node.get("claims") or () if c.get("status") not in ("RETRACTED", "REJECTED")]
+
+
+def short(key: str) -> str:
+    """inceptionv1/mixed4c:447 → mixed4c:447"""
+    return key.split("/", 1)[-1]
+
+
+def params_text(params: str) -> str:
+    p = json.loads(params)
+    keep = ("size", "steps", "seed", "dataset", "topK")
+    return ", ".join(f"{k} {p[k]}" for k in keep if p.get(k) not in (None, "", False))
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.globals.update(
+        static=static,
+        neuron_path=neuron_path,
+        claim_path=claim_path,
+        circuit_path=circuit_path,
+        thumb=thumb,
+        labels=labels,
+        short=short,
+        local=local,
+        params_text=params_text,
+        kernel_svg=pictures.kernel_svg,
+        kernel_scale=pictures.kernel_scale,
+        weight_bar=pictures.weight_bar,
+        markdown=markdown.render,
+        family_slug=markdown.family_slug,
+    )
+    return env
+
+
+@lru_cache(maxsize=1)
+def templates() -> Jinja2Templates:
+    return Jinja2Templates(env=_environment())
