@@ -32,7 +32,7 @@ def test_readme_example(api, engine):
     assert data["pinnedKey"].startswith("inceptionv1@") and data["pinnedKey"].endswith("/mixed4c:447")
     edges = data["inputs"]["edges"]
     expected = top_inputs_sql(engine, "mixed4c", 447, 5)
-    assert [e["node"]["key"] for e in edges] == [f"inceptionv1/{l}:{i}" for l, i, _, _ in expected]
+    assert [e["node"]["key"] for e in edges] == [f"inceptionv1/{layer}:{i}" for layer, i, _, _ in expected]
     assert [e["weight"] for e in edges] == pytest.approx([w for _, _, w, _ in expected])
     assert [e["magnitude"] for e in edges] == pytest.approx([g for _, _, _, g in expected])
 
@@ -152,7 +152,7 @@ def test_models_and_layers(api):
             neurons(first: 2, after: "bzow") { totalCount edges { node { key url } } } } }""",
     )["data"]
     model = next(m for m in data["models"] if m["key"] == "inceptionv1")
-    assert len(model["layers"]) == 12 and sum(l["units"] for l in model["layers"]) == 5804
+    assert len(model["layers"]) == 12 and sum(layer["units"] for layer in model["layers"]) == 5804
     assert data["model"] == {"inputShape": [3, 224, 224], "source": "lucent:inceptionv1"}
     layer = data["layer"]
     assert layer["key"] == "inceptionv1/mixed4c" and layer["units"] == 512 and layer["modulePath"] == "mixed4c"
@@ -170,7 +170,7 @@ def test_subgraph(api, engine):
     assert keys[0] == "inceptionv1/mixed4c:447" and len(keys) <= 1 + 3 + 9 and len(set(keys)) == len(keys)
     first_hop = [e for e in sub["edges"] if e["target"]["key"] == keys[0]]
     top3 = top_inputs_sql(engine, "mixed4c", 447, 3)
-    assert [e["source"]["key"] for e in first_hop] == [f"inceptionv1/{l}:{i}" for l, i, _, _ in top3]
+    assert [e["source"]["key"] for e in first_hop] == [f"inceptionv1/{layer}:{i}" for layer, i, _, _ in top3]
     assert all(e["source"]["key"] in keys and e["target"]["key"] in keys for e in sub["edges"])
     assert len(sub["edges"]) == 3 + 9
     both = gql(api, q, {"d": 1, "p": 2, "dir": "BOTH"})["data"]["subgraph"]

@@ -159,11 +159,8 @@ class ClaimQuery:
         neuron: str | None = None,
     ) -> CircuitConnection:
         graphs = info.context.graphs
-        try:
-            model = graphs.catalog().model(model).key if model else None
-            neuron = str(graphs.resolve(neuron)) if neuron else None
-        except KeyProblem as exc:
-            raise coded(exc) from None
+        model = graphs.catalog().model(model).key if model else None
+        neuron = str(graphs.resolve(neuron)) if neuron else None
         start, stop = window(first, after, 10**9)
         with graphs.engine.connect() as conn:
             rows, total = circuit_domain.listing(conn, model, neuron, start, stop - start)

@@ -174,7 +174,7 @@ class Compiler:
         definition = self.schema.get_type_by_name(gtype.name)
         by_name = {self.schema.config.name_converter.get_graphql_name(f): f for f in definition.fields}
         plan = ObjectPlan()
-        for node, key in zip(nodes, keys):
+        for node, key in zip(nodes, keys, strict=True):
             name = node.name.value
             if name == "__typename":
                 plan.fields.append(FieldPlan(key, lambda s, i, v, t=gtype.name: t, ["nonnull"], _identity))

@@ -53,7 +53,7 @@ class GraphQuery:
     def layer(self, info: Info, key: str) -> Layer:
         lk = info.context.graphs.resolve_layer(key)
         g = info.context.graphs.graph(lk.model)
-        return Layer.of(g, next(l.position for l in g.layers if l.key == lk.layer))
+        return Layer.of(g, next(layer.position for layer in g.layers if layer.key == lk.layer))
 
     @strawberry.field(
         description="A neuron by any key form: inceptionv1/mixed4c:447, 'InceptionV1 4c:447', "

@@ -207,7 +207,7 @@ class RenderMutation:
         if layer:
             lk = graphs.resolve_layer(layer)
             g = graphs.graph(lk.model)
-            n = next(l.units for l in g.layers if l.key == lk.layer)
+            n = next(layer.units for layer in g.layers if layer.key == lk.layer)
             units = [job_domain.Unit(g.key, g.sha256, lk.layer, i) for i in range(n)]
         for text in neurons or []:
             k = graphs.resolve(text)

@@ -82,7 +82,7 @@ class Model(_Keyed):
         if self.removed:
             return []
         g = info.context.graphs.graph(self.key)
-        return [Layer.of(g, l.position) for l in g.layers]
+        return [Layer.of(g, layer.position) for layer in g.layers]
 
     @classmethod
     def of_row(cls, row: dict) -> Model:
@@ -119,8 +119,15 @@ class Layer(_Keyed):
 
     @classmethod
     def of(cls, g: ModelGraph, position: int) -> Layer:
-        l = g.layers[position]
-        return cls(key=f"{g.key}/{l.key}", name=l.key, position=l.position, units=l.units, _graph=g, _layer_id=l.id)
+        layer = g.layers[position]
+        return cls(
+            key=f"{g.key}/{layer.key}",
+            name=layer.key,
+            position=layer.position,
+            units=layer.units,
+            _graph=g,
+            _layer_id=layer.id,
+        )
 
     @strawberry.field
     def model(self, info: Info) -> Model:
@@ -158,10 +165,10 @@ class Layer(_Keyed):
 
     @strawberry.field(description="The layer's units, in index order.")
     def neurons(self, first: int | None = None, after: str | None = None) -> NeuronConnection:
-        g, l = self._graph, self._graph.layers[self.position]
-        start, stop = window(first, after, l.units)
-        edges = [NeuronEdge(cursor=cursor(i), node=Neuron.at(g, l.first + i)) for i in range(start, stop)]
-        return NeuronConnection(edges=edges, page_info=page_info(start, stop, l.units), total_count=l.units)
+        g, layer = self._graph, self._graph.layers[self.position]
+        start, stop = window(first, after, layer.units)
+        edges = [NeuronEdge(cursor=cursor(i), node=Neuron.at(g, layer.first + i)) for i in range(start, stop)]
+        return NeuronConnection(edges=edges, page_info=page_info(start, stop, layer.units), total_count=layer.units)
 
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
@@ -170,7 +177,7 @@ class Layer(_Keyed):
             try:
                 lk = info.context.graphs.resolve_layer(text)
                 g = info.context.graphs.graph(lk.model)
-                out.append(cls.of(g, next(l.position for l in g.layers if l.key == lk.layer)))
+                out.append(cls.of(g, next(layer.position for layer in g.layers if layer.key == lk.layer)))
             except KeyProblem:
                 if required:
                     raise
