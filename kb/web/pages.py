@@ -17,6 +17,7 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from kb.errors import Problem
 from kb.schema.errors import with_code
 from kb.web import diagram, neuron_view
 from kb.web.markdown import family_slug
@@ -224,6 +225,8 @@ class Pages:
             data = await neuron_view.neuron(self.context_factory(), key)
         except GraphQLError as exc:
             return _problem(request, [exc])
+        except Problem as exc:  # a domain error from a resolver called directly: coded as GraphQL would
+            return _problem(request, [GraphQLError(str(exc), original_error=exc)])
         n = data["neuron"]
         sides = [
             {"title": "Inputs", "total": n["inExcite"]["totalCount"] + n["inInhibit"]["totalCount"]},
