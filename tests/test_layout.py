@@ -1,0 +1,46 @@
+"""The import rules of README's "How the code is laid out": domain packages import no framework, and the API
+process imports no torch (an API container needs none)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+KB = Path(__file__).resolve().parent.parent / "kb"
+FRAMEWORKS = {"strawberry", "celery", "starlette", "uvicorn", "jinja2", "kombu"}
+DOMAIN = ("graph", "claims", "db")
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_domain_packages_import_no_framework():
+    found = {
+        str(path.relative_to(KB.parent)): sorted(_imports(path) & FRAMEWORKS)
+        for package in DOMAIN
+        for path in sorted((KB / package).rglob("*.py"))
+        if _imports(path) & FRAMEWORKS
+    }
+    assert found == {}
+
+
+def test_the_api_process_imports_no_torch(engine):
+    code = (
+        "import sys\n"
+        "from kb.settings import Settings\n"
+        "from kb.web.app import create_app\n"
+        f"create_app(Settings(database_url={engine.url.render_as_string(hide_password=False)!r}), warm=False)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'lucent')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
