@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
-from kb.claims import activity
+from kb.claims import activity, revision_rows
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
 from kb.db.annotation_tables import CircuitRevision
-from kb.db.claim_tables import Circuit, User
+from kb.db.claim_tables import Circuit
 from kb.db.claim_tables import Claim as ClaimTable
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog, KeyProblem
@@ -270,17 +270,7 @@ def parse_key(key: str) -> tuple[int, int | None]:
 
 def revisions(conn: sa.Connection, circuit_ids: list[int]) -> dict[int, list[dict]]:
     """Every revision of each circuit, oldest first, with the author's name."""
-    r, u = CircuitRevision.__table__, User.__table__
-    out: dict[int, list[dict]] = {i: [] for i in circuit_ids}
-    rows = conn.execute(
-        sa.select(r, u.c.name.label("author"), u.c.display_name.label("author_display"))
-        .join(u, u.c.id == r.c.author_id)
-        .where(r.c.circuit_id.in_(circuit_ids))
-        .order_by(r.c.circuit_id, r.c.revision)
-    )
-    for row in rows:
-        out[row.circuit_id].append(dict(row._mapping))
-    return out
+    return revision_rows.by_owner(conn, CircuitRevision.__table__, "circuit_id", circuit_ids)
 
 
 def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict:

@@ -15,10 +15,11 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from kb.claims import content as C
+from kb.claims import revision_rows
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
-from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject, User
+from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog
 
@@ -266,17 +267,8 @@ def set_status(
 
 
 def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict]]:
-    r, u = ClaimRevision.__table__, User.__table__
-    out: dict[int, list[dict]] = {i: [] for i in claim_ids}
-    rows = conn.execute(
-        sa.select(r, u.c.name.label("author"), u.c.display_name.label("author_display"))
-        .join(u, u.c.id == r.c.author_id)
-        .where(r.c.claim_id.in_(claim_ids))
-        .order_by(r.c.claim_id, r.c.revision)
-    )
-    for row in rows:
-        out[row.claim_id].append(dict(row._mapping))
-    return out
+    """Every revision of each claim, oldest first, with the author's name."""
+    return revision_rows.by_owner(conn, ClaimRevision.__table__, "claim_id", claim_ids)
 
 
 def diff(before: dict, after: dict) -> list[dict]:
