@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, description="a request still executing after this gets TIMEOUT")
     statement_timeout_s: float = Field(20.0, description="PostgreSQL statement_timeout of the API's connections")
     api_threads: int = Field(32, description="threads that execute GraphQL requests (off the event loop)")
+    inline_cost: int = Field(
+        500, description="compiled queries estimated at most this run on the event loop (if they need no I/O); 0: none"
+    )
     header_timeout_s: float = Field(10.0, description="close a connection whose request headers take longer")
     body_timeout_s: float = Field(30.0, description="close a connection whose request body takes longer")
     max_header_bytes: int = Field(65536, description="request line and headers larger than this get 431")

@@ -245,3 +245,36 @@ def test_compiled_plans_answer_like_strawberry(api):
     # an error on a compiled document goes through strawberry again, with its code
     err = gql(api, queries[1][0], {"k": "inceptionv1/mixed9z:1", "n": 1})["errors"][0]
     assert err["extensions"]["code"] == "NOT_FOUND"
+
+
+def test_small_plans_answer_on_the_loop_and_move_to_a_thread_when_they_need_the_database(api):
+    """A cheap compiled query runs on the event loop; where it would touch the database (a stale catalog, a link
+    program not yet read) it is run again on a worker thread, with the same answer."""
+    endpoint, graphs = api.app.state.graphql, api.app.state.graphs
+    q = """query($k: String!) { neuron(key: $k) { key inputs(first: 3) { edges { weight kernel node { key } } } } }"""
+    variables = {"k": "InceptionV1 3a:7"}
+    endpoint.plans.clear()
+    expected = gql(api, q, variables)  # strawberry's path; the plan is compiled for the next request
+    graphs._programs.clear()
+    graphs._kernels.clear()
+    fast, inline = endpoint.fast, endpoint.inline
+    assert gql(api, q, variables) == expected  # the kernels need the link program: read on a thread
+    assert (endpoint.fast, endpoint.inline) == (fast + 1, inline)
+    assert gql(api, q, variables) == expected  # everything in memory now: answered on the loop
+    assert (endpoint.fast, endpoint.inline) == (fast + 2, inline + 1)
+    graphs._catalog_at = 0.0  # the catalog is stale: its refresh reads the database
+    assert gql(api, q, variables) == expected
+    assert (endpoint.fast, endpoint.inline) == (fast + 3, inline + 1)
+    assert gql(api, q, variables) == expected
+    assert (endpoint.fast, endpoint.inline) == (fast + 4, inline + 2)
+
+
+def test_no_connection_leaves_the_pool_under_no_io(engine):
+    from kb.db.io_guard import NeedsIO, no_io
+
+    before = engine.pool.checkedout()
+    with no_io(), pytest.raises(NeedsIO):
+        engine.connect()
+    assert engine.pool.checkedout() == before
+    with engine.connect() as conn:  # outside the guard, as before
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1

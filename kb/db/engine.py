@@ -9,9 +9,19 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
+from kb.db import io_guard
 from kb.settings import get_settings
+
+
+class GuardedPool(QueuePool):
+    """QueuePool that hands out no connection inside ``io_guard.no_io()`` (before any ping or wait)."""
+
+    def connect(self):
+        io_guard.check("a database connection")
+        return super().connect()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -28,10 +38,11 @@ def make_engine(url: str) -> sa.Engine:
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        pool = {"poolclass": GuardedPool} if path and path != ":memory:" else {}
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url, pool_pre_ping=True, poolclass=GuardedPool)
 
 
 @lru_cache(maxsize=8)

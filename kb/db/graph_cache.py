@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from kb.db import graph_read
+from kb.db import graph_read, io_guard
 from kb.db.catalog import load_catalog
 from kb.db.graph_read import read_model_graph
 from kb.db.tables import LayerLink, Model
@@ -55,6 +55,7 @@ class GraphCache:
     # -- catalog -----------------------------------------------------------------------------------------
     def catalog(self, refresh: bool = False) -> Catalog:
         if refresh or self._catalog is None or time.monotonic() - self._catalog_at > self.catalog_ttl:
+            io_guard.check("the catalog")
             with self.engine.connect() as conn:
                 self._catalog = load_catalog(conn)
                 m = Model.__table__
@@ -90,6 +91,7 @@ class GraphCache:
         g = self._graphs.get(model_key)
         if g is not None:
             return g
+        io_guard.check(f"the graph of {model_key}")
         with self._lock:
             lock = self._model_locks.setdefault(model_key, threading.Lock())
         with lock:
@@ -161,6 +163,7 @@ class GraphCache:
         key = (g.key, target_layer_position)
         p = self._programs.get(key)
         if p is None and target_layer_position > 0:
+            io_guard.check("a link program")
             t = LayerLink.__table__
             target_layer = g.layers[target_layer_position]
             with self.engine.connect() as conn:

@@ -41,6 +41,7 @@ from graphql.language import Visitor, visit
 from strawberry.relay import GlobalID, Node
 from strawberry.types.arguments import convert_arguments
 
+from kb.db.io_guard import NeedsIO
 from kb.schema.deadline import DEADLINE
 from kb.schema.errors import RequestTimeout
 from kb.schema.limits import MAX_TOKENS
@@ -90,7 +91,7 @@ class Plan:
         info = FastInfo(context)
         try:
             return _run_object(self.root, None, info, coerced)
-        except (Fallback, RequestTimeout):
+        except (Fallback, RequestTimeout, NeedsIO):
             raise
         except Exception as exc:
             raise Fallback from exc

@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         lambda scope: Context(graphs=graphs, settings=settings),
         offloop=offloop,
         rates=rates,
+        inline_cost=settings.inline_cost,
     )
 
     def database_check() -> list[dict]:

@@ -3,32 +3,43 @@
 Every GraphQL request (GET or POST) is rate-limited per client address, then checked for NULs. The first time
 a query document arrives it is compiled on a worker thread (kb.schema.compiled) and goes through strawberry
 (parse, limits, validate, cost, execute off the loop: kb.schema); later requests with the same document have
-their cost checked against the budget (cached per document and variable values) and run its plan on a worker
-thread, answered directly with the cost in ``extensions``. Anything unusual, including every error, takes
-strawberry's path. Whatever strawberry answers that is not JSON (a 4xx in plain text) becomes a JSON error
-with a code.
+their cost checked against the budget (cached per document and variable values) and run its plan, answered
+directly with the cost in ``extensions``. A plan whose estimated cost is at most ``inline_cost`` (a neighbour
+query's is about 50) runs on the event loop under ``io_guard.no_io()``: it reads only the loaded graph and the
+catalog, in microseconds, and the moment it would touch the database (a cold model, a stale catalog, a kernel's
+link program) it stops with NeedsIO and runs again on a worker thread. Larger plans go to the thread pool.
+Anything unusual, including every error, takes strawberry's path. Whatever strawberry answers that is not JSON
+(a 4xx in plain text) becomes a JSON error with a code.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from urllib.parse import parse_qs
 
 import orjson
 from graphql import GraphQLError, parse
 
+from kb.db.io_guard import NeedsIO, no_io
 from kb.schema.compiled import Compiler, Fallback, NotCompilable, Plan
 from kb.schema.errors import RequestTimeout
 from kb.schema.limits import MAX_TOKENS, NUL_MESSAGE, has_nul
 
-_INLINE = bool(os.environ.get("KB_MEASURE_INLINE"))
 _JSON = (b"content-type", b"application/json")
 _CODES = {413: "TOO_LARGE", 429: "RATE_LIMITED", 500: "INTERNAL"}
 
 
 class GraphQLEndpoint:
-    def __init__(self, strawberry_app, schema, context_factory, offloop=None, rates=None, max_plans: int = 512):
+    def __init__(
+        self,
+        strawberry_app,
+        schema,
+        context_factory,
+        offloop=None,
+        rates=None,
+        max_plans: int = 512,
+        inline_cost: int = 500,
+    ):
         self.app = strawberry_app
         self.compiler = Compiler(schema)
         self.limits = schema.limits
@@ -37,7 +48,9 @@ class GraphQLEndpoint:
         self.rates = rates
         self.plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
         self.max_plans = max_plans
+        self.inline_cost = inline_cost
         self.fast = 0  # requests answered by a plan (tests and benchmarks look)
+        self.inline = 0  # of which on the event loop
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -97,7 +110,13 @@ class GraphQLEndpoint:
             if refusal is not None:
                 return await _respond(send, {"errors": [refusal.formatted], "extensions": extensions})
             try:
-                data = await self._call(plan.run, self.context_factory(scope), variables)
+                data = (
+                    self._inline(plan, scope, variables) if isinstance(cost, int) and cost <= self.inline_cost else None
+                )
+                if data is None:
+                    data = await self._call(plan.run, self.context_factory(scope), variables)
+                else:
+                    self.inline += 1
             except Fallback:
                 pass
             except RequestTimeout as exc:
@@ -106,6 +125,14 @@ class GraphQLEndpoint:
                 self.fast += 1
                 return await _respond(send, {"data": data, "extensions": extensions})
         return await self.app(scope, _replay(body) if body is not None else receive, send)
+
+    def _inline(self, plan: Plan, scope, variables) -> dict | None:
+        """The plan's answer computed here on the loop, or None where it needs the database (run it on a thread)."""
+        try:
+            with no_io():
+                return plan.run(self.context_factory(scope), variables)
+        except NeedsIO:
+            return None
 
     async def _call(self, fn, *args):
         if self.offloop is None:
