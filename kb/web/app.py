@@ -28,6 +28,7 @@ from kb.schema.errors import with_code
 from kb.schema.offloop import OffLoop
 from kb.settings import Settings, get_settings
 from kb.web.auth import auth_routes
+from kb.web.auth.current import CurrentSession
 from kb.web.body_limit import BodyLimit
 from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.graphs = graphs
     app.state.graphql = graphql
     app.state.pages = pages
+    app.add_middleware(CurrentSession, engine=engine)
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
     app.add_middleware(SecurityHeaders)  # outermost: every answer gets the headers, errors included
     app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))

@@ -16,6 +16,7 @@ from starlette.templating import Jinja2Templates
 
 from kb.graph.keys import NeuronKey
 from kb.web import markdown, pictures
+from kb.web.auth.current import signed_in
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -114,6 +115,7 @@ def _environment() -> jinja2.Environment:
         weight_bar=pictures.weight_bar,
         markdown=markdown.render,
         family_slug=markdown.family_slug,
+        signed_in=signed_in,
     )
     return env
 

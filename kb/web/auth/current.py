@@ -1,0 +1,56 @@
+"""Who is signed in, for the pages: a session cookie looked up once per page request, in a thread.
+
+Pure ASGI middleware. For requests that render pages (not /graphql, /static, /artifacts, /health, /events), a
+``kb_session`` cookie is looked up and the live session (``kb.claims.sessions.SessionInfo``) or None is put in
+``scope["kb.session"]``; templates read it through ``signed_in(request)``: base.html shows "Sign in" or the
+name with "Sign out", and the CSRF token in ``<meta name="csrf-token">`` for scripts that post.
+"""
+
+from __future__ import annotations
+
+from http.cookies import CookieError, SimpleCookie
+
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+
+from kb.claims import sessions
+from kb.claims.errors import Unauthenticated
+
+SKIP = ("/graphql", "/static/", "/artifacts/", "/health", "/events")
+SCOPE_KEY = "kb.session"
+
+
+class CurrentSession:
+    def __init__(self, app, engine: sa.Engine):
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not scope["path"].startswith(SKIP):
+            secret = _cookie(scope, sessions.COOKIE)
+            scope[SCOPE_KEY] = await run_in_threadpool(self.lookup, secret) if secret else None
+        await self.app(scope, receive, send)
+
+    def lookup(self, secret: str) -> sessions.SessionInfo | None:
+        try:
+            with self.engine.connect() as conn:
+                return sessions.session(conn, secret)
+        except Unauthenticated:
+            return None
+
+
+def signed_in(request) -> sessions.SessionInfo | None:
+    """The page request's live session, or None (also where the middleware did not run)."""
+    return request.scope.get(SCOPE_KEY)
+
+
+def _cookie(scope, name: str) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key == b"cookie":
+            try:
+                jar = SimpleCookie(value.decode("latin-1"))
+            except CookieError:
+                return None
+            if name in jar:
+                return jar[name].value
+    return None
