@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
-from kb.db.tables import utcnow
+from kb.db.tables import TableModel, utcnow
 
 
 def _ts(nullable: bool = False, index: bool = False) -> sa.Column:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable, index=index)
 
 
-class WebSession(SQLModel, table=True):
+class WebSession(TableModel, table=True):
     """A signed-in browser. The cookie holds a random secret; only its sha256 is stored. Revocable, expiring."""
 
     __tablename__ = "web_session"
@@ -30,7 +30,7 @@ class WebSession(SQLModel, table=True):
     user_agent: str = Field(default="", sa_column=sa.Column(sa.String(300), nullable=False, server_default=""))
 
 
-class SigninFailure(SQLModel, table=True):
+class SigninFailure(TableModel, table=True):
     """One failed sign-in: counted per account name and per address over a window (the rate limit)."""
 
     __tablename__ = "signin_failure"
@@ -45,7 +45,7 @@ class SigninFailure(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class CircuitRevision(SQLModel, table=True):
+class CircuitRevision(TableModel, table=True):
     """An immutable revision of a circuit: citable as circuit:N@R."""
 
     __tablename__ = "circuit_revision"
@@ -61,7 +61,7 @@ class CircuitRevision(SQLModel, table=True):
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
 
 
-class Activity(SQLModel, table=True):
+class Activity(TableModel, table=True):
     """One change, in commit order: a claim revision, a review, a circuit revision, a finished render.
 
     The feed reads it; live updates follow it (PostgreSQL NOTIFY on insert wakes the listeners, SQLite polls).

@@ -9,16 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
-from kb.db.tables import utcnow
+from kb.db.tables import TableModel, utcnow
 
 
 def _ts(nullable: bool = False) -> sa.Column:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
 
 
-class User(SQLModel, table=True):
+class User(TableModel, table=True):
     __tablename__ = "kb_user"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -30,7 +30,7 @@ class User(SQLModel, table=True):
     password_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))  # argon2id
 
 
-class ApiToken(SQLModel, table=True):
+class ApiToken(TableModel, table=True):
     """A bearer token; only its sha256 is stored. ``prefix`` (its first characters) identifies it to people."""
 
     __tablename__ = "api_token"
@@ -44,7 +44,7 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(True))
 
 
-class Circuit(SQLModel, table=True):
+class Circuit(TableModel, table=True):
     """A named subgraph: neurons and the edges between them that a claim states, with a note per edge."""
 
     __tablename__ = "circuit"
@@ -60,7 +60,7 @@ class Circuit(SQLModel, table=True):
     revision: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
 
 
-class Claim(SQLModel, table=True):
+class Claim(TableModel, table=True):
     """The current state of a claim (what search and lists read); its history is in claim_revision."""
 
     __tablename__ = "claim"
@@ -82,7 +82,7 @@ class Claim(SQLModel, table=True):
     dispute_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
 
 
-class ClaimRevision(SQLModel, table=True):
+class ClaimRevision(TableModel, table=True):
     """An immutable revision: the claim's fields as they were, who changed them and when."""
 
     __tablename__ = "claim_revision"
@@ -102,7 +102,7 @@ class ClaimRevision(SQLModel, table=True):
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
 
 
-class ClaimSubject(SQLModel, table=True):
+class ClaimSubject(TableModel, table=True):
     """The neurons a claim's current revision is about (rewritten with each revision)."""
 
     __tablename__ = "claim_subject"
@@ -114,7 +114,7 @@ class ClaimSubject(SQLModel, table=True):
     neuron_index: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
 
 
-class Review(SQLModel, table=True):
+class Review(TableModel, table=True):
     """One review per user per claim (the current verdict); its changes are in review_revision."""
 
     __tablename__ = "review"
@@ -129,7 +129,7 @@ class Review(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class ReviewRevision(SQLModel, table=True):
+class ReviewRevision(TableModel, table=True):
     __tablename__ = "review_revision"
 
     claim_id: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))

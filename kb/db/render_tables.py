@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
-from kb.db.tables import utcnow
+from kb.db.tables import TableModel, utcnow
 
 
 def _ts(nullable: bool = False) -> sa.Column:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
 
 
-class Dataset(SQLModel, table=True):
+class Dataset(TableModel, table=True):
     """A folder of images for dataset examples (``kb dataset add NAME PATH``)."""
 
     __tablename__ = "dataset"
@@ -26,7 +26,7 @@ class Dataset(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class Artifact(SQLModel, table=True):
+class Artifact(TableModel, table=True):
     """A rendered image, stored content-addressed; the row says what made it."""
 
     __tablename__ = "artifact"
@@ -44,7 +44,7 @@ class Artifact(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class RenderJob(SQLModel, table=True):
+class RenderJob(TableModel, table=True):
     """One unit's render of one kind with one set of parameters. The same (pinned model, unit, kind,
     parameters) is one row: asking again returns it (and its artifact) instead of rendering again."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -12,7 +13,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Model(SQLModel, table=True):
+class TableModel(SQLModel):
+    """The base of every table: declares the SQLAlchemy ``Table`` that SQLModel builds, so that Core queries
+    (``Claim.__table__.c.id``, what the data-access modules write) are type-checked."""
+
+    __table__: ClassVar[sa.Table]
+
+
+class Model(TableModel, table=True):
     """A model version. Its key is never reused: removing a model leaves this row as a tombstone."""
 
     __tablename__ = "model"
@@ -35,7 +43,7 @@ class Model(SQLModel, table=True):
         return self.sha256[:12]
 
 
-class Layer(SQLModel, table=True):
+class Layer(TableModel, table=True):
     __tablename__ = "layer"
     __table_args__ = (sa.UniqueConstraint("model_id", "key"), sa.UniqueConstraint("model_id", "position"))
 
@@ -51,7 +59,7 @@ class Layer(SQLModel, table=True):
     tags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
 
 
-class Neuron(SQLModel, table=True):
+class Neuron(TableModel, table=True):
     __tablename__ = "neuron"
     __table_args__ = (sa.UniqueConstraint("layer_id", "index"), sa.Index("ix_neuron_model", "model_id"))
 
@@ -61,7 +69,7 @@ class Neuron(SQLModel, table=True):
     index: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
 
 
-class LayerLink(SQLModel, table=True):
+class LayerLink(TableModel, table=True):
     """How the units of one layer reach the next: the factors from which any edge's kernel is recomputed."""
 
     __tablename__ = "layer_link"
@@ -79,7 +87,7 @@ class LayerLink(SQLModel, table=True):
     arrays: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))  # npz of its weights
 
 
-class Connection(SQLModel, table=True):
+class Connection(TableModel, table=True):
     """One weighted edge between units of consecutive significant layers.
 
     weight = sum of the kernel K (net excitation), magnitude = ||K||₂; K is recomputed from the layer link.
