@@ -114,8 +114,16 @@ def insert_links(conn: sa.Connection, rows: list[dict]) -> None:
 
 
 def insert_link_streamed(conn: sa.Connection, row: dict, arrays, size: int, piece: int = 16 << 20) -> None:
-    """One layer_link row whose ``arrays`` (``size`` bytes) are read from the file ``arrays``: on PostgreSQL a
-    binary COPY sends them in pieces, so VGG16's 0.4 GB fc6 program is never a second time in memory."""
+    """One layer_link row whose ``arrays`` (``size`` bytes) are read from the file ``arrays`` in pieces, so that
+    VGG16's 0.4 GB fc6 program is never a second time in memory: on PostgreSQL a binary COPY sends them, on
+    SQLite the row gets a zeroblob that is then written through an incremental blob handle."""
+    if conn.dialect.name == "sqlite":
+        t = LayerLink.__table__
+        inserted = conn.execute(sa.insert(t).values(**row, arrays=sa.func.zeroblob(size)))
+        row_id = inserted.inserted_primary_key[0]
+        with conn.connection.driver_connection.blobopen("layer_link", "arrays", row_id) as blob:
+            _copy_pieces(arrays, size, piece, blob.write)
+        return
     if conn.dialect.name != "postgresql":
         insert_links(conn, [{**row, "arrays": arrays.read(size)}])
         return
@@ -133,14 +141,18 @@ def insert_link_streamed(conn: sa.Connection, row: dict, arrays, size: int, piec
         copy.write(_PG_HEADER + (7).to_bytes(2, "big"))
         copy.write(int4(row["model_id"]) + int4(row["source_layer_id"]) + int4(row["target_layer_id"]))
         copy.write(text(row["method"]) + text(row["notes"]) + text(row["program"]) + size.to_bytes(4, "big"))
-        left = size
-        while left:
-            data = arrays.read(min(piece, left))
-            if not data:
-                raise ValueError(f"the program's arrays ended {left} bytes early")
-            copy.write(data)
-            left -= len(data)
+        _copy_pieces(arrays, size, piece, copy.write)
         copy.write(_PG_TRAILER)
+
+
+def _copy_pieces(source, size: int, piece: int, write: Callable[[bytes], object]) -> None:
+    left = size
+    while left:
+        data = source.read(min(piece, left))
+        if not data:
+            raise ValueError(f"the program's arrays ended {left} bytes early")
+        write(data)
+        left -= len(data)
 
 
 def partition_name(model_id: int) -> str:
