@@ -50,6 +50,12 @@ def check_origin(request: Request, settings: Settings) -> None:
 
 
 async def form(request: Request) -> dict[str, str]:
+    """The posted fields, the first value of each."""
+    return {k: v[0] for k, v in (await form_lists(request)).items()}
+
+
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    """The posted fields, every value of each (checkboxes of one name)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise Refused(415, "a form post is application/x-www-form-urlencoded")
@@ -60,7 +66,7 @@ async def form(request: Request) -> dict[str, str]:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50, strict_parsing=False)
     except (UnicodeDecodeError, ValueError):
         raise Refused(400, "the form could not be read") from None
-    return {k: v[0] for k, v in fields.items()}
+    return fields
 
 
 def secure_cookies(request: Request, settings: Settings) -> bool:
