@@ -92,6 +92,9 @@ def test_propose_from_the_neuron_page(app, people, engine):
     assert label in shown.text and f'id="claim-{row.id}"' in shown.text
     claim = amy.get(f"/c/{row.id}").text
     assert "doi:10.23915/distill.00024" in claim and "<strong>curvy</strong>" in claim
+    long = f"long {secrets.token_hex(3)}"  # a body near the domain's limit, URL-encoded well past 64 KiB
+    assert propose(amy, {"label": long, "body": "\N{LATIN SMALL LETTER E WITH ACUTE}" * 90_000}).status_code == 303
+    assert len(claim_row(engine, long).body) == 90_000
     with engine.connect() as conn:  # the activity row the API's mutation writes
         kinds = conn.execute(sa.text("SELECT kind FROM activity WHERE claim_id = :c"), {"c": row.id}).scalars().all()
     assert kinds == ["CLAIM"]

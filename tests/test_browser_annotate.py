@@ -162,6 +162,15 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         expect(a.get_by_label("Feature visualization")).to_have_count(1)
         a.get_by_label("Label", exact=True).fill("draft kept")  # shown in the screenshot: a claim and the form
         a.screenshot(path=str(SHOTS / "neuron-signed-in.png"), full_page=True)
+        a.get_by_label("Label", exact=True).fill(f"cites its picture {suffix}")
+        a.get_by_label("Feature visualization").check()
+        a.get_by_role("button", name="Propose claim").click()
+        a.wait_for_url(re.compile(r"#claim-\d+$"))
+        a.goto(f"{base}/c/{a.url.rsplit('-', 1)[1]}")
+        cited = a.locator(".evidence img.evidence-img")
+        expect(cited).to_have_count(1)
+        assert a.evaluate("document.querySelector('.evidence img.evidence-img').naturalWidth") == 128
+        expect(a.locator(".evidence")).to_contain_text("feature visualization")
 
         # (b) both open the edit form; Amy saves first; Ben gets the conflict view, his text kept, merges, saves
         edit = f"{base}/c/{n}/edit"

@@ -182,7 +182,7 @@ class Annotate:
         if key is None:
             return HTMLResponse("not found", status_code=404)
         try:
-            info, fields = await self.auth.session_post(request, lists=True)
+            info, fields = await self.auth.session_post(request, lists=True, max_bytes=forms.MAX_TEXT_FORM)
         except forms.Refused as exc:
             return refused(request, exc)
         form = ClaimForm.of(_lists(fields))
@@ -233,7 +233,7 @@ class Annotate:
         if not number.isdigit():
             return HTMLResponse("not found", status_code=404)
         try:
-            info, fields = await self.auth.session_post(request)
+            info, fields = await self.auth.session_post(request, max_bytes=forms.MAX_TEXT_FORM)
         except forms.Refused as exc:
             return refused(request, exc)
         back = forms.safe_next(fields.get("next"), f"/c/{number}")
@@ -301,7 +301,7 @@ class Annotate:
         if not number.isdigit():
             return HTMLResponse("not found", status_code=404)
         try:
-            info, fields = await self.auth.session_post(request)
+            info, fields = await self.auth.session_post(request, max_bytes=forms.MAX_TEXT_FORM)
         except forms.Refused as exc:
             return refused(request, exc)
         form = ClaimForm.of(_lists(fields))

@@ -49,11 +49,14 @@ class AuthPages:
         except Unauthenticated:
             return None
 
-    async def session_post(self, request: Request, lists: bool = False) -> tuple[sessions.SessionInfo, dict]:
+    async def session_post(
+        self, request: Request, lists: bool = False, max_bytes: int = forms.MAX_FORM
+    ) -> tuple[sessions.SessionInfo, dict]:
         """A post from a signed-in page: same origin, a live session, and that session's CSRF token. The fields
-        as their first values, or with ``lists`` every value (checkboxes)."""
+        as their first values, or with ``lists`` every value (checkboxes); ``max_bytes``: the largest body."""
         forms.check_origin(request, self.settings)
-        fields = await (forms.form_lists(request) if lists else forms.form(request))
+        read = forms.form_lists if lists else forms.form
+        fields = await read(request, max_bytes)
         info = await run_in_threadpool(self.current, request)
         if info is None:
             raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
