@@ -27,7 +27,7 @@ def _sign_in(page, base: str, name: str) -> None:
     page.get_by_label("Name").fill(name)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/account")
+    page.wait_for_url(f"{base}/activity")  # back to the page the link was on
 
 
 def test_two_people_live_updates_and_csrf(engine, db_url, inceptionv1):

@@ -3,6 +3,7 @@ of one server process when another process commits the change (PostgreSQL: LISTE
 
 import json
 import queue
+import re
 import secrets
 import threading
 import time
@@ -45,9 +46,9 @@ def test_feed_in_the_api_and_on_its_page(api, accounts):
 
     page = api.get("/activity?model=inceptionv1")
     assert page.status_code == 200 and made["key"] + "@1" in page.text and "feed me" in page.text
-    assert '<label for="model">Model</label>' in page.text and '<script src="/live/activity.js"' in page.text
+    assert '<label for="model">Model</label>' in page.text and '<script src="/static/activity.js?v=' in page.text
     assert "<script>" not in page.text  # no inline script
-    script = api.get("/live/activity.js")
+    script = api.get(re.search(r'<script src="(/static/activity\.js[^"]*)"', page.text)[1])
     assert script.status_code == 200 and "EventSource" in script.text
     assert api.get("/events?neuron=not-a-key").status_code == 400
 

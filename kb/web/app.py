@@ -27,8 +27,10 @@ from kb.schema.deadline import DEADLINE, expired
 from kb.schema.errors import with_code
 from kb.schema.offloop import OffLoop
 from kb.settings import Settings, get_settings
+from kb.web.annotate import Annotate, annotate_routes
 from kb.web.auth import auth_routes
 from kb.web.auth.current import CurrentSession
+from kb.web.auth.pages import AuthPages
 from kb.web.body_limit import BodyLimit
 from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
@@ -109,6 +111,12 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     storage_root = settings.artifacts_dir
     live = Live(engine, graphs)
     pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings, offloop=offloop))
+    annotate = Annotate(
+        AuthPages(engine, settings),
+        pages,
+        schema,
+        lambda account: Context(graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account),
+    )
 
     async def artifact(request: Request):
         name = request.path_params["name"]
@@ -139,6 +147,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/health", health),
             Route("/artifacts/{name}", artifact),
             Route("/graphql", GraphiQL(graphql), methods=["GET", "POST"]),
+            *annotate_routes(annotate),
             Route("/n/{rest:path}", pages.browse),
             Route("/c/{number}", pages.claim),
             Route("/c/{number}/{revision}", pages.claim),

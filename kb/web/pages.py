@@ -17,6 +17,7 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from kb.claims.content import KINDS, STATUSES
 from kb.errors import Problem
 from kb.schema.errors import with_code
 from kb.web import diagram, neuron_view
@@ -48,7 +49,8 @@ NEURON = (
     + CARD
 )
 
-CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision model supportCount disputeCount
+CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision model status supportCount disputeCount
+  author { name }
   revisions { revision createdAt message author { name displayName } }
   reviews { verdict comment revision updatedAt claimRevision stale reviewer { displayName name } }
   revisionAt(revision: $r) { key revision label body kind status confidence createdAt message circuit subjects
@@ -105,6 +107,8 @@ SEARCH = (
 STATUS = {"NOT_FOUND": 404, "BAD_KEY": 404}
 RENDER_TITLES = {"FEATURE_VIS": "Feature visualization", "NEURON_VIS": "Neuron (centre)", "WEIGHTS": "Weights"}
 RENDER_ORDER = ["FEATURE_VIS", "FEATURE_VIS_NEG", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS"]
+# what a render is evidence of, when a claim cites it (others: FEATURE_VISUALIZATION)
+EVIDENCE_OF = {"DATASET_EXAMPLES": "DATASET_EXAMPLES", "WEIGHTS": "FEATURE_IMPLEMENTATION"}
 
 
 def _render(request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
@@ -165,6 +169,8 @@ def _renders(vis: list[dict]) -> list[dict]:
                 "height": round(a["height"] * width / max(a["width"], 1)),
                 "small": a["width"] < height,
                 "params": ", ".join(f"{k} {p[k]}" for k in keep if p.get(k) not in (None, "", False)),
+                "sha": a["url"].rsplit("/", 1)[-1].partition(".")[0],  # content-addressed: cited as evidence
+                "evidence": EVIDENCE_OF.get(v["kind"], "FEATURE_VISUALIZATION"),
             }
         )
     out.sort(key=lambda r: RENDER_ORDER.index(r["kind"]) if r["kind"] in RENDER_ORDER else 99)
@@ -220,7 +226,8 @@ class Pages:
             return _message(request, "Not found", f"{model} has weights {m['shortHash']}, not {pin}", 404)
         return _render(request, "model.html", {"title": m["key"], "m": m, "model": m})
 
-    async def neuron(self, request: Request, key: str) -> HTMLResponse:
+    async def neuron(self, request: Request, key: str, extra: dict | None = None, status: int = 200) -> HTMLResponse:
+        """The neuron page; ``extra``: what a refused form post re-shows (kb.web.annotate), with its ``status``."""
         try:  # the data of the NEURON query, from the same resolvers called directly (kb.web.neuron_view)
             data = await neuron_view.neuron(self.context_factory(), key)
         except GraphQLError as exc:
@@ -241,8 +248,10 @@ class Pages:
             "renders": _renders(n["visualizations"]),
             "sides": sides,
             "circuits": data["circuits"]["edges"],
+            "kinds": KINDS,
+            **(extra or {}),
         }
-        return _render(request, "neuron.html", context)
+        return _render(request, "neuron.html", context, status)
 
     async def _layer(self, request: Request, key: str) -> HTMLResponse:
         result = await self._run(LAYER, {"k": key})
@@ -293,7 +302,8 @@ class Pages:
         }
         return _render(request, "layer.html", context)
 
-    async def claim(self, request: Request) -> HTMLResponse:
+    async def claim(self, request: Request, extra: dict | None = None, status: int = 200) -> HTMLResponse:
+        """/c/N (the current revision) or /c/N/R; ``extra`` and ``status``: a refused form post re-shown."""
         number, revision = request.path_params["number"], request.path_params.get("revision")
         if not number.isdigit() or (revision is not None and not revision.isdigit()):
             return _message(request, "Not found", "claim pages are /c/N or /c/N/R", 404)
@@ -333,8 +343,10 @@ class Pages:
             "diffs": diffs,
             "cards": cards,
             "model": model,
+            "statuses": STATUSES,
+            **(extra or {}),
         }
-        return _render(request, "claim.html", context)
+        return _render(request, "claim.html", context, status)
 
     async def explore(self, request: Request) -> HTMLResponse:
         q = request.query_params

@@ -14,6 +14,7 @@ import jinja2
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from kb.claims.claims import may_set_status
 from kb.graph.keys import NeuronKey
 from kb.web import markdown, pictures
 from kb.web.auth.current import signed_in
@@ -116,6 +117,7 @@ def _environment() -> jinja2.Environment:
         markdown=markdown.render,
         family_slug=markdown.family_slug,
         signed_in=signed_in,
+        may_set_status=may_set_status,
     )
     return env
 

@@ -12,6 +12,7 @@ from kb.claims import sessions
 from kb.settings import Settings
 
 MAX_FORM = 64 * 1024
+MAX_TEXT_FORM = 1 << 20  # a claim's body (100,000 characters) URL-encoded: up to the server's body limit
 SIGNIN_COOKIE = "kb_signin"  # the sign-in form's own CSRF token (double submit), before there is a session
 
 
@@ -49,18 +50,24 @@ def check_origin(request: Request, settings: Settings) -> None:
         raise Refused(403, "refused: a cross-site form post")
 
 
-async def form(request: Request) -> dict[str, str]:
+async def form(request: Request, max_bytes: int = MAX_FORM) -> dict[str, str]:
+    """The posted fields, the first value of each."""
+    return {k: v[0] for k, v in (await form_lists(request, max_bytes)).items()}
+
+
+async def form_lists(request: Request, max_bytes: int = MAX_FORM) -> dict[str, list[str]]:
+    """The posted fields, every value of each (checkboxes of one name)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise Refused(415, "a form post is application/x-www-form-urlencoded")
     body = await request.body()
-    if len(body) > MAX_FORM:
+    if len(body) > max_bytes:
         raise Refused(413, "the form is too large")
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50, strict_parsing=False)
     except (UnicodeDecodeError, ValueError):
         raise Refused(400, "the form could not be read") from None
-    return {k: v[0] for k, v in fields.items()}
+    return fields
 
 
 def secure_cookies(request: Request, settings: Settings) -> bool:

@@ -7,9 +7,7 @@ form its own double-submit cookie). Password hashing and the database run in a t
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
-import jinja2
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,18 +18,14 @@ from kb.claims.errors import ClaimProblem, RateLimited, Unauthenticated
 from kb.settings import Settings
 from kb.web.auth import forms
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True
-)
 NO_STORE = {"cache-control": "no-store"}
 
 
-def render(template: str, status: int = 200, **context) -> HTMLResponse:
-    context.setdefault("me", None)
-    context.setdefault("csrf", "")
-    html = _env.get_template(template).render(**context)
-    return HTMLResponse(html, status_code=status, headers=NO_STORE)
+def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+    """A page of the site (templates/, extending base.html: the header shows who is signed in), never cached."""
+    from kb.web.templating import templates  # the pages' environment (kb.web.templating imports this package)
+
+    return templates().TemplateResponse(request, template, context, status_code=status, headers=NO_STORE)
 
 
 class AuthPages:
@@ -55,20 +49,26 @@ class AuthPages:
         except Unauthenticated:
             return None
 
-    async def _session_post(self, request: Request) -> tuple[sessions.SessionInfo, dict]:
-        """A post from a signed-in page: same origin, a live session, and that session's CSRF token."""
+    async def session_post(
+        self, request: Request, lists: bool = False, max_bytes: int = forms.MAX_FORM
+    ) -> tuple[sessions.SessionInfo, dict]:
+        """A post from a signed-in page: same origin, a live session, and that session's CSRF token. The fields
+        as their first values, or with ``lists`` every value (checkboxes); ``max_bytes``: the largest body."""
         forms.check_origin(request, self.settings)
-        fields = await forms.form(request)
+        read = forms.form_lists if lists else forms.form
+        fields = await read(request, max_bytes)
         info = await run_in_threadpool(self.current, request)
         if info is None:
             raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
-        if not forms.same_token(fields.get("csrf"), info.csrf_token):
+        token = fields.get("csrf")
+        if lists:
+            token = token[0] if token else None
+        if not forms.same_token(token, info.csrf_token):
             raise forms.Refused(403, "refused: the form's CSRF token is not this session's")
         return info, fields
 
-    def _refused(self, exc: forms.Refused) -> HTMLResponse:
-        title = "Forbidden" if exc.status == 403 else "Not signed in" if exc.status == 401 else "Bad request"
-        return render("auth/message.html", exc.status, title=title, message=exc.message)
+    def _refused(self, request: Request, exc: forms.Refused) -> HTMLResponse:
+        return refused(request, exc)
 
     # --- sign in / out -------------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ class AuthPages:
     def _signin_page(self, request: Request, next_: str, error: str = "", name: str = "", status: int = 200):
         token = secrets.token_urlsafe(24)
         response = render(
-            "auth/signin.html", status, title="Sign in", signin_csrf=token, next=next_, error=error, name=name
+            request, "auth/signin.html", status, title="Sign in", signin_csrf=token, next=next_, error=error, name=name
         )
         response.set_cookie(
             forms.SIGNIN_COOKIE,
@@ -98,7 +98,7 @@ class AuthPages:
             if not forms.same_token(fields.get("csrf"), request.cookies.get(forms.SIGNIN_COOKIE)):
                 raise forms.Refused(403, "refused: the sign-in form's token does not match (reload the page)")
         except forms.Refused as exc:
-            return self._refused(exc)
+            return self._refused(request, exc)
         name = (fields.get("name") or "").strip().lower()
         password = fields.get("password") or ""
         next_ = forms.safe_next(fields.get("next"))
@@ -139,10 +139,10 @@ class AuthPages:
 
     async def signout(self, request: Request) -> Response:
         try:
-            info, _ = await self._session_post(request)
+            info, _ = await self.session_post(request)
         except forms.Refused as exc:
             if exc.status != 401:
-                return self._refused(exc)
+                return self._refused(request, exc)
             info = None  # already signed out: clear the cookie all the same
         if info is not None:
             await run_in_threadpool(self._in_transaction, sessions.revoke, info.id)
@@ -160,15 +160,18 @@ class AuthPages:
         info = await run_in_threadpool(self.current, request)
         if info is None:
             return RedirectResponse("/signin?next=/account", status_code=303, headers=NO_STORE)
-        return await run_in_threadpool(self._account_page, info)
+        return await run_in_threadpool(self._account_page, request, info)
 
-    def _account_page(self, info: sessions.SessionInfo, new_token: str = "", message: str = "") -> HTMLResponse:
+    def _account_page(
+        self, request: Request, info: sessions.SessionInfo, new_token: str = "", message: str = ""
+    ) -> HTMLResponse:
         with self.engine.connect() as conn:
             tokens = sessions.tokens_of(conn, info.account.id)
         return render(
+            request,
             "auth/account.html",
             title=info.account.name,
-            me=info.account,
+            account=info.account,
             csrf=info.csrf_token,
             expires=info.expires_at.strftime("%Y-%m-%d %H:%M"),
             tokens=tokens,
@@ -178,33 +181,39 @@ class AuthPages:
 
     async def create_token(self, request: Request) -> Response:
         try:
-            info, fields = await self._session_post(request)
+            info, fields = await self.session_post(request)
         except forms.Refused as exc:
-            return self._refused(exc)
+            return self._refused(request, exc)
         note = (fields.get("note") or "").strip()[:200]
         token = await run_in_threadpool(self._in_transaction, accounts.create_token, info.account.name, note)
-        return await run_in_threadpool(self._account_page, info, token, "")
+        return await run_in_threadpool(self._account_page, request, info, token, "")
 
     async def revoke_token(self, request: Request) -> Response:
         try:
-            info, fields = await self._session_post(request)
+            info, fields = await self.session_post(request)
             token_id = int(fields.get("id") or "0")
         except forms.Refused as exc:
-            return self._refused(exc)
+            return self._refused(request, exc)
         except ValueError:
-            return self._refused(forms.Refused(400, "no token named"))
+            return self._refused(request, forms.Refused(400, "no token named"))
         try:
             await run_in_threadpool(self._in_transaction, sessions.revoke_own_token, info.account.id, token_id)
         except ClaimProblem as exc:
-            return render("auth/message.html", 404, title="Not found", message=str(exc))
+            return render(request, "auth/message.html", 404, title="Not found", message=str(exc))
         return RedirectResponse("/account", status_code=303, headers=NO_STORE)
 
     async def revoke_sessions(self, request: Request) -> Response:
         try:
-            info, _ = await self._session_post(request)
+            info, _ = await self.session_post(request)
         except forms.Refused as exc:
-            return self._refused(exc)
+            return self._refused(request, exc)
         await run_in_threadpool(self._in_transaction, sessions.revoke_all, info.account.id)
         response = RedirectResponse("/signin", status_code=303, headers=NO_STORE)
         forms.clear_session_cookie(response, request, self.settings)
         return response
+
+
+def refused(request: Request, exc: forms.Refused) -> HTMLResponse:
+    """A refused form post: its status (401, 403, 413, 415, 400) and why, on a page of the site."""
+    title = "Forbidden" if exc.status == 403 else "Not signed in" if exc.status == 401 else "Bad request"
+    return render(request, "auth/message.html", exc.status, title=title, message=exc.message, signin=exc.status == 401)

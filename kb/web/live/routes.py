@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kb.claims import activity
@@ -30,7 +29,6 @@ from kb.graph.keys import KeyProblem
 from kb.web.auth.pages import render
 from kb.web.live.hub import Filter, Hub
 
-HERE = Path(__file__).resolve().parent
 KEEPALIVE_S = 15.0
 REPLAY_MAX = 500
 
@@ -131,6 +129,7 @@ class Live:
         rows = await run_in_threadpool(self._recent, model)
         models = await run_in_threadpool(lambda: [r["key"] for r in self.graphs.model_rows() if not r["removed_at"]])
         return render(
+            request,
             "live/activity.html",
             title="Activity",
             rows=[{**r, "url": link(r)} for r in rows],
@@ -143,13 +142,9 @@ class Live:
         with self.engine.connect() as conn:
             return activity.recent(conn, model, None, 100)
 
-    async def script(self, request: Request) -> Response:
-        return FileResponse(HERE / "activity.js", media_type="text/javascript", headers={"cache-control": "no-cache"})
-
 
 def live_routes(live: Live) -> list[Route]:
     return [
         Route("/events", live.events, methods=["GET"]),
         Route("/activity", live.page, methods=["GET"]),
-        Route("/live/activity.js", live.script, methods=["GET"]),
     ]

@@ -1,0 +1,151 @@
+// Live neuron and claim pages (progressive enhancement: every form works without this file).
+//
+// A page that names a stream (<meta name="kb-live" content="/events?..." data-page="/n/...">) follows it: on each
+// change (a claim, a review, a render) it fetches its own page again and swaps in the parts marked data-live,
+// and adds the new items of lists marked data-live-list. Forms are never inside a swapped part, so nothing typed
+// is lost. Review forms (data-enhance) post in place; the Render button (data-render) shows the jobs' progress
+// until the picture appears.
+"use strict";
+(function () {
+  const meta = document.querySelector('meta[name="kb-live"]');
+  const pageUrl = meta ? meta.dataset.page : window.location.pathname;
+  let busy = false;
+  let again = false;
+  let timer = null;
+
+  function parse(html) {
+    return new DOMParser().parseFromString(html, "text/html");
+  }
+
+  function apply(doc) {
+    doc.querySelectorAll("[data-live-list]").forEach(function (list) {
+      const mine = document.getElementById(list.id);
+      if (!mine) return;
+      let prev = null;
+      Array.from(list.children).forEach(function (child) {
+        let have = child.id ? document.getElementById(child.id) : null;
+        if (!have) {
+          have = document.importNode(child, true);
+          if (prev) prev.after(have);
+          else mine.prepend(have);
+        }
+        prev = have;
+      });
+    });
+    doc.querySelectorAll("[data-live]").forEach(function (part) {
+      const mine = document.getElementById(part.id);
+      if (mine && mine.hasAttribute("data-live")) mine.replaceWith(document.importNode(part, true));
+    });
+    const current = document.getElementById("edit-current");
+    const expected = document.querySelector('#edit-form input[name="expectedRevision"]');
+    const stale = document.getElementById("edit-stale");
+    if (current && expected && stale) stale.hidden = current.dataset.revision === expected.value;
+  }
+
+  async function refresh() {
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
+    try {
+      const answer = await fetch(pageUrl, { headers: { accept: "text/html" }, cache: "no-store" });
+      if (answer.ok) apply(parse(await answer.text()));
+    } catch (err) {
+      // offline for a moment: the next change tries again
+    }
+    busy = false;
+    if (again) {
+      again = false;
+      refresh();
+    }
+  }
+
+  function soon() {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, 150);
+  }
+
+  if (meta && window.EventSource) {
+    const source = new EventSource(meta.content);
+    source.addEventListener("activity", soon);
+  }
+
+  function fields(form, submitter) {
+    const body = new URLSearchParams(new FormData(form));
+    if (submitter && submitter.name) body.append(submitter.name, submitter.value);
+    return body;
+  }
+
+  // Support / Dispute: post in place; the counts come back with the page.
+  document.addEventListener("submit", async function (ev) {
+    const form = ev.target;
+    if (!form.matches("form[data-enhance]")) return;
+    ev.preventDefault();
+    const error = form.querySelector('[role="alert"]');
+    const buttons = form.querySelectorAll("button");
+    buttons.forEach(function (b) { b.disabled = true; });
+    try {
+      const answer = await fetch(form.action, { method: "POST", body: fields(form, ev.submitter) });
+      const doc = parse(await answer.text());
+      if (answer.ok) {
+        apply(doc);
+        const comment = form.querySelector('input[name="comment"]');
+        if (comment) comment.value = "";
+        if (error) error.textContent = "";
+      } else if (error) {
+        const theirs = doc.getElementById(error.id) || doc.querySelector('[role="alert"]');
+        error.textContent = theirs && theirs.textContent.trim() ? theirs.textContent.trim() : "refused (" + answer.status + ")";
+      }
+    } catch (err) {
+      if (error) error.textContent = "could not reach the server: try again";
+    }
+    buttons.forEach(function (b) { b.disabled = false; });
+  });
+
+  // Render: request the jobs, then follow them (a small GraphQL query) until the pictures are there.
+  const JOBS = "query($ids: [Int!]!) { renderJobs(ids: $ids) { id status progress error } }";
+  document.addEventListener("submit", async function (ev) {
+    const form = ev.target;
+    if (!form.matches("form[data-render]")) return;
+    ev.preventDefault();
+    const bar = form.querySelector("progress");
+    const status = form.querySelector('[role="status"]');
+    const button = form.querySelector("button");
+    function show(text, value) {
+      status.textContent = text;
+      if (value === null) bar.hidden = true;
+      else {
+        bar.hidden = false;
+        bar.value = value;
+      }
+    }
+    button.disabled = true;
+    show("requesting…", 0);
+    try {
+      const answer = await fetch(form.action, { method: "POST", body: fields(form), headers: { accept: "application/json" } });
+      const data = await answer.json();
+      if (!answer.ok) throw new Error(data.error || "refused (" + answer.status + ")");
+      let jobs = data.jobs;
+      const ids = jobs.map(function (j) { return j.id; });
+      for (;;) {
+        const done = jobs.filter(function (j) { return j.status === "DONE"; }).length;
+        const failed = jobs.filter(function (j) { return j.status === "FAILED"; });
+        const progress = jobs.reduce(function (s, j) { return s + j.progress; }, 0) / jobs.length;
+        if (failed.length) throw new Error("render failed: " + (failed[0].error || "unknown error"));
+        if (done === jobs.length) break;
+        show(jobs.map(function (j) { return j.status.toLowerCase(); }).join(", ") + " · " + Math.round(progress * 100) + "%", progress);
+        await new Promise(function (r) { setTimeout(r, 1500); });
+        const url = "/graphql?query=" + encodeURIComponent(JOBS) + "&variables=" + encodeURIComponent(JSON.stringify({ ids: ids }));
+        const polled = await (await fetch(url, { headers: { accept: "application/json" }, cache: "no-store" })).json();
+        if (polled.errors) throw new Error(polled.errors[0].message);
+        jobs = polled.data.renderJobs;
+      }
+      show("rendered", null);
+      await refresh();
+    } catch (err) {
+      show(err.message, null);
+    }
+    button.disabled = false;
+  });
+})();
