@@ -246,6 +246,13 @@ def test_edit_form_refusals_keep_the_text(app, engine):
     assert amy.post(url, data=form, headers={"origin": "https://evil.example"}).status_code == 403
     out = TestClient(app, follow_redirects=False).post(f"/circuits/{number}/edit", data=form, headers=ORIGIN)
     assert out.status_code == 401
+    # a session that ended (signed out; the old cookie replayed with its CSRF token) is refused too
+    ended, _, ended_csrf = person(app, engine)
+    cookie = ended.cookies[sessions.COOKIE]
+    assert ended.post("/signout", data={"csrf": ended_csrf}, headers=ORIGIN).status_code == 303
+    replay = TestClient(app, follow_redirects=False, cookies={sessions.COOKIE: cookie})
+    gone = replay.post(url, data={**form, "csrf": ended_csrf, "name": "late"}, headers=ORIGIN)
+    assert gone.status_code == 401 and "not signed in" in gone.text
     viewer, _, viewer_csrf = person(app, engine, "viewer")
     page = viewer.get(f"/circuits/{number}").text
     assert 'action="/circuits/' in page  # a signed-in viewer sees the form; the API's role rule answers
