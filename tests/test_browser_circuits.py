@@ -162,10 +162,29 @@ def test_select_save_edit_live_and_conflict(engine, db_url, inceptionv1):
         a.wait_for_url(f"{base}/circuits/{number}")
         expect(a.locator(".citekey")).to_have_text(f"{key}@4")
         expect(a.locator("h1")).to_have_text("Amy's car again")
+
+        # "Add to circuit" from /explore, at the revision the page showed; Ben saves first: told, list read again
+        a.goto(base + EXPLORE)
+        a.locator(f'input[name="edge"][value="{third_source}|{pair[0][1]}"]').check()
+        a.get_by_label("Circuit", exact=True).select_option(f"{number}@4")
+        b.reload()
+        b.get_by_role("button", name="Edit").click()
+        b.get_by_label("Description").fill("Ben again")
+        b.get_by_role("button", name="Save").click()
+        b.wait_for_url(f"{base}/circuits/{number}")
+        a.get_by_role("button", name="Add to circuit").click()
+        expect(a.get_by_role("alert")).to_contain_text(f"{key} was changed by someone else")
+        expect(a.get_by_label("Circuit", exact=True)).to_have_value(f"{number}@5")
+        expect(a.locator(f'input[name="edge"][value="{third_source}|{pair[0][1]}"]')).to_be_checked()
+        _shot(a, "explore-add-conflict")
+        a.get_by_role("button", name="Add to circuit").click()
+        a.wait_for_url(f"{base}/circuits/{number}")
+        expect(a.locator(".citekey")).to_have_text(f"{key}@6")
+        expect(a.locator("table.checks tbody tr")).to_have_count(2)
         browser.close()
     assert violations == [] and errors == []
     with engine.connect() as conn:
         revs = conn.execute(
             sa.text("SELECT revision FROM circuit_revision WHERE circuit_id = :i ORDER BY revision"), {"i": int(number)}
         ).scalars()
-        assert list(revs) == [1, 2, 3, 4]
+        assert list(revs) == [1, 2, 3, 4, 5, 6]

@@ -30,7 +30,7 @@
     });
     Object.keys(units).forEach(function (k) { if (units[k].checked) u++; });
     Object.keys(edges).forEach(function (k) { if (edges[k].checked) e++; });
-    count.textContent = u + " units and " + e + " edges selected";
+    count.textContent = u + (u === 1 ? " unit" : " units") + " and " + e + (e === 1 ? " edge" : " edges") + " selected";
   }
 
   function toggle(el) {
