@@ -1,5 +1,6 @@
 """Circuits edited together: immutable revisions (circuit:N@R), history, diff, EDIT_CONFLICT, and many concurrent
-editors over HTTP against two server processes with no lost revision."""
+editors over HTTP with no lost revision (against two server processes on PostgreSQL; retrying editors on both
+databases)."""
 
 import json
 import secrets
@@ -225,6 +226,60 @@ def test_concurrent_circuit_edits_lose_no_revision(engine, db_url, inceptionv1):
         f"\n{EDITORS} editors x {EDITS} edits on {CIRCUITS} circuits: {codes[None]} accepted, "
         f"{codes['EDIT_CONFLICT']} EDIT_CONFLICT, 0 lost"
     )
+
+
+RETRY_EDITORS, RETRY_EDITS = 8, 5
+
+
+def test_concurrent_circuit_edits_with_retries_lose_no_revision(engine, db_url, inceptionv1):
+    """On PostgreSQL and SQLite: editors in threads, each re-reading and retrying on EDIT_CONFLICT until each of its
+    edits is in; every success is exactly one revision, and the revisions are 1..N without a gap."""
+    suffix = secrets.token_hex(3)
+    with engine.begin() as conn:
+        tokens = []
+        for i in range(RETRY_EDITORS):
+            acc.create_user(conn, f"red{i}-{suffix}", "editor")
+            tokens.append(acc.create_token(conn, f"red{i}-{suffix}"))
+    env = {"KB_DATABASE_URL": db_url, "KB_RATE_LIMIT_BURST": "100000"}
+    with kb_serve(env, "--no-render-worker", timeout=120) as base:
+        with httpx.Client(base_url=base, timeout=60, headers={"authorization": f"Bearer {tokens[0]}"}) as c:
+            key = c.post(
+                "/graphql", json={"query": CREATE, "variables": {"i": {"name": f"retried {suffix}", "neurons": [B]}}}
+            ).json()["data"]["createCircuit"]["key"]
+
+        def editor(i: int) -> tuple[list[str], int]:
+            done, conflicts = [], 0
+            with httpx.Client(base_url=base, timeout=60, headers={"authorization": f"Bearer {tokens[i]}"}) as client:
+                for j in range(RETRY_EDITS):
+                    note = f"note {i}.{j}"
+                    for _ in range(500):
+                        rev = client.post("/graphql", json={"query": READ, "variables": {"k": key}}).json()
+                        rev = rev["data"]["circuit"]["revision"]
+                        body = client.post(
+                            "/graphql", json={"query": EDIT, "variables": {"k": key, "r": rev, "n": note}}
+                        ).json()
+                        if not body.get("errors"):
+                            assert body["data"]["updateCircuit"]["revision"] == rev + 1
+                            done.append(note)
+                            break
+                        assert body["errors"][0]["extensions"]["code"] == "EDIT_CONFLICT", body
+                        conflicts += 1
+            return done, conflicts
+
+        with ThreadPoolExecutor(RETRY_EDITORS) as pool:
+            results = list(pool.map(editor, range(RETRY_EDITORS)))
+    accepted = sorted(n for done, _ in results for n in done)
+    assert len(accepted) == RETRY_EDITORS * RETRY_EDITS  # every edit got in, after its retries
+    cid = int(key.split(":")[1])
+    with engine.connect() as conn:
+        revs = conn.execute(
+            sa.text("SELECT revision, edges FROM circuit_revision WHERE circuit_id = :c ORDER BY revision"), {"c": cid}
+        ).all()
+        current = conn.execute(sa.text("SELECT revision FROM circuit WHERE id = :c"), {"c": cid}).scalar_one()
+    assert [r.revision for r in revs] == list(range(1, len(accepted) + 2))  # gapless: one revision per success
+    assert current == len(revs)
+    assert sorted(_json(r.edges)[0]["note"] for r in revs[1:]) == accepted  # each success is exactly one revision
+    print(f"\n{len(accepted)} edits by {RETRY_EDITORS} editors, {sum(c for _, c in results)} EDIT_CONFLICT retried")
 
 
 def _json(value):

@@ -32,6 +32,7 @@ from kb.web.auth import auth_routes
 from kb.web.auth.current import CurrentSession
 from kb.web.auth.pages import AuthPages
 from kb.web.body_limit import BodyLimit
+from kb.web.circuit_pages import CircuitPages
 from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.live.routes import Live, live_routes
@@ -117,6 +118,11 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         schema,
         lambda account: Context(graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account),
     )
+    circuit_pages = CircuitPages(  # their forms write as the signed-in account: the context carries it
+        schema,
+        lambda account=None: Context(graphs=graphs, settings=settings, offloop=offloop, rates=rates, _account=account),
+        settings,
+    )
 
     async def artifact(request: Request):
         name = request.path_params["name"]
@@ -153,10 +159,12 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/c/{number}/{revision}", pages.claim),
             *auth_routes(engine, settings),
             *live_routes(live),
-            Route("/explore", pages.explore),
-            Route("/circuits", pages.circuits),
-            Route("/circuits/{number}", pages.circuit),
-            Route("/circuits/{number}/{revision}", pages.circuit),
+            Route("/explore", circuit_pages.explore),
+            Route("/explore/circuit", circuit_pages.explore_post, methods=["POST"]),
+            Route("/circuits", circuit_pages.circuits),
+            Route("/circuits/{number}", circuit_pages.circuit),
+            Route("/circuits/{number}/edit", circuit_pages.circuit_post, methods=["POST"]),
+            Route("/circuits/{number}/{revision}", circuit_pages.circuit),
             Route("/search", pages.search),
             Mount("/static", Static(directory=STATIC), name="static"),
         ],

@@ -3,7 +3,9 @@ earlier layers below; each unit is its feature visualization (a grey tile when n
 each edge a curve coloured by sign (red excitatory, blue inhibitory) with width by |weight|.
 
 Every edge is focusable and carries its weight and kernel as data attributes; static/kb.js shows them in a
-tooltip on hover or focus (without script the edge's <title> still gives the weight).
+tooltip on hover or focus (without script the edge's <title> still gives the weight). Units carry their key
+(data-unit) and edges their ends (data-source, data-target), so static/explore-select.js can mirror a selection
+made in the page's checkbox list on the diagram, and the other way round.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
             data = f' data-kernel="{escape(json.dumps([[round(v, 5) for v in r] for r in e.kernel]))}"'
         marks.append(
             f'<g class="{cls}" tabindex="0" role="img" aria-label="{escape(title)}" data-edge="{i}" '
-            f'data-title="{escape(title)}"{data}>'
+            f'data-source="{escape(e.source)}" data-target="{escape(e.target)}" data-title="{escape(title)}"{data}>'
             f'<path class="hit" d="{d}" stroke="transparent" stroke-width="{max(wid, 9):.1f}" fill="none"/>'
             f'<path d="{d}" stroke="{stroke}" stroke-width="{wid:.2f}" fill="none"{dash}/>'
             f"<title>{escape(title)}</title></g>"
@@ -143,7 +145,8 @@ def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
             else f'<rect class="ph" x="{x:.0f}" y="{y0:.0f}" width="{s}" height="{s}" rx="3"/>'
         )
         pictures.append(
-            f'<a class="unit" href="{escape(u.path)}" aria-label="{name}"><title>{name}</title>{picture}'
+            f'<a class="unit" href="{escape(u.path)}" data-unit="{escape(u.key)}" aria-label="{name}">'
+            f"<title>{name}</title>{picture}"
             f'<rect class="frame" x="{x:.0f}" y="{y0:.0f}" width="{s}" height="{s}" rx="3"/>'
             f'<text x="{x + s / 2:.0f}" y="{y0 + s + 11:.0f}" text-anchor="middle">'
             f"{escape(u.key.rsplit(':', 1)[1])}</text></a>"

@@ -1,6 +1,6 @@
 """The web pages behind the stable URLs: /n/{model}[@hash]/{layer}/{index}, /c/{claim}[/{revision}],
-/circuits/{n}, and the pages to browse to them: / (models), /n/{model} (layers), /n/{model}/{layer} (a grid of
-units), /explore (a subgraph as a diagram), /circuits, /search.
+and the pages to browse to them: / (models), /n/{model} (layers), /n/{model}/{layer} (a grid of units), /search.
+The circuit pages (/explore, /circuits, /circuits/{n}) and their forms are kb.web.circuit_pages.
 
 A page is one or two GraphQL queries run on the same schema as /graphql (same resolvers, DataLoaders and error
 codes), rendered by the Jinja2 templates in templates/ (autoescaped). Pictures are drawn on the server
@@ -75,27 +75,6 @@ LAYER = """query($k: String!, $after: String) { layer(key: $k) { key name units 
 LAYER_CLAIMS = """query($k: String!, $after: String) { claims(layer: $k, first: 100, after: $after) {
   pageInfo { hasNextPage endCursor } edges { node { key label kind status subjects { key } } } } }"""
 MAX_LAYER_CLAIMS = 500
-
-EXPLORE = (
-    """query($roots: [String!]!, $direction: Direction!, $depth: Int!, $perNode: Int!) {
-  subgraph(roots: $roots, direction: $direction, depth: $depth, perNode: $perNode) {
-    nodes { ...Card layer { name position } model { key weights weightsAreRandom } }
-    edges { source { key } target { key } weight kernel } } }"""
-    + CARD
-)
-
-CIRCUIT = (
-    """query($k: String!) { circuit(key: $k) { key name description model createdAt url
-  edges { source target note }
-  neurons { ...Card layer { name position } model { key weights weightsAreRandom } }
-  check { allExist allExcitatory edges { source target note exists weight sign rank inputs reason } }
-  claims { key label kind status revision supportCount disputeCount } } }"""
-    + CARD
-)
-
-CIRCUITS = """query($model: String, $neuron: String, $after: String) {
-  circuits(model: $model, neuron: $neuron, first: 50, after: $after) { totalCount
-    pageInfo { hasNextPage endCursor } edges { node { key name model createdAt edges { source } } } } }"""
 
 SEARCH = (
     """query($q: String!) { searchNeurons(text: $q, first: 48) { totalCount edges { node { ...Card } } }
@@ -347,74 +326,6 @@ class Pages:
             **(extra or {}),
         }
         return _render(request, "claim.html", context, status)
-
-    async def explore(self, request: Request) -> HTMLResponse:
-        q = request.query_params
-        roots = [r.strip() for r in q.get("roots", "").replace("\n", ",").split(",") if r.strip()]
-        form = {
-            "roots": ", ".join(roots),
-            "direction": q.get("direction", "UPSTREAM").upper(),
-            "depth": q.get("depth", "2"),
-            "perNode": q.get("perNode", "5"),
-        }
-        context = {"title": "Explore", "form": form, "svg": None}
-        if not roots:
-            return _render(request, "explore.html", context)
-        if form["direction"] not in ("UPSTREAM", "DOWNSTREAM", "BOTH"):
-            return _message(request, "Bad request", "direction is UPSTREAM, DOWNSTREAM or BOTH", 400)
-        try:
-            depth, per_node = int(form["depth"]), int(form["perNode"])
-        except ValueError:
-            return _message(request, "Bad request", "depth and perNode are whole numbers", 400)
-        result = await self._run(
-            EXPLORE, {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
-        )
-        if result.errors:
-            return _problem(request, result.errors)
-        sub = result.data["subgraph"]
-        edges = [diagram.Edge(e["source"]["key"], e["target"]["key"], e["weight"], e["kernel"]) for e in sub["edges"]]
-        label = f"{form['direction'].lower()} subgraph of {form['roots']}, depth {depth}, {per_node} per node"
-        context.update(
-            svg=diagram.svg(_units(sub["nodes"]), edges, label),
-            nodes=len(sub["nodes"]),
-            edges=len(edges),
-            model=sub["nodes"][0]["model"] if sub["nodes"] else None,
-        )
-        return _render(request, "explore.html", context)
-
-    async def circuits(self, request: Request) -> HTMLResponse:
-        q = request.query_params
-        variables = {"model": q.get("model") or None, "neuron": q.get("neuron") or None, "after": q.get("after")}
-        result = await self._run(CIRCUITS, variables)
-        if result.errors:
-            return _problem(request, result.errors)
-        context = {"title": "Circuits", "circuits": result.data["circuits"], "filters": variables}
-        return _render(request, "circuits.html", context)
-
-    async def circuit(self, request: Request) -> HTMLResponse:
-        number, revision = request.path_params["number"], request.path_params.get("revision")
-        if not number.isdigit() or not (revision is None or revision.isdigit()):
-            return _message(request, "Not found", "circuit pages are /circuits/N, or /circuits/N/R for a revision", 404)
-        key = f"circuit:{number}" + (f"@{revision}" if revision else "")
-        result = await self._run(CIRCUIT, {"k": key})
-        if result.errors:
-            return _problem(request, result.errors)
-        c = result.data["circuit"]
-        checks = {(e["source"], e["target"]): e for e in c["check"]["edges"]}
-        edges = [
-            diagram.Edge(
-                e["source"], e["target"], checks.get((e["source"], e["target"]), {}).get("weight"), None, e["note"]
-            )
-            for e in c["edges"]
-        ]
-        context = {
-            "title": c["name"],
-            "c": c,
-            "svg": diagram.svg(_units(c["neurons"]), edges, f"circuit {c['name']}"),
-            "cards": {n["key"]: n for n in c["neurons"]},
-            "model": c["neurons"][0]["model"] if c["neurons"] else None,
-        }
-        return _render(request, "circuit.html", context)
 
     async def search(self, request: Request) -> HTMLResponse:
         text = request.query_params.get("q", "").strip()

@@ -1,0 +1,396 @@
+"""The circuit pages and their forms: /explore (a subgraph as a diagram; signed in, a selection of its units and
+edges saved as a new circuit or added to one), /circuits, and /circuits/N[/R] (a circuit, its revision history
+with what each revision changed, and for signed-in people an edit form).
+
+Every write is a GraphQL mutation (createCircuit, updateCircuit) run on the same schema as /graphql, with the
+signed-in session's account in the context: roles, rate limits, revisions and EDIT_CONFLICT hold exactly as in the
+API. The forms are plain posts checked by kb.web.auth.forms (same origin, the session's CSRF token); a refused or
+stale edit re-shows the form with what was typed, and a stale edit shows the current version beside it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlencode
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from kb.claims import circuits as circuit_domain
+from kb.schema.errors import with_code
+from kb.web import diagram
+from kb.web.auth import forms
+from kb.web.auth.current import signed_in
+from kb.web.pages import CARD, _message, _problem, _render, _units
+
+MAX_FORM = 512 * 1024  # a selection or an edit names up to MAX_EDGES edges
+MAX_FIELDS = 2 * circuit_domain.MAX_EDGES + circuit_domain.MAX_NEURONS + 20
+NO_STORE = {"cache-control": "no-store"}
+STATUS = {"EDIT_CONFLICT": 409, "FORBIDDEN": 403, "UNAUTHENTICATED": 401, "NOT_FOUND": 404, "RATE_LIMITED": 429}
+
+EXPLORE = (
+    """query($roots: [String!]!, $direction: Direction!, $depth: Int!, $perNode: Int!) {
+  subgraph(roots: $roots, direction: $direction, depth: $depth, perNode: $perNode) {
+    nodes { ...Card layer { name position } model { key weights weightsAreRandom } }
+    edges { source { key } target { key } weight kernel } } }"""
+    + CARD
+)
+OF_MODEL = """query($model: String!) { circuits(model: $model, first: 50) {
+  edges { node { key name revision edges { source } } } } }"""
+
+CIRCUIT = (
+    """query($k: String!) { circuit(key: $k) { key name description model createdAt url revision
+  edges { source target note }
+  neurons { ...Card layer { name position } model { key weights weightsAreRandom } }
+  check { allExist allExcitatory edges { source target note exists weight sign rank inputs reason } }
+  claims { key label kind status revision supportCount disputeCount }
+  revisions { key revision createdAt message name description neurons edges { source target note }
+    author { name displayName } citation { text bibtex } } } }"""
+    + CARD
+)
+
+CIRCUITS = """query($model: String, $neuron: String, $after: String) {
+  circuits(model: $model, neuron: $neuron, first: 50, after: $after) { totalCount
+    pageInfo { hasNextPage endCursor } edges { node { key name model createdAt revision edges { source } } } } }"""
+
+CREATE = """mutation($i: CircuitInput!) { createCircuit(input: $i) { key revision } }"""
+EDGES_AT = """query($k: String!) { circuit(key: $k) { key revision edges { source target } } }"""
+UPDATE = """mutation($k: String!, $r: Int!, $p: CircuitPatch!, $m: String!) {
+  updateCircuit(key: $k, expectedRevision: $r, patch: $p, message: $m) { key revision } }"""
+
+
+class FormProblem(Exception):
+    """A write refused by the API (or the form): its code, message and the page status to answer with."""
+
+    def __init__(self, code: str, message: str, extensions: dict | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extensions = extensions or {}
+        self.status = STATUS.get(code, 400)
+
+
+async def _session_form(request: Request, settings) -> tuple[object, dict[str, list[str]]]:
+    """A post from a signed-in page: same origin (kb.web.auth.forms), a live session (looked up by the
+    CurrentSession middleware), that session's CSRF token; the fields with all their values."""
+    forms.check_origin(request, settings)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise forms.Refused(415, "a form post is application/x-www-form-urlencoded")
+    body = await request.body()
+    if len(body) > MAX_FORM:
+        raise forms.Refused(413, "the form is too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise forms.Refused(400, "the form could not be read (too many fields?)") from None
+    info = signed_in(request)
+    if info is None:
+        raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
+    if not forms.same_token(_one(fields, "csrf"), info.csrf_token):
+        raise forms.Refused(403, "refused: the form's CSRF token is not this session's (reload the page)")
+    return info, fields
+
+
+def _one(fields: dict[str, list[str]], name: str) -> str:
+    return (fields.get(name) or [""])[0]
+
+
+def _text(value: str) -> str:
+    return value.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _pair(value: str) -> tuple[str, str] | None:
+    source, sep, target = value.partition("|")
+    return (source, target) if sep and source and target else None
+
+
+def _refused(request: Request, exc: forms.Refused) -> HTMLResponse:
+    title = {401: "Not signed in", 403: "Forbidden"}.get(exc.status, "Bad request")
+    response = _message(request, title, exc.message, exc.status)
+    response.headers.update(NO_STORE)
+    return response
+
+
+class CircuitPages:
+    def __init__(self, schema, context_factory, settings):
+        self.schema = schema
+        self.context_factory = context_factory  # (account or None) -> a kb.schema.context.Context
+        self.settings = settings
+
+    async def _run(self, query: str, variables: dict, account=None):
+        return await self.schema.execute(query, variable_values=variables, context_value=self.context_factory(account))
+
+    async def _write(self, query: str, variables: dict, account) -> dict:
+        """A mutation as the signed-in account; FormProblem with the API's code when it is refused."""
+        result = await self._run(query, variables, account)
+        if result.errors:
+            first = with_code(result.errors[0])
+            ext = dict(first.extensions or {})
+            raise FormProblem(ext.pop("code", "BAD_INPUT"), first.message, ext)
+        return result.data
+
+    # --- /explore ------------------------------------------------------------------------------------------
+
+    async def explore(self, request: Request) -> HTMLResponse:
+        return await self._explore(request, dict(request.query_params))
+
+    async def _explore(
+        self,
+        request: Request,
+        q: dict,
+        chosen: dict | None = None,
+        error: str = "",
+        status: int = 200,
+    ) -> HTMLResponse:
+        roots = [r.strip() for r in q.get("roots", "").replace("\n", ",").split(",") if r.strip()]
+        form = {
+            "roots": ", ".join(roots),
+            "direction": q.get("direction", "UPSTREAM").upper(),
+            "depth": q.get("depth", "2"),
+            "perNode": q.get("perNode", "5"),
+        }
+        chosen = chosen or {"units": set(), "edges": set(), "name": "", "description": "", "circuit": ""}
+        context = {"title": "Explore", "form": form, "svg": None, "chosen": chosen, "error": error}
+        if not roots:
+            return _render(request, "explore.html", context, status)
+        if form["direction"] not in ("UPSTREAM", "DOWNSTREAM", "BOTH"):
+            return _message(request, "Bad request", "direction is UPSTREAM, DOWNSTREAM or BOTH", 400)
+        try:
+            depth, per_node = int(form["depth"]), int(form["perNode"])
+        except ValueError:
+            return _message(request, "Bad request", "depth and perNode are whole numbers", 400)
+        result = await self._run(
+            EXPLORE, {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
+        )
+        if result.errors:
+            return _problem(request, result.errors)
+        sub = result.data["subgraph"]
+        edges = [diagram.Edge(e["source"]["key"], e["target"]["key"], e["weight"], e["kernel"]) for e in sub["edges"]]
+        label = f"{form['direction'].lower()} subgraph of {form['roots']}, depth {depth}, {per_node} per node"
+        model = sub["nodes"][0]["model"] if sub["nodes"] else None
+        circuits = []
+        if model and signed_in(request):
+            listed = await self._run(OF_MODEL, {"model": model["key"]})
+            if not listed.errors:
+                circuits = [e["node"] for e in listed.data["circuits"]["edges"]]
+        context.update(
+            svg=diagram.svg(_units(sub["nodes"]), edges, label),
+            nodes=len(sub["nodes"]),
+            edges=len(edges),
+            model=model,
+            units=sorted(
+                sub["nodes"],
+                key=lambda n: (-n["layer"]["position"], int(n["key"].rsplit(":", 1)[1])),
+            ),
+            edge_list=edges,
+            circuits=circuits,
+            back="/explore?" + urlencode(form),
+        )
+        return _render(request, "explore.html", context, status)
+
+    async def explore_post(self, request: Request) -> Response:
+        """The selection form: "Save as circuit" (createCircuit) or "Add to circuit" (updateCircuit at the
+        revision the page showed; EDIT_CONFLICT re-reads the list and says so). Success: the circuit's page."""
+        try:
+            info, fields = await _session_form(request, self.settings)
+        except forms.Refused as exc:
+            return _refused(request, exc)
+        q = {k: _one(fields, k) for k in ("roots", "direction", "depth", "perNode")}
+        units = list(dict.fromkeys(u for u in fields.get("unit", []) if u))
+        pairs = list(dict.fromkeys(p for p in (_pair(v) for v in fields.get("edge", [])) if p))
+        chosen = {
+            "units": set(units),
+            "edges": {f"{s}|{t}" for s, t in pairs},
+            "name": _one(fields, "name"),
+            "description": _text(_one(fields, "description")),
+            "circuit": _one(fields, "circuit"),
+        }
+        action = _one(fields, "action")
+        try:
+            if not units and not pairs:
+                raise FormProblem("BAD_INPUT", "select units or edges first (the check boxes under the diagram)")
+            if action == "save":
+                made = await self._write(
+                    CREATE,
+                    {
+                        "i": {
+                            "name": chosen["name"],
+                            "description": chosen["description"],
+                            "neurons": units,
+                            "edges": [{"source": s, "target": t} for s, t in pairs],
+                        }
+                    },
+                    info.account,
+                )
+                key = made["createCircuit"]["key"]
+            elif action == "add":
+                key = await self._add(chosen["circuit"], units, pairs, info.account)
+            else:
+                raise FormProblem("BAD_INPUT", "press Save as circuit or Add to circuit")
+        except FormProblem as exc:
+            text = exc.message
+            if exc.code == "EDIT_CONFLICT":
+                number = chosen["circuit"].partition("@")[0]
+                chosen["circuit"] = number  # the list is read again: the same circuit, at its new revision
+                text = (
+                    f"Nothing was added: circuit:{number} was changed by someone else since this page was drawn "
+                    f"(it is now at revision {exc.extensions.get('currentRevision')}). The list is read again: "
+                    "look at the circuit, then press Add to circuit again."
+                )
+            response = await self._explore(request, q, chosen, text, exc.status)
+            response.headers.update(NO_STORE)
+            return response
+        return RedirectResponse("/circuits/" + key.split(":", 1)[1], status_code=303, headers=NO_STORE)
+
+    async def _add(self, choice: str, units: list[str], pairs: list[tuple[str, str]], account) -> str:
+        """The selection added to circuit N at the revision R the form named (choice: N@R)."""
+        number, _, rev = choice.partition("@")
+        if not number.isdigit() or not rev.isdigit():
+            raise FormProblem("BAD_INPUT", "choose the circuit to add to")
+        key = f"circuit:{number}"
+        at = await self._run(EDGES_AT, {"k": f"{key}@{rev}"})
+        if at.errors:
+            first = with_code(at.errors[0])
+            raise FormProblem((first.extensions or {}).get("code", "BAD_INPUT"), first.message)
+        present = {(e["source"], e["target"]) for e in at.data["circuit"]["edges"]}
+        # an edge the circuit has keeps its note (the API would replace it with the selection's empty one)
+        new = [{"source": s, "target": t} for s, t in pairs if (s, t) not in present]
+        patch = {"addNeurons": units, "edges": new}
+        message = f"added {len(new)} edges from /explore"
+        await self._write(UPDATE, {"k": key, "r": int(rev), "p": patch, "m": message}, account)
+        return key
+
+    # --- /circuits -----------------------------------------------------------------------------------------
+
+    async def circuits(self, request: Request) -> HTMLResponse:
+        q = request.query_params
+        variables = {"model": q.get("model") or None, "neuron": q.get("neuron") or None, "after": q.get("after")}
+        result = await self._run(CIRCUITS, variables)
+        if result.errors:
+            return _problem(request, result.errors)
+        context = {"title": "Circuits", "circuits": result.data["circuits"], "filters": variables}
+        return _render(request, "circuits.html", context)
+
+    # --- /circuits/N[/R] -----------------------------------------------------------------------------------
+
+    async def circuit(self, request: Request) -> HTMLResponse:
+        number, revision = request.path_params["number"], request.path_params.get("revision")
+        if not number.isdigit() or not (revision is None or revision.isdigit()):
+            return _message(request, "Not found", "circuit pages are /circuits/N, or /circuits/N/R for a revision", 404)
+        context = await self._circuit_context(number, revision)
+        if isinstance(context, list):
+            return _problem(request, context)
+        context["editing"] = request.query_params.get("edit") == "1"
+        return _render(request, "circuit.html", context)
+
+    async def _circuit_context(self, number: str, revision: str | None) -> dict | list:
+        """The page's data, or the query's errors."""
+        key = f"circuit:{number}" + (f"@{revision}" if revision else "")
+        result = await self._run(CIRCUIT, {"k": key})
+        if result.errors:
+            return result.errors
+        c = result.data["circuit"]
+        revs = c["revisions"]
+        checks = {(e["source"], e["target"]): e for e in c["check"]["edges"]}
+        edges = [
+            diagram.Edge(
+                e["source"], e["target"], checks.get((e["source"], e["target"]), {}).get("weight"), None, e["note"]
+            )
+            for e in c["edges"]
+        ]
+        diffs = {r["revision"]: _diff(revs[i - 1], r) for i, r in enumerate(revs) if i > 0}
+        shown = revs[c["revision"] - 1] if 0 < c["revision"] <= len(revs) else None
+        return {
+            "title": c["name"],
+            "c": c,
+            "number": number,
+            "current": len(revs),
+            "latest": c["revision"] == len(revs),
+            "shown": shown,
+            "history": list(reversed(revs)),
+            "diffs": diffs,
+            "svg": diagram.svg(_units(c["neurons"]), edges, f"circuit {c['name']}"),
+            "cards": {n["key"]: n for n in c["neurons"]},
+            "model": c["neurons"][0]["model"] if c["neurons"] else None,
+            "mine": None,
+            "conflict": None,
+            "error": "",
+        }
+
+    async def circuit_post(self, request: Request) -> Response:
+        """The edit form: Name, Description, each edge's note or its removal, at the revision the form showed.
+        A stale revision is the conflict view: their current version beside the form, with what was typed."""
+        number = request.path_params["number"]
+        if not number.isdigit():
+            return _message(request, "Not found", "no such circuit", 404)
+        try:
+            info, fields = await _session_form(request, self.settings)
+        except forms.Refused as exc:
+            return _refused(request, exc)
+        try:
+            base_revision = int(_one(fields, "revision"))
+        except ValueError:
+            return _message(request, "Bad request", "the form does not say which revision it edits", 400)
+        context = await self._circuit_context(number, None)
+        if isinstance(context, list):
+            return _problem(request, context)
+        revs = list(reversed(context["history"]))
+        if not 1 <= base_revision <= len(revs):
+            return _message(request, "Bad request", f"circuit:{number} has revisions 1..{len(revs)}", 400)
+        base = revs[base_revision - 1]
+        mine = _mine(fields, base)
+        patch: dict = {"removeEdges": [], "edges": []}
+        if mine["name"] != base["name"]:
+            patch["name"] = mine["name"]
+        if mine["description"] != base["description"]:
+            patch["description"] = mine["description"]
+        for e in base["edges"]:
+            pair = (e["source"], e["target"])
+            if pair in mine["remove"]:
+                patch["removeEdges"].append({"source": pair[0], "target": pair[1]})
+            elif pair in mine["notes"]:
+                patch["edges"].append({"source": pair[0], "target": pair[1], "note": mine["notes"][pair]})
+        try:
+            await self._write(
+                UPDATE,
+                {"k": f"circuit:{number}", "r": base_revision, "p": patch, "m": mine["message"]},
+                info.account,
+            )
+        except FormProblem as exc:
+            if exc.code == "EDIT_CONFLICT":  # re-read: the page now shows their version; the form keeps mine
+                context = await self._circuit_context(number, None)
+                if isinstance(context, list):
+                    return _problem(request, context)
+                now = list(reversed(context["history"]))
+                context["conflict"] = {
+                    "base": base_revision,
+                    "theirs": now[-1],
+                    "changes": _diff(base, now[-1]),
+                }
+            context.update(mine=mine, editing=True, error=exc.message)
+            response = _render(request, "circuit.html", context, exc.status)
+            response.headers.update(NO_STORE)
+            return response
+        return RedirectResponse(f"/circuits/{number}", status_code=303, headers=NO_STORE)
+
+
+def _mine(fields: dict[str, list[str]], base: dict) -> dict:
+    """What the edit form says, keyed by edge (the form names edges by their place in the base revision)."""
+    notes, remove = {}, set()
+    for i, e in enumerate(base["edges"]):
+        pair = (e["source"], e["target"])
+        if f"note{i}" in fields and _text(_one(fields, f"note{i}")) != e["note"]:  # only the notes changed
+            notes[pair] = _text(_one(fields, f"note{i}"))
+        if _one(fields, f"remove{i}"):
+            remove.add(pair)
+    return {
+        "name": _one(fields, "name"),
+        "description": _text(_one(fields, "description")),
+        "message": _one(fields, "message")[:500],
+        "notes": notes,
+        "remove": remove,
+    }
+
+
+def _diff(before: dict, after: dict) -> dict:
+    return circuit_domain.diff(before, after)
