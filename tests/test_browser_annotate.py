@@ -31,13 +31,19 @@ pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no sys
 expect = playwright.expect
 PASSWORD = "correct horse battery"
 UNIT = "/n/inceptionv1/mixed4c/21"
-SHOTS = Path(os.environ.get("KB_SCREENSHOTS", "/tmp/annot-pages"))
+SHOTS = Path(os.environ["KB_SCREENSHOTS"]) if os.environ.get("KB_SCREENSHOTS") else None  # pictures to look at
+
+
+def _shot(page, name: str, full_page: bool = True) -> None:
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / name), full_page=full_page)
 
 
 def _sign_in(page, url: str, name: str) -> None:
     page.goto(url)
     page.get_by_role("link", name="Sign in", exact=True).click()
-    page.screenshot(path=str(SHOTS / "signin.png"))
+    _shot(page, "signin.png", full_page=False)
     page.get_by_label("Name").fill(name)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
@@ -86,7 +92,6 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         acc.create_user(conn, ben_name, "moderator")
         for name in (amy_name, ben_name):
             sessions.set_password(conn, name, PASSWORD)
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with (
         kb_serve({"KB_DATABASE_URL": db_url}, "--no-render-worker", timeout=120) as base,
         playwright.sync_playwright() as p,
@@ -161,7 +166,7 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         a.goto(neuron)
         expect(a.get_by_label("Feature visualization")).to_have_count(1)
         a.get_by_label("Label", exact=True).fill("draft kept")  # shown in the screenshot: a claim and the form
-        a.screenshot(path=str(SHOTS / "neuron-signed-in.png"), full_page=True)
+        _shot(a, "neuron-signed-in.png")
         a.get_by_label("Label", exact=True).fill(f"cites its picture {suffix}")
         a.get_by_label("Feature visualization").check()
         a.get_by_role("button", name="Propose claim").click()
@@ -195,7 +200,7 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         expect(b.get_by_label("Body", exact=True)).to_have_value(ben_text)
         expect(b.get_by_label("Label", exact=True)).to_have_value(label + " (Ben)")
         assert b.locator('input[name="expectedRevision"]').get_attribute("value") == "2"
-        b.screenshot(path=str(SHOTS / "claim-conflict.png"), full_page=True)
+        _shot(b, "claim-conflict.png")
         merged = "Amy's body: curves at one orientation, 45 degrees.\n\nBen: and some circles."
         b.get_by_label("Body", exact=True).fill(merged)
         b.get_by_label("Label", exact=True).fill(label)
@@ -207,10 +212,10 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         # the moderator's queue, and his status buttons
         b.goto(f"{base}/moderation")
         expect(b.get_by_role("link", name=label)).to_be_visible()
-        b.screenshot(path=str(SHOTS / "moderation.png"), full_page=True)
+        _shot(b, "moderation.png")
         b.get_by_role("link", name=label).click()
         expect(b.get_by_role("button", name="Edit")).to_be_visible()
-        b.screenshot(path=str(SHOTS / "claim-moderator.png"), full_page=True)
+        _shot(b, "claim-moderator.png")
         b.get_by_role("button", name="Mark supported").click()
         b.wait_for_url(f"{base}/c/{n}")
         expect(b.locator("#claim-head")).to_contain_text("supported")
