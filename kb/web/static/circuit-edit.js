@@ -65,6 +65,7 @@
         if (!fresh || editing()) return;
         var shown = Number(fresh.getAttribute("data-revision"));
         root.replaceChildren.apply(root, Array.from(fresh.childNodes).map(function (n) { return document.importNode(n, true); }));
+        if (window.kbEnhance) window.kbEnhance(root);  // the fresh diagram's edge tooltips
         ["data-revision", "data-current", "data-latest"].forEach(function (a) { root.setAttribute(a, fresh.getAttribute(a)); });
         document.title = doc.title;
         current = Math.max(current, shown);

@@ -96,9 +96,12 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll("[data-tabs]").forEach(tabs);
-    document.querySelectorAll("form[data-filter]").forEach(filter);
-    document.querySelectorAll("[data-diagram] svg.diagram").forEach(diagram);
-  });
+  // also called by the scripts that swap in a fresh part of a page (live updates), on that part
+  function enhance(root) {
+    root.querySelectorAll("[data-tabs]").forEach(tabs);
+    root.querySelectorAll("form[data-filter]").forEach(filter);
+    root.querySelectorAll("[data-diagram] svg.diagram").forEach(diagram);
+  }
+  window.kbEnhance = enhance;
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
 })();
