@@ -1,7 +1,7 @@
 """Feature-visualisation throughput: Circuit KB's renderer against plain lucent, in the same run.
 
 Default (CPU here): N units of one googlenet layer at a fixed size and step count, rendered by
-``kb.render.lucent_adapter.render_units`` (one batched optimisation, forward stopped at the layer, no weight
+``kb.render.feature_vis.render_units`` (one batched optimisation, forward stopped at the layer, no weight
 gradients, channels-last) and one unit at a time by lucent's ``render_vis`` with its defaults. Prints units/s
 of both and the ratio.
 
@@ -45,7 +45,9 @@ def compare(args) -> None:
     import torch
 
     from kb.graph import zoo
+    from kb.render import feature_vis as FV
     from kb.render import lucent_adapter as A
+    from kb.render import model_cache as M
     from kb.render.allocator import keep_freed_memory
 
     _stub_ipython()
@@ -59,8 +61,8 @@ def compare(args) -> None:
     plain_units = units[: max(1, min(len(units), args.plain_units))]
     name = layer.module.replace(".", "_")
     A.plain_render_vis(plain_model, name, 0, size=args.size, steps=2, device=args.device)
-    model = A.prepare(arch.build(), args.device)
-    A.render_units(
+    model = M.prepare(arch.build(), args.device)
+    FV.render_units(
         model,
         layer.module,
         units[:2],
@@ -91,7 +93,7 @@ def compare(args) -> None:
         )
         ourses.append(
             timed(
-                lambda: A.render_units(
+                lambda: FV.render_units(
                     model,
                     layer.module,
                     units,
@@ -126,7 +128,8 @@ def ablate(args, arch, layer, units, preprocess, full) -> None:
     """The renderer with one speed-up taken away at a time, same units, size and steps."""
     import torch
 
-    from kb.render import lucent_adapter as A
+    from kb.render import feature_vis as FV
+    from kb.render import model_cache as M
     from kb.render import transforms
 
     def kornia_chain(x):  # lucent's own standard transforms (kornia warps)
@@ -145,15 +148,15 @@ def ablate(args, arch, layer, units, preprocess, full) -> None:
     print(f"ablation (full renderer {full:.3f} units/s):")
     for name, prep, run in variants:
         torch.manual_seed(0)
-        model = A.prepare(arch.build(), args.device, **prep)
+        model = M.prepare(arch.build(), args.device, **prep)
         saved = transforms.standard
         if run.pop("kornia", False):
             transforms.standard = kornia_chain
         try:
             kw = dict(size=args.size, preprocess=preprocess, device=args.device, **run)
-            A.render_units(model, layer.module, units[:2], steps=2, **kw)
+            FV.render_units(model, layer.module, units[:2], steps=2, **kw)
             t = time.perf_counter()
-            A.render_units(model, layer.module, units, steps=args.steps, **kw)
+            FV.render_units(model, layer.module, units, steps=args.steps, **kw)
             rate = len(units) / (time.perf_counter() - t)
         finally:
             transforms.standard = saved
@@ -163,11 +166,11 @@ def ablate(args, arch, layer, units, preprocess, full) -> None:
 def flops_per_unit_step(model, module_path, size, upsample, preprocess, device) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from kb.render import lucent_adapter as A
+    from kb.render import feature_vis as FV
 
     counter = FlopCounterMode(display=False)
     with counter:
-        A.render_units(
+        FV.render_units(
             model,
             module_path,
             [0],
@@ -186,14 +189,15 @@ def all_units(args) -> None:
 
     from kb.graph import zoo
     from kb.graph.extract import shapes
-    from kb.render import lucent_adapter as A
+    from kb.render import feature_vis as FV
+    from kb.render import model_cache as M
 
     torch.backends.cudnn.benchmark = True
     arch = zoo.get("lucent:inceptionv1")
     torch.manual_seed(0)
     model = arch.build()
     out_shapes = shapes(model, arch)
-    model = A.prepare(model, args.device, bf16=args.bf16)  # as a GPU worker prepares it
+    model = M.prepare(model, args.device, bf16=args.bf16)  # as a GPU worker prepares it
     name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
     print(
         f"device: {name}; every unit of lucent:inceptionv1, {args.size} px, {args.steps} steps, upsample 224, "
@@ -207,7 +211,7 @@ def all_units(args) -> None:
         _sync(args.device)
         t = time.perf_counter()
         for lo in range(0, n, args.batch):
-            A.render_units(
+            FV.render_units(
                 model,
                 spec.module,
                 list(range(lo, min(n, lo + args.batch))),
@@ -246,7 +250,8 @@ def dataset_pass(args) -> None:
 
     from kb.graph import zoo
     from kb.render import dataset_examples as D
-    from kb.render.lucent_adapter import prepare, preprocess_fn
+    from kb.render.model_cache import prepare
+    from kb.render.preprocess import preprocess_fn
 
     arch = zoo.get(args.model)
     torch.manual_seed(0)

@@ -13,7 +13,8 @@ import torch
 
 def main() -> None:
     from kb.graph import zoo
-    from kb.render import lucent_adapter as A
+    from kb.render import feature_vis as FV
+    from kb.render import model_cache as M
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -39,22 +40,22 @@ def main() -> None:
     for name, kw in variants:
         torch.manual_seed(0)
         kw = dict(kw)
-        model = A.prepare(
+        model = M.prepare(
             arch.build(), args.device, channels_last=kw.get("channels_last", True), bf16=kw.pop("bf16", False)
         )
         run = dict(size=128, preprocess="inceptionv1", device=args.device, **kw)
-        A.render_units(model, args.layer, units, steps=2, **run)
+        FV.render_units(model, args.layer, units, steps=2, **run)
         torch.cuda.synchronize()
         t = time.perf_counter()
-        A.render_units(model, args.layer, units, steps=args.steps, **run)
+        FV.render_units(model, args.layer, units, steps=args.steps, **run)
         torch.cuda.synchronize()
         dt = (time.perf_counter() - t) / args.steps
         print(f"{name:<36} {dt * 1000:8.1f} ms/step  {args.batch / dt:8.0f} unit-steps/s", flush=True)
-    model = A.prepare(arch.build(), args.device, bf16=True)
+    model = M.prepare(arch.build(), args.device, bf16=True)
     with torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     ) as prof:
-        A.render_units(
+        FV.render_units(
             model, args.layer, units, steps=3, size=128, preprocess="inceptionv1", device=args.device, autocast=True
         )
         torch.cuda.synchronize()

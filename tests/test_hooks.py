@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -37,3 +40,20 @@ def test_hooks_are_removed_when_the_block_raises():
         model(torch.zeros(1, 2))
     assert _hooks(model) == 0
     model(torch.zeros(1, 2))  # and outside it runs to the end
+
+
+def test_hooks_registered_before_a_failing_registration_are_removed():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    named = dict(model.named_modules())
+    with pytest.raises(KeyError), forward_hooks((named[p], lambda *a: None) for p in ("0", "1", "no.such")):
+        pass
+    assert _hooks(model) == 0
+
+
+def test_every_hook_in_render_is_registered_through_forward_hooks():
+    """kb/render registers hooks only in hooks.py (handles kept, removed in ``finally``); only the lucent adapter
+    touches a module's hook dict, to drop what lucent's render_vis leaves behind."""
+    render = Path(__file__).resolve().parent.parent / "kb" / "render"
+    registers = sorted(p.name for p in render.rglob("*.py") if re.search(r"\.register_\w*hook\(", p.read_text()))
+    touches = sorted(p.name for p in render.rglob("*.py") if "._forward_hooks" in p.read_text())
+    assert registers == ["hooks.py"] and touches == ["lucent_adapter.py"]

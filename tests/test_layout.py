@@ -33,6 +33,12 @@ def test_domain_packages_import_no_framework():
     assert found == {}
 
 
+def test_only_the_lucent_adapter_imports_lucent_in_render():
+    """Rendering goes through kb/render/lucent_adapter.py, which fixes lucent's notebook behaviour."""
+    importers = sorted(p.name for p in (KB / "render").rglob("*.py") if "lucent" in _imports(p))
+    assert importers == ["lucent_adapter.py"]
+
+
 def test_the_api_process_imports_no_torch(engine):
     code = (
         "import sys\n"

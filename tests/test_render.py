@@ -17,7 +17,9 @@ import torch
 from conftest import as_user, gql, sql_statements
 
 from kb.graph import zoo
+from kb.render import feature_vis as FV
 from kb.render import lucent_adapter as A
+from kb.render import model_cache as M
 
 REQUEST = """mutation($kind: RenderKind!, $n: [String!], $p: RenderParamsInput) {
     requestRender(kind: $kind, neurons: $n, params: $p) { id status attempts kind neuron { key } } }"""
@@ -36,16 +38,16 @@ def test_adapter_removes_hooks_and_is_seeded():
     before = hooks(model)
     A.plain_render_vis(model, "inception3a", 1, size=32, steps=2)
     assert hooks(model) == before  # lucent's render_vis leaves one per module; the adapter removes them
-    model = A.prepare(model, "cpu")
-    a = A.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0)
+    model = M.prepare(model, "cpu")
+    a = FV.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0)
     assert hooks(model) == before
-    b = A.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0)
+    b = FV.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0)
     assert a[0].shape == (32, 32, 3) and a[0].dtype == np.uint8
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # same seed, same image
-    c = A.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0, seed=1)
+    c = FV.render_units(model, "inception3a", [1, 2], size=32, steps=3, upsample=0, seed=1)
     assert not np.array_equal(a[0], c[0])
     with pytest.raises(KeyError):
-        A.render_units(model, "no.such.module", [1], size=32, steps=1)
+        FV.render_units(model, "no.such.module", [1], size=32, steps=1)
     assert hooks(model) == before
 
 
@@ -319,7 +321,7 @@ def test_rabbitmq_broker_works_too(accounts, db_url, inceptionv1, tmp_path):
     from servers import kb_serve
 
     with Connection(RABBIT) as conn:  # messages left by an earlier run name jobs of another database
-        for queue in ("render", "control"):
+        for queue in ("render",):
             try:
                 conn.default_channel.queue_purge(queue)
             except Exception:

@@ -17,7 +17,7 @@ from conftest import as_user, gql
 from servers import kb_serve
 
 from kb.render import jobs
-from kb.render.runner import _KeepAlive
+from kb.render.keepalive import KeepAlive
 
 REQUEST = """mutation($kind: RenderKind!, $n: [String!], $p: RenderParamsInput) {
     requestRender(kind: $kind, neurons: $n, params: $p) { id status attempts } }"""
@@ -134,7 +134,7 @@ def test_progress_is_written_every_five_percent(engine, api, accounts):
     with engine.begin() as conn:
         assert jobs.start(conn, [job["id"]], "here", 3600)
     seen = set()
-    with _KeepAlive(engine, [job["id"]], lease_s=3600) as alive:  # its lease renewal alone: once an hour
+    with KeepAlive(engine, [job["id"]], lease_s=3600) as alive:  # its lease renewal alone: once an hour
         for step in range(1, 201):
             alive.progress(step, 200)
             if step % 10 == 0:  # every 5%: written without waiting for the lease renewal

@@ -10,7 +10,8 @@ from torch import nn
 
 from kb.graph import zoo
 from kb.render import batching, model_rewrites, transforms
-from kb.render import lucent_adapter as A
+from kb.render import feature_vis as FV
+from kb.render import model_cache as M
 from kb.render.allocator import keep_freed_memory
 
 
@@ -84,7 +85,7 @@ def test_prepared_googlenet_computes_the_same_activations():
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         ref = model(x)
-    fast = A.prepare(copy.deepcopy(model), "cpu")
+    fast = M.prepare(copy.deepcopy(model), "cpu")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     with torch.no_grad():
         got = fast(x.contiguous(memory_format=torch.channels_last))
@@ -117,11 +118,11 @@ def test_transforms_draw_what_lucent_draws():
 def test_batches_do_not_change_a_units_image():
     arch = zoo.get("torchvision:googlenet")
     torch.manual_seed(0)
-    model = A.prepare(arch.build(), "cpu")
+    model = M.prepare(arch.build(), "cpu")
     run = {"size": 32, "steps": 3, "upsample": 64}
-    together = A.render_units(model, "inception3a", [1, 2, 3], **run)
+    together = FV.render_units(model, "inception3a", [1, 2, 3], **run)
     steps = []
-    alone = A.render_units(
+    alone = FV.render_units(
         model, "inception3a", [1, 2, 3], max_batch=1, progress=lambda s, t: steps.append((s, t)), **run
     )
     assert steps[-1] == (9, 9) and len(steps) == 9
@@ -131,7 +132,7 @@ def test_batches_do_not_change_a_units_image():
 
 def test_units_per_pass():
     arch = zoo.get("torchvision:googlenet")
-    model = A.prepare(arch.build(), "cpu")
+    model = M.prepare(arch.build(), "cpu")
     assert batching.units_per_pass(model, "inception4a", 224, "cpu") == batching.CPU_BATCH
     assert batching.units_per_pass(model, "inception4a", 224, "cpu", configured=3) == 3
     tiny = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.ReLU())
@@ -149,21 +150,21 @@ def test_bf16_weights_are_cast_once_and_the_image_stays_float32():
     arch = zoo.get("torchvision:googlenet")
     torch.manual_seed(0)
     built = arch.build()
-    model = A.prepare(copy.deepcopy(built), "cpu", bf16=True)
+    model = M.prepare(copy.deepcopy(built), "cpu", bf16=True)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert batching.activation_numel(model, "inception3a", 32, "cpu") > 0
-    fp32 = A.prepare(built, "cpu")
+    fp32 = M.prepare(built, "cpu")
     run = {"size": 32, "upsample": 64, "transforms": "none"}
-    start = A.render_units(fp32, "inception3a", [0, 1], steps=0, **run)
-    a = A.render_units(model, "inception3a", [0, 1], steps=5, autocast=True, **run)
-    b = A.render_units(fp32, "inception3a", [0, 1], steps=5, **run)
+    start = FV.render_units(fp32, "inception3a", [0, 1], steps=0, **run)
+    a = FV.render_units(model, "inception3a", [0, 1], steps=5, autocast=True, **run)
+    b = FV.render_units(fp32, "inception3a", [0, 1], steps=5, **run)
     for x, y, s in zip(a, b, start, strict=True):  # the optimisation moves the image the same way in bf16
         da, db = (x.astype(float) - s).ravel(), (y.astype(float) - s).ravel()
         assert np.abs(db).mean() > 1 and np.corrcoef(da, db)[0, 1] > 0.7  # 0.86 here; unrelated: ~0
 
 
 def test_bf16_only_on_a_gpu():
-    from kb.render.runner import bf16
+    from kb.render.worker_device import bf16
     from kb.settings import Settings
 
     assert bf16(Settings(render_device="cuda")) is True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from kb.claims.errors import BadInput, NotFound, TooLarge
 from kb.graph.keys import Catalog, KeyProblem
@@ -27,30 +26,6 @@ MAX_SUBJECTS = 500
 MAX_EVIDENCE = 100
 DOI = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)$", re.I)
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.I)
-
-
-@dataclass
-class Content:
-    label: str
-    body: str
-    kind: str
-    confidence: float | None
-    subjects: list[str]  # canonical neuron keys
-    circuit_id: int | None
-    evidence: list[dict] = field(default_factory=list)
-    status: str = "PROPOSED"
-
-    def fields(self) -> dict:
-        return {
-            "label": self.label,
-            "body": self.body,
-            "kind": self.kind,
-            "status": self.status,
-            "confidence": self.confidence,
-            "subjects": self.subjects,
-            "circuit_id": self.circuit_id,
-            "evidence": self.evidence,
-        }
 
 
 def _neuron(catalog: Catalog, text: str, what: str) -> str:

@@ -23,7 +23,7 @@ def _log_jobs() -> None:
 
 @expected()
 def worker_command(
-    queues: str = typer.Option("render,control", "--queues", help="comma-separated queues"),
+    queues: str = typer.Option("render", "--queues", help="comma-separated queues"),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="processes (keep 1 per GPU)"),
     pool: str = typer.Option("solo", "--pool", help="solo (one process) or prefork"),
     loglevel: str = typer.Option("warning", "--loglevel"),

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.pool import QueuePool
-from sqlmodel import Session
 
 from kb.db import io_guard
 from kb.settings import get_settings
@@ -52,9 +49,3 @@ def engine_for(url: str) -> sa.Engine:
 
 def get_engine() -> sa.Engine:
     return engine_for(get_settings().db_url)
-
-
-@contextmanager
-def session_scope(engine: sa.Engine | None = None) -> Iterator[Session]:
-    with Session(engine or get_engine(), expire_on_commit=False) as session:
-        yield session

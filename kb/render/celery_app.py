@@ -18,7 +18,6 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue="render",
-        task_routes={"kb.render.sweep": {"queue": "control"}},
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         # Redis redelivers a task its worker never acknowledged (a killed worker) after this long; kombu's

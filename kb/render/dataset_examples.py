@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from kb.render.hooks import StopForward, forward_hooks, run_until_stop
-from kb.render.lucent_adapter import preprocess_fn
+from kb.render.preprocess import preprocess_fn
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STRIDED_READ_COST = 8  # reading one (image, channel) map of a channels-last activation, against a full pass

@@ -22,6 +22,10 @@ from kb.db.tables import utcnow
 from kb.render.params import params_hash
 
 
+class Permanent(Exception):
+    """A job that cannot succeed on retry (wrong weights, unknown unit): it ends FAILED at once."""
+
+
 @dataclass(frozen=True)
 class Unit:
     model_key: str

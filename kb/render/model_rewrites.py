@@ -1,5 +1,5 @@
 """Rewrites that make a frozen model cheaper to differentiate with respect to its input, without changing
-what it computes (up to float rounding). Used once per worker process by ``lucent_adapter.prepare``.
+what it computes (up to float rounding). Used once per worker process by ``model_cache.prepare``.
 
 - ``fold_batchnorm``: an eval-mode BatchNorm right after a convolution becomes part of the convolution's
   weights and bias (one op instead of two, forward and backward). Pairs are found by structure (``convN`` /

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from kb.errors import Problem
 
@@ -32,7 +32,6 @@ class RenderParams:
     upsample: int = 224  # 0: feed the image at its own size
     dataset: str = ""  # DATASET_EXAMPLES: a dataset name
     top_k: int = 9  # DATASET_EXAMPLES: examples per unit
-    extra: dict = field(default_factory=dict)
 
     def check(self, kind: str) -> RenderParams:
         if kind not in KINDS:
@@ -60,7 +59,6 @@ class RenderParams:
     def relevant(self, kind: str) -> dict:
         """Only the parameters that change the image of this kind (so irrelevant ones don't split the cache)."""
         d = asdict(self)
-        d.pop("extra")
         if kind in ("FEATURE_VIS", "NEURON_VIS"):
             d.pop("dataset"), d.pop("top_k")
         elif kind == "DATASET_EXAMPLES":

@@ -1,8 +1,8 @@
-"""Artifact storage: content-addressed (sha256) bytes behind one small interface.
+"""Artifact storage: content-addressed (sha256) files under ``KB_STORAGE_DIR``, as ``<sha[:2]>/<sha><suffix>``
+(the layout the ``/artifacts/<sha256>.png`` route of kb/web/app.py serves from).
 
-``LocalStorage`` writes under ``KB_STORAGE_DIR`` atomically (temporary file in the same folder, fsync,
-rename), so a reader never sees half a file and a crash leaves at most a stray temporary file. An
-S3-compatible store implements the same three methods when workers run on other machines.
+``LocalStorage`` writes atomically (temporary file in the same folder, fsync, rename), so a reader never sees
+half a file and a crash leaves at most a stray temporary file.
 """
 
 from __future__ import annotations
@@ -11,13 +11,6 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
-
-
-class Storage(Protocol):
-    def put(self, data: bytes, suffix: str) -> str: ...
-    def open(self, sha256: str, suffix: str) -> bytes: ...
-    def exists(self, sha256: str, suffix: str) -> bool: ...
 
 
 class LocalStorage:
@@ -45,12 +38,6 @@ class LocalStorage:
             raise
         return sha
 
-    def open(self, sha256: str, suffix: str) -> bytes:
-        return self.path(sha256, suffix).read_bytes()
 
-    def exists(self, sha256: str, suffix: str) -> bool:
-        return self.path(sha256, suffix).exists()
-
-
-def storage_from_settings(settings) -> Storage:
+def storage_from_settings(settings) -> LocalStorage:
     return LocalStorage(settings.artifacts_dir)

@@ -1,0 +1,59 @@
+"""A group's finished pictures become artifacts: PNG bytes in storage (by content hash), one artifact row per
+hash recording its parameters and what made it (versions, device, precision), and each job DONE."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from kb.render import images, jobs
+from kb.render.storage import storage_from_settings
+from kb.render.worker_device import bf16, device
+from kb.settings import Settings
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    import torch
+    import torchvision
+
+    from kb.render.lucent_adapter import lucent_version
+
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lucent": lucent_version(),
+        "circuit-kb": version("circuit-kb"),
+    }
+
+
+def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: list) -> None:
+    kind, params = group[0]["kind"], group[0]["params"]
+    storage = storage_from_settings(settings)
+    made_by = {
+        **versions(),
+        "device": device(settings).type,
+        "bf16": kind in ("FEATURE_VIS", "NEURON_VIS") and bf16(settings),
+    }
+    with engine.begin() as conn:
+        for job, rgb in zip(group, pictures, strict=True):
+            data = images.png(rgb)
+            sha = storage.put(data, ".png")
+            jobs.finish(
+                conn,
+                job["id"],
+                {
+                    "sha256": sha,
+                    "content_type": "image/png",
+                    "bytes": len(data),
+                    "width": int(rgb.shape[1]),
+                    "height": int(rgb.shape[0]),
+                    "kind": kind,
+                    "params": params,
+                    "versions": made_by,
+                    "meta": {
+                        "model": f"{job['model_key']}@{job['model_sha256'][:12]}",
+                        "unit": f"{job['layer_key']}:{job['unit']}",
+                    },
+                },
+            )

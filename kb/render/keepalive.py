@@ -1,0 +1,60 @@
+"""Keep-alive for the jobs a worker renders: their lease renewed and their progress written from a thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import sqlalchemy as sa
+
+from kb.render import jobs
+
+log = logging.getLogger("kb.render")
+
+
+class KeepAlive:
+    """While a group renders, a thread renews the jobs' lease (and writes their progress) every third of it,
+    so a slow step or a slow model load never looks like a lost worker, and a dead worker stops renewing.
+    Progress is also written each time it passes another 5% of the steps (the optimisation never waits for it:
+    it wakes this thread)."""
+
+    STEP = 0.05
+
+    def __init__(self, engine: sa.Engine, ids: list[int], lease_s: float):
+        self.engine, self.ids, self.lease_s = engine, ids, lease_s
+        self.fraction = 0.0
+        self.reported = 0
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="kb-keepalive", daemon=True)
+
+    def progress(self, step: int, total: int) -> None:
+        self.fraction = step / total * 0.99  # 1.0 once stored
+        bucket = int(step / total / self.STEP + 1e-9)
+        if bucket > self.reported:
+            self.reported = bucket
+            self.wake.set()
+
+    def _run(self) -> None:
+        next_beat = time.monotonic() + self.lease_s / 3
+        while not self.stop.is_set():
+            self.wake.wait(max(0.0, next_beat - time.monotonic()))
+            self.wake.clear()
+            if self.stop.is_set():
+                return
+            next_beat = time.monotonic() + self.lease_s / 3
+            try:
+                with self.engine.begin() as conn:
+                    jobs.heartbeat(conn, self.ids, self.fraction, self.lease_s)
+            except Exception:
+                log.warning("heartbeat for jobs %s failed", self.ids, exc_info=True)
+
+    def __enter__(self) -> KeepAlive:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.wake.set()
+        self.thread.join(timeout=30)

@@ -1,0 +1,73 @@
+"""A group's pictures (jobs of one model, layer, kind and parameters), one per job, by kind: feature and neuron
+visualisations (``feature_vis``), dataset examples (``dataset_cache``), a unit's strongest input kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import sqlalchemy as sa
+
+from kb.db.graph_cache import GraphCache
+from kb.render import images
+from kb.render.jobs import Permanent
+from kb.render.worker_device import bf16, device
+from kb.settings import Settings
+
+
+def pictures(engine: sa.Engine, settings: Settings, model_row, group: list[dict], progress) -> list[np.ndarray]:
+    """HxWx3 uint8 pictures for ``group``'s jobs, in order; ``progress(step, total)`` as they advance."""
+    first = group[0]
+    kind, params = first["kind"], first["params"]
+    where = device(settings)
+    if kind == "WEIGHTS":
+        return _weights(engine, first["model_key"], group)
+
+    from kb.render.model_cache import cached_model
+    from kb.render.preprocess import preprocess_kind
+
+    if kind == "DATASET_EXAMPLES":
+        from kb.render.dataset_cache import dataset_examples
+
+        arch, model = cached_model(model_row.source, model_row.weights, model_row.sha256, str(where))
+        return dataset_examples(engine, settings, arch, model, first["layer_key"], params, group, progress)
+
+    from kb.render.batching import units_per_pass
+    from kb.render.feature_vis import render_units
+
+    half = bf16(settings)
+    arch, model = cached_model(model_row.source, model_row.weights, model_row.sha256, str(where), half)
+    module = arch.layer(first["layer_key"]).module
+    batch = units_per_pass(model, module, params["upsample"] or params["size"], where, settings.render_device_batch)
+    return render_units(
+        model,
+        module,
+        [j["unit"] for j in group],
+        size=params["size"],
+        steps=params["steps"],
+        seed=params["seed"],
+        parameterization=params["parameterization"],
+        transforms=params["transforms"],
+        lr=params["lr"],
+        negative=params["negative"],
+        neuron=kind == "NEURON_VIS",
+        upsample=params["upsample"],
+        preprocess=preprocess_kind(arch.source),
+        device=where,
+        autocast=half,
+        max_batch=batch,
+        progress=progress,
+    )
+
+
+def _weights(engine: sa.Engine, model_key: str, group: list[dict]) -> list[np.ndarray]:
+    """A unit's ten strongest input kernels (by magnitude) as small multiples."""
+    graphs = GraphCache(engine)
+    g = graphs.graph(model_key)
+    out = []
+    for job in group:
+        target = g.ordinal(job["layer_key"], job["unit"])
+        positions = g.inputs.positions(target, "magnitude")[:10]
+        if not len(positions):
+            raise Permanent(f"{model_key}/{job['layer_key']}:{job['unit']} has no inputs (the first layer)")
+        kernels = [graphs.kernel(g, int(g.inputs.other[p]), target) for p in positions]
+        out.append(images.small_multiples(kernels))
+    return out
