@@ -75,6 +75,7 @@ def test_unknown_neuron_suggests_and_exits_1(kb_env, engine, tiny_arch):
             "checkpoint /no/such/file.pt does not exist",
         ),
         (["import", "torchvision:alexnet", "--weights", "IMAGENET1K_V9"], "no weights 'IMAGENET1K_V9'"),
+        (["import", "lucent:inceptionv1", "--weights", "IMAGENET1K_V1"], "no weights 'IMAGENET1K_V1'"),
         (["neuron", "not a key at all"], "cannot read"),
     ],
 )

@@ -1,5 +1,8 @@
 """Import into the database: hand-computed edges, stable keys, refusals that leave the database unchanged."""
 
+from pathlib import Path
+from urllib.parse import urlparse
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -9,10 +12,10 @@ import torch
 from kb.db import bulk
 from kb.db.catalog import load_catalog
 from kb.db.tables import LayerLink
-from kb.graph import program
+from kb.graph import program, zoo
 from kb.graph.importer import ImportProblem, import_model, remove_model
 from kb.graph.keys import Removed
-from kb.graph.weights import WeightsProblem, state_dict_sha256
+from kb.graph.weights import WeightsProblem, load, reload, state_dict_sha256
 
 COUNTS = (
     "SELECT (SELECT count(*) FROM model), (SELECT count(*) FROM layer), (SELECT count(*) FROM neuron), "
@@ -107,6 +110,37 @@ def test_hash_is_canonical():
     assert state_dict_sha256(a) == state_dict_sha256(b)
     b["conv1.weight"] = b["conv1.weight"] + 1e-7
     assert state_dict_sha256(a) != state_dict_sha256(b)
+
+
+def test_lucent_weights_by_name_are_lucids_and_recorded_as_such(tmp_path, monkeypatch):
+    """lucid and DEFAULT load the file torch.hub caches for lucent's download (written here: there is no network)
+    and are recorded as "lucid", which a render worker's reload reads back."""
+    from lucent.modelzoo.inceptionv1.InceptionV1 import model_urls
+
+    arch = zoo.get("lucent:inceptionv1")
+    torch.manual_seed(3)  # not the seed load() builds with: the weights must come from the file
+    state = arch.build().state_dict()
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(state, checkpoints / Path(urlparse(model_urls["inceptionv1"]).path).name)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    want = state_dict_sha256(state)
+    for name in ("lucid", "DEFAULT", None):
+        model, described = load(arch, name)
+        assert described == "lucid", name
+        assert state_dict_sha256(model.state_dict()) == want, name
+    assert state_dict_sha256(reload(arch, "lucid").state_dict()) == want
+
+
+def test_unknown_lucent_weights_are_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # nothing cached, nothing fetched
+    arch = zoo.get("lucent:inceptionv1")
+    with pytest.raises(WeightsProblem) as refused:
+        load(arch, "IMAGENET1K_V1")
+    message = str(refused.value)
+    assert message.startswith("lucent:inceptionv1 has no weights 'IMAGENET1K_V1' (choose from lucid, DEFAULT")
+    assert "\n" not in message
+    assert not (tmp_path / "torch").exists()  # refused before any download was tried
 
 
 def test_failed_import_leaves_nothing(engine, tiny_arch, monkeypatch):

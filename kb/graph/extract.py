@@ -7,15 +7,18 @@ dropout and local response normalisation as the identity. A block (Inception, Re
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
 from kb.graph import linear as L
 from kb.graph.program import LinkProgram, Term
-from kb.graph.zoo.spec import Architecture, Branches, Conv, M, Pool, Same
+from kb.graph.zoo.spec import Architecture, Branches, Conv, M, Pool, Same, Step
 
 
 class ExtractionError(ValueError):
@@ -36,21 +39,34 @@ class LayerShape:
     shape: tuple[int, ...]  # output shape without the batch dimension
 
 
-def _pair(v) -> tuple[int, int]:
+Shape = tuple[int, ...]  # a feature map's shape without the batch dimension
+_Size = int | tuple[int, ...]  # a kernel size, stride or padding as torch modules hold it
+
+
+def _pair(v: _Size) -> L.Pair:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def _np(t: torch.Tensor) -> npt.NDArray[np.float32]:
     """The tensor's values as numpy, sharing its memory when it is already float32 on the CPU: the importer drops
     the model once the programs are built, so VGG16's 0.5 GB of weights are held once, not twice."""
     return t.detach().to("cpu", torch.float32).numpy()
 
 
-def shapes(model: nn.Module, arch: Architecture) -> dict[str, tuple[int, ...]]:
+def _adaptive_size(size: int | tuple[int | None, int | None] | None, h: int, w: int) -> L.Pair:
+    """An adaptive pool's output size over an h x w map (None for a side keeps the input's)."""
+    if isinstance(size, int):
+        return size, size
+    if size is None:
+        return h, w
+    return (h if size[0] is None else size[0]), (w if size[1] is None else size[1])
+
+
+def shapes(model: nn.Module, arch: Architecture) -> dict[str, Shape]:
     """Output shape of every module on a forward pass with a zero image (checks the declared paths exist)."""
-    out: dict[str, tuple[int, ...]] = {}
+    out: dict[str, Shape] = {}
     handles = []
-    modules = dict(model.named_modules())
+    modules: dict[str, nn.Module] = dict(model.named_modules())
     for spec in arch.layers:
         if spec.module not in modules:
             raise ExtractionError(f"{arch.source}: declared layer {spec.name} has no module {spec.module!r}")
@@ -75,11 +91,31 @@ def shapes(model: nn.Module, arch: Architecture) -> dict[str, tuple[int, ...]]:
     return out
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """A step that is a chain of maps (possibly none: an identity)."""
+
+    ops: list[L.Op]
+    shape: Shape  # its output shape
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A step that is a block: terms over slices of its ``channels`` output channels."""
+
+    terms: list[Term]
+    channels: int
+    shape: Shape
+
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
 class _Walker:
-    def __init__(self, model: nn.Module, arch: Architecture, module_shapes: dict[str, tuple[int, ...]]):
+    def __init__(self, model: nn.Module, arch: Architecture, module_shapes: dict[str, Shape]):
         self.model = model
         self.arch = arch
-        self.modules = dict(model.named_modules())
+        self.modules: dict[str, nn.Module] = dict(model.named_modules())
         self.shapes = module_shapes
         self.notes: list[str] = []
 
@@ -90,7 +126,13 @@ class _Walker:
         except KeyError:
             raise ExtractionError(f"{self.arch.source}: no module {path!r}") from None
 
-    def conv(self, mod: nn.Conv2d, path: str, pad=None) -> L.Dense:
+    def typed_module(self, path: str, kind: type[_M]) -> _M:
+        mod = self.module(path)
+        if not isinstance(mod, kind):
+            raise ExtractionError(f"{self.arch.source}: {path} is a {type(mod).__name__}, not a {kind.__name__}")
+        return mod
+
+    def conv(self, mod: nn.Conv2d, path: str, pad: L.Pair | None = None) -> L.Dense:
         """A conv as a dense kernel [out, in, kh, kw]. A dilated kernel is the same map with zeros between its
         taps, ``(k - 1) * d + 1`` wide; a grouped conv is block-diagonal over (out, in): both are exact."""
         w = _np(mod.weight)
@@ -107,12 +149,14 @@ class _Walker:
                 rows = slice(i * (out // g), (i + 1) * (out // g))
                 full[rows, i * cin : (i + 1) * cin] = w[rows]
             w = full
-        padding = pad if pad is not None else mod.padding
+        padding: str | _Size = pad if pad is not None else mod.padding
         if isinstance(padding, str):  # "same" (stride 1): half the dilated window before
             padding = (0, 0) if padding == "valid" else ((w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2)
         return L.Dense(w, _pair(mod.stride), _pair(padding), True, path)
 
     def batchnorm(self, mod: nn.BatchNorm2d, path: str) -> L.Dense:
+        if mod.running_var is None:
+            raise ExtractionError(f"{self.arch.source}: {path} keeps no running statistics to fold")
         scale = (
             mod.weight.detach() / torch.sqrt(mod.running_var + mod.eps)
             if mod.affine
@@ -123,15 +167,15 @@ class _Walker:
         w[np.arange(c), np.arange(c), 0, 0] = _np(scale)
         return L.Dense(w, parametric=False, source=path)
 
-    def pool(self, size, stride, pad, path: str, op: str) -> L.Spatial:
-        size, stride, pad = _pair(size), _pair(stride if stride is not None else size), _pair(pad)
+    def pool(self, size: _Size, stride: _Size | None, pad: _Size, path: str, op: str) -> L.Spatial:
+        window, step, padding = _pair(size), _pair(stride if stride is not None else size), _pair(pad)
         if op == "max":
             self.notes.append(
-                f"{path or 'max-pool'}: max-pool {size[0]}x{size[1]}/{stride[0]} linearised as its average"
+                f"{path or 'max-pool'}: max-pool {window[0]}x{window[1]}/{step[0]} linearised as its average"
             )
-        return L.box(size, stride, pad, path)
+        return L.box(window, step, padding, path)
 
-    def linear(self, mod: nn.Linear, path: str, in_shape: tuple[int, ...] | None) -> L.Dense:
+    def linear(self, mod: nn.Linear, path: str, in_shape: Shape | None) -> L.Dense:
         w = _np(mod.weight)
         if (
             in_shape is not None
@@ -144,37 +188,36 @@ class _Walker:
         return L.Dense(w[:, :, None, None], (1, 1), (0, 0), True, path)
 
     # -- steps -------------------------------------------------------------------------------------------
-    def step(self, step, shape):
-        """Returns (kind, value, out_shape): kind "chain" with a list of ops, or "terms" with (terms, channels)."""
+    def step(self, step: Step, shape: Shape) -> _Chain | _Block:
+        """A chain of ops, or a block's terms, with the step's output shape."""
         if isinstance(step, Conv):
-            mod = self.module(step.path)
-            return "chain", [self.conv(mod, step.path, step.pad)], self.shapes.get(step.path, shape)
+            mod = self.typed_module(step.path, nn.Conv2d)
+            return _Chain([self.conv(mod, step.path, step.pad)], self.shapes.get(step.path, shape))
         if isinstance(step, Pool):
-            return (
-                "chain",
-                [self.pool(step.size, step.stride, step.pad, step.path, step.op)],
-                self.shapes.get(step.path, shape),
+            return _Chain(
+                [self.pool(step.size, step.stride, step.pad, step.path, step.op)], self.shapes.get(step.path, shape)
             )
         if isinstance(step, Same):
             if step.note:
                 self.notes.append(f"{step.path}: {step.note}")
-            return "chain", [], self.shapes.get(step.path, shape)
+            return _Chain([], self.shapes.get(step.path, shape))
         if isinstance(step, Branches):
             return self.branches(step.path, step.branches, shape)
         if isinstance(step, M):
             return self.typed(step.path, shape)
         raise ExtractionError(f"unknown trunk step {step!r}")
 
-    def chain(self, steps, shape) -> tuple[list[L.Op], tuple]:
+    def chain(self, steps: Iterable[Step], shape: Shape) -> tuple[list[L.Op], Shape]:
         ops: list[L.Op] = []
         for s in _flatten(self.model, steps):
-            kind, value, shape = self.step(s, shape)
-            if kind != "chain":
+            done = self.step(s, shape)
+            if not isinstance(done, _Chain):
                 raise ExtractionError(f"nested blocks inside a branch are not supported ({s})")
-            ops += value
+            ops += done.ops
+            shape = done.shape
         return ops, shape
 
-    def branches(self, path: str, branches, shape):
+    def branches(self, path: str, branches: Sequence[Sequence[Step]], shape: Shape) -> _Block:
         terms, start = [], 0
         in_channels = shape[0]
         for i, steps in enumerate(branches):
@@ -183,9 +226,9 @@ class _Walker:
             channels = dense[-1].out_channels if dense else in_channels
             terms.append(Term(start, start + channels, tuple(ops), f"{path} branch {i + 1}"))
             start += channels
-        return "terms", (terms, start), self.shapes.get(path, (start, *shape[1:]))
+        return _Block(terms, start, self.shapes.get(path, (start, *shape[1:])))
 
-    def typed(self, path: str, shape):
+    def typed(self, path: str, shape: Shape) -> _Chain | _Block:
         mod = self.module(path)
         name = type(mod).__name__
         out_shape = self.shapes.get(path, shape)
@@ -194,97 +237,53 @@ class _Walker:
         if isinstance(mod, nn.Sequential):
             raise AssertionError("sequentials are expanded before walking")
         if isinstance(mod, nn.Conv2d):
-            return "chain", [self.conv(mod, path)], out_shape
+            return _Chain([self.conv(mod, path)], out_shape)
         if isinstance(mod, nn.BatchNorm2d):
-            return "chain", [self.batchnorm(mod, path)], out_shape
+            return _Chain([self.batchnorm(mod, path)], out_shape)
         if isinstance(mod, (nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten)):
-            return "chain", [], out_shape
+            return _Chain([], out_shape)
         if isinstance(mod, nn.LocalResponseNorm):
             self.notes.append(f"{path}: local response normalisation taken as the identity")
-            return "chain", [], out_shape
+            return _Chain([], out_shape)
         if isinstance(mod, nn.MaxPool2d):
-            return "chain", [self.pool(mod.kernel_size, mod.stride, mod.padding, path, "max")], out_shape
+            return _Chain([self.pool(mod.kernel_size, mod.stride, mod.padding, path, "max")], out_shape)
         if isinstance(mod, nn.AvgPool2d):
-            return "chain", [self.pool(mod.kernel_size, mod.stride, mod.padding, path, "avg")], out_shape
+            return _Chain([self.pool(mod.kernel_size, mod.stride, mod.padding, path, "avg")], out_shape)
         if isinstance(mod, nn.AdaptiveAvgPool2d):
             h, w = shape[1], shape[2]
-            oh, ow = _pair(mod.output_size)
+            oh, ow = _adaptive_size(mod.output_size, h, w)
             if (h, w) == (oh, ow):
-                return "chain", [], out_shape
+                return _Chain([], out_shape)
             if h % oh or w % ow:
                 raise ExtractionError(f"{path}: adaptive pooling {h}x{w} -> {oh}x{ow} is not a fixed window")
-            return "chain", [L.box((h // oh, w // ow), (h // oh, w // ow), (0, 0), path)], out_shape
+            return _Chain([L.box((h // oh, w // ow), (h // oh, w // ow), (0, 0), path)], out_shape)
         if isinstance(mod, nn.Linear):
-            return "chain", [self.linear(mod, path, shape)], out_shape
+            return _Chain([self.linear(mod, path, shape)], out_shape)
         if name == "BasicConv2d":  # torchvision googlenet / inception_v3: conv, BatchNorm, ReLU
-            return "chain", [self.conv(mod.conv, f"{path}.conv"), self.batchnorm(mod.bn, f"{path}.bn")], out_shape
-        if name == "Inception":  # torchvision googlenet
-            return self.branches(path, tuple((M(f"{path}.branch{i}"),) for i in range(1, 5)), shape)
-        if name in _V3_BLOCKS:
-            return self.branches(path, _V3_BLOCKS[name](path), shape)
+            conv = self.typed_module(f"{path}.conv", nn.Conv2d)
+            bn = self.typed_module(f"{path}.bn", nn.BatchNorm2d)
+            return _Chain([self.conv(conv, f"{path}.conv"), self.batchnorm(bn, f"{path}.bn")], out_shape)
+        if name in self.arch.blocks:  # a block the architecture declares (Inception blocks)
+            return self.branches(path, self.arch.blocks[name](path), shape)
         if name in ("Bottleneck", "BasicBlock"):
             return self.residual(path, mod, shape)
         raise ExtractionError(f"{self.arch.source}: no linear rule for module {path!r} ({name})")
 
-    def residual(self, path: str, mod: nn.Module, shape):
+    def residual(self, path: str, mod: nn.Module, shape: Shape) -> _Block:
         convs = ["conv1", "bn1", "conv2", "bn2"] + (["conv3", "bn3"] if hasattr(mod, "conv3") else [])
         main, _ = self.chain([M(f"{path}.{c}") for c in convs], shape)
         channels = [o for o in main if isinstance(o, L.Dense)][-1].out_channels
-        if mod.downsample is not None:
-            shortcut, _ = self.chain([M(f"{path}.downsample.{i}") for i in range(len(mod.downsample))], shape)
-        else:
-            shortcut = []
+        downsample = f"{path}.downsample"  # a Sequential (_flatten expands it), or no module: the identity
+        shortcut, _ = self.chain([M(downsample)], shape) if downsample in self.modules else ([], shape)
         terms = [
             Term(0, channels, tuple(main), f"{path} residual"),
             Term(0, channels, tuple(shortcut), f"{path} shortcut"),
         ]
-        return "terms", (terms, channels), self.shapes.get(path, shape)
+        return _Block(terms, channels, self.shapes.get(path, shape))
 
 
-def _v3(*branches):
-    return lambda p: tuple(tuple(s(p) for s in b) for b in branches)
-
-
-def _m(name):
-    return lambda p: M(f"{p}.{name}")
-
-
-def _pool(size, stride, pad, op):
-    return lambda p: Pool(size, stride, (pad, pad), f"{p} pool", op)
-
-
-_V3_BLOCKS = {
-    "InceptionA": _v3(
-        [_m("branch1x1")],
-        [_m("branch5x5_1"), _m("branch5x5_2")],
-        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3")],
-        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
-    ),
-    "InceptionB": _v3(
-        [_m("branch3x3")], [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3")], [_pool(3, 2, 0, "max")]
-    ),
-    "InceptionC": _v3(
-        [_m("branch1x1")],
-        [_m("branch7x7_1"), _m("branch7x7_2"), _m("branch7x7_3")],
-        [_m(f"branch7x7dbl_{i}") for i in range(1, 6)],
-        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
-    ),
-    "InceptionD": _v3(
-        [_m("branch3x3_1"), _m("branch3x3_2")], [_m(f"branch7x7x3_{i}") for i in range(1, 5)], [_pool(3, 2, 0, "max")]
-    ),
-    "InceptionE": _v3(
-        [_m("branch1x1")],
-        [_m("branch3x3_1"), _m("branch3x3_2a")],
-        [_m("branch3x3_1"), _m("branch3x3_2b")],
-        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3a")],
-        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3b")],
-        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
-    ),
-}
-
-
-def _flatten(model: nn.Module, steps):
-    modules = dict(model.named_modules())
+def _flatten(model: nn.Module, steps: Iterable[Step]) -> Iterator[Step]:
+    modules: dict[str, nn.Module] = dict(model.named_modules())
     for s in steps:
         if isinstance(s, M) and isinstance(modules.get(s.path), nn.Sequential):
             yield from _flatten(model, [M(f"{s.path}.{name}") for name, _ in modules[s.path].named_children()])
@@ -299,31 +298,32 @@ def links(model: nn.Module, arch: Architecture) -> tuple[list[LayerShape], list[
     by_module = {spec.module: spec for spec in arch.layers}
     layer_shapes = [LayerShape(s.name, module_shapes[s.module][0], module_shapes[s.module]) for s in arch.layers]
     result: list[Link] = []
-    shape: tuple = arch.input_shape
+    shape: Shape = arch.input_shape
     prefix: list[L.Op] = []
     terms: list[Term] | None = None
     channels = shape[0]
     start_channels = channels
-    previous = None
-    seen = set()
+    previous: str | None = None
+    seen: set[str] = set()
     for step in _flatten(model, arch.trunk):
-        kind, value, shape = walker.step(step, shape)
-        if kind == "chain":
+        done = walker.step(step, shape)
+        shape = done.shape
+        if isinstance(done, _Chain):
             if terms is not None:
-                if any(isinstance(o, L.Dense) for o in value):
+                if any(isinstance(o, L.Dense) for o in done.ops):
                     raise ExtractionError(f"{arch.source}: channel-mixing op {step} after a block, before a layer")
-                terms = [Term(t.start, t.stop, t.ops + tuple(value), t.label) for t in terms]
+                terms = [Term(t.start, t.stop, t.ops + tuple(done.ops), t.label) for t in terms]
             else:
-                prefix += value
-                dense = [o for o in value if isinstance(o, L.Dense)]
+                prefix += done.ops
+                dense = [o for o in done.ops if isinstance(o, L.Dense)]
                 if dense:
                     channels = dense[-1].out_channels
         else:
             if terms is not None:
                 raise ExtractionError(f"{arch.source}: two blocks between significant layers at {step}")
-            block_terms, channels = value
-            terms = [Term(t.start, t.stop, tuple(prefix) + t.ops, t.label) for t in block_terms]
-        path = getattr(step, "path", "")
+            channels = done.channels
+            terms = [Term(t.start, t.stop, tuple(prefix) + t.ops, t.label) for t in done.terms]
+        path = step.path
         if path in by_module:
             spec = by_module[path]
             seen.add(spec.name)

@@ -26,6 +26,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class Expected:
     def edges(self) -> int:
         return sum(self.layers[k.source].units * self.layers[k.target].units for k in self.links)
 
-    def header(self) -> dict:
+    def header(self) -> dict[str, Any]:
         return {
             "version": VERSION,
             "model_id": int(self.model_id),
@@ -108,7 +109,7 @@ def _layout(units: int, edges: int) -> tuple[dict[str, tuple[int, str, int]], in
     return out, at
 
 
-def _crc(buf, start: int) -> int:
+def _crc(buf: mmap.mmap, start: int) -> int:
     crc = 0
     view = memoryview(buf)
     for lo in range(start, len(view), _CRC_CHUNK):
@@ -192,9 +193,11 @@ class Writer:
     def _put(self, name: str, at: int, values: np.ndarray) -> None:
         offset, dtype, _ = self.layout[name]
         data = np.ascontiguousarray(values, dtype=dtype)
-        os.pwrite(self._fd, memoryview(data).cast("B"), self.start + offset + at * data.itemsize)
+        os.pwrite(self._fd, data.data.cast("B"), self.start + offset + at * data.itemsize)
 
-    def _rows(self, direction: str, first_row: int, other_first: int, weight: np.ndarray, magnitude: np.ndarray):
+    def _rows(
+        self, direction: str, first_row: int, other_first: int, weight: np.ndarray, magnitude: np.ndarray
+    ) -> None:
         """Writes rows first_row.. of a direction from dense [rows, others] weights."""
         k, n = weight.shape
         indptr = self.small[f"{direction}.indptr"]
@@ -278,7 +281,7 @@ class Writer:
 @dataclass
 class Mapped:
     path: Path
-    header: dict
+    header: dict[str, Any]
     arrays: dict[str, np.ndarray]
     nbytes: int
 

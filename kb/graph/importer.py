@@ -15,7 +15,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -26,6 +28,7 @@ from kb.graph import extract, graph_file, program, zoo
 from kb.graph.keys import MODEL_KEY
 from kb.graph.store import LayerInfo
 from kb.graph.weights import load, state_dict_sha256
+from kb.graph.zoo.spec import Architecture
 
 log = logging.getLogger("kb.import")
 
@@ -58,22 +61,25 @@ class ImportReport:
     graph_file: Path | None = None
 
 
-def link_chunks(
-    links: list[extract.Link | None], reporter: Reporter | None = None, release: bool = False
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+Chunk = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # (link index, targets, weight, magnitude)
+
+
+def link_chunks(links: list[extract.Link], reporter: Reporter | None = None, release: bool = False) -> Iterator[Chunk]:
     """(link index, target units, weight[targets, sources], magnitude[targets, sources]) for every pair of
-    units of each link, a chunk of target units at a time. With ``release``, each link is replaced by None in
-    ``links`` once it is done, so that its weights can be freed (VGG16's fc6: 0.4 GB) before the next."""
+    units of each link, a chunk of target units at a time. With ``release``, each link is removed from the front
+    of ``links`` once it is done, so that its weights can be freed (VGG16's fc6: 0.4 GB) before the next."""
     reporter = reporter or Reporter()
     for i in range(len(links)):
-        stage = f"weights {links[i].source} → {links[i].target}"
-        tick = reporter.stage(stage, links[i].program.out_channels)
-        for targets, weight, magnitude in links[i].program.expand():
+        link = links[0] if release else links[i]
+        stage = f"weights {link.source} → {link.target}"
+        tick = reporter.stage(stage, link.program.out_channels)
+        for targets, weight, magnitude in link.program.expand():
             yield i, targets, weight, magnitude
             tick(len(targets))
         reporter.done(stage)
+        del link
         if release:
-            links[i] = None
+            del links[0]
 
 
 def as_block(link: _LinkName, targets: np.ndarray, weight: np.ndarray, magnitude: np.ndarray) -> bulk.EdgeBlock:
@@ -107,12 +113,19 @@ class _Failed:
         self.exc = exc
 
 
-def prefetch(items: Iterable, depth: int = 2) -> Iterator:
-    """Runs ``items`` in a thread, ``depth`` ahead of the consumer (numpy and COPY release the GIL)."""
-    q: queue.Queue = queue.Queue(depth)
-    end, stop = object(), threading.Event()
+class _End:
+    pass
 
-    def put(x) -> bool:
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Runs ``items`` in a thread, ``depth`` ahead of the consumer (numpy and COPY release the GIL)."""
+    q: queue.Queue[T | _Failed | _End] = queue.Queue(depth)
+    end, stop = _End(), threading.Event()
+
+    def put(x: T | _Failed | _End) -> bool:
         while not stop.is_set():
             try:
                 q.put(x, timeout=0.1)
@@ -135,7 +148,7 @@ def prefetch(items: Iterable, depth: int = 2) -> Iterator:
     try:
         while True:
             x = q.get()
-            if x is end:
+            if isinstance(x, _End):
                 return
             if isinstance(x, _Failed):
                 raise x.exc
@@ -153,7 +166,8 @@ def check_key(key: str) -> None:
         )
 
 
-def existing(conn: sa.Connection, key: str):
+def existing(conn: sa.Connection, key: str) -> sa.Row[str, datetime | None, str] | None:
+    """The model row under ``key``, if any: (sha256, removed_at, source)."""
     t = Model.__table__
     return conn.execute(sa.select(t.c.sha256, t.c.removed_at, t.c.source).where(t.c.key == key)).first()
 
@@ -218,7 +232,15 @@ def import_model(
 
 
 def write_graph(
-    engine, arch, key, sha, described, shapes, links, reporter: Reporter, graphs_dir: Path | None = None
+    engine: sa.Engine,
+    arch: Architecture,
+    key: str,
+    sha: str,
+    described: str,
+    shapes: list[extract.LayerShape],
+    links: list[extract.Link],
+    reporter: Reporter,
+    graphs_dir: Path | None = None,
 ) -> tuple[int, Path | None, float]:
     """Writes everything in one transaction; returns (connections, the graph file or None, seconds computing)."""
     specs = {s.name: s for s in arch.layers}
@@ -276,7 +298,7 @@ def write_graph(
 
         names = [_LinkName(k.source, k.target, k.program.method) for k in links]
 
-        def timed_chunks():
+        def timed_chunks() -> Iterator[Chunk]:
             chunks = link_chunks(links, reporter, release=True)
             while True:
                 t = time.perf_counter()
@@ -286,7 +308,7 @@ def write_graph(
                     return
                 yield item
 
-        def blocks():
+        def blocks() -> Iterator[tuple[bulk.EdgeBlock, np.ndarray, np.ndarray]]:
             for i, targets, weight, magnitude in prefetch(timed_chunks()):
                 if writer is not None:
                     writer.add(i, targets, weight, magnitude)
@@ -311,7 +333,16 @@ def write_graph(
     return written, path, busy[0]
 
 
-def _file_writer(graphs_dir, model_id, key, sha, shapes, links, layer_ids, neuron_ids) -> graph_file.Writer:
+def _file_writer(
+    graphs_dir: Path,
+    model_id: int,
+    key: str,
+    sha: str,
+    shapes: list[extract.LayerShape],
+    links: list[extract.Link],
+    layer_ids: dict[str, int],
+    neuron_ids: dict[int, np.ndarray],
+) -> graph_file.Writer:
     layers, first = [], 0
     for i, s in enumerate(shapes):
         layers.append(LayerInfo(layer_ids[s.name], s.name, i, s.units, first))

@@ -75,9 +75,9 @@ class ModelRef:
     sha256: str
     layers: tuple[LayerRef, ...]
     removed: bool = False
-    _index: dict = field(default_factory=dict, compare=False, repr=False)
+    _index: dict[str, LayerRef] = field(default_factory=dict, compare=False, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for layer in self.layers:
             for name in layer.names():
                 self._index.setdefault(name, layer)
@@ -148,7 +148,8 @@ class Catalog:
         if found is None:
             names = sorted({n for layer in m.layers for n in layer.names()})
             close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.5)
-            suggestion = f"{m.key}/{m.layer(close[0]).key}" if close else None
+            near = m.layer(close[0]) if close else None  # a name of the model's: always found
+            suggestion = f"{m.key}/{near.key}" if near else None
             raise NotFound(f"model {m.key} has no layer {name!r}", suggestion)
         return found
 

@@ -17,16 +17,20 @@ target channel, with ReLUs taken as the identity (Distill Circuits thread, "Visu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 Pair = tuple[int, int]
+Array = npt.NDArray[np.floating[Any]]  # float32 from a model; float64 where a test composes exactly
 
 
 @dataclass(frozen=True)
 class Dense:
-    weight: np.ndarray  # [out, in, kh, kw]
+    weight: Array  # [out, in, kh, kw]
     stride: Pair = (1, 1)
     pad: Pair = (0, 0)  # offset of the window's first row/column before p*stride
     parametric: bool = True  # a layer's own parameters (conv, linear), not a folded BatchNorm scale
@@ -38,16 +42,16 @@ class Dense:
 
     @property
     def out_channels(self) -> int:
-        return self.weight.shape[0]
+        return int(self.weight.shape[0])
 
     @property
     def in_channels(self) -> int:
-        return self.weight.shape[1]
+        return int(self.weight.shape[1])
 
 
 @dataclass(frozen=True)
 class Spatial:
-    filter: np.ndarray  # [kh, kw], shared by every channel
+    filter: Array  # [kh, kw], shared by every channel
     stride: Pair = (1, 1)
     pad: Pair = (0, 0)
     source: str = ""
@@ -61,13 +65,13 @@ class Spatial:
 Op = Dense | Spatial
 
 
-def box(size: Pair, stride: Pair, pad: Pair, source: str = "", dtype=np.float32) -> Spatial:
+def box(size: Pair, stride: Pair, pad: Pair, source: str = "", dtype: npt.DTypeLike = np.float32) -> Spatial:
     """A pooling window linearised as its average (max-pooling is treated the same way)."""
     kh, kw = size
-    return Spatial(np.full((kh, kw), 1.0 / (kh * kw), dtype=dtype), tuple(stride), tuple(pad), source)
+    return Spatial(np.full((kh, kw), 1.0 / (kh * kw), dtype=dtype), (stride[0], stride[1]), (pad[0], pad[1]), source)
 
 
-def identity(dtype=np.float32) -> Spatial:
+def identity(dtype: npt.DTypeLike = np.float32) -> Spatial:
     return Spatial(np.ones((1, 1), dtype=dtype))
 
 
@@ -80,7 +84,7 @@ def _geometry(a: Op, b: Op) -> tuple[Pair, Pair, Pair]:
     return size, stride, pad
 
 
-def folded_size(ops: list[Op]) -> Pair:
+def folded_size(ops: Sequence[Op]) -> Pair:
     """The kernel size of ``fold(ops)``, from the geometry alone."""
     if not ops:
         return (1, 1)
@@ -96,13 +100,14 @@ def compose(a: Op, b: Op) -> Op:
     size, stride, pad = _geometry(a, b)
     (ah, aw), (bh, bw) = a.size, b.size
     sah, saw = a.stride
-    if isinstance(a, Spatial) and isinstance(b, Spatial):
-        f = np.zeros(size, dtype=np.result_type(a.filter, b.filter))
-        for u in range(bh):
-            for v in range(bw):
-                f[u * sah : u * sah + ah, v * saw : v * saw + aw] += b.filter[u, v] * a.filter
-        return Spatial(f, stride, pad)
-    if isinstance(a, Spatial):  # b is Dense: same channels in and out of a
+    if isinstance(a, Spatial):
+        if isinstance(b, Spatial):
+            f = np.zeros(size, dtype=np.result_type(a.filter, b.filter))
+            for u in range(bh):
+                for v in range(bw):
+                    f[u * sah : u * sah + ah, v * saw : v * saw + aw] += b.filter[u, v] * a.filter
+            return Spatial(f, stride, pad)
+        # b is Dense: same channels in and out of a
         w = np.zeros(b.weight.shape[:2] + size, dtype=np.result_type(a.filter, b.weight))
         if ah * aw < bh * bw:  # e.g. a 2x2 pool before a 7x7 layer: a few passes over w rather than 49 windows
             for i in range(ah):
@@ -136,11 +141,11 @@ def compose(a: Op, b: Op) -> Op:
     return Dense(w, stride, pad, True)
 
 
-def select_rows(rows: np.ndarray | list[int], n: int, dtype=np.float32) -> Dense:
+def select_rows(rows: np.ndarray | list[int], n: int, dtype: npt.DTypeLike = np.float32) -> Dense:
     """A 1x1 map that picks output channels ``rows`` out of ``n``: composing with it restricts a chain."""
-    rows = np.asarray(rows)
-    w = np.zeros((len(rows), n, 1, 1), dtype=dtype)
-    w[np.arange(len(rows)), rows, 0, 0] = 1.0
+    picked = np.asarray(rows)
+    w = np.zeros((len(picked), n, 1, 1), dtype=dtype)
+    w[np.arange(len(picked)), picked, 0, 0] = 1.0
     return Dense(w, parametric=False)
 
 

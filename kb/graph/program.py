@@ -14,13 +14,17 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from kb.graph.linear import Dense, Op, Spatial, add, fold, folded_size, to_dense
 
 DIRECT = "direct"
 EXPANDED = "expanded"
+
+Meta = dict[str, Any]  # a program's JSON structure (layer_link.program); its arrays are stored beside it
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,9 @@ class LinkProgram:
                 return self.kernels(start, stop, np.array([target - start]))
         raise IndexError(f"target channel {target} is outside 0..{self.out_channels - 1}")
 
-    def expand(self, chunk: int = 256, budget: int = 1 << 23) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def expand(
+        self, chunk: int = 256, budget: int = 1 << 23
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
         """Yields (target channel, weight[in], magnitude[in]) blocks: weight = sum(K), magnitude = ||K||₂.
 
         At most ``chunk`` targets at a time, fewer when their kernels would exceed ``budget`` values (VGG16's
@@ -87,14 +93,14 @@ class LinkProgram:
 # -- storage -------------------------------------------------------------------------------------------
 
 
-def dumps(program: LinkProgram) -> tuple[dict, bytes]:
+def dumps(program: LinkProgram) -> tuple[Meta, bytes]:
     """(JSON structure, npz bytes of its arrays). No pickle: the API loads these."""
     buf = io.BytesIO()
     meta = dump(program, buf)
     return meta, buf.getvalue()
 
 
-def dump(program: LinkProgram, file) -> dict:
+def dump(program: LinkProgram, file: IO[bytes]) -> Meta:
     """Writes the npz of the program's arrays to ``file`` (streamed: numpy writes large arrays in pieces) and
     returns its JSON structure."""
     arrays: dict[str, np.ndarray] = {}
@@ -126,16 +132,15 @@ def dump(program: LinkProgram, file) -> dict:
         "terms": terms,
         "notes": list(program.notes),
     }
-    np.savez(file, **arrays)
+    np.savez(file, allow_pickle=False, **arrays)
     return meta
 
 
-def loads(meta: dict | str, blob: bytes) -> LinkProgram:
-    if isinstance(meta, str):
-        meta = json.loads(meta)
+def loads(meta: Meta | str, blob: bytes) -> LinkProgram:
+    structure: Meta = json.loads(meta) if isinstance(meta, str) else meta
     arrays = np.load(io.BytesIO(blob), allow_pickle=False)
     terms = []
-    for t in meta["terms"]:
+    for t in structure["terms"]:
         ops: list[Op] = []
         for o in t["ops"]:
             a = arrays[o["array"]]
@@ -144,4 +149,6 @@ def loads(meta: dict | str, blob: bytes) -> LinkProgram:
             else:
                 ops.append(Spatial(a, tuple(o["stride"]), tuple(o["pad"]), o["source"]))
         terms.append(Term(t["start"], t["stop"], tuple(ops), t.get("label", "")))
-    return LinkProgram(meta["in_channels"], meta["out_channels"], tuple(terms), tuple(meta.get("notes", ())))
+    return LinkProgram(
+        structure["in_channels"], structure["out_channels"], tuple(terms), tuple(structure.get("notes", ()))
+    )

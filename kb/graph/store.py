@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 WEIGHT, MAGNITUDE = "weight", "magnitude"
 POSITIVE, NEGATIVE, ANY = "positive", "negative", "any"
@@ -20,13 +21,13 @@ POSITIVE, NEGATIVE, ANY = "positive", "negative", "any"
 class Rows:
     """One direction (inputs or outputs) as CSR over local unit ordinals."""
 
-    indptr: np.ndarray  # int64 [n + 1]
-    other: np.ndarray  # int32 local ordinal of the neighbor, rows sorted by weight descending
-    weight: np.ndarray  # float32
-    magnitude: np.ndarray  # float32
-    by_magnitude: np.ndarray  # int32 positions within the row, by magnitude descending
-    positives: np.ndarray  # int32 count of weight > 0 per row (a prefix of the row)
-    negatives: np.ndarray  # int32 count of weight < 0 per row (a suffix of the row)
+    indptr: npt.NDArray[np.int64]  # [n + 1]
+    other: npt.NDArray[np.int32]  # local ordinal of the neighbor, rows sorted by weight descending
+    weight: npt.NDArray[np.float32]
+    magnitude: npt.NDArray[np.float32]
+    by_magnitude: npt.NDArray[np.int32]  # positions within the row, by magnitude descending
+    positives: npt.NDArray[np.int32]  # count of weight > 0 per row (a prefix of the row)
+    negatives: npt.NDArray[np.int32]  # count of weight < 0 per row (a suffix of the row)
 
     @classmethod
     def build(cls, n: int, mine: np.ndarray, other: np.ndarray, weight: np.ndarray, magnitude: np.ndarray) -> Rows:
@@ -58,11 +59,11 @@ class Rows:
             if sign == NEGATIVE:
                 return np.arange(hi - 1, hi - 1 - int(self.negatives[row]), -1)
             return np.arange(lo, hi)
-        pos = self.by_magnitude[lo:hi] + lo
+        pos: np.ndarray = self.by_magnitude[lo:hi] + lo
         if sign == POSITIVE:
-            return pos[self.weight[pos] > 0]
-        if sign == NEGATIVE:
-            return pos[self.weight[pos] < 0]
+            pos = pos[self.weight[pos] > 0]
+        elif sign == NEGATIVE:
+            pos = pos[self.weight[pos] < 0]
         return pos
 
     def count(self, row: int, sign: str = ANY) -> int:
@@ -111,13 +112,13 @@ class ModelGraph:
     key: str
     sha256: str
     layers: list[LayerInfo]
-    neuron_ids: np.ndarray  # int64 database id per ordinal
+    neuron_ids: npt.NDArray[np.int64]  # database id per ordinal
     inputs: Rows
     outputs: Rows
     methods: dict[tuple[int, int], str]  # (source layer position, target layer position) -> method
     file: str | None = None  # the graph file its arrays are mapped from (kb.graph.graph_file), if any
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.layer_of = np.repeat(np.arange(len(self.layers), dtype=np.int32), [x.units for x in self.layers])
         self._by_id = {int(i): o for o, i in enumerate(self.neuron_ids)}
         self._layer_by_key = {x.key: x for x in self.layers}

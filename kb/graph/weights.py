@@ -6,17 +6,18 @@ from __future__ import annotations
 import hashlib
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from kb.graph.zoo.spec import Architecture
+from kb.graph.zoo.spec import Architecture, StateDict
 
 
 class WeightsProblem(ValueError):
     pass
 
 
-def state_dict_sha256(state: dict) -> str:
+def state_dict_sha256(state: StateDict) -> str:
     """sha256 over every tensor in key order (name, dtype, shape, bytes), so equal weights hash equal.
 
     BatchNorm's ``num_batches_tracked`` counters are skipped: they count training steps, not weights.
@@ -28,11 +29,11 @@ def state_dict_sha256(state: dict) -> str:
         t = state[name].detach().to("cpu").contiguous()
         h.update(name.encode())
         h.update(b"\0" + str(t.dtype).encode() + b"\0" + repr(tuple(t.shape)).encode() + b"\0")
-        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the tensor's own bytes, not a copy
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)  # the tensor's own bytes, not a copy
     return h.hexdigest()
 
 
-def _unwrap(obj) -> dict:
+def _unwrap(obj: Any) -> StateDict:  # whatever torch.load read
     if isinstance(obj, torch.nn.Module):
         return obj.state_dict()
     if isinstance(obj, dict):
@@ -46,7 +47,7 @@ def _unwrap(obj) -> dict:
     )
 
 
-def fit(model: torch.nn.Module, arch: Architecture, state: dict, what: str) -> None:
+def fit(model: torch.nn.Module, arch: Architecture, state: StateDict, what: str) -> None:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in arch.ignore_keys)}
     own = model.state_dict()
@@ -71,7 +72,8 @@ def fit(model: torch.nn.Module, arch: Architecture, state: dict, what: str) -> N
 
 def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tuple[torch.nn.Module, str]:
     """(model in eval mode, a description of the weights). ``weights``: None or a weights name
-    (torchvision's, e.g. IMAGENET1K_V1 or DEFAULT), a checkpoint path, or "random" (with ``seed``)."""
+    (torchvision's, e.g. IMAGENET1K_V1 or DEFAULT; lucent's: lucid), a checkpoint path, or "random" (with ``seed``).
+    A named set is described by the name of the weights loaded (DEFAULT resolved)."""
     weights = weights or "DEFAULT"
     if weights == "random":
         seed = 0 if seed is None else seed
@@ -98,7 +100,7 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
     if arch.pretrained is None:
         raise WeightsProblem(f"{arch.source} has no published weights; use --weights PATH or --weights random")
     try:
-        state = arch.pretrained(weights)
+        loaded, state = arch.pretrained(weights)
     except WeightsProblem:
         raise
     except ValueError as exc:
@@ -109,8 +111,8 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
             f"offline, place the file in torch's hub cache ({torch.hub.get_dir()}/checkpoints) "
             f"or pass --weights PATH, or --weights random"
         ) from None
-    fit(model, arch, state, f"weights {weights}")
-    return model.eval(), f"{weights}"
+    fit(model, arch, state, f"weights {loaded}")
+    return model.eval(), loaded
 
 
 def reload(arch: Architecture, described: str) -> torch.nn.Module:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from kb.graph.zoo.spec import Architecture, Branches, Conv, LayerSpec, Pool, Same
+from typing import TYPE_CHECKING
+
+from kb.graph.zoo.spec import Architecture, Branches, Conv, LayerSpec, Pool, Same, StateDict, Step
+
+if TYPE_CHECKING:
+    import torch
 
 LRN = "local response normalisation taken as the identity"
 MIXED = ("mixed3a", "mixed3b", "mixed4a", "mixed4b", "mixed4c", "mixed4d", "mixed4e", "mixed5a", "mixed5b")
@@ -29,8 +34,8 @@ def _layers() -> tuple[LayerSpec, ...]:
     return convs + mixed
 
 
-def _trunk():
-    steps = [
+def _trunk() -> tuple[Step, ...]:
+    steps: list[Step] = [
         Conv("conv2d0_pre_relu_conv", (2, 2)),
         Same("conv2d0"),
         Pool(3, 2, (0, 0), "maxpool0"),
@@ -52,17 +57,29 @@ def _trunk():
     return tuple(steps)
 
 
-def _build():
+def _build() -> torch.nn.Module:
     from lucent.modelzoo.inceptionv1.InceptionV1 import InceptionV1
 
-    return InceptionV1(pretrained=False)
+    model: torch.nn.Module = InceptionV1(pretrained=False)
+    return model
 
 
-def _pretrained(name: str) -> dict:
+LUCID = "lucid"  # the one published set: Lucid's InceptionV1 (inception5h), as lucent ports it
+WEIGHTS = {LUCID: LUCID, "DEFAULT": LUCID}  # weights name -> the weights it stands for
+
+
+def _pretrained(name: str) -> tuple[str, StateDict]:
+    """The weights called ``name`` (only Lucid's are published; DEFAULT stands for them)."""
+    if name not in WEIGHTS:
+        raise ValueError(
+            f"lucent:inceptionv1 has no weights {name!r} (choose from {', '.join(WEIGHTS)}, "
+            f"or use --weights PATH or --weights random)"
+        )
     import torch
     from lucent.modelzoo.inceptionv1.InceptionV1 import model_urls
 
-    return torch.hub.load_state_dict_from_url(model_urls["inceptionv1"], progress=True, map_location="cpu")
+    state: StateDict = torch.hub.load_state_dict_from_url(model_urls["inceptionv1"], progress=True, map_location="cpu")
+    return WEIGHTS[name], state
 
 
 INCEPTIONV1 = Architecture(
@@ -73,7 +90,6 @@ INCEPTIONV1 = Architecture(
     trunk=_trunk(),
     build=_build,
     pretrained=_pretrained,
-    weight_names=("lucid", "DEFAULT"),
     description="InceptionV1 (GoogLeNet) as trained by Lucid, the model of the Distill Circuits thread",
 )
 

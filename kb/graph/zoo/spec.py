@@ -7,9 +7,12 @@ in which order the modules between significant layers run. Importing this module
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: importing the zoo does not import torch
+    import torch
 
 Pair = tuple[int, int]
 
@@ -65,10 +68,13 @@ class Branches:
     """Parallel branches whose outputs are concatenated along channels (an Inception block)."""
 
     path: str
-    branches: tuple[tuple[Any, ...], ...]
+    branches: tuple[tuple[Step, ...], ...]
 
 
 Step = M | Conv | Pool | Same | Branches
+# A block type's branches at a module path: how the walker reads a block it has no rule for by its type alone.
+BlockBranches = Callable[[str], tuple[tuple[Step, ...], ...]]
+StateDict = dict[str, "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,12 @@ class Architecture:
     input_shape: tuple[int, int, int]
     layers: tuple[LayerSpec, ...]
     trunk: tuple[Step, ...]
-    build: Callable[[], Any]  # returns an nn.Module with freshly initialised (random) weights
-    pretrained: Callable[[str], dict] | None = None  # weights name -> state dict (may download)
-    weight_names: tuple[str, ...] = ()
+    build: Callable[[], torch.nn.Module]  # returns a model with freshly initialised (random) weights
+    # weights name -> (the name of the weights it loaded, e.g. DEFAULT resolved; their state dict); may download
+    pretrained: Callable[[str], tuple[str, StateDict]] | None = None
     ignore_keys: tuple[str, ...] = ()  # checkpoint key prefixes that are not part of this architecture
     description: str = ""
-    extra: dict = field(default_factory=dict)
+    blocks: Mapping[str, BlockBranches] = field(default_factory=dict)  # module type name -> its branches
 
     def layer(self, name: str) -> LayerSpec:
         for spec in self.layers:

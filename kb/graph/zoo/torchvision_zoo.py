@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
+from typing import TYPE_CHECKING
 
-from kb.graph.zoo.spec import Architecture, LayerSpec, M
+from kb.graph.zoo.spec import Architecture, BlockBranches, LayerSpec, M, Pool, StateDict, Step
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET = (3, 224, 224)
 
 
-def _build(name: str, **kwargs):
+def _build(name: str, **kwargs: bool) -> torch.nn.Module:
     import torchvision
 
-    return torchvision.models.get_model(name, weights=None, **kwargs)
+    model: torch.nn.Module = torchvision.models.get_model(name, weights=None, **kwargs)
+    return model
 
 
-def _pretrained(arch: str, name: str) -> dict:
+def _pretrained(arch: str, name: str) -> tuple[str, StateDict]:
+    """torchvision's weights ``name`` (DEFAULT resolves to the weights it stands for, which is what is recorded)."""
     import torchvision
 
     enum = torchvision.models.get_model_weights(arch)
@@ -24,18 +31,20 @@ def _pretrained(arch: str, name: str) -> dict:
     except KeyError:
         choices = ", ".join(dict.fromkeys(["DEFAULT", *enum.__members__]))
         raise ValueError(f"torchvision has no weights {name!r} for {arch} (choose from {choices})") from None
-    return weights.get_state_dict(progress=True, check_hash=True)
+    state: StateDict = weights.get_state_dict(progress=True, check_hash=True)
+    return str(weights.name), state
 
 
-def _arch(name: str, layers, trunk, input_shape=IMAGENET, ignore=(), description="", **build_kwargs):
-    import_names = {
-        "googlenet": ("IMAGENET1K_V1",),
-        "alexnet": ("IMAGENET1K_V1",),
-        "vgg16": ("IMAGENET1K_V1",),
-        "vgg19": ("IMAGENET1K_V1",),
-        "resnet50": ("IMAGENET1K_V1", "IMAGENET1K_V2"),
-        "inception_v3": ("IMAGENET1K_V1",),
-    }
+def _arch(
+    name: str,
+    layers: Iterable[LayerSpec],
+    trunk: Iterable[Step],
+    input_shape: tuple[int, int, int] = IMAGENET,
+    ignore: tuple[str, ...] = (),
+    description: str = "",
+    blocks: Mapping[str, BlockBranches] | None = None,
+    **build_kwargs: bool,
+) -> Architecture:
     return Architecture(
         name=name,
         source=f"torchvision:{name}",
@@ -44,9 +53,9 @@ def _arch(name: str, layers, trunk, input_shape=IMAGENET, ignore=(), description
         trunk=tuple(trunk),
         build=partial(_build, name, **build_kwargs),
         pretrained=partial(_pretrained, name),
-        weight_names=("DEFAULT", *import_names.get(name, ())),
-        ignore_keys=tuple(ignore),
+        ignore_keys=ignore,
         description=description,
+        blocks=blocks or {},
     )
 
 
@@ -72,6 +81,7 @@ GOOGLENET = _arch(
     ],
     ignore=("aux1.", "aux2."),
     description="torchvision's GoogLeNet (BatchNorm, 3x3 in the '5x5' branch)",
+    blocks={"Inception": lambda p: tuple((M(f"{p}.branch{i}"),) for i in range(1, 5))},
     aux_logits=False,
     init_weights=True,
 )
@@ -139,6 +149,51 @@ _V3_MIXED = (
     "Mixed_7b",
     "Mixed_7c",
 )
+
+
+def _m(name: str) -> Callable[[str], Step]:
+    return lambda p: M(f"{p}.{name}")
+
+
+def _pool(size: int, stride: int, pad: int, op: str) -> Callable[[str], Step]:
+    """A block's functional pooling (torchvision calls F.avg_pool2d / F.max_pool2d in its forward)."""
+    return lambda p: Pool(size, stride, (pad, pad), f"{p} pool", op)
+
+
+def _v3(*branches: list[Callable[[str], Step]]) -> BlockBranches:
+    return lambda p: tuple(tuple(s(p) for s in b) for b in branches)
+
+
+# Inception v3's blocks by type: each branch's modules in order (InceptionE's 3x3 branches split in two, and
+# their split halves share the stem before them: each half is a term of its own).
+_V3_BLOCKS: dict[str, BlockBranches] = {
+    "InceptionA": _v3(
+        [_m("branch1x1")],
+        [_m("branch5x5_1"), _m("branch5x5_2")],
+        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3")],
+        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
+    ),
+    "InceptionB": _v3(
+        [_m("branch3x3")], [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3")], [_pool(3, 2, 0, "max")]
+    ),
+    "InceptionC": _v3(
+        [_m("branch1x1")],
+        [_m("branch7x7_1"), _m("branch7x7_2"), _m("branch7x7_3")],
+        [_m(f"branch7x7dbl_{i}") for i in range(1, 6)],
+        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
+    ),
+    "InceptionD": _v3(
+        [_m("branch3x3_1"), _m("branch3x3_2")], [_m(f"branch7x7x3_{i}") for i in range(1, 5)], [_pool(3, 2, 0, "max")]
+    ),
+    "InceptionE": _v3(
+        [_m("branch1x1")],
+        [_m("branch3x3_1"), _m("branch3x3_2a")],
+        [_m("branch3x3_1"), _m("branch3x3_2b")],
+        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3a")],
+        [_m("branch3x3dbl_1"), _m("branch3x3dbl_2"), _m("branch3x3dbl_3b")],
+        [_pool(3, 1, 1, "avg"), _m("branch_pool")],
+    ),
+}
 INCEPTION_V3 = _arch(
     "inception_v3",
     [LayerSpec(s.lower(), s, "conv", ("conv",), (s,)) for s in _V3_STEM]
@@ -155,6 +210,7 @@ INCEPTION_V3 = _arch(
     ],
     input_shape=(3, 299, 299),
     ignore=("AuxLogits.",),
+    blocks=_V3_BLOCKS,
     aux_logits=False,
     init_weights=True,
 )
