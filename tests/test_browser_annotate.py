@@ -9,45 +9,23 @@ Needs Python playwright and the system's chromium (skipped where either is missi
 
 import hashlib
 import io
-import os
 import re
-import secrets
 import shutil
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from servers import free_port, kb_serve
+from browsers import csp_violations, people, screenshot, served_browser, sign_in
+from servers import free_port
 
-from kb.claims import accounts as acc
 from kb.claims import sessions
 from kb.render import jobs
 from kb.render.storage import LocalStorage
 from kb.settings import get_settings
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no system chromium")
 expect = playwright.expect
-PASSWORD = "correct horse battery"
 UNIT = "/n/inceptionv1/mixed4c/21"
-SHOTS = Path(os.environ["KB_SCREENSHOTS"]) if os.environ.get("KB_SCREENSHOTS") else None  # pictures to look at
-
-
-def _shot(page, name: str, full_page: bool = True) -> None:
-    if SHOTS is not None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / name), full_page=full_page)
-
-
-def _sign_in(page, url: str, name: str) -> None:
-    page.goto(url)
-    page.get_by_role("link", name="Sign in", exact=True).click()
-    _shot(page, "signin.png", full_page=False)
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(url)  # back where the link was
 
 
 def _png() -> bytes:
@@ -85,29 +63,17 @@ def _land_render(engine, job_id: int) -> None:
 
 
 def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
-    suffix = secrets.token_hex(3)
-    amy_name, ben_name = f"amy-{suffix}", f"ben-{suffix}"
-    with engine.begin() as conn:
-        acc.create_user(conn, amy_name, "editor")
-        acc.create_user(conn, ben_name, "moderator")
-        for name in (amy_name, ben_name):
-            sessions.set_password(conn, name, PASSWORD)
-    with (
-        kb_serve({"KB_DATABASE_URL": db_url}, "--no-render-worker", timeout=120) as base,
-        playwright.sync_playwright() as p,
-    ):
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    amy_name, ben_name = people(engine, "editor", "moderator")
+    suffix = amy_name.rpartition("-")[2]
+    with served_browser(db_url) as (base, browser):
         violations: list[str] = []
         a = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         b = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         for page in (a, b):
-            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            csp_violations(page, violations)
         neuron = base + UNIT
-        _sign_in(a, neuron, amy_name)
-        _sign_in(b, neuron, ben_name)
+        sign_in(a, base, amy_name, UNIT, shot="signin.png")
+        sign_in(b, base, ben_name, UNIT)
         b.evaluate("window.kbNoReload = 1")  # gone if the page reloads
         b.wait_for_timeout(1500)  # the page's EventSource is connected
 
@@ -166,7 +132,7 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         a.goto(neuron)
         expect(a.get_by_label("Feature visualization")).to_have_count(1)
         a.get_by_label("Label", exact=True).fill("draft kept")  # shown in the screenshot: a claim and the form
-        _shot(a, "neuron-signed-in.png")
+        screenshot(a, "neuron-signed-in.png")
         a.get_by_label("Label", exact=True).fill(f"cites its picture {suffix}")
         a.get_by_label("Feature visualization").check()
         a.get_by_role("button", name="Propose claim").click()
@@ -200,7 +166,7 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         expect(b.get_by_label("Body", exact=True)).to_have_value(ben_text)
         expect(b.get_by_label("Label", exact=True)).to_have_value(label + " (Ben)")
         assert b.locator('input[name="expectedRevision"]').get_attribute("value") == "2"
-        _shot(b, "claim-conflict.png")
+        screenshot(b, "claim-conflict.png")
         merged = "Amy's body: curves at one orientation, 45 degrees.\n\nBen: and some circles."
         b.get_by_label("Body", exact=True).fill(merged)
         b.get_by_label("Label", exact=True).fill(label)
@@ -212,10 +178,10 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         # the moderator's queue, and his status buttons
         b.goto(f"{base}/moderation")
         expect(b.get_by_role("link", name=label)).to_be_visible()
-        _shot(b, "moderation.png")
+        screenshot(b, "moderation.png")
         b.get_by_role("link", name=label).click()
         expect(b.get_by_role("button", name="Edit")).to_be_visible()
-        _shot(b, "claim-moderator.png")
+        screenshot(b, "claim-moderator.png")
         b.get_by_role("button", name="Mark supported").click()
         b.wait_for_url(f"{base}/c/{n}")
         expect(b.locator("#claim-head")).to_contain_text("supported")
@@ -242,5 +208,4 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
             assert conn.execute(sa.text("SELECT count(*) FROM claim WHERE label = 'forged'")).scalar_one() == 0
             row = conn.execute(sa.text("SELECT revision, support_count FROM claim WHERE id = :n"), {"n": n}).one()
         assert tuple(row) == (4, 0)
-        browser.close()
     assert violations == []

@@ -5,53 +5,28 @@ Needs Python playwright and the system's chromium (skipped where either is missi
 """
 
 import json
-import secrets
 import shutil
 
 import pytest
 import sqlalchemy as sa
-from servers import free_port, kb_serve
+from browsers import csp_violations, people, served_browser, sign_in
+from servers import free_port
 
-from kb.claims import accounts as acc
 from kb.claims import sessions
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no system chromium")
-PASSWORD = "correct horse battery"
-
-
-def _sign_in(page, base: str, name: str) -> None:
-    page.goto(f"{base}/activity")
-    page.get_by_role("link", name="Sign in").click()  # reachable from the page
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/activity")  # back to the page the link was on
 
 
 def test_two_people_live_updates_and_csrf(engine, db_url, inceptionv1):
-    suffix = secrets.token_hex(3)
-    names = [f"amy-{suffix}", f"ben-{suffix}"]
-    with engine.begin() as conn:
-        for name in names:
-            acc.create_user(conn, name, "editor")
-            sessions.set_password(conn, name, PASSWORD)
-    with (
-        kb_serve({"KB_DATABASE_URL": db_url}, "--no-render-worker", timeout=120) as base,
-        playwright.sync_playwright() as p,
-    ):
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    names = people(engine, "editor", "editor")
+    with served_browser(db_url) as (base, browser):
         violations: list[str] = []
         amy, ben = browser.new_context(), browser.new_context()
         pages = [amy.new_page(), ben.new_page()]
-        for page in pages:
-            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
         for page, name in zip(pages, names, strict=True):
-            _sign_in(page, base, name)
+            csp_violations(page, violations)
+            sign_in(page, base, name, "/activity")  # the header's link, back to the page it was on
         a, b = pages
         csrf = a.locator('meta[name="csrf-token"]').get_attribute("content")
 
@@ -105,5 +80,4 @@ def test_two_people_live_updates_and_csrf(engine, db_url, inceptionv1):
         a.wait_for_url(f"{base}/signin")
         a.goto(f"{base}/account")
         assert a.url.startswith(f"{base}/signin")
-        browser.close()
     assert violations == []

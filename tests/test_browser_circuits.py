@@ -8,70 +8,34 @@ $KB_SCREENSHOTS when set.
 """
 
 import json
-import os
 import re
-import secrets
 import shutil
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from servers import kb_serve
+from browsers import csp_violations, people, screenshot, served_browser, sign_in
 
-from kb.claims import accounts as acc
-from kb.claims import sessions
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no system chromium")
-PASSWORD = "correct horse battery"
-SHOTS = os.environ.get("KB_SCREENSHOTS")
 EXPLORE = "/explore?roots=InceptionV1+4c%3A447&direction=UPSTREAM&depth=1&perNode=3"
-
-
-def _sign_in(page, base: str, name: str) -> None:
-    page.goto(f"{base}/explore")
-    page.get_by_role("link", name="Sign in").click()
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/explore")  # back where the link was
-
-
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 def test_select_save_edit_live_and_conflict(engine, db_url, inceptionv1):
     expect = playwright.expect
-    suffix = secrets.token_hex(3)
-    names = [f"amy-{suffix}", f"ben-{suffix}"]
-    with engine.begin() as conn:
-        for name in names:
-            acc.create_user(conn, name, "editor")
-            sessions.set_password(conn, name, PASSWORD)
-    with (
-        kb_serve({"KB_DATABASE_URL": db_url}, "--no-render-worker", timeout=120) as base,
-        playwright.sync_playwright() as p,
-    ):
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    names = people(engine, "editor", "editor")
+    with served_browser(db_url) as (base, browser):
         violations: list[str] = []
         errors: list[str] = []
         pages = []
         for _ in names:
             page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
             page.set_default_timeout(20000)
-            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            csp_violations(page, violations)
             page.on("pageerror", lambda e: errors.append(str(e)))
             pages.append(page)
         a, b = pages
         for page, name in zip(pages, names, strict=True):
-            _sign_in(page, base, name)
+            sign_in(page, base, name, "/explore")
 
         # Amy selects on the diagram: one edge by a click, one by keyboard, one more unit by its check box
         a.goto(base + EXPLORE)
@@ -96,7 +60,7 @@ def test_select_save_edit_live_and_conflict(engine, db_url, inceptionv1):
         expect(a.locator("[data-count]")).to_have_text("4 units and 2 edges selected")
         a.get_by_label("Name", exact=True).fill("Amy's car")
         a.get_by_label("Description").fill("two inputs of 4c:447")
-        _shot(a, "explore-selection")
+        screenshot(a, "explore-selection.png")
         a.get_by_role("button", name="Save as circuit").click()
         a.wait_for_url(re.compile(r"/circuits/\d+$"))
         number = a.url.rsplit("/", 1)[1]
@@ -140,7 +104,7 @@ def test_select_save_edit_live_and_conflict(engine, db_url, inceptionv1):
         expect(newest.locator("del").first).to_have_text("Amy's car")
         expect(history.nth(1)).to_contain_text(f"{key}@1")
         expect(a.locator("table.checks tbody tr")).to_have_count(1)
-        _shot(a, "circuit-history")
+        screenshot(a, "circuit-history.png")
 
         # Amy edits revision 2 while Ben saves revision 3: a banner says so, and her Save shows the conflict view
         a.get_by_role("button", name="Edit").click()
@@ -157,7 +121,7 @@ def test_select_save_edit_live_and_conflict(engine, db_url, inceptionv1):
         expect(a.locator(".theirs")).to_contain_text("Ben's description")
         expect(a.get_by_label("Name", exact=True)).to_have_value("Amy's car again")
         expect(a.get_by_label("Description")).to_have_value("Amy's words,\nkept")
-        _shot(a, "circuit-conflict")
+        screenshot(a, "circuit-conflict.png")
         a.get_by_role("button", name="Save").click()  # hers, after theirs
         a.wait_for_url(f"{base}/circuits/{number}")
         expect(a.locator(".citekey")).to_have_text(f"{key}@4")
@@ -176,12 +140,11 @@ def test_select_save_edit_live_and_conflict(engine, db_url, inceptionv1):
         expect(a.get_by_role("alert")).to_contain_text(f"{key} was changed by someone else")
         expect(a.get_by_label("Circuit", exact=True)).to_have_value(f"{number}@5")
         expect(a.locator(f'input[name="edge"][value="{third_source}|{pair[0][1]}"]')).to_be_checked()
-        _shot(a, "explore-add-conflict")
+        screenshot(a, "explore-add-conflict.png")
         a.get_by_role("button", name="Add to circuit").click()
         a.wait_for_url(f"{base}/circuits/{number}")
         expect(a.locator(".citekey")).to_have_text(f"{key}@6")
         expect(a.locator("table.checks tbody tr")).to_have_count(2)
-        browser.close()
     assert violations == [] and errors == []
     with engine.connect() as conn:
         revs = conn.execute(
