@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from kb.claims import sessions
 from kb.claims.accounts import Account
 from kb.claims.claims import may_set_status
 from kb.claims.content import KINDS, STATUSES
@@ -226,16 +227,27 @@ class Annotate:
             return JSONResponse({"jobs": jobs}, headers=NO_STORE)
         return RedirectResponse(f"/n/{rest}#renders", status_code=303, headers=NO_STORE)
 
-    # --- reviews -------------------------------------------------------------------------------------------
-
-    async def review(self, request: Request) -> Response:
+    async def _claim_post(
+        self, request: Request, max_bytes: int = forms.MAX_FORM
+    ) -> tuple[str, sessions.SessionInfo, dict] | Response:
+        """(claim number, session, fields) of a post to /c/N/...: the session's own, from this site; else the answer
+        (404 for a number that is none, the refusal page for a post that is not the session's)."""
         number = request.path_params["number"]
         if not number.isdigit():
             return HTMLResponse("not found", status_code=404)
         try:
-            info, fields = await self.auth.session_post(request, max_bytes=forms.MAX_TEXT_FORM)
+            info, fields = await self.auth.session_post(request, max_bytes=max_bytes)
         except forms.Refused as exc:
             return refused(request, exc)
+        return number, info, fields
+
+    # --- reviews -------------------------------------------------------------------------------------------
+
+    async def review(self, request: Request) -> Response:
+        posted = await self._claim_post(request, forms.MAX_TEXT_FORM)
+        if isinstance(posted, Response):
+            return posted
+        number, info, fields = posted
         back = forms.safe_next(fields.get("next"), f"/c/{number}")
         verdict, comment = fields.get("verdict", ""), fields.get("comment", "")
         try:
@@ -297,13 +309,10 @@ class Annotate:
         )
 
     async def save(self, request: Request) -> Response:
-        number = request.path_params["number"]
-        if not number.isdigit():
-            return HTMLResponse("not found", status_code=404)
-        try:
-            info, fields = await self.auth.session_post(request, max_bytes=forms.MAX_TEXT_FORM)
-        except forms.Refused as exc:
-            return refused(request, exc)
+        posted = await self._claim_post(request, forms.MAX_TEXT_FORM)
+        if isinstance(posted, Response):
+            return posted
+        number, info, fields = posted
         form = ClaimForm.of(_lists(fields))
         key = f"claim:{number}"
         try:
@@ -323,13 +332,10 @@ class Annotate:
         return RedirectResponse(f"/c/{number}", status_code=303, headers=NO_STORE)
 
     async def set_status(self, request: Request) -> Response:
-        number = request.path_params["number"]
-        if not number.isdigit():
-            return HTMLResponse("not found", status_code=404)
-        try:
-            info, fields = await self.auth.session_post(request)
-        except forms.Refused as exc:
-            return refused(request, exc)
+        posted = await self._claim_post(request)
+        if isinstance(posted, Response):
+            return posted
+        number, info, fields = posted
         status, expected = fields.get("status", ""), fields.get("expectedRevision", "")
         try:
             if status not in STATUSES:
