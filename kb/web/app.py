@@ -5,6 +5,7 @@ pages behind the stable URLs (/ and /n/... for models, layers and neurons, /c/..
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -224,6 +225,10 @@ def _warm(graphs: GraphCache) -> None:
         graphs.warm()
     except Exception:
         log.exception("warming the graph cache failed; graphs will load on first use")
+    # What start-up made (schema, catalog, graphs, modules: about 150,000 objects) lives as long as the process:
+    # frozen, the collector stops scanning it, and a full collection no longer pauses every request (130 ms here).
+    gc.collect()
+    gc.freeze()
 
 
 def _rss_bytes() -> int | None:
