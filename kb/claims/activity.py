@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from kb.claims.accounts import Account
-from kb.db.annotation_tables import Activity
-from kb.db.claim_tables import Claim, ClaimSubject, User
+from kb.db.annotation_tables import activity_table
+from kb.db.claim_tables import claim_subject_table, claim_table, user_table
 from kb.db.tables import utcnow
 
 CHANNEL = "kb_activity"
@@ -31,7 +31,7 @@ def record(
     circuit_id: int | None = None,
 ) -> int:
     assert kind in KINDS, kind
-    t = Activity.__table__
+    t = activity_table
     activity_id = conn.execute(
         sa.insert(t)
         .values(
@@ -53,7 +53,7 @@ def record(
 
 
 def _claim(conn: sa.Connection, claim_id: int) -> tuple[sa.Row, list[str]]:
-    c, s = Claim.__table__, ClaimSubject.__table__
+    c, s = claim_table, claim_subject_table
     row = conn.execute(
         sa.select(c.c.revision, c.c.label, c.c.status, c.c.model_key, c.c.circuit_id).where(c.c.id == claim_id)
     ).one()
@@ -98,9 +98,9 @@ def reviewed(conn: sa.Connection, actor: Account, claim_id: int, verdict: str) -
 
 
 def render_landed(conn: sa.Connection, job_id: int) -> int:
-    from kb.db.render_tables import RenderJob
+    from kb.db.render_tables import render_job_table
 
-    t = RenderJob.__table__
+    t = render_job_table
     job = conn.execute(sa.select(t.c.kind, t.c.model_key, t.c.layer_key, t.c.unit).where(t.c.id == job_id)).one()
     neuron = f"{job.model_key}/{job.layer_key}:{job.unit}"
     return record(conn, "RENDER", job.model_key, f"render:{job_id}", f"{job.kind.lower()} of {neuron}", None, [neuron])
@@ -113,7 +113,7 @@ def _row(r) -> dict:
 
 
 def _select():
-    t, u = Activity.__table__, User.__table__
+    t, u = activity_table, user_table
     return sa.select(t, u.c.name.label("actor")).outerjoin(u, u.c.id == t.c.actor_id), t
 
 
@@ -143,5 +143,5 @@ def by_ids(conn: sa.Connection, ids: list[int]) -> list[dict]:
 
 
 def last_id(conn: sa.Connection) -> int:
-    t = Activity.__table__
+    t = activity_table
     return conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar_one()

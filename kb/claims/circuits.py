@@ -16,9 +16,8 @@ from kb.claims import activity, revision_rows
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
-from kb.db.annotation_tables import CircuitRevision
-from kb.db.claim_tables import Circuit
-from kb.db.claim_tables import Claim as ClaimTable
+from kb.db.annotation_tables import circuit_revision_table
+from kb.db.claim_tables import circuit_table, claim_table
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog, KeyProblem
 from kb.graph.store import ModelGraph
@@ -91,7 +90,7 @@ def create_circuit(
     clean_edges = _merge_edges([], _edges(catalog, edges))
     keys = list(dict.fromkeys(keys + [k for e in clean_edges for k in (e["source"], e["target"])]))
     model = _validate(keys, clean_edges)
-    t = Circuit.__table__
+    t = circuit_table
     at = utcnow()
     circuit_id = conn.execute(
         sa.insert(t)
@@ -132,7 +131,7 @@ def _merge_edges(current: list[dict], upserts: list[dict]) -> list[dict]:
 
 def _write_revision(conn, actor: Account, circuit_id: int, revision: int, new: dict, message: str, at) -> None:
     conn.execute(
-        sa.insert(CircuitRevision.__table__).values(
+        sa.insert(circuit_revision_table).values(
             circuit_id=circuit_id,
             revision=revision,
             author_id=actor.id,
@@ -191,7 +190,7 @@ def update_circuit(
         raise BadInput("a circuit cannot move to another model")
     if new == {k: current[k] for k in new}:
         raise BadInput("the patch changes nothing")
-    t = Circuit.__table__
+    t = circuit_table
     at = utcnow()
     done = conn.execute(
         sa.update(t)
@@ -225,7 +224,7 @@ def _conflict(circuit_id: int, current: int, expected: int) -> EditConflict:
 
 def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict]:
     """The claims whose current revision is about this circuit, oldest first."""
-    t = ClaimTable.__table__
+    t = claim_table
     return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.circuit_id == circuit_id).order_by(t.c.id))]
 
 
@@ -233,7 +232,7 @@ def listing(
     conn: sa.Connection, model: str | None, neuron: str | None, offset: int, limit: int
 ) -> tuple[list[dict], int]:
     """Circuits newest first, of one model and/or with one neuron (a canonical key); the page and the total."""
-    t = Circuit.__table__
+    t = circuit_table
     where = []
     if model:
         where.append(t.c.model_key == model)
@@ -250,7 +249,7 @@ def listing(
 
 
 def get(conn: sa.Connection, circuit_id: int) -> dict:
-    t = Circuit.__table__
+    t = circuit_table
     row = conn.execute(sa.select(t).where(t.c.id == circuit_id)).first()
     if row is None:
         raise NotFound(f"no circuit:{circuit_id}")
@@ -270,7 +269,7 @@ def parse_key(key: str) -> tuple[int, int | None]:
 
 def revisions(conn: sa.Connection, circuit_ids: list[int]) -> dict[int, list[dict]]:
     """Every revision of each circuit, oldest first, with the author's name."""
-    return revision_rows.by_owner(conn, CircuitRevision.__table__, "circuit_id", circuit_ids)
+    return revision_rows.by_owner(conn, circuit_revision_table, "circuit_id", circuit_ids)
 
 
 def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict:
@@ -278,7 +277,7 @@ def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> d
     row = get(conn, circuit_id)
     if revision is None or revision == row["revision"]:
         return row
-    r = CircuitRevision.__table__
+    r = circuit_revision_table
     rev = conn.execute(sa.select(r).where(r.c.circuit_id == circuit_id, r.c.revision == revision)).first()
     if rev is None:
         raise NotFound(f"no circuit:{circuit_id}@{revision}: it has revisions 1..{row['revision']}")

@@ -19,7 +19,7 @@ from kb.claims import revision_rows
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
-from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject
+from kb.db.claim_tables import circuit_table, claim_revision_table, claim_subject_table, claim_table
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog
 
@@ -61,7 +61,7 @@ def parse_revision_key(key: str) -> tuple[int, int | None]:
 
 
 def _current(conn: sa.Connection, claim_id: int) -> sa.Row:
-    c = Claim.__table__
+    c = claim_table
     row = conn.execute(sa.select(c).where(c.c.id == claim_id)).first()
     if row is None:
         raise NotFound(f"no claim:{claim_id}")
@@ -71,7 +71,7 @@ def _current(conn: sa.Connection, claim_id: int) -> sa.Row:
 def _circuit_model(conn: sa.Connection, circuit_id: int | None) -> str | None:
     if circuit_id is None:
         return None
-    row = conn.execute(sa.select(Circuit.__table__.c.model_key).where(Circuit.__table__.c.id == circuit_id)).first()
+    row = conn.execute(sa.select(circuit_table.c.model_key).where(circuit_table.c.id == circuit_id)).first()
     if row is None:
         raise NotFound(f"no circuit:{circuit_id}")
     return row[0]
@@ -90,7 +90,7 @@ def _model_key(conn, subjects: list[str], circuit_id: int | None) -> str:
 
 
 def _write_subjects(conn: sa.Connection, claim_id: int, subjects: list[str]) -> None:
-    t = ClaimSubject.__table__
+    t = claim_subject_table
     conn.execute(sa.delete(t).where(t.c.claim_id == claim_id))
     rows = []
     for key in subjects:
@@ -142,7 +142,7 @@ def create_claim(
     }
     model_key = _model_key(conn, fields["subjects"], fields["circuit_id"])
     at = at or utcnow()
-    c = Claim.__table__
+    c = claim_table
     claim_id = conn.execute(
         sa.insert(c)
         .values(
@@ -157,7 +157,7 @@ def create_claim(
         .returning(c.c.id)
     ).scalar_one()
     conn.execute(
-        sa.insert(ClaimRevision.__table__).values(
+        sa.insert(claim_revision_table).values(
             claim_id=claim_id, revision=1, author_id=actor.id, created_at=at, message=message[:500], **fields
         )
     )
@@ -166,7 +166,7 @@ def create_claim(
 
 
 def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict:
-    r = ClaimRevision.__table__
+    r = claim_revision_table
     row = conn.execute(sa.select(r).where(r.c.claim_id == claim_id, r.c.revision == revision)).first()
     if row is None:
         raise NotFound(f"no claim:{claim_id}@{revision}")
@@ -174,7 +174,7 @@ def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict:
 
 
 def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, new: dict, message: str) -> int:
-    c = Claim.__table__
+    c = claim_table
     at = utcnow()
     done = conn.execute(
         sa.update(c)
@@ -192,7 +192,7 @@ def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, n
             currentRevision=current,
         )
     conn.execute(
-        sa.insert(ClaimRevision.__table__).values(
+        sa.insert(claim_revision_table).values(
             claim_id=claim_id,
             revision=expected + 1,
             author_id=actor.id,
@@ -268,7 +268,7 @@ def set_status(
 
 def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict]]:
     """Every revision of each claim, oldest first, with the author's name."""
-    return revision_rows.by_owner(conn, ClaimRevision.__table__, "claim_id", claim_ids)
+    return revision_rows.by_owner(conn, claim_revision_table, "claim_id", claim_ids)
 
 
 def diff(before: dict, after: dict) -> list[dict]:

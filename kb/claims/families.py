@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from kb.claims.accounts import Account, ensure_user
 from kb.claims.claims import create_claim
 from kb.claims.errors import BadInput
-from kb.db.claim_tables import Claim
+from kb.db.claim_tables import claim_table
 from kb.graph.keys import Catalog
 
 _TRAILING_COMMA = re.compile(r",(\s*[\]}])")
@@ -69,7 +69,7 @@ def import_families(
     if title:
         citation["title"] = title
     report = FamiliesReport(files=len(files))
-    c = Claim.__table__
+    c = claim_table
     for path in files:
         layer = path.stem
         families = read_families(path)

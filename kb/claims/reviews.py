@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, Forbidden, NotFound
-from kb.db.claim_tables import Claim, ClaimRevision, Review, ReviewRevision
+from kb.db.claim_tables import claim_revision_table, claim_table, review_revision_table, review_table
 from kb.db.tables import utcnow
 
 VERDICTS = ("SUPPORT", "DISPUTE")
@@ -22,7 +22,7 @@ CONTENT = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evi
 
 def lock_claim(conn: sa.Connection, claim_id: int) -> int:
     """Take the claim's row lock for this transaction; returns its current revision (NotFound if none)."""
-    c = Claim.__table__
+    c = claim_table
     row = conn.execute(
         sa.update(c).where(c.c.id == claim_id).values(revision=c.c.revision).returning(c.c.revision)
     ).first()
@@ -52,7 +52,7 @@ def last_content_revision(revisions: list[dict]) -> int:
 
 
 def _revisions(conn: sa.Connection, claim_id: int) -> list[dict]:
-    r = ClaimRevision.__table__
+    r = claim_revision_table
     return [
         dict(row._mapping) for row in conn.execute(sa.select(r).where(r.c.claim_id == claim_id).order_by(r.c.revision))
     ]
@@ -70,7 +70,7 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
     judged = lock_claim(conn, claim_id)
     if actor.id in content_authors(_revisions(conn, claim_id)):
         raise Forbidden(f"you wrote claim:{claim_id}: its authors cannot review it")
-    r = Review.__table__
+    r = review_table
     at = utcnow()
     current = conn.execute(sa.select(r.c.revision).where(r.c.claim_id == claim_id, r.c.user_id == actor.id)).scalar()
     values = {"verdict": verdict, "comment": comment, "claim_revision": judged, "updated_at": at}
@@ -83,7 +83,7 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
             sa.update(r).where(r.c.claim_id == claim_id, r.c.user_id == actor.id).values(revision=revision, **values)
         )
     conn.execute(
-        sa.insert(ReviewRevision.__table__).values(
+        sa.insert(review_revision_table).values(
             claim_id=claim_id,
             user_id=actor.id,
             revision=revision,
@@ -99,7 +99,7 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
 
 def recount(conn: sa.Connection, claim_id: int) -> None:
     """The counts from the review rows (under the claim's lock)."""
-    r, c = Review.__table__, Claim.__table__
+    r, c = review_table, claim_table
     counts = dict(
         conn.execute(
             sa.select(r.c.verdict, sa.func.count()).where(r.c.claim_id == claim_id).group_by(r.c.verdict)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from kb.db.claim_tables import User
+from kb.db.claim_tables import user_table
 
 
 def by_owner(conn: sa.Connection, revisions: sa.Table, owner: str, ids: list[int]) -> dict[int, list[dict]]:
     """Every revision of each id in ``ids`` (``revisions.c[owner]``), oldest first, with the author's name."""
-    users = User.__table__
+    users = user_table
     out: dict[int, list[dict]] = {i: [] for i in ids}
     rows = conn.execute(
         sa.select(revisions, users.c.name.label("author"), users.c.display_name.label("author_display"))

@@ -24,7 +24,14 @@ from kb.claims.claims import _write_subjects
 from kb.claims.errors import BadInput
 from kb.claims.reviews import VERDICTS
 from kb.db.catalog import load_catalog
-from kb.db.claim_tables import Circuit, Claim, ClaimRevision, Review, ReviewRevision, User
+from kb.db.claim_tables import (
+    circuit_table,
+    claim_revision_table,
+    claim_table,
+    review_revision_table,
+    review_table,
+    user_table,
+)
 from kb.graph.keys import KeyProblem
 
 FORMAT = "circuit-kb/claims@1"
@@ -59,8 +66,8 @@ def _line(obj: dict) -> str:
 
 
 def _records(conn: sa.Connection) -> Iterator[str]:
-    u, ci, c, r = User.__table__, Circuit.__table__, Claim.__table__, ClaimRevision.__table__
-    rv, rh = Review.__table__, ReviewRevision.__table__
+    u, ci, c, r = user_table, circuit_table, claim_table, claim_revision_table
+    rv, rh = review_table, review_revision_table
     names = {row.id: row.name for row in conn.execute(sa.select(u.c.id, u.c.name))}
 
     line = _line
@@ -241,7 +248,7 @@ def import_lines(conn: sa.Connection, lines: Iterable) -> dict[str, int]:
     """Into a database with no claims yet (keys are kept: claim:17 stays claim:17). Nothing is written unless
     every record is valid; the caller's transaction makes the writes all or nothing."""
     records = read_file(lines)
-    u, c = User.__table__, Claim.__table__
+    u, c = user_table, claim_table
     if conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one():
         raise BadInput("this database already holds claims: import into an empty one")
     existing = {row.name for row in conn.execute(sa.select(u.c.name))}
@@ -451,7 +458,7 @@ def _claim(obj: dict, catalog, users: dict, existing: set[str], circuits: dict) 
 
 
 def _write(conn: sa.Connection, plan: dict) -> dict[str, int]:
-    u, ci = User.__table__, Circuit.__table__
+    u, ci = user_table, circuit_table
     counts = {"users": 0, "circuits": 0, "claims": 0, "revisions": 0, "reviews": 0}
     ids: dict[str, int] = {row.name: row.id for row in conn.execute(sa.select(u.c.id, u.c.name))}
     for name, user in plan["users"].items():
@@ -472,7 +479,7 @@ def _write(conn: sa.Connection, plan: dict) -> dict[str, int]:
 
 
 def _import_claim(conn, claim: dict, ids: dict[str, int], counts: dict) -> None:
-    c, r, rv, rh = Claim.__table__, ClaimRevision.__table__, Review.__table__, ReviewRevision.__table__
+    c, r, rv, rh = claim_table, claim_revision_table, review_table, review_revision_table
     claim_id, revs = claim["id"], claim["revisions"]
     last = revs[-1]
     verdicts = [x["history"][-1]["verdict"] for x in claim["reviews"]]

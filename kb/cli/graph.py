@@ -11,7 +11,7 @@ from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
 from kb.db import queries
 from kb.db.catalog import load_catalog
-from kb.db.tables import Layer, Model
+from kb.db.tables import layer_table, model_table
 from kb.settings import get_settings
 
 models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
@@ -67,7 +67,7 @@ def list_models(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
     engine = open_engine()
-    m, lt = Model.__table__, Layer.__table__
+    m, lt = model_table, layer_table
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -115,9 +115,9 @@ def _print_edges(title: str, edges: list[queries.Edge]) -> None:
 
 
 def claims_about(conn: sa.Connection, key) -> list[sa.Row]:
-    from kb.db.claim_tables import Claim, ClaimSubject
+    from kb.db.claim_tables import claim_subject_table, claim_table
 
-    c, s = Claim.__table__, ClaimSubject.__table__
+    c, s = claim_table, claim_subject_table
     return conn.execute(
         sa.select(c.c.id, c.c.label, c.c.kind, c.c.status)
         .join(s, s.c.claim_id == c.c.id)

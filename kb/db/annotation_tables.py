@@ -30,6 +30,9 @@ class WebSession(TableModel, table=True):
     user_agent: str = Field(default="", sa_column=sa.Column(sa.String(300), nullable=False, server_default=""))
 
 
+web_session_table = WebSession.__table__
+
+
 class SigninFailure(TableModel, table=True):
     """One failed sign-in: counted per account name and per address over a window (the rate limit)."""
 
@@ -43,6 +46,9 @@ class SigninFailure(TableModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     address: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+signin_failure_table = SigninFailure.__table__
 
 
 class CircuitRevision(TableModel, table=True):
@@ -59,6 +65,9 @@ class CircuitRevision(TableModel, table=True):
     neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     edges: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
+
+
+circuit_revision_table = CircuitRevision.__table__
 
 
 class Activity(TableModel, table=True):
@@ -79,3 +88,6 @@ class Activity(TableModel, table=True):
     neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # canonical keys it touches
     claim_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
     circuit_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+
+
+activity_table = Activity.__table__

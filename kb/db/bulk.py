@@ -14,7 +14,7 @@ from itertools import repeat
 import numpy as np
 import sqlalchemy as sa
 
-from kb.db.tables import Layer, LayerLink, Model, Neuron
+from kb.db.tables import Model, layer_link_table, layer_table, model_table, neuron_table
 
 Progress = Callable[[int], None]
 
@@ -78,13 +78,13 @@ def pg_binary_rows(
 
 
 def insert_model(conn: sa.Connection, row: Model) -> int:
-    values = {c.name: getattr(row, c.name) for c in Model.__table__.columns if c.name != "id"}
-    return conn.execute(sa.insert(Model.__table__).values(**values).returning(Model.__table__.c.id)).scalar_one()
+    values = {c.name: getattr(row, c.name) for c in model_table.columns if c.name != "id"}
+    return conn.execute(sa.insert(model_table).values(**values).returning(model_table.c.id)).scalar_one()
 
 
 def insert_layers(conn: sa.Connection, model_id: int, layers: list[dict]) -> dict[str, int]:
-    conn.execute(sa.insert(Layer.__table__), [{**layer, "model_id": model_id} for layer in layers])
-    t = Layer.__table__
+    conn.execute(sa.insert(layer_table), [{**layer, "model_id": model_id} for layer in layers])
+    t = layer_table
     rows = conn.execute(sa.select(t.c.key, t.c.id).where(t.c.model_id == model_id)).all()
     return dict(rows)
 
@@ -102,7 +102,7 @@ def insert_neurons(conn: sa.Connection, model_id: int, layer_units: dict[int, in
             'INSERT INTO neuron (model_id, layer_id, "index") VALUES (?, ?, ?)',
             [(model_id, lid, i) for lid, units in layer_units.items() for i in range(units)],
         )
-    t = Neuron.__table__
+    t = neuron_table
     out = {lid: np.zeros(units, dtype=np.int32) for lid, units in layer_units.items()}
     for nid, lid, index in conn.execute(sa.select(t.c.id, t.c.layer_id, t.c.index).where(t.c.model_id == model_id)):
         out[lid][index] = nid
@@ -110,7 +110,7 @@ def insert_neurons(conn: sa.Connection, model_id: int, layer_units: dict[int, in
 
 
 def insert_links(conn: sa.Connection, rows: list[dict]) -> None:
-    conn.execute(sa.insert(LayerLink.__table__), rows)
+    conn.execute(sa.insert(layer_link_table), rows)
 
 
 def insert_link_streamed(conn: sa.Connection, row: dict, arrays, size: int, piece: int = 16 << 20) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from kb.db.tables import Layer, Model
+from kb.db.tables import layer_table, model_table
 from kb.graph.keys import Catalog, LayerRef, ModelRef
 
 
 def load_catalog(conn: sa.Connection) -> Catalog:
+    lt, m = layer_table, model_table
     layers: dict[int, list[LayerRef]] = {}
     for row in conn.execute(
-        sa.select(Layer.model_id, Layer.key, Layer.module_path, Layer.units, Layer.aliases).order_by(
-            Layer.model_id, Layer.position
+        sa.select(lt.c.model_id, lt.c.key, lt.c.module_path, lt.c.units, lt.c.aliases).order_by(
+            lt.c.model_id, lt.c.position
         )
     ):
         layers.setdefault(row.model_id, []).append(
@@ -20,6 +21,6 @@ def load_catalog(conn: sa.Connection) -> Catalog:
         )
     models = [
         ModelRef(row.key, row.sha256, tuple(layers.get(row.id, ())), row.removed_at is not None)
-        for row in conn.execute(sa.select(Model.id, Model.key, Model.sha256, Model.removed_at))
+        for row in conn.execute(sa.select(m.c.id, m.c.key, m.c.sha256, m.c.removed_at))
     ]
     return Catalog(models)

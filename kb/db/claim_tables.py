@@ -30,6 +30,9 @@ class User(TableModel, table=True):
     password_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))  # argon2id
 
 
+user_table = User.__table__
+
+
 class ApiToken(TableModel, table=True):
     """A bearer token; only its sha256 is stored. ``prefix`` (its first characters) identifies it to people."""
 
@@ -42,6 +45,9 @@ class ApiToken(TableModel, table=True):
     note: str = Field(default="", sa_column=sa.Column(sa.String(200), nullable=False, server_default=""))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+api_token_table = ApiToken.__table__
 
 
 class Circuit(TableModel, table=True):
@@ -58,6 +64,9 @@ class Circuit(TableModel, table=True):
     created_by: int = Field(sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     revision: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
+
+
+circuit_table = Circuit.__table__
 
 
 class Claim(TableModel, table=True):
@@ -82,6 +91,9 @@ class Claim(TableModel, table=True):
     dispute_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
 
 
+claim_table = Claim.__table__
+
+
 class ClaimRevision(TableModel, table=True):
     """An immutable revision: the claim's fields as they were, who changed them and when."""
 
@@ -102,6 +114,9 @@ class ClaimRevision(TableModel, table=True):
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
 
 
+claim_revision_table = ClaimRevision.__table__
+
+
 class ClaimSubject(TableModel, table=True):
     """The neurons a claim's current revision is about (rewritten with each revision)."""
 
@@ -112,6 +127,9 @@ class ClaimSubject(TableModel, table=True):
     model_key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
     layer_key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
     neuron_index: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+
+
+claim_subject_table = ClaimSubject.__table__
 
 
 class Review(TableModel, table=True):
@@ -129,6 +147,9 @@ class Review(TableModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+review_table = Review.__table__
+
+
 class ReviewRevision(TableModel, table=True):
     __tablename__ = "review_revision"
 
@@ -139,3 +160,6 @@ class ReviewRevision(TableModel, table=True):
     comment: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     claim_revision: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+review_revision_table = ReviewRevision.__table__

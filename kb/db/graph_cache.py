@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from kb.db import graph_read, io_guard
 from kb.db.catalog import load_catalog
 from kb.db.graph_read import read_model_graph
-from kb.db.tables import LayerLink, Model
+from kb.db.tables import layer_link_table, model_table
 from kb.graph import graph_file
 from kb.graph import program as programs
 from kb.graph.keys import Catalog, KeyProblem, LayerKey, NeuronKey
@@ -58,7 +58,7 @@ class GraphCache:
             io_guard.check("the catalog")
             with self.engine.connect() as conn:
                 self._catalog = load_catalog(conn)
-                m = Model.__table__
+                m = model_table
                 self._models = {r.key: dict(r._mapping) for r in conn.execute(sa.select(m))}
             self._catalog_at = time.monotonic()
             for key in list(self._graphs):
@@ -164,7 +164,7 @@ class GraphCache:
         p = self._programs.get(key)
         if p is None and target_layer_position > 0:
             io_guard.check("a link program")
-            t = LayerLink.__table__
+            t = layer_link_table
             target_layer = g.layers[target_layer_position]
             with self.engine.connect() as conn:
                 row = conn.execute(

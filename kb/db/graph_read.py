@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import sqlalchemy as sa
 
-from kb.db.tables import Layer, LayerLink, Model, Neuron
+from kb.db.tables import layer_link_table, layer_table, model_table, neuron_table
 from kb.graph import graph_file
 from kb.graph.store import LayerInfo, ModelGraph, build
 
@@ -38,7 +38,7 @@ def _edges_sqlite(conn: sa.Connection, model_id: int):
 
 
 def read_model_graph(conn: sa.Connection, model_key: str) -> ModelGraph | None:
-    m, lt, n, k = Model.__table__, Layer.__table__, Neuron.__table__, LayerLink.__table__
+    m, lt, n, k = model_table, layer_table, neuron_table, layer_link_table
     model = conn.execute(
         sa.select(m.c.id, m.c.key, m.c.sha256).where(m.c.key == model_key, m.c.removed_at.is_(None))
     ).first()
@@ -85,7 +85,7 @@ def read_model_graph(conn: sa.Connection, model_key: str) -> ModelGraph | None:
 
 def expected(conn: sa.Connection, model_key: str) -> graph_file.Expected | None:
     """What a model version's graph file must hold, from the database: a few small reads (no edges)."""
-    m, lt, n, k = Model.__table__, Layer.__table__, Neuron.__table__, LayerLink.__table__
+    m, lt, n, k = model_table, layer_table, neuron_table, layer_link_table
     model = conn.execute(
         sa.select(m.c.id, m.c.key, m.c.sha256).where(m.c.key == model_key, m.c.removed_at.is_(None))
     ).first()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from kb.db.tables import Connection, Layer, Model, Neuron
+from kb.db.tables import connection_table, layer_table, model_table, neuron_table
 from kb.graph.keys import NeuronKey
 
 
@@ -34,24 +34,27 @@ class Edge:
 
 
 def _neuron_select():
+    n, lt, m = neuron_table, layer_table, model_table
     return (
         sa.select(
-            Neuron.id,
-            Neuron.model_id,
-            Neuron.layer_id,
-            Neuron.index,
-            Model.key.label("model"),
-            Layer.key.label("layer"),
-            Model.sha256,
+            n.c.id,
+            n.c.model_id,
+            n.c.layer_id,
+            n.c.index,
+            m.c.key.label("model"),
+            lt.c.key.label("layer"),
+            m.c.sha256,
         )
-        .join(Layer, Layer.id == Neuron.layer_id)
-        .join(Model, Model.id == Neuron.model_id)
+        .join(lt, lt.c.id == n.c.layer_id)
+        .join(m, m.c.id == n.c.model_id)
     )
 
 
 def neuron(conn: sa.Connection, key: NeuronKey) -> NeuronRow | None:
     row = conn.execute(
-        _neuron_select().where(Model.key == key.model, Layer.key == key.layer, Neuron.index == key.index)
+        _neuron_select().where(
+            model_table.c.key == key.model, layer_table.c.key == key.layer, neuron_table.c.index == key.index
+        )
     ).first()
     return NeuronRow(*row) if row else None
 
@@ -61,7 +64,7 @@ def neighbors(
 ) -> list[Edge]:
     """Top ``limit`` inputs (direction "inputs") or outputs of a unit; order "weight" lists the most excitatory
     first, sign "negative" the most inhibitory first, "magnitude" the strongest either way."""
-    c = Connection.__table__
+    c = connection_table
     mine, other = (c.c.target_id, c.c.source_id) if direction == "inputs" else (c.c.source_id, c.c.target_id)
     column = c.c.magnitude if order == "magnitude" else c.c.weight
     q = sa.select(other.label("other"), c.c.weight, c.c.magnitude, c.c.method).where(
@@ -77,6 +80,6 @@ def neighbors(
         return []
     rows = {
         r.id: NeuronRow(*r)
-        for r in conn.execute(_neuron_select().where(Neuron.__table__.c.id.in_([e.other for e in edges])))
+        for r in conn.execute(_neuron_select().where(neuron_table.c.id.in_([e.other for e in edges])))
     }
     return [Edge(rows[e.other], e.weight, e.magnitude, e.method) for e in edges]

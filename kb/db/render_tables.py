@@ -26,6 +26,9 @@ class Dataset(TableModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+dataset_table = Dataset.__table__
+
+
 class Artifact(TableModel, table=True):
     """A rendered image, stored content-addressed; the row says what made it."""
 
@@ -42,6 +45,9 @@ class Artifact(TableModel, table=True):
     versions: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # torch, torchvision, lucent, kb
     meta: dict = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+artifact_table = Artifact.__table__
 
 
 class RenderJob(TableModel, table=True):
@@ -75,3 +81,6 @@ class RenderJob(TableModel, table=True):
     deadline: datetime | None = Field(default=None, sa_column=_ts(True))  # RUNNING past this: re-queued
     enqueued_at: datetime | None = Field(default=None, sa_column=_ts(True))  # its message was last sent
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(True))  # QUEUED: not to run before
+
+
+render_job_table = RenderJob.__table__

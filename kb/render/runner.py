@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from kb.db.engine import engine_for
 from kb.db.graph_cache import GraphCache
-from kb.db.tables import Model
+from kb.db.tables import model_table
 from kb.render import images, jobs
 from kb.render.storage import storage_from_settings
 from kb.settings import Settings, get_settings
@@ -148,7 +148,7 @@ def _run(job_ids: list[int], worker: str | None = None, settings: Settings | Non
 
 def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> None:
     first = group[0]
-    m = Model.__table__
+    m = model_table
     with engine.connect() as conn:
         model_row = conn.execute(sa.select(m).where(m.c.sha256 == first["model_sha256"])).first()
     if model_row is None or model_row.removed_at is not None:
@@ -286,10 +286,10 @@ def _dataset_examples(engine, settings, arch, model, layer_key, params, group, p
     """One streamed pass over the dataset for the whole layer (kept for the next batch of the same layer)."""
     from pathlib import Path
 
-    from kb.db.render_tables import Dataset
+    from kb.db.render_tables import dataset_table
     from kb.render import dataset_examples as D
 
-    t = Dataset.__table__
+    t = dataset_table
     with engine.connect() as conn:
         ds = conn.execute(sa.select(t).where(t.c.name == params["dataset"])).first()
     if ds is None:

@@ -9,7 +9,7 @@ from kb.claims import circuits as circuit_domain
 from kb.claims import claims as claim_domain
 from kb.claims import search
 from kb.claims.errors import ClaimProblem
-from kb.db.claim_tables import Claim as ClaimTable
+from kb.db.claim_tables import claim_table
 from kb.graph.keys import KeyProblem
 from kb.schema.claim_types import (
     Circuit,
@@ -44,7 +44,7 @@ def _filters(
 
 
 def _claims_page(info: Info, ids: list[int], start: int, total: int) -> ClaimConnection:
-    t = ClaimTable.__table__
+    t = claim_table
     with info.context.graphs.engine.connect() as conn:
         rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(ids)))} if ids else {}
     edges = [ClaimEdge(cursor=cursor(start + i), node=Claim.of(rows[cid])) for i, cid in enumerate(ids)]
@@ -56,7 +56,7 @@ class ClaimQuery:
     @strawberry.field(description="A claim by key: claim:17 (claim:17@3 gives the claim; see revisionAt).")
     def claim(self, info: Info, key: str) -> Claim:
         claim_id, _ = claim_domain.parse_revision_key(key)
-        t = ClaimTable.__table__
+        t = claim_table
         with info.context.graphs.engine.connect() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == claim_id)).first()
         if row is None:

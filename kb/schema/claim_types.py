@@ -379,9 +379,9 @@ class Claim(_Keyed):
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         from kb.claims.claims import parse_key
-        from kb.db.claim_tables import Claim as T
+        from kb.db.claim_tables import claim_table
 
-        rows = _rows_by_id(info, T.__table__, [parse_key(nid) for nid in node_ids], required, "claim")
+        rows = _rows_by_id(info, claim_table, [parse_key(nid) for nid in node_ids], required, "claim")
         return [cls.of(r) if r else None for r in rows]
 
 
@@ -515,9 +515,9 @@ class Circuit(_Keyed):
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         from kb.claims.claims import parse_circuit_key
-        from kb.db.claim_tables import Circuit as T
+        from kb.db.claim_tables import circuit_table
 
-        rows = _rows_by_id(info, T.__table__, [parse_circuit_key(nid) for nid in node_ids], required, "circuit")
+        rows = _rows_by_id(info, circuit_table, [parse_circuit_key(nid) for nid in node_ids], required, "circuit")
         return [cls.of(r) if r else None for r in rows]
 
 

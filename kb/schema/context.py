@@ -10,9 +10,17 @@ import strawberry
 from strawberry.dataloader import DataLoader
 
 from kb.claims import accounts, sessions
-from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject, Review, ReviewRevision, User
+from kb.db.claim_tables import (
+    circuit_table,
+    claim_revision_table,
+    claim_subject_table,
+    claim_table,
+    review_revision_table,
+    review_table,
+    user_table,
+)
 from kb.db.graph_cache import GraphCache
-from kb.db.tables import Layer
+from kb.db.tables import layer_table
 from kb.schema.deadline import check
 from kb.schema.errors import CodedError
 from kb.settings import Settings
@@ -44,17 +52,17 @@ class Loaders:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     async def _layer_details(self, ids: list[int]) -> list[dict]:
-        t = Layer.__table__
+        t = layer_table
         rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
         return [rows[i] for i in ids]
 
     async def _claims(self, ids: list[int]) -> list[dict | None]:
-        t = Claim.__table__
+        t = claim_table
         rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
         return [rows.get(i) for i in ids]
 
     async def _claims_of_neurons(self, keys: list[tuple[str, str, int]]) -> list[list[dict]]:
-        c, s = Claim.__table__, ClaimSubject.__table__
+        c, s = claim_table, claim_subject_table
         wanted = sa.tuple_(s.c.model_key, s.c.layer_key, s.c.neuron_index).in_(keys)
         out: dict[tuple, list[dict]] = {k: [] for k in keys}
         for r in self._rows(
@@ -67,21 +75,21 @@ class Loaders:
         return [out[k] for k in keys]
 
     async def _revisions(self, ids: list[int]) -> list[list[dict]]:
-        t = ClaimRevision.__table__
+        t = claim_revision_table
         out: dict[int, list[dict]] = {i: [] for i in ids}
         for r in self._rows(sa.select(t).where(t.c.claim_id.in_(ids)).order_by(t.c.claim_id, t.c.revision)):
             out[r["claim_id"]].append(r)
         return [out[i] for i in ids]
 
     async def _reviews(self, ids: list[int]) -> list[list[dict]]:
-        t = Review.__table__
+        t = review_table
         out: dict[int, list[dict]] = {i: [] for i in ids}
         for r in self._rows(sa.select(t).where(t.c.claim_id.in_(ids)).order_by(t.c.claim_id, t.c.user_id)):
             out[r["claim_id"]].append(r)
         return [out[i] for i in ids]
 
     async def _users(self, ids: list[int]) -> list[dict | None]:
-        t = User.__table__
+        t = user_table
         rows = {
             r["id"]: r
             for r in self._rows(sa.select(t.c.id, t.c.name, t.c.display_name, t.c.role).where(t.c.id.in_(ids)))
@@ -89,13 +97,13 @@ class Loaders:
         return [rows.get(i) for i in ids]
 
     async def _circuits(self, ids: list[int]) -> list[dict | None]:
-        t = Circuit.__table__
+        t = circuit_table
         rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
         return [rows.get(i) for i in ids]
 
     async def _review_histories(self, keys: list[tuple[int, int]]) -> list[list[dict]]:
         """Every revision of the reviews (claim id, user id), oldest first."""
-        t = ReviewRevision.__table__
+        t = review_revision_table
         out: dict[tuple, list[dict]] = {k: [] for k in keys}
         for r in self._rows(
             sa.select(t)

@@ -14,8 +14,7 @@ from kb.claims import activity
 from kb.claims import circuits as circuit_domain
 from kb.claims import claims as claim_domain
 from kb.claims import reviews as review_domain
-from kb.db.claim_tables import Claim as ClaimTable
-from kb.db.claim_tables import Review as ReviewTable
+from kb.db.claim_tables import claim_table, review_table
 from kb.schema.auth import mutation
 from kb.schema.claim_types import Circuit, Claim, ClaimKind, ClaimStatus, EvidenceKind, Review, Verdict
 from kb.schema.context import Info
@@ -109,7 +108,7 @@ def _transaction(info: Info):
 def _claim(conn, claim_id: int) -> Claim:
     import sqlalchemy as sa
 
-    t = ClaimTable.__table__
+    t = claim_table
     return Claim.of(dict(conn.execute(sa.select(t).where(t.c.id == claim_id)).one()._mapping))
 
 
@@ -173,7 +172,7 @@ class ClaimMutation:
             claim_id = claim_domain.parse_key(key)
             review_domain.review_claim(conn, account, claim_id, verdict.value, comment)
             activity.reviewed(conn, account, claim_id, verdict.value)
-            t = ReviewTable.__table__
+            t = review_table
             row = conn.execute(sa.select(t).where(t.c.claim_id == claim_id, t.c.user_id == account.id)).one()
             return Review.of(dict(row._mapping))
 

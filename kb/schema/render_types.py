@@ -195,13 +195,10 @@ class RenderMutation:
         if kind.value == "DATASET_EXAMPLES":
             import sqlalchemy as sa
 
-            from kb.db.render_tables import Dataset
+            from kb.db.render_tables import dataset_table
 
             with graphs.engine.connect() as conn:
-                if (
-                    conn.execute(sa.select(Dataset.__table__.c.id).where(Dataset.__table__.c.name == p.dataset)).first()
-                    is None
-                ):
+                if conn.execute(sa.select(dataset_table.c.id).where(dataset_table.c.name == p.dataset)).first() is None:
                     raise CodedError(f"no dataset {p.dataset!r}: add one with kb dataset add NAME PATH", "NOT_FOUND")
         units: list[job_domain.Unit] = []
         if layer:
