@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -26,6 +28,7 @@ from kb.graph.keys import Catalog
 FIELDS = ("label", "body", "kind", "status", "confidence", "subjects", "circuit_id", "evidence")
 CONTENT_FIELDS = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evidence")
 MODERATED = ("SUPPORTED", "DISPUTED")  # only moderators move a claim to or from these
+NeuronTriple = tuple[str, str, int]  # a neuron as claims store it: model key, layer key, index
 
 
 def may_set_status(actor: Account, is_author: bool, old: str, new: str) -> bool:
@@ -89,7 +92,8 @@ def _model_key(conn, subjects: list[str], circuit_id: int | None) -> str:
     return models.pop()
 
 
-def _write_subjects(conn: sa.Connection, claim_id: int, subjects: list[str]) -> None:
+def write_subjects(conn: sa.Connection, claim_id: int, subjects: list[str]) -> None:
+    """Replace the claim's subject rows (what neuron lookups read) with these canonical keys."""
     t = claim_subject_table
     conn.execute(sa.delete(t).where(t.c.claim_id == claim_id))
     rows = []
@@ -161,7 +165,7 @@ def create_claim(
             claim_id=claim_id, revision=1, author_id=actor.id, created_at=at, message=message[:500], **fields
         )
     )
-    _write_subjects(conn, claim_id, fields["subjects"])
+    write_subjects(conn, claim_id, fields["subjects"])
     return claim_id
 
 
@@ -201,7 +205,7 @@ def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, n
             **new,
         )
     )
-    _write_subjects(conn, claim_id, new["subjects"])
+    write_subjects(conn, claim_id, new["subjects"])
     return expected + 1
 
 
@@ -264,6 +268,32 @@ def set_status(
         raise BadInput(f"claim:{claim_id} is already {status}")
     new["status"] = status
     return _commit(conn, actor, claim_id, expected_revision, new, message)
+
+
+def claims_by_id(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """The current rows of these claims, by id, in one statement (absent ids are left out)."""
+    if not claim_ids:
+        return {}
+    c = claim_table
+    return {r.id: dict(r._mapping) for r in conn.execute(sa.select(c).where(c.c.id.in_(set(claim_ids))))}
+
+
+def claims_about_neurons(conn: sa.Connection, keys: list[NeuronTriple]) -> dict[NeuronTriple, list[dict[str, Any]]]:
+    """The claims whose current revision is about each neuron (model key, layer key, index), oldest first."""
+    c, s = claim_table, claim_subject_table
+    out: dict[NeuronTriple, list[dict[str, Any]]] = {k: [] for k in keys}
+    if not keys:
+        return out
+    rows = conn.execute(
+        sa.select(c, s.c.model_key.label("_m"), s.c.layer_key.label("_l"), s.c.neuron_index.label("_i"))
+        .join(s, s.c.claim_id == c.c.id)
+        .where(sa.tuple_(s.c.model_key, s.c.layer_key, s.c.neuron_index).in_(keys))
+        .order_by(c.c.id)
+    )
+    for r in rows:
+        row = dict(r._mapping)
+        out[(row.pop("_m"), row.pop("_l"), row.pop("_i"))].append(row)
+    return out
 
 
 def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict]]:

@@ -8,6 +8,9 @@ records the claim revision it judged; a later content revision makes it stale.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 import sqlalchemy as sa
 
 from kb.claims.accounts import Account
@@ -56,6 +59,42 @@ def _revisions(conn: sa.Connection, claim_id: int) -> list[dict]:
     return [
         dict(row._mapping) for row in conn.execute(sa.select(r).where(r.c.claim_id == claim_id).order_by(r.c.revision))
     ]
+
+
+def reviews_of_claims(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, list[dict[str, Any]]]:
+    """The current reviews of each claim, by reviewer id, in one statement."""
+    r = review_table
+    out: dict[int, list[dict[str, Any]]] = {i: [] for i in claim_ids}
+    if claim_ids:
+        for row in conn.execute(sa.select(r).where(r.c.claim_id.in_(list(out))).order_by(r.c.claim_id, r.c.user_id)):
+            out[row.claim_id].append(dict(row._mapping))
+    return out
+
+
+def review(conn: sa.Connection, claim_id: int, user_id: int) -> dict[str, Any]:
+    """One user's current review of a claim (NotFound if there is none)."""
+    r = review_table
+    row = conn.execute(sa.select(r).where(r.c.claim_id == claim_id, r.c.user_id == user_id)).first()
+    if row is None:
+        raise NotFound(f"no review of claim:{claim_id} by user {user_id}")
+    return dict(row._mapping)
+
+
+def review_histories(
+    conn: sa.Connection, keys: Collection[tuple[int, int]]
+) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    """Every revision of each review (claim id, user id), oldest first, in one statement."""
+    h = review_revision_table
+    out: dict[tuple[int, int], list[dict[str, Any]]] = {k: [] for k in keys}
+    if keys:
+        rows = conn.execute(
+            sa.select(h)
+            .where(sa.tuple_(h.c.claim_id, h.c.user_id).in_(list(out)))
+            .order_by(h.c.claim_id, h.c.user_id, h.c.revision)
+        )
+        for row in rows:
+            out[(row.claim_id, row.user_id)].append(dict(row._mapping))
+    return out
 
 
 def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: str, comment: str = "") -> int:

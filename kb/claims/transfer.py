@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from kb.claims import content
 from kb.claims.accounts import NAME, ROLES
-from kb.claims.claims import _write_subjects
+from kb.claims.claims import write_subjects
 from kb.claims.errors import BadInput
 from kb.claims.reviews import VERDICTS
 from kb.db.catalog import load_catalog
@@ -506,7 +506,7 @@ def _import_claim(conn, claim: dict, ids: dict[str, int], counts: dict) -> None:
         sa.insert(r),
         [{**x, "claim_id": claim_id, "author_id": ids[x["author"]]} for x in revs],
     )
-    _write_subjects(conn, claim_id, last["subjects"])
+    write_subjects(conn, claim_id, last["subjects"])
     for review in claim["reviews"]:
         h, uid = review["history"], ids[review["user"]]
         conn.execute(

@@ -1,6 +1,9 @@
-"""The resolver's catalog (models and their layers) read from the database."""
+"""The resolver's catalog (models and their layers) read from the database, and layers' details by id."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -24,3 +27,11 @@ def load_catalog(conn: sa.Connection) -> Catalog:
         for row in conn.execute(sa.select(m.c.id, m.c.key, m.c.sha256, m.c.removed_at))
     ]
     return Catalog(models)
+
+
+def layers_by_id(conn: sa.Connection, layer_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """The layer rows (module path, kind, output shape, aliases, tags...) of these ids, in one statement."""
+    if not layer_ids:
+        return {}
+    lt = layer_table
+    return {r.id: dict(r._mapping) for r in conn.execute(sa.select(lt).where(lt.c.id.in_(set(layer_ids))))}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
@@ -20,6 +20,8 @@ from kb.schema.pagination import PageInfo
 from kb.schema.types import Neuron, _Keyed
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from kb.schema.circuit_types import CircuitDiff, CircuitRevision
 
 ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), description="What a claim asserts.")
@@ -378,21 +380,24 @@ class Claim(_Keyed):
 
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        from kb.claims.claims import parse_key
-        from kb.db.claim_tables import claim_table
+        from kb.claims.claims import claims_by_id, parse_key
 
-        rows = _rows_by_id(info, claim_table, [parse_key(nid) for nid in node_ids], required, "claim")
+        rows = _rows_by_id(info, claims_by_id, [parse_key(nid) for nid in node_ids], required, "claim")
         return [cls.of(r) if r else None for r in rows]
 
 
-def _rows_by_id(info: Info, table, ids: list[int], required: bool, kind: str) -> list[dict | None]:
+def _rows_by_id(
+    info: Info,
+    by_id: Callable[[sa.Connection, list[int]], dict[int, dict]],
+    ids: list[int],
+    required: bool,
+    kind: str,
+) -> list[dict | None]:
     """Rows by id in the order asked, one statement for them all (None where absent; NOT_FOUND if required)."""
-    import sqlalchemy as sa
-
     found: dict[int, dict] = {}
     if ids:
         with info.context.graphs.engine.connect() as conn:
-            found = {r.id: dict(r._mapping) for r in conn.execute(sa.select(table).where(table.c.id.in_(set(ids))))}
+            found = by_id(conn, ids)
     missing = [i for i in ids if i not in found]
     if required and missing:
         raise CodedError(f"no {kind}:{missing[0]}", "NOT_FOUND")
@@ -515,9 +520,9 @@ class Circuit(_Keyed):
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         from kb.claims.claims import parse_circuit_key
-        from kb.db.claim_tables import circuit_table
 
-        rows = _rows_by_id(info, circuit_table, [parse_circuit_key(nid) for nid in node_ids], required, "circuit")
+        ids = [parse_circuit_key(nid) for nid in node_ids]
+        rows = _rows_by_id(info, circuit_domain.circuits_by_id, ids, required, "circuit")
         return [cls.of(r) if r else None for r in rows]
 
 
