@@ -60,7 +60,7 @@ def new_token() -> str:
 def well_formed(token: str) -> bool:
     """Prefix, length and checksum: no database needed."""
     m = _TOKEN.match(token or "")
-    return bool(m) and _checksum(m[1]) == m[2]
+    return m is not None and _checksum(m[1]) == m[2]
 
 
 def token_hash(token: str) -> str:
@@ -75,16 +75,17 @@ def create_user(conn: sa.Connection, name: str, role: str, display_name: str = "
     t = user_table
     if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first():
         raise BadInput(f"user {name!r} already exists")
-    return conn.execute(
+    uid: int = conn.execute(
         sa.insert(t)
         .values(name=name, role=role, display_name=display_name or name, created_at=utcnow())
         .returning(t.c.id)
     ).scalar_one()
+    return uid
 
 
 def user_id(conn: sa.Connection, name: str) -> int:
     t = user_table
-    uid = conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar()
+    uid: int | None = conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar()
     if uid is None:
         raise NotFound(f"no user {name!r}")
     return uid

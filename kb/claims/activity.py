@@ -8,6 +8,8 @@ its live-update streams (kb.web.live). On SQLite the streams poll this table.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from kb.claims.accounts import Account
@@ -32,7 +34,7 @@ def record(
 ) -> int:
     assert kind in KINDS, kind
     t = activity_table
-    activity_id = conn.execute(
+    activity_id: int = conn.execute(
         sa.insert(t)
         .values(
             at=utcnow(),
@@ -52,7 +54,7 @@ def record(
     return activity_id
 
 
-def _claim(conn: sa.Connection, claim_id: int) -> tuple[sa.Row, list[str]]:
+def _claim(conn: sa.Connection, claim_id: int) -> tuple[sa.Row[*tuple[Any, ...]], list[str]]:
     c, s = claim_table, claim_subject_table
     row = conn.execute(
         sa.select(c.c.revision, c.c.label, c.c.status, c.c.model_key, c.c.circuit_id).where(c.c.id == claim_id)
@@ -106,20 +108,20 @@ def render_landed(conn: sa.Connection, job_id: int) -> int:
     return record(conn, "RENDER", job.model_key, f"render:{job_id}", f"{job.kind.lower()} of {neuron}", None, [neuron])
 
 
-def _row(r) -> dict:
+def _row(r: sa.Row[Any]) -> dict[str, Any]:
     d = dict(r._mapping)
     d["neurons"] = list(d["neurons"] or [])
     return d
 
 
-def _select():
+def _select() -> tuple[sa.Select[Any], sa.Table]:
     t, u = activity_table, user_table
     return sa.select(t, u.c.name.label("actor")).outerjoin(u, u.c.id == t.c.actor_id), t
 
 
 def recent(
     conn: sa.Connection, model: str | None = None, before: int | None = None, limit: int = 50, kind: str | None = None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Newest first: the feed."""
     q, t = _select()
     if model:
@@ -131,17 +133,18 @@ def recent(
     return [_row(r) for r in conn.execute(q.order_by(t.c.id.desc()).limit(limit))]
 
 
-def after(conn: sa.Connection, activity_id: int, limit: int = 500) -> list[dict]:
+def after(conn: sa.Connection, activity_id: int, limit: int = 500) -> list[dict[str, Any]]:
     """Oldest first, those committed after ``activity_id``: what a live stream sends next."""
     q, t = _select()
     return [_row(r) for r in conn.execute(q.where(t.c.id > activity_id).order_by(t.c.id).limit(limit))]
 
 
-def by_ids(conn: sa.Connection, ids: list[int]) -> list[dict]:
+def by_ids(conn: sa.Connection, ids: list[int]) -> list[dict[str, Any]]:
     q, t = _select()
     return [_row(r) for r in conn.execute(q.where(t.c.id.in_(ids)).order_by(t.c.id))]
 
 
 def last_id(conn: sa.Connection) -> int:
     t = activity_table
-    return conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar_one()
+    last: int = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar_one()
+    return last

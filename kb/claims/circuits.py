@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ def _key(catalog: Catalog, text: str, what: str) -> str:
         raise (NotFound if exc.code == "NOT_FOUND" else BadInput)(f"{what}: {exc}") from None
 
 
-def _edges(catalog: Catalog, edges: list[dict], what: str = "edge") -> list[dict]:
+def _edges(catalog: Catalog, edges: list[dict[str, Any]], what: str = "edge") -> list[dict[str, Any]]:
     out = []
     for i, e in enumerate(edges):
         s = _key(catalog, e.get("source", ""), f"{what} {i + 1} source")
@@ -60,7 +61,7 @@ def _description(text: str) -> str:
     return text or ""
 
 
-def _validate(neurons: list[str], edges: list[dict]) -> str:
+def _validate(neurons: list[str], edges: list[dict[str, Any]]) -> str:
     """The circuit's one model; refuses too large circuits and mixed models."""
     if len(neurons) > MAX_NEURONS or len(edges) > MAX_EDGES:
         raise BadInput(f"a circuit has at most {MAX_NEURONS} neurons and {MAX_EDGES} edges")
@@ -78,7 +79,7 @@ def create_circuit(
     actor: Account,
     name: str,
     neurons: list[str],
-    edges: list[dict],
+    edges: list[dict[str, Any]],
     description: str = "",
     message: str = "",
 ) -> int:
@@ -94,7 +95,7 @@ def create_circuit(
     model = _validate(keys, clean_edges)
     t = circuit_table
     at = utcnow()
-    circuit_id = conn.execute(
+    circuit_id: int = conn.execute(
         sa.insert(t)
         .values(
             model_key=model,
@@ -123,7 +124,7 @@ def create_circuit(
     return circuit_id
 
 
-def _merge_edges(current: list[dict], upserts: list[dict]) -> list[dict]:
+def _merge_edges(current: list[dict[str, Any]], upserts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Edges keyed by (source, target): an upsert of an existing pair replaces its note, keeping its place."""
     out = {(e["source"], e["target"]): dict(e) for e in current}
     for e in upserts:
@@ -131,7 +132,15 @@ def _merge_edges(current: list[dict], upserts: list[dict]) -> list[dict]:
     return list(out.values())
 
 
-def _write_revision(conn, actor: Account, circuit_id: int, revision: int, new: dict, message: str, at) -> None:
+def _write_revision(
+    conn: sa.Connection,
+    actor: Account,
+    circuit_id: int,
+    revision: int,
+    new: dict[str, Any],
+    message: str,
+    at: datetime,
+) -> None:
     conn.execute(
         sa.insert(circuit_revision_table).values(
             circuit_id=circuit_id,
@@ -150,7 +159,7 @@ def update_circuit(
     actor: Account,
     circuit_id: int,
     expected_revision: int,
-    patch: dict,
+    patch: dict[str, Any],
     message: str = "",
 ) -> int:
     """Apply ``patch`` to the current revision and commit it as revision expected + 1; returns that number.
@@ -200,7 +209,7 @@ def update_circuit(
         .values(revision=expected_revision + 1, **new)
     ).rowcount
     if not done:
-        now = conn.execute(sa.select(t.c.revision).where(t.c.id == circuit_id)).scalar()
+        now: int | None = conn.execute(sa.select(t.c.revision).where(t.c.id == circuit_id)).scalar()
         raise _conflict(circuit_id, now, expected_revision)
     revision = expected_revision + 1
     _write_revision(conn, actor, circuit_id, revision, new, message, at)
@@ -217,14 +226,14 @@ def update_circuit(
     return revision
 
 
-def _conflict(circuit_id: int, current: int, expected: int) -> EditConflict:
+def _conflict(circuit_id: int, current: int | None, expected: int) -> EditConflict:
     return EditConflict(
         f"circuit:{circuit_id} is at revision {current}, not {expected}: read it again and re-apply your edit",
         currentRevision=current,
     )
 
 
-def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict]:
+def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict[str, Any]]:
     """The claims whose current revision is about this circuit, oldest first."""
     t = claim_table
     return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.circuit_id == circuit_id).order_by(t.c.id))]
@@ -232,7 +241,7 @@ def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict]:
 
 def listing(
     conn: sa.Connection, model: str | None, neuron: str | None, offset: int, limit: int
-) -> tuple[list[dict], int]:
+) -> tuple[list[dict[str, Any]], int]:
     """Circuits newest first, of one model and/or with one neuron (a canonical key); the page and the total."""
     t = circuit_table
     where = []
@@ -258,7 +267,7 @@ def circuits_by_id(conn: sa.Connection, circuit_ids: Collection[int]) -> dict[in
     return {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(set(circuit_ids))))}
 
 
-def get(conn: sa.Connection, circuit_id: int) -> dict:
+def get(conn: sa.Connection, circuit_id: int) -> dict[str, Any]:
     t = circuit_table
     row = conn.execute(sa.select(t).where(t.c.id == circuit_id)).first()
     if row is None:
@@ -277,12 +286,12 @@ def parse_key(key: str) -> tuple[int, int | None]:
     return int(number), int(rev) if rev else None
 
 
-def revisions(conn: sa.Connection, circuit_ids: list[int]) -> dict[int, list[dict]]:
+def revisions(conn: sa.Connection, circuit_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Every revision of each circuit, oldest first, with the author's name."""
     return revision_rows.by_owner(conn, circuit_revision_table, "circuit_id", circuit_ids)
 
 
-def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict:
+def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict[str, Any]:
     """The circuit as it was at ``revision`` (the current one if None): the circuit row's shape."""
     row = get(conn, circuit_id)
     if revision is None or revision == row["revision"]:
@@ -294,7 +303,7 @@ def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> d
     return {**row, **{k: getattr(rev, k) for k in ("name", "description", "neurons", "edges")}, "revision": revision}
 
 
-def diff(before: dict, after: dict) -> dict:
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What changed between two revisions: text fields (with a unified diff), neurons and edges."""
     fields = []
     for k in ("name", "description"):
@@ -336,7 +345,7 @@ class EdgeCheck:
     reason: str
 
 
-def check(graph: ModelGraph, circuit: dict) -> list[EdgeCheck]:
+def check(graph: ModelGraph, circuit: dict[str, Any]) -> list[EdgeCheck]:
     out = []
     for e in circuit["edges"]:
         s_layer, s_index = e["source"].split("/", 1)[1].rsplit(":", 1)

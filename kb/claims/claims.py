@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -63,7 +63,7 @@ def parse_revision_key(key: str) -> tuple[int, int | None]:
     return parse_key(text), revision
 
 
-def _current(conn: sa.Connection, claim_id: int) -> sa.Row:
+def _current(conn: sa.Connection, claim_id: int) -> sa.Row[*tuple[Any, ...]]:
     c = claim_table
     row = conn.execute(sa.select(c).where(c.c.id == claim_id)).first()
     if row is None:
@@ -74,13 +74,15 @@ def _current(conn: sa.Connection, claim_id: int) -> sa.Row:
 def _circuit_model(conn: sa.Connection, circuit_id: int | None) -> str | None:
     if circuit_id is None:
         return None
-    row = conn.execute(sa.select(circuit_table.c.model_key).where(circuit_table.c.id == circuit_id)).first()
-    if row is None:
+    model_key: str | None = conn.execute(
+        sa.select(circuit_table.c.model_key).where(circuit_table.c.id == circuit_id)
+    ).scalar()
+    if model_key is None:
         raise NotFound(f"no circuit:{circuit_id}")
-    return row[0]
+    return model_key
 
 
-def _model_key(conn, subjects: list[str], circuit_id: int | None) -> str:
+def _model_key(conn: sa.Connection, subjects: list[str], circuit_id: int | None) -> str:
     models = {s.split("/", 1)[0] for s in subjects}
     circuit_model = _circuit_model(conn, circuit_id)
     if circuit_model:
@@ -127,14 +129,14 @@ def create_claim(
     confidence: float | None = None,
     subjects: list[str] | None = None,
     circuit: str | None = None,
-    evidence: list[dict] | None = None,
+    evidence: list[dict[str, Any]] | None = None,
     message: str = "",
     origin: str | None = None,
     at: datetime | None = None,
 ) -> int:
     if not actor.at_least("editor"):
         raise Forbidden("creating claims needs the editor role")
-    fields = {
+    fields: dict[str, Any] = {
         "label": C.label(label),
         "body": C.body(body),
         "kind": C.kind(kind),
@@ -147,7 +149,7 @@ def create_claim(
     model_key = _model_key(conn, fields["subjects"], fields["circuit_id"])
     at = at or utcnow()
     c = claim_table
-    claim_id = conn.execute(
+    claim_id: int = conn.execute(
         sa.insert(c)
         .values(
             revision=1,
@@ -169,7 +171,7 @@ def create_claim(
     return claim_id
 
 
-def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict:
+def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict[str, Any]:
     r = claim_revision_table
     row = conn.execute(sa.select(r).where(r.c.claim_id == claim_id, r.c.revision == revision)).first()
     if row is None:
@@ -177,7 +179,9 @@ def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict:
     return {k: getattr(row, k) for k in FIELDS}
 
 
-def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, new: dict, message: str) -> int:
+def _commit(
+    conn: sa.Connection, actor: Account, claim_id: int, expected: int, new: dict[str, Any], message: str
+) -> int:
     c = claim_table
     at = utcnow()
     done = conn.execute(
@@ -215,7 +219,7 @@ def update_claim(
     actor: Account,
     claim_id: int,
     expected_revision: int,
-    patch: dict,
+    patch: dict[str, Any],
     message: str = "",
 ) -> int:
     """Edit content fields (those present in ``patch``); returns the new revision number."""
@@ -232,7 +236,12 @@ def update_claim(
     unknown = set(patch) - set(CONTENT_FIELDS) - {"circuit"}
     if unknown:
         raise BadInput(f"cannot edit {', '.join(sorted(unknown))} here")
-    check = {"label": C.label, "body": C.body, "kind": C.kind, "confidence": C.confidence}
+    check: dict[str, Callable[[Any], Any]] = {
+        "label": C.label,
+        "body": C.body,
+        "kind": C.kind,
+        "confidence": C.confidence,
+    }
     for k, fn in check.items():
         if k in patch:
             new[k] = fn(patch[k])
@@ -296,12 +305,12 @@ def claims_about_neurons(conn: sa.Connection, keys: list[NeuronTriple]) -> dict[
     return out
 
 
-def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict]]:
+def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Every revision of each claim, oldest first, with the author's name."""
     return revision_rows.by_owner(conn, claim_revision_table, "claim_id", claim_ids)
 
 
-def diff(before: dict, after: dict) -> list[dict]:
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
     """Field by field: what changed between two revisions (text fields with a unified diff)."""
     changes = []
     for k in FIELDS:
@@ -322,7 +331,7 @@ def diff(before: dict, after: dict) -> list[dict]:
     return changes
 
 
-def _text(v) -> str | None:
+def _text(v: object) -> str | None:
     if v is None or isinstance(v, str):
         return v
     return json.dumps(v, sort_keys=True)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -32,7 +33,7 @@ class FamiliesReport:
     files: int = 0
 
 
-def read_families(path: Path) -> list[dict]:
+def read_families(path: Path) -> list[dict[str, Any]]:
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(_TRAILING_COMMA.sub(r"\1", text))
@@ -62,7 +63,7 @@ def import_families(
     catalog.model(model)  # the model must be imported first (raises NotFound / Removed)
     actor = Account(ensure_user(conn, IMPORT_USER, "editor", "Families importer"), IMPORT_USER, "editor")
     doi = source[len("doi:") :] if source.startswith("doi:") else None
-    citation = {"kind": "CITATION", "note": f"neuron families from {source}"}
+    citation: dict[str, Any] = {"kind": "CITATION", "note": f"neuron families from {source}"}
     citation.update({"doi": doi} if doi else {"url": source})
     if authors:
         citation["authors"] = authors

@@ -26,15 +26,15 @@ CONTENT = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evi
 def lock_claim(conn: sa.Connection, claim_id: int) -> int:
     """Take the claim's row lock for this transaction; returns its current revision (NotFound if none)."""
     c = claim_table
-    row = conn.execute(
+    revision: int | None = conn.execute(
         sa.update(c).where(c.c.id == claim_id).values(revision=c.c.revision).returning(c.c.revision)
-    ).first()
-    if row is None:
+    ).scalar()
+    if revision is None:
         raise NotFound(f"no claim:{claim_id}")
-    return row[0]
+    return revision
 
 
-def content_revisions(revisions: list[dict]) -> list[dict]:
+def content_revisions(revisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The revisions that changed content (the first, and each that changed more than the status)."""
     out, before = [], None
     for rev in revisions:
@@ -44,17 +44,17 @@ def content_revisions(revisions: list[dict]) -> list[dict]:
     return out
 
 
-def content_authors(revisions: list[dict]) -> list[int]:
+def content_authors(revisions: list[dict[str, Any]]) -> list[int]:
     """User ids of the content authors, in order of first contribution."""
     return list(dict.fromkeys(r["author_id"] for r in content_revisions(revisions)))
 
 
-def last_content_revision(revisions: list[dict]) -> int:
+def last_content_revision(revisions: list[dict[str, Any]]) -> int:
     revs = content_revisions(revisions)
     return revs[-1]["revision"] if revs else 0
 
 
-def _revisions(conn: sa.Connection, claim_id: int) -> list[dict]:
+def _revisions(conn: sa.Connection, claim_id: int) -> list[dict[str, Any]]:
     r = claim_revision_table
     return [
         dict(row._mapping) for row in conn.execute(sa.select(r).where(r.c.claim_id == claim_id).order_by(r.c.revision))
@@ -139,7 +139,7 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
 def recount(conn: sa.Connection, claim_id: int) -> None:
     """The counts from the review rows (under the claim's lock)."""
     r, c = review_table, claim_table
-    counts = dict(
+    counts: dict[str, int] = dict(
         conn.execute(
             sa.select(r.c.verdict, sa.func.count()).where(r.c.claim_id == claim_id).group_by(r.c.verdict)
         ).all()

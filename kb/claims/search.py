@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,7 +24,7 @@ class Filters:
     status: str | None = None
 
 
-def _where(f: Filters) -> tuple[str, dict]:
+def _where(f: Filters) -> tuple[str, dict[str, Any]]:
     parts, params = [], {}
     if f.model:
         parts.append("c.model_key = :model")
@@ -46,7 +47,8 @@ def _where(f: Filters) -> tuple[str, dict]:
 def filtered_claim_count(conn: sa.Connection, filters: Filters) -> int:
     """How many claims pass the filters."""
     where, params = _where(filters)
-    return conn.execute(sa.text(f"SELECT count(*) FROM claim c WHERE 1=1{where}"), params).scalar_one()
+    total: int = conn.execute(sa.text(f"SELECT count(*) FROM claim c WHERE 1=1{where}"), params).scalar_one()
+    return total
 
 
 def filtered_claim_ids(conn: sa.Connection, filters: Filters, offset: int, limit: int) -> list[int]:
@@ -59,7 +61,7 @@ def filtered_claim_ids(conn: sa.Connection, filters: Filters, offset: int, limit
     return [r[0] for r in rows]
 
 
-def _match(conn: sa.Connection, text: str) -> tuple[str, str, str, dict]:
+def _match(conn: sa.Connection, text: str) -> tuple[str, str, str, dict[str, Any]]:
     """(FROM clause, WHERE condition, ORDER BY, params) of the text match for this database."""
     words = _WORD.findall(text or "")
     if not words:

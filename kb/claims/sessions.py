@@ -12,6 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -59,7 +60,7 @@ def check_password(conn: sa.Connection, name: str, password: str) -> Account:
     ).first()
     stored = row.password_hash if row is not None and row.password_hash else _DUMMY
     try:
-        ok = _hasher.verify(stored, password[:MAX_PASSWORD])
+        ok: bool = _hasher.verify(stored, password[:MAX_PASSWORD])
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok or row is None or not row.password_hash or row.disabled_at is not None:
@@ -187,7 +188,7 @@ def same_secret(a: str, b: str) -> bool:
     return bool(a) and bool(b) and secrets.compare_digest(a.encode(), b.encode())
 
 
-def tokens_of(conn: sa.Connection, uid: int) -> list[dict]:
+def tokens_of(conn: sa.Connection, uid: int) -> list[dict[str, Any]]:
 
     t = api_token_table
     rows = conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field
@@ -10,7 +11,7 @@ from sqlmodel import Field
 from kb.db.tables import TableModel, utcnow
 
 
-def _ts(nullable: bool = False, index: bool = False) -> sa.Column:
+def _ts(nullable: bool = False, index: bool = False) -> sa.Column[Any]:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable, index=index)
 
 
@@ -63,7 +64,7 @@ class CircuitRevision(TableModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    edges: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    edges: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
 
 

@@ -10,10 +10,12 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Any, BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
 
+from kb.db.engine import driver_connection
 from kb.db.tables import Model, layer_link_table, layer_table, model_table, neuron_table
 
 Progress = Callable[[int], None]
@@ -79,10 +81,11 @@ def pg_binary_rows(
 
 def insert_model(conn: sa.Connection, row: Model) -> int:
     values = {c.name: getattr(row, c.name) for c in model_table.columns if c.name != "id"}
-    return conn.execute(sa.insert(model_table).values(**values).returning(model_table.c.id)).scalar_one()
+    model_id: int = conn.execute(sa.insert(model_table).values(**values).returning(model_table.c.id)).scalar_one()
+    return model_id
 
 
-def insert_layers(conn: sa.Connection, model_id: int, layers: list[dict]) -> dict[str, int]:
+def insert_layers(conn: sa.Connection, model_id: int, layers: list[dict[str, Any]]) -> dict[str, int]:
     conn.execute(sa.insert(layer_table), [{**layer, "model_id": model_id} for layer in layers])
     t = layer_table
     rows = conn.execute(sa.select(t.c.key, t.c.id).where(t.c.model_id == model_id)).all()
@@ -92,7 +95,7 @@ def insert_layers(conn: sa.Connection, model_id: int, layers: list[dict]) -> dic
 def insert_neurons(conn: sa.Connection, model_id: int, layer_units: dict[int, int]) -> dict[int, np.ndarray]:
     """Neuron rows for every unit; returns layer id -> array of neuron ids indexed by unit index."""
     if conn.dialect.name == "postgresql":
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         with raw.cursor() as cur, cur.copy('COPY neuron (model_id, layer_id, "index") FROM STDIN') as copy:
             for layer_id, units in layer_units.items():
                 for i in range(units):
@@ -109,25 +112,27 @@ def insert_neurons(conn: sa.Connection, model_id: int, layer_units: dict[int, in
     return out
 
 
-def insert_links(conn: sa.Connection, rows: list[dict]) -> None:
+def insert_links(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(sa.insert(layer_link_table), rows)
 
 
-def insert_link_streamed(conn: sa.Connection, row: dict, arrays, size: int, piece: int = 16 << 20) -> None:
+def insert_link_streamed(
+    conn: sa.Connection, row: dict[str, Any], arrays: BinaryIO, size: int, piece: int = 16 << 20
+) -> None:
     """One layer_link row whose ``arrays`` (``size`` bytes) are read from the file ``arrays``: on PostgreSQL a
     binary COPY sends them in pieces, so VGG16's 0.4 GB fc6 program is never a second time in memory."""
     if conn.dialect.name != "postgresql":
         insert_links(conn, [{**row, "arrays": arrays.read(size)}])
         return
 
-    def text(value) -> bytes:
+    def text(value: object) -> bytes:
         data = value.encode() if isinstance(value, str) else json.dumps(value).encode()
         return len(data).to_bytes(4, "big") + data
 
     def int4(value: int) -> bytes:
         return (4).to_bytes(4, "big") + int(value).to_bytes(4, "big", signed=True)
 
-    raw = conn.connection.driver_connection
+    raw = driver_connection(conn)
     columns = "model_id, source_layer_id, target_layer_id, method, notes, program, arrays"
     with raw.cursor() as cur, cur.copy(f"COPY layer_link ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(_PG_HEADER + (7).to_bytes(2, "big"))
@@ -168,7 +173,7 @@ def insert_connections(
             f"CREATE TABLE {part} (LIKE connection INCLUDING DEFAULTS, "
             f"CONSTRAINT {part}_model CHECK (model_id = {int(model_id)}))"
         )
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         with (
             raw.cursor() as cur,
             cur.copy(

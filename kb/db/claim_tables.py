@@ -7,6 +7,7 @@ another database (with other row ids) means the same thing.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field
@@ -14,7 +15,7 @@ from sqlmodel import Field
 from kb.db.tables import TableModel, utcnow
 
 
-def _ts(nullable: bool = False) -> sa.Column:
+def _ts(nullable: bool = False) -> sa.Column[Any]:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
 
 
@@ -60,7 +61,7 @@ class Circuit(TableModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # canonical keys
-    edges: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # {source, target, note}
+    edges: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # {source, target, note}
     created_by: int = Field(sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     revision: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
@@ -110,7 +111,7 @@ class ClaimRevision(TableModel, table=True):
     confidence: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
     subjects: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # canonical neuron keys
     circuit_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
-    evidence: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    evidence: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
 
 

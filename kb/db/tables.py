@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -94,7 +94,7 @@ class LayerLink(TableModel, table=True):
     target_layer_id: int = Field(sa_column=sa.Column(sa.ForeignKey("layer.id", ondelete="CASCADE"), nullable=False))
     method: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     notes: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
-    program: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # structure (kb.graph.program.dumps)
+    program: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # structure (kb.graph.program.dumps)
     arrays: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))  # npz of its weights
 
 
