@@ -10,7 +10,7 @@ from __future__ import annotations
 class Problem(Exception):
     code = "BAD_INPUT"
 
-    def __init__(self, message: str, **extensions):
+    def __init__(self, message: str, **extensions: object):
         super().__init__(message)
         self.message = message
         self.extensions = {k: v for k, v in extensions.items() if v is not None}

@@ -11,12 +11,14 @@ import hashlib
 import re
 import secrets
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from kb.claims.errors import BadInput, NotFound, Unauthenticated
-from kb.db.claim_tables import ApiToken, User
+from kb.db.claim_tables import api_token_table, user_table
 from kb.db.tables import utcnow
 
 ROLES = ("viewer", "editor", "moderator", "admin")
@@ -58,7 +60,7 @@ def new_token() -> str:
 def well_formed(token: str) -> bool:
     """Prefix, length and checksum: no database needed."""
     m = _TOKEN.match(token or "")
-    return bool(m) and _checksum(m[1]) == m[2]
+    return m is not None and _checksum(m[1]) == m[2]
 
 
 def token_hash(token: str) -> str:
@@ -70,26 +72,36 @@ def create_user(conn: sa.Connection, name: str, role: str, display_name: str = "
         raise BadInput(f"user name {name!r} is not valid: lowercase letters, digits, '_', '.', '-' (at most 64)")
     if role not in RANK:
         raise BadInput(f"role {role!r} is not one of {', '.join(ROLES)}")
-    t = User.__table__
+    t = user_table
     if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first():
         raise BadInput(f"user {name!r} already exists")
-    return conn.execute(
+    uid: int = conn.execute(
         sa.insert(t)
         .values(name=name, role=role, display_name=display_name or name, created_at=utcnow())
         .returning(t.c.id)
     ).scalar_one()
+    return uid
 
 
 def user_id(conn: sa.Connection, name: str) -> int:
-    t = User.__table__
-    uid = conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar()
+    t = user_table
+    uid: int | None = conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar()
     if uid is None:
         raise NotFound(f"no user {name!r}")
     return uid
 
 
+def people_by_id(conn: sa.Connection, user_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """Who these users are (id, name, display_name, role), by id, in one statement (absent ids left out)."""
+    if not user_ids:
+        return {}
+    t = user_table
+    rows = conn.execute(sa.select(t.c.id, t.c.name, t.c.display_name, t.c.role).where(t.c.id.in_(set(user_ids))))
+    return {r.id: dict(r._mapping) for r in rows}
+
+
 def ensure_user(conn: sa.Connection, name: str, role: str, display_name: str = "") -> int:
-    t = User.__table__
+    t = user_table
     uid = conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar()
     return uid if uid is not None else create_user(conn, name, role, display_name)
 
@@ -98,7 +110,7 @@ def create_token(conn: sa.Connection, name: str, note: str = "") -> str:
     uid = user_id(conn, name)
     token = new_token()
     conn.execute(
-        sa.insert(ApiToken.__table__).values(
+        sa.insert(api_token_table).values(
             user_id=uid, token_hash=token_hash(token), prefix=token[:12], note=note, created_at=utcnow()
         )
     )
@@ -106,7 +118,7 @@ def create_token(conn: sa.Connection, name: str, note: str = "") -> str:
 
 
 def revoke_token(conn: sa.Connection, prefix: str) -> int:
-    t = ApiToken.__table__
+    t = api_token_table
     n = conn.execute(
         sa.update(t).where(t.c.prefix == prefix[:12], t.c.revoked_at.is_(None)).values(revoked_at=utcnow())
     ).rowcount
@@ -118,7 +130,7 @@ def revoke_token(conn: sa.Connection, prefix: str) -> int:
 def authenticate(conn: sa.Connection, token: str) -> Account:
     if not well_formed(token):
         raise Unauthenticated("malformed token: expected ckb_… with a valid checksum")
-    t, u = ApiToken.__table__, User.__table__
+    t, u = api_token_table, user_table
     row = conn.execute(
         sa.select(t.c.id, t.c.revoked_at, u.c.id.label("uid"), u.c.name, u.c.role, u.c.disabled_at)
         .join(u, u.c.id == t.c.user_id)

@@ -8,11 +8,13 @@ its live-update streams (kb.web.live). On SQLite the streams poll this table.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from kb.claims.accounts import Account
-from kb.db.annotation_tables import Activity
-from kb.db.claim_tables import Claim, ClaimSubject, User
+from kb.db.annotation_tables import activity_table
+from kb.db.claim_tables import claim_subject_table, claim_table, user_table
 from kb.db.tables import utcnow
 
 CHANNEL = "kb_activity"
@@ -31,8 +33,8 @@ def record(
     circuit_id: int | None = None,
 ) -> int:
     assert kind in KINDS, kind
-    t = Activity.__table__
-    activity_id = conn.execute(
+    t = activity_table
+    activity_id: int = conn.execute(
         sa.insert(t)
         .values(
             at=utcnow(),
@@ -52,8 +54,8 @@ def record(
     return activity_id
 
 
-def _claim(conn: sa.Connection, claim_id: int) -> tuple[sa.Row, list[str]]:
-    c, s = Claim.__table__, ClaimSubject.__table__
+def _claim(conn: sa.Connection, claim_id: int) -> tuple[sa.Row[*tuple[Any, ...]], list[str]]:
+    c, s = claim_table, claim_subject_table
     row = conn.execute(
         sa.select(c.c.revision, c.c.label, c.c.status, c.c.model_key, c.c.circuit_id).where(c.c.id == claim_id)
     ).one()
@@ -98,28 +100,28 @@ def reviewed(conn: sa.Connection, actor: Account, claim_id: int, verdict: str) -
 
 
 def render_landed(conn: sa.Connection, job_id: int) -> int:
-    from kb.db.render_tables import RenderJob
+    from kb.db.render_tables import render_job_table
 
-    t = RenderJob.__table__
+    t = render_job_table
     job = conn.execute(sa.select(t.c.kind, t.c.model_key, t.c.layer_key, t.c.unit).where(t.c.id == job_id)).one()
     neuron = f"{job.model_key}/{job.layer_key}:{job.unit}"
     return record(conn, "RENDER", job.model_key, f"render:{job_id}", f"{job.kind.lower()} of {neuron}", None, [neuron])
 
 
-def _row(r) -> dict:
+def _row(r: sa.Row[Any]) -> dict[str, Any]:
     d = dict(r._mapping)
     d["neurons"] = list(d["neurons"] or [])
     return d
 
 
-def _select():
-    t, u = Activity.__table__, User.__table__
+def _select() -> tuple[sa.Select[Any], sa.Table]:
+    t, u = activity_table, user_table
     return sa.select(t, u.c.name.label("actor")).outerjoin(u, u.c.id == t.c.actor_id), t
 
 
 def recent(
     conn: sa.Connection, model: str | None = None, before: int | None = None, limit: int = 50, kind: str | None = None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Newest first: the feed."""
     q, t = _select()
     if model:
@@ -131,17 +133,18 @@ def recent(
     return [_row(r) for r in conn.execute(q.order_by(t.c.id.desc()).limit(limit))]
 
 
-def after(conn: sa.Connection, activity_id: int, limit: int = 500) -> list[dict]:
+def after(conn: sa.Connection, activity_id: int, limit: int = 500) -> list[dict[str, Any]]:
     """Oldest first, those committed after ``activity_id``: what a live stream sends next."""
     q, t = _select()
     return [_row(r) for r in conn.execute(q.where(t.c.id > activity_id).order_by(t.c.id).limit(limit))]
 
 
-def by_ids(conn: sa.Connection, ids: list[int]) -> list[dict]:
+def by_ids(conn: sa.Connection, ids: list[int]) -> list[dict[str, Any]]:
     q, t = _select()
     return [_row(r) for r in conn.execute(q.where(t.c.id.in_(ids)).order_by(t.c.id))]
 
 
 def last_id(conn: sa.Connection) -> int:
-    t = Activity.__table__
-    return conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar_one()
+    t = activity_table
+    last: int = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar_one()
+    return last

@@ -7,7 +7,10 @@ where it ranks among the target's inputs, so "4c:447 is built from 4b:373 and 4b
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -16,9 +19,8 @@ from kb.claims import activity, revision_rows
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
-from kb.db.annotation_tables import CircuitRevision
-from kb.db.claim_tables import Circuit
-from kb.db.claim_tables import Claim as ClaimTable
+from kb.db.annotation_tables import circuit_revision_table
+from kb.db.claim_tables import circuit_table, claim_table
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog, KeyProblem
 from kb.graph.store import ModelGraph
@@ -37,7 +39,7 @@ def _key(catalog: Catalog, text: str, what: str) -> str:
         raise (NotFound if exc.code == "NOT_FOUND" else BadInput)(f"{what}: {exc}") from None
 
 
-def _edges(catalog: Catalog, edges: list[dict], what: str = "edge") -> list[dict]:
+def _edges(catalog: Catalog, edges: list[dict[str, Any]], what: str = "edge") -> list[dict[str, Any]]:
     out = []
     for i, e in enumerate(edges):
         s = _key(catalog, e.get("source", ""), f"{what} {i + 1} source")
@@ -59,7 +61,7 @@ def _description(text: str) -> str:
     return text or ""
 
 
-def _validate(neurons: list[str], edges: list[dict]) -> str:
+def _validate(neurons: list[str], edges: list[dict[str, Any]]) -> str:
     """The circuit's one model; refuses too large circuits and mixed models."""
     if len(neurons) > MAX_NEURONS or len(edges) > MAX_EDGES:
         raise BadInput(f"a circuit has at most {MAX_NEURONS} neurons and {MAX_EDGES} edges")
@@ -77,7 +79,7 @@ def create_circuit(
     actor: Account,
     name: str,
     neurons: list[str],
-    edges: list[dict],
+    edges: list[dict[str, Any]],
     description: str = "",
     message: str = "",
 ) -> int:
@@ -91,9 +93,9 @@ def create_circuit(
     clean_edges = _merge_edges([], _edges(catalog, edges))
     keys = list(dict.fromkeys(keys + [k for e in clean_edges for k in (e["source"], e["target"])]))
     model = _validate(keys, clean_edges)
-    t = Circuit.__table__
+    t = circuit_table
     at = utcnow()
-    circuit_id = conn.execute(
+    circuit_id: int = conn.execute(
         sa.insert(t)
         .values(
             model_key=model,
@@ -122,7 +124,7 @@ def create_circuit(
     return circuit_id
 
 
-def _merge_edges(current: list[dict], upserts: list[dict]) -> list[dict]:
+def _merge_edges(current: list[dict[str, Any]], upserts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Edges keyed by (source, target): an upsert of an existing pair replaces its note, keeping its place."""
     out = {(e["source"], e["target"]): dict(e) for e in current}
     for e in upserts:
@@ -130,9 +132,17 @@ def _merge_edges(current: list[dict], upserts: list[dict]) -> list[dict]:
     return list(out.values())
 
 
-def _write_revision(conn, actor: Account, circuit_id: int, revision: int, new: dict, message: str, at) -> None:
+def _write_revision(
+    conn: sa.Connection,
+    actor: Account,
+    circuit_id: int,
+    revision: int,
+    new: dict[str, Any],
+    message: str,
+    at: datetime,
+) -> None:
     conn.execute(
-        sa.insert(CircuitRevision.__table__).values(
+        sa.insert(circuit_revision_table).values(
             circuit_id=circuit_id,
             revision=revision,
             author_id=actor.id,
@@ -149,7 +159,7 @@ def update_circuit(
     actor: Account,
     circuit_id: int,
     expected_revision: int,
-    patch: dict,
+    patch: dict[str, Any],
     message: str = "",
 ) -> int:
     """Apply ``patch`` to the current revision and commit it as revision expected + 1; returns that number.
@@ -191,7 +201,7 @@ def update_circuit(
         raise BadInput("a circuit cannot move to another model")
     if new == {k: current[k] for k in new}:
         raise BadInput("the patch changes nothing")
-    t = Circuit.__table__
+    t = circuit_table
     at = utcnow()
     done = conn.execute(
         sa.update(t)
@@ -199,7 +209,7 @@ def update_circuit(
         .values(revision=expected_revision + 1, **new)
     ).rowcount
     if not done:
-        now = conn.execute(sa.select(t.c.revision).where(t.c.id == circuit_id)).scalar()
+        now: int | None = conn.execute(sa.select(t.c.revision).where(t.c.id == circuit_id)).scalar()
         raise _conflict(circuit_id, now, expected_revision)
     revision = expected_revision + 1
     _write_revision(conn, actor, circuit_id, revision, new, message, at)
@@ -216,24 +226,24 @@ def update_circuit(
     return revision
 
 
-def _conflict(circuit_id: int, current: int, expected: int) -> EditConflict:
+def _conflict(circuit_id: int, current: int | None, expected: int) -> EditConflict:
     return EditConflict(
         f"circuit:{circuit_id} is at revision {current}, not {expected}: read it again and re-apply your edit",
         currentRevision=current,
     )
 
 
-def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict]:
+def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict[str, Any]]:
     """The claims whose current revision is about this circuit, oldest first."""
-    t = ClaimTable.__table__
+    t = claim_table
     return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.circuit_id == circuit_id).order_by(t.c.id))]
 
 
 def listing(
     conn: sa.Connection, model: str | None, neuron: str | None, offset: int, limit: int
-) -> tuple[list[dict], int]:
+) -> tuple[list[dict[str, Any]], int]:
     """Circuits newest first, of one model and/or with one neuron (a canonical key); the page and the total."""
-    t = Circuit.__table__
+    t = circuit_table
     where = []
     if model:
         where.append(t.c.model_key == model)
@@ -249,8 +259,16 @@ def listing(
     return rows, conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one()
 
 
-def get(conn: sa.Connection, circuit_id: int) -> dict:
-    t = Circuit.__table__
+def circuits_by_id(conn: sa.Connection, circuit_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """The current rows of these circuits, by id, in one statement (absent ids are left out)."""
+    if not circuit_ids:
+        return {}
+    t = circuit_table
+    return {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(set(circuit_ids))))}
+
+
+def get(conn: sa.Connection, circuit_id: int) -> dict[str, Any]:
+    t = circuit_table
     row = conn.execute(sa.select(t).where(t.c.id == circuit_id)).first()
     if row is None:
         raise NotFound(f"no circuit:{circuit_id}")
@@ -268,24 +286,24 @@ def parse_key(key: str) -> tuple[int, int | None]:
     return int(number), int(rev) if rev else None
 
 
-def revisions(conn: sa.Connection, circuit_ids: list[int]) -> dict[int, list[dict]]:
+def revisions(conn: sa.Connection, circuit_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Every revision of each circuit, oldest first, with the author's name."""
-    return revision_rows.by_owner(conn, CircuitRevision.__table__, "circuit_id", circuit_ids)
+    return revision_rows.by_owner(conn, circuit_revision_table, "circuit_id", circuit_ids)
 
 
-def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict:
+def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict[str, Any]:
     """The circuit as it was at ``revision`` (the current one if None): the circuit row's shape."""
     row = get(conn, circuit_id)
     if revision is None or revision == row["revision"]:
         return row
-    r = CircuitRevision.__table__
+    r = circuit_revision_table
     rev = conn.execute(sa.select(r).where(r.c.circuit_id == circuit_id, r.c.revision == revision)).first()
     if rev is None:
         raise NotFound(f"no circuit:{circuit_id}@{revision}: it has revisions 1..{row['revision']}")
     return {**row, **{k: getattr(rev, k) for k in ("name", "description", "neurons", "edges")}, "revision": revision}
 
 
-def diff(before: dict, after: dict) -> dict:
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What changed between two revisions: text fields (with a unified diff), neurons and edges."""
     fields = []
     for k in ("name", "description"):
@@ -327,7 +345,7 @@ class EdgeCheck:
     reason: str
 
 
-def check(graph: ModelGraph, circuit: dict) -> list[EdgeCheck]:
+def check(graph: ModelGraph, circuit: dict[str, Any]) -> list[EdgeCheck]:
     out = []
     for e in circuit["edges"]:
         s_layer, s_index = e["source"].split("/", 1)[1].rsplit(":", 1)

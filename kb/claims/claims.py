@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable, Collection
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -19,13 +21,14 @@ from kb.claims import revision_rows
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
-from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject
+from kb.db.claim_tables import circuit_table, claim_revision_table, claim_subject_table, claim_table
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog
 
 FIELDS = ("label", "body", "kind", "status", "confidence", "subjects", "circuit_id", "evidence")
 CONTENT_FIELDS = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evidence")
 MODERATED = ("SUPPORTED", "DISPUTED")  # only moderators move a claim to or from these
+NeuronTriple = tuple[str, str, int]  # a neuron as claims store it: model key, layer key, index
 
 
 def may_set_status(actor: Account, is_author: bool, old: str, new: str) -> bool:
@@ -60,8 +63,8 @@ def parse_revision_key(key: str) -> tuple[int, int | None]:
     return parse_key(text), revision
 
 
-def _current(conn: sa.Connection, claim_id: int) -> sa.Row:
-    c = Claim.__table__
+def _current(conn: sa.Connection, claim_id: int) -> sa.Row[*tuple[Any, ...]]:
+    c = claim_table
     row = conn.execute(sa.select(c).where(c.c.id == claim_id)).first()
     if row is None:
         raise NotFound(f"no claim:{claim_id}")
@@ -71,13 +74,15 @@ def _current(conn: sa.Connection, claim_id: int) -> sa.Row:
 def _circuit_model(conn: sa.Connection, circuit_id: int | None) -> str | None:
     if circuit_id is None:
         return None
-    row = conn.execute(sa.select(Circuit.__table__.c.model_key).where(Circuit.__table__.c.id == circuit_id)).first()
-    if row is None:
+    model_key: str | None = conn.execute(
+        sa.select(circuit_table.c.model_key).where(circuit_table.c.id == circuit_id)
+    ).scalar()
+    if model_key is None:
         raise NotFound(f"no circuit:{circuit_id}")
-    return row[0]
+    return model_key
 
 
-def _model_key(conn, subjects: list[str], circuit_id: int | None) -> str:
+def _model_key(conn: sa.Connection, subjects: list[str], circuit_id: int | None) -> str:
     models = {s.split("/", 1)[0] for s in subjects}
     circuit_model = _circuit_model(conn, circuit_id)
     if circuit_model:
@@ -89,8 +94,9 @@ def _model_key(conn, subjects: list[str], circuit_id: int | None) -> str:
     return models.pop()
 
 
-def _write_subjects(conn: sa.Connection, claim_id: int, subjects: list[str]) -> None:
-    t = ClaimSubject.__table__
+def write_subjects(conn: sa.Connection, claim_id: int, subjects: list[str]) -> None:
+    """Replace the claim's subject rows (what neuron lookups read) with these canonical keys."""
+    t = claim_subject_table
     conn.execute(sa.delete(t).where(t.c.claim_id == claim_id))
     rows = []
     for key in subjects:
@@ -123,14 +129,14 @@ def create_claim(
     confidence: float | None = None,
     subjects: list[str] | None = None,
     circuit: str | None = None,
-    evidence: list[dict] | None = None,
+    evidence: list[dict[str, Any]] | None = None,
     message: str = "",
     origin: str | None = None,
     at: datetime | None = None,
 ) -> int:
     if not actor.at_least("editor"):
         raise Forbidden("creating claims needs the editor role")
-    fields = {
+    fields: dict[str, Any] = {
         "label": C.label(label),
         "body": C.body(body),
         "kind": C.kind(kind),
@@ -142,8 +148,8 @@ def create_claim(
     }
     model_key = _model_key(conn, fields["subjects"], fields["circuit_id"])
     at = at or utcnow()
-    c = Claim.__table__
-    claim_id = conn.execute(
+    c = claim_table
+    claim_id: int = conn.execute(
         sa.insert(c)
         .values(
             revision=1,
@@ -157,24 +163,26 @@ def create_claim(
         .returning(c.c.id)
     ).scalar_one()
     conn.execute(
-        sa.insert(ClaimRevision.__table__).values(
+        sa.insert(claim_revision_table).values(
             claim_id=claim_id, revision=1, author_id=actor.id, created_at=at, message=message[:500], **fields
         )
     )
-    _write_subjects(conn, claim_id, fields["subjects"])
+    write_subjects(conn, claim_id, fields["subjects"])
     return claim_id
 
 
-def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict:
-    r = ClaimRevision.__table__
+def _revision_fields(conn: sa.Connection, claim_id: int, revision: int) -> dict[str, Any]:
+    r = claim_revision_table
     row = conn.execute(sa.select(r).where(r.c.claim_id == claim_id, r.c.revision == revision)).first()
     if row is None:
         raise NotFound(f"no claim:{claim_id}@{revision}")
     return {k: getattr(row, k) for k in FIELDS}
 
 
-def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, new: dict, message: str) -> int:
-    c = Claim.__table__
+def _commit(
+    conn: sa.Connection, actor: Account, claim_id: int, expected: int, new: dict[str, Any], message: str
+) -> int:
+    c = claim_table
     at = utcnow()
     done = conn.execute(
         sa.update(c)
@@ -192,7 +200,7 @@ def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, n
             currentRevision=current,
         )
     conn.execute(
-        sa.insert(ClaimRevision.__table__).values(
+        sa.insert(claim_revision_table).values(
             claim_id=claim_id,
             revision=expected + 1,
             author_id=actor.id,
@@ -201,7 +209,7 @@ def _commit(conn: sa.Connection, actor: Account, claim_id: int, expected: int, n
             **new,
         )
     )
-    _write_subjects(conn, claim_id, new["subjects"])
+    write_subjects(conn, claim_id, new["subjects"])
     return expected + 1
 
 
@@ -211,7 +219,7 @@ def update_claim(
     actor: Account,
     claim_id: int,
     expected_revision: int,
-    patch: dict,
+    patch: dict[str, Any],
     message: str = "",
 ) -> int:
     """Edit content fields (those present in ``patch``); returns the new revision number."""
@@ -228,7 +236,12 @@ def update_claim(
     unknown = set(patch) - set(CONTENT_FIELDS) - {"circuit"}
     if unknown:
         raise BadInput(f"cannot edit {', '.join(sorted(unknown))} here")
-    check = {"label": C.label, "body": C.body, "kind": C.kind, "confidence": C.confidence}
+    check: dict[str, Callable[[Any], Any]] = {
+        "label": C.label,
+        "body": C.body,
+        "kind": C.kind,
+        "confidence": C.confidence,
+    }
     for k, fn in check.items():
         if k in patch:
             new[k] = fn(patch[k])
@@ -266,12 +279,38 @@ def set_status(
     return _commit(conn, actor, claim_id, expected_revision, new, message)
 
 
-def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict]]:
+def claims_by_id(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+    """The current rows of these claims, by id, in one statement (absent ids are left out)."""
+    if not claim_ids:
+        return {}
+    c = claim_table
+    return {r.id: dict(r._mapping) for r in conn.execute(sa.select(c).where(c.c.id.in_(set(claim_ids))))}
+
+
+def claims_about_neurons(conn: sa.Connection, keys: list[NeuronTriple]) -> dict[NeuronTriple, list[dict[str, Any]]]:
+    """The claims whose current revision is about each neuron (model key, layer key, index), oldest first."""
+    c, s = claim_table, claim_subject_table
+    out: dict[NeuronTriple, list[dict[str, Any]]] = {k: [] for k in keys}
+    if not keys:
+        return out
+    rows = conn.execute(
+        sa.select(c, s.c.model_key.label("_m"), s.c.layer_key.label("_l"), s.c.neuron_index.label("_i"))
+        .join(s, s.c.claim_id == c.c.id)
+        .where(sa.tuple_(s.c.model_key, s.c.layer_key, s.c.neuron_index).in_(keys))
+        .order_by(c.c.id)
+    )
+    for r in rows:
+        row = dict(r._mapping)
+        out[(row.pop("_m"), row.pop("_l"), row.pop("_i"))].append(row)
+    return out
+
+
+def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Every revision of each claim, oldest first, with the author's name."""
-    return revision_rows.by_owner(conn, ClaimRevision.__table__, "claim_id", claim_ids)
+    return revision_rows.by_owner(conn, claim_revision_table, "claim_id", claim_ids)
 
 
-def diff(before: dict, after: dict) -> list[dict]:
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
     """Field by field: what changed between two revisions (text fields with a unified diff)."""
     changes = []
     for k in FIELDS:
@@ -292,7 +331,7 @@ def diff(before: dict, after: dict) -> list[dict]:
     return changes
 
 
-def _text(v) -> str | None:
+def _text(v: object) -> str | None:
     if v is None or isinstance(v, str):
         return v
     return json.dumps(v, sort_keys=True)

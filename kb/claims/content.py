@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from kb.claims.errors import BadInput, NotFound, TooLarge
 from kb.graph.keys import Catalog, KeyProblem
@@ -83,7 +84,7 @@ def subjects(catalog: Catalog, keys: list[str] | None) -> list[str]:
     return out
 
 
-def evidence(catalog: Catalog, items: list[dict] | None) -> list[dict]:
+def evidence(catalog: Catalog, items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     items = items or []
     if len(items) > MAX_EVIDENCE:
         raise BadInput(f"at most {MAX_EVIDENCE} evidence items")
@@ -93,7 +94,7 @@ def evidence(catalog: Catalog, items: list[dict] | None) -> list[dict]:
         k = item.get("kind")
         if k not in EVIDENCE_KINDS:
             raise BadInput(f"{what}: kind must be one of {', '.join(EVIDENCE_KINDS)}")
-        clean: dict = {"kind": k, "note": body(item.get("note"))[:5000]}
+        clean: dict[str, Any] = {"kind": k, "note": body(item.get("note"))[:5000]}
         if item.get("neuron"):
             clean["neuron"] = _neuron(catalog, item["neuron"], what)
         if item.get("source") or item.get("target"):

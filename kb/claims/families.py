@@ -12,13 +12,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 from kb.claims.accounts import Account, ensure_user
 from kb.claims.claims import create_claim
 from kb.claims.errors import BadInput
-from kb.db.claim_tables import Claim
+from kb.db.claim_tables import claim_table
 from kb.graph.keys import Catalog
 
 _TRAILING_COMMA = re.compile(r",(\s*[\]}])")
@@ -32,7 +33,7 @@ class FamiliesReport:
     files: int = 0
 
 
-def read_families(path: Path) -> list[dict]:
+def read_families(path: Path) -> list[dict[str, Any]]:
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(_TRAILING_COMMA.sub(r"\1", text))
@@ -62,14 +63,14 @@ def import_families(
     catalog.model(model)  # the model must be imported first (raises NotFound / Removed)
     actor = Account(ensure_user(conn, IMPORT_USER, "editor", "Families importer"), IMPORT_USER, "editor")
     doi = source[len("doi:") :] if source.startswith("doi:") else None
-    citation = {"kind": "CITATION", "note": f"neuron families from {source}"}
+    citation: dict[str, Any] = {"kind": "CITATION", "note": f"neuron families from {source}"}
     citation.update({"doi": doi} if doi else {"url": source})
     if authors:
         citation["authors"] = authors
     if title:
         citation["title"] = title
     report = FamiliesReport(files=len(files))
-    c = Claim.__table__
+    c = claim_table
     for path in files:
         layer = path.stem
         families = read_families(path)

@@ -8,11 +8,14 @@ records the claim revision it judged; a later content revision makes it stale.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 import sqlalchemy as sa
 
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, Forbidden, NotFound
-from kb.db.claim_tables import Claim, ClaimRevision, Review, ReviewRevision
+from kb.db.claim_tables import claim_revision_table, claim_table, review_revision_table, review_table
 from kb.db.tables import utcnow
 
 VERDICTS = ("SUPPORT", "DISPUTE")
@@ -22,16 +25,16 @@ CONTENT = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evi
 
 def lock_claim(conn: sa.Connection, claim_id: int) -> int:
     """Take the claim's row lock for this transaction; returns its current revision (NotFound if none)."""
-    c = Claim.__table__
-    row = conn.execute(
+    c = claim_table
+    revision: int | None = conn.execute(
         sa.update(c).where(c.c.id == claim_id).values(revision=c.c.revision).returning(c.c.revision)
-    ).first()
-    if row is None:
+    ).scalar()
+    if revision is None:
         raise NotFound(f"no claim:{claim_id}")
-    return row[0]
+    return revision
 
 
-def content_revisions(revisions: list[dict]) -> list[dict]:
+def content_revisions(revisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The revisions that changed content (the first, and each that changed more than the status)."""
     out, before = [], None
     for rev in revisions:
@@ -41,21 +44,57 @@ def content_revisions(revisions: list[dict]) -> list[dict]:
     return out
 
 
-def content_authors(revisions: list[dict]) -> list[int]:
+def content_authors(revisions: list[dict[str, Any]]) -> list[int]:
     """User ids of the content authors, in order of first contribution."""
     return list(dict.fromkeys(r["author_id"] for r in content_revisions(revisions)))
 
 
-def last_content_revision(revisions: list[dict]) -> int:
+def last_content_revision(revisions: list[dict[str, Any]]) -> int:
     revs = content_revisions(revisions)
     return revs[-1]["revision"] if revs else 0
 
 
-def _revisions(conn: sa.Connection, claim_id: int) -> list[dict]:
-    r = ClaimRevision.__table__
+def _revisions(conn: sa.Connection, claim_id: int) -> list[dict[str, Any]]:
+    r = claim_revision_table
     return [
         dict(row._mapping) for row in conn.execute(sa.select(r).where(r.c.claim_id == claim_id).order_by(r.c.revision))
     ]
+
+
+def reviews_of_claims(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, list[dict[str, Any]]]:
+    """The current reviews of each claim, by reviewer id, in one statement."""
+    r = review_table
+    out: dict[int, list[dict[str, Any]]] = {i: [] for i in claim_ids}
+    if claim_ids:
+        for row in conn.execute(sa.select(r).where(r.c.claim_id.in_(list(out))).order_by(r.c.claim_id, r.c.user_id)):
+            out[row.claim_id].append(dict(row._mapping))
+    return out
+
+
+def review(conn: sa.Connection, claim_id: int, user_id: int) -> dict[str, Any]:
+    """One user's current review of a claim (NotFound if there is none)."""
+    r = review_table
+    row = conn.execute(sa.select(r).where(r.c.claim_id == claim_id, r.c.user_id == user_id)).first()
+    if row is None:
+        raise NotFound(f"no review of claim:{claim_id} by user {user_id}")
+    return dict(row._mapping)
+
+
+def review_histories(
+    conn: sa.Connection, keys: Collection[tuple[int, int]]
+) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    """Every revision of each review (claim id, user id), oldest first, in one statement."""
+    h = review_revision_table
+    out: dict[tuple[int, int], list[dict[str, Any]]] = {k: [] for k in keys}
+    if keys:
+        rows = conn.execute(
+            sa.select(h)
+            .where(sa.tuple_(h.c.claim_id, h.c.user_id).in_(list(out)))
+            .order_by(h.c.claim_id, h.c.user_id, h.c.revision)
+        )
+        for row in rows:
+            out[(row.claim_id, row.user_id)].append(dict(row._mapping))
+    return out
 
 
 def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: str, comment: str = "") -> int:
@@ -70,7 +109,7 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
     judged = lock_claim(conn, claim_id)
     if actor.id in content_authors(_revisions(conn, claim_id)):
         raise Forbidden(f"you wrote claim:{claim_id}: its authors cannot review it")
-    r = Review.__table__
+    r = review_table
     at = utcnow()
     current = conn.execute(sa.select(r.c.revision).where(r.c.claim_id == claim_id, r.c.user_id == actor.id)).scalar()
     values = {"verdict": verdict, "comment": comment, "claim_revision": judged, "updated_at": at}
@@ -83,7 +122,7 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
             sa.update(r).where(r.c.claim_id == claim_id, r.c.user_id == actor.id).values(revision=revision, **values)
         )
     conn.execute(
-        sa.insert(ReviewRevision.__table__).values(
+        sa.insert(review_revision_table).values(
             claim_id=claim_id,
             user_id=actor.id,
             revision=revision,
@@ -99,8 +138,8 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
 
 def recount(conn: sa.Connection, claim_id: int) -> None:
     """The counts from the review rows (under the claim's lock)."""
-    r, c = Review.__table__, Claim.__table__
-    counts = dict(
+    r, c = review_table, claim_table
+    counts: dict[str, int] = dict(
         conn.execute(
             sa.select(r.c.verdict, sa.func.count()).where(r.c.claim_id == claim_id).group_by(r.c.verdict)
         ).all()

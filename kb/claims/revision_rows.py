@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
-from kb.db.claim_tables import User
+from kb.db.claim_tables import user_table
 
 
-def by_owner(conn: sa.Connection, revisions: sa.Table, owner: str, ids: list[int]) -> dict[int, list[dict]]:
+def by_owner(conn: sa.Connection, revisions: sa.Table, owner: str, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Every revision of each id in ``ids`` (``revisions.c[owner]``), oldest first, with the author's name."""
-    users = User.__table__
-    out: dict[int, list[dict]] = {i: [] for i in ids}
+    users = user_table
+    out: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     rows = conn.execute(
         sa.select(revisions, users.c.name.label("author"), users.c.display_name.label("author_display"))
         .join(users, users.c.id == revisions.c.author_id)

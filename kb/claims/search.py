@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,7 +24,7 @@ class Filters:
     status: str | None = None
 
 
-def _where(f: Filters) -> tuple[str, dict]:
+def _where(f: Filters) -> tuple[str, dict[str, Any]]:
     parts, params = [], {}
     if f.model:
         parts.append("c.model_key = :model")
@@ -43,7 +44,24 @@ def _where(f: Filters) -> tuple[str, dict]:
     return "".join(f" AND {p}" for p in parts), params
 
 
-def _match(conn: sa.Connection, text: str) -> tuple[str, str, str, dict]:
+def filtered_claim_count(conn: sa.Connection, filters: Filters) -> int:
+    """How many claims pass the filters."""
+    where, params = _where(filters)
+    total: int = conn.execute(sa.text(f"SELECT count(*) FROM claim c WHERE 1=1{where}"), params).scalar_one()
+    return total
+
+
+def filtered_claim_ids(conn: sa.Connection, filters: Filters, offset: int, limit: int) -> list[int]:
+    """The ids of a page of the claims that pass the filters, oldest first."""
+    where, params = _where(filters)
+    rows = conn.execute(
+        sa.text(f"SELECT c.id FROM claim c WHERE 1=1{where} ORDER BY c.id LIMIT :limit OFFSET :offset"),
+        {**params, "limit": limit, "offset": offset},
+    )
+    return [r[0] for r in rows]
+
+
+def _match(conn: sa.Connection, text: str) -> tuple[str, str, str, dict[str, Any]]:
     """(FROM clause, WHERE condition, ORDER BY, params) of the text match for this database."""
     words = _WORD.findall(text or "")
     if not words:

@@ -12,6 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -19,8 +20,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from kb.claims.accounts import Account, user_id
 from kb.claims.errors import BadInput, RateLimited, Unauthenticated
-from kb.db.annotation_tables import SigninFailure, WebSession
-from kb.db.claim_tables import User
+from kb.db.annotation_tables import signin_failure_table, web_session_table
+from kb.db.claim_tables import api_token_table, user_table
 from kb.db.tables import utcnow
 
 COOKIE = "kb_session"  # the session cookie's name
@@ -46,20 +47,20 @@ def set_password(conn: sa.Connection, name: str, password: str) -> None:
     if len(password) > MAX_PASSWORD:
         raise BadInput(f"a password has at most {MAX_PASSWORD} characters")
     uid = user_id(conn, name)
-    u = User.__table__
+    u = user_table
     conn.execute(sa.update(u).where(u.c.id == uid).values(password_hash=_hasher.hash(password)))
     revoke_all(conn, uid)
 
 
 def check_password(conn: sa.Connection, name: str, password: str) -> Account:
     """The account if NAME exists, is enabled, has a password and it matches; else Unauthenticated."""
-    u = User.__table__
+    u = user_table
     row = conn.execute(
         sa.select(u.c.id, u.c.name, u.c.role, u.c.password_hash, u.c.disabled_at).where(u.c.name == name)
     ).first()
     stored = row.password_hash if row is not None and row.password_hash else _DUMMY
     try:
-        ok = _hasher.verify(stored, password[:MAX_PASSWORD])
+        ok: bool = _hasher.verify(stored, password[:MAX_PASSWORD])
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok or row is None or not row.password_hash or row.disabled_at is not None:
@@ -78,7 +79,7 @@ class Limits:
 
 def check_limit(conn: sa.Connection, name: str, address: str, limits: Limits) -> None:
     """RateLimited if NAME or ADDRESS has failed too often within the window."""
-    f = SigninFailure.__table__
+    f = signin_failure_table
     since = utcnow() - timedelta(seconds=limits.window_s)
     by_name = conn.execute(sa.select(sa.func.count()).where(f.c.name == name[:64], f.c.at > since)).scalar_one()
     by_address = conn.execute(
@@ -95,7 +96,7 @@ def check_limit(conn: sa.Connection, name: str, address: str, limits: Limits) ->
 
 
 def record_failure(conn: sa.Connection, name: str, address: str) -> None:
-    conn.execute(sa.insert(SigninFailure.__table__).values(name=name[:64], address=address[:64], at=utcnow()))
+    conn.execute(sa.insert(signin_failure_table).values(name=name[:64], address=address[:64], at=utcnow()))
 
 
 def sign_in(
@@ -112,7 +113,7 @@ def create_session(conn: sa.Connection, uid: int, address: str, ttl_s: float, us
     secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = utcnow()
     conn.execute(
-        sa.insert(WebSession.__table__).values(
+        sa.insert(web_session_table).values(
             user_id=uid,
             token_hash=_sha(secret),
             csrf_token=csrf,
@@ -137,7 +138,7 @@ def session(conn: sa.Connection, secret: str) -> SessionInfo:
     """The live session behind a cookie: Unauthenticated if unknown, expired, revoked or the account disabled."""
     if not secret or len(secret) > 200:
         raise Unauthenticated("not signed in")
-    s, u = WebSession.__table__, User.__table__
+    s, u = web_session_table, user_table
     row = conn.execute(
         sa.select(
             s.c.id,
@@ -164,20 +165,20 @@ def session(conn: sa.Connection, secret: str) -> SessionInfo:
 
 
 def revoke(conn: sa.Connection, session_id: int) -> None:
-    s = WebSession.__table__
+    s = web_session_table
     conn.execute(sa.update(s).where(s.c.id == session_id, s.c.revoked_at.is_(None)).values(revoked_at=utcnow()))
 
 
 def revoke_secret(conn: sa.Connection, secret: str) -> None:
     """End the session behind a cookie value, if any (signing in again replaces the browser's old session)."""
-    s = WebSession.__table__
+    s = web_session_table
     conn.execute(
         sa.update(s).where(s.c.token_hash == _sha(secret), s.c.revoked_at.is_(None)).values(revoked_at=utcnow())
     )
 
 
 def revoke_all(conn: sa.Connection, uid: int) -> int:
-    s = WebSession.__table__
+    s = web_session_table
     return conn.execute(
         sa.update(s).where(s.c.user_id == uid, s.c.revoked_at.is_(None)).values(revoked_at=utcnow())
     ).rowcount
@@ -187,10 +188,9 @@ def same_secret(a: str, b: str) -> bool:
     return bool(a) and bool(b) and secrets.compare_digest(a.encode(), b.encode())
 
 
-def tokens_of(conn: sa.Connection, uid: int) -> list[dict]:
-    from kb.db.claim_tables import ApiToken
+def tokens_of(conn: sa.Connection, uid: int) -> list[dict[str, Any]]:
 
-    t = ApiToken.__table__
+    t = api_token_table
     rows = conn.execute(
         sa.select(t.c.id, t.c.prefix, t.c.note, t.c.created_at, t.c.revoked_at)
         .where(t.c.user_id == uid)
@@ -202,9 +202,8 @@ def tokens_of(conn: sa.Connection, uid: int) -> list[dict]:
 def revoke_own_token(conn: sa.Connection, uid: int, token_id: int) -> None:
     """Revoke one of the caller's own tokens (someone else's is NotFound, not Forbidden: no probing)."""
     from kb.claims.errors import NotFound
-    from kb.db.claim_tables import ApiToken
 
-    t = ApiToken.__table__
+    t = api_token_table
     done = conn.execute(
         sa.update(t).where(t.c.id == token_id, t.c.user_id == uid, t.c.revoked_at.is_(None)).values(revoked_at=utcnow())
     ).rowcount

@@ -15,19 +15,28 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from kb.claims import content
 from kb.claims.accounts import NAME, ROLES
-from kb.claims.claims import _write_subjects
+from kb.claims.claims import write_subjects
 from kb.claims.errors import BadInput
 from kb.claims.reviews import VERDICTS
 from kb.db.catalog import load_catalog
-from kb.db.claim_tables import Circuit, Claim, ClaimRevision, Review, ReviewRevision, User
-from kb.graph.keys import KeyProblem
+from kb.db.claim_tables import (
+    circuit_table,
+    claim_revision_table,
+    claim_table,
+    review_revision_table,
+    review_table,
+    user_table,
+)
+from kb.graph.keys import Catalog, KeyProblem
 
 FORMAT = "circuit-kb/claims@1"
+Types = type | tuple[type, ...]  # what _need accepts: one type or several
 
 
 def _ts(v: datetime | None) -> str | None:
@@ -54,13 +63,13 @@ def export_lines(conn: sa.Connection) -> Iterator[str]:
     yield _line({"type": "trailer", "counts": counts, "sha256": digest.hexdigest()})
 
 
-def _line(obj: dict) -> str:
+def _line(obj: dict[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _records(conn: sa.Connection) -> Iterator[str]:
-    u, ci, c, r = User.__table__, Circuit.__table__, Claim.__table__, ClaimRevision.__table__
-    rv, rh = Review.__table__, ReviewRevision.__table__
+    u, ci, c, r = user_table, circuit_table, claim_table, claim_revision_table
+    rv, rh = review_table, review_revision_table
     names = {row.id: row.name for row in conn.execute(sa.select(u.c.id, u.c.name))}
 
     line = _line
@@ -90,7 +99,7 @@ def _records(conn: sa.Connection) -> Iterator[str]:
                 "created_at": _ts(row.created_at),
             }
         )
-    revs: dict[int, list] = {}
+    revs: dict[int, list[Any]] = {}
     for row in conn.execute(sa.select(r).order_by(r.c.claim_id, r.c.revision)):
         revs.setdefault(row.claim_id, []).append(
             {
@@ -108,7 +117,7 @@ def _records(conn: sa.Connection) -> Iterator[str]:
                 "message": row.message,
             }
         )
-    history: dict[tuple[int, int], list] = {}
+    history: dict[tuple[int, int], list[Any]] = {}
     for row in conn.execute(sa.select(rh).order_by(rh.c.claim_id, rh.c.user_id, rh.c.revision)):
         history.setdefault((row.claim_id, row.user_id), []).append(
             {
@@ -119,7 +128,7 @@ def _records(conn: sa.Connection) -> Iterator[str]:
                 "created_at": _ts(row.created_at),
             }
         )
-    reviews: dict[int, list] = {}
+    reviews: dict[int, list[Any]] = {}
     for row in conn.execute(sa.select(rv).order_by(rv.c.claim_id, rv.c.user_id)):
         reviews.setdefault(row.claim_id, []).append(
             {
@@ -148,7 +157,8 @@ class _Bad(Exception):
         self.field, self.message = field, message
 
 
-def _need(obj: dict, field: str, types, *, nullable: bool = False, where: str = ""):
+def _need(obj: dict[str, Any], field: str, types: Types, *, nullable: bool = False, where: str = "") -> Any:
+    """The field's value if it has one of these types (or is null, when allowed); _Bad otherwise."""
     name = where + field
     if field not in obj:
         raise _Bad(name, "missing")
@@ -162,13 +172,19 @@ def _need(obj: dict, field: str, types, *, nullable: bool = False, where: str = 
     return value
 
 
-def _type_name(types) -> str:
-    names = {str: "text", int: "an integer", float: "a number", list: "a list", dict: "an object", bool: "true/false"}
-    types = types if isinstance(types, tuple) else (types,)
-    return " or ".join(names.get(t, t.__name__) for t in types)
+def _type_name(types: Types) -> str:
+    names: dict[type, str] = {
+        str: "text",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+        bool: "true/false",
+    }
+    return " or ".join(names.get(t, t.__name__) for t in (types if isinstance(types, tuple) else (types,)))
 
 
-def _date(obj: dict, field: str, *, nullable: bool = False, where: str = "") -> datetime | None:
+def _date(obj: dict[str, Any], field: str, *, nullable: bool = False, where: str = "") -> datetime | None:
     text = _need(obj, field, str, nullable=nullable, where=where)
     if text is None:
         return None
@@ -181,8 +197,8 @@ def _date(obj: dict, field: str, *, nullable: bool = False, where: str = "") -> 
     return value
 
 
-def _one_of(obj: dict, field: str, allowed: Iterable[str], where: str = "") -> str:
-    value = _need(obj, field, str, where=where)
+def _one_of(obj: dict[str, Any], field: str, allowed: Iterable[str], where: str = "") -> str:
+    value: str = _need(obj, field, str, where=where)
     if value not in allowed:
         raise _Bad(where + field, f"{value[:40]!r} is not one of {', '.join(allowed)}")
     return value
@@ -195,7 +211,7 @@ def _numbered(key: str, prefix: str, field: str) -> int:
     return int(m[1])
 
 
-def _decode(raw, n: int) -> str:
+def _decode(raw: str | bytes, n: int) -> str:
     if isinstance(raw, str):
         return raw
     try:
@@ -204,7 +220,7 @@ def _decode(raw, n: int) -> str:
         raise BadInput(f"line {n}: not UTF-8 text (byte {exc.start + 1})") from None
 
 
-def read_file(raw_lines: Iterable) -> list[tuple[int, dict]]:
+def read_file(raw_lines: Iterable[str | bytes]) -> list[tuple[int, dict[str, Any]]]:
     """The records of an export with their line numbers, after checking the trailer (BadInput if truncated)."""
     digest, texts = hashlib.sha256(), []
     for n, raw in enumerate(raw_lines, start=1):
@@ -237,11 +253,11 @@ def read_file(raw_lines: Iterable) -> list[tuple[int, dict]]:
     return records
 
 
-def import_lines(conn: sa.Connection, lines: Iterable) -> dict[str, int]:
+def import_lines(conn: sa.Connection, lines: Iterable[str | bytes]) -> dict[str, int]:
     """Into a database with no claims yet (keys are kept: claim:17 stays claim:17). Nothing is written unless
     every record is valid; the caller's transaction makes the writes all or nothing."""
     records = read_file(lines)
-    u, c = User.__table__, Claim.__table__
+    u, c = user_table, claim_table
     if conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one():
         raise BadInput("this database already holds claims: import into an empty one")
     existing = {row.name for row in conn.execute(sa.select(u.c.name))}
@@ -249,11 +265,11 @@ def import_lines(conn: sa.Connection, lines: Iterable) -> dict[str, int]:
     return _write(conn, plan)
 
 
-def _validate(conn: sa.Connection, records: list[tuple[int, dict]], existing: set[str]) -> dict:
+def _validate(conn: sa.Connection, records: list[tuple[int, dict[str, Any]]], existing: set[str]) -> dict[str, Any]:
     catalog = load_catalog(conn)
-    users: dict[str, dict] = {}
-    circuits: dict[int, dict] = {}
-    claims: dict[int, dict] = {}
+    users: dict[str, dict[str, Any]] = {}
+    circuits: dict[int, dict[str, Any]] = {}
+    claims: dict[int, dict[str, Any]] = {}
     origins: dict[str, int] = {}
     first: dict[str, int] = {}
     header_seen = False
@@ -329,14 +345,14 @@ def _validate(conn: sa.Connection, records: list[tuple[int, dict]], existing: se
     return {"users": users, "circuits": circuits, "claims": claims, "existing": existing}
 
 
-def _user(obj: dict, field: str, users: dict, existing: set[str], where: str = "") -> str:
-    name = _need(obj, field, str, where=where)
+def _user(obj: dict[str, Any], field: str, users: dict[str, Any], existing: set[str], where: str = "") -> str:
+    name: str = _need(obj, field, str, where=where)
     if name not in users and name not in existing:
         raise _Bad(where + field, f"no user {name[:64]!r} (neither in the file before this line nor in the database)")
     return name
 
 
-def _subject(catalog, key, model: str, field: str) -> str:
+def _subject(catalog: Catalog, key: object, model: str, field: str) -> str:
     if not isinstance(key, str):
         raise _Bad(field, "expected a neuron key")
     m = re.fullmatch(r"([^/\s]+)/([^:\s]+):([0-9]+)", key)
@@ -354,7 +370,13 @@ def _subject(catalog, key, model: str, field: str) -> str:
     return key
 
 
-def _claim(obj: dict, catalog, users: dict, existing: set[str], circuits: dict) -> dict:
+def _claim(
+    obj: dict[str, Any],
+    catalog: Catalog,
+    users: dict[str, Any],
+    existing: set[str],
+    circuits: dict[int, dict[str, Any]],
+) -> dict[str, Any]:
     claim_id = _numbered(_need(obj, "key", str), "claim", "key")
     model = _need(obj, "model", str)
     revs = _need(obj, "revisions", list)
@@ -450,8 +472,8 @@ def _claim(obj: dict, catalog, users: dict, existing: set[str], circuits: dict) 
     }
 
 
-def _write(conn: sa.Connection, plan: dict) -> dict[str, int]:
-    u, ci = User.__table__, Circuit.__table__
+def _write(conn: sa.Connection, plan: dict[str, Any]) -> dict[str, int]:
+    u, ci = user_table, circuit_table
     counts = {"users": 0, "circuits": 0, "claims": 0, "revisions": 0, "reviews": 0}
     ids: dict[str, int] = {row.name: row.id for row in conn.execute(sa.select(u.c.id, u.c.name))}
     for name, user in plan["users"].items():
@@ -471,8 +493,8 @@ def _write(conn: sa.Connection, plan: dict) -> dict[str, int]:
     return counts
 
 
-def _import_claim(conn, claim: dict, ids: dict[str, int], counts: dict) -> None:
-    c, r, rv, rh = Claim.__table__, ClaimRevision.__table__, Review.__table__, ReviewRevision.__table__
+def _import_claim(conn: sa.Connection, claim: dict[str, Any], ids: dict[str, int], counts: dict[str, Any]) -> None:
+    c, r, rv, rh = claim_table, claim_revision_table, review_table, review_revision_table
     claim_id, revs = claim["id"], claim["revisions"]
     last = revs[-1]
     verdicts = [x["history"][-1]["verdict"] for x in claim["reviews"]]
@@ -499,7 +521,7 @@ def _import_claim(conn, claim: dict, ids: dict[str, int], counts: dict) -> None:
         sa.insert(r),
         [{**x, "claim_id": claim_id, "author_id": ids[x["author"]]} for x in revs],
     )
-    _write_subjects(conn, claim_id, last["subjects"])
+    write_subjects(conn, claim_id, last["subjects"])
     for review in claim["reviews"]:
         h, uid = review["history"], ids[review["user"]]
         conn.execute(

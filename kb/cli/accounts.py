@@ -8,7 +8,7 @@ import typer
 from kb.claims import accounts
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
-from kb.db.claim_tables import ApiToken, User
+from kb.db.claim_tables import api_token_table, user_table
 
 users_app = typer.Typer(help="Accounts (roles: viewer, editor, moderator, admin).", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens (shown once, stored as a hash).", no_args_is_help=True)
@@ -63,7 +63,7 @@ def sign_out(name: str) -> None:
 @expected()
 def list_users() -> None:
     """List accounts: name, role, display name."""
-    t = User.__table__
+    t = user_table
     with open_engine().connect() as conn:
         for row in conn.execute(sa.select(t).order_by(t.c.name)):
             typer.echo(f"{row.name}  {row.role}  {row.display_name}")
@@ -91,7 +91,7 @@ def revoke_token(prefix: str = typer.Argument(..., help="the token, or its first
 @expected()
 def list_tokens(name: str | None = typer.Argument(None, help="only this user's tokens")) -> None:
     """List tokens (their prefixes, never the tokens): prefix, user, active or revoked, note."""
-    t, u = ApiToken.__table__, User.__table__
+    t, u = api_token_table, user_table
     q = sa.select(t.c.prefix, t.c.note, t.c.revoked_at, u.c.name).join(u, u.c.id == t.c.user_id).order_by(t.c.id)
     with open_engine().connect() as conn:
         if name is not None:

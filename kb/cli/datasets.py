@@ -10,7 +10,7 @@ import typer
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
-from kb.db.render_tables import Dataset
+from kb.db.render_tables import dataset_table
 from kb.db.tables import utcnow
 
 datasets_app = typer.Typer(help="Image folders for dataset examples.", no_args_is_help=True)
@@ -44,7 +44,7 @@ def add(name: str, path: Path) -> None:
         typer.echo(
             f"warning: {len(unreadable)} of {len(files)} files are not readable images, e.g. {unreadable[0]}", err=True
         )
-    t = Dataset.__table__
+    t = dataset_table
     with open_engine().begin() as conn:
         if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first():
             raise CliProblem(f"dataset {name!r} already exists")
@@ -55,7 +55,7 @@ def add(name: str, path: Path) -> None:
 @datasets_app.command("list")
 @expected()
 def list_() -> None:
-    t = Dataset.__table__
+    t = dataset_table
     with open_engine().connect() as conn:
         for row in conn.execute(sa.select(t).order_by(t.c.name)):
             typer.echo(f"{row.name}  {row.images} images  {row.path}")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 import typer
 
+from kb.claims.claims import claims_about_neurons
 from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
-from kb.db import queries
-from kb.db.catalog import load_catalog
-from kb.db.tables import Layer, Model
+from kb.db.graph_cache import GraphCache
+from kb.db.tables import layer_table, model_table
+from kb.graph.keys import NeuronKey
+from kb.graph.store import ModelGraph
 from kb.settings import get_settings
 
 models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
@@ -67,7 +71,7 @@ def list_models(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
     engine = open_engine()
-    m, lt = Model.__table__, Layer.__table__
+    m, lt = model_table, layer_table
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(
@@ -105,25 +109,40 @@ def remove(key: str, reason: str = typer.Option(..., "--reason", help="why, kept
     typer.echo(f"removed {key}; its keys now resolve to 'removed'{freed}")
 
 
-def _print_edges(title: str, edges: list[queries.Edge]) -> None:
+@dataclass(frozen=True)
+class _Edge:
+    neighbor: NeuronKey
+    weight: float
+    magnitude: float
+    method: str
+
+
+def _top(g: ModelGraph, ordinal: int, way: str, n: int) -> list[_Edge]:
+    """The unit's top ``n`` inputs or outputs by weight, in the API's order (``Rows.positions``, the same graph)."""
+    rows = g.inputs if way == "inputs" else g.outputs
+    edges = []
+    for p in rows.positions(ordinal)[:n]:
+        other = int(rows.other[p])
+        layer, index = g.unit(other)
+        source, target = (other, ordinal) if way == "inputs" else (ordinal, other)
+        edges.append(
+            _Edge(
+                NeuronKey(g.key, layer.key, index),
+                float(rows.weight[p]),
+                float(rows.magnitude[p]),
+                g.method(source, target),
+            )
+        )
+    return edges
+
+
+def _print_edges(title: str, edges: list[_Edge]) -> None:
     if not edges:
         return
     layers = sorted({e.neighbor.layer for e in edges})
     typer.echo(f"{title} (from {', '.join(layers)}; {edges[0].method}):")
     for e in edges:
-        typer.echo(f"  {e.weight:+9.4f}  |K| {e.magnitude:8.4f}  {e.neighbor.key}")
-
-
-def claims_about(conn: sa.Connection, key) -> list[sa.Row]:
-    from kb.db.claim_tables import Claim, ClaimSubject
-
-    c, s = Claim.__table__, ClaimSubject.__table__
-    return conn.execute(
-        sa.select(c.c.id, c.c.label, c.c.kind, c.c.status)
-        .join(s, s.c.claim_id == c.c.id)
-        .where(s.c.model_key == key.model, s.c.layer_key == key.layer, s.c.neuron_index == key.index)
-        .order_by(c.c.id)
-    ).all()
+        typer.echo(f"  {e.weight:+9.4f}  |K| {e.magnitude:8.4f}  {e.neighbor}")
 
 
 @expected()
@@ -137,20 +156,23 @@ def neuron_command(
 ) -> None:
     """Resolve a neuron key and show its canonical and pinned keys, its page, the claims about it and its
     strongest connections."""
-    engine = open_engine()
-    with engine.connect() as conn:
-        key_ = load_catalog(conn).neuron(key, default_model=model)
-        row = queries.neuron(conn, key_)
-        if row is None:
-            raise CliProblem(f"{key_} is not in the database")
-        typer.echo(str(row.key))
-        typer.echo(f"pinned  {row.key.pinned(row.sha256)}")
-        typer.echo(f"url     {local_server.public_url()}{row.key.path()}")
-        claims = claims_about(conn, row.key)
-        typer.echo(f"claims  {len(claims) or 'none yet'}")
-        for c in claims:
-            typer.echo(f"  claim:{c.id}  {c.status:<9}  {c.kind:<12}  {c.label}")
-        if inputs:
-            _print_edges(f"top {inputs} inputs by weight", queries.neighbors(conn, row, "inputs", inputs))
-        if outputs:
-            _print_edges(f"top {outputs} outputs by weight", queries.neighbors(conn, row, "outputs", outputs))
+    graphs = GraphCache(open_engine(), graphs_dir=get_settings().graphs_dir)
+    key_ = graphs.catalog().neuron(key, default_model=model)
+    try:
+        g = graphs.graph(key_.model)  # the server's graph file (mapped), or the database's rows
+    except LookupError:
+        raise CliProblem(f"{key_} is not in the database") from None
+    ordinal = g.ordinal(key_.layer, key_.index)
+    typer.echo(str(key_))
+    typer.echo(f"pinned  {key_.pinned(g.sha256)}")
+    typer.echo(f"url     {local_server.public_url()}{key_.path()}")
+    unit = (key_.model, key_.layer, key_.index)
+    with graphs.engine.connect() as conn:
+        claims = claims_about_neurons(conn, [unit])[unit]
+    typer.echo(f"claims  {len(claims) or 'none yet'}")
+    for c in claims:
+        typer.echo(f"  claim:{c['id']}  {c['status']:<9}  {c['kind']:<12}  {c['label']}")
+    if inputs:
+        _print_edges(f"top {inputs} inputs by weight", _top(g, ordinal, "inputs", inputs))
+    if outputs:
+        _print_edges(f"top {outputs} outputs by weight", _top(g, ordinal, "outputs", outputs))

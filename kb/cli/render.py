@@ -39,10 +39,9 @@ def resolve_units(conn: sa.Connection, keys: list[str], layer: str | None, model
 
 
 def check_dataset(conn: sa.Connection, name: str) -> None:
-    from kb.db.render_tables import Dataset
+    from kb.render.datasets import dataset_by_name
 
-    t = Dataset.__table__
-    if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first() is None:
+    if dataset_by_name(conn, name) is None:
         raise CliProblem(f"no dataset {name!r}: add one with kb dataset add NAME PATH")
 
 

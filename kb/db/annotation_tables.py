@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field
@@ -10,7 +11,7 @@ from sqlmodel import Field
 from kb.db.tables import TableModel, utcnow
 
 
-def _ts(nullable: bool = False, index: bool = False) -> sa.Column:
+def _ts(nullable: bool = False, index: bool = False) -> sa.Column[Any]:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable, index=index)
 
 
@@ -30,6 +31,9 @@ class WebSession(TableModel, table=True):
     user_agent: str = Field(default="", sa_column=sa.Column(sa.String(300), nullable=False, server_default=""))
 
 
+web_session_table = WebSession.__table__
+
+
 class SigninFailure(TableModel, table=True):
     """One failed sign-in: counted per account name and per address over a window (the rate limit)."""
 
@@ -45,6 +49,9 @@ class SigninFailure(TableModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+signin_failure_table = SigninFailure.__table__
+
+
 class CircuitRevision(TableModel, table=True):
     """An immutable revision of a circuit: citable as circuit:N@R."""
 
@@ -57,8 +64,11 @@ class CircuitRevision(TableModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    edges: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    edges: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
+
+
+circuit_revision_table = CircuitRevision.__table__
 
 
 class Activity(TableModel, table=True):
@@ -79,3 +89,6 @@ class Activity(TableModel, table=True):
     neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # canonical keys it touches
     claim_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
     circuit_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+
+
+activity_table = Activity.__table__

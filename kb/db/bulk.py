@@ -10,11 +10,13 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Any, BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
 
-from kb.db.tables import Layer, LayerLink, Model, Neuron
+from kb.db.engine import driver_connection
+from kb.db.tables import Model, layer_link_table, layer_table, model_table, neuron_table
 
 Progress = Callable[[int], None]
 
@@ -78,13 +80,14 @@ def pg_binary_rows(
 
 
 def insert_model(conn: sa.Connection, row: Model) -> int:
-    values = {c.name: getattr(row, c.name) for c in Model.__table__.columns if c.name != "id"}
-    return conn.execute(sa.insert(Model.__table__).values(**values).returning(Model.__table__.c.id)).scalar_one()
+    values = {c.name: getattr(row, c.name) for c in model_table.columns if c.name != "id"}
+    model_id: int = conn.execute(sa.insert(model_table).values(**values).returning(model_table.c.id)).scalar_one()
+    return model_id
 
 
-def insert_layers(conn: sa.Connection, model_id: int, layers: list[dict]) -> dict[str, int]:
-    conn.execute(sa.insert(Layer.__table__), [{**layer, "model_id": model_id} for layer in layers])
-    t = Layer.__table__
+def insert_layers(conn: sa.Connection, model_id: int, layers: list[dict[str, Any]]) -> dict[str, int]:
+    conn.execute(sa.insert(layer_table), [{**layer, "model_id": model_id} for layer in layers])
+    t = layer_table
     rows = conn.execute(sa.select(t.c.key, t.c.id).where(t.c.model_id == model_id)).all()
     return dict(rows)
 
@@ -92,7 +95,7 @@ def insert_layers(conn: sa.Connection, model_id: int, layers: list[dict]) -> dic
 def insert_neurons(conn: sa.Connection, model_id: int, layer_units: dict[int, int]) -> dict[int, np.ndarray]:
     """Neuron rows for every unit; returns layer id -> array of neuron ids indexed by unit index."""
     if conn.dialect.name == "postgresql":
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         with raw.cursor() as cur, cur.copy('COPY neuron (model_id, layer_id, "index") FROM STDIN') as copy:
             for layer_id, units in layer_units.items():
                 for i in range(units):
@@ -102,40 +105,41 @@ def insert_neurons(conn: sa.Connection, model_id: int, layer_units: dict[int, in
             'INSERT INTO neuron (model_id, layer_id, "index") VALUES (?, ?, ?)',
             [(model_id, lid, i) for lid, units in layer_units.items() for i in range(units)],
         )
-    t = Neuron.__table__
+    t = neuron_table
     out = {lid: np.zeros(units, dtype=np.int32) for lid, units in layer_units.items()}
     for nid, lid, index in conn.execute(sa.select(t.c.id, t.c.layer_id, t.c.index).where(t.c.model_id == model_id)):
         out[lid][index] = nid
     return out
 
 
-def insert_links(conn: sa.Connection, rows: list[dict]) -> None:
-    conn.execute(sa.insert(LayerLink.__table__), rows)
+def insert_links(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(sa.insert(layer_link_table), rows)
 
 
-def insert_link_streamed(conn: sa.Connection, row: dict, arrays, size: int, piece: int = 16 << 20) -> None:
+def insert_link_streamed(
+    conn: sa.Connection, row: dict[str, Any], arrays: BinaryIO, size: int, piece: int = 16 << 20
+) -> None:
     """One layer_link row whose ``arrays`` (``size`` bytes) are read from the file ``arrays`` in pieces, so that
     VGG16's 0.4 GB fc6 program is never a second time in memory: on PostgreSQL a binary COPY sends them, on
     SQLite the row gets a zeroblob that is then written through an incremental blob handle."""
     if conn.dialect.name == "sqlite":
-        t = LayerLink.__table__
-        inserted = conn.execute(sa.insert(t).values(**row, arrays=sa.func.zeroblob(size)))
-        row_id = inserted.inserted_primary_key[0]
-        with conn.connection.driver_connection.blobopen("layer_link", "arrays", row_id) as blob:
+        t = layer_link_table
+        row_id = conn.execute(sa.insert(t).values(**row, arrays=sa.func.zeroblob(size)).returning(t.c.id)).scalar_one()
+        with driver_connection(conn).blobopen("layer_link", "arrays", row_id) as blob:
             _copy_pieces(arrays, size, piece, blob.write)
         return
     if conn.dialect.name != "postgresql":
         insert_links(conn, [{**row, "arrays": arrays.read(size)}])
         return
 
-    def text(value) -> bytes:
+    def text(value: object) -> bytes:
         data = value.encode() if isinstance(value, str) else json.dumps(value).encode()
         return len(data).to_bytes(4, "big") + data
 
     def int4(value: int) -> bytes:
         return (4).to_bytes(4, "big") + int(value).to_bytes(4, "big", signed=True)
 
-    raw = conn.connection.driver_connection
+    raw = driver_connection(conn)
     columns = "model_id, source_layer_id, target_layer_id, method, notes, program, arrays"
     with raw.cursor() as cur, cur.copy(f"COPY layer_link ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(_PG_HEADER + (7).to_bytes(2, "big"))
@@ -145,7 +149,7 @@ def insert_link_streamed(conn: sa.Connection, row: dict, arrays, size: int, piec
         copy.write(_PG_TRAILER)
 
 
-def _copy_pieces(source, size: int, piece: int, write: Callable[[bytes], object]) -> None:
+def _copy_pieces(source: BinaryIO, size: int, piece: int, write: Callable[[bytes], object]) -> None:
     left = size
     while left:
         data = source.read(min(piece, left))
@@ -180,7 +184,7 @@ def insert_connections(
             f"CREATE TABLE {part} (LIKE connection INCLUDING DEFAULTS, "
             f"CONSTRAINT {part}_model CHECK (model_id = {int(model_id)}))"
         )
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         with (
             raw.cursor() as cur,
             cur.copy(

@@ -7,6 +7,7 @@ another database (with other row ids) means the same thing.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field
@@ -14,7 +15,7 @@ from sqlmodel import Field
 from kb.db.tables import TableModel, utcnow
 
 
-def _ts(nullable: bool = False) -> sa.Column:
+def _ts(nullable: bool = False) -> sa.Column[Any]:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
 
 
@@ -28,6 +29,9 @@ class User(TableModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     disabled_at: datetime | None = Field(default=None, sa_column=_ts(True))
     password_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))  # argon2id
+
+
+user_table = User.__table__
 
 
 class ApiToken(TableModel, table=True):
@@ -44,6 +48,9 @@ class ApiToken(TableModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(True))
 
 
+api_token_table = ApiToken.__table__
+
+
 class Circuit(TableModel, table=True):
     """A named subgraph: neurons and the edges between them that a claim states, with a note per edge."""
 
@@ -54,10 +61,13 @@ class Circuit(TableModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # canonical keys
-    edges: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # {source, target, note}
+    edges: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # {source, target, note}
     created_by: int = Field(sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     revision: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
+
+
+circuit_table = Circuit.__table__
 
 
 class Claim(TableModel, table=True):
@@ -82,6 +92,9 @@ class Claim(TableModel, table=True):
     dispute_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
 
 
+claim_table = Claim.__table__
+
+
 class ClaimRevision(TableModel, table=True):
     """An immutable revision: the claim's fields as they were, who changed them and when."""
 
@@ -98,8 +111,11 @@ class ClaimRevision(TableModel, table=True):
     confidence: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
     subjects: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # canonical neuron keys
     circuit_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
-    evidence: list[dict] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    evidence: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
+
+
+claim_revision_table = ClaimRevision.__table__
 
 
 class ClaimSubject(TableModel, table=True):
@@ -112,6 +128,9 @@ class ClaimSubject(TableModel, table=True):
     model_key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
     layer_key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
     neuron_index: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+
+
+claim_subject_table = ClaimSubject.__table__
 
 
 class Review(TableModel, table=True):
@@ -129,6 +148,9 @@ class Review(TableModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+review_table = Review.__table__
+
+
 class ReviewRevision(TableModel, table=True):
     __tablename__ = "review_revision"
 
@@ -139,3 +161,6 @@ class ReviewRevision(TableModel, table=True):
     comment: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     claim_revision: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+review_revision_table = ReviewRevision.__table__

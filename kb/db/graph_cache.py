@@ -17,6 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 from kb.db import graph_read, io_guard
 from kb.db.catalog import load_catalog
 from kb.db.graph_read import read_model_graph
-from kb.db.tables import LayerLink, Model
+from kb.db.tables import layer_link_table, model_table
 from kb.graph import graph_file
 from kb.graph import program as programs
 from kb.graph.keys import Catalog, KeyProblem, LayerKey, NeuronKey
@@ -43,10 +44,10 @@ class GraphCache:
         self.catalog_ttl = catalog_ttl
         self._catalog: Catalog | None = None
         self._catalog_at = 0.0
-        self._models: dict[str, dict] = {}
+        self._models: dict[str, dict[str, Any]] = {}
         self._graphs: dict[str, ModelGraph] = {}
         self._programs: dict[tuple[str, int], programs.LinkProgram] = {}
-        self._kernels: OrderedDict = OrderedDict()
+        self._kernels: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._kernel_cache = kernel_cache
         self._lock = threading.RLock()
         self._model_locks: dict[str, threading.Lock] = {}  # one model's load does not hold up another's
@@ -58,7 +59,7 @@ class GraphCache:
             io_guard.check("the catalog")
             with self.engine.connect() as conn:
                 self._catalog = load_catalog(conn)
-                m = Model.__table__
+                m = model_table
                 self._models = {r.key: dict(r._mapping) for r in conn.execute(sa.select(m))}
             self._catalog_at = time.monotonic()
             for key in list(self._graphs):
@@ -78,11 +79,11 @@ class GraphCache:
         except KeyProblem:
             return self.catalog(refresh=True).layer(text, default_model)
 
-    def model_row(self, key: str) -> dict | None:
+    def model_row(self, key: str) -> dict[str, Any] | None:
         self.catalog()
         return self._models.get(key)
 
-    def model_rows(self) -> list[dict]:
+    def model_rows(self) -> list[dict[str, Any]]:
         self.catalog()
         return sorted(self._models.values(), key=lambda r: r["key"])
 
@@ -138,7 +139,7 @@ class GraphCache:
         """How many model graphs are in memory (health shows it: the first query of a model waits for its read)."""
         return len(self._graphs)
 
-    def memory(self) -> list[dict]:
+    def memory(self) -> list[dict[str, Any]]:
         """Each loaded graph: where its arrays live (a mapped file, shared between processes, or this heap)."""
         return [
             {
@@ -164,7 +165,7 @@ class GraphCache:
         p = self._programs.get(key)
         if p is None and target_layer_position > 0:
             io_guard.check("a link program")
-            t = LayerLink.__table__
+            t = layer_link_table
             target_layer = g.layers[target_layer_position]
             with self.engine.connect() as conn:
                 row = conn.execute(
@@ -192,7 +193,8 @@ class GraphCache:
                 self._kernels.popitem(last=False)
         else:
             self._kernels.move_to_end(key)
-        return k[s_index]
+        kernel: np.ndarray = k[s_index]
+        return kernel
 
 
 def _mapped(path: Path, expected: graph_file.Expected) -> ModelGraph:

@@ -5,22 +5,26 @@ chunk, SQLite as rows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import sqlalchemy as sa
 
-from kb.db.tables import Layer, LayerLink, Model, Neuron
+from kb.db.engine import driver_connection
+from kb.db.tables import layer_link_table, layer_table, model_table, neuron_table
 from kb.graph import graph_file
 from kb.graph.store import LayerInfo, ModelGraph, build
 
+Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # target ids, source ids, weights, magnitudes
 _RECORD = np.dtype([("t", ">i4"), ("s", ">i4"), ("w", ">f4"), ("g", ">f4")])
 
 
-def _edges_pg(conn: sa.Connection, model_id: int):
+def _edges_pg(conn: sa.Connection, model_id: int) -> Edges:
     return _range_pg(conn, model_id, -(2**31), 2**31 - 1)
 
 
-def _edges_sqlite(conn: sa.Connection, model_id: int):
-    cur = conn.connection.driver_connection.execute(
+def _edges_sqlite(conn: sa.Connection, model_id: int) -> Edges:
+    cur = driver_connection(conn).execute(
         "SELECT target_id, source_id, weight, magnitude FROM connection WHERE target_id IN "
         "(SELECT id FROM neuron WHERE model_id = ?)",
         (model_id,),
@@ -38,13 +42,14 @@ def _edges_sqlite(conn: sa.Connection, model_id: int):
 
 
 def read_model_graph(conn: sa.Connection, model_key: str) -> ModelGraph | None:
-    m, lt, n, k = Model.__table__, Layer.__table__, Neuron.__table__, LayerLink.__table__
+    m, lt, n, k = model_table, layer_table, neuron_table, layer_link_table
     model = conn.execute(
         sa.select(m.c.id, m.c.key, m.c.sha256).where(m.c.key == model_key, m.c.removed_at.is_(None))
     ).first()
     if model is None:
         return None
-    layers, first = [], 0
+    layers: list[LayerInfo] = []
+    first = 0
     for row in conn.execute(
         sa.select(lt.c.id, lt.c.key, lt.c.position, lt.c.units).where(lt.c.model_id == model.id).order_by(lt.c.position)
     ):
@@ -65,7 +70,10 @@ def read_model_graph(conn: sa.Connection, model_key: str) -> ModelGraph | None:
     target, source, weight, magnitude = reader(conn, model.id)
     order = np.argsort(ids)
     sorted_ids = ids[order]
-    to_ordinal = lambda x: order[np.searchsorted(sorted_ids, x)].astype(np.int32)  # noqa: E731
+
+    def to_ordinal(x: np.ndarray) -> np.ndarray:
+        return order[np.searchsorted(sorted_ids, x)].astype(np.int32)
+
     return build(
         model.id,
         model.key,
@@ -85,13 +93,14 @@ def read_model_graph(conn: sa.Connection, model_key: str) -> ModelGraph | None:
 
 def expected(conn: sa.Connection, model_key: str) -> graph_file.Expected | None:
     """What a model version's graph file must hold, from the database: a few small reads (no edges)."""
-    m, lt, n, k = Model.__table__, Layer.__table__, Neuron.__table__, LayerLink.__table__
+    m, lt, n, k = model_table, layer_table, neuron_table, layer_link_table
     model = conn.execute(
         sa.select(m.c.id, m.c.key, m.c.sha256).where(m.c.key == model_key, m.c.removed_at.is_(None))
     ).first()
     if model is None:
         return None
-    layers, first = [], 0
+    layers: list[LayerInfo] = []
+    first = 0
     for row in conn.execute(
         sa.select(lt.c.id, lt.c.key, lt.c.units).where(lt.c.model_id == model.id).order_by(lt.c.position)
     ):
@@ -111,10 +120,10 @@ def expected(conn: sa.Connection, model_key: str) -> graph_file.Expected | None:
     return graph_file.Expected(model.id, model.key, model.sha256, layers, links, ids)
 
 
-def _range_pg(conn: sa.Connection, model_id: int, lo: int, hi: int):
+def _range_pg(conn: sa.Connection, model_id: int, lo: int, hi: int) -> Edges:
     """One bytea of 16-byte big-endian records, aggregated by the server: a COPY TO would send a message per
     row, and reading millions of messages one by one in Python costs more than the query."""
-    raw = conn.connection.driver_connection
+    raw = driver_connection(conn)
     sql = (
         "SELECT string_agg(int4send(target_id) || int4send(source_id) || float4send(weight) || "
         "float4send(magnitude), ''::bytea) FROM connection "
@@ -126,8 +135,8 @@ def _range_pg(conn: sa.Connection, model_id: int, lo: int, hi: int):
     return rows["t"].astype(np.int64), rows["s"].astype(np.int64), rows["w"], rows["g"]
 
 
-def _range_sqlite(conn: sa.Connection, model_id: int, lo: int, hi: int):
-    cur = conn.connection.driver_connection.execute(
+def _range_sqlite(conn: sa.Connection, model_id: int, lo: int, hi: int) -> Edges:
+    cur = driver_connection(conn).execute(
         "SELECT target_id, source_id, weight, magnitude FROM connection WHERE target_id BETWEEN ? AND ?", (lo, hi)
     )
     rows = cur.fetchall()
@@ -144,7 +153,7 @@ def _local(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where(ids[order][pos] == wanted, order[pos], -1)
 
 
-def write_graph_file(conn: sa.Connection, x: graph_file.Expected, path, chunk_edges: int = 1 << 22):
+def write_graph_file(conn: sa.Connection, x: graph_file.Expected, path: Path, chunk_edges: int = 1 << 22) -> Path:
     """Builds a model version's graph file from its connections, a chunk of target units at a time."""
     reader = _range_pg if conn.dialect.name == "postgresql" else _range_sqlite
     writer = graph_file.Writer(path, x)

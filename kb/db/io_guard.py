@@ -34,6 +34,6 @@ def check(what: str = "the database") -> None:
         raise NeedsIO(what)
 
 
-def on_checkout(_dbapi_connection, _record, _proxy) -> None:
+def on_checkout(_dbapi_connection: object, _record: object, _proxy: object) -> None:
     """A pool ``checkout`` listener: no connection leaves the pool under ``no_io()``."""
     check("a database connection")

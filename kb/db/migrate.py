@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -39,7 +40,7 @@ def autogenerate_filter(dialect: str) -> Callable[..., bool]:
     partitioned parent has no index of its own: each partition has one).
     """
 
-    def include(obj, name, type_, reflected, compare_to) -> bool:
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ == "table" and name and _HAND_MADE_TABLES.fullmatch(name):
             return False
         if type_ == "index" and name and _HAND_MADE_TABLES.fullmatch(obj.table.name):
@@ -56,7 +57,8 @@ def config(url: str) -> Config:
     return cfg
 
 
-def head(url: str) -> str:
+def head(url: str) -> str | None:
+    """The newest migration's revision (None only if there are none)."""
     return ScriptDirectory.from_config(config(url)).get_current_head()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field
@@ -10,7 +11,7 @@ from sqlmodel import Field
 from kb.db.tables import TableModel, utcnow
 
 
-def _ts(nullable: bool = False) -> sa.Column:
+def _ts(nullable: bool = False) -> sa.Column[Any]:
     return sa.Column(sa.DateTime(timezone=True), nullable=nullable)
 
 
@@ -26,6 +27,9 @@ class Dataset(TableModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+dataset_table = Dataset.__table__
+
+
 class Artifact(TableModel, table=True):
     """A rendered image, stored content-addressed; the row says what made it."""
 
@@ -38,10 +42,13 @@ class Artifact(TableModel, table=True):
     width: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     height: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     kind: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
-    params: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    versions: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # torch, torchvision, lucent, kb
-    meta: dict = Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
+    params: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    versions: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # torch, torchvision, lucent, kb
+    meta: dict[str, Any] = Field(default_factory=dict[str, Any], sa_column=sa.Column(sa.JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+artifact_table = Artifact.__table__
 
 
 class RenderJob(TableModel, table=True):
@@ -60,7 +67,7 @@ class RenderJob(TableModel, table=True):
     model_sha256: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     layer_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     unit: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))  # -1: the whole layer
-    params: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    params: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     params_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # QUEUED RUNNING DONE FAILED
     attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
@@ -75,3 +82,6 @@ class RenderJob(TableModel, table=True):
     deadline: datetime | None = Field(default=None, sa_column=_ts(True))  # RUNNING past this: re-queued
     enqueued_at: datetime | None = Field(default=None, sa_column=_ts(True))  # its message was last sent
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(True))  # QUEUED: not to run before
+
+
+render_job_table = RenderJob.__table__

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -14,8 +14,10 @@ def utcnow() -> datetime:
 
 
 class TableModel(SQLModel):
-    """The base of every table: declares the SQLAlchemy ``Table`` that SQLModel builds, so that Core queries
-    (``Claim.__table__.c.id``, what the data-access modules write) are type-checked."""
+    """The base of every table: declares the SQLAlchemy ``Table`` that SQLModel builds, typed.
+
+    Each table module defines a handle next to each table (``claim_table = Claim.__table__``); the data-access
+    modules write their Core queries on those handles (``claim_table.c.id``), so that they are type-checked."""
 
     __table__: ClassVar[sa.Table]
 
@@ -43,6 +45,9 @@ class Model(TableModel, table=True):
         return self.sha256[:12]
 
 
+model_table = Model.__table__
+
+
 class Layer(TableModel, table=True):
     __tablename__ = "layer"
     __table_args__ = (sa.UniqueConstraint("model_id", "key"), sa.UniqueConstraint("model_id", "position"))
@@ -59,6 +64,9 @@ class Layer(TableModel, table=True):
     tags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
 
 
+layer_table = Layer.__table__
+
+
 class Neuron(TableModel, table=True):
     __tablename__ = "neuron"
     __table_args__ = (sa.UniqueConstraint("layer_id", "index"), sa.Index("ix_neuron_model", "model_id"))
@@ -67,6 +75,9 @@ class Neuron(TableModel, table=True):
     model_id: int = Field(sa_column=sa.Column(sa.ForeignKey("model.id", ondelete="CASCADE"), nullable=False))
     layer_id: int = Field(sa_column=sa.Column(sa.ForeignKey("layer.id", ondelete="CASCADE"), nullable=False))
     index: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+neuron_table = Neuron.__table__
 
 
 class LayerLink(TableModel, table=True):
@@ -83,8 +94,11 @@ class LayerLink(TableModel, table=True):
     target_layer_id: int = Field(sa_column=sa.Column(sa.ForeignKey("layer.id", ondelete="CASCADE"), nullable=False))
     method: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     notes: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
-    program: dict = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # structure (kb.graph.program.dumps)
+    program: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # structure (kb.graph.program.dumps)
     arrays: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))  # npz of its weights
+
+
+layer_link_table = LayerLink.__table__
 
 
 class Connection(TableModel, table=True):
@@ -109,3 +123,6 @@ class Connection(TableModel, table=True):
     weight: float = Field(sa_column=sa.Column(sa.REAL, nullable=False))
     magnitude: float = Field(sa_column=sa.Column(sa.REAL, nullable=False))
     method: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+
+
+connection_table = Connection.__table__

@@ -23,7 +23,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from kb.db import bulk
-from kb.db.tables import Model
+from kb.db.tables import Model, model_table
 from kb.graph import extract, graph_file, program, zoo
 from kb.graph.keys import MODEL_KEY
 from kb.graph.store import LayerInfo
@@ -168,7 +168,7 @@ def check_key(key: str) -> None:
 
 def existing(conn: sa.Connection, key: str) -> sa.Row[str, datetime | None, str] | None:
     """The model row under ``key``, if any: (sha256, removed_at, source)."""
-    t = Model.__table__
+    t = model_table
     return conn.execute(sa.select(t.c.sha256, t.c.removed_at, t.c.source).where(t.c.key == key)).first()
 
 
@@ -362,7 +362,7 @@ def _file_writer(
 
 def remove_model(engine: sa.Engine, key: str, reason: str, graphs_dir: Path | None = None) -> list[Path]:
     """Removes a model's graph (the model row stays as a tombstone) and deletes its graph files; returns them."""
-    t = Model.__table__
+    t = model_table
     with engine.begin() as conn:
         row = conn.execute(sa.select(t.c.id, t.c.removed_at, t.c.sha256).where(t.c.key == key)).first()
         if row is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from kb.render.datasets import dataset_by_name
 from kb.render.jobs import Permanent
 from kb.render.preprocess import preprocess_kind
 from kb.render.worker_device import device
@@ -20,17 +21,15 @@ def dataset_examples(
     engine: sa.Engine, settings: Settings, arch, model, layer_key: str, params: dict, group: list[dict], progress
 ) -> list[np.ndarray]:
     """Each job's unit's top-k dataset images as a grid."""
-    from kb.db.render_tables import Dataset
     from kb.render import dataset_examples as D
 
-    t = Dataset.__table__
     with engine.connect() as conn:
-        ds = conn.execute(sa.select(t).where(t.c.name == params["dataset"])).first()
+        ds = dataset_by_name(conn, params["dataset"])
     if ds is None:
         raise Permanent(f"no dataset {params['dataset']!r} (kb dataset add NAME PATH)")
-    files = D.image_files(Path(ds.path))
+    files = D.image_files(Path(ds["path"]))
     module = arch.layer(layer_key).module
-    key = (id(model), module, ds.path, len(files), params["top_k"])
+    key = (id(model), module, ds["path"], len(files), params["top_k"])
     if key not in _TOPK_CACHE:
         total = max(1, len(files))
         done = [0]
@@ -52,7 +51,7 @@ def dataset_examples(
                 stop_after=module,
             )
         except D.NoImages as exc:
-            raise Permanent(f"{exc} ({ds.path})") from None
+            raise Permanent(f"{exc} ({ds['path']})") from None
         _TOPK_CACHE.clear()
         _TOPK_CACHE[key] = (files, found[module])
     files, top = _TOPK_CACHE[key]

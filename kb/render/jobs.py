@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from kb.db.render_tables import Artifact, RenderJob
+from kb.db.render_tables import artifact_table, render_job_table
 from kb.db.tables import utcnow
 from kb.render.params import params_hash
 
@@ -37,7 +37,7 @@ class Unit:
 def request(conn: sa.Connection, units: list[Unit], kind: str, params: dict) -> tuple[list[int], list[int]]:
     """(job ids, one per unit in order; the ids that need enqueueing). Existing jobs are reused; a FAILED
     one is given a fresh set of attempts."""
-    t = RenderJob.__table__
+    t = render_job_table
     h = params_hash(kind, params)
     ids, enqueue = [], []
     for u in units:
@@ -90,7 +90,7 @@ def _lost(t, now):
 
 def fail_lost(conn: sa.Connection, job_ids: list[int] | None = None) -> list[int]:
     """End FAILED the lost jobs that have no attempt left; returns their ids."""
-    t = RenderJob.__table__
+    t = render_job_table
     now = utcnow()
     where = [_lost(t, now), t.c.attempts >= t.c.max_attempts]
     if job_ids is not None:
@@ -114,7 +114,7 @@ def fail_lost(conn: sa.Connection, job_ids: list[int] | None = None) -> list[int
 
 def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) -> list[dict]:
     """Claim the jobs this worker may run now (QUEUED, or RUNNING past their deadline with an attempt left)."""
-    t = RenderJob.__table__
+    t = render_job_table
     fail_lost(conn, job_ids)
     now = utcnow()
     started = []
@@ -144,7 +144,7 @@ def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) 
 
 
 def heartbeat(conn: sa.Connection, job_ids: list[int], progress: float, lease_s: float) -> None:
-    t = RenderJob.__table__
+    t = render_job_table
     conn.execute(
         sa.update(t)
         .where(t.c.id.in_(job_ids), t.c.status == "RUNNING")
@@ -154,7 +154,7 @@ def heartbeat(conn: sa.Connection, job_ids: list[int], progress: float, lease_s:
 
 def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
     """Record the artifact (one row per content hash) and mark the job DONE; returns the artifact id."""
-    a, t = Artifact.__table__, RenderJob.__table__
+    a, t = artifact_table, render_job_table
     artifact_id = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar()
     if artifact_id is None:
         try:
@@ -178,7 +178,7 @@ def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
 
 def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool, retry_in_s: float = 0.0) -> bool:
     """Record a failed attempt; True if the job goes back to QUEUED for another one (due in ``retry_in_s``)."""
-    t = RenderJob.__table__
+    t = render_job_table
     row = conn.execute(sa.select(t.c.attempts, t.c.max_attempts).where(t.c.id == job_id)).one()
     again = retryable and row.attempts < row.max_attempts
     now = utcnow()
@@ -203,7 +203,7 @@ def retry_delay(attempts: int, base_s: float) -> float:
 def sent(conn: sa.Connection, job_ids: list[int]) -> None:
     """Their messages went to the broker now."""
     if job_ids:
-        t = RenderJob.__table__
+        t = render_job_table
         conn.execute(sa.update(t).where(t.c.id.in_(job_ids)).values(enqueued_at=utcnow()))
 
 
@@ -211,7 +211,7 @@ def stuck(conn: sa.Connection, queued_older_than_s: float = 600) -> list[int]:
     """Jobs to enqueue again: RUNNING past their deadline with an attempt left (a lost worker), or QUEUED whose
     message may be lost: due (``next_attempt_at``) and last sent (``enqueued_at``, else created) longer ago than
     ``queued_older_than_s``. Lost jobs with no attempt left end FAILED here."""
-    t = RenderJob.__table__
+    t = render_job_table
     fail_lost(conn)
     now = utcnow()
     late = [r[0] for r in conn.execute(sa.select(t.c.id).where(_lost(t, now), t.c.attempts < t.c.max_attempts))]
@@ -230,14 +230,14 @@ def stuck(conn: sa.Connection, queued_older_than_s: float = 600) -> list[int]:
 
 
 def get(conn: sa.Connection, job_ids: list[int]) -> list[dict]:
-    t = RenderJob.__table__
+    t = render_job_table
     rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(job_ids)))}
     return [rows[i] for i in job_ids if i in rows]
 
 
 def done_for_units(conn: sa.Connection, units: list[tuple[str, str, int]]) -> dict[tuple, list[dict]]:
     """Finished jobs with their artifacts for many (model sha256, layer key, unit) at once, in job order."""
-    t, a = RenderJob.__table__, Artifact.__table__
+    t, a = render_job_table, artifact_table
     out: dict[tuple, list[dict]] = {u: [] for u in units}
     q = (
         sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
@@ -252,13 +252,13 @@ def done_for_units(conn: sa.Connection, units: list[tuple[str, str, int]]) -> di
 
 
 def artifacts(conn: sa.Connection, ids: list[int]) -> dict[int, dict]:
-    a = Artifact.__table__
+    a = artifact_table
     return {r.id: dict(r._mapping) for r in conn.execute(sa.select(a).where(a.c.id.in_(ids)))}
 
 
 def done_for_layer(conn: sa.Connection, model_sha256: str, layer_key: str, kind: str | None) -> list[dict]:
     """Finished jobs with their artifacts for every unit of a layer, by unit, then job order."""
-    t, a = RenderJob.__table__, Artifact.__table__
+    t, a = render_job_table, artifact_table
     q = (
         sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
         .join(a, a.c.id == t.c.artifact_id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from kb.db.engine import engine_for
-from kb.db.tables import Model
+from kb.db.tables import model_table
 from kb.render import artifacts, jobs
 from kb.render.jobs import Permanent
 from kb.render.keepalive import KeepAlive
@@ -92,7 +92,7 @@ def _run(job_ids: list[int], worker: str | None = None, settings: Settings | Non
 
 def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> None:
     first = group[0]
-    m = Model.__table__
+    m = model_table
     with engine.connect() as conn:
         model_row = conn.execute(sa.select(m).where(m.c.sha256 == first["model_sha256"])).first()
     if model_row is None or model_row.removed_at is not None:

@@ -14,9 +14,9 @@ from kb.schema.claim_types import (
     Citation,
     FieldChange,
     Person,
-    _bib_escape,
-    _bib_key,
-    _utc,
+    as_utc,
+    bib_escape,
+    bib_key,
 )
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input
@@ -40,7 +40,7 @@ class CircuitRevision:
         return cls(
             key=f"circuit:{row['circuit_id']}@{row['revision']}",
             revision=row["revision"],
-            created_at=_utc(row["created_at"]),
+            created_at=as_utc(row["created_at"]),
             message=row["message"],
             name=row["name"],
             description=row["description"],
@@ -54,9 +54,9 @@ class CircuitRevision:
     def citation(self, info: Info) -> Citation:
         url = f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row['circuit_id']}/{self.revision}"
         bibtex = (
-            f"@misc{{{_bib_key(self.key)},\n  title = {{{_bib_escape(self.name)}}},\n"
-            f"  author = {{{_bib_escape(self.author.display_name)}}},\n"
-            f"  howpublished = {{Circuit KB {_bib_escape(self.key)}, \\url{{{url}}}}},\n"
+            f"@misc{{{bib_key(self.key)},\n  title = {{{bib_escape(self.name)}}},\n"
+            f"  author = {{{bib_escape(self.author.display_name)}}},\n"
+            f"  howpublished = {{Circuit KB {bib_escape(self.key)}, \\url{{{url}}}}},\n"
             f"  year = {{{self.created_at.year}}}\n}}"
         )
         text = f'{self.author.display_name}, "{self.name}", Circuit KB {self.key} ({self.created_at:%Y-%m-%d}), {url}'

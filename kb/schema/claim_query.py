@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 import strawberry
 
 from kb.claims import circuits as circuit_domain
 from kb.claims import claims as claim_domain
 from kb.claims import search
 from kb.claims.errors import ClaimProblem
-from kb.db.claim_tables import Claim as ClaimTable
 from kb.graph.keys import KeyProblem
 from kb.schema.claim_types import (
     Circuit,
@@ -44,9 +42,8 @@ def _filters(
 
 
 def _claims_page(info: Info, ids: list[int], start: int, total: int) -> ClaimConnection:
-    t = ClaimTable.__table__
     with info.context.graphs.engine.connect() as conn:
-        rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(ids)))} if ids else {}
+        rows = claim_domain.claims_by_id(conn, ids)
     edges = [ClaimEdge(cursor=cursor(start + i), node=Claim.of(rows[cid])) for i, cid in enumerate(ids)]
     return ClaimConnection(edges=edges, page_info=page_info(start, start + len(ids), total), total_count=total)
 
@@ -56,12 +53,11 @@ class ClaimQuery:
     @strawberry.field(description="A claim by key: claim:17 (claim:17@3 gives the claim; see revisionAt).")
     def claim(self, info: Info, key: str) -> Claim:
         claim_id, _ = claim_domain.parse_revision_key(key)
-        t = ClaimTable.__table__
         with info.context.graphs.engine.connect() as conn:
-            row = conn.execute(sa.select(t).where(t.c.id == claim_id)).first()
+            row = claim_domain.claims_by_id(conn, [claim_id]).get(claim_id)
         if row is None:
             raise CodedError(f"no claim:{claim_id}", "NOT_FOUND")
-        return Claim.of(dict(row._mapping))
+        return Claim.of(row)
 
     @strawberry.field(description="One immutable revision by its citable key, e.g. claim:17@3.")
     def claim_revision(self, info: Info, key: str) -> ClaimRevision:
@@ -86,17 +82,10 @@ class ClaimQuery:
         status: ClaimStatus | None = None,
     ) -> ClaimConnection:
         f = _filters(info, model, layer, kind, status)
-        where, params = search._where(f)
         with info.context.graphs.engine.connect() as conn:
-            total = conn.execute(sa.text(f"SELECT count(*) FROM claim c WHERE 1=1{where}"), params).scalar_one()
+            total = search.filtered_claim_count(conn, f)
             start, stop = window(first, after, total)
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    sa.text(f"SELECT c.id FROM claim c WHERE 1=1{where} ORDER BY c.id LIMIT :limit OFFSET :offset"),
-                    {**params, "limit": stop - start, "offset": start},
-                )
-            ]
+            ids = search.filtered_claim_ids(conn, f, start, stop - start)
         return _claims_page(info, ids, start, total)
 
     @strawberry.field(description="Claims whose label or body match the text (full-text search, best first).")

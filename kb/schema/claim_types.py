@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
@@ -17,9 +17,11 @@ from kb.graph.keys import KeyProblem
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input
 from kb.schema.pagination import PageInfo
-from kb.schema.types import Neuron, _Keyed
+from kb.schema.types import KeyedNode, Neuron
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from kb.schema.circuit_types import CircuitDiff, CircuitRevision
 
 ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), description="What a claim asserts.")
@@ -31,15 +33,18 @@ EvidenceKind = strawberry.enum(
 Verdict = strawberry.enum(Enum("Verdict", {"SUPPORT": "SUPPORT", "DISPUTE": "DISPUTE"}))
 
 
-def _utc(v: datetime) -> datetime:
+def as_utc(v: datetime) -> datetime:
+    """A database timestamp as an aware UTC datetime (SQLite returns naive ones)."""
     return v if v.tzinfo else v.replace(tzinfo=UTC)
 
 
-def _bib_key(text: str) -> str:
+def bib_key(text: str) -> str:
+    """A BibTeX entry key: the text with every non-alphanumeric character as '_'."""
     return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
 
 
-def _bib_escape(text: str) -> str:
+def bib_escape(text: str) -> str:
+    """Text with BibTeX's special characters escaped."""
     return "".join("\\" + ch if ch in "{}&%$#_" else ch for ch in text)
 
 
@@ -58,12 +63,12 @@ def neuron_citation(info: Info, neuron: Neuron) -> Citation:
     base = info.context.settings.public_url.rstrip("/")
     url = f"{base}/n/{g.key}@{g.sha256[:12]}/{key.layer}/{key.index}"
     row = info.context.graphs.model_row(g.key) or {}
-    year = _utc(row.get("imported_at") or datetime.now(UTC)).year
+    year = as_utc(row.get("imported_at") or datetime.now(UTC)).year
     bibtex = (
-        f"@misc{{{_bib_key(pinned)},\n  title = {{Neuron {_bib_escape(str(key))}}},\n"
+        f"@misc{{{bib_key(pinned)},\n  title = {{Neuron {bib_escape(str(key))}}},\n"
         f"  howpublished = {{Circuit KB, \\url{{{url}}}}},\n"
-        f"  note = {{Pinned key {_bib_escape(pinned)}; model {_bib_escape(g.key)} "
-        f"({_bib_escape(row.get('source', ''))}), weights sha256 {g.sha256}}},\n  year = {{{year}}}\n}}"
+        f"  note = {{Pinned key {bib_escape(pinned)}; model {bib_escape(g.key)} "
+        f"({bib_escape(row.get('source', ''))}), weights sha256 {g.sha256}}},\n  year = {{{year}}}\n}}"
     )
     text = f"{key} (pinned {pinned}), Circuit KB, {url}"
     return Citation(key=pinned, url=url, bibtex=bibtex, text=text)
@@ -138,7 +143,7 @@ class ClaimRevision:
     def of(cls, row: dict) -> ClaimRevision:
         return cls(
             revision=row["revision"],
-            created_at=_utc(row["created_at"]),
+            created_at=as_utc(row["created_at"]),
             message=row["message"],
             label=row["label"],
             body=row["body"],
@@ -202,18 +207,18 @@ class ClaimRevision:
                 + (f", in {ref}" if ref else "")
                 + f" ({where}); curated by {', '.join(people)} in Circuit KB {key} ({day}), {url}"
             )
-            extra = (f"  doi = {{{_bib_escape(source['doi'])}}},\n" if source.get("doi") else "") + (
-                f"  note = {{{_bib_escape('In ' + ref + '; ' if ref else '')}curated by "
-                f"{_bib_escape(', '.join(people))} in Circuit KB}},\n"
+            extra = (f"  doi = {{{bib_escape(source['doi'])}}},\n" if source.get("doi") else "") + (
+                f"  note = {{{bib_escape('In ' + ref + '; ' if ref else '')}curated by "
+                f"{bib_escape(', '.join(people))} in Circuit KB}},\n"
             )
         else:
             names = people
             text = f'{", ".join(names)}, "{self.label}", Circuit KB {key} ({day}), {url}'
             extra = ""
         bibtex = (
-            f"@misc{{{_bib_key(key)},\n  title = {{{_bib_escape(self.label)}}},\n"
-            f"  author = {{{_bib_escape(' and '.join(names))}}},\n"
-            f"  howpublished = {{Circuit KB {_bib_escape(key)}, \\url{{{url}}}}},\n"
+            f"@misc{{{bib_key(key)},\n  title = {{{bib_escape(self.label)}}},\n"
+            f"  author = {{{bib_escape(' and '.join(names))}}},\n"
+            f"  howpublished = {{Circuit KB {bib_escape(key)}, \\url{{{url}}}}},\n"
             + extra
             + f"  year = {{{self.created_at.year}}}\n}}"
         )
@@ -243,8 +248,8 @@ class Review:
             verdict=Verdict[row["verdict"]],
             comment=row["comment"],
             revision=row["revision"],
-            created_at=_utc(row["created_at"]),
-            updated_at=_utc(row["updated_at"]),
+            created_at=as_utc(row["created_at"]),
+            updated_at=as_utc(row["updated_at"]),
             _row=row,
         )
 
@@ -269,7 +274,7 @@ class Review:
                 revision=r["revision"],
                 verdict=Verdict[r["verdict"]],
                 comment=r["comment"],
-                created_at=_utc(r["created_at"]),
+                created_at=as_utc(r["created_at"]),
             )
             for r in rows
         ]
@@ -287,7 +292,7 @@ def _neurons(info: Info, keys: Iterable[str]) -> list[Neuron]:
 
 
 @strawberry.type(description="A claim about neurons or a circuit, with its evidence, reviews and full history.")
-class Claim(_Keyed):
+class Claim(KeyedNode):
     key: str = strawberry.field(description="claim:N")
     label: str
     body: str = strawberry.field(description="markdown")
@@ -313,8 +318,8 @@ class Claim(_Keyed):
             confidence=row["confidence"],
             revision=row["revision"],
             model=row["model_key"],
-            created_at=_utc(row["created_at"]),
-            updated_at=_utc(row["updated_at"]),
+            created_at=as_utc(row["created_at"]),
+            updated_at=as_utc(row["updated_at"]),
             support_count=row["support_count"],
             dispute_count=row["dispute_count"],
             _row=row,
@@ -378,21 +383,24 @@ class Claim(_Keyed):
 
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        from kb.claims.claims import parse_key
-        from kb.db.claim_tables import Claim as T
+        from kb.claims.claims import claims_by_id, parse_key
 
-        rows = _rows_by_id(info, T.__table__, [parse_key(nid) for nid in node_ids], required, "claim")
+        rows = _rows_by_id(info, claims_by_id, [parse_key(nid) for nid in node_ids], required, "claim")
         return [cls.of(r) if r else None for r in rows]
 
 
-def _rows_by_id(info: Info, table, ids: list[int], required: bool, kind: str) -> list[dict | None]:
+def _rows_by_id(
+    info: Info,
+    by_id: Callable[[sa.Connection, list[int]], dict[int, dict]],
+    ids: list[int],
+    required: bool,
+    kind: str,
+) -> list[dict | None]:
     """Rows by id in the order asked, one statement for them all (None where absent; NOT_FOUND if required)."""
-    import sqlalchemy as sa
-
     found: dict[int, dict] = {}
     if ids:
         with info.context.graphs.engine.connect() as conn:
-            found = {r.id: dict(r._mapping) for r in conn.execute(sa.select(table).where(table.c.id.in_(set(ids))))}
+            found = by_id(conn, ids)
     missing = [i for i in ids if i not in found]
     if required and missing:
         raise CodedError(f"no {kind}:{missing[0]}", "NOT_FOUND")
@@ -447,7 +455,7 @@ class CircuitCheck:
 
 
 @strawberry.type(description="A named subgraph that claims can be about: circuit:N.")
-class Circuit(_Keyed):
+class Circuit(KeyedNode):
     key: str
     name: str
     description: str
@@ -515,9 +523,9 @@ class Circuit(_Keyed):
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         from kb.claims.claims import parse_circuit_key
-        from kb.db.claim_tables import Circuit as T
 
-        rows = _rows_by_id(info, T.__table__, [parse_circuit_key(nid) for nid in node_ids], required, "circuit")
+        ids = [parse_circuit_key(nid) for nid in node_ids]
+        rows = _rows_by_id(info, circuit_domain.circuits_by_id, ids, required, "circuit")
         return [cls.of(r) if r else None for r in rows]
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlalchemy as sa
 import strawberry
 from strawberry.dataloader import DataLoader
 
-from kb.claims import accounts, sessions
-from kb.db.claim_tables import Circuit, Claim, ClaimRevision, ClaimSubject, Review, ReviewRevision, User
+from kb.claims import accounts, circuits, claims, reviews, sessions
+from kb.db import catalog
 from kb.db.graph_cache import GraphCache
-from kb.db.tables import Layer
 from kb.schema.deadline import check
 from kb.schema.errors import CodedError
 from kb.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+T = TypeVar("T")
 
 
 class Loaders:
@@ -38,72 +42,44 @@ class Loaders:
         self.review_history = DataLoader(load_fn=self._review_histories)
         self.artifact = DataLoader(load_fn=self._artifacts)
 
-    def _rows(self, query) -> list[dict]:
+    def _read(self, read: Callable[[sa.Connection], T]) -> T:
+        """One batch through a data-access function, on a connection of its own (after the deadline check)."""
         check()
         with self.graphs.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            return read(conn)
 
     async def _layer_details(self, ids: list[int]) -> list[dict]:
-        t = Layer.__table__
-        rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
-        return [rows[i] for i in ids]
+        found = self._read(lambda conn: catalog.layers_by_id(conn, ids))
+        return [found[i] for i in ids]
 
     async def _claims(self, ids: list[int]) -> list[dict | None]:
-        t = Claim.__table__
-        rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
-        return [rows.get(i) for i in ids]
+        found = self._read(lambda conn: claims.claims_by_id(conn, ids))
+        return [found.get(i) for i in ids]
 
     async def _claims_of_neurons(self, keys: list[tuple[str, str, int]]) -> list[list[dict]]:
-        c, s = Claim.__table__, ClaimSubject.__table__
-        wanted = sa.tuple_(s.c.model_key, s.c.layer_key, s.c.neuron_index).in_(keys)
-        out: dict[tuple, list[dict]] = {k: [] for k in keys}
-        for r in self._rows(
-            sa.select(c, s.c.model_key.label("_m"), s.c.layer_key.label("_l"), s.c.neuron_index.label("_i"))
-            .join(s, s.c.claim_id == c.c.id)
-            .where(wanted)
-            .order_by(c.c.id)
-        ):
-            out[(r.pop("_m"), r.pop("_l"), r.pop("_i"))].append(r)
-        return [out[k] for k in keys]
+        found = self._read(lambda conn: claims.claims_about_neurons(conn, keys))
+        return [found[k] for k in keys]
 
     async def _revisions(self, ids: list[int]) -> list[list[dict]]:
-        t = ClaimRevision.__table__
-        out: dict[int, list[dict]] = {i: [] for i in ids}
-        for r in self._rows(sa.select(t).where(t.c.claim_id.in_(ids)).order_by(t.c.claim_id, t.c.revision)):
-            out[r["claim_id"]].append(r)
-        return [out[i] for i in ids]
+        found = self._read(lambda conn: claims.revisions(conn, ids))
+        return [found[i] for i in ids]
 
     async def _reviews(self, ids: list[int]) -> list[list[dict]]:
-        t = Review.__table__
-        out: dict[int, list[dict]] = {i: [] for i in ids}
-        for r in self._rows(sa.select(t).where(t.c.claim_id.in_(ids)).order_by(t.c.claim_id, t.c.user_id)):
-            out[r["claim_id"]].append(r)
-        return [out[i] for i in ids]
+        found = self._read(lambda conn: reviews.reviews_of_claims(conn, ids))
+        return [found[i] for i in ids]
 
     async def _users(self, ids: list[int]) -> list[dict | None]:
-        t = User.__table__
-        rows = {
-            r["id"]: r
-            for r in self._rows(sa.select(t.c.id, t.c.name, t.c.display_name, t.c.role).where(t.c.id.in_(ids)))
-        }
-        return [rows.get(i) for i in ids]
+        found = self._read(lambda conn: accounts.people_by_id(conn, ids))
+        return [found.get(i) for i in ids]
 
     async def _circuits(self, ids: list[int]) -> list[dict | None]:
-        t = Circuit.__table__
-        rows = {r["id"]: r for r in self._rows(sa.select(t).where(t.c.id.in_(ids)))}
-        return [rows.get(i) for i in ids]
+        found = self._read(lambda conn: circuits.circuits_by_id(conn, ids))
+        return [found.get(i) for i in ids]
 
     async def _review_histories(self, keys: list[tuple[int, int]]) -> list[list[dict]]:
         """Every revision of the reviews (claim id, user id), oldest first."""
-        t = ReviewRevision.__table__
-        out: dict[tuple, list[dict]] = {k: [] for k in keys}
-        for r in self._rows(
-            sa.select(t)
-            .where(sa.tuple_(t.c.claim_id, t.c.user_id).in_(keys))
-            .order_by(t.c.claim_id, t.c.user_id, t.c.revision)
-        ):
-            out[(r["claim_id"], r["user_id"])].append(r)
-        return [out[k] for k in keys]
+        found = self._read(lambda conn: reviews.review_histories(conn, keys))
+        return [found[k] for k in keys]
 
     async def _visualizations(self, units: list[tuple[str, str, int]]) -> list[list[dict]]:
         from kb.render import jobs

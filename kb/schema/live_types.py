@@ -8,7 +8,7 @@ from enum import Enum
 import strawberry
 
 from kb.claims import activity
-from kb.schema.claim_types import _utc
+from kb.schema.claim_types import as_utc
 from kb.schema.context import Info
 from kb.schema.errors import limit
 
@@ -31,7 +31,7 @@ class ActivityItem:
     def of(cls, row: dict) -> ActivityItem:
         return cls(
             id=row["id"],
-            at=_utc(row["at"]),
+            at=as_utc(row["at"]),
             kind=ActivityKind[row["kind"]],
             model=row["model_key"],
             subject=row["subject"],

@@ -7,6 +7,7 @@ committed keep their data and one that fails is null with a coded error at its p
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import strawberry
 
@@ -14,11 +15,12 @@ from kb.claims import activity
 from kb.claims import circuits as circuit_domain
 from kb.claims import claims as claim_domain
 from kb.claims import reviews as review_domain
-from kb.db.claim_tables import Claim as ClaimTable
-from kb.db.claim_tables import Review as ReviewTable
 from kb.schema.auth import mutation
 from kb.schema.claim_types import Circuit, Claim, ClaimKind, ClaimStatus, EvidenceKind, Review, Verdict
 from kb.schema.context import Info
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 @strawberry.input(description="One piece of evidence: its kind and what it points at.")
@@ -106,11 +108,8 @@ def _transaction(info: Info):
         yield conn
 
 
-def _claim(conn, claim_id: int) -> Claim:
-    import sqlalchemy as sa
-
-    t = ClaimTable.__table__
-    return Claim.of(dict(conn.execute(sa.select(t).where(t.c.id == claim_id)).one()._mapping))
+def _claim(conn: sa.Connection, claim_id: int) -> Claim:
+    return Claim.of(claim_domain.claims_by_id(conn, [claim_id])[claim_id])
 
 
 @strawberry.type
@@ -166,16 +165,12 @@ class ClaimMutation:
 
     @mutation(role="editor", description="Support or dispute a claim; one review per user, changeable.")
     def review_claim(self, info: Info, key: str, verdict: Verdict, comment: str = "") -> Review | None:
-        import sqlalchemy as sa
-
         account = info.context.account()
         with _transaction(info) as conn:
             claim_id = claim_domain.parse_key(key)
             review_domain.review_claim(conn, account, claim_id, verdict.value, comment)
             activity.reviewed(conn, account, claim_id, verdict.value)
-            t = ReviewTable.__table__
-            row = conn.execute(sa.select(t).where(t.c.claim_id == claim_id, t.c.user_id == account.id)).one()
-            return Review.of(dict(row._mapping))
+            return Review.of(review_domain.review(conn, claim_id, account.id))
 
     @mutation(role="editor", description="Name a circuit: neurons and the edges between them, a note per edge.")
     def create_circuit(self, info: Info, input: CircuitInput) -> Circuit | None:

@@ -22,7 +22,8 @@ def _resolve(info: Info, text: str, model: str | None = None) -> NeuronKey:
     return info.context.graphs.resolve(text, model)
 
 
-def _neuron(info: Info, text: str, model: str | None = None) -> Neuron:
+def resolve_neuron(info: Info, text: str, model: str | None = None) -> Neuron:
+    """The neuron of any accepted key form (``model`` completes keys like mixed4c:447)."""
     key = _resolve(info, text, model)
     return Neuron.of_key(info.context.graphs.graph(key.model), key)
 
@@ -60,13 +61,13 @@ class GraphQuery:
         "a pinned key, a Microscope path. `model` completes keys like mixed4c:447."
     )
     def neuron(self, info: Info, key: str, model: str | None = None) -> Neuron:
-        return _neuron(info, key, model)
+        return resolve_neuron(info, key, model)
 
     @strawberry.field(description=f"Neurons by key, in order (at most {MAX_KEYS}).")
     def neurons(self, info: Info, keys: list[str], model: str | None = None) -> list[Neuron]:
         if len(keys) > MAX_KEYS:
             raise limit(f"at most {MAX_KEYS} keys per request (asked for {len(keys)})")
-        return [_neuron(info, k, model) for k in keys]
+        return [resolve_neuron(info, k, model) for k in keys]
 
     @strawberry.field(
         description="The candidate circuit around some units: from each node, per hop, its top "

@@ -193,15 +193,10 @@ class RenderMutation:
         p.check(kind.value)
         graphs = info.context.graphs
         if kind.value == "DATASET_EXAMPLES":
-            import sqlalchemy as sa
-
-            from kb.db.render_tables import Dataset
+            from kb.render.datasets import dataset_by_name
 
             with graphs.engine.connect() as conn:
-                if (
-                    conn.execute(sa.select(Dataset.__table__.c.id).where(Dataset.__table__.c.name == p.dataset)).first()
-                    is None
-                ):
+                if dataset_by_name(conn, p.dataset) is None:
                     raise CodedError(f"no dataset {p.dataset!r}: add one with kb dataset add NAME PATH", "NOT_FOUND")
         units: list[job_domain.Unit] = []
         if layer:

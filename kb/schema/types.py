@@ -46,7 +46,7 @@ class Direction(Enum):
     BOTH = "both"
 
 
-class _Keyed(relay.Node):
+class KeyedNode(relay.Node):
     """Relay nodes whose global ID wraps their stable key (so IDs survive export and re-import)."""
 
     @classmethod
@@ -59,7 +59,7 @@ class _Keyed(relay.Node):
 
 
 @strawberry.type(description="A model version: an architecture with pinned weights.")
-class Model(_Keyed):
+class Model(KeyedNode):
     key: str = strawberry.field(description="the model key, e.g. inceptionv1")
     source: str = strawberry.field(description="e.g. lucent:inceptionv1, torchvision:googlenet")
     sha256: str = strawberry.field(description="sha256 of the weights (state dict in canonical order)")
@@ -109,7 +109,7 @@ class Model(_Keyed):
 
 
 @strawberry.type(description="A significant layer of a model version.")
-class Layer(_Keyed):
+class Layer(KeyedNode):
     key: str = strawberry.field(description="model/layer, e.g. inceptionv1/mixed4c")
     name: str = strawberry.field(description="the layer's declared name, e.g. mixed4c")
     position: int = strawberry.field(description="0-based order among the model's significant layers")
@@ -186,7 +186,7 @@ class Layer(_Keyed):
 
 
 @strawberry.type(description="A unit (channel) of a significant layer, citable by its stable key.")
-class Neuron(_Keyed):
+class Neuron(KeyedNode):
     key: str = strawberry.field(description="canonical key, e.g. inceptionv1/mixed4c:447")
     index: int = strawberry.field(description="0-based channel index, as in the checkpoint")
     _graph: strawberry.Private[ModelGraph]
@@ -231,7 +231,7 @@ class Neuron(_Keyed):
         order_by: NeighborOrder = NeighborOrder.WEIGHT,
         sign: Sign = Sign.ANY,
     ) -> NeighborConnection:
-        return _neighbors(info, self, "inputs", first, after, order_by, sign)
+        return neighbor_connection(info, self, "inputs", first, after, order_by, sign)
 
     @strawberry.field(description="Units of the next significant layer that this one feeds.")
     def outputs(
@@ -242,7 +242,7 @@ class Neuron(_Keyed):
         order_by: NeighborOrder = NeighborOrder.WEIGHT,
         sign: Sign = Sign.ANY,
     ) -> NeighborConnection:
-        return _neighbors(info, self, "outputs", first, after, order_by, sign)
+        return neighbor_connection(info, self, "outputs", first, after, order_by, sign)
 
     @strawberry.field(description="Claims about this neuron (as a subject of their current revision).")
     async def claims(self, info: Info) -> list[Annotated[Claim, strawberry.lazy("kb.schema.claim_types")]]:
@@ -282,7 +282,8 @@ class Neuron(_Keyed):
         return out
 
 
-def _neighbors(info: Info, of: Neuron, way: str, first, after, order_by: NeighborOrder, sign: Sign):
+def neighbor_connection(info: Info, of: Neuron, way: str, first, after, order_by: NeighborOrder, sign: Sign):
+    """A page of a unit's inputs or outputs, ordered and filtered by sign (the graph in memory; no SQL)."""
     check()
     g = of._graph
     rows: store.Rows = getattr(g, way)
@@ -309,7 +310,8 @@ def _neighbors(info: Info, of: Neuron, way: str, first, after, order_by: Neighbo
     return NeighborConnection(edges=edges, page_info=page_info(start, stop, total), total_count=total)
 
 
-def _kernel(info: Info, g: ModelGraph, source: int, target: int) -> list[list[float]]:
+def edge_kernel(info: Info, g: ModelGraph, source: int, target: int) -> list[list[float]]:
+    """The spatial kernel through which unit ``source`` reaches ``target`` (ordinals), as nested lists."""
     return info.context.graphs.kernel(g, source, target).tolist()
 
 
@@ -326,7 +328,7 @@ class NeighborEdge:
 
     @strawberry.field(description="The spatial kernel K from source to target, as rows.")
     def kernel(self, info: Info) -> list[list[float]]:
-        return _kernel(info, self._graph, self._source, self._target)
+        return edge_kernel(info, self._graph, self._source, self._target)
 
 
 @strawberry.type
@@ -360,7 +362,7 @@ class WeightEdge:
 
     @strawberry.field(description="The spatial kernel K from source to target, as rows.")
     def kernel(self, info: Info) -> list[list[float]]:
-        return _kernel(info, self._graph, self.source._ordinal, self.target._ordinal)
+        return edge_kernel(info, self._graph, self.source._ordinal, self.target._ordinal)
 
     @classmethod
     def of(cls, g: ModelGraph, e) -> WeightEdge:

@@ -13,9 +13,9 @@ import asyncio
 
 from kb.claims import circuits as circuit_domain
 from kb.schema.claim_types import Claim, neuron_citation
-from kb.schema.query import _neuron
+from kb.schema.query import resolve_neuron
 from kb.schema.render_types import visualizations
-from kb.schema.types import Layer, NeighborOrder, Neuron, Sign, _kernel, _neighbors
+from kb.schema.types import Layer, NeighborOrder, Neuron, Sign, edge_kernel, neighbor_connection
 
 PER_TAB = 10
 LISTS = (  # (alias, way, order, sign, with kernels): as in pages.NEURON
@@ -67,16 +67,16 @@ async def _cards(info: _Info, nodes: list[Neuron]) -> dict[str, dict]:
 async def neuron(context, text: str) -> dict:
     """The neuron page's data for a key in any accepted form; a CodedError when there is no such unit."""
     info = _Info(context)
-    n = _neuron(info, text)
+    n = resolve_neuron(info, text)
     g = n._graph
     lists, nodes = {}, [n]
     for alias, way, order, sign, kernels in LISTS:
-        conn = _neighbors(info, n, way, PER_TAB, None, order, sign)
+        conn = neighbor_connection(info, n, way, PER_TAB, None, order, sign)
         edges = []
         for e in conn.edges:
             edge = {"weight": e.weight, "magnitude": e.magnitude, "method": e.method}
             if kernels:
-                edge["kernel"] = _kernel(info, g, e._source, e._target)
+                edge["kernel"] = edge_kernel(info, g, e._source, e._target)
             edge["node"] = e.node
             edges.append(edge)
             nodes.append(e.node)
