@@ -20,7 +20,7 @@ from kb.schema.errors import with_code
 from kb.web import diagram
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
-from kb.web.pages import CARD, _message, _problem, _render, _units
+from kb.web.pages import CARD, diagram_units, message_page, problem_page, render_page
 
 MAX_FORM = 512 * 1024  # a selection or an edit names up to MAX_EDGES edges
 MAX_FIELDS = 2 * circuit_domain.MAX_EDGES + circuit_domain.MAX_NEURONS + 20
@@ -106,7 +106,7 @@ def _pair(value: str) -> tuple[str, str] | None:
 
 def _refused(request: Request, exc: forms.Refused) -> HTMLResponse:
     title = {401: "Not signed in", 403: "Forbidden"}.get(exc.status, "Bad request")
-    response = _message(request, title, exc.message, exc.status)
+    response = message_page(request, title, exc.message, exc.status)
     response.headers.update(NO_STORE)
     return response
 
@@ -152,18 +152,18 @@ class CircuitPages:
         chosen = chosen or {"units": set(), "edges": set(), "name": "", "description": "", "circuit": ""}
         context = {"title": "Explore", "form": form, "svg": None, "chosen": chosen, "error": error}
         if not roots:
-            return _render(request, "explore.html", context, status)
+            return render_page(request, "explore.html", context, status)
         if form["direction"] not in ("UPSTREAM", "DOWNSTREAM", "BOTH"):
-            return _message(request, "Bad request", "direction is UPSTREAM, DOWNSTREAM or BOTH", 400)
+            return message_page(request, "Bad request", "direction is UPSTREAM, DOWNSTREAM or BOTH", 400)
         try:
             depth, per_node = int(form["depth"]), int(form["perNode"])
         except ValueError:
-            return _message(request, "Bad request", "depth and perNode are whole numbers", 400)
+            return message_page(request, "Bad request", "depth and perNode are whole numbers", 400)
         result = await self._run(
             EXPLORE, {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
         )
         if result.errors:
-            return _problem(request, result.errors)
+            return problem_page(request, result.errors)
         sub = result.data["subgraph"]
         edges = [diagram.Edge(e["source"]["key"], e["target"]["key"], e["weight"], e["kernel"]) for e in sub["edges"]]
         label = f"{form['direction'].lower()} subgraph of {form['roots']}, depth {depth}, {per_node} per node"
@@ -174,7 +174,7 @@ class CircuitPages:
             if not listed.errors:
                 circuits = [e["node"] for e in listed.data["circuits"]["edges"]]
         context.update(
-            svg=diagram.svg(_units(sub["nodes"]), edges, label),
+            svg=diagram.svg(diagram_units(sub["nodes"]), edges, label),
             nodes=len(sub["nodes"]),
             edges=len(edges),
             model=model,
@@ -186,7 +186,7 @@ class CircuitPages:
             circuits=circuits,
             back="/explore?" + urlencode(form),
         )
-        return _render(request, "explore.html", context, status)
+        return render_page(request, "explore.html", context, status)
 
     async def explore_post(self, request: Request) -> Response:
         """The selection form: "Save as circuit" (createCircuit) or "Add to circuit" (updateCircuit at the
@@ -267,21 +267,23 @@ class CircuitPages:
         variables = {"model": q.get("model") or None, "neuron": q.get("neuron") or None, "after": q.get("after")}
         result = await self._run(CIRCUITS, variables)
         if result.errors:
-            return _problem(request, result.errors)
+            return problem_page(request, result.errors)
         context = {"title": "Circuits", "circuits": result.data["circuits"], "filters": variables}
-        return _render(request, "circuits.html", context)
+        return render_page(request, "circuits.html", context)
 
     # --- /circuits/N[/R] -----------------------------------------------------------------------------------
 
     async def circuit(self, request: Request) -> HTMLResponse:
         number, revision = request.path_params["number"], request.path_params.get("revision")
         if not number.isdigit() or not (revision is None or revision.isdigit()):
-            return _message(request, "Not found", "circuit pages are /circuits/N, or /circuits/N/R for a revision", 404)
+            return message_page(
+                request, "Not found", "circuit pages are /circuits/N, or /circuits/N/R for a revision", 404
+            )
         context = await self._circuit_context(number, revision)
         if isinstance(context, list):
-            return _problem(request, context)
+            return problem_page(request, context)
         context["editing"] = request.query_params.get("edit") == "1"
-        return _render(request, "circuit.html", context)
+        return render_page(request, "circuit.html", context)
 
     async def _circuit_context(self, number: str, revision: str | None) -> dict | list:
         """The page's data, or the query's errors."""
@@ -309,7 +311,7 @@ class CircuitPages:
             "shown": shown,
             "history": list(reversed(revs)),
             "diffs": diffs,
-            "svg": diagram.svg(_units(c["neurons"]), edges, f"circuit {c['name']}"),
+            "svg": diagram.svg(diagram_units(c["neurons"]), edges, f"circuit {c['name']}"),
             "cards": {n["key"]: n for n in c["neurons"]},
             "model": c["neurons"][0]["model"] if c["neurons"] else None,
             "mine": None,
@@ -322,7 +324,7 @@ class CircuitPages:
         A stale revision is the conflict view: their current version beside the form, with what was typed."""
         number = request.path_params["number"]
         if not number.isdigit():
-            return _message(request, "Not found", "no such circuit", 404)
+            return message_page(request, "Not found", "no such circuit", 404)
         try:
             info, fields = await _session_form(request, self.settings)
         except forms.Refused as exc:
@@ -330,13 +332,13 @@ class CircuitPages:
         try:
             base_revision = int(_one(fields, "revision"))
         except ValueError:
-            return _message(request, "Bad request", "the form does not say which revision it edits", 400)
+            return message_page(request, "Bad request", "the form does not say which revision it edits", 400)
         context = await self._circuit_context(number, None)
         if isinstance(context, list):
-            return _problem(request, context)
+            return problem_page(request, context)
         revs = list(reversed(context["history"]))
         if not 1 <= base_revision <= len(revs):
-            return _message(request, "Bad request", f"circuit:{number} has revisions 1..{len(revs)}", 400)
+            return message_page(request, "Bad request", f"circuit:{number} has revisions 1..{len(revs)}", 400)
         base = revs[base_revision - 1]
         mine = _mine(fields, base)
         patch: dict = {"removeEdges": [], "edges": []}
@@ -360,7 +362,7 @@ class CircuitPages:
             if exc.code == "EDIT_CONFLICT":  # re-read: the page now shows their version; the form keeps mine
                 context = await self._circuit_context(number, None)
                 if isinstance(context, list):
-                    return _problem(request, context)
+                    return problem_page(request, context)
                 now = list(reversed(context["history"]))
                 context["conflict"] = {
                     "base": base_revision,
@@ -368,7 +370,7 @@ class CircuitPages:
                     "changes": _diff(base, now[-1]),
                 }
             context.update(mine=mine, editing=True, error=exc.message)
-            response = _render(request, "circuit.html", context, exc.status)
+            response = render_page(request, "circuit.html", context, exc.status)
             response.headers.update(NO_STORE)
             return response
         return RedirectResponse(f"/circuits/{number}", status_code=303, headers=NO_STORE)

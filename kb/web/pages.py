@@ -90,19 +90,19 @@ RENDER_ORDER = ["FEATURE_VIS", "FEATURE_VIS_NEG", "NEURON_VIS", "DATASET_EXAMPLE
 EVIDENCE_OF = {"DATASET_EXAMPLES": "DATASET_EXAMPLES", "WEIGHTS": "FEATURE_IMPLEMENTATION"}
 
 
-def _render(request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
+def render_page(request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
     return templates().TemplateResponse(request, name, context, status_code=status)
 
 
-def _problem(request: Request, errors: list) -> HTMLResponse:
+def problem_page(request: Request, errors: list) -> HTMLResponse:
     first = with_code(errors[0])
     code = (first.extensions or {}).get("code", "BAD_INPUT")
     status = STATUS.get(code, 400)
-    return _message(request, "Not found" if status == 404 else "Bad request", first.message, status)
+    return message_page(request, "Not found" if status == 404 else "Bad request", first.message, status)
 
 
-def _message(request: Request, title: str, text: str, status: int) -> HTMLResponse:
-    return _render(request, "message.html", {"title": title, "text": text}, status)
+def message_page(request: Request, title: str, text: str, status: int) -> HTMLResponse:
+    return render_page(request, "message.html", {"title": title, "text": text}, status)
 
 
 def _scale(values) -> float:
@@ -156,7 +156,7 @@ def _renders(vis: list[dict]) -> list[dict]:
     return out
 
 
-def _units(nodes: list[dict]) -> list[diagram.Unit]:
+def diagram_units(nodes: list[dict]) -> list[diagram.Unit]:
     return [
         diagram.Unit(
             key=n["key"],
@@ -181,9 +181,9 @@ class Pages:
     async def home(self, request: Request) -> HTMLResponse:
         result = await self._run(MODELS, {})
         if result.errors:
-            return _problem(request, result.errors)
+            return problem_page(request, result.errors)
         models = [m for m in result.data["models"] if not m["removed"]]
-        return _render(request, "home.html", {"title": "Models", "models": models})
+        return render_page(request, "home.html", {"title": "Models", "models": models})
 
     async def browse(self, request: Request) -> HTMLResponse:
         """/n/model, /n/model/layer and /n/model/layer/index (the model part may be pinned: model@hash)."""
@@ -199,20 +199,20 @@ class Pages:
         model, _, pin = text.partition("@")
         result = await self._run(MODEL, {"k": model})
         if result.errors:
-            return _problem(request, result.errors)
+            return problem_page(request, result.errors)
         m = result.data["model"]
         if pin and not m["sha256"].startswith(pin.lower()):
-            return _message(request, "Not found", f"{model} has weights {m['shortHash']}, not {pin}", 404)
-        return _render(request, "model.html", {"title": m["key"], "m": m, "model": m})
+            return message_page(request, "Not found", f"{model} has weights {m['shortHash']}, not {pin}", 404)
+        return render_page(request, "model.html", {"title": m["key"], "m": m, "model": m})
 
     async def neuron(self, request: Request, key: str, extra: dict | None = None, status: int = 200) -> HTMLResponse:
         """The neuron page; ``extra``: what a refused form post re-shows (kb.web.annotate), with its ``status``."""
         try:  # the data of the NEURON query, from the same resolvers called directly (kb.web.neuron_view)
             data = await neuron_view.neuron(self.context_factory(), key)
         except GraphQLError as exc:
-            return _problem(request, [exc])
+            return problem_page(request, [exc])
         except Problem as exc:  # a domain error from a resolver called directly: coded as GraphQL would
-            return _problem(request, [GraphQLError(str(exc), original_error=exc)])
+            return problem_page(request, [GraphQLError(str(exc), original_error=exc)])
         n = data["neuron"]
         sides = [
             {"title": "Inputs", "total": n["inExcite"]["totalCount"] + n["inInhibit"]["totalCount"]},
@@ -230,12 +230,12 @@ class Pages:
             "kinds": KINDS,
             **(extra or {}),
         }
-        return _render(request, "neuron.html", context, status)
+        return render_page(request, "neuron.html", context, status)
 
     async def _layer(self, request: Request, key: str) -> HTMLResponse:
         result = await self._run(LAYER, {"k": key})
         if result.errors:
-            return _problem(request, result.errors)
+            return problem_page(request, result.errors)
         layer, claims = result.data["layer"], result.data["claims"]
         listed, more = claims["edges"], claims["pageInfo"]
         while more["hasNextPage"] and len(listed) < MAX_LAYER_CLAIMS:
@@ -279,21 +279,21 @@ class Pages:
             "render_link": "/graphql?query=" + quote(mutation),
             "mutation": mutation,
         }
-        return _render(request, "layer.html", context)
+        return render_page(request, "layer.html", context)
 
     async def claim(self, request: Request, extra: dict | None = None, status: int = 200) -> HTMLResponse:
         """/c/N (the current revision) or /c/N/R; ``extra`` and ``status``: a refused form post re-shown."""
         number, revision = request.path_params["number"], request.path_params.get("revision")
         if not number.isdigit() or (revision is not None and not revision.isdigit()):
-            return _message(request, "Not found", "claim pages are /c/N or /c/N/R", 404)
+            return message_page(request, "Not found", "claim pages are /c/N or /c/N/R", 404)
         if revision is None:  # the current revision
             current = await self._run("query($k: String!) { claim(key: $k) { revision } }", {"k": f"claim:{number}"})
             if current.errors:
-                return _problem(request, current.errors)
+                return problem_page(request, current.errors)
             revision = current.data["claim"]["revision"]
         result = await self._run(CLAIM, {"k": f"claim:{number}", "r": int(revision)})
         if result.errors:
-            return _problem(request, result.errors)
+            return problem_page(request, result.errors)
         c = result.data["claim"]
         r = c["revisionAt"]
         diffs = {}
@@ -325,7 +325,7 @@ class Pages:
             "statuses": STATUSES,
             **(extra or {}),
         }
-        return _render(request, "claim.html", context, status)
+        return render_page(request, "claim.html", context, status)
 
     async def search(self, request: Request) -> HTMLResponse:
         text = request.query_params.get("q", "").strip()
@@ -333,6 +333,6 @@ class Pages:
         if text:
             result = await self._run(SEARCH, {"q": text})
             if result.errors:
-                return _problem(request, result.errors)
+                return problem_page(request, result.errors)
             context.update(neurons=result.data["searchNeurons"], claims=result.data["searchClaims"])
-        return _render(request, "search.html", context)
+        return render_page(request, "search.html", context)
