@@ -67,3 +67,12 @@ def test_readme_graphql_examples_run(db_url, engine, inceptionv1, accounts, tmp_
                 .where(t.c.id.in_(render_ids or [-1]), t.c.status == "QUEUED", t.c.attempts == 0)
                 .values(status="FAILED", error="README example, not rendered by the tests")
             )
+
+
+def test_ci_runs_the_readmes_test_command():
+    """The README's first code block: the quick start, then the test command; .ci/run ends with that command."""
+    first_block = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1).splitlines()
+    test_command = first_block[1]
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert test_command == "bin/test"
+    assert [line for line in ci if line and not line.startswith("#")][-1] == test_command
