@@ -56,7 +56,6 @@ class GraphCache:
     # -- catalog -----------------------------------------------------------------------------------------
     def catalog(self, refresh: bool = False) -> Catalog:
         if refresh or self._catalog is None or time.monotonic() - self._catalog_at > self.catalog_ttl:
-            io_guard.check("the catalog")
             with self.engine.connect() as conn:
                 self._catalog = load_catalog(conn)
                 m = model_table
@@ -92,7 +91,7 @@ class GraphCache:
         g = self._graphs.get(model_key)
         if g is not None:
             return g
-        io_guard.check(f"the graph of {model_key}")
+        io_guard.check(f"the graph of {model_key}")  # before the lock: another thread may be reading it
         with self._lock:
             lock = self._model_locks.setdefault(model_key, threading.Lock())
         with lock:
@@ -164,7 +163,6 @@ class GraphCache:
         key = (g.key, target_layer_position)
         p = self._programs.get(key)
         if p is None and target_layer_position > 0:
-            io_guard.check("a link program")
             t = layer_link_table
             target_layer = g.layers[target_layer_position]
             with self.engine.connect() as conn:

@@ -1,10 +1,10 @@
 """Work that must not wait on the database: a guard that turns any connection checkout into ``NeedsIO``.
 
 The API answers small compiled queries on its event loop, where waiting for a connection or a query would stall
-every other request. Such work runs inside ``no_io()``; the engines' pool refuses a checkout there, and the
-graph cache refuses to read a catalog, a graph or a link program. The caller catches ``NeedsIO`` and runs the
-same work again on a worker thread, where the guard is off. Reads from memory (a loaded graph, a fresh
-catalog) never raise, so the common request never leaves the loop.
+every other request. Such work runs inside ``no_io()``; the engines' pool (kb.db.engine.GuardedPool) refuses a
+checkout there, before any ping or wait, and the graph cache refuses to wait on a graph another thread is
+reading. The caller catches ``NeedsIO`` and runs the same work again on a worker thread, where the guard is off.
+Reads from memory (a loaded graph, a fresh catalog) never raise, so the common request never leaves the loop.
 """
 
 from __future__ import annotations
@@ -32,8 +32,3 @@ def no_io() -> Iterator[None]:
 def check(what: str = "the database") -> None:
     if _FORBIDDEN.get():
         raise NeedsIO(what)
-
-
-def on_checkout(_dbapi_connection: object, _record: object, _proxy: object) -> None:
-    """A pool ``checkout`` listener: no connection leaves the pool under ``no_io()``."""
-    check("a database connection")

@@ -8,10 +8,9 @@ name with "Sign out", and the CSRF token in ``<meta name="csrf-token">`` for scr
 
 from __future__ import annotations
 
-from http.cookies import CookieError, SimpleCookie
-
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import cookie_parser
 
 from kb.claims import sessions
 from kb.claims.errors import Unauthenticated
@@ -28,15 +27,17 @@ class CurrentSession:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not scope["path"].startswith(SKIP):
             secret = _cookie(scope, sessions.COOKIE)
-            scope[SCOPE_KEY] = await run_in_threadpool(self.lookup, secret) if secret else None
+            scope[SCOPE_KEY] = await run_in_threadpool(session_of, self.engine, secret) if secret else None
         await self.app(scope, receive, send)
 
-    def lookup(self, secret: str) -> sessions.SessionInfo | None:
-        try:
-            with self.engine.connect() as conn:
-                return sessions.session(conn, secret)
-        except Unauthenticated:
-            return None
+
+def session_of(engine: sa.Engine, secret: str) -> sessions.SessionInfo | None:
+    """The live session behind a cookie's secret, or None (unknown, expired, revoked); reads the database."""
+    try:
+        with engine.connect() as conn:
+            return sessions.session(conn, secret)
+    except Unauthenticated:
+        return None
 
 
 def signed_in(request) -> sessions.SessionInfo | None:
@@ -47,10 +48,5 @@ def signed_in(request) -> sessions.SessionInfo | None:
 def _cookie(scope, name: str) -> str | None:
     for key, value in scope.get("headers") or ():
         if key == b"cookie":
-            try:
-                jar = SimpleCookie(value.decode("latin-1"))
-            except CookieError:
-                return None
-            if name in jar:
-                return jar[name].value
+            return cookie_parser(value.decode("latin-1")).get(name)
     return None

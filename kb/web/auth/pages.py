@@ -17,6 +17,7 @@ from kb.claims import accounts, sessions
 from kb.claims.errors import ClaimProblem, RateLimited, Unauthenticated
 from kb.settings import Settings
 from kb.web.auth import forms
+from kb.web.auth.current import SCOPE_KEY, session_of, signed_in
 
 NO_STORE = {"cache-control": "no-store"}
 
@@ -38,16 +39,12 @@ class AuthPages:
 
     # --- helpers -------------------------------------------------------------------------------------------
 
-    def current(self, request: Request) -> sessions.SessionInfo | None:
-        """The request's live session, if its cookie names one (called in a thread)."""
+    async def current(self, request: Request) -> sessions.SessionInfo | None:
+        """The request's live session: the one kb.web.auth.current looked up for it, else looked up now."""
+        if SCOPE_KEY in request.scope:
+            return signed_in(request)
         secret = request.cookies.get(sessions.COOKIE)
-        if not secret:
-            return None
-        try:
-            with self.engine.connect() as conn:
-                return sessions.session(conn, secret)
-        except Unauthenticated:
-            return None
+        return await run_in_threadpool(session_of, self.engine, secret) if secret else None
 
     async def session_post(
         self, request: Request, lists: bool = False, max_bytes: int = forms.MAX_FORM
@@ -57,7 +54,7 @@ class AuthPages:
         forms.check_origin(request, self.settings)
         read = forms.form_lists if lists else forms.form
         fields = await read(request, max_bytes)
-        info = await run_in_threadpool(self.current, request)
+        info = await self.current(request)
         if info is None:
             raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
         token = fields.get("csrf")
@@ -157,7 +154,7 @@ class AuthPages:
     # --- the account page ----------------------------------------------------------------------------------
 
     async def account(self, request: Request) -> Response:
-        info = await run_in_threadpool(self.current, request)
+        info = await self.current(request)
         if info is None:
             return RedirectResponse("/signin?next=/account", status_code=303, headers=NO_STORE)
         return await run_in_threadpool(self._account_page, request, info)
