@@ -113,17 +113,13 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     storage_root = settings.artifacts_dir
     live = Live(engine, graphs)
     pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings, offloop=offloop))
-    annotate = Annotate(
-        AuthPages(engine, settings),
-        pages,
-        schema,
-        lambda account: Context(graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account),
-    )
-    circuit_pages = CircuitPages(  # their forms write as the signed-in account: the context carries it
-        schema,
-        lambda account=None: Context(graphs=graphs, settings=settings, offloop=offloop, rates=rates, _account=account),
-        settings,
-    )
+    auth = AuthPages(engine, settings)
+
+    def as_account(account=None) -> Context:  # the forms write as the signed-in account: the context carries it
+        return Context(graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account)
+
+    annotate = Annotate(auth, pages, schema, as_account)
+    circuit_pages = CircuitPages(schema, as_account, auth)
 
     async def artifact(request: Request):
         name = request.path_params["name"]
@@ -158,7 +154,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/n/{rest:path}", pages.browse),
             Route("/c/{number}", pages.claim),
             Route("/c/{number}/{revision}", pages.claim),
-            *auth_routes(engine, settings),
+            *auth_routes(auth),
             *live_routes(live),
             Route("/explore", circuit_pages.explore),
             Route("/explore/circuit", circuit_pages.explore_post, methods=["POST"]),

@@ -10,7 +10,7 @@ stale edit re-shows the form with what was typed, and a stale edit shows the cur
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -20,6 +20,7 @@ from kb.schema.errors import with_code
 from kb.web import diagram
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
+from kb.web.auth.pages import AuthPages
 from kb.web.pages import CARD, diagram_units, message_page, problem_page, render_page
 
 MAX_FORM = 512 * 1024  # a selection or an edit names up to MAX_EDGES edges
@@ -69,28 +70,6 @@ class FormProblem(Exception):
         self.status = STATUS.get(code, 400)
 
 
-async def _session_form(request: Request, settings) -> tuple[object, dict[str, list[str]]]:
-    """A post from a signed-in page: same origin (kb.web.auth.forms), a live session (looked up by the
-    CurrentSession middleware), that session's CSRF token; the fields with all their values."""
-    forms.check_origin(request, settings)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise forms.Refused(415, "a form post is application/x-www-form-urlencoded")
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise forms.Refused(413, "the form is too large")
-    try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
-    except (UnicodeDecodeError, ValueError):
-        raise forms.Refused(400, "the form could not be read (too many fields?)") from None
-    info = signed_in(request)
-    if info is None:
-        raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
-    if not forms.same_token(_one(fields, "csrf"), info.csrf_token):
-        raise forms.Refused(403, "refused: the form's CSRF token is not this session's (reload the page)")
-    return info, fields
-
-
 def _one(fields: dict[str, list[str]], name: str) -> str:
     return (fields.get(name) or [""])[0]
 
@@ -112,10 +91,10 @@ def _refused(request: Request, exc: forms.Refused) -> HTMLResponse:
 
 
 class CircuitPages:
-    def __init__(self, schema, context_factory, settings):
+    def __init__(self, schema, context_factory, auth: AuthPages):
         self.schema = schema
         self.context_factory = context_factory  # (account or None) -> a kb.schema.context.Context
-        self.settings = settings
+        self.auth = auth  # its session_post checks every form post (origin, session, CSRF)
 
     async def _run(self, query: str, variables: dict, account=None):
         return await self.schema.execute(query, variable_values=variables, context_value=self.context_factory(account))
@@ -192,7 +171,7 @@ class CircuitPages:
         """The selection form: "Save as circuit" (createCircuit) or "Add to circuit" (updateCircuit at the
         revision the page showed; EDIT_CONFLICT re-reads the list and says so). Success: the circuit's page."""
         try:
-            info, fields = await _session_form(request, self.settings)
+            info, fields = await self.auth.session_post(request, lists=True, max_bytes=MAX_FORM, max_fields=MAX_FIELDS)
         except forms.Refused as exc:
             return _refused(request, exc)
         q = {k: _one(fields, k) for k in ("roots", "direction", "depth", "perNode")}
@@ -326,7 +305,7 @@ class CircuitPages:
         if not number.isdigit():
             return message_page(request, "Not found", "no such circuit", 404)
         try:
-            info, fields = await _session_form(request, self.settings)
+            info, fields = await self.auth.session_post(request, lists=True, max_bytes=MAX_FORM, max_fields=MAX_FIELDS)
         except forms.Refused as exc:
             return _refused(request, exc)
         try:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from starlette.routing import Route
 
-from kb.settings import Settings
 from kb.web.auth.pages import AuthPages
 
 
-def auth_routes(engine: sa.Engine, settings: Settings) -> list[Route]:
-    pages = AuthPages(engine, settings)
+def auth_routes(pages: AuthPages) -> list[Route]:
     return [
         Route("/signin", pages.signin_form, methods=["GET"]),
         Route("/signin", pages.signin, methods=["POST"]),

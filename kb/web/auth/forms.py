@@ -50,13 +50,13 @@ def check_origin(request: Request, settings: Settings) -> None:
         raise Refused(403, "refused: a cross-site form post")
 
 
-async def form(request: Request, max_bytes: int = MAX_FORM) -> dict[str, str]:
+async def form(request: Request, max_bytes: int = MAX_FORM, max_fields: int = 50) -> dict[str, str]:
     """The posted fields, the first value of each."""
-    return {k: v[0] for k, v in (await form_lists(request, max_bytes)).items()}
+    return {k: v[0] for k, v in (await form_lists(request, max_bytes, max_fields)).items()}
 
 
-async def form_lists(request: Request, max_bytes: int = MAX_FORM) -> dict[str, list[str]]:
-    """The posted fields, every value of each (checkboxes of one name)."""
+async def form_lists(request: Request, max_bytes: int = MAX_FORM, max_fields: int = 50) -> dict[str, list[str]]:
+    """The posted fields, every value of each (checkboxes of one name); at most ``max_fields`` of them."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise Refused(415, "a form post is application/x-www-form-urlencoded")
@@ -64,7 +64,7 @@ async def form_lists(request: Request, max_bytes: int = MAX_FORM) -> dict[str, l
     if len(body) > max_bytes:
         raise Refused(413, "the form is too large")
     try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50, strict_parsing=False)
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields, strict_parsing=False)
     except (UnicodeDecodeError, ValueError):
         raise Refused(400, "the form could not be read") from None
     return fields

@@ -47,13 +47,13 @@ class AuthPages:
         return await run_in_threadpool(session_of, self.engine, secret) if secret else None
 
     async def session_post(
-        self, request: Request, lists: bool = False, max_bytes: int = forms.MAX_FORM
+        self, request: Request, lists: bool = False, max_bytes: int = forms.MAX_FORM, max_fields: int = 50
     ) -> tuple[sessions.SessionInfo, dict]:
         """A post from a signed-in page: same origin, a live session, and that session's CSRF token. The fields
         as their first values, or with ``lists`` every value (checkboxes); ``max_bytes``: the largest body."""
         forms.check_origin(request, self.settings)
         read = forms.form_lists if lists else forms.form
-        fields = await read(request, max_bytes)
+        fields = await read(request, max_bytes, max_fields)
         info = await self.current(request)
         if info is None:
             raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
