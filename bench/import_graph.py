@@ -36,7 +36,7 @@ TARGETS = {"postgresql": {"lucent:inceptionv1": 10.0, "torchvision:resnet50": 25
 RSS_TARGET_MB = 1536
 
 
-def copy_floor(engine: sa.Engine, n: int = 4_000_000) -> float:
+def copy_floor(engine: sa.Engine, n: int = 1 << 22) -> float:
     """rows/s of the bare bulk write: n synthetic connection rows into a fresh table with no index."""
     rng = np.random.default_rng(0)
     t_ids, s_ids = rng.integers(1, 1 << 30, n, dtype=np.int32), rng.integers(1, 1 << 30, n, dtype=np.int32)
@@ -51,21 +51,23 @@ def copy_floor(engine: sa.Engine, n: int = 4_000_000) -> float:
             with (
                 raw.cursor() as cur,
                 cur.copy(
-                    "COPY floor_bench (model_id, target_id, source_id, weight, magnitude, method) "
+                    "COPY floor_bench (model_id, target_id, source_id, weight, magnitude) "
                     "FROM STDIN (FORMAT BINARY, FREEZE)"
                 ) as copy,
             ):
                 copy.write(bulk._PG_HEADER)
                 for lo in range(0, n, step):
                     sl = slice(lo, lo + step)
-                    copy.write(bulk.pg_binary_rows(1, t_ids[sl], s_ids[sl], w[sl], g[sl], "expanded"))
+                    block = bulk.EdgeBlock(  # a block as an import writes it: 512 sources into each target
+                        t_ids[sl][::512], s_ids[:512], w[sl].reshape(-1, 512), g[sl].reshape(-1, 512)
+                    )
+                    copy.write(bulk.pg_binary_rows(1, block).data.cast("B"))
                 copy.write(bulk._PG_TRAILER)
         else:
             conn.exec_driver_sql(
-                "CREATE TABLE floor_bench (model_id INT, target_id INT, source_id INT, weight REAL, magnitude REAL, "
-                "method TEXT)"
+                "CREATE TABLE floor_bench (model_id INT, target_id INT, source_id INT, weight REAL, magnitude REAL)"
             )
-            sql = "INSERT INTO floor_bench VALUES (?, ?, ?, ?, ?, ?)"
+            sql = "INSERT INTO floor_bench VALUES (?, ?, ?, ?, ?)"
             t = time.perf_counter()
             for lo in range(0, n, step):
                 sl = slice(lo, lo + step)
@@ -75,7 +77,6 @@ def copy_floor(engine: sa.Engine, n: int = 4_000_000) -> float:
                     s_ids[sl].tolist(),
                     w[sl].tolist(),
                     g[sl].tolist(),
-                    ["expanded"] * len(t_ids[sl]),
                     strict=True,
                 )
                 conn.exec_driver_sql(sql, list(rows))
@@ -91,7 +92,7 @@ def orm_sample(engine: sa.Engine, n: int) -> float:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"CREATE TABLE connection_bench PARTITION OF connection FOR VALUES IN ({fake_model})")
     rows = [
-        Connection(model_id=fake_model, target_id=i + 1, source_id=-(i + 1), weight=0.5, magnitude=0.5, method="x")
+        Connection(model_id=fake_model, target_id=i + 1, source_id=-(i + 1), weight=0.5, magnitude=0.5)
         for i in range(n)
     ]
     t = time.perf_counter()

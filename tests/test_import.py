@@ -30,10 +30,11 @@ def counts(engine):
 
 def edges(engine, key):
     sql = """
-        SELECT sl.key, s."index", tl.key, t."index", c.weight, c.magnitude, c.method
+        SELECT sl.key, s."index", tl.key, t."index", c.weight, c.magnitude, k.method
         FROM connection c
         JOIN neuron s ON s.id = c.source_id JOIN layer sl ON sl.id = s.layer_id
         JOIN neuron t ON t.id = c.target_id JOIN layer tl ON tl.id = t.layer_id
+        JOIN layer_link k ON k.source_layer_id = sl.id AND k.target_layer_id = tl.id
         JOIN model m ON m.id = t.model_id WHERE m.key = :key"""
     with engine.connect() as conn:
         return {(a, b, c, d): (w, g, meth) for a, b, c, d, w, g, meth in conn.execute(sa.text(sql), {"key": key})}

@@ -40,7 +40,7 @@ def test_the_filter_leaves_out_only_what_is_made_by_hand(engine, inceptionv1):
         tables = set(sa.inspect(conn).get_table_names())
     if engine.dialect.name == "postgresql":
         assert any(t.startswith("connection_m") for t in tables)
-        assert {"search", "ix_claim_search", "ix_connection_source"} <= names
+        assert {"search", "ix_claim_search"} <= names
     else:
         assert "claim_fts" in names
     keep = migrate.autogenerate_filter(engine.dialect.name)

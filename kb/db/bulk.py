@@ -7,7 +7,7 @@ inside the caller's transaction, and the model's unique key makes a concurrent i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, BinaryIO
@@ -23,60 +23,54 @@ Progress = Callable[[int], None]
 
 @dataclass
 class EdgeBlock:
-    """Edges of one link: local unit indices in the source and target layer."""
+    """The connections of one link into some of its target units, from every unit of its source layer:
+    ``weight[i, j]`` is the weight from neuron ``source_ids[j]`` into neuron ``target_ids[i]``."""
 
-    source_layer: str
-    target_layer: str
-    method: str
-    target: np.ndarray  # int32
-    source: np.ndarray  # int32
-    weight: np.ndarray  # float32
-    magnitude: np.ndarray  # float32
+    target_ids: np.ndarray  # int32 [k]
+    source_ids: np.ndarray  # int32 [n]
+    weight: np.ndarray  # float32 [k, n]
+    magnitude: np.ndarray  # float32 [k, n]
 
     def __len__(self) -> int:
-        return len(self.target)
+        return int(self.weight.size)
+
+    def pieces(self, rows: int) -> Iterator[EdgeBlock]:
+        """The block in pieces of whole target units, each of about ``rows`` connections at most."""
+        step = max(1, rows // max(1, len(self.source_ids)))
+        for lo in range(0, len(self.target_ids), step):
+            sl = slice(lo, lo + step)
+            yield EdgeBlock(self.target_ids[sl], self.source_ids, self.weight[sl], self.magnitude[sl])
 
 
 _PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _PG_TRAILER = (-1).to_bytes(2, "big", signed=True)
+_PG_ROW = np.dtype(  # a binary COPY tuple: the field count, then each field's length and value, big-endian
+    [
+        ("n", ">i2"),
+        ("l0", ">i4"),
+        ("model", ">i4"),
+        ("l1", ">i4"),
+        ("t", ">i4"),
+        ("l2", ">i4"),
+        ("s", ">i4"),
+        ("l3", ">i4"),
+        ("w", ">f4"),
+        ("l4", ">i4"),
+        ("g", ">f4"),
+    ]
+)
 
 
-def pg_binary_rows(
-    model_id: int,
-    target_ids: np.ndarray,
-    source_ids: np.ndarray,
-    weight: np.ndarray,
-    magnitude: np.ndarray,
-    method: str,
-) -> bytes:
-    """Rows of (model_id int4, target_id int4, source_id int4, weight float4, magnitude float4, method text)
-    in PostgreSQL's binary COPY format, built with numpy rather than row by row in Python."""
-    m = method.encode()
-    dt = np.dtype(
-        [
-            ("n", ">i2"),
-            ("l0", ">i4"),
-            ("model", ">i4"),
-            ("l1", ">i4"),
-            ("t", ">i4"),
-            ("l2", ">i4"),
-            ("s", ">i4"),
-            ("l3", ">i4"),
-            ("w", ">f4"),
-            ("l4", ">i4"),
-            ("g", ">f4"),
-            ("l5", ">i4"),
-            ("m", f"S{len(m)}"),
-        ]
-    )
-    rows = np.empty(len(target_ids), dtype=dt)
-    rows["n"] = 6
-    rows["l0"] = rows["l1"] = rows["l2"] = rows["l3"] = rows["l4"] = 4
-    rows["model"] = model_id
-    rows["t"], rows["s"], rows["w"], rows["g"] = target_ids, source_ids, weight, magnitude
-    rows["l5"] = len(m)
-    rows["m"] = m
-    return rows.tobytes()
+def pg_binary_rows(model_id: int, block: EdgeBlock) -> np.ndarray:
+    """The block's rows of (model_id int4, target_id int4, source_id int4, weight float4, magnitude float4) in
+    PostgreSQL's binary COPY format, built with numpy (broadcasting the ids) rather than row by row in Python."""
+    rows = np.empty(block.weight.shape, dtype=_PG_ROW)
+    rows[...] = np.array((5, 4, model_id, 4, 0, 4, 0, 4, 0.0, 4, 0.0), dtype=_PG_ROW)
+    rows["t"] = block.target_ids[:, None]
+    rows["s"] = block.source_ids[None, :]
+    rows["w"] = block.weight
+    rows["g"] = block.magnitude
+    return rows
 
 
 def insert_model(conn: sa.Connection, row: Model) -> int:
@@ -164,20 +158,16 @@ def partition_name(model_id: int) -> str:
 
 
 def insert_connections(
-    conn: sa.Connection,
-    model_id: int,
-    blocks: Iterable[tuple[EdgeBlock, np.ndarray, np.ndarray]],
-    progress: Progress | None = None,
+    conn: sa.Connection, model_id: int, blocks: Iterable[EdgeBlock], progress: Progress | None = None
 ) -> int:
-    """blocks: (edges, neuron ids of the source layer, neuron ids of the target layer). Returns rows written.
+    """Writes the blocks' connections; returns the rows written.
 
-    PostgreSQL: binary COPY into a new partition with no index, then its indexes are built once (about twice
-    as fast as COPY into indexed tables) and it is attached; all inside the caller's transaction. The partition
+    PostgreSQL: binary COPY into a new partition with no index, then its primary key is built once (about twice
+    as fast as COPY into an indexed table) and it is attached; all inside the caller's transaction. The partition
     is created in that transaction, so the COPY may FREEZE its rows (no hint-bit rewrite of every page on the
-    first read, no freezing vacuum later), and the index builds get a sort memory that fits a large model.
+    first read, no freezing vacuum later), and the index build gets a sort memory that fits a large model.
     """
     total = 0
-    step = 1 << 18
     if conn.dialect.name == "postgresql":
         part = partition_name(model_id)
         conn.exec_driver_sql(  # the partition's constraint from the start: attaching it then needs no scan
@@ -188,50 +178,43 @@ def insert_connections(
         with (
             raw.cursor() as cur,
             cur.copy(
-                f"COPY {part} (model_id, target_id, source_id, weight, magnitude, method) "
-                f"FROM STDIN (FORMAT BINARY, FREEZE)"
+                f"COPY {part} (model_id, target_id, source_id, weight, magnitude) FROM STDIN (FORMAT BINARY, FREEZE)"
             ) as copy,
         ):
             copy.write(_PG_HEADER)
-            for edges, src_ids, tgt_ids in blocks:
-                for lo in range(0, len(edges), step):
-                    sl = slice(lo, lo + step)
-                    copy.write(
-                        pg_binary_rows(
-                            model_id,
-                            tgt_ids[edges.target[sl]],
-                            src_ids[edges.source[sl]],
-                            edges.weight[sl],
-                            edges.magnitude[sl],
-                            edges.method,
-                        )
-                    )
-                    n = len(edges.target[sl])
-                    total += n
+            for block in blocks:
+                for piece in block.pieces(_PIECE_ROWS):
+                    copy.write(pg_binary_rows(model_id, piece).data.cast("B"))
+                    total += len(piece)
                     if progress:
-                        progress(n)
+                        progress(len(piece))
             copy.write(_PG_TRAILER)
         conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")  # sorts in memory: VGG16's 20 M rows
         conn.exec_driver_sql(f"ALTER TABLE {part} ADD PRIMARY KEY (target_id, source_id)")
-        conn.exec_driver_sql(f"CREATE INDEX {part}_source ON {part} (source_id)")
         conn.exec_driver_sql(f"ALTER TABLE connection ATTACH PARTITION {part} FOR VALUES IN ({int(model_id)})")
         conn.exec_driver_sql(f"ANALYZE {part}")
         return total
     # 64 MiB of page cache for this connection: VGG16 peaked at 1.6 GB with 256 MiB, and was not faster
     conn.exec_driver_sql("PRAGMA cache_size=-65536")
-    sql = "INSERT INTO connection (model_id, target_id, source_id, weight, magnitude, method) VALUES (?, ?, ?, ?, ?, ?)"
-    for edges, src_ids, tgt_ids in blocks:
-        for lo in range(0, len(edges), step):
-            sl = slice(lo, lo + step)
-            t, s = tgt_ids[edges.target[sl]].tolist(), src_ids[edges.source[sl]].tolist()
+    sql = "INSERT INTO connection (model_id, target_id, source_id, weight, magnitude) VALUES (?, ?, ?, ?, ?)"
+    for block in blocks:
+        for piece in block.pieces(_PIECE_ROWS):
+            k, n = piece.weight.shape
             rows = zip(
-                repeat(model_id), t, s, edges.weight[sl].tolist(), edges.magnitude[sl].tolist(), repeat(edges.method)
+                repeat(model_id),
+                np.repeat(piece.target_ids, n).tolist(),
+                np.tile(piece.source_ids, k).tolist(),
+                piece.weight.reshape(-1).tolist(),
+                piece.magnitude.reshape(-1).tolist(),
             )
             conn.exec_driver_sql(sql, list(rows))
-            total += len(t)
+            total += len(piece)
             if progress:
-                progress(len(t))
+                progress(len(piece))
     return total
+
+
+_PIECE_ROWS = 1 << 18
 
 
 def delete_graph(conn: sa.Connection, model_id: int) -> None:

@@ -29,15 +29,14 @@ def script_location() -> Path:
 
 # Made by hand in the migrations, so the models cannot declare them: left out of autogenerate on purpose.
 _HAND_MADE_TABLES = re.compile(r"claim_fts(_\w+)?|connection_m\d+")  # SQLite's FTS5; PostgreSQL's per-model partitions
-_HAND_MADE_POSTGRES = {("column", "search"), ("index", "ix_claim_search"), ("index", "ix_connection_source")}
+_HAND_MADE_POSTGRES = {("column", "search"), ("index", "ix_claim_search")}
 
 
 def autogenerate_filter(dialect: str) -> Callable[..., bool]:
     """Alembic's ``include_object`` for ``dialect``: what autogenerate compares.
 
     Left out: SQLite's FTS5 tables ``claim_fts*``; PostgreSQL's partitions ``connection_m{id}`` (made by the importer,
-    indexed one by one), the generated column ``claim.search`` and its index, and ``ix_connection_source`` (a
-    partitioned parent has no index of its own: each partition has one).
+    indexed one by one), and the generated column ``claim.search`` and its index.
     """
 
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:

@@ -95,7 +95,8 @@ class LayerLink(TableModel, table=True):
     method: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
     notes: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     program: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # structure (kb.graph.program.dumps)
-    arrays: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))  # npz of its weights
+    # npz of its weights; on PostgreSQL stored out of line without compression (migration 0006): floats do not compress
+    arrays: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
 layer_link_table = LayerLink.__table__
@@ -104,25 +105,26 @@ layer_link_table = LayerLink.__table__
 class Connection(TableModel, table=True):
     """One weighted edge between units of consecutive significant layers.
 
-    weight = sum of the kernel K (net excitation), magnitude = ||K||₂; K is recomputed from the layer link.
+    weight = sum of the kernel K (net excitation), magnitude = ||K||₂; K, and the method that made it, are the
+    layer link's (``layer_link``), so no row repeats them.
 
     On PostgreSQL the table is partitioned by model (LIST on model_id): an import COPYs a model's edges into a
     fresh partition, builds its indexes once and attaches it, all in the import's transaction; removing a
     model drops its partition. Each partition (and the single SQLite table) has the primary key
-    (target_id, source_id), which clusters a unit's inputs, and an index on source_id for its outputs.
+    (target_id, source_id), which clusters a unit's inputs; nothing else: the database is read by target (a
+    graph file is built from ranges of targets), and a unit's outputs are served from its model's graph file.
     No foreign keys on purpose: the importer writes the neurons first in the same transaction, and per-row
     RI checks would triple the load time.
     """
 
     __tablename__ = "connection"
-    __table_args__ = (sa.Index("ix_connection_source", "source_id"), {"sqlite_with_rowid": False})
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     model_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     target_id: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
     source_id: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
     weight: float = Field(sa_column=sa.Column(sa.REAL, nullable=False))
     magnitude: float = Field(sa_column=sa.Column(sa.REAL, nullable=False))
-    method: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
 
 
 connection_table = Connection.__table__

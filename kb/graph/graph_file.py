@@ -147,6 +147,22 @@ def _write_stamp(path: Path, crc: int) -> None:
         os.replace(tmp, stamp_path(path))
 
 
+def descending(values: np.ndarray) -> np.ndarray:
+    """Each row's column indices (int32) ordering its values from largest to smallest, ties by column: what
+    ``np.argsort(-values, axis=1, kind="stable")`` gives, about four times as fast. Each value becomes a 64-bit
+    key (the float's bits made order-preserving and inverted, above its column), so numpy's unstable SIMD sort
+    of distinct keys gives the stable order."""
+    cols = values.shape[1]
+    if cols >= 1 << 32:
+        raise ValueError(f"{cols} columns do not fit in a sort key")
+    bits = (np.asarray(values, np.float32) + np.float32(0)).view(np.uint32)  # + 0 makes -0.0 into 0.0
+    flipped = np.where(bits >> 31, bits, ~bits & np.uint32(0x7FFFFFFF))  # larger value -> smaller key
+    keys = flipped.astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(cols, dtype=np.uint64)
+    keys.sort(axis=1)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int32)
+
+
 class Writer:
     """Writes the file for ``expected`` from each link's weights, given by chunks of target units in order.
 
@@ -204,7 +220,7 @@ class Writer:
         lo = int(indptr[first_row])
         if int(indptr[first_row + k]) != lo + k * n:
             raise ValueError(f"{direction}: rows {first_row}..{first_row + k - 1} do not have {n} neighbours each")
-        order = np.argsort(-weight, axis=1, kind="stable")  # weight descending, ties by neighbour
+        order = descending(weight)
         w = np.take_along_axis(weight, order, 1)
         self._put(f"{direction}.weight", lo, w)
         self.small[f"{direction}.positives"][first_row : first_row + k] = (w > 0).sum(axis=1)
@@ -215,7 +231,7 @@ class Writer:
         order += other_first
         self._put(f"{direction}.other", lo, order)
         del order
-        self._put(f"{direction}.by_magnitude", lo, np.argsort(-g, axis=1, kind="stable"))  # ties in row order
+        self._put(f"{direction}.by_magnitude", lo, descending(g))
 
     def add(self, link: int, rows: np.ndarray, weight: np.ndarray, magnitude: np.ndarray) -> None:
         """Weights of target units ``rows`` (indices in the target layer, consecutive) from every source unit."""

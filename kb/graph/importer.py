@@ -82,32 +82,6 @@ def link_chunks(links: list[extract.Link], reporter: Reporter | None = None, rel
             del links[0]
 
 
-def as_block(link: _LinkName, targets: np.ndarray, weight: np.ndarray, magnitude: np.ndarray) -> bulk.EdgeBlock:
-    n = weight.shape[1]
-    return bulk.EdgeBlock(
-        link.source,
-        link.target,
-        link.method,
-        np.repeat(targets.astype(np.int32), n),
-        np.tile(np.arange(n, dtype=np.int32), len(targets)),
-        weight.reshape(-1),
-        magnitude.reshape(-1),
-    )
-
-
-def compute_edges(links: list[extract.Link], reporter: Reporter | None = None) -> list[bulk.EdgeBlock]:
-    """Every (source unit, target unit) pair of each link with its weight and magnitude, in memory (small models)."""
-    names = [_LinkName(k.source, k.target, k.program.method) for k in links]
-    return [as_block(names[i], t, w, g) for i, t, w, g in link_chunks(links, reporter)]
-
-
-@dataclass(frozen=True)
-class _LinkName:
-    source: str
-    target: str
-    method: str
-
-
 class _Failed:
     def __init__(self, exc: BaseException):
         self.exc = exc
@@ -296,7 +270,7 @@ def write_graph(
         total = sum(k.program.in_channels * k.program.out_channels for k in links)
         tick = reporter.stage("writing connections", total)
 
-        names = [_LinkName(k.source, k.target, k.program.method) for k in links]
+        ids = [(neuron_ids[layer_ids[k.target]], neuron_ids[layer_ids[k.source]]) for k in links]
 
         def timed_chunks() -> Iterator[Chunk]:
             chunks = link_chunks(links, reporter, release=True)
@@ -308,13 +282,13 @@ def write_graph(
                     return
                 yield item
 
-        def blocks() -> Iterator[tuple[bulk.EdgeBlock, np.ndarray, np.ndarray]]:
+        def blocks() -> Iterator[bulk.EdgeBlock]:
             for i, targets, weight, magnitude in prefetch(timed_chunks()):
                 if writer is not None:
                     writer.add(i, targets, weight, magnitude)
-                b = as_block(names[i], targets, weight, magnitude)
-                yield b, neuron_ids[layer_ids[b.source_layer]], neuron_ids[layer_ids[b.target_layer]]
-            reporter.stage("index and commit")  # the last rows are in: indexes are built, then the commit
+                target_ids, source_ids = ids[i]
+                yield bulk.EdgeBlock(target_ids[targets], source_ids, weight, magnitude)
+            reporter.stage("index and commit")  # the last rows are in: the key is built, then the commit
 
         try:
             written = bulk.insert_connections(conn, model_id, blocks(), tick)
