@@ -7,6 +7,8 @@ inside the caller's transaction, and the model's unique key makes a concurrent i
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -157,6 +159,41 @@ def partition_name(model_id: int) -> str:
     return f"connection_m{int(model_id)}"
 
 
+class Sender:
+    """Calls ``write`` on each array given to it, in order, from a thread of its own, at most ``depth`` arrays
+    behind: a COPY's socket then stays busy while the caller computes the next rows (numpy and socket writes
+    release the GIL), and memory stays at ``depth`` pieces. A failed write is raised to the caller."""
+
+    def __init__(self, write: Callable[[memoryview], object], depth: int = 4):
+        self._write = write
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(depth)
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kb-copy-sender", daemon=True)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._failed is None:
+                try:
+                    self._write(item.data.cast("B"))
+                except BaseException as exc:  # handed to the caller; later items are dropped
+                    self._failed = exc
+
+    def __call__(self, item: np.ndarray) -> None:
+        if self._failed is not None:
+            raise self._failed
+        self._queue.put(item)
+
+    def __enter__(self) -> Sender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._failed is not None and exc is None:
+            raise self._failed
+
+
 def insert_connections(
     conn: sa.Connection, model_id: int, blocks: Iterable[EdgeBlock], progress: Progress | None = None
 ) -> int:
@@ -182,12 +219,13 @@ def insert_connections(
             ) as copy,
         ):
             copy.write(_PG_HEADER)
-            for block in blocks:
-                for piece in block.pieces(_PIECE_ROWS):
-                    copy.write(pg_binary_rows(model_id, piece).data.cast("B"))
-                    total += len(piece)
-                    if progress:
-                        progress(len(piece))
+            with Sender(copy.write) as send:  # the server takes rows while the next ones are made
+                for block in blocks:
+                    for piece in block.pieces(_PIECE_ROWS):
+                        send(pg_binary_rows(model_id, piece))
+                        total += len(piece)
+                        if progress:
+                            progress(len(piece))
             copy.write(_PG_TRAILER)
         conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")  # sorts in memory: VGG16's 20 M rows
         conn.exec_driver_sql(f"ALTER TABLE {part} ADD PRIMARY KEY (target_id, source_id)")

@@ -79,15 +79,46 @@ class LinkProgram:
         At most ``chunk`` targets at a time, fewer when their kernels would exceed ``budget`` values (VGG16's
         conv5_3 -> fc6 kernels are 14x14 over 512 inputs: 83 targets, 32 MB)."""
         for start, stop in self.slices():
-            kh, kw = max((folded_size(t.ops) for t in self.terms if (t.start, t.stop) == (start, stop)), default=(1, 1))
+            terms = [t for t in self.terms if (t.start, t.stop) == (start, stop)]
+            head = _tiling_head(terms)
+            ops_sized = terms[0].ops[1:] if head else None
+            kh, kw = folded_size(ops_sized) if ops_sized else max((folded_size(t.ops) for t in terms), default=(1, 1))
             chunk = max(1, min(chunk, budget // max(1, self.in_channels * kh * kw)))
             for lo in range(0, stop - start, chunk):
                 rows = np.arange(lo, min(lo + chunk, stop - start))
-                k = self.kernels(start, stop, rows).weight
-                flat = k.reshape(k.shape[0], k.shape[1], -1)
-                weight = flat.sum(axis=2, dtype=np.float64).astype(np.float32)
-                magnitude = np.sqrt(np.einsum("tsk,tsk->ts", flat, flat, dtype=np.float64)).astype(np.float32)
+                if head is not None:
+                    weight, magnitude = self._tiled_sums(head, terms[0], rows)
+                else:
+                    k = self.kernels(start, stop, rows).weight
+                    flat = k.reshape(k.shape[0], k.shape[1], -1)
+                    weight = flat.sum(axis=2, dtype=np.float64).astype(np.float32)
+                    magnitude = np.sqrt(np.einsum("tsk,tsk->ts", flat, flat, dtype=np.float64)).astype(np.float32)
                 yield rows + start, weight, magnitude
+
+    def _tiled_sums(
+        self, head: Spatial, term: Term, rows: np.ndarray
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """sum(K) and ||K||₂ of the kernels of ``rows`` when K = head, then the rest of the term, and head's windows
+        do not overlap (VGG16's 2x2/2 pool before fc6): K's values are each head value times each value of the
+        rest's kernel B, once, so sum(K) = sum(head)·sum(B) and ||K||₂ = ||head||₂·||B||₂. K (4x B) is never made."""
+        b = to_dense(fold(list(term.ops[1:]), rows, term.channels), self.in_channels).weight
+        flat = b.reshape(b.shape[0], b.shape[1], -1)
+        f = head.filter.astype(np.float64)
+        weight = flat.sum(axis=2, dtype=np.float64) * f.sum()
+        magnitude = np.sqrt(np.einsum("tsk,tsk->ts", flat, flat, dtype=np.float64) * (f * f).sum())
+        return weight.astype(np.float32), magnitude.astype(np.float32)
+
+
+def _tiling_head(terms: list[Term]) -> Spatial | None:
+    """The first map of a slice's only chain when it is a channel-wise window whose stride is at least its size
+    (its windows tile the input, none overlapping) and more maps follow; else None."""
+    if len(terms) != 1 or len(terms[0].ops) < 2:
+        return None
+    head = terms[0].ops[0]
+    if not isinstance(head, Spatial):
+        return None
+    (kh, kw), (sh, sw) = head.size, head.stride
+    return head if sh >= kh and sw >= kw else None
 
 
 # -- storage -------------------------------------------------------------------------------------------
