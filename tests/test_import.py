@@ -146,13 +146,13 @@ def test_unknown_lucent_weights_are_refused_in_one_line(tmp_path, monkeypatch):
 
 def test_failed_import_leaves_nothing(engine, tiny_arch, monkeypatch):
     before = counts(engine)
-    real = bulk.insert_connections
+    real = bulk.index_connections
 
-    def fail_after_writing(conn, model_id, blocks, progress=None):
-        real(conn, model_id, blocks, progress)
+    def fail_after_writing(conn, model_id):  # every row is written by then: connections, links, their index
+        real(conn, model_id)
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(bulk, "insert_connections", fail_after_writing)
+    monkeypatch.setattr(bulk, "index_connections", fail_after_writing)
     with pytest.raises(RuntimeError, match="disk full"):
         import_model(engine, "test:tiny", key="tiny-fails", weights="random")
     assert counts(engine) == before

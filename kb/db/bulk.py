@@ -7,8 +7,6 @@ inside the caller's transaction, and the model's unique key makes a concurrent i
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -19,6 +17,7 @@ import sqlalchemy as sa
 
 from kb.db.engine import driver_connection
 from kb.db.tables import Model, layer_link_table, layer_table, model_table, neuron_table
+from kb.pipeline import Behind
 
 Progress = Callable[[int], None]
 
@@ -159,50 +158,24 @@ def partition_name(model_id: int) -> str:
     return f"connection_m{int(model_id)}"
 
 
-class Sender:
-    """Calls ``write`` on each array given to it, in order, from a thread of its own, at most ``depth`` arrays
-    behind: a COPY's socket then stays busy while the caller computes the next rows (numpy and socket writes
-    release the GIL), and memory stays at ``depth`` pieces. A failed write is raised to the caller."""
-
-    def __init__(self, write: Callable[[memoryview], object], depth: int = 4):
-        self._write = write
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(depth)
-        self._failed: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="kb-copy-sender", daemon=True)
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._failed is None:
-                try:
-                    self._write(item.data.cast("B"))
-                except BaseException as exc:  # handed to the caller; later items are dropped
-                    self._failed = exc
-
-    def __call__(self, item: np.ndarray) -> None:
-        if self._failed is not None:
-            raise self._failed
-        self._queue.put(item)
-
-    def __enter__(self) -> Sender:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: object, exc: object, tb: object) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._failed is not None and exc is None:
-            raise self._failed
-
-
 def insert_connections(
     conn: sa.Connection, model_id: int, blocks: Iterable[EdgeBlock], progress: Progress | None = None
 ) -> int:
-    """Writes the blocks' connections; returns the rows written.
+    """Writes the blocks' connections and indexes them; returns the rows written."""
+    written = copy_connections(conn, model_id, blocks, progress)
+    index_connections(conn, model_id)
+    return written
 
-    PostgreSQL: binary COPY into a new partition with no index, then its primary key is built once (about twice
-    as fast as COPY into an indexed table) and it is attached; all inside the caller's transaction. The partition
-    is created in that transaction, so the COPY may FREEZE its rows (no hint-bit rewrite of every page on the
-    first read, no freezing vacuum later), and the index build gets a sort memory that fits a large model.
+
+def copy_connections(
+    conn: sa.Connection, model_id: int, blocks: Iterable[EdgeBlock], progress: Progress | None = None
+) -> int:
+    """Writes the blocks' connections; returns the rows written. ``index_connections`` finishes the job.
+
+    PostgreSQL: binary COPY into a new partition with no index; ``index_connections`` then builds its primary key
+    once (about twice as fast as COPY into an indexed table) and attaches it; all inside the caller's transaction.
+    The partition is created in that transaction, so the COPY may FREEZE its rows (no hint-bit rewrite of every
+    page on the first read, no freezing vacuum later).
     """
     total = 0
     if conn.dialect.name == "postgresql":
@@ -219,18 +192,18 @@ def insert_connections(
             ) as copy,
         ):
             copy.write(_PG_HEADER)
-            with Sender(copy.write) as send:  # the server takes rows while the next ones are made
+
+            def send(rows: np.ndarray) -> None:
+                copy.write(rows.data.cast("B"))
+
+            with Behind(send, depth=4, name="kb-copy-sender") as behind:  # the server takes rows as more are made
                 for block in blocks:
                     for piece in block.pieces(_PIECE_ROWS):
-                        send(pg_binary_rows(model_id, piece))
+                        behind(pg_binary_rows(model_id, piece))
                         total += len(piece)
                         if progress:
                             progress(len(piece))
             copy.write(_PG_TRAILER)
-        conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")  # sorts in memory: VGG16's 20 M rows
-        conn.exec_driver_sql(f"ALTER TABLE {part} ADD PRIMARY KEY (target_id, source_id)")
-        conn.exec_driver_sql(f"ALTER TABLE connection ATTACH PARTITION {part} FOR VALUES IN ({int(model_id)})")
-        conn.exec_driver_sql(f"ANALYZE {part}")
         return total
     # 64 MiB of page cache for this connection: VGG16 peaked at 1.6 GB with 256 MiB, and was not faster
     conn.exec_driver_sql("PRAGMA cache_size=-65536")
@@ -250,6 +223,18 @@ def insert_connections(
             if progress:
                 progress(len(piece))
     return total
+
+
+def index_connections(conn: sa.Connection, model_id: int) -> None:
+    """PostgreSQL: the primary key of the model's new partition, built once with a sort memory that fits a large
+    model, then the partition is attached and analysed. SQLite's table is indexed as it is written."""
+    if conn.dialect.name != "postgresql":
+        return
+    part = partition_name(model_id)
+    conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")  # sorts in memory: VGG16's 20 M rows
+    conn.exec_driver_sql(f"ALTER TABLE {part} ADD PRIMARY KEY (target_id, source_id)")
+    conn.exec_driver_sql(f"ALTER TABLE connection ATTACH PARTITION {part} FOR VALUES IN ({int(model_id)})")
+    conn.exec_driver_sql(f"ANALYZE {part}")
 
 
 _PIECE_ROWS = 1 << 18

@@ -189,6 +189,7 @@ class Writer:
         self.small = {name: np.zeros(self.layout[name][2], self.layout[name][1]) for name in self._SMALL}
         self.small["neuron_ids"][:] = x.neuron_ids
         self._pending: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._crc: int | None = None
         self._fill_indptr()
 
     def _check_chain(self) -> None:
@@ -269,6 +270,11 @@ class Writer:
 
     def finish(self) -> Path:
         """Checksums the file and renames it into place (atomically: readers see the old file or the new one)."""
+        self.seal()
+        return self.publish()
+
+    def seal(self) -> None:
+        """Writes the per-unit arrays and the header, checksums the file and syncs it to disk."""
         if self._pending:
             raise ValueError(f"links {sorted(self._pending)} are incomplete")
         for name, values in self.small.items():
@@ -283,8 +289,14 @@ class Writer:
         os.pwrite(self._fd, crc.to_bytes(4, "little") + bytes(4), 16)
         os.fsync(self._fd)
         os.close(self._fd)
+        self._crc = crc
+
+    def publish(self) -> Path:
+        """Renames the sealed file into place (atomically: readers see the old file or the new one)."""
+        if self._crc is None:
+            raise ValueError("the graph file is not sealed")
         os.replace(self.tmp, self.path)
-        _write_stamp(self.path, crc)  # it was just computed from the bytes on disk
+        _write_stamp(self.path, self._crc)  # it was just computed from the bytes on disk
         return self.path
 
     def abort(self) -> None:

@@ -7,20 +7,22 @@ folder is given, the serving graph file (``kb.graph.graph_file``); no step holds
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
-import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
+from threadpoolctl import threadpool_limits
 
 from kb.db import bulk
 from kb.db.tables import Model, model_table
@@ -29,6 +31,7 @@ from kb.graph.keys import MODEL_KEY
 from kb.graph.store import LayerInfo
 from kb.graph.weights import load, state_dict_sha256
 from kb.graph.zoo.spec import Architecture
+from kb.pipeline import Behind, prefetch
 
 log = logging.getLogger("kb.import")
 
@@ -80,56 +83,6 @@ def link_chunks(links: list[extract.Link], reporter: Reporter | None = None, rel
         del link
         if release:
             del links[0]
-
-
-class _Failed:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-class _End:
-    pass
-
-
-T = TypeVar("T")
-
-
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Runs ``items`` in a thread, ``depth`` ahead of the consumer (numpy and COPY release the GIL)."""
-    q: queue.Queue[T | _Failed | _End] = queue.Queue(depth)
-    end, stop = _End(), threading.Event()
-
-    def put(x: T | _Failed | _End) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(x, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for x in items:
-                if not put(x):
-                    return
-            put(end)
-        except BaseException as exc:  # handed to the consumer
-            put(_Failed(exc))
-
-    thread = threading.Thread(target=run, name="kb-import-weights", daemon=True)
-    thread.start()
-    try:
-        while True:
-            x = q.get()
-            if isinstance(x, _End):
-                return
-            if isinstance(x, _Failed):
-                raise x.exc
-            yield x
-    finally:
-        stop.set()
-        thread.join()
 
 
 def check_key(key: str) -> None:
@@ -195,9 +148,12 @@ def import_model(
     report.layers, report.units = len(shapes), sum(s.units for s in shapes)
 
     t = time.perf_counter()
-    report.edges, report.graph_file, busy = write_graph(
-        engine, arch, key, sha, described, shapes, links, reporter, graphs_dir
-    )
+    # One BLAS thread while the edges are computed beside the database's COPY: OpenBLAS's idle threads spin, and
+    # on two cores they took the server process's CPU (ResNet50's COPY ran 13.9 s with two threads, 8.6 s with one).
+    with threadpool_limits(limits=1, user_api="blas"):
+        report.edges, report.graph_file, busy = write_graph(
+            engine, arch, key, sha, described, shapes, links, reporter, graphs_dir
+        )
     timings["write"] = time.perf_counter() - t
     timings["compute edges"] = busy  # inside the write, overlapped with it
     timings["total"] = time.perf_counter() - t0
@@ -250,21 +206,19 @@ def write_graph(
             ],
         )
         neuron_ids = bulk.insert_neurons(conn, model_id, {layer_ids[s.name]: s.units for s in shapes})
-        for link in links:  # one at a time, through a temporary file: VGG16's fc6 program alone is 0.4 GB
-            with tempfile.TemporaryFile() as f:
-                meta = program.dump(link.program, f)
-                size = f.tell()
-                f.seek(0)
-                row = {
-                    "model_id": model_id,
-                    "source_layer_id": layer_ids[link.source],
-                    "target_layer_id": layer_ids[link.target],
-                    "method": link.program.method,
-                    "notes": list(link.program.notes),
-                    "program": meta,
-                }
-                bulk.insert_link_streamed(conn, row, f, size)
-        del link  # the links' weights are released one by one as their edges are written
+        link_rows = [
+            {
+                "model_id": model_id,
+                "source_layer_id": layer_ids[k.source],
+                "target_layer_id": layer_ids[k.target],
+                "method": k.program.method,
+                "notes": list(k.program.notes),
+            }
+            for k in links
+        ]
+        # The link programs go to one temporary file from a thread while the edges are computed (VGG16's fc6
+        # program alone is 0.4 GB), and into the database after the connections, while the graph file catches up.
+        programs = _ProgramDump(links)
         if graphs_dir is not None:
             writer = _file_writer(graphs_dir, model_id, key, sha, shapes, links, layer_ids, neuron_ids)
         total = sum(k.program.in_channels * k.program.out_channels for k in links)
@@ -282,16 +236,39 @@ def write_graph(
                     return
                 yield item
 
+        sealed: list[OSError | None] = []
+
+        def add_to_file(chunk: Chunk | None) -> None:  # None: the last chunk was added
+            if writer is None:
+                return
+            if chunk is not None:
+                writer.add(*chunk)
+                return
+            try:
+                writer.seal()  # the checksum and fsync, while the database builds the key
+                sealed.append(None)
+            except OSError as exc:  # the database still gets the model; a server rebuilds the file on first use
+                sealed.append(exc)
+
+        # The graph file is written from the chunks in a thread of its own, behind the COPY and on through the
+        # primary key's build; the chunks it has yet to take are kept (at most the model's edges, 8 bytes each).
+        file_behind: Behind[Chunk | None] = Behind(add_to_file, name="kb-graph-file")
+
         def blocks() -> Iterator[bulk.EdgeBlock]:
-            for i, targets, weight, magnitude in prefetch(timed_chunks()):
-                if writer is not None:
-                    writer.add(i, targets, weight, magnitude)
+            for chunk in prefetch(timed_chunks(), name="kb-import-weights"):
+                file_behind(chunk)
+                i, targets, weight, magnitude = chunk
                 target_ids, source_ids = ids[i]
                 yield bulk.EdgeBlock(target_ids[targets], source_ids, weight, magnitude)
+            file_behind(None)
             reporter.stage("index and commit")  # the last rows are in: the key is built, then the commit
 
         try:
-            written = bulk.insert_connections(conn, model_id, blocks(), tick)
+            with file_behind, programs:
+                written = bulk.copy_connections(conn, model_id, blocks(), tick)
+                for row, (meta, offset, size) in zip(link_rows, programs.result(), strict=True):
+                    bulk.insert_link_streamed(conn, {**row, "program": meta}, programs.file_at(offset), size)
+                bulk.index_connections(conn, model_id)
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -300,11 +277,52 @@ def write_graph(
     path = None
     if writer is not None:
         try:
-            path = writer.finish()
+            if sealed and sealed[0] is not None:
+                raise sealed[0]
+            path = writer.publish()
         except OSError as exc:  # the database has the model; a server rebuilds the file on first use
             log.warning("the graph file was not written: %s", exc)
             writer.abort()
     return written, path, busy[0]
+
+
+class _ProgramDump:
+    """Writes each link's program (``kb.graph.program.dump``) to one temporary file, in a thread; ``result()``
+    gives (JSON structure, offset, size) per link. A program is released once it is written and its edges computed.
+    """
+
+    def __init__(self, links: list[extract.Link]):
+        self._links = list(links)
+        self._stop = threading.Event()
+        self._stack = contextlib.ExitStack()
+
+    def _dump(self, pending: list[extract.Link]) -> list[tuple[program.Meta, int, int]]:
+        out = []
+        while pending and not self._stop.is_set():
+            link = pending.pop(0)
+            offset = self._file.tell()
+            meta = program.dump(link.program, self._file)
+            out.append((meta, offset, self._file.tell() - offset))
+            del link
+        return out
+
+    def result(self) -> list[tuple[program.Meta, int, int]]:
+        return self._future.result()
+
+    def file_at(self, offset: int) -> BinaryIO:
+        self._file.seek(offset)
+        return self._file
+
+    def __enter__(self) -> _ProgramDump:
+        self._file = self._stack.enter_context(tempfile.TemporaryFile())
+        pool = self._stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="kb-dump-programs"))
+        self._stack.callback(self._stop.set)  # runs first: a failed import stops the dump at the next program
+        self._future = pool.submit(self._dump, self._links)
+        self._links = []
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
 
 
 def _file_writer(
