@@ -183,3 +183,19 @@ def test_file_rows_equal_the_in_memory_sort(tmp_path):
     same_graph(got, want)
     with pytest.raises(graph_file.GraphFileProblem, match="stale: its sha256"):
         graph_file.check(mapped, replace(x, sha256="cd" * 32))
+
+
+def test_descending_is_the_stable_sort_of_the_negated_values():
+    """The graph file orders rows with 64-bit keys; it must be exactly argsort(-v, stable): ties (zeros, -0.0,
+    repeated values) by column, infinities and subnormals in place."""
+    from kb.graph.graph_file import descending
+
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((40, 300)).astype(np.float32)
+    v[:, ::7] = 0.0
+    v[:, 3::11] = -0.0
+    v[:, 5::13] = 1.25
+    v[0, :4] = [np.inf, -np.inf, 1e-45, -1e-45]
+    got = descending(v)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, np.argsort(-v, axis=1, kind="stable"))

@@ -76,3 +76,27 @@ def test_direct_needs_exactly_one_parametric_op():
     bn = L.Dense(np.ones((1, 1, 1, 1)), parametric=False)
     assert LinkProgram(1, 1, (Term(0, 1, (L.box((2, 2), (2, 2), (0, 0)), conv, bn)),)).method == "direct"
     assert LinkProgram(1, 1, (Term(0, 1, (conv, conv)),)).method == "expanded"
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "tiles"),
+    [((2, 2), (2, 2), True), ((2, 3), (2, 4), True), ((3, 3), (2, 2), False), ((1, 1), (1, 1), True)],
+)
+def test_expand_sums_equal_those_of_the_kernels_it_may_skip_making(size, stride, tiles):
+    """After a window whose stride is at least its size, expand() sums without making the kernels; the sums must
+    be those of the kernels kernel() makes. An overlapping window (3x3/2) takes the general path."""
+    from kb.graph.program import _tiling_head
+
+    rng = np.random.default_rng(0)
+    window = L.Spatial(rng.random(size).astype(np.float32), stride, (0, 0))
+    conv = L.Dense(rng.standard_normal((5, 3, 3, 3)).astype(np.float32), pad=(1, 1))
+    program = LinkProgram(3, 5, (Term(0, 5, (window, conv)),))
+    assert (_tiling_head(list(program.terms)) is not None) == tiles
+    seen = 0
+    for rows, weight, magnitude in program.expand(chunk=2):
+        for i, target in enumerate(rows):
+            k = program.kernel(int(target)).weight[0].astype(np.float64)
+            np.testing.assert_allclose(weight[i], k.sum(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(magnitude[i], np.sqrt((k * k).sum(axis=(1, 2))), rtol=1e-5)
+            seen += 1
+    assert seen == 5
