@@ -232,7 +232,9 @@ def index_connections(conn: sa.Connection, model_id: int) -> None:
         return
     part = partition_name(model_id)
     conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")  # sorts in memory: VGG16's 20 M rows
-    conn.exec_driver_sql(f"ALTER TABLE {part} ADD PRIMARY KEY (target_id, source_id)")
+    # fillfactor 100: a partition is never updated (a model is removed by dropping it), so its key's pages are
+    # packed full (VGG16: 405 MB instead of 449 MB)
+    conn.exec_driver_sql(f"ALTER TABLE {part} ADD PRIMARY KEY (target_id, source_id) WITH (fillfactor = 100)")
     conn.exec_driver_sql(f"ALTER TABLE connection ATTACH PARTITION {part} FOR VALUES IN ({int(model_id)})")
     conn.exec_driver_sql(f"ANALYZE {part}")
 
