@@ -64,7 +64,7 @@ def prefetch(items: Iterable[T], depth: int = 2, name: str = "kb-prefetch") -> I
 class Behind(Generic[T]):
     """Calls ``fn`` on each item given to it, in order, from a thread of its own, at most ``depth`` items
     behind (0: no bound). A failure is raised to the caller at its next call or when the block ends; the items
-    after it are dropped. Leaving the block waits for the items given so far (``cancel()`` first drops them)."""
+    after it are dropped. Leaving the block waits for the items given so far, or drops them if it raised."""
 
     def __init__(self, fn: Callable[[T], object], depth: int = 0, name: str = "kb-behind"):
         self._fn = fn
@@ -85,9 +85,6 @@ class Behind(Generic[T]):
         if self._failed is not None:
             raise self._failed
         self._queue.put(item)
-
-    def cancel(self) -> None:
-        self._cancelled = True
 
     def __enter__(self) -> Behind[T]:
         self._thread.start()

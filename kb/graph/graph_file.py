@@ -149,9 +149,9 @@ def _write_stamp(path: Path, crc: int) -> None:
 
 def descending(values: np.ndarray) -> np.ndarray:
     """Each row's column indices (int32) ordering its values from largest to smallest, ties by column: what
-    ``np.argsort(-values, axis=1, kind="stable")`` gives, about four times as fast. Each value becomes a 64-bit
-    key (the float's bits made order-preserving and inverted, above its column), so numpy's unstable SIMD sort
-    of distinct keys gives the stable order."""
+    ``np.argsort(-values, axis=1, kind="stable")`` gives, 2.7 times as fast on a 256 x 4608 block. Each value
+    becomes a 64-bit key (the float's bits made order-preserving and inverted, above its column), so numpy's
+    unstable SIMD sort of distinct keys gives the stable order."""
     cols = values.shape[1]
     if cols >= 1 << 32:
         raise ValueError(f"{cols} columns do not fit in a sort key")

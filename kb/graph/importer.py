@@ -1,8 +1,10 @@
 """``kb import``: build a model's graph (layers, units, weighted connections) and write it in one transaction.
 
 The connections are streamed: a thread computes each link's weights a chunk of target units at a time while
-the main thread writes the previous chunk (PostgreSQL binary COPY, SQLite executemany) and, when a graphs
-folder is given, the serving graph file (``kb.graph.graph_file``); no step holds a whole model's edges.
+the main thread encodes the previous chunk for the database (PostgreSQL binary COPY, sent from a thread of its
+own; SQLite executemany). When a graphs folder is given, the serving graph file (``kb.graph.graph_file``) is
+written from the same chunks in another thread, and the link programs are dumped from a third; no step holds a
+whole model's edges (``kb.pipeline`` runs the threads).
 """
 
 from __future__ import annotations
@@ -236,7 +238,7 @@ def write_graph(
                     return
                 yield item
 
-        sealed: list[OSError | None] = []
+        unsealed: list[OSError] = []  # why the graph file could not be sealed, if it could not
 
         def add_to_file(chunk: Chunk | None) -> None:  # None: the last chunk was added
             if writer is None:
@@ -246,9 +248,8 @@ def write_graph(
                 return
             try:
                 writer.seal()  # the checksum and fsync, while the database builds the key
-                sealed.append(None)
             except OSError as exc:  # the database still gets the model; a server rebuilds the file on first use
-                sealed.append(exc)
+                unsealed.append(exc)
 
         # The graph file is written from the chunks in a thread of its own, behind the COPY and on through the
         # primary key's build; the chunks it has yet to take are kept (at most the model's edges, 8 bytes each).
@@ -277,8 +278,8 @@ def write_graph(
     path = None
     if writer is not None:
         try:
-            if sealed and sealed[0] is not None:
-                raise sealed[0]
+            if unsealed:
+                raise unsealed[0]
             path = writer.publish()
         except OSError as exc:  # the database has the model; a server rebuilds the file on first use
             log.warning("the graph file was not written: %s", exc)

@@ -81,18 +81,16 @@ class LinkProgram:
         for start, stop in self.slices():
             terms = [t for t in self.terms if (t.start, t.stop) == (start, stop)]
             head = _tiling_head(terms)
-            ops_sized = terms[0].ops[1:] if head else None
-            kh, kw = folded_size(ops_sized) if ops_sized else max((folded_size(t.ops) for t in terms), default=(1, 1))
+            made = [terms[0].ops[1:]] if head else [t.ops for t in terms]  # the chains whose kernels are made
+            kh, kw = max((folded_size(ops) for ops in made), default=(1, 1))
             chunk = max(1, min(chunk, budget // max(1, self.in_channels * kh * kw)))
             for lo in range(0, stop - start, chunk):
                 rows = np.arange(lo, min(lo + chunk, stop - start))
                 if head is not None:
                     weight, magnitude = self._tiled_sums(head, terms[0], rows)
                 else:
-                    k = self.kernels(start, stop, rows).weight
-                    flat = k.reshape(k.shape[0], k.shape[1], -1)
-                    weight = flat.sum(axis=2, dtype=np.float64).astype(np.float32)
-                    magnitude = np.sqrt(np.einsum("tsk,tsk->ts", flat, flat, dtype=np.float64)).astype(np.float32)
+                    total, squares = _sums(self.kernels(start, stop, rows).weight)
+                    weight, magnitude = total.astype(np.float32), np.sqrt(squares).astype(np.float32)
                 yield rows + start, weight, magnitude
 
     def _tiled_sums(
@@ -101,12 +99,15 @@ class LinkProgram:
         """sum(K) and ||K||₂ of the kernels of ``rows`` when K = head, then the rest of the term, and head's windows
         do not overlap (VGG16's 2x2/2 pool before fc6): K's values are each head value times each value of the
         rest's kernel B, once, so sum(K) = sum(head)·sum(B) and ||K||₂ = ||head||₂·||B||₂. K (4x B) is never made."""
-        b = to_dense(fold(list(term.ops[1:]), rows, term.channels), self.in_channels).weight
-        flat = b.reshape(b.shape[0], b.shape[1], -1)
+        total, squares = _sums(to_dense(fold(list(term.ops[1:]), rows, term.channels), self.in_channels).weight)
         f = head.filter.astype(np.float64)
-        weight = flat.sum(axis=2, dtype=np.float64) * f.sum()
-        magnitude = np.sqrt(np.einsum("tsk,tsk->ts", flat, flat, dtype=np.float64) * (f * f).sum())
-        return weight.astype(np.float32), magnitude.astype(np.float32)
+        return (total * f.sum()).astype(np.float32), np.sqrt(squares * (f * f).sum()).astype(np.float32)
+
+
+def _sums(kernels: np.ndarray) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each [target, source] kernel's sum and sum of squares, in float64."""
+    flat = kernels.reshape(kernels.shape[0], kernels.shape[1], -1)
+    return flat.sum(axis=2, dtype=np.float64), np.einsum("tsk,tsk->ts", flat, flat, dtype=np.float64)
 
 
 def _tiling_head(terms: list[Term]) -> Spatial | None:
