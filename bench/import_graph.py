@@ -3,9 +3,9 @@ the bulk-write floor measured in the same run, and optionally against a baseline
 
 Each import runs as its own `kb import` process under `/usr/bin/time -v` (peak RSS); the import prints its own
 wall time (weights loaded to commit, without Python's start-up) and its write time. The floor is a binary COPY
-(PostgreSQL) or an executemany (SQLite) of synthetic rows of the same shape into a table with no index, so
-"of floor" says how close an import's rows/s come to what the database can take at all. A naive ORM insert of
-a sample (SQLModel objects, one commit) is printed for scale. Usage:
+(PostgreSQL) or the importer's INSERTs of 500 rows (SQLite) of synthetic rows of the same shape into a table
+with no index, so "of floor" says how close an import's rows/s come to what the database can take at all. A
+naive ORM insert of a sample (SQLModel objects, one commit) is printed for scale. Usage:
 
     python bench/import_graph.py [--models lucent:inceptionv1 torchvision:vgg16 torchvision:resnet50]
         [--databases postgresql sqlite] [--baseline /path/to/old/checkout] [--sample 20000]
@@ -67,19 +67,12 @@ def copy_floor(engine: sa.Engine, n: int = 1 << 22) -> float:
             conn.exec_driver_sql(
                 "CREATE TABLE floor_bench (model_id INT, target_id INT, source_id INT, weight REAL, magnitude REAL)"
             )
-            sql = "INSERT INTO floor_bench VALUES (?, ?, ?, ?, ?)"
+            cur = conn.connection.driver_connection.cursor()
             t = time.perf_counter()
             for lo in range(0, n, step):
                 sl = slice(lo, lo + step)
-                rows = zip(
-                    [1] * len(t_ids[sl]),
-                    t_ids[sl].tolist(),
-                    s_ids[sl].tolist(),
-                    w[sl].tolist(),
-                    g[sl].tolist(),
-                    strict=True,
-                )
-                conn.exec_driver_sql(sql, list(rows))
+                block = bulk.EdgeBlock(t_ids[sl][::512], s_ids[:512], w[sl].reshape(-1, 512), g[sl].reshape(-1, 512))
+                bulk.sqlite_insert(cur, 1, block, table="floor_bench")  # as an import writes it
         elapsed = time.perf_counter() - t
         tx.rollback()
     return n / elapsed

@@ -180,3 +180,34 @@ def test_removed_model_leaves_a_tombstone(engine, tiny_arch):
         import_model(engine, "test:tiny", key="tiny-removed", weights="random")
     # the hand-built model's edges were not touched
     assert len(edges(engine, "tiny-hand")) == len(tiny.EXPECTED)
+
+
+def test_bulk_write_of_several_pieces_reads_back_exactly(engine):
+    """More rows than one piece (262,144) and than one SQLite statement (500), with a remainder of each: every
+    row reads back with its float32 weight and magnitude unchanged, in key order. Rolled back afterwards."""
+    rng = np.random.default_rng(7)
+    targets = np.arange(1_000_000, 1_000_700, dtype=np.int32)  # ids no neuron has: no model is touched
+    sources = np.sort(rng.choice(np.arange(2_000_000, 2_100_000, dtype=np.int32), 401, replace=False))
+    weight = rng.standard_normal((700, 401), dtype=np.float32)
+    magnitude = np.abs(rng.standard_normal((700, 401), dtype=np.float32))
+    weight[0, 0], magnitude[0, 0] = np.float32(1e-38), np.float32(3.4e38)  # float32's extremes survive
+    block = bulk.EdgeBlock(targets, sources, weight, magnitude)
+    assert len(list(block.pieces(bulk._PIECE_ROWS))) == 2
+    model_id = 999_999
+    with engine.connect() as conn:
+        tx = conn.begin()
+        try:
+            assert bulk.copy_connections(conn, model_id, [block]) == 700 * 401
+            bulk.index_connections(conn, model_id)
+            rows = conn.exec_driver_sql(
+                "SELECT target_id, source_id, weight, magnitude FROM connection "
+                f"WHERE model_id = {model_id} ORDER BY target_id, source_id"
+            ).all()
+        finally:
+            tx.rollback()
+    got = np.array(rows, dtype=np.float64)
+    assert got.shape == (700 * 401, 4)
+    np.testing.assert_array_equal(got[:, 0], np.repeat(targets, 401))
+    np.testing.assert_array_equal(got[:, 1], np.tile(sources, 700))
+    np.testing.assert_array_equal(got[:, 2].astype(np.float32), weight.reshape(-1))
+    np.testing.assert_array_equal(got[:, 3].astype(np.float32), magnitude.reshape(-1))

@@ -1,4 +1,4 @@
-"""Bulk writing of a model's graph in one transaction: PostgreSQL binary COPY, SQLite executemany.
+"""Bulk writing of a model's graph in one transaction: PostgreSQL binary COPY, SQLite INSERTs of 500 rows each.
 
 A failed import leaves nothing behind: every row (model, layers, neurons, links, connections) is written
 inside the caller's transaction, and the model's unique key makes a concurrent import of the same key fail.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -45,7 +45,7 @@ class EdgeBlock:
 
 _PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _PG_TRAILER = (-1).to_bytes(2, "big", signed=True)
-_PIECE_ROWS = 1 << 18  # connections per write: a COPY message of 11 MB, an executemany of 262,144 rows
+_PIECE_ROWS = 1 << 18  # connections per write: a COPY message of 11 MB, 525 SQLite INSERTs
 _PG_ROW = np.dtype(  # a binary COPY tuple: the field count, then each field's length and value, big-endian
     [
         ("n", ">i2"),
@@ -199,22 +199,50 @@ def copy_connections(
         return total
     # 64 MiB of page cache for this connection: VGG16 peaked at 1.6 GB with 256 MiB, and was not faster
     conn.exec_driver_sql("PRAGMA cache_size=-65536")
-    sql = "INSERT INTO connection (model_id, target_id, source_id, weight, magnitude) VALUES (?, ?, ?, ?, ?)"
-    for block in blocks:
-        for piece in block.pieces(_PIECE_ROWS):
-            k, n = piece.weight.shape
-            rows = zip(
-                repeat(model_id),
-                np.repeat(piece.target_ids, n).tolist(),
-                np.tile(piece.source_ids, k).tolist(),
-                piece.weight.reshape(-1).tolist(),
-                piece.magnitude.reshape(-1).tolist(),
-            )
-            conn.exec_driver_sql(sql, list(rows))
-            total += len(piece)
-            if progress:
-                progress(len(piece))
+    cur = driver_connection(conn).cursor()
+    try:
+        for block in blocks:
+            for piece in block.pieces(_PIECE_ROWS):
+                sqlite_insert(cur, model_id, piece)
+                total += len(piece)
+                if progress:
+                    progress(len(piece))
+    finally:
+        cur.close()
     return total
+
+
+_SQLITE_BATCH = 500  # rows per INSERT: 2,000 parameters, well inside SQLite's limit of 32,766
+
+
+def _sqlite_values(table: str, model_id: int, rows: int) -> str:
+    values = ",".join([f"({int(model_id)},?,?,?,?)"] * rows)
+    return f"INSERT INTO {table} (model_id, target_id, source_id, weight, magnitude) VALUES {values}"
+
+
+def sqlite_insert(cursor: Any, model_id: int, block: EdgeBlock, table: str = "connection") -> None:
+    """Inserts the block's rows with a sqlite3 cursor, 500 rows to a statement.
+
+    One statement per row (``executemany``) spends most of its time starting and ending the statement and finding
+    the insert's place in the key from its root; one statement of many rows keeps its cursor at the end of the key,
+    where rows in key order go. 8 M rows into the table: 1.1 M rows/s by ``executemany``, 2.3 M rows/s so.
+    The parameters are one flat list made by slice assignments; each target's id object is repeated over its
+    sources and the sources' id objects over the targets, so only the two floats of a row are new objects."""
+    k, n = block.weight.shape
+    rows = k * n
+    flat: list[Any] = [None] * (4 * rows)
+    flat[0::4] = list(chain.from_iterable(repeat(t, n) for t in block.target_ids.tolist()))
+    flat[1::4] = block.source_ids.tolist() * k
+    flat[2::4] = block.weight.reshape(-1).tolist()
+    flat[3::4] = block.magnitude.reshape(-1).tolist()
+    whole = rows - rows % _SQLITE_BATCH
+    if whole:
+        sql = _sqlite_values(table, model_id, _SQLITE_BATCH)
+        step = 4 * _SQLITE_BATCH
+        for lo in range(0, 4 * whole, step):
+            cursor.execute(sql, flat[lo : lo + step])
+    if rows > whole:
+        cursor.execute(_sqlite_values(table, model_id, rows - whole), flat[4 * whole :])
 
 
 def index_connections(conn: sa.Connection, model_id: int) -> None:

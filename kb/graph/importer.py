@@ -2,9 +2,9 @@
 
 The connections are streamed: a thread computes each link's weights a chunk of target units at a time while
 the main thread encodes the previous chunk for the database (PostgreSQL binary COPY, sent from a thread of its
-own; SQLite executemany). When a graphs folder is given, the serving graph file (``kb.graph.graph_file``) is
-written from the same chunks in another thread, and the link programs are dumped from a third; no step holds a
-whole model's edges (``kb.pipeline`` runs the threads).
+own; SQLite INSERTs of 500 rows each). When a graphs folder is given, the serving graph file
+(``kb.graph.graph_file``) is written from the same chunks in another thread, and the link programs are dumped
+from a third; no step holds a whole model's edges (``kb.pipeline`` runs the threads).
 """
 
 from __future__ import annotations
