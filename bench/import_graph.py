@@ -34,6 +34,7 @@ from kb.db.tables import Connection
 PG_ADMIN = os.environ.get("KB_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TARGETS = {"postgresql": {"lucent:inceptionv1": 10.0, "torchvision:resnet50": 25.0, "torchvision:vgg16": 30.0}}
 RSS_TARGET_MB = 1536
+SQLITE_RATIO = 2.0  # an import into SQLite takes at most twice as long as into PostgreSQL
 
 
 def copy_floor(engine: sa.Engine, n: int = 1 << 22) -> float:
@@ -160,6 +161,7 @@ def main() -> None:
         f"{'db':<11} {'code':<9} {'import':<22} {'rows':>10} {'total s':>8} {'write s':>8} {'rows/s':>10} "
         f"{'of floor':>8} {'peak MB':>8} {'target s':>8}"
     )
+    totals: dict[tuple[str, str, str], float] = {}  # (database, code, model) -> total seconds
     for kind in args.databases:
         for label, code in codes:
             url, drop = fresh_database(kind)
@@ -172,6 +174,7 @@ def main() -> None:
                     for source in args.models:
                         r = kb_import(url, source, code, data_dir)
                         rate = r["rows"] / r["total"]
+                        totals[kind, label, source] = r["total"]
                         target = TARGETS.get(kind, {}).get(source)
                         print(
                             f"{kind:<11} {label:<9} {source:<22} {r['rows']:>10,} {r['total']:>8.1f} "
@@ -185,6 +188,11 @@ def main() -> None:
                 engine.dispose()
             finally:
                 drop()
+    for label, _ in codes:
+        for source in args.models:
+            pg, lite = totals.get(("postgresql", label, source)), totals.get(("sqlite", label, source))
+            if pg and lite:
+                print(f"sqlite / postgresql  {label:<9} {source:<22} {lite / pg:>5.2f}x  (target <= {SQLITE_RATIO}x)")
     print(f"load average at end: {uptime()}; peak RSS target {RSS_TARGET_MB} MB")
 
 
