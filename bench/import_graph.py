@@ -143,6 +143,22 @@ def fresh_database(kind: str):
     return url, lambda: None
 
 
+def disk_write_rate(mb: int = 256) -> float:
+    """MB/s of a synced write of ``mb`` MB to a temporary file: PostgreSQL's imports wait for their WAL to reach
+    the disk, so on a slow or busy disk they are bound by it (the figure says how fast the disk was then)."""
+    piece = np.random.default_rng(0).bytes(8 << 20)
+    fd, path = tempfile.mkstemp(prefix="kb-disk-bench-")
+    try:
+        t = time.perf_counter()
+        for _ in range(mb // 8):
+            os.write(fd, piece)
+        os.fsync(fd)
+        return mb / (time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def uptime() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
@@ -157,6 +173,7 @@ def main() -> None:
     here = Path(__file__).resolve().parent.parent
     codes = [("this", here)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     print(f"load average (1, 5, 15 min) at start: {uptime()}; {os.cpu_count()} CPUs")
+    print(f"disk: a synced 256 MB write at {disk_write_rate():.0f} MB/s")
     print(
         f"{'db':<11} {'code':<9} {'import':<22} {'rows':>10} {'total s':>8} {'write s':>8} {'rows/s':>10} "
         f"{'of floor':>8} {'peak MB':>8} {'target s':>8}"
@@ -193,6 +210,7 @@ def main() -> None:
             pg, lite = totals.get(("postgresql", label, source)), totals.get(("sqlite", label, source))
             if pg and lite:
                 print(f"sqlite / postgresql  {label:<9} {source:<22} {lite / pg:>5.2f}x  (target <= {SQLITE_RATIO}x)")
+    print(f"disk at end: a synced 256 MB write at {disk_write_rate():.0f} MB/s")
     print(f"load average at end: {uptime()}; peak RSS target {RSS_TARGET_MB} MB")
 
 
