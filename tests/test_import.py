@@ -1,5 +1,7 @@
 """Import into the database: hand-computed edges, stable keys, refusals that leave the database unchanged."""
 
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,7 +14,7 @@ import torch
 from kb.db import bulk
 from kb.db.catalog import load_catalog
 from kb.db.tables import LayerLink
-from kb.graph import program, zoo
+from kb.graph import extract, importer, program, zoo
 from kb.graph.importer import ImportProblem, import_model, remove_model
 from kb.graph.keys import Removed
 from kb.graph.weights import WeightsProblem, load, reload, state_dict_sha256
@@ -211,3 +213,45 @@ def test_bulk_write_of_several_pieces_reads_back_exactly(engine):
     np.testing.assert_array_equal(got[:, 1], np.tile(sources, 700))
     np.testing.assert_array_equal(got[:, 2].astype(np.float32), weight.reshape(-1))
     np.testing.assert_array_equal(got[:, 3].astype(np.float32), magnitude.reshape(-1))
+
+
+def test_each_link_waits_for_the_programs_before_it_to_be_on_file(tiny_arch, monkeypatch):
+    """No link's edges start while an earlier link's program is still held for the dump (VGG16's fc6 is 0.4 GB)."""
+    model, _ = load(tiny_arch, "random", 0)
+    _, links = extract.links(model, tiny_arch)
+    real_dump = program.dump
+
+    def slow_dump(*args):  # a dump slower than the edges, as VGG16's fc6 is
+        time.sleep(0.2)
+        return real_dump(*args)
+
+    monkeypatch.setattr(program, "dump", slow_dump)
+    seen = []
+    with importer._ProgramDump(links) as dump:
+
+        def after(i):
+            dump.wait_written(i)
+            seen.append((i, dump._written))
+
+        chunks = list(importer.link_chunks(list(links), release=True, after_link=after))
+        assert len(dump.result()) == len(links)
+    assert {c[0] for c in chunks} == set(range(len(links)))
+    assert [i for i, _ in seen] == list(range(len(links)))
+    assert all(written > i for i, written in seen)
+
+
+def test_a_failed_program_dump_does_not_hold_the_edges_up(tiny_arch, monkeypatch):
+    model, _ = load(tiny_arch, "random", 0)
+    _, links = extract.links(model, tiny_arch)
+
+    def disk_full(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(program, "dump", disk_full)
+    with importer._ProgramDump(links) as dump:
+        waiter = threading.Thread(target=dump.wait_written, args=(len(links) - 1,))
+        waiter.start()
+        waiter.join(timeout=10)
+        assert not waiter.is_alive()
+        with pytest.raises(OSError, match="disk full"):
+            dump.result()

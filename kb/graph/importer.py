@@ -69,10 +69,16 @@ class ImportReport:
 Chunk = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # (link index, targets, weight, magnitude)
 
 
-def link_chunks(links: list[extract.Link], reporter: Reporter | None = None, release: bool = False) -> Iterator[Chunk]:
+def link_chunks(
+    links: list[extract.Link],
+    reporter: Reporter | None = None,
+    release: bool = False,
+    after_link: Callable[[int], None] | None = None,
+) -> Iterator[Chunk]:
     """(link index, target units, weight[targets, sources], magnitude[targets, sources]) for every pair of
     units of each link, a chunk of target units at a time. With ``release``, each link is removed from the front
-    of ``links`` once it is done, so that its weights can be freed (VGG16's fc6: 0.4 GB) before the next."""
+    of ``links`` once it is done, so that its weights can be freed (VGG16's fc6: 0.4 GB) before the next.
+    ``after_link(i)`` is called once link ``i`` is done, before the next one starts."""
     reporter = reporter or Reporter()
     for i in range(len(links)):
         link = links[0] if release else links[i]
@@ -85,6 +91,8 @@ def link_chunks(links: list[extract.Link], reporter: Reporter | None = None, rel
         del link
         if release:
             del links[0]
+        if after_link is not None:
+            after_link(i)
 
 
 def check_key(key: str) -> None:
@@ -229,7 +237,9 @@ def write_graph(
         ids = [(neuron_ids[layer_ids[k.target]], neuron_ids[layer_ids[k.source]]) for k in links]
 
         def timed_chunks() -> Iterator[Chunk]:
-            chunks = link_chunks(links, reporter, release=True)
+            # a link's edges wait for the programs before it to be on file, so that no program is held on: VGG16's
+            # fc6 (0.4 GB) was still being written while fc7's edges were made, and the import peaked at 1.5 GB
+            chunks = link_chunks(links, reporter, release=True, after_link=programs.wait_written)
             while True:
                 t = time.perf_counter()
                 item = next(chunks, None)
@@ -296,6 +306,8 @@ class _ProgramDump:
         self._links = list(links)
         self._stop = threading.Event()
         self._stack = contextlib.ExitStack()
+        self._written = 0  # links whose programs are on file (and released)
+        self._progress = threading.Condition()
 
     def _dump(self, pending: list[extract.Link]) -> list[tuple[program.Meta, int, int]]:
         out = []
@@ -305,7 +317,16 @@ class _ProgramDump:
             meta = program.dump(link.program, self._file)
             out.append((meta, offset, self._file.tell() - offset))
             del link
+            with self._progress:
+                self._written += 1
+                self._progress.notify_all()
         return out
+
+    def wait_written(self, link: int) -> None:
+        """Returns once the program of link ``link`` (an index) is on file, or the dump has ended or failed."""
+        with self._progress:
+            while not (self._written > link or self._future.done() or self._stop.is_set()):
+                self._progress.wait(0.1)  # woken by each program written; a failed dump is seen within 0.1 s
 
     def result(self) -> list[tuple[program.Meta, int, int]]:
         return self._future.result()
