@@ -2,7 +2,8 @@
 the bulk-write floor measured in the same run, and optionally against a baseline checkout of the code.
 
 Each import runs as its own `kb import` process under `/usr/bin/time -v` (peak RSS); the import prints its own
-wall time (weights loaded to commit, without Python's start-up) and its write time. The floor is a binary COPY
+wall time (weights loaded to commit, without Python's start-up) and its write time. Before each import the
+database is settled (``settle``: PostgreSQL's CHECKPOINT, then sync), untimed. The floor is a binary COPY
 (PostgreSQL) or the importer's INSERTs of 500 rows (SQLite) of synthetic rows of the same shape into a table
 with no index, so "of floor" says how close an import's rows/s come to what the database can take at all. A
 naive ORM insert of a sample (SQLModel objects, one commit) is printed for scale. Usage:
@@ -159,6 +160,16 @@ def disk_write_rate(mb: int = 256) -> float:
         os.unlink(path)
 
 
+def settle(engine: sa.Engine) -> None:
+    """Untimed, before each import: the writes the last one left behind reach the disk first (PostgreSQL writes
+    its data files after the commit, at its next checkpoint; SQLite writes them at the commit), so that each
+    import is timed from a settled database, as a researcher's one import would be."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CHECKPOINT")
+    os.sync()
+
+
 def uptime() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
@@ -189,6 +200,7 @@ def main() -> None:
                 print(f"{kind:<11} {label:<9} {'bulk-write floor':<22} {'':>10} {'':>8} {'':>8} {floor:>10,.0f}")
                 with tempfile.TemporaryDirectory() as data_dir:
                     for source in args.models:
+                        settle(engine)
                         r = kb_import(url, source, code, data_dir)
                         rate = r["rows"] / r["total"]
                         totals[kind, label, source] = r["total"]
