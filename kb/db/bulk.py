@@ -7,6 +7,7 @@ inside the caller's transaction, and the model's unique key makes a concurrent i
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -212,7 +213,7 @@ def copy_connections(
     return total
 
 
-_SQLITE_BATCH = 500  # rows per INSERT: 2,000 parameters, well inside SQLite's limit of 32,766
+_SQLITE_BATCH = 500  # rows per INSERT: 2,000 parameters (SQLite allows 32,766 since 3.32, 999 before)
 
 
 def _sqlite_values(table: str, model_id: int, rows: int) -> str:
@@ -230,15 +231,17 @@ def sqlite_insert(cursor: Any, model_id: int, block: EdgeBlock, table: str = "co
     sources and the sources' id objects over the targets, so only the two floats of a row are new objects."""
     k, n = block.weight.shape
     rows = k * n
+    # an older SQLite allows 999 parameters to a statement: then 249 rows
+    batch = max(1, min(_SQLITE_BATCH, cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4))
     flat: list[Any] = [None] * (4 * rows)
     flat[0::4] = list(chain.from_iterable(repeat(t, n) for t in block.target_ids.tolist()))
     flat[1::4] = block.source_ids.tolist() * k
     flat[2::4] = block.weight.reshape(-1).tolist()
     flat[3::4] = block.magnitude.reshape(-1).tolist()
-    whole = rows - rows % _SQLITE_BATCH
+    whole = rows - rows % batch
     if whole:
-        sql = _sqlite_values(table, model_id, _SQLITE_BATCH)
-        step = 4 * _SQLITE_BATCH
+        sql = _sqlite_values(table, model_id, batch)
+        step = 4 * batch
         for lo in range(0, 4 * whole, step):
             cursor.execute(sql, flat[lo : lo + step])
     if rows > whole:
