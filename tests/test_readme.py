@@ -70,9 +70,13 @@ def test_readme_graphql_examples_run(db_url, engine, inceptionv1, accounts, tmp_
 
 
 def test_ci_runs_the_readmes_test_command():
-    """The code block under README's "## Tests" is the test command; .ci/run ends with that command."""
-    section = re.search(r"^## Tests\n(.*?)^## ", README.read_text(), re.S | re.M).group(1)
+    """The code block under README's "## Tests" is the test command, and so is the second line of the README's
+    first code block (the quick start); .ci/run ends with that command."""
+    text = README.read_text()
+    section = re.search(r"^## Tests\n(.*?)^## ", text, re.S | re.M).group(1)
     test_command = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip()
+    quick_start = re.search(r"```bash\n(.*?)```", text, re.S).group(1).splitlines()
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
     assert test_command == "bin/test"
+    assert quick_start[1] == test_command
     assert [line for line in ci if line and not line.startswith("#")][-1] == test_command
