@@ -146,7 +146,9 @@ def fresh_database(kind: str):
 
 def disk_write_rate(mb: int = 256) -> float:
     """MB/s of a synced write of ``mb`` MB to a temporary file: PostgreSQL's imports wait for their WAL to reach
-    the disk, so on a slow or busy disk they are bound by it (the figure says how fast the disk was then)."""
+    the disk, so on a slow or busy disk they are bound by it. On a VM much of this write may land in the host's
+    cache (here 140-2010 MB/s while a 2 GB `dd ... conv=fdatasync` gave 95 MB/s): a low figure flags a busy disk,
+    a high one proves little."""
     piece = np.random.default_rng(0).bytes(8 << 20)
     fd, path = tempfile.mkstemp(prefix="kb-disk-bench-")
     try:

@@ -186,8 +186,9 @@ def test_removed_model_leaves_a_tombstone(engine, tiny_arch):
 
 
 def test_bulk_write_of_several_pieces_reads_back_exactly(engine):
-    """More rows than one piece (262,144) and than one SQLite statement (500), with a remainder of each: every
-    row reads back with its float32 weight and magnitude unchanged, in key order. Rolled back afterwards."""
+    """More rows than one piece (262,144) and than one SQLite statement (249 rows under the 999-parameter limit
+    set here), with a remainder of each: every row reads back with its float32 weight and magnitude unchanged, in
+    key order. Rolled back afterwards."""
     rng = np.random.default_rng(7)
     targets = np.arange(1_000_000, 1_000_700, dtype=np.int32)  # ids no neuron has: no model is touched
     sources = np.sort(rng.choice(np.arange(2_000_000, 2_100_000, dtype=np.int32), 401, replace=False))
