@@ -67,7 +67,7 @@ PG_QUERY = (
 
 # PostGraphile v4 hides partitioned parents and exposes each partition (connection_m1 -> allConnectionM1S)
 # unless started with --use-partitioned-parent; with it, `connection` is exposed and its smart comments apply.
-# The parent has no constraints of its own, so the comment declares the partitions' primary key (PostGraphile
+# The parent has no constraints of its own, so the comment declares (target_id, source_id) a primary key (PostGraphile
 # then appends it to ORDER BY as a deterministic tie-break, as ours breaks ties) and the two relations; the
 # `|@fieldName` / `|@foreignFieldName` parts name Connection.target/.source and Neuron.inputs/.outputs.
 POSTGRAPHILE_SQL = [
@@ -84,6 +84,10 @@ POSTGRAPHILE_SQL = [
          FROM layer l JOIN model m ON m.id = l.model_id
          WHERE l.id = n.layer_id
        $$ LANGUAGE sql STABLE""",
+    # Our partitions carry only a BRIN on target_id (the database is read by ranges of targets; our server's
+    # neighbours come from graph files). PostGraphile looks a unit's inputs up by target_id, so it gets the B-tree
+    # it would have in a deployment of its own, on every partition: the primary key's columns before 2026-12-02.
+    "CREATE INDEX IF NOT EXISTS connection_target_source ON connection (target_id, source_id)",
     r"""COMMENT ON TABLE connection IS E'@primaryKey target_id,source_id\n"""
     r"""@foreignKey (target_id) references neuron (id)|@fieldName target|@foreignFieldName inputs\n"""
     r"""@foreignKey (source_id) references neuron (id)|@fieldName source|@foreignFieldName outputs'""",

@@ -262,3 +262,38 @@ def test_a_failed_program_dump_does_not_hold_the_edges_up(tiny_arch, monkeypatch
         assert not waiter.is_alive()
         with pytest.raises(OSError, match="disk full"):
             dump.result()
+
+
+def test_no_connection_is_written_twice(engine, inceptionv1):
+    """Each (target, source) pair once: the importer makes every pair once by construction, and on PostgreSQL no key
+    checks it (a partition's only index is a BRIN on target_id), so this counts them, on both databases."""
+    with engine.connect() as conn:
+        model_id = conn.exec_driver_sql("SELECT id FROM model WHERE key = 'inceptionv1'").scalar_one()
+        total, pairs = conn.exec_driver_sql(
+            "SELECT count(*), count(DISTINCT target_id * 4294967296 + source_id) FROM connection "
+            f"WHERE target_id IN (SELECT id FROM neuron WHERE model_id = {model_id})"
+        ).one()
+    assert total == pairs == 3_208_320
+
+
+def test_a_range_of_targets_is_read_through_the_index_not_the_whole_partition(engine, inceptionv1):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's partitions only; SQLite's table is its (target_id, source_id) key")
+    with engine.connect() as conn:
+        model_id, lo = conn.exec_driver_sql(
+            "SELECT m.id, min(n.id) FROM model m JOIN neuron n ON n.model_id = m.id "
+            "WHERE m.key = 'inceptionv1' GROUP BY m.id"
+        ).one()
+        indexes = (
+            conn.exec_driver_sql(f"SELECT indexdef FROM pg_indexes WHERE tablename = '{bulk.partition_name(model_id)}'")
+            .scalars()
+            .all()
+        )
+        plan = "\n".join(
+            conn.exec_driver_sql(
+                f"EXPLAIN SELECT * FROM connection WHERE model_id = {model_id} AND target_id BETWEEN {lo + 3000} "
+                f"AND {lo + 3100}"
+            ).scalars()
+        )
+    assert len(indexes) == 1 and "USING brin (target_id)" in indexes[0]
+    assert "Bitmap Index Scan" in plan and "Seq Scan" not in plan, plan

@@ -110,9 +110,11 @@ class Connection(TableModel, table=True):
 
     On PostgreSQL the table is partitioned by model (LIST on model_id): an import COPYs a model's edges into a
     fresh partition, builds its indexes once and attaches it, all in the import's transaction; removing a
-    model drops its partition. Each partition (and the single SQLite table) has the primary key
-    (target_id, source_id), which clusters a unit's inputs; nothing else: the database is read by target (a
-    graph file is built from ranges of targets), and a unit's outputs are served from its model's graph file.
+    model drops its partition. The database is read by ranges of targets only (a graph file is built from
+    them; a unit's inputs and outputs are served from its model's graph file), so each partition has one index,
+    a BRIN on target_id (its rows are written in target order; ``kb.db.bulk.index_connections`` gives the
+    figures against a primary key), and the single SQLite table is stored in its primary key
+    (target_id, source_id). The importer writes each (target, source) pair once.
     No foreign keys on purpose: the importer writes the neurons first in the same transaction, and per-row
     RI checks would triple the load time.
     """

@@ -257,12 +257,12 @@ def write_graph(
                 writer.add(*chunk)
                 return
             try:
-                writer.seal()  # the checksum and fsync, while the database builds the key
+                writer.seal()  # the checksum and fsync, while the database builds the index
             except OSError as exc:  # the database still gets the model; a server rebuilds the file on first use
                 unsealed.append(exc)
 
         # The graph file is written from the chunks in a thread of its own, behind the COPY and on through the
-        # primary key's build; the chunks it has yet to take are kept (at most the model's edges, 8 bytes each).
+        # index build; the chunks it has yet to take are kept (at most the model's edges, 8 bytes each).
         file_behind: Behind[Chunk | None] = Behind(add_to_file, name="kb-graph-file")
 
         def blocks() -> Iterator[bulk.EdgeBlock]:
@@ -272,7 +272,7 @@ def write_graph(
                 target_ids, source_ids = ids[i]
                 yield bulk.EdgeBlock(target_ids[targets], source_ids, weight, magnitude)
             file_behind(None)
-            reporter.stage("index and commit")  # the last rows are in: the key is built, then the commit
+            reporter.stage("index and commit")  # the last rows are in: the index is built, then the commit
 
         try:
             with file_behind, programs:
