@@ -71,10 +71,14 @@ def main() -> None:
             model_id, key = conn.exec_driver_sql("SELECT id, key FROM model").one()
             part = bulk.partition_name(model_id)
             heap = conn.exec_driver_sql(f"SELECT pg_relation_size('{part}')").scalar_one()
-            targets = conn.exec_driver_sql(
-                "SELECT n.id FROM neuron n JOIN layer l ON l.id = n.layer_id WHERE l.position > 0 "
-                "AND mod(n.index, l.units / 40 + 1) = 0 ORDER BY n.id"
-            ).scalars().all()
+            targets = (
+                conn.exec_driver_sql(
+                    "SELECT n.id FROM neuron n JOIN layer l ON l.id = n.layer_id WHERE l.position > 0 "
+                    "AND mod(n.index, l.units / 40 + 1) = 0 ORDER BY n.id"
+                )
+                .scalars()
+                .all()
+            )
         print(f"{key}: partition {part}, heap {heap / 2**20:.0f} MiB; top 10 inputs of {len(targets)} units")
         print(f"{'index':<36} {'build s':>8} {'WAL MB':>8} {'size MB':>8} {'graph file s':>14} {'top-10 ms':>10}")
         for label, ddl in INDEXES.items():
