@@ -254,12 +254,12 @@ def index_connections(conn: sa.Connection, model_id: int) -> None:
     """PostgreSQL: a BRIN index on ``target_id`` for the model's new partition, then the partition is attached and
     analysed. SQLite's table is indexed (by its primary key) as it is written.
 
-    The rows went in in target order, so a summary of each 128 pages' smallest and largest target serves every
-    read the database gets, which are all by range of targets (a graph file's chunks). Measured on VGG16's 20.5 M
-    rows (``bench/connection_index.py``): a primary key on (target_id, source_id) took 7.6 s, 415 MB of WAL and
-    415 MB; this index 2.6 s, 0.1 MB and 0.1 MB, and the graph file builds from it as fast (13.4-13.9 s against
-    14.8-16.4 s). No pair is written twice: the importer makes each (target, source) once by construction, and a
-    test counts them on both databases (SQLite's table keeps its key: rows are stored in it).
+    The rows went in in target order, so a summary of each 128 pages' smallest and largest target serves every read
+    the database gets, which are all by range of targets (a graph file's chunks). Measured on VGG16's 20.5 M rows
+    in two runs of ``bench/connection_index.py``: a primary key on (target_id, source_id) took 7.6-8.5 s, 415-418
+    MB of WAL and 415 MB; this index 2.4-2.6 s, 0.1 MB of WAL and 128 kB, and the graph file builds from it in
+    13.4-14.9 s against 14.8-20.5 s. No pair is written twice: the importer makes each (target, source) once by
+    construction, and a test counts them on both databases (SQLite's table keeps its key: rows are stored in it).
     """
     if conn.dialect.name != "postgresql":
         return
