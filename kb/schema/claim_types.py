@@ -166,6 +166,13 @@ class ClaimRevision:
     def evidence(self) -> list[Evidence]:
         return [Evidence.of(e) for e in self._row["evidence"]]
 
+    @strawberry.field(description="What changed from the revision before this one (null for revision 1).")
+    async def diff_from_previous(self, info: Info) -> list[FieldChange] | None:
+        if self.revision == 1:
+            return None
+        revs = await info.context.loaders.revisions.load(self._row["claim_id"])
+        return [FieldChange(**c) for c in diff_fields(revs[self.revision - 2], self._row)]
+
     @strawberry.field
     async def author(self, info: Info) -> Person:
         return await _person(info, self._row["author_id"])

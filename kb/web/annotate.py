@@ -27,10 +27,10 @@ from kb.claims import sessions
 from kb.claims.accounts import Account
 from kb.claims.claims import may_set_status
 from kb.claims.content import KINDS, STATUSES
-from kb.schema.errors import with_code
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import NO_STORE, AuthPages, refused, render
+from kb.web.page_query import QueryFailed, run_query
 from kb.web.pages import Pages
 
 CREATE = "mutation($i: ClaimInput!) { createClaim(input: $i) { key } }"
@@ -155,20 +155,21 @@ class Annotate:
         self.schema = schema
         self.context_for = context_for  # account -> kb.schema.context.Context acting as that account
 
-    async def _mutate(self, account: Account, query: str, variables: dict) -> dict:
-        result = await self.schema.execute(query, variable_values=variables, context_value=self.context_for(account))
-        if result.errors:
-            error = with_code(result.errors[0])
-            extensions = dict(error.extensions or {})
-            raise Problem(error.message, HTTP.get(extensions.get("code", ""), 400), extensions)
-        return result.data
+    async def _data(self, name: str, query: str, variables: dict, account: Account | None = None) -> dict:
+        """The query's data: its errors raise QueryFailed (logged), which the app answers with the message page."""
+        return await run_query(self.schema, self.context_for(account), name, query, variables)
 
-    async def _read(self, query: str, variables: dict) -> dict:
-        result = await self.schema.execute(query, variable_values=variables, context_value=self.context_for(None))
-        if result.errors:
-            error = with_code(result.errors[0])
-            raise Problem(error.message, HTTP.get((error.extensions or {}).get("code", ""), 400))
-        return result.data
+    async def _mutate(self, account: Account, name: str, query: str, variables: dict) -> dict:
+        try:
+            return await self._data(name, query, variables, account)
+        except QueryFailed as exc:
+            raise Problem(exc.message, HTTP.get(exc.code, 400), exc.extensions) from None
+
+    async def _read(self, name: str, query: str, variables: dict) -> dict:
+        try:
+            return await self._data(name, query, variables)
+        except QueryFailed as exc:
+            raise Problem(exc.message, HTTP.get(exc.code, 400)) from None
 
     # --- the neuron page -----------------------------------------------------------------------------------
 
@@ -199,6 +200,7 @@ class Annotate:
                 evidence.append({"kind": kind, "neuron": key, "visualization": sha})
             made = await self._mutate(
                 info.account,
+                "CREATE",
                 CREATE,
                 {"i": {**claim, "subjects": [key], "evidence": evidence, "message": form.message}},
             )
@@ -214,7 +216,7 @@ class Annotate:
             return HTMLResponse("not found", status_code=404)
         try:
             info, _ = await self.auth.session_post(request)
-            jobs = (await self._mutate(info.account, RENDER, {"n": [key]}))["requestRender"]
+            jobs = (await self._mutate(info.account, "RENDER", RENDER, {"n": [key]}))["requestRender"]
         except forms.Refused as exc:
             if _wants_json(request):
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -253,7 +255,7 @@ class Annotate:
         try:
             if verdict not in ("SUPPORT", "DISPUTE"):
                 raise Problem("press Support or Dispute")
-            await self._mutate(info.account, REVIEW, {"k": f"claim:{number}", "v": verdict, "c": comment})
+            await self._mutate(info.account, "REVIEW", REVIEW, {"k": f"claim:{number}", "v": verdict, "c": comment})
         except Problem as exc:
             extra = {"review": {"key": f"claim:{number}", "comment": comment, "error": exc.message}}
             if back.startswith("/n/"):
@@ -271,7 +273,7 @@ class Annotate:
         if me is None:
             return RedirectResponse(f"/signin?next=/c/{number}/edit", status_code=303, headers=NO_STORE)
         try:
-            current = (await self._read(CURRENT, {"k": f"claim:{number}"}))["claim"]
+            current = (await self._read("CURRENT", CURRENT, {"k": f"claim:{number}"}))["claim"]
         except Problem as exc:
             return render(request, "auth/message.html", exc.status, title="Not found", message=exc.message)
         form = ClaimForm(
@@ -319,10 +321,12 @@ class Annotate:
             patch = form.checked()
             if not form.expected.isdigit():
                 raise Problem("the form does not say which revision it edits: open it again from the claim page")
-            await self._mutate(info.account, UPDATE, {"k": key, "r": int(form.expected), "p": patch, "m": form.message})
+            await self._mutate(
+                info.account, "UPDATE", UPDATE, {"k": key, "r": int(form.expected), "p": patch, "m": form.message}
+            )
         except Problem as exc:
             try:
-                current = (await self._read(CURRENT, {"k": key}))["claim"]
+                current = (await self._read("CURRENT", CURRENT, {"k": key}))["claim"]
             except Problem as gone:
                 return render(request, "auth/message.html", gone.status, title="Not found", message=gone.message)
             conflict = exc.extensions.get("code") == "EDIT_CONFLICT"
@@ -343,7 +347,7 @@ class Annotate:
             if not expected.isdigit():
                 raise Problem("the form does not say which revision it judges: reload the claim page")
             variables = {"k": f"claim:{number}", "r": int(expected), "s": status, "m": fields.get("message", "")}
-            await self._mutate(info.account, STATUS, variables)
+            await self._mutate(info.account, "STATUS", STATUS, variables)
         except Problem as exc:
             message = exc.message
             if exc.extensions.get("code") == "EDIT_CONFLICT":
@@ -361,7 +365,7 @@ class Annotate:
             return render(
                 request, "auth/message.html", 403, title="Forbidden", message="the moderation queue is for moderators"
             )
-        data = await self._read(QUEUE, {})
+        data = await self._data("QUEUE", QUEUE, {})
         claims = [e["node"] for part in ("proposed", "disputed") for e in data[part]["edges"]]
         claims.sort(key=lambda c: (c["createdAt"], c["key"]))
         return render(

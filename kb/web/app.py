@@ -37,7 +37,8 @@ from kb.web.circuit_pages import CircuitPages
 from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.live.routes import Live, live_routes
-from kb.web.pages import Pages
+from kb.web.page_query import QueryFailed
+from kb.web.pages import Pages, query_failed
 from kb.web.ratelimit import RateLimits
 from kb.web.security import SecurityHeaders
 from kb.web.templating import STATIC, Static
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Mount("/static", Static(directory=STATIC), name="static"),
         ],
         lifespan=lifespan,
+        exception_handlers={QueryFailed: query_failed},  # a page's query that failed: the message page, by code
     )
     app.state.graphs = graphs
     app.state.graphql = graphql

@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from kb.claims import circuits as circuit_domain
-from kb.schema.errors import with_code
 from kb.web import diagram
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import AuthPages
-from kb.web.pages import CARD, diagram_units, message_page, problem_page, render_page
+from kb.web.page_query import QueryFailed, run_query
+from kb.web.pages import CARD, diagram_units, message_page, part_missing, render_page
 
 MAX_FORM = 512 * 1024  # a selection or an edit names up to MAX_EDGES edges
 MAX_FIELDS = 2 * circuit_domain.MAX_EDGES + circuit_domain.MAX_NEURONS + 20
@@ -96,17 +96,19 @@ class CircuitPages:
         self.context_factory = context_factory  # (account or None) -> a kb.schema.context.Context
         self.auth = auth  # its session_post checks every form post (origin, session, CSRF)
 
-    async def _run(self, query: str, variables: dict, account=None):
-        return await self.schema.execute(query, variable_values=variables, context_value=self.context_factory(account))
+    async def _data(self, name: str, query: str, variables: dict, account=None, server_side: bool = False) -> dict:
+        """The query's data: its errors raise QueryFailed (logged), which the app answers with the message page."""
+        context = self.context_factory(account)
+        return await run_query(self.schema, context, name, query, variables, server_side)
 
-    async def _write(self, query: str, variables: dict, account) -> dict:
+    async def _write(self, name: str, query: str, variables: dict, account) -> dict:
         """A mutation as the signed-in account; FormProblem with the API's code when it is refused."""
-        result = await self._run(query, variables, account)
-        if result.errors:
-            first = with_code(result.errors[0])
-            ext = dict(first.extensions or {})
-            raise FormProblem(ext.pop("code", "BAD_INPUT"), first.message, ext)
-        return result.data
+        try:
+            return await self._data(name, query, variables, account)
+        except QueryFailed as exc:
+            ext = dict(exc.extensions)
+            ext.pop("code", None)
+            raise FormProblem(exc.code, exc.message, ext) from None
 
     # --- /explore ------------------------------------------------------------------------------------------
 
@@ -138,20 +140,18 @@ class CircuitPages:
             depth, per_node = int(form["depth"]), int(form["perNode"])
         except ValueError:
             return message_page(request, "Bad request", "depth and perNode are whole numbers", 400)
-        result = await self._run(
-            EXPLORE, {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
-        )
-        if result.errors:
-            return problem_page(request, result.errors)
-        sub = result.data["subgraph"]
+        variables = {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
+        sub = (await self._data("EXPLORE", EXPLORE, variables))["subgraph"]
         edges = [diagram.Edge(e["source"]["key"], e["target"]["key"], e["weight"], e["kernel"]) for e in sub["edges"]]
         label = f"{form['direction'].lower()} subgraph of {form['roots']}, depth {depth}, {per_node} per node"
         model = sub["nodes"][0]["model"] if sub["nodes"] else None
-        circuits = []
+        circuits, missing = [], []
         if model and signed_in(request):
-            listed = await self._run(OF_MODEL, {"model": model["key"]})
-            if not listed.errors:
-                circuits = [e["node"] for e in listed.data["circuits"]["edges"]]
+            try:
+                listed = await self._data("OF_MODEL", OF_MODEL, {"model": model["key"]}, server_side=True)
+                circuits = [e["node"] for e in listed["circuits"]["edges"]]
+            except QueryFailed as exc:
+                missing.append(part_missing(f"The circuits of {model['key']} to add to", exc))
         context.update(
             svg=diagram.svg(diagram_units(sub["nodes"]), edges, label),
             nodes=len(sub["nodes"]),
@@ -163,6 +163,7 @@ class CircuitPages:
             ),
             edge_list=edges,
             circuits=circuits,
+            missing=missing,
             back="/explore?" + urlencode(form),
         )
         return render_page(request, "explore.html", context, status)
@@ -190,6 +191,7 @@ class CircuitPages:
                 raise FormProblem("BAD_INPUT", "select units or edges first (the check boxes under the diagram)")
             if action == "save":
                 made = await self._write(
+                    "CREATE",
                     CREATE,
                     {
                         "i": {
@@ -227,16 +229,16 @@ class CircuitPages:
         if not number.isdigit() or not rev.isdigit():
             raise FormProblem("BAD_INPUT", "choose the circuit to add to")
         key = f"circuit:{number}"
-        at = await self._run(EDGES_AT, {"k": f"{key}@{rev}"})
-        if at.errors:
-            first = with_code(at.errors[0])
-            raise FormProblem((first.extensions or {}).get("code", "BAD_INPUT"), first.message)
-        present = {(e["source"], e["target"]) for e in at.data["circuit"]["edges"]}
+        try:
+            at = await self._data("EDGES_AT", EDGES_AT, {"k": f"{key}@{rev}"})
+        except QueryFailed as exc:
+            raise FormProblem(exc.code, exc.message) from None
+        present = {(e["source"], e["target"]) for e in at["circuit"]["edges"]}
         # an edge the circuit has keeps its note (the API would replace it with the selection's empty one)
         new = [{"source": s, "target": t} for s, t in pairs if (s, t) not in present]
         patch = {"addNeurons": units, "edges": new}
         message = f"added {len(new)} edges from /explore"
-        await self._write(UPDATE, {"k": key, "r": int(rev), "p": patch, "m": message}, account)
+        await self._write("UPDATE", UPDATE, {"k": key, "r": int(rev), "p": patch, "m": message}, account)
         return key
 
     # --- /circuits -----------------------------------------------------------------------------------------
@@ -244,10 +246,8 @@ class CircuitPages:
     async def circuits(self, request: Request) -> HTMLResponse:
         q = request.query_params
         variables = {"model": q.get("model") or None, "neuron": q.get("neuron") or None, "after": q.get("after")}
-        result = await self._run(CIRCUITS, variables)
-        if result.errors:
-            return problem_page(request, result.errors)
-        context = {"title": "Circuits", "circuits": result.data["circuits"], "filters": variables}
+        data = await self._data("CIRCUITS", CIRCUITS, variables)
+        context = {"title": "Circuits", "circuits": data["circuits"], "filters": variables}
         return render_page(request, "circuits.html", context)
 
     # --- /circuits/N[/R] -----------------------------------------------------------------------------------
@@ -259,18 +259,13 @@ class CircuitPages:
                 request, "Not found", "circuit pages are /circuits/N, or /circuits/N/R for a revision", 404
             )
         context = await self._circuit_context(number, revision)
-        if isinstance(context, list):
-            return problem_page(request, context)
         context["editing"] = request.query_params.get("edit") == "1"
         return render_page(request, "circuit.html", context)
 
-    async def _circuit_context(self, number: str, revision: str | None) -> dict | list:
-        """The page's data, or the query's errors."""
+    async def _circuit_context(self, number: str, revision: str | None) -> dict:
+        """The page's data (QueryFailed when its query fails)."""
         key = f"circuit:{number}" + (f"@{revision}" if revision else "")
-        result = await self._run(CIRCUIT, {"k": key})
-        if result.errors:
-            return result.errors
-        c = result.data["circuit"]
+        c = (await self._data("CIRCUIT", CIRCUIT, {"k": key}))["circuit"]
         revs = c["revisions"]
         checks = {(e["source"], e["target"]): e for e in c["check"]["edges"]}
         edges = [
@@ -313,8 +308,6 @@ class CircuitPages:
         except ValueError:
             return message_page(request, "Bad request", "the form does not say which revision it edits", 400)
         context = await self._circuit_context(number, None)
-        if isinstance(context, list):
-            return problem_page(request, context)
         revs = list(reversed(context["history"]))
         if not 1 <= base_revision <= len(revs):
             return message_page(request, "Bad request", f"circuit:{number} has revisions 1..{len(revs)}", 400)
@@ -333,6 +326,7 @@ class CircuitPages:
                 patch["edges"].append({"source": pair[0], "target": pair[1], "note": mine["notes"][pair]})
         try:
             await self._write(
+                "UPDATE",
                 UPDATE,
                 {"k": f"circuit:{number}", "r": base_revision, "p": patch, "m": mine["message"]},
                 info.account,
@@ -340,8 +334,6 @@ class CircuitPages:
         except FormProblem as exc:
             if exc.code == "EDIT_CONFLICT":  # re-read: the page now shows their version; the form keeps mine
                 context = await self._circuit_context(number, None)
-                if isinstance(context, list):
-                    return problem_page(request, context)
                 now = list(reversed(context["history"]))
                 context["conflict"] = {
                     "base": base_revision,

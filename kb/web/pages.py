@@ -3,7 +3,9 @@ and the pages to browse to them: / (models), /n/{model} (layers), /n/{model}/{la
 The circuit pages (/explore, /circuits, /circuits/{n}) and their forms are kb.web.circuit_pages.
 
 A page is one or two GraphQL queries run on the same schema as /graphql (same resolvers, DataLoaders and error
-codes), rendered by the Jinja2 templates in templates/ (autoescaped). Pictures are drawn on the server
+codes), through kb.web.page_query (every error logged and shown: the page's main query answers the message page,
+a part that failed is named in an alert at the top of the page), rendered by the Jinja2 templates in templates/
+(autoescaped). Pictures are drawn on the server
 (kb.web.pictures, kb.web.diagram); the only script, static/kb.js, adds tabs, filtering and tooltips to pages that
 work without it. An unknown key is a 404 page that says why.
 """
@@ -22,6 +24,7 @@ from kb.errors import Problem
 from kb.schema.errors import with_code
 from kb.web import diagram, neuron_view
 from kb.web.markdown import family_slug
+from kb.web.page_query import QueryFailed, failed, run_query
 from kb.web.templating import local, neuron_path, templates, thumb
 
 CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind params artifact { url } }
@@ -51,12 +54,14 @@ NEURON = (
 
 CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision model status supportCount disputeCount
   author { name }
-  revisions { revision createdAt message author { name displayName } }
+  revisions { revision createdAt message author { name displayName } diffFromPrevious { field before after patch } }
   reviews { verdict comment revision updatedAt claimRevision stale reviewer { displayName name } }
   revisionAt(revision: $r) { key revision label body kind status confidence createdAt message circuit subjects
     author { displayName name } authors { displayName name }
     evidence { kind note neuron source target url doi visualization }
     citation { text bibtex } } } }"""
+
+CLAIM_REVISION = "query($k: String!) { claim(key: $k) { revision } }"
 
 NEURONS = (
     """query($keys: [String!]!) { neurons(keys: $keys) { ...Card model { key weights weightsAreRandom } } }""" + CARD
@@ -83,7 +88,23 @@ SEARCH = (
     + CARD
 )
 
-STATUS = {"NOT_FOUND": 404, "BAD_KEY": 404}
+STATUS = {
+    "NOT_FOUND": 404,
+    "BAD_KEY": 404,
+    "UNAUTHENTICATED": 401,
+    "FORBIDDEN": 403,
+    "RATE_LIMITED": 429,
+    "INTERNAL": 500,
+    "TIMEOUT": 503,
+}
+TITLES = {
+    404: "Not found",
+    401: "Not signed in",
+    403: "Forbidden",
+    429: "Too many requests",
+    500: "Server error",
+    503: "Try again later",
+}
 RENDER_TITLES = {"FEATURE_VIS": "Feature visualization", "NEURON_VIS": "Neuron (centre)", "WEIGHTS": "Weights"}
 RENDER_ORDER = ["FEATURE_VIS", "FEATURE_VIS_NEG", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS"]
 # what a render is evidence of, when a claim cites it (others: FEATURE_VISUALIZATION)
@@ -98,7 +119,18 @@ def problem_page(request: Request, errors: list) -> HTMLResponse:
     first = with_code(errors[0])
     code = (first.extensions or {}).get("code", "BAD_INPUT")
     status = STATUS.get(code, 400)
-    return message_page(request, "Not found" if status == 404 else "Bad request", first.message, status)
+    return message_page(request, TITLES.get(status, "Bad request"), first.message, status)
+
+
+async def query_failed(request: Request, exc: Exception) -> HTMLResponse:
+    """The application's handler of a page query that failed (already logged): the message page, by its code."""
+    assert isinstance(exc, QueryFailed)
+    return problem_page(request, exc.errors)
+
+
+def part_missing(what: str, exc: QueryFailed) -> str:
+    """The line a page shows where a part of it could not be read."""
+    return f"{what} could not be shown: {exc.message} ({exc.code})."
 
 
 def message_page(request: Request, title: str, text: str, status: int) -> HTMLResponse:
@@ -175,14 +207,21 @@ class Pages:
         self.schema = schema
         self.context_factory = context_factory
 
-    async def _run(self, query: str, variables: dict):
-        return await self.schema.execute(query, variable_values=variables, context_value=self.context_factory())
+    async def _data(self, name: str, query: str, variables: dict) -> dict:
+        """The page's query: its errors raise QueryFailed (logged), which the app answers with the message page."""
+        return await run_query(self.schema, self.context_factory(), name, query, variables)
+
+    async def _part(self, name: str, query: str, variables: dict, what: str, missing: list[str]) -> dict | None:
+        """A part of a page, asked with the server's own values: None when it fails, and ``missing`` says so."""
+        try:
+            return await run_query(self.schema, self.context_factory(), name, query, variables, server_side=True)
+        except QueryFailed as exc:
+            missing.append(part_missing(what, exc))
+            return None
 
     async def home(self, request: Request) -> HTMLResponse:
-        result = await self._run(MODELS, {})
-        if result.errors:
-            return problem_page(request, result.errors)
-        models = [m for m in result.data["models"] if not m["removed"]]
+        data = await self._data("MODELS", MODELS, {})
+        models = [m for m in data["models"] if not m["removed"]]
         return render_page(request, "home.html", {"title": "Models", "models": models})
 
     async def browse(self, request: Request) -> HTMLResponse:
@@ -197,10 +236,7 @@ class Pages:
 
     async def _model(self, request: Request, text: str) -> HTMLResponse:
         model, _, pin = text.partition("@")
-        result = await self._run(MODEL, {"k": model})
-        if result.errors:
-            return problem_page(request, result.errors)
-        m = result.data["model"]
+        m = (await self._data("MODEL", MODEL, {"k": model}))["model"]
         if pin and not m["sha256"].startswith(pin.lower()):
             return message_page(request, "Not found", f"{model} has weights {m['shortHash']}, not {pin}", 404)
         return render_page(request, "model.html", {"title": m["key"], "m": m, "model": m})
@@ -210,9 +246,9 @@ class Pages:
         try:  # the data of the NEURON query, from the same resolvers called directly (kb.web.neuron_view)
             data = await neuron_view.neuron(self.context_factory(), key)
         except GraphQLError as exc:
-            return problem_page(request, [exc])
+            return problem_page(request, failed("NEURON", [exc]).errors)
         except Problem as exc:  # a domain error from a resolver called directly: coded as GraphQL would
-            return problem_page(request, [GraphQLError(str(exc), original_error=exc)])
+            return problem_page(request, failed("NEURON", [GraphQLError(str(exc), original_error=exc)]).errors)
         n = data["neuron"]
         sides = [
             {"title": "Inputs", "total": n["inExcite"]["totalCount"] + n["inInhibit"]["totalCount"]},
@@ -233,16 +269,16 @@ class Pages:
         return render_page(request, "neuron.html", context, status)
 
     async def _layer(self, request: Request, key: str) -> HTMLResponse:
-        result = await self._run(LAYER, {"k": key})
-        if result.errors:
-            return problem_page(request, result.errors)
-        layer, claims = result.data["layer"], result.data["claims"]
+        data = await self._data("LAYER", LAYER, {"k": key})
+        layer, claims = data["layer"], data["claims"]
         listed, more = claims["edges"], claims["pageInfo"]
+        missing: list[str] = []
         while more["hasNextPage"] and len(listed) < MAX_LAYER_CLAIMS:
-            page = await self._run(LAYER_CLAIMS, {"k": key, "after": more["endCursor"]})
-            if page.errors:
+            what = f"The claims after the first {len(listed)}"
+            page = await self._part("LAYER_CLAIMS", LAYER_CLAIMS, {"k": key, "after": more["endCursor"]}, what, missing)
+            if page is None:
                 break
-            listed, more = listed + page.data["claims"]["edges"], page.data["claims"]["pageInfo"]
+            listed, more = listed + page["claims"]["edges"], page["claims"]["pageInfo"]
         thumbs: dict[int, tuple[int, str]] = {}
         for v in layer["visualizations"]:  # the largest positive feature visualization of each unit
             p = json.loads(v["params"])
@@ -278,6 +314,7 @@ class Pages:
             "claims_total": claims["totalCount"],
             "render_link": "/graphql?query=" + quote(mutation),
             "mutation": mutation,
+            "missing": missing,
         }
         return render_page(request, "layer.html", context)
 
@@ -287,33 +324,20 @@ class Pages:
         if not number.isdigit() or (revision is not None and not revision.isdigit()):
             return message_page(request, "Not found", "claim pages are /c/N or /c/N/R", 404)
         if revision is None:  # the current revision
-            current = await self._run("query($k: String!) { claim(key: $k) { revision } }", {"k": f"claim:{number}"})
-            if current.errors:
-                return problem_page(request, current.errors)
-            revision = current.data["claim"]["revision"]
-        result = await self._run(CLAIM, {"k": f"claim:{number}", "r": int(revision)})
-        if result.errors:
-            return problem_page(request, result.errors)
-        c = result.data["claim"]
+            current = await self._data("CLAIM_REVISION", CLAIM_REVISION, {"k": f"claim:{number}"})
+            revision = current["claim"]["revision"]
+        c = (await self._data("CLAIM", CLAIM, {"k": f"claim:{number}", "r": int(revision)}))["claim"]
         r = c["revisionAt"]
-        diffs = {}
-        if c["revision"] > 1:  # each revision against the one before it, in one query
-            fields = " ".join(
-                f"d{i}: diff(from: {i - 1}, to: {i}) {{ field before after patch }}"
-                for i in range(2, min(c["revision"], 50) + 1)
-            )
-            d = await self._run(f"query($k: String!) {{ claim(key: $k) {{ {fields} }} }}", {"k": c["key"]})
-            if not d.errors:
-                diffs = {int(k[1:]): v for k, v in d.data["claim"].items()}
+        diffs = {h["revision"]: h["diffFromPrevious"] for h in c["revisions"] if h["diffFromPrevious"]}
         keys = list(
             dict.fromkeys(r["subjects"] + [e[f] for e in r["evidence"] for f in ("neuron", "source", "target") if e[f]])
         )
-        cards, model = {}, None
+        cards, model, missing = {}, None, []
         if keys:
-            found = await self._run(NEURONS, {"keys": keys})
-            if not found.errors:
-                cards = {n["key"]: n for n in found.data["neurons"]}
-                model = next((n["model"] for n in found.data["neurons"]), None)
+            found = await self._part("NEURONS", NEURONS, {"keys": keys}, "The units' cards", missing)
+            if found is not None:
+                cards = {n["key"]: n for n in found["neurons"]}
+                model = next((n["model"] for n in found["neurons"]), None)
         context = {
             "title": r["label"],
             "c": c,
@@ -323,6 +347,7 @@ class Pages:
             "cards": cards,
             "model": model,
             "statuses": STATUSES,
+            "missing": missing,
             **(extra or {}),
         }
         return render_page(request, "claim.html", context, status)
@@ -331,8 +356,6 @@ class Pages:
         text = request.query_params.get("q", "").strip()
         context = {"title": "Search", "q": text, "neurons": None, "claims": None}
         if text:
-            result = await self._run(SEARCH, {"q": text})
-            if result.errors:
-                return problem_page(request, result.errors)
-            context.update(neurons=result.data["searchNeurons"], claims=result.data["searchClaims"])
+            data = await self._data("SEARCH", SEARCH, {"q": text})
+            context.update(neurons=data["searchNeurons"], claims=data["searchClaims"])
         return render_page(request, "search.html", context)
