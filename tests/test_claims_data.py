@@ -13,10 +13,7 @@ from kb.claims.families import read_families
 from kb.db import migrate
 from kb.db.engine import make_engine
 
-FAMILIES = Path(
-    os.environ.get("KB_TEST_FAMILIES")
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "distill-early-vision"
-)
+FAMILIES = Path(__file__).resolve().parents[1] / "kb" / "data" / "distill-early-vision"  # shipped with the project
 SOURCE = "doi:10.23915/distill.00024.002"
 AUTHORS = "Chris Olah; Nick Cammarata; Ludwig Schubert; Gabriel Goh; Michael Petrov; Shan Carter"
 TITLE = "An Overview of Early Vision in InceptionV1"
@@ -32,8 +29,6 @@ def kb(db_url, *args):
 
 @pytest.fixture(scope="module")
 def families(db_url, inceptionv1):
-    if not FAMILIES.is_dir():
-        pytest.skip(f"{FAMILIES} is not here")
     first = kb(db_url, "import-families", str(FAMILIES), "--model", "inceptionv1", "--source", SOURCE, *CITE)
     assert first.returncode == 0, first.stderr
     return first

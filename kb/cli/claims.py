@@ -20,7 +20,7 @@ claims_app = typer.Typer(
 
 @expected()
 def import_families_command(
-    folder: Path = typer.Argument(..., help="a folder of layer files (e.g. ../shared/data/distill-early-vision)"),
+    folder: Path = typer.Argument(..., help="a folder of layer files (e.g. kb/data/distill-early-vision)"),
     model: str = typer.Option(..., "--model", help="the imported model the units belong to"),
     source: str = typer.Option(..., "--source", help="what to cite, e.g. doi:10.23915/distill.00024.002"),
     authors: str = typer.Option(
