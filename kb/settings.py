@@ -61,9 +61,22 @@ class Settings(BaseSettings):
     cookie_secure: bool | None = Field(
         None, description="Secure session cookies; default: when the request or KB_PUBLIC_URL is https"
     )
-    signin_failures_per_account: int = Field(5, description="failed sign-ins per account name per window")
-    signin_failures_per_address: int = Field(20, description="failed sign-ins per client address per window")
-    signin_window_s: float = Field(900.0, description="the window of the sign-in rate limits")
+    signin_failures_per_account: int = Field(
+        5, description="failed sign-ins for one account from one address before each further try must wait"
+    )
+    signin_failures_per_address: int = Field(
+        20, description="failed sign-ins from one address (any names) before each further try must wait"
+    )
+    signin_backoff_first_s: float = Field(
+        1.0, description="the wait after the allowed failures; it doubles with each further failure"
+    )
+    signin_backoff_max_s: float = Field(900.0, description="the longest wait between failed sign-ins")
+    signin_window_s: float = Field(86400.0, description="how long a failed sign-in counts (and is kept)")
+    trusted_proxies: str = Field(
+        "127.0.0.1,::1",
+        description="addresses or networks (comma-separated) of reverse proxies whose X-Forwarded-For "
+        "names the client; empty: none",
+    )
 
     @property
     def db_url(self) -> str:

@@ -21,10 +21,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def kb_serve(env: dict, *args: str, timeout: float = 60, log: Path | None = None):
-    """Yields the base URL once /health answers; stops the server (and a local worker) afterwards.
-    ``log``: a file that gets the server's stdout and stderr."""
-    port = free_port()
+def kb_serve(env: dict, *args: str, timeout: float = 60, log: Path | None = None, port: int | None = None):
+    """Yields the base URL once /health answers; stops the server (and a local worker) afterwards by SIGTERM.
+    ``log``: a file that gets the server's stdout and stderr; ``port``: default, a free one."""
+    port = port or free_port()
     exe = Path(sys.executable).parent / "kb"
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(

@@ -2,13 +2,16 @@
 
 A session's cookie holds 32 random bytes; the table keeps only their sha256 (a database leak gives no session)
 and a per-session CSRF token that every form post and every cookie-authenticated GraphQL request must repeat.
-Failed sign-ins are rows, counted per account name and per client address over a window, so the limit holds
-across server processes; a limited sign-in is refused before the password is even checked.
+Failed sign-ins are rows, counted per (account name, client address) and per client address, so the limits hold
+across server processes. Past the allowed failures an address waits before each further try, longer with each
+failure (``Limits``); a limited sign-in is refused before the password is even checked. Failures from one address
+never stop the same account signing in from another: a stranger cannot lock anyone out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,31 +75,58 @@ def check_password(conn: sa.Connection, name: str, password: str) -> Account:
 
 @dataclass(frozen=True)
 class Limits:
+    """Failures allowed before back-off: per (account name, address), and per address over every name. Past
+    them, each further try waits ``first_wait_s`` after the latest failure, twice that after the next failure,
+    and so on up to ``max_wait_s``. A failure counts for ``window_s`` (and is deleted by ``purge`` after that)."""
+
     per_account: int
     per_address: int
     window_s: float
+    first_wait_s: float = 1.0
+    max_wait_s: float = 900.0
+
+    def wait(self, failures: int, allowed: int) -> float:
+        """Seconds to wait after the latest of FAILURES failures when ALLOWED are allowed."""
+        if failures < allowed:
+            return 0.0
+        return min(self.max_wait_s, self.first_wait_s * 2.0 ** min(failures - allowed, 60))
 
 
-def check_limit(conn: sa.Connection, name: str, address: str, limits: Limits) -> None:
-    """RateLimited if NAME or ADDRESS has failed too often within the window."""
+def check_limit(conn: sa.Connection, name: str, address: str, limits: Limits, now: datetime | None = None) -> None:
+    """RateLimited if this ADDRESS has failed for NAME (or for any names) too often and must wait still.
+
+    Failures for a name from other addresses do not count: a stranger cannot lock an account, only themselves.
+    """
     f = signin_failure_table
-    since = utcnow() - timedelta(seconds=limits.window_s)
-    by_name = conn.execute(sa.select(sa.func.count()).where(f.c.name == name[:64], f.c.at > since)).scalar_one()
+    now = now or utcnow()
+    since = now - timedelta(seconds=limits.window_s)
+    pair = conn.execute(
+        sa.select(sa.func.count(), sa.func.max(f.c.at)).where(
+            f.c.name == name[:64], f.c.address == address[:64], f.c.at > since
+        )
+    ).one()
     by_address = conn.execute(
-        sa.select(sa.func.count()).where(f.c.address == address[:64], f.c.at > since)
-    ).scalar_one()
-    if by_name >= limits.per_account or by_address >= limits.per_address:
-        oldest = conn.execute(
-            sa.select(sa.func.min(f.c.at)).where(
-                sa.or_(f.c.name == name[:64], f.c.address == address[:64]), f.c.at > since
-            )
-        ).scalar_one()
-        wait = max(1.0, limits.window_s - (utcnow() - _utc(oldest)).total_seconds())
-        raise RateLimited(f"too many failed sign-ins: try again in {wait:.0f} s", retryAfter=round(wait))
+        sa.select(sa.func.count(), sa.func.max(f.c.at)).where(f.c.address == address[:64], f.c.at > since)
+    ).one()
+    waits = [
+        (limits.wait(pair[0], limits.per_account), pair[1], "for this name from your address"),
+        (limits.wait(by_address[0], limits.per_address), by_address[1], "from your address"),
+    ]
+    for wait, last, what in waits:
+        left = wait - (now - _utc(last)).total_seconds() if wait and last is not None else 0.0
+        if left > 0:
+            seconds = math.ceil(left)
+            raise RateLimited(f"too many failed sign-ins {what}: try again in {seconds} s", retryAfter=seconds)
 
 
-def record_failure(conn: sa.Connection, name: str, address: str) -> None:
-    conn.execute(sa.insert(signin_failure_table).values(name=name[:64], address=address[:64], at=utcnow()))
+def record_failure(conn: sa.Connection, name: str, address: str, now: datetime | None = None) -> None:
+    conn.execute(sa.insert(signin_failure_table).values(name=name[:64], address=address[:64], at=now or utcnow()))
+
+
+def clear_failures(conn: sa.Connection, name: str, address: str) -> None:
+    """A sign-in succeeded: this address's failures for this name are forgiven."""
+    f = signin_failure_table
+    conn.execute(sa.delete(f).where(f.c.name == name[:64], f.c.address == address[:64]))
 
 
 def sign_in(
@@ -106,7 +136,22 @@ def sign_in(
     (and committed by the caller) before Unauthenticated propagates, see ``kb.web.auth``."""
     check_limit(conn, name, address, limits)
     account = check_password(conn, name, password)
+    clear_failures(conn, name, address)
     return create_session(conn, account.id, address, ttl_s, user_agent)
+
+
+SESSION_KEPT = timedelta(days=1)  # an ended or expired session's row stays this long: "sign in again" says why
+
+
+def purge(conn: sa.Connection, window_s: float, now: datetime | None = None) -> tuple[int, int]:
+    """Delete failed sign-ins older than the window and sessions that ended or expired over a day ago:
+    (failures, sessions) deleted."""
+    now = now or utcnow()
+    f, s = signin_failure_table, web_session_table
+    failures = conn.execute(sa.delete(f).where(f.c.at <= now - timedelta(seconds=window_s))).rowcount
+    gone = now - SESSION_KEPT
+    ended = conn.execute(sa.delete(s).where(sa.or_(s.c.expires_at <= gone, s.c.revoked_at <= gone))).rowcount
+    return failures, ended
 
 
 def create_session(conn: sa.Connection, uid: int, address: str, ttl_s: float, user_agent: str = "") -> tuple[str, str]:

@@ -1,17 +1,25 @@
-"""What a running `kb serve` leaves in the data folder (``serve.json``): its URL, its pid, the database it
-serves and whether it runs a local render worker. Other commands read it to print links that point at the
-server that actually runs (`kb neuron`, `kb render`) and to know whether renders have a worker already."""
+"""What a running `kb serve` leaves in the data folder (``serve.json``): its URL, its pid (and the process's start
+time), the database it serves and whether it runs a local render worker. Other commands read it to print links
+that point at the server that actually runs (`kb neuron`, `kb render`) and to know whether renders have a worker
+already.
+
+`kb serve` writes it only once its socket listens (a second server on a taken port never touches it), removes it
+only if the file is still its own, also on SIGTERM; a reader ignores a file whose process is gone (or whose pid
+now belongs to another process: the start time differs)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from kb.cli.errors import CliProblem
 from kb.settings import Settings, get_settings
 
 
@@ -19,7 +27,8 @@ def _file(settings: Settings) -> Path:
     return settings.data_dir / "serve.json"
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: int | None = None) -> bool:
+    """PID runs (and, where its start time is known, is the same process, not a later one given the pid)."""
     if pid <= 0:
         return False
     try:
@@ -27,8 +36,34 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or _start_time(pid) in (None, started)
+
+
+def _start_time(pid: int) -> int | None:
+    """Linux: when the process started, in clock ticks since boot (/proc/PID/stat, field 22); else None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])  # the fields after "(comm)" start at field 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The server's socket, bound and listening; a taken port is one line (CliProblem), not a traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port left in TIME_WAIT, not one in use
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        why = "the address is in use (another kb serve?)" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise CliProblem(f"cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)  # uvicorn's worker processes (--workers) serve it too
+    return sock
 
 
 def announce(url: str, local_worker: bool, settings: Settings | None = None) -> Path:
@@ -37,7 +72,14 @@ def announce(url: str, local_worker: bool, settings: Settings | None = None) -> 
     path = _file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"serve.json.{os.getpid()}.tmp")
-    info = {"url": url, "pid": os.getpid(), "db_url": settings.db_url, "local_worker": local_worker}
+    pid = os.getpid()
+    info = {
+        "url": url,
+        "pid": pid,
+        "started": _start_time(pid),
+        "db_url": settings.db_url,
+        "local_worker": local_worker,
+    }
     tmp.write_text(json.dumps(info), encoding="utf-8")
     tmp.replace(path)
     return path
@@ -57,7 +99,12 @@ def running(settings: Settings | None = None) -> dict | None:
         info = json.loads(_file(settings).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if info.get("db_url") != settings.db_url or not _alive(int(info.get("pid") or 0)):
+    try:
+        pid, started = int(info.get("pid") or 0), info.get("started")
+        alive = _alive(pid, None if started is None else int(started))
+    except (TypeError, ValueError):
+        return None
+    if info.get("db_url") != settings.db_url or not alive:
         return None
     return info
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import signal
 import sys
 
 import typer
 
 from kb.cli import local_server
 from kb.cli.db import open_engine
-from kb.cli.errors import expected
+from kb.cli.errors import CliProblem, expected
 
 
 def loopback_warning(public_url: str) -> str | None:
@@ -30,6 +32,15 @@ def loopback_warning(public_url: str) -> str | None:
     return None
 
 
+class _Terminated(BaseException):
+    """SIGTERM reached `kb serve`: unwinds to its cleanup (serve.json, the local worker), then it dies by the signal."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs once, not interrupted by a second SIGTERM
+    raise _Terminated
+
+
 @expected()
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host"),
@@ -47,38 +58,72 @@ def serve_command(
     import uvicorn
 
     from kb.settings import get_settings
+    from kb.web.client_address import TrustedProxies
 
     open_engine()  # the schema is current (or this says what to run) before any process starts
+    TrustedProxies(get_settings().trusted_proxies)  # a bad KB_TRUSTED_PROXIES is one line, before anything starts
     if "public_url" not in get_settings().model_fields_set:  # links (neuron pages, images) point at this server
         os.environ["KB_PUBLIC_URL"] = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         get_settings.cache_clear()
+    config = uvicorn.Config(
+        "kb.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        workers=workers,
+        # slow clients: deadlines for a request's head and body, a cap on its size (kb.web.protocol)
+        http="kb.web.protocol:GuardedHttpToolsProtocol",
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=get_settings().max_header_bytes,
+        # X-Forwarded-For and -Proto are read in one place, by KB_TRUSTED_PROXIES (kb.web.client_address)
+        proxy_headers=False,
+    )
+    # Bound and listening before anything is announced: a second `kb serve` on a taken port stops here, and the
+    # running server's serve.json stays as it was.
+    sock = local_server.listen(host, port, config.backlog)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     local = None
-    if render_worker and not get_settings().broker_url:
-        local = local_server.start_worker()
-        typer.echo(f"local render worker (pid {local.pid}) on the embedded broker", err=True)
-    typer.echo(f"Circuit KB on http://{host}:{port}/graphql", err=True)
-    if warning := loopback_warning(get_settings().public_url):
-        typer.echo(warning, err=True)
-    local_server.announce(get_settings().public_url, local is not None)
-    # Requests execute on worker threads (kb.schema.offloop); the event loop must get the GIL back quickly
-    # for /health and cheap requests while expensive ones run: 0.5 ms instead of 5 ms (measured: /health's
-    # median 1.4 s -> 0.12 s beside four expensive queries on a loaded 2-core machine).
-    sys.setswitchinterval(0.0005)
+    terminated = False
     try:
-        uvicorn.run(
-            "kb.web.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=False,
-            workers=workers,
-            # slow clients: deadlines for a request's head and body, a cap on its size (kb.web.protocol)
-            http="kb.web.protocol:GuardedHttpToolsProtocol",
-            timeout_keep_alive=5,
-            h11_max_incomplete_event_size=get_settings().max_header_bytes,
-        )
+        if render_worker and not get_settings().broker_url:
+            local = local_server.start_worker()
+            typer.echo(f"local render worker (pid {local.pid}) on the embedded broker", err=True)
+        typer.echo(f"Circuit KB on http://{host}:{port}/graphql", err=True)
+        if warning := loopback_warning(get_settings().public_url):
+            typer.echo(warning, err=True)
+        local_server.announce(get_settings().public_url, local is not None)
+        # Requests execute on worker threads (kb.schema.offloop); the event loop must get the GIL back quickly
+        # for /health and cheap requests while expensive ones run: 0.5 ms instead of 5 ms (measured: /health's
+        # median 1.4 s -> 0.12 s beside four expensive queries on a loaded 2-core machine).
+        sys.setswitchinterval(0.0005)
+        _run(config, sock)
+    except _Terminated:
+        terminated = True
     finally:
-        local_server.withdraw()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        local_server.withdraw()  # only this process's own serve.json
         if local is not None:
             local_server.stop_worker(local)
+        sock.close()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if terminated:
+        signal.raise_signal(signal.SIGTERM)  # cleaned up: now end by the signal, as a stopped server is expected to
+
+
+def _run(config, sock) -> None:
+    """Uvicorn on our bound socket: one server process, or a supervisor of ``config.workers`` of them. Uvicorn
+    handles SIGTERM by shutting down gracefully, then raises it again (reaching ``_on_sigterm``)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    server = uvicorn.Server(config)
+    if config.workers > 1:
+        # uvicorn's own call for --workers; before 0.36 (or so) the supervisor also took the server's run method
+        legacy = "target" in inspect.signature(Multiprocess).parameters
+        Multiprocess(config, sockets=[sock], **({"target": server.run} if legacy else {})).run()
+    else:
+        server.run(sockets=[sock])
+        if not server.started:
+            raise CliProblem("the server did not start (see the log above)")

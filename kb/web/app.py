@@ -34,6 +34,7 @@ from kb.web.auth.current import CurrentSession
 from kb.web.auth.pages import AuthPages
 from kb.web.body_limit import BodyLimit
 from kb.web.circuit_pages import CircuitPages
+from kb.web.client_address import ForwardedClient, TrustedProxies
 from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.live.routes import Live, live_routes
@@ -174,7 +175,9 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.pages = pages
     app.add_middleware(CurrentSession, engine=engine)
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
-    app.add_middleware(SecurityHeaders)  # outermost: every answer gets the headers, errors included
+    app.add_middleware(SecurityHeaders)  # every answer gets the headers, errors included
+    # outermost: the client's address and scheme by KB_TRUSTED_PROXIES, before anything reads them
+    app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))
     app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))
     return app
 

@@ -24,6 +24,7 @@ from kb.db.io_guard import NeedsIO, no_io
 from kb.schema.compiled import Compiler, Fallback, NotCompilable, Plan
 from kb.schema.errors import RequestTimeout
 from kb.schema.limits import MAX_TOKENS, NUL_MESSAGE, has_nul
+from kb.web.client_address import client_address
 
 _JSON = (b"content-type", b"application/json")
 _CODES = {413: "TOO_LARGE", 429: "RATE_LIMITED", 500: "INTERNAL"}
@@ -84,7 +85,7 @@ class GraphQLEndpoint:
         if not (variables is None or isinstance(variables, dict)) or not (name is None or isinstance(name, str)):
             return await _error(send, "variables must be an object and operationName a string", "BAD_INPUT", 400)
         if self.rates is not None:
-            wait = await self.rates.query(_address(scope))
+            wait = await self.rates.query(client_address(scope))
             if wait:
                 return await _error(
                     send,
@@ -150,11 +151,6 @@ class GraphQLEndpoint:
             return plan
         except (NotCompilable, GraphQLError, KeyError, TypeError, ValueError):
             return None
-
-
-def _address(scope) -> str:
-    client = scope.get("client")
-    return client[0] if client else "unknown"
 
 
 async def _respond(send, payload: dict, status: int = 200, headers=()) -> None:

@@ -7,6 +7,7 @@ form its own double-submit cookie). Password hashing and the database run in a t
 from __future__ import annotations
 
 import secrets
+import time
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
@@ -18,8 +19,10 @@ from kb.claims.errors import ClaimProblem, RateLimited, Unauthenticated
 from kb.settings import Settings
 from kb.web.auth import forms
 from kb.web.auth.current import SCOPE_KEY, session_of, signed_in
+from kb.web.client_address import client_address
 
 NO_STORE = {"cache-control": "no-store"}
+PURGE_EVERY_S = 600.0
 
 
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
@@ -34,8 +37,13 @@ class AuthPages:
         self.engine = engine
         self.settings = settings
         self.limits = sessions.Limits(
-            settings.signin_failures_per_account, settings.signin_failures_per_address, settings.signin_window_s
+            settings.signin_failures_per_account,
+            settings.signin_failures_per_address,
+            settings.signin_window_s,
+            settings.signin_backoff_first_s,
+            settings.signin_backoff_max_s,
         )
+        self._next_purge = 0.0  # time.monotonic() after which a sign-in first deletes what has expired
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -99,7 +107,7 @@ class AuthPages:
         name = (fields.get("name") or "").strip().lower()
         password = fields.get("password") or ""
         next_ = forms.safe_next(fields.get("next"))
-        address = request.client.host if request.client else "?"
+        address = client_address(request.scope)
         try:
             secret = await run_in_threadpool(
                 self._sign_in,
@@ -121,6 +129,7 @@ class AuthPages:
         return response
 
     def _sign_in(self, name: str, password: str, address: str, user_agent: str | None, old: str | None) -> str:
+        self._purge()
         try:
             with self.engine.begin() as conn:
                 secret, _ = sessions.sign_in(
@@ -133,6 +142,15 @@ class AuthPages:
             with self.engine.begin() as conn:  # its own transaction: the failure counts even though sign-in failed
                 sessions.record_failure(conn, name, address)
             raise
+
+    def _purge(self) -> None:
+        """Failed sign-ins past their window and long-ended sessions go, at most once per PURGE_EVERY_S here:
+        they are only ever added by sign-ins, so deleting them on sign-in keeps the tables small."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_EVERY_S
+        with self.engine.begin() as conn:
+            sessions.purge(conn, self.settings.signin_window_s)
 
     async def signout(self, request: Request) -> Response:
         try:
