@@ -187,6 +187,8 @@ def test_numbers_are_ascii_digits_of_a_bounded_size(app, amy, engine):
         ("GET", f"/c/{number}/{huge}", {}, 404),
         ("GET", f"/c/{huge}", {}, 404),
         ("GET", "/circuits/%C2%B2", {}, 404),
+        ("GET", "/n/inceptionv1/mixed4c/" + "9" * 5000, {}, 404),
+        ("GET", "/n/inceptionv1/mixed4c/%D9%A3", {}, 404),  # ARABIC-INDIC DIGIT THREE
         ("GET", f"/circuits/{huge}", {}, 404),
         ("GET", "/events?since=%C2%B2", {}, 400),
         ("GET", f"/events?since={huge}", {}, 400),
