@@ -22,6 +22,7 @@ from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
 from kb.db.claim_tables import circuit_table, claim_revision_table, claim_subject_table, claim_table
+from kb.db.render_tables import artifact_table
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog
 
@@ -118,6 +119,18 @@ def parse_circuit_key(key: str | None) -> int | None:
     return int(text)
 
 
+def _known_artifacts(conn: sa.Connection, evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evidence, when every visualization it names is an artifact stored here; else BadInput."""
+    wanted = {e["visualization"] for e in evidence if e.get("visualization")}
+    if wanted:
+        a = artifact_table
+        known = set(conn.execute(sa.select(a.c.sha256).where(a.c.sha256.in_(wanted))).scalars())
+        for i, e in enumerate(evidence):
+            if e.get("visualization") and e["visualization"] not in known:
+                raise BadInput(f"evidence {i + 1}: sha256:{e['visualization']} is no artifact of this knowledge base")
+    return evidence
+
+
 def create_claim(
     conn: sa.Connection,
     catalog: Catalog,
@@ -144,7 +157,7 @@ def create_claim(
         "confidence": C.confidence(confidence),
         "subjects": C.subjects(catalog, subjects),
         "circuit_id": parse_circuit_key(circuit),
-        "evidence": C.evidence(catalog, evidence),
+        "evidence": _known_artifacts(conn, C.evidence(catalog, evidence)),
     }
     model_key = _model_key(conn, fields["subjects"], fields["circuit_id"])
     at = at or utcnow()
@@ -248,7 +261,7 @@ def update_claim(
     if "subjects" in patch:
         new["subjects"] = C.subjects(catalog, patch["subjects"])
     if "evidence" in patch:
-        new["evidence"] = C.evidence(catalog, patch["evidence"])
+        new["evidence"] = _known_artifacts(conn, C.evidence(catalog, patch["evidence"]))
     if "circuit" in patch:
         new["circuit_id"] = parse_circuit_key(patch["circuit"])
     if _model_key(conn, new["subjects"], new["circuit_id"]) != row.model_key:

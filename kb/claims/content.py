@@ -27,6 +27,9 @@ MAX_SUBJECTS = 500
 MAX_EVIDENCE = 100
 DOI = re.compile(r"^(?:doi:|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)$", re.I)
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.I)
+# An evidence picture is an artifact of this knowledge base, named by its sha256 (stored as the 64 hex digits):
+# never a URL, which a page would load from anywhere.
+ARTIFACT = re.compile(r"(?:sha256:)?([0-9a-f]{64})|/artifacts/([0-9a-f]{64})\.png")
 
 
 def _neuron(catalog: Catalog, text: str, what: str) -> str:
@@ -84,6 +87,13 @@ def subjects(catalog: Catalog, keys: list[str] | None) -> list[str]:
     return out
 
 
+def artifact_sha(value: str | None) -> str | None:
+    """The sha256 an evidence visualization names (sha256:HEX, HEX or /artifacts/HEX.png), or None: anything
+    else, a URL included. Old revisions may hold any text; pages show a picture only for what this accepts."""
+    m = ARTIFACT.fullmatch((value or "").strip().lower())
+    return (m[1] or m[2]) if m else None
+
+
 def evidence(catalog: Catalog, items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     items = items or []
     if len(items) > MAX_EVIDENCE:
@@ -112,7 +122,13 @@ def evidence(catalog: Catalog, items: list[dict[str, Any]] | None) -> list[dict[
                 raise BadInput(f"{what}: doi must look like 10.1234/abc (optionally doi: or https://doi.org/)")
             clean["doi"] = m[1]
         if item.get("visualization"):
-            clean["visualization"] = str(item["visualization"])[:2000]
+            sha = artifact_sha(str(item["visualization"]))
+            if sha is None:
+                raise BadInput(
+                    f"{what}: visualization is an artifact of this knowledge base: sha256:<its 64 hex digits> "
+                    "or /artifacts/<sha256>.png"
+                )
+            clean["visualization"] = sha
         if item.get("authors") or item.get("title"):
             if k != "CITATION":
                 raise BadInput(f"{what}: only a CITATION has authors and a title")

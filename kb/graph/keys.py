@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from kb.errors import Problem
 
 MODEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_INDEX = r"(?P<index>\d+)"
+_INDEX = r"(?P<index>[0-9]{1,18})"  # ASCII digits (\d also takes other scripts), bounded
 _URL_PREFIX = re.compile(r"^[a-z][a-z0-9+.-]*://[^/]+", re.I)
 _MICROSCOPE = re.compile(r"^/?models/(?P<model>[^/\s]+)/(?P<layer>[^/\s]+)/" + _INDEX + r"/?$")
 _PAGE = re.compile(r"^/?n/(?P<model>[^/\s@]+)(?:@(?P<hash>[0-9a-fA-F]+))?/(?P<layer>[^/\s]+)/" + _INDEX + r"/?$")

@@ -43,9 +43,18 @@ def bib_key(text: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
 
 
+# every character TeX gives a meaning: escaped, \ ^ ~ by name (``\input^^7b...`` must not reach a LaTeX build)
+_TEX = {
+    **{ch: "\\" + ch for ch in "{}&%$#_"},
+    "\\": "\\textbackslash{}",
+    "^": "\\textasciicircum{}",
+    "~": "\\textasciitilde{}",
+}
+
+
 def bib_escape(text: str) -> str:
-    """Text with BibTeX's special characters escaped."""
-    return "".join("\\" + ch if ch in "{}&%$#_" else ch for ch in text)
+    """Text with every TeX special character escaped: {}&%$#_ with a backslash, \\ ^ ~ as their names."""
+    return "".join(_TEX.get(ch, ch) for ch in text)
 
 
 @strawberry.type(description="How to cite something: a stable key, a URL, a BibTeX entry, a line of text.")

@@ -27,6 +27,7 @@ from kb.claims import sessions
 from kb.claims.accounts import Account
 from kb.claims.claims import may_set_status
 from kb.claims.content import KINDS, STATUSES
+from kb.claims.ids import row_id
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import NO_STORE, AuthPages, refused, render
@@ -120,7 +121,7 @@ def _lists(fields: dict) -> dict[str, list[str]]:
 def _neuron_key(rest: str) -> str | None:
     """model[@hash]/layer/index (a neuron page's path after /n/) as a key, or None."""
     parts = rest.strip("/").split("/")
-    if len(parts) != 3 or not parts[2].isdigit():
+    if len(parts) != 3 or row_id(parts[2]) is None:
         return None
     return f"{parts[0]}/{parts[1]}:{parts[2]}"
 
@@ -235,7 +236,7 @@ class Annotate:
         """(claim number, session, fields) of a post to /c/N/...: the session's own, from this site; else the answer
         (404 for a number that is none, the refusal page for a post that is not the session's)."""
         number = request.path_params["number"]
-        if not number.isdigit():
+        if row_id(number) is None:
             return HTMLResponse("not found", status_code=404)
         try:
             info, fields = await self.auth.session_post(request, max_bytes=max_bytes)
@@ -267,7 +268,7 @@ class Annotate:
 
     async def edit_form(self, request: Request) -> Response:
         number = request.path_params["number"]
-        if not number.isdigit():
+        if row_id(number) is None:
             return HTMLResponse("not found", status_code=404)
         me = signed_in(request)
         if me is None:
@@ -319,11 +320,10 @@ class Annotate:
         key = f"claim:{number}"
         try:
             patch = form.checked()
-            if not form.expected.isdigit():
+            expected = row_id(form.expected)
+            if expected is None:
                 raise Problem("the form does not say which revision it edits: open it again from the claim page")
-            await self._mutate(
-                info.account, "UPDATE", UPDATE, {"k": key, "r": int(form.expected), "p": patch, "m": form.message}
-            )
+            await self._mutate(info.account, "UPDATE", UPDATE, {"k": key, "r": expected, "p": patch, "m": form.message})
         except Problem as exc:
             try:
                 current = (await self._read("CURRENT", CURRENT, {"k": key}))["claim"]
@@ -340,13 +340,13 @@ class Annotate:
         if isinstance(posted, Response):
             return posted
         number, info, fields = posted
-        status, expected = fields.get("status", ""), fields.get("expectedRevision", "")
+        status, expected = fields.get("status", ""), row_id(fields.get("expectedRevision"))
         try:
             if status not in STATUSES:
                 raise Problem(f"status must be one of {', '.join(STATUSES)}")
-            if not expected.isdigit():
+            if expected is None:
                 raise Problem("the form does not say which revision it judges: reload the claim page")
-            variables = {"k": f"claim:{number}", "r": int(expected), "s": status, "m": fields.get("message", "")}
+            variables = {"k": f"claim:{number}", "r": expected, "s": status, "m": fields.get("message", "")}
             await self._mutate(info.account, "STATUS", STATUS, variables)
         except Problem as exc:
             message = exc.message

@@ -35,13 +35,13 @@ from kb.web.auth.pages import AuthPages
 from kb.web.body_limit import BodyLimit
 from kb.web.circuit_pages import CircuitPages
 from kb.web.client_address import ForwardedClient, TrustedProxies
+from kb.web.errors import SecuredStarlette, not_found
 from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.live.routes import Live, live_routes
 from kb.web.page_query import QueryFailed
 from kb.web.pages import Pages, query_failed
 from kb.web.ratelimit import RateLimits
-from kb.web.security import SecurityHeaders
 from kb.web.templating import STATIC, Static
 
 log = logging.getLogger("kb.web")
@@ -49,8 +49,9 @@ log = logging.getLogger("kb.web")
 
 class GraphQLApp(GraphQL):
     def __init__(self, schema, graphs: GraphCache, settings: Settings, rates: RateLimits, offloop: OffLoop):
-        # Queries may come by GET (cacheable links); mutations only by POST with a JSON body.
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True, multipart_uploads_enabled=False)
+        # Queries may come by GET (cacheable links); mutations only by POST with a JSON body. No stock IDE (it loads
+        # from a CDN): kb.web.graphiql serves the vendored one.
+        super().__init__(schema, graphql_ide=None, allow_queries_via_get=True, multipart_uploads_enabled=False)
         self.graphs = graphs
         self.settings = settings
         self.rates = rates
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         live.hub.stop()
         offloop.shutdown()
 
-    app = Starlette(
+    app = SecuredStarlette(  # the security headers outermost: on every answer, a server error's included
         routes=[
             Route("/", pages.home),
             Route("/health", health),
@@ -175,10 +176,9 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.pages = pages
     app.add_middleware(CurrentSession, engine=engine)
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
-    app.add_middleware(SecurityHeaders)  # every answer gets the headers, errors included
     # outermost: the client's address and scheme by KB_TRUSTED_PROXIES, before anything reads them
     app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))
-    app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))
+    app.add_exception_handler(404, not_found)
     return app
 
 

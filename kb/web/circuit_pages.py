@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from kb.claims import circuits as circuit_domain
+from kb.claims.ids import row_id
 from kb.web import diagram
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
@@ -226,7 +227,7 @@ class CircuitPages:
     async def _add(self, choice: str, units: list[str], pairs: list[tuple[str, str]], account) -> str:
         """The selection added to circuit N at the revision R the form named (choice: N@R)."""
         number, _, rev = choice.partition("@")
-        if not number.isdigit() or not rev.isdigit():
+        if row_id(number) is None or row_id(rev) is None:
             raise FormProblem("BAD_INPUT", "choose the circuit to add to")
         key = f"circuit:{number}"
         try:
@@ -254,7 +255,7 @@ class CircuitPages:
 
     async def circuit(self, request: Request) -> HTMLResponse:
         number, revision = request.path_params["number"], request.path_params.get("revision")
-        if not number.isdigit() or not (revision is None or revision.isdigit()):
+        if row_id(number) is None or not (revision is None or row_id(revision) is not None):
             return message_page(
                 request, "Not found", "circuit pages are /circuits/N, or /circuits/N/R for a revision", 404
             )
@@ -297,15 +298,14 @@ class CircuitPages:
         """The edit form: Name, Description, each edge's note or its removal, at the revision the form showed.
         A stale revision is the conflict view: their current version beside the form, with what was typed."""
         number = request.path_params["number"]
-        if not number.isdigit():
+        if row_id(number) is None:
             return message_page(request, "Not found", "no such circuit", 404)
         try:
             info, fields = await self.auth.session_post(request, lists=True, max_bytes=MAX_FORM, max_fields=MAX_FIELDS)
         except forms.Refused as exc:
             return _refused(request, exc)
-        try:
-            base_revision = int(_one(fields, "revision"))
-        except ValueError:
+        base_revision = row_id(_one(fields, "revision"))
+        if base_revision is None:
             return message_page(request, "Bad request", "the form does not say which revision it edits", 400)
         context = await self._circuit_context(number, None)
         revs = list(reversed(context["history"]))

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from kb.claims.content import KINDS, STATUSES
+from kb.claims.ids import row_id
 from kb.errors import Problem
 from kb.schema.errors import with_code
 from kb.web import diagram, neuron_view
@@ -320,8 +321,8 @@ class Pages:
 
     async def claim(self, request: Request, extra: dict | None = None, status: int = 200) -> HTMLResponse:
         """/c/N (the current revision) or /c/N/R; ``extra`` and ``status``: a refused form post re-shown."""
-        number, revision = request.path_params["number"], request.path_params.get("revision")
-        if not number.isdigit() or (revision is not None and not revision.isdigit()):
+        number, revision = row_id(request.path_params["number"]), request.path_params.get("revision")
+        if number is None or (revision is not None and row_id(revision) is None):
             return message_page(request, "Not found", "claim pages are /c/N or /c/N/R", 404)
         if revision is None:  # the current revision
             current = await self._data("CLAIM_REVISION", CLAIM_REVISION, {"k": f"claim:{number}"})

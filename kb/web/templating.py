@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from kb.claims.claims import may_set_status
+from kb.claims.content import artifact_sha
 from kb.graph.keys import NeuronKey
 from kb.web import markdown, pictures
 from kb.web.auth.current import signed_in
@@ -61,6 +62,13 @@ def local(url: str) -> str:
     """An artifact URL as a path on this server (pages work under any host name)."""
     i = url.find("/artifacts/")
     return url[i:] if i >= 0 else url
+
+
+def evidence_picture(visualization: str | None) -> str | None:
+    """An evidence visualization's path on this server (/artifacts/SHA.png), or None for text that names no
+    artifact (old revisions may hold a URL: it never becomes an image source)."""
+    sha = artifact_sha(visualization)
+    return f"/artifacts/{sha}.png" if sha else None
 
 
 def thumb(node: dict) -> str | None:
@@ -110,6 +118,7 @@ def _environment() -> jinja2.Environment:
         labels=labels,
         short=short,
         local=local,
+        evidence_picture=evidence_picture,
         params_text=params_text,
         kernel_svg=pictures.kernel_svg,
         kernel_scale=pictures.kernel_scale,

@@ -4,6 +4,9 @@ Pure ASGI middleware. For requests that render pages (not /graphql, /static, /ar
 ``kb_session`` cookie is looked up and the live session (``kb.claims.sessions.SessionInfo``) or None is put in
 ``scope["kb.session"]``; templates read it through ``signed_in(request)``: base.html shows "Sign in" or the
 name with "Sign out", and the CSRF token in ``<meta name="csrf-token">`` for scripts that post.
+
+Those answers depend on the cookie (``Vary: Cookie``), and a signed-in one, which carries the session's CSRF
+token and name, is ``Cache-Control: private, no-store``: no shared cache may hand it to another reader.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from kb.claims.errors import Unauthenticated
 
 SKIP = ("/graphql", "/static/", "/artifacts/", "/health", "/events")
 SCOPE_KEY = "kb.session"
+PRIVATE = b"private, no-store"
 
 
 class CurrentSession:
@@ -28,7 +32,27 @@ class CurrentSession:
         if scope["type"] == "http" and not scope["path"].startswith(SKIP):
             secret = _cookie(scope, sessions.COOKIE)
             scope[SCOPE_KEY] = await run_in_threadpool(session_of, self.engine, secret) if secret else None
+            return await self.app(scope, receive, _uncached(send, private=scope[SCOPE_KEY] is not None))
         await self.app(scope, receive, send)
+
+
+def _uncached(send, private: bool):
+    """``send`` with ``Vary: Cookie`` on the answer, and ``Cache-Control: private, no-store`` when signed in."""
+
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or ())
+            if private and not any(k == b"cache-control" and b"no-store" in v for k, v in headers):
+                headers = [(k, v) for k, v in headers if k != b"cache-control"] + [(b"cache-control", PRIVATE)]
+            vary = next((i for i, (k, _) in enumerate(headers) if k == b"vary"), None)
+            if vary is None:
+                headers.append((b"vary", b"Cookie"))
+            elif b"cookie" not in headers[vary][1].lower():
+                headers[vary] = (b"vary", headers[vary][1] + b", Cookie")
+            message["headers"] = headers
+        await send(message)
+
+    return sending
 
 
 def session_of(engine: sa.Engine, secret: str) -> sessions.SessionInfo | None:

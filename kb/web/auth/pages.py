@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from kb.claims import accounts, sessions
 from kb.claims.errors import ClaimProblem, RateLimited, Unauthenticated
+from kb.claims.ids import row_id
 from kb.settings import Settings
 from kb.web.auth import forms
 from kb.web.auth.current import SCOPE_KEY, session_of, signed_in
@@ -206,10 +207,10 @@ class AuthPages:
     async def revoke_token(self, request: Request) -> Response:
         try:
             info, fields = await self.session_post(request)
-            token_id = int(fields.get("id") or "0")
         except forms.Refused as exc:
             return self._refused(request, exc)
-        except ValueError:
+        token_id = row_id(fields.get("id"))
+        if token_id is None:
             return self._refused(request, forms.Refused(400, "no token named"))
         try:
             await run_in_threadpool(self._in_transaction, sessions.revoke_own_token, info.account.id, token_id)

@@ -24,6 +24,7 @@ from kb.claims import activity
 from kb.claims.circuits import parse_key as parse_circuit_key
 from kb.claims.claims import parse_key as parse_claim_key
 from kb.claims.errors import ClaimProblem
+from kb.claims.ids import row_id
 from kb.db.graph_cache import GraphCache
 from kb.graph.keys import KeyProblem
 from kb.web.auth.pages import render
@@ -90,7 +91,9 @@ class Live:
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
         since = request.headers.get("last-event-id") or request.query_params.get("since")
-        since_id = int(since) if since and since.isdigit() else None
+        since_id = row_id(since) if since else None
+        if since and since_id is None:
+            return PlainTextResponse("since (or Last-Event-ID) is an event id: ASCII digits", status_code=400)
         sub = await run_in_threadpool(self.hub.subscribe, flt, asyncio.get_running_loop())
 
         async def stream():
