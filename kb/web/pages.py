@@ -23,6 +23,7 @@ from kb.schema.errors import with_code
 from kb.web import diagram, neuron_view
 from kb.web.markdown import family_slug
 from kb.web.templating import local, neuron_path, templates, thumb
+from kb.web.unavailable import retry_after
 
 CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind params artifact { url } }
   claims { key label status } }"""
@@ -83,7 +84,7 @@ SEARCH = (
     + CARD
 )
 
-STATUS = {"NOT_FOUND": 404, "BAD_KEY": 404}
+STATUS = {"NOT_FOUND": 404, "BAD_KEY": 404, "UNAVAILABLE": 503}
 RENDER_TITLES = {"FEATURE_VIS": "Feature visualization", "NEURON_VIS": "Neuron (centre)", "WEIGHTS": "Weights"}
 RENDER_ORDER = ["FEATURE_VIS", "FEATURE_VIS_NEG", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS"]
 # what a render is evidence of, when a claim cites it (others: FEATURE_VISUALIZATION)
@@ -98,6 +99,10 @@ def problem_page(request: Request, errors: list) -> HTMLResponse:
     first = with_code(errors[0])
     code = (first.extensions or {}).get("code", "BAD_INPUT")
     status = STATUS.get(code, 400)
+    if status == 503:  # a full database pool: the reader may try again shortly
+        page = message_page(request, "Busy", first.message, status)
+        page.headers["retry-after"] = retry_after(first.extensions.get("retryAfter", 1))[1].decode()
+        return page
     return message_page(request, "Not found" if status == 404 else "Bad request", first.message, status)
 
 
