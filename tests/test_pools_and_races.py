@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 import strawberry
 from conftest import sql_statements
 from graphql import parse
@@ -52,7 +54,7 @@ def hammer(work, threads: int = THREADS) -> list[BaseException]:
         start.wait()
         try:
             work(i)
-        except BaseException as exc:  # noqa: BLE001 - collected and reported by the test
+        except BaseException as exc:  # collected: the test reports them
             failures.append(exc)
 
     workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
@@ -153,7 +155,7 @@ def test_kernel_cache_under_threads(engine, tiny_model):
     wrong: list[tuple[int, int]] = []
 
     def work(i: int) -> None:
-        for n in range(300):
+        for n in range(1000):
             pair = pairs[(i + n) % len(pairs)]
             if not np.array_equal(cache.kernel(g, *pair), expected[pair]):
                 wrong.append(pair)
@@ -164,15 +166,81 @@ def test_kernel_cache_under_threads(engine, tiny_model):
     assert len(cache._kernels) == 1
 
 
+def test_a_lookup_and_an_eviction_at_the_same_moment(engine, tiny_model):
+    """The race above, made to happen every time: thread A's lookup finds its kernel, and before A moves it to
+    the end, thread B adds another kernel and evicts A's (a cache of one). With the lock B cannot: it waits."""
+
+    class Interleaved(OrderedDict):
+        looking = threading.Event()
+        evicted = threading.Event()
+
+        def get(self, key, default=None):
+            value = super().get(key, default)
+            if value is not None and threading.current_thread().name == "A":
+                self.looking.set()
+                self.evicted.wait(timeout=2)  # B's eviction, where it can come now (with the lock it cannot)
+            return value
+
+        def popitem(self, last=True):
+            item = super().popitem(last)
+            self.evicted.set()
+            return item
+
+    cache = GraphCache(engine, kernel_cache=1)
+    g = cache.graph(tiny_model)
+    mine, other = (g.layers[0].first, g.layers[1].first), (g.layers[1].first, g.layers[2].first)
+    expected = {pair: GraphCache(engine).kernel(g, *pair) for pair in (mine, other)}
+    cache._kernels = Interleaved()
+    cache.kernel(g, *mine)  # cached: A's lookup finds it
+    got: dict[str, np.ndarray | BaseException] = {}
+
+    def lookup(name: str, pair: tuple[int, int]) -> None:
+        try:
+            got[name] = cache.kernel(g, *pair)
+        except BaseException as exc:  # collected: the test reports them
+            got[name] = exc
+
+    a = threading.Thread(target=lookup, args=("A", mine), name="A")
+    a.start()
+    assert Interleaved.looking.wait(timeout=30)
+    b = threading.Thread(target=lookup, args=("B", other), name="B")
+    b.start()
+    a.join(timeout=30)
+    b.join(timeout=30)
+    assert not isinstance(got["A"], BaseException), got["A"]
+    assert np.array_equal(got["A"], expected[mine]) and np.array_equal(got["B"], expected[other])
+    assert list(cache._kernels) == [(tiny_model, other[1])]
+
+
 def test_catalog_under_threads(engine, tiny_model):
-    """16 threads start on a cold catalog, then read, resolve and refresh it: one read serves them all at the
-    start (before the lock, each thread read the catalog itself: 16 reads, 16 connections), and every answer
-    is the same throughout."""
+    """16 threads start on a cold catalog, then read, resolve and refresh it. At the start, the first read is held
+    until every thread has asked: one read serves them all (before the lock, each thread that found no catalog
+    read it itself, a connection each), and every answer is the same throughout."""
     cache = GraphCache(engine, catalog_ttl=3600)
-    with sql_statements(engine) as seen, switching_often():
-        failures = hammer(lambda i: cache.catalog())
-    assert failures == []
-    assert sum("FROM layer" in s for s in seen) == 1, len(seen)
+    asked = threading.Condition()
+    arrivals: list[int] = []
+    held: list[str] = []
+
+    def ask(i: int) -> None:
+        with asked:
+            arrivals.append(i)
+            asked.notify_all()
+        cache.catalog()
+
+    def hold_the_first_read(conn, cursor, statement, *args):
+        if "FROM layer" in statement and not held:
+            held.append(statement)
+            with asked:  # every thread has called catalog() (bounded: the test fails below if not)
+                asked.wait_for(lambda: len(arrivals) == THREADS, timeout=30)
+
+    sa.event.listen(engine, "before_cursor_execute", hold_the_first_read)
+    try:
+        with sql_statements(engine) as seen:
+            failures = hammer(ask)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hold_the_first_read)
+    assert failures == [] and len(arrivals) == THREADS
+    assert sum("FROM layer" in s for s in seen) == 1
 
     key = f"{tiny_model}/c2:1"
     answers: list[tuple] = []
