@@ -43,12 +43,14 @@ class GraphCache:
         self.rebuilt: list[tuple[str, str]] = []  # (model key, why) for every graph file this process rebuilt
         self.catalog_ttl = catalog_ttl
         # The catalog and the model rows, read together and replaced together (one assignment): a reader never
-        # pairs one refresh's catalog with another's rows. One refresh at a time (the lock); a thread that finds
-        # the catalog stale while another refreshes it waits for that refresh instead of reading again.
+        # pairs one refresh's catalog with another's rows. One read at a time (the lock): a thread that finds the
+        # catalog stale while another reads it answers from the one it has; one that must have a newer one (a
+        # key it does not know, or no catalog yet) waits for the read under way if that began after it asked.
         self._snapshot: tuple[Catalog, dict[str, dict[str, Any]]] | None = None
         self._catalog_at = 0.0
         self._catalog_lock = threading.Lock()
-        self._catalog_reads = 0  # refreshes started (under the lock)
+        self._catalog_reads = 0  # reads begun
+        self._snapshot_read = 0  # which of them made the snapshot
         self._graphs: dict[str, ModelGraph] = {}
         self._programs: dict[tuple[str, int], programs.LinkProgram] = {}
         self._kernels: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # least recently used first
@@ -63,32 +65,39 @@ class GraphCache:
         return self._current(refresh)[0]
 
     def _current(self, refresh: bool = False) -> tuple[Catalog, dict[str, dict[str, Any]]]:
-        """The catalog and the model rows of one refresh; read again when stale or when ``refresh`` asks
-        (another process may have imported a model): then by a refresh that starts after this call."""
+        """The catalog and the model rows of one read; read again when stale, or when ``refresh`` asks (another
+        process may have imported a model): then from a read begun after this call."""
         snapshot = self._snapshot
         if snapshot is not None and not refresh and time.monotonic() - self._catalog_at <= self.catalog_ttl:
             return snapshot
         io_guard.check("the catalog")  # before the lock: another thread may be reading it
         ticket = self._catalog_reads
-        with self._catalog_lock:
-            snapshot = self._snapshot
-            if snapshot is not None and (
-                self._catalog_reads > ticket  # read while this thread waited, after this call began
+        if snapshot is not None and not refresh:
+            if not self._catalog_lock.acquire(blocking=False):
+                return snapshot  # only stale, and another thread is reading it: this one keeps the one it has
+        else:
+            self._catalog_lock.acquire()
+        try:
+            if self._snapshot is not None and (
+                self._snapshot_read > ticket  # read while this thread waited, begun after it asked
                 or (not refresh and time.monotonic() - self._catalog_at <= self.catalog_ttl)
             ):
-                return snapshot
+                return self._snapshot
             self._catalog_reads += 1
+            read = self._catalog_reads
             with self.engine.connect() as conn:
                 if conn.dialect.name == "postgresql":  # the catalog and the rows from one snapshot of the database
                     conn.execution_options(isolation_level="REPEATABLE READ")
                 catalog = load_catalog(conn)
                 models = {r.key: dict(r._mapping) for r in conn.execute(sa.select(model_table))}
-            self._snapshot = snapshot = (catalog, models)
+            self._snapshot, self._snapshot_read = (catalog, models), read
             self._catalog_at = time.monotonic()
             for key in list(self._graphs):
                 if key not in models or models[key]["removed_at"] is not None:
                     self._graphs.pop(key, None)
-            return snapshot
+            return catalog, models
+        finally:
+            self._catalog_lock.release()
 
     def resolve(self, text: str, default_model: str | None = None) -> NeuronKey:
         try:

@@ -201,9 +201,9 @@ class ServingGraphs(GraphCache):
 
 
 def api_threads(engine: sa.Engine, settings: Settings) -> int:
-    """The threads that execute requests: KB_API_THREADS, and never more than the engine's pool holds (each
-    thread takes one connection at a time). make_engine sizes the pool from the same setting; an engine made
-    otherwise (a smaller pool) lowers the threads to it, so threads never queue for connections."""
+    """The threads that execute requests: KB_API_THREADS, and never more than the engine's pool holds (a thread
+    takes one connection at a time). make_engine sizes the pool from the same setting (plus a reserve for the
+    work around requests); an engine with a smaller pool lowers the threads to it."""
     size = engine.pool.size() if isinstance(engine.pool, QueuePool) else settings.api_threads
     return max(1, min(settings.api_threads, size))
 
