@@ -50,7 +50,14 @@ class Settings(BaseSettings):
     query_cost_budget: int = Field(50_000, description="largest estimated result (values) one request may ask")
     request_timeout_s: float = Field(30.0, description="a request still executing after this gets TIMEOUT")
     statement_timeout_s: float = Field(20.0, description="PostgreSQL statement_timeout of the API's connections")
-    api_threads: int = Field(32, description="threads that execute GraphQL requests (off the event loop)")
+    api_threads: int = Field(
+        32,
+        description="threads that execute GraphQL requests (off the event loop); the database pool holds as many "
+        "connections (plus a few for sign-in lookups, /health and live events)",
+    )
+    db_pool_timeout_s: float = Field(
+        5.0, description="a request waiting longer for a database connection gets UNAVAILABLE (at most half the limit)"
+    )
     inline_cost: int = Field(
         500, description="compiled queries estimated at most this run on the event loop (if they need no I/O); 0: none"
     )
@@ -81,6 +88,12 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'circuit-kb.sqlite'}"
+
+    @property
+    def pool_timeout_s(self) -> float:
+        """How long a request waits for a database connection: well inside its time limit, so a full pool
+        answers UNAVAILABLE (retry) rather than TIMEOUT."""
+        return max(0.0, min(self.db_pool_timeout_s, self.request_timeout_s / 2))
 
     @property
     def artifacts_dir(self) -> Path:

@@ -42,29 +42,62 @@ class GraphCache:
         self.graphs_dir = Path(graphs_dir) if graphs_dir is not None else None
         self.rebuilt: list[tuple[str, str]] = []  # (model key, why) for every graph file this process rebuilt
         self.catalog_ttl = catalog_ttl
-        self._catalog: Catalog | None = None
+        # The catalog and the model rows, read together and replaced together (one assignment): a reader never
+        # pairs one refresh's catalog with another's rows. One read at a time (the lock): a thread that finds the
+        # catalog stale while another reads it answers from the one it has; one that must have a newer one (a
+        # key it does not know, or no catalog yet) waits for the read under way if that began after it asked.
+        self._snapshot: tuple[Catalog, dict[str, dict[str, Any]]] | None = None
         self._catalog_at = 0.0
-        self._models: dict[str, dict[str, Any]] = {}
+        self._catalog_lock = threading.Lock()
+        self._catalog_reads = 0  # reads begun
+        self._snapshot_read = 0  # which of them made the snapshot
         self._graphs: dict[str, ModelGraph] = {}
         self._programs: dict[tuple[str, int], programs.LinkProgram] = {}
-        self._kernels: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._kernels: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # least recently used first
         self._kernel_cache = kernel_cache
+        self._kernels_lock = threading.Lock()  # held for the dictionary's operations only, never for I/O
         self._lock = threading.RLock()
         self._model_locks: dict[str, threading.Lock] = {}  # one model's load does not hold up another's
         self.loads = 0  # how many model graphs were read (tests and benchmarks look)
 
     # -- catalog -----------------------------------------------------------------------------------------
     def catalog(self, refresh: bool = False) -> Catalog:
-        if refresh or self._catalog is None or time.monotonic() - self._catalog_at > self.catalog_ttl:
+        return self._current(refresh)[0]
+
+    def _current(self, refresh: bool = False) -> tuple[Catalog, dict[str, dict[str, Any]]]:
+        """The catalog and the model rows of one read; read again when stale, or when ``refresh`` asks (another
+        process may have imported a model): then from a read begun after this call."""
+        snapshot = self._snapshot
+        if snapshot is not None and not refresh and time.monotonic() - self._catalog_at <= self.catalog_ttl:
+            return snapshot
+        io_guard.check("the catalog")  # before the lock: another thread may be reading it
+        ticket = self._catalog_reads
+        if snapshot is not None and not refresh:
+            if not self._catalog_lock.acquire(blocking=False):
+                return snapshot  # only stale, and another thread is reading it: this one keeps the one it has
+        else:
+            self._catalog_lock.acquire()
+        try:
+            if self._snapshot is not None and (
+                self._snapshot_read > ticket  # read while this thread waited, begun after it asked
+                or (not refresh and time.monotonic() - self._catalog_at <= self.catalog_ttl)
+            ):
+                return self._snapshot
+            self._catalog_reads += 1
+            read = self._catalog_reads
             with self.engine.connect() as conn:
-                self._catalog = load_catalog(conn)
-                m = model_table
-                self._models = {r.key: dict(r._mapping) for r in conn.execute(sa.select(m))}
+                if conn.dialect.name == "postgresql":  # the catalog and the rows from one snapshot of the database
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                catalog = load_catalog(conn)
+                models = {r.key: dict(r._mapping) for r in conn.execute(sa.select(model_table))}
+            self._snapshot, self._snapshot_read = (catalog, models), read
             self._catalog_at = time.monotonic()
             for key in list(self._graphs):
-                if key not in self._models or self._models[key]["removed_at"] is not None:
+                if key not in models or models[key]["removed_at"] is not None:
                     self._graphs.pop(key, None)
-        return self._catalog
+            return catalog, models
+        finally:
+            self._catalog_lock.release()
 
     def resolve(self, text: str, default_model: str | None = None) -> NeuronKey:
         try:
@@ -79,12 +112,10 @@ class GraphCache:
             return self.catalog(refresh=True).layer(text, default_model)
 
     def model_row(self, key: str) -> dict[str, Any] | None:
-        self.catalog()
-        return self._models.get(key)
+        return self._current()[1].get(key)
 
     def model_rows(self) -> list[dict[str, Any]]:
-        self.catalog()
-        return sorted(self._models.values(), key=lambda r: r["key"])
+        return sorted(self._current()[1].values(), key=lambda r: r["key"])
 
     # -- graphs ------------------------------------------------------------------------------------------
     def graph(self, model_key: str) -> ModelGraph:
@@ -180,17 +211,19 @@ class GraphCache:
         t_layer, t_index = g.unit(target)
         s_layer, s_index = g.unit(source)
         key = (g.key, target)
-        k = self._kernels.get(key)
+        with self._kernels_lock:  # another thread may evict this key between a lookup and its move to the end
+            k = self._kernels.get(key)
+            if k is not None:
+                self._kernels.move_to_end(key)
         if k is None:
-            p = self.program(g, t_layer.position)
+            p = self.program(g, t_layer.position)  # may read the database: outside the lock
             if p is None or s_layer.position != t_layer.position - 1:
                 raise LookupError("no connection between these units")
             k = p.kernel(t_index).weight[0]
-            self._kernels[key] = k
-            if len(self._kernels) > self._kernel_cache:
-                self._kernels.popitem(last=False)
-        else:
-            self._kernels.move_to_end(key)
+            with self._kernels_lock:
+                self._kernels[key] = k
+                while len(self._kernels) > self._kernel_cache:
+                    self._kernels.popitem(last=False)
         kernel: np.ndarray = k[s_index]
         return kernel
 

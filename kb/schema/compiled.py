@@ -15,10 +15,12 @@ an error response itself, so the two paths cannot disagree on errors; tests chec
 
 from __future__ import annotations
 
+import copy
 import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -226,10 +228,13 @@ class Compiler:
             return convert_arguments(raw, sfield.arguments, converter.scalar_registry, config)
 
         static = None if uses_variables else arguments({})
+        # Each call gets its own copy of the arguments computed once: a resolver that changed a list or an input
+        # object it was given would otherwise change every later request's. Immutable values need no copy.
+        fresh = dict if static is None or all(map(_immutable, static.values())) else copy.deepcopy
         has_self = "self" in params
 
         def get(s, i, v):
-            kwargs = dict(static) if static is not None else arguments(v)
+            kwargs = fresh(static) if static is not None else arguments(v)
             if wants_info:
                 kwargs[info_name] = i
             return func(s, **kwargs) if has_self else func(**kwargs)
@@ -239,6 +244,12 @@ class Compiler:
 
 def _identity(v):
     return v
+
+
+def _immutable(value) -> bool:
+    if isinstance(value, (str, bytes, int, float, bool, Enum, GlobalID)) or value is None:
+        return True
+    return isinstance(value, (tuple, frozenset)) and all(map(_immutable, value))
 
 
 def _unwrap(t) -> tuple[list[str], Any]:

@@ -28,6 +28,7 @@ CODES = (
     "LIMIT_EXCEEDED",
     "TOO_LARGE",
     "TIMEOUT",
+    "UNAVAILABLE",
     "INTERNAL",
 )
 

@@ -11,6 +11,7 @@ import os
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
+from sqlalchemy.pool import QueuePool
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -43,6 +44,7 @@ from kb.web.page_query import QueryFailed
 from kb.web.pages import Pages, query_failed
 from kb.web.ratelimit import RateLimits
 from kb.web.templating import STATIC, Static
+from kb.web.unavailable import Unavailable, retry_after_header
 
 log = logging.getLogger("kb.web")
 
@@ -72,6 +74,14 @@ class GraphQLApp(GraphQL):
             result.errors = [with_code(e) for e in result.errors]
         return process_result(result)
 
+    def create_response(self, response_data, sub_response):
+        response = super().create_response(response_data, sub_response)
+        answers = response_data if isinstance(response_data, list) else [response_data]
+        header = retry_after_header([e for a in answers for e in a.get("errors") or ()])
+        if header is not None:  # a full database pool: the client is told when to try again
+            response.headers.raw.append(header)
+        return response
+
 
 def create_app(settings: Settings | None = None, engine: sa.Engine | None = None, warm: bool = True) -> Starlette:
     settings = settings or get_settings()
@@ -80,7 +90,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     graphs = ServingGraphs(engine, graphs_dir=settings.graphs_dir)
     schema = build_schema()
     schema.limits.budget = settings.query_cost_budget
-    offloop = OffLoop(settings.api_threads, settings.request_timeout_s)
+    offloop = OffLoop(api_threads(engine, settings), settings.request_timeout_s)
     rates = RateLimits(settings)
     graphql = GraphQLEndpoint(
         GraphQLApp(schema, graphs, settings, rates, offloop),
@@ -175,6 +185,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.graphql = graphql
     app.state.pages = pages
     app.add_middleware(CurrentSession, engine=engine)
+    app.add_middleware(Unavailable)  # a full pool before or beside GraphQL (the sign-in lookup): 503, Retry-After
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
     # outermost: the client's address and scheme by KB_TRUSTED_PROXIES, before anything reads them
     app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))
@@ -192,6 +203,14 @@ class ServingGraphs(GraphCache):
             return super().graph(model_key)
         finally:
             DEADLINE.reset(token)
+
+
+def api_threads(engine: sa.Engine, settings: Settings) -> int:
+    """The threads that execute requests: KB_API_THREADS, and never more than the engine's pool holds (a thread
+    takes one connection at a time). make_engine sizes the pool from the same setting (plus a reserve for the
+    work around requests); an engine with a smaller pool lowers the threads to it."""
+    size = engine.pool.size() if isinstance(engine.pool, QueuePool) else settings.api_threads
+    return max(1, min(settings.api_threads, size))
 
 
 def _time_limits(engine: sa.Engine, settings: Settings) -> None:

@@ -27,7 +27,14 @@ from kb.web.pages import CARD, diagram_units, message_page, part_missing, render
 MAX_FORM = 512 * 1024  # a selection or an edit names up to MAX_EDGES edges
 MAX_FIELDS = 2 * circuit_domain.MAX_EDGES + circuit_domain.MAX_NEURONS + 20
 NO_STORE = {"cache-control": "no-store"}
-STATUS = {"EDIT_CONFLICT": 409, "FORBIDDEN": 403, "UNAUTHENTICATED": 401, "NOT_FOUND": 404, "RATE_LIMITED": 429}
+STATUS = {
+    "EDIT_CONFLICT": 409,
+    "FORBIDDEN": 403,
+    "UNAUTHENTICATED": 401,
+    "NOT_FOUND": 404,
+    "RATE_LIMITED": 429,
+    "UNAVAILABLE": 503,
+}
 
 EXPLORE = (
     """query($roots: [String!]!, $direction: Direction!, $depth: Int!, $perNode: Int!) {

@@ -20,11 +20,13 @@ from urllib.parse import parse_qs
 import orjson
 from graphql import GraphQLError, parse
 
+from kb.db.engine import PoolExhausted
 from kb.db.io_guard import NeedsIO, no_io
 from kb.schema.compiled import Compiler, Fallback, NotCompilable, Plan
 from kb.schema.errors import RequestTimeout
 from kb.schema.limits import MAX_TOKENS, NUL_MESSAGE, has_nul
 from kb.web.client_address import client_address
+from kb.web.unavailable import retry_after_header
 
 _JSON = (b"content-type", b"application/json")
 _CODES = {413: "TOO_LARGE", 429: "RATE_LIMITED", 500: "INTERNAL"}
@@ -118,8 +120,11 @@ class GraphQLEndpoint:
                     data = await self._call(plan.run, self.context_factory(scope), variables)
                 else:
                     self.inline += 1
-            except Fallback:
-                pass
+            except Fallback as exc:
+                if isinstance(exc.__cause__, PoolExhausted):  # strawberry's path would wait for the pool again
+                    busy = exc.__cause__
+                    error = {"message": str(busy), "extensions": {"code": busy.code, **busy.extensions}}
+                    return await _respond(send, {"errors": [error]}, headers=[retry_after_header([error])])
             except RequestTimeout as exc:
                 return await _respond(send, {"errors": [{"message": str(exc), "extensions": {"code": "TIMEOUT"}}]})
             else:

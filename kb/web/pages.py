@@ -27,6 +27,7 @@ from kb.web import diagram, neuron_view
 from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
 from kb.web.templating import local, neuron_path, templates, thumb
+from kb.web.unavailable import retry_after
 
 CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind params artifact { url } }
   claims { key label status } }"""
@@ -97,6 +98,7 @@ STATUS = {
     "RATE_LIMITED": 429,
     "INTERNAL": 500,
     "TIMEOUT": 503,
+    "UNAVAILABLE": 503,
 }
 TITLES = {
     404: "Not found",
@@ -120,6 +122,10 @@ def problem_page(request: Request, errors: list) -> HTMLResponse:
     first = with_code(errors[0])
     code = (first.extensions or {}).get("code", "BAD_INPUT")
     status = STATUS.get(code, 400)
+    if code == "UNAVAILABLE":  # a full database pool: the reader may try again shortly
+        page = message_page(request, "Busy", first.message, status)
+        page.headers["retry-after"] = retry_after((first.extensions or {}).get("retryAfter", 1))[1].decode()
+        return page
     return message_page(request, TITLES.get(status, "Bad request"), first.message, status)
 
 
