@@ -4,6 +4,17 @@ Rows are written in the transaction of the change they describe, so the feed nev
 rolled back and never misses one that committed. On PostgreSQL the same transaction sends
 ``NOTIFY kb_activity, '<id>'``, which PostgreSQL delivers only at commit: every server process LISTENs and wakes
 its live-update streams (kb.web.live). On SQLite the streams poll this table.
+
+Two orders. ``id`` is the order of insertion: the feed pages by it. ``seq`` is the order of commit: live streams
+and their resumption (``after``) follow it. On PostgreSQL ids come from a sequence when a row is inserted, and
+transactions commit in any order, so a reader that has seen id 12 may later see id 11 appear: "ids after the last
+seen" skips rows. ``seq`` is given when the row's transaction commits, by a deferred constraint trigger that first
+takes a transaction-level advisory lock (migration 0007); the lock is held until that commit is visible, so the next
+committer's ``seq`` is greater and becomes visible later. Whoever has seen ``seq`` N will never see a new row with
+a lower one, and "rows after N" is exact. Only the commits of activity rows wait on each other, for the moment of
+the commit (not the rest of their transactions). Inside the writing transaction, before its commit, the row's
+``seq`` is NULL. On SQLite (one writer at a time, holding the write lock until it commits) a trigger gives it on
+insert. Either way the database gives it, to rows written by any code.
 """
 
 from __future__ import annotations
@@ -133,18 +144,14 @@ def recent(
     return [_row(r) for r in conn.execute(q.order_by(t.c.id.desc()).limit(limit))]
 
 
-def after(conn: sa.Connection, activity_id: int, limit: int = 500) -> list[dict[str, Any]]:
-    """Oldest first, those committed after ``activity_id``: what a live stream sends next."""
+def after(conn: sa.Connection, seq: int, limit: int = 500) -> list[dict[str, Any]]:
+    """In commit order, those committed after the row of ``seq``: what a live stream sends next."""
     q, t = _select()
-    return [_row(r) for r in conn.execute(q.where(t.c.id > activity_id).order_by(t.c.id).limit(limit))]
+    return [_row(r) for r in conn.execute(q.where(t.c.seq > seq).order_by(t.c.seq).limit(limit))]
 
 
-def by_ids(conn: sa.Connection, ids: list[int]) -> list[dict[str, Any]]:
-    q, t = _select()
-    return [_row(r) for r in conn.execute(q.where(t.c.id.in_(ids)).order_by(t.c.id))]
-
-
-def last_id(conn: sa.Connection) -> int:
+def last_seq(conn: sa.Connection) -> int:
+    """The ``seq`` of the last committed row (0: none): a stream that starts here misses nothing after it."""
     t = activity_table
-    last: int = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0))).scalar_one()
+    last: int = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.seq), 0))).scalar_one()
     return last

@@ -72,14 +72,17 @@ circuit_revision_table = CircuitRevision.__table__
 
 
 class Activity(TableModel, table=True):
-    """One change, in commit order: a claim revision, a review, a circuit revision, a finished render.
+    """One change: a claim revision, a review, a circuit revision, a finished render.
 
-    The feed reads it; live updates follow it (PostgreSQL NOTIFY on insert wakes the listeners, SQLite polls).
+    The feed reads it by ``id`` (insertion order); live updates follow ``seq`` (commit order: given at commit on
+    PostgreSQL by a trigger of migration 0007, see kb.claims.activity). PostgreSQL NOTIFY wakes the listeners,
+    SQLite's are polling.
     """
 
     __tablename__ = "activity"
 
     id: int | None = Field(default=None, primary_key=True)
+    seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True, unique=True, index=True))
     at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # CLAIM | REVIEW | CIRCUIT | RENDER
     model_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, index=True))

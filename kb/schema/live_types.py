@@ -18,7 +18,7 @@ MAX_FIRST = 200
 
 @strawberry.type(description="One change: a claim revision, a review, a circuit revision or a finished render.")
 class ActivityItem:
-    id: int = strawberry.field(description="increasing; also the live stream's event id")
+    id: int = strawberry.field(description="increasing as rows are written (live streams' event ids: commit order)")
     at: datetime
     kind: ActivityKind
     model: str

@@ -184,6 +184,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.graphs = graphs
     app.state.graphql = graphql
     app.state.pages = pages
+    app.state.live = live
     app.add_middleware(CurrentSession, engine=engine)
     app.add_middleware(Unavailable)  # a full pool before or beside GraphQL (the sign-in lookup): 503, Retry-After
     app.add_middleware(BodyLimit, max_bytes=1 << 20)

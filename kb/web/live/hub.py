@@ -1,10 +1,12 @@
 """One change follower per server process, fanning new activity rows out to the open live streams.
 
+It reads the feed in commit order (``activity.seq``, see kb.claims.activity), never by id: on PostgreSQL ids are not
+in commit order, so "every id above the last" would skip a row that commits late; "every seq above the last" cannot.
 On PostgreSQL a thread holds one connection that LISTENs on ``kb_activity``: a change committed by any process
-(another API process, a render worker) wakes it, and it reads exactly the rows named by the notifications (ids
-are not in commit order on PostgreSQL, so "every id above the last" could skip one). After a lost connection it
-reconnects and catches up from the last id it saw. On SQLite (one writer at a time, so ids are in commit order)
-the thread polls for ids above the last. The thread runs only while a stream is open.
+(another API process, a render worker) wakes it, and it reads the rows after the last it dispatched (after a lost
+connection it reconnects and does the same). On SQLite the thread polls for them. The thread runs only while a
+stream is open. If it fails, it starts again and goes on from the last row it dispatched; if it dies anyway (an
+exception no handler takes), the next open stream that notices starts it again (``ensure``), from the same place.
 """
 
 from __future__ import annotations
@@ -46,43 +48,69 @@ class Filter:
 
 @dataclass(eq=False)
 class Subscriber:
+    """One open stream's queue: the rows it wants, in commit order, and ``seq`` marks (ints) that say the follower
+    has gone past rows the filter held back, so that the stream's cursor can move past them too."""
+
     loop: asyncio.AbstractEventLoop
     filter: Filter
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
+    queue: asyncio.Queue[dict | int] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
     overflowed: bool = False
 
-    def offer(self, row: dict) -> None:  # on the subscriber's loop
-        try:
-            self.queue.put_nowait(row)
-        except asyncio.QueueFull:
-            self.overflowed = True  # the stream ends; the browser reconnects with Last-Event-ID and catches up
+    def offer(self, items: list[dict | int]) -> None:  # on the subscriber's loop
+        for item in items:
+            try:
+                self.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                self.overflowed = True  # the stream ends; the browser reconnects with Last-Event-ID and catches up
+                return
 
 
 class Hub:
-    def __init__(self, engine: sa.Engine, poll_s: float = 1.0):
+    def __init__(self, engine: sa.Engine, poll_s: float = 1.0, page: int = 500, retry_s: float = 1.0):
         self.engine = engine
         self.poll_s = poll_s
+        self.page = page
+        self.retry_s = retry_s
         self.subscribers: set[Subscriber] = set()
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
-        self.last = 0
+        self.last: int | None = None  # the seq of the last row dispatched; None until a follower starts
+        self.restarts = 0  # how often the follower started again after failing or dying
 
     def subscribe(self, flt: Filter, loop: asyncio.AbstractEventLoop) -> Subscriber:
         sub = Subscriber(loop, flt)
         with self.lock:
             self.subscribers.add(sub)
-            if self.thread is None or not self.thread.is_alive():
+            if not self.alive():
                 self.stopping.clear()
-                with self.engine.connect() as conn:
-                    self.last = activity.last_id(conn)
-                self.thread = threading.Thread(target=self._run, name="kb-live", daemon=True)
-                self.thread.start()
+            self._ensure()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         with self.lock:
             self.subscribers.discard(sub)
+
+    def alive(self) -> bool:
+        thread = self.thread
+        return thread is not None and thread.is_alive()
+
+    def ensure(self) -> None:
+        """Start the follower again if it died while streams are open (they call this when they notice)."""
+        with self.lock:
+            self._ensure()
+
+    def _ensure(self) -> None:  # under self.lock
+        if not self.subscribers or self.stopping.is_set() or self.alive():
+            return
+        if self.last is None:  # a new follower: its streams get what commits from now on
+            with self.engine.connect() as conn:
+                self.last = activity.last_seq(conn)
+        else:  # the last one died with streams open: go on from its last row, so they miss nothing
+            self.restarts += 1
+            log.warning("the live-update follower had died; starting it again after seq %d", self.last)
+        self.thread = threading.Thread(target=self._run, name="kb-live", daemon=True)
+        self.thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -93,55 +121,62 @@ class Hub:
         with self.lock:
             if not self.subscribers:
                 self.thread = None
+                self.last = None
                 return True
         return False
 
     def _dispatch(self, rows: list[dict]) -> None:
         if not rows:
             return
-        self.last = max(self.last, max(r["id"] for r in rows))
+        top = rows[-1]["seq"]
         with self.lock:
             subs = list(self.subscribers)
-        for row in rows:
-            for sub in subs:
-                if sub.filter.matches(row):
-                    sub.loop.call_soon_threadsafe(sub.offer, row)
+        for sub in subs:
+            mine = [r for r in rows if sub.filter.matches(r)]
+            items: list[dict | int] = [*mine] if mine and mine[-1]["seq"] == top else [*mine, top]
+            sub.loop.call_soon_threadsafe(sub.offer, items)
+        self.last = top
+
+    def _catch_up(self) -> None:
+        """Dispatch every row committed after the last one dispatched, in commit order, a page at a time."""
+        assert self.last is not None
+        while True:
+            with self.engine.connect() as conn:
+                rows = activity.after(conn, self.last, self.page)
+            self._dispatch(rows)
+            if len(rows) < self.page:
+                return
 
     def _run(self) -> None:
-        try:
-            if self.engine.dialect.name == "postgresql":
-                self._listen()
-            else:
-                self._poll()
-        except Exception:
-            log.exception("the live-update follower stopped")
+        while True:
+            try:
+                if self.engine.dialect.name == "postgresql":
+                    self._listen()
+                else:
+                    self._poll()
+                return  # no stream is open, or the server stops
+            except Exception as exc:
+                log.warning("the live-update follower failed (%s); starting it again", exc, exc_info=True)
             with self.lock:
-                self.thread = None
+                self.restarts += 1
+            if self.stopping.wait(self.retry_s) or self._idle():
+                return
 
     def _poll(self) -> None:
         while not self.stopping.wait(self.poll_s):
             if self._idle():
                 return
-            with self.engine.connect() as conn:
-                self._dispatch(activity.after(conn, self.last))
+            self._catch_up()
 
     def _listen(self) -> None:
         import psycopg
 
         url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self.stopping.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True) as pg:
-                    pg.execute(f"LISTEN {activity.CHANNEL}")
-                    with self.engine.connect() as conn:  # what committed before LISTEN took effect
-                        self._dispatch(activity.after(conn, self.last))
-                    while not self.stopping.is_set():
-                        for note in pg.notifies(timeout=1.0):
-                            if note.payload.isdigit():
-                                with self.engine.connect() as conn:
-                                    self._dispatch(activity.by_ids(conn, [int(note.payload)]))
-                        if self._idle():
-                            return
-            except psycopg.OperationalError as exc:
-                log.warning("live updates: lost the LISTEN connection (%s); reconnecting", exc)
-                self.stopping.wait(1.0)
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute(f"LISTEN {activity.CHANNEL}")
+            self._catch_up()  # what committed before LISTEN took effect (or while the last follower was down)
+            while not self.stopping.is_set():
+                if any(True for _ in pg.notifies(timeout=1.0, stop_after=1)):
+                    self._catch_up()  # one read for whatever committed: the payloads (ids) are not needed
+                if self._idle():
+                    return

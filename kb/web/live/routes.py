@@ -1,10 +1,13 @@
 """Live updates as server-sent events, and the activity page.
 
 ``GET /events?neuron=KEY&claim=claim:N&circuit=circuit:N&model=M`` (each repeatable, any of them matching; none:
-everything) streams ``event: activity`` messages whose ``id`` is the activity row's id and whose data is the row
-as JSON. A browser's EventSource reconnects by itself with ``Last-Event-ID`` (or a client passes ``since=ID``) and
-first gets what it missed. A stream ends after ``max_s`` seconds (the browser reconnects at once and misses
-nothing), so that a server can stop without waiting on open streams.
+everything) streams ``event: activity`` messages whose data is the row as JSON and whose ``id`` is the row's
+``seq``: its place in commit order (kb.claims.activity), not its id, which on PostgreSQL is not in commit order.
+A browser's EventSource reconnects by itself with ``Last-Event-ID`` (or a client passes ``since=SEQ``) and first
+gets what committed after that, in commit order: nothing skipped, nothing twice. A filtered stream also sends
+``id: SEQ`` with no data (browsers keep the id and fire no event) when it has gone past rows the filter held
+back, so that its next replay starts there. A stream ends after ``max_s`` seconds (the browser reconnects at once
+and misses nothing), so that a server can stop without waiting on open streams.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from kb.web.auth.pages import render
 from kb.web.live.hub import Filter, Hub
 
 KEEPALIVE_S = 15.0
-REPLAY_MAX = 500
+WATCHDOG_S = 2.0  # how often a quiet stream makes sure its follower runs
+REPLAY_PAGE = 500  # rows read at a time when a stream replays what its client missed
 
 
 def event(row: dict) -> str:
     data = {
         "id": row["id"],
+        "seq": row["seq"],
         "at": row["at"].isoformat(),
         "kind": row["kind"],
         "model": row["model_key"],
@@ -46,7 +51,12 @@ def event(row: dict) -> str:
         "neurons": row["neurons"],
         "url": link(row),
     }
-    return f"id: {row['id']}\nevent: activity\ndata: {json.dumps(data)}\n\n"
+    return f"id: {row['seq']}\nevent: activity\ndata: {json.dumps(data)}\n\n"
+
+
+def mark(seq: int) -> str:
+    """An id without data: the browser keeps it (its next Last-Event-ID) and fires no event."""
+    return f"id: {seq}\n\n"
 
 
 def link(row: dict) -> str:
@@ -91,29 +101,54 @@ class Live:
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
         since = request.headers.get("last-event-id") or request.query_params.get("since")
-        since_id = row_id(since) if since else None
-        if since and since_id is None:
+        cursor = row_id(since) if since else None  # the seq of the last row the client has
+        if since and cursor is None:
             return PlainTextResponse("since (or Last-Event-ID) is an event id: ASCII digits", status_code=400)
+        # Subscribed before the replay reads: a row committed before this subscription is in the replay's read,
+        # one committed after it reaches the queue; one in both is sent once (the queue's seq <= cursor).
         sub = await run_in_threadpool(self.hub.subscribe, flt, asyncio.get_running_loop())
 
         async def stream():
+            nonlocal cursor
             try:
                 yield "retry: 2000\n\n"
-                sent = since_id or 0
-                if since_id is not None:
-                    for row in await run_in_threadpool(self._after, since_id):
-                        if flt.matches(row):
-                            sent = row["id"]
-                            yield event(row)
                 end = time.monotonic() + self.max_s
+                while cursor is not None:  # what the client missed, a page at a time, in commit order
+                    rows = await run_in_threadpool(self._after, cursor)
+                    for row in rows:
+                        if flt.matches(row):
+                            yield event(row)
+                    if rows:
+                        cursor = rows[-1]["seq"]
+                        if not flt.matches(rows[-1]):
+                            yield mark(cursor)
+                    if len(rows) < REPLAY_PAGE:
+                        break
+                    if sub.overflowed or time.monotonic() > end:
+                        return  # the client reconnects at once from the cursor
+                quiet_since, unsent = time.monotonic(), None
                 while (left := end - time.monotonic()) > 0 and not sub.overflowed:
                     try:
-                        row = await asyncio.wait_for(sub.queue.get(), timeout=min(KEEPALIVE_S, left))
+                        item = await asyncio.wait_for(sub.queue.get(), timeout=min(WATCHDOG_S, left))
                     except TimeoutError:
-                        yield ": keepalive\n\n"
+                        if not self.hub.alive():  # it died: start it again (it goes on from its last row)
+                            await run_in_threadpool(self.hub.ensure)
+                        if time.monotonic() - quiet_since >= KEEPALIVE_S:
+                            quiet_since = time.monotonic()
+                            yield mark(unsent) if unsent else ": keepalive\n\n"
+                            unsent = None
                         continue
-                    if row["id"] > sent:
-                        yield event(row)
+                    seq = item if isinstance(item, int) else item["seq"]
+                    if cursor is not None and seq <= cursor:
+                        continue  # the replay sent it, or went past it
+                    cursor = seq
+                    if isinstance(item, int):  # past rows the filter held back: said at the next keepalive or end
+                        unsent = seq
+                    else:
+                        quiet_since, unsent = time.monotonic(), None
+                        yield event(item)
+                if unsent:
+                    yield mark(unsent)
             finally:
                 self.hub.unsubscribe(sub)
 
@@ -123,13 +158,13 @@ class Live:
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
-    def _after(self, since_id: int) -> list[dict]:
+    def _after(self, seq: int) -> list[dict]:
         with self.engine.connect() as conn:
-            return activity.after(conn, since_id, REPLAY_MAX)
+            return activity.after(conn, seq, REPLAY_PAGE)
 
     async def page(self, request: Request) -> Response:
         model = request.query_params.get("model") or None
-        rows = await run_in_threadpool(self._recent, model)
+        since, rows = await run_in_threadpool(self._recent, model)
         models = await run_in_threadpool(lambda: [r["key"] for r in self.graphs.model_rows() if not r["removed_at"]])
         return render(
             request,
@@ -137,13 +172,17 @@ class Live:
             title="Activity",
             rows=[{**r, "url": link(r)} for r in rows],
             model=model or "",
+            since=since,
             models=models,
             stream="/events" + (f"?{urlencode({'model': model})}" if model else ""),
         )
 
-    def _recent(self, model: str | None) -> list[dict]:
+    def _recent(self, model: str | None) -> tuple[int, list[dict]]:
+        """Where the page's stream starts, then the rows it shows: read in that order, a row that commits between
+        the two is both shown and streamed (activity.js shows it once), never neither."""
         with self.engine.connect() as conn:
-            return activity.recent(conn, model, None, 100)
+            since = activity.last_seq(conn)
+            return since, activity.recent(conn, model, None, 100)
 
 
 def live_routes(live: Live) -> list[Route]:

@@ -1,4 +1,6 @@
 // The activity page, live: new changes are prepended as the server sends them (GET /events, server-sent events).
+// The stream starts after data-since (a seq, the feed's order of commit, read before the page's rows) and the
+// browser resumes it with Last-Event-ID; a change both on the page and in the stream is shown once (data-id).
 "use strict";
 (function () {
   const list = document.getElementById("activity");
