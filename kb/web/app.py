@@ -107,6 +107,13 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
                 "graphs_loaded": graphs.loaded(),
                 "graphs": graphs.memory(),
                 "process_rss_bytes": _rss_bytes(),
+                # requests strawberry answered because the compiled executor failed (each failure logged once)
+                "compiled": {
+                    "plans": len(graphql.plans),
+                    "answered": graphql.fast,
+                    "fallbacks": graphql.fallbacks,
+                    "failed_documents": graphql.failed_documents,
+                },
             }
         )
 
