@@ -39,6 +39,7 @@ from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.live.routes import Live, live_routes
 from kb.web.pages import Pages
 from kb.web.ratelimit import RateLimits
+from kb.web.request_limit import RequestLimit
 from kb.web.security import SecurityHeaders
 from kb.web.templating import STATIC, Static
 
@@ -84,7 +85,6 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         schema,
         lambda scope: Context(graphs=graphs, settings=settings),
         offloop=offloop,
-        rates=rates,
         inline_cost=settings.inline_cost,
     )
 
@@ -178,6 +178,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.graphql = graphql
     app.state.pages = pages
     app.add_middleware(CurrentSession, engine=engine)
+    app.add_middleware(RequestLimit, rates=rates)  # outside the session look-up: a refusal reads no database
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
     app.add_middleware(SecurityHeaders)  # outermost: every answer gets the headers, errors included
     app.add_exception_handler(404, lambda r, e: PlainTextResponse("not found", status_code=404))

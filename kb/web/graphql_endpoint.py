@@ -1,6 +1,6 @@
 """/graphql: strawberry's ASGI view, with compiled plans for queries it has seen before.
 
-Every GraphQL request (GET or POST) is rate-limited per client address, then checked for NULs. The first time
+Every GraphQL request (GET or POST) is checked for NULs (kb.web.request_limit has counted it). The first time
 a query document arrives it is compiled on a worker thread (kb.schema.compiled) and goes through strawberry
 (parse, limits, validate, cost, execute off the loop: kb.schema); later requests with the same document have
 their cost checked against the budget (cached per document and variable values) and run its plan, answered
@@ -45,7 +45,6 @@ class GraphQLEndpoint:
         schema,
         context_factory,
         offloop=None,
-        rates=None,
         max_plans: int = 512,
         inline_cost: int = 500,
     ):
@@ -54,7 +53,6 @@ class GraphQLEndpoint:
         self.limits = schema.limits
         self.context_factory = context_factory
         self.offloop = offloop
-        self.rates = rates
         # a document's plan; None: not compilable (strawberry answers it); _BROKEN: its compilation failed
         self.plans: OrderedDict[tuple[str, str | None], Plan | object | None] = OrderedDict()
         self.max_plans = max_plans
@@ -95,17 +93,6 @@ class GraphQLEndpoint:
             return await send_error(send, "the request has no query string", "BAD_INPUT", 400)
         if not (variables is None or isinstance(variables, dict)) or not (name is None or isinstance(name, str)):
             return await send_error(send, "variables must be an object and operationName a string", "BAD_INPUT", 400)
-        if self.rates is not None:
-            wait = await self.rates.query(_address(scope))
-            if wait:
-                return await send_error(
-                    send,
-                    f"too many requests from this address: retry in {wait:.1f} s",
-                    "RATE_LIMITED",
-                    429,
-                    retryAfter=round(wait, 1),
-                    headers=[(b"retry-after", str(max(1, round(wait))).encode())],
-                )
         if has_nul(variables) or has_nul(name):
             return await send_error(send, NUL_MESSAGE, "BAD_INPUT", 200)
         key = (query, name)
@@ -189,11 +176,6 @@ class GraphQLEndpoint:
             return _BROKEN
         plan.analysis = analysis  # type: ignore[attr-defined]
         return plan
-
-
-def _address(scope) -> str:
-    client = scope.get("client")
-    return client[0] if client else "unknown"
 
 
 def _short(query: str) -> str:
