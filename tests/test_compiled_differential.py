@@ -250,7 +250,9 @@ def _document(draw, schema) -> str:
 
 
 def test_generated_documents(pair):
-    schema = pair[0].app.state.graphql.compiler.gql
+    endpoint = pair[0].app.state.graphql
+    schema = endpoint.compiler.gql
+    failures = (endpoint.failed_documents, endpoint.fallbacks)
 
     planned = []
 
@@ -261,8 +263,8 @@ def test_generated_documents(pair):
 
     check()
     assert sum(planned) >= len(planned) // 4, f"only {sum(planned)} of {len(planned)} documents ran as plans"
-    endpoint = pair[0].app.state.graphql  # the compiler and its plans never failed on something unexpected
-    assert (endpoint.failed_documents, endpoint.fallbacks) == (0, 0)
+    # the compiler and its plans never failed on something unexpected
+    assert (endpoint.failed_documents, endpoint.fallbacks) == failures
 
 
 def test_a_root_fields_coded_error_is_answered_by_the_plan_exactly_as_by_strawberry(pair):
