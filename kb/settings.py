@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: float = Field(120.0, description="mutations per minute per account, on average")
     rate_limit_burst: int = Field(60, description="mutations an account may send at once; 0: the minute's")
     query_rate_limit: str = Field(
-        "3000/minute", description="GraphQL requests per client address (limits' notation, ';' between); empty: none"
+        "3000/minute",
+        description="requests to /graphql and pages per client address (limits' notation, ';' between); empty: none",
     )
     redis_url: str = Field("", description="Redis for shared rate limits; empty: KB_BROKER_URL if it is redis://")
     query_cost_budget: int = Field(50_000, description="largest estimated result (values) one request may ask")

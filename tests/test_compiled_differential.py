@@ -250,7 +250,9 @@ def _document(draw, schema) -> str:
 
 
 def test_generated_documents(pair):
-    schema = pair[0].app.state.graphql.compiler.gql
+    endpoint = pair[0].app.state.graphql
+    schema = endpoint.compiler.gql
+    failures = (endpoint.failed_documents, endpoint.fallbacks)
 
     planned = []
 
@@ -261,3 +263,30 @@ def test_generated_documents(pair):
 
     check()
     assert sum(planned) >= len(planned) // 4, f"only {sum(planned)} of {len(planned)} documents ran as plans"
+    # the compiler and its plans never failed on something unexpected
+    assert (endpoint.failed_documents, endpoint.fallbacks) == failures
+
+
+def test_a_root_fields_coded_error_is_answered_by_the_plan_exactly_as_by_strawberry(pair):
+    """An unknown key (the usual error) is answered by the plan itself, not by running the resolvers again through
+    strawberry: the same body, message, locations, path, code and suggestion included, and the same null data
+    (a non-null root field's error nulls the data; the root fields after it are not run)."""
+    compiled, plain = pair
+    endpoint = compiled.app.state.graphql
+    documents = [
+        ("query($k: String!) { neuron(key: $k) { key } }", {"k": "inceptionv1/mixed9z:1"}),
+        ("query($k: String!) {\n  models { key }\n  layer(key: $k) { key name } }", {"k": "InceptionV1 9z"}),
+        (
+            'query($k: [String!]!) { n: neurons(keys: $k) { key } m: model(key: "nosuchmodel") { key } }',
+            {"k": ["inceptionv1/mixed3a:1", "not a key"]},
+        ),
+        ('{ model(key: "inceptionv") { key } neuron(key: "InceptionV1 4c:99999") { key } }', {}),
+    ]
+    for query, variables in documents:
+        body = {"query": query, "variables": variables}
+        expected = plain.post("/graphql", json=body).json()
+        assert expected["data"] is None and expected["errors"], expected
+        compiled.post("/graphql", json=body)  # first sight: strawberry answers, the plan is made
+        before = endpoint.fast
+        assert compiled.post("/graphql", json=body).json() == expected
+        assert endpoint.fast == before + 1, f"not answered by a plan: {query}"

@@ -1,7 +1,10 @@
 """What the API serves the graph from: the catalog and each model version's graph, read once and kept.
 
 A model version's weights never change, so nothing here is ever invalidated by an edit; the catalog is
-re-read when a key is not found (another process may have imported a model) and when a model was removed.
+re-read every ``catalog_ttl`` seconds, and once in its lifetime for a key it does not know (another process may
+have imported a model). After that, a key it does not know is unknown until the catalog is read again (a model
+imported meanwhile shows within ``catalog_ttl``), and the keys that failed are remembered with their error (a
+negative cache, one per catalog): unknown keys, however many and however different, cost no reads and no SQL.
 
 With a graphs folder, a model's graph is memory-mapped from its graph file (``kb.graph.graph_file``), which is
 checked against the database first (ids, weights hash, layers, links, counts, neuron ids; its own checksum) and
@@ -16,8 +19,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -28,10 +33,13 @@ from kb.db.graph_read import read_model_graph
 from kb.db.tables import layer_link_table, model_table
 from kb.graph import graph_file
 from kb.graph import program as programs
-from kb.graph.keys import Catalog, KeyProblem, LayerKey, NeuronKey
+from kb.graph.keys import Catalog, KeyProblem, LayerKey, NeuronKey, NotFound
 from kb.graph.store import ModelGraph
 
 log = logging.getLogger("kb.graphs")
+T = TypeVar("T")
+Lookup = tuple[str, str, str | None]  # (what: neuron, layer or model, the key as given, the default model)
+MAX_UNKNOWN = 10_000  # unknown keys remembered per catalog (more cost a look-up in it each, but no read)
 
 
 class GraphCache:
@@ -49,8 +57,8 @@ class GraphCache:
         self._snapshot: tuple[Catalog, dict[str, dict[str, Any]]] | None = None
         self._catalog_at = 0.0
         self._catalog_lock = threading.Lock()
-        self._catalog_reads = 0  # reads begun
-        self._snapshot_read = 0  # which of them made the snapshot
+        self._snapshot_read = 0  # which read (of catalog_reads) made the snapshot
+        self._unknown: _Unknown | None = None  # the current catalog's negative cache
         self._graphs: dict[str, ModelGraph] = {}
         self._programs: dict[tuple[str, int], programs.LinkProgram] = {}
         self._kernels: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # least recently used first
@@ -59,6 +67,7 @@ class GraphCache:
         self._lock = threading.RLock()
         self._model_locks: dict[str, threading.Lock] = {}  # one model's load does not hold up another's
         self.loads = 0  # how many model graphs were read (tests and benchmarks look)
+        self.catalog_reads = 0  # how many times the catalog was read
 
     # -- catalog -----------------------------------------------------------------------------------------
     def catalog(self, refresh: bool = False) -> Catalog:
@@ -71,7 +80,7 @@ class GraphCache:
         if snapshot is not None and not refresh and time.monotonic() - self._catalog_at <= self.catalog_ttl:
             return snapshot
         io_guard.check("the catalog")  # before the lock: another thread may be reading it
-        ticket = self._catalog_reads
+        ticket = self.catalog_reads
         if snapshot is not None and not refresh:
             if not self._catalog_lock.acquire(blocking=False):
                 return snapshot  # only stale, and another thread is reading it: this one keeps the one it has
@@ -83,8 +92,8 @@ class GraphCache:
                 or (not refresh and time.monotonic() - self._catalog_at <= self.catalog_ttl)
             ):
                 return self._snapshot
-            self._catalog_reads += 1
-            read = self._catalog_reads
+            self.catalog_reads += 1
+            read = self.catalog_reads
             with self.engine.connect() as conn:
                 if conn.dialect.name == "postgresql":  # the catalog and the rows from one snapshot of the database
                     conn.execution_options(isolation_level="REPEATABLE READ")
@@ -100,16 +109,50 @@ class GraphCache:
             self._catalog_lock.release()
 
     def resolve(self, text: str, default_model: str | None = None) -> NeuronKey:
-        try:
-            return self.catalog().neuron(text, default_model)
-        except KeyProblem:
-            return self.catalog(refresh=True).neuron(text, default_model)
+        return self._lookup(("neuron", text, default_model), lambda c: c.neuron(text, default_model))
 
     def resolve_layer(self, text: str, default_model: str | None = None) -> LayerKey:
+        return self._lookup(("layer", text, default_model), lambda c: c.layer(text, default_model))
+
+    def model_row_of(self, key: str) -> dict[str, Any]:
+        """The model row (a removed one too, as its tombstone) of a model key; raises NotFound."""
+
+        def find(catalog: Catalog) -> dict[str, Any]:
+            row = self.model_row(key.strip().lower())
+            if row is None:
+                catalog.model(key)  # NotFound with a suggestion
+                raise NotFound(f"no model {key!r}")
+            return row
+
+        return self._lookup(("model", key, None), find)
+
+    def _lookup(self, what: Lookup, find: Callable[[Catalog], T]) -> T:
+        """``find`` in the catalog; where it raises a KeyProblem, in the catalog read again, once in its lifetime."""
+        reads = self.catalog_reads
+        catalog = self.catalog()
+        unknown = self._unknown_in(catalog)
+        unknown.raise_if_known(what)
         try:
-            return self.catalog().layer(text, default_model)
-        except KeyProblem:
-            return self.catalog(refresh=True).layer(text, default_model)
+            return find(catalog)
+        except KeyProblem as problem:
+            if unknown.final or self.catalog_reads != reads:  # read since a key was not found: as fresh as can be
+                unknown.final = True
+                unknown.remember(what, problem)
+                raise
+        catalog = self.catalog(refresh=True)
+        unknown = self._unknown_in(catalog)
+        unknown.final = True
+        try:
+            return find(catalog)
+        except KeyProblem as problem:
+            unknown.remember(what, problem)
+            raise
+
+    def _unknown_in(self, catalog: Catalog) -> _Unknown:
+        unknown = self._unknown
+        if unknown is None or unknown.catalog is not catalog:
+            unknown = self._unknown = _Unknown(catalog)
+        return unknown
 
     def model_row(self, key: str) -> dict[str, Any] | None:
         return self._current()[1].get(key)
@@ -226,6 +269,26 @@ class GraphCache:
                     self._kernels.popitem(last=False)
         kernel: np.ndarray = k[s_index]
         return kernel
+
+
+@dataclass(eq=False)
+class _Unknown:
+    """One catalog's negative cache: the keys it does not know, each with its problem, and whether it was read
+    since a key was not found (``final``: then no key it does not know makes it read again)."""
+
+    catalog: Catalog
+    final: bool = False
+    problems: dict[Lookup, tuple[type[KeyProblem], str, str | None]] = field(default_factory=dict)
+
+    def raise_if_known(self, what: Lookup) -> None:
+        known = self.problems.get(what)
+        if known is not None:
+            kind, message, suggestion = known
+            raise kind(message, suggestion)
+
+    def remember(self, what: Lookup, problem: KeyProblem) -> None:
+        if len(self.problems) < MAX_UNKNOWN:
+            self.problems[what] = (type(problem), problem.message, problem.suggestion)
 
 
 def _mapped(path: Path, expected: graph_file.Expected) -> ModelGraph:

@@ -8,9 +8,12 @@ of the same strawberry resolvers, coerced arguments computed once when they use 
 
 Only what the plan can do exactly is compiled: queries (no mutations), object types (no interfaces or
 unions), no directives, no field extensions or permissions, no async resolvers. Everything else, and any
-exception while running a plan (a coded error such as NOT_FOUND included), falls back to strawberry's
-normal execution of the same request, which produces the response, errors and all. A plan never produces
-an error response itself, so the two paths cannot disagree on errors; tests check they agree on data.
+exception while running a plan, falls back to strawberry's normal execution of the same request, which
+produces the response, errors and all. The one error a plan answers itself is the usual one: an unknown key
+(kb.graph.keys.KeyProblem: BAD_KEY, NOT_FOUND) raised by a root field's resolver, located and coded by the same
+functions as strawberry's (graphql-core's ``located_error``, ``kb.schema.errors.with_code``), with the same
+null propagation, so an unknown key does not run the resolvers twice; tests check both paths agree on data and
+errors. A plan that fails on something else raises Broken (a Fallback): the endpoint counts and logs those.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLError,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    located_error,
     specified_rules,
     validate,
 )
@@ -44,8 +49,10 @@ from strawberry.relay import GlobalID, Node
 from strawberry.types.arguments import convert_arguments
 
 from kb.db.io_guard import NeedsIO
+from kb.errors import Problem
+from kb.graph.keys import KeyProblem
 from kb.schema.deadline import DEADLINE
-from kb.schema.errors import RequestTimeout
+from kb.schema.errors import RequestTimeout, with_code
 from kb.schema.limits import MAX_TOKENS
 
 
@@ -55,6 +62,11 @@ class NotCompilable(Exception):
 
 class Fallback(Exception):
     pass
+
+
+class Broken(Fallback):
+    """The plan failed on an exception it did not expect (a resolver's bug, or strawberry internals that
+    changed): strawberry answers the request."""
 
 
 class FastInfo:
@@ -73,6 +85,7 @@ class FieldPlan:
     wraps: list[str]  # outermost first: "nonnull" / "list"
     leaf: Callable[[Any], Any] | None  # scalar serializer, or None for objects
     sub: ObjectPlan | None = None
+    node: FieldNode | None = None  # where the field is in the document (errors name it)
 
 
 @dataclass
@@ -85,24 +98,52 @@ class Plan:
     root: ObjectPlan
     operation: OperationDefinitionNode
     variable_definitions: Any
+    failures: int = 0  # runs that raised Broken (the endpoint logs the first)
 
-    def run(self, context, variables: dict | None) -> dict:
-        coerced = get_variable_values(self._schema, self.operation.variable_definitions or [], variables or {})
-        if isinstance(coerced, list):  # variable errors: let the normal path report them
-            raise Fallback
-        info = FastInfo(context)
+    def run(self, context, variables: dict | None) -> tuple[dict | None, list[dict]]:
+        """(data, errors): the response's data, and its errors (formatted) where a root field's key was unknown."""
         try:
-            return _run_object(self.root, None, info, coerced)
+            coerced = get_variable_values(self._schema, self.operation.variable_definitions or [], variables or {})
+            if isinstance(coerced, list):  # variable errors: let the normal path report them
+                raise Fallback
+            return _run_root(self.root, FastInfo(context), coerced)
         except (Fallback, RequestTimeout, NeedsIO):
             raise
-        except Exception as exc:
+        except (Problem, GraphQLError) as exc:  # any other coded error: strawberry reports it, with its context
             raise Fallback from exc
+        except Exception as exc:
+            raise Broken from exc
 
 
-def _run_object(plan: ObjectPlan, source, info, variables) -> dict:
+def _run_root(plan: ObjectPlan, info, variables) -> tuple[dict | None, list[dict]]:
+    """The root fields in order, as graphql-core executes them: a key problem (BAD_KEY, NOT_FOUND) raised by a root
+    field's resolver makes the field null (and the data null if the field is non-null, with the fields after it
+    not run). Other errors may depend on what strawberry's context has and a plan's has not (the request, its
+    account): strawberry answers them."""
+    _check_deadline()
+    out: dict = {}
+    errors: list[dict] = []
+    for f in plan.fields:
+        try:
+            value = f.get(None, info, variables)
+        except KeyProblem as exc:  # resolved from the catalog alone: the same in strawberry's context
+            errors.append(with_code(located_error(exc, [f.node] if f.node else None, [f.key])).formatted)
+            if f.wraps and f.wraps[0] == "nonnull":
+                return None, errors
+            out[f.key] = None
+            continue
+        out[f.key] = _complete(f, f.wraps, value, info, variables)
+    return out, errors
+
+
+def _check_deadline() -> None:
     deadline = DEADLINE.get()
     if deadline is not None and time.monotonic() > deadline:
         raise RequestTimeout("the request took longer than its time limit; ask for less")
+
+
+def _run_object(plan: ObjectPlan, source, info, variables) -> dict:
+    _check_deadline()
     out = {}
     for f in plan.fields:
         out[f.key] = _complete(f, f.wraps, f.get(source, info, variables), info, variables)
@@ -199,7 +240,7 @@ class Compiler:
                 leaf = named.serialize
             else:
                 raise NotCompilable(f"abstract type {named}")
-            plan.fields.append(FieldPlan(key, self.getter(definition, sfield, gfield, node), wraps, leaf, sub))
+            plan.fields.append(FieldPlan(key, self.getter(definition, sfield, gfield, node), wraps, leaf, sub, node))
         return plan
 
     def getter(self, definition, sfield, gfield, node: FieldNode):
@@ -289,4 +330,4 @@ def _uses_variables(node: FieldNode) -> bool:
     return v.found
 
 
-__all__ = ["MAX_TOKENS", "Compiler", "Fallback", "NotCompilable", "Plan"]
+__all__ = ["MAX_TOKENS", "Broken", "Compiler", "Fallback", "NotCompilable", "Plan"]

@@ -10,7 +10,7 @@ from strawberry import relay
 from kb.graph import circuits
 from kb.graph.keys import NeuronKey
 from kb.schema.context import Info
-from kb.schema.errors import bad_input, limit, not_found
+from kb.schema.errors import bad_input, limit
 from kb.schema.types import Direction, Layer, Model, NeighborOrder, Neuron, Path, Sign, Subgraph, WeightEdge
 
 MAX_KEYS = 100
@@ -39,16 +39,7 @@ class GraphQuery:
 
     @strawberry.field(description="A model version by key, e.g. inceptionv1 (a removed one as its tombstone).")
     def model(self, info: Info, key: str) -> Model:
-        graphs = info.context.graphs
-        name = key.strip().lower()
-        row = graphs.model_row(name)
-        if row is None:
-            graphs.catalog(refresh=True)
-            row = graphs.model_row(name)
-        if row is None:
-            graphs.catalog().model(key)
-            raise not_found(f"no model {key!r}")
-        return Model.of_row(row)
+        return Model.of_row(info.context.graphs.model_row_of(key))
 
     @strawberry.field(description="A layer by key, e.g. inceptionv1/mixed4c or 'InceptionV1 4c'.")
     def layer(self, info: Info, key: str) -> Layer:

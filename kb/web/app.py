@@ -43,6 +43,7 @@ from kb.web.live.routes import Live, live_routes
 from kb.web.page_query import QueryFailed
 from kb.web.pages import Pages, query_failed
 from kb.web.ratelimit import RateLimits
+from kb.web.request_limit import RequestLimit
 from kb.web.templating import STATIC, Static
 from kb.web.unavailable import Unavailable, retry_after_header
 
@@ -97,7 +98,6 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         schema,
         lambda scope: Context(graphs=graphs, settings=settings),
         offloop=offloop,
-        rates=rates,
         inline_cost=settings.inline_cost,
     )
 
@@ -120,6 +120,13 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
                 "graphs_loaded": graphs.loaded(),
                 "graphs": graphs.memory(),
                 "process_rss_bytes": _rss_bytes(),
+                # requests strawberry answered because the compiled executor failed (each failure logged once)
+                "compiled": {
+                    "plans": len(graphql.plans),
+                    "answered": graphql.fast,
+                    "fallbacks": graphql.fallbacks,
+                    "failed_documents": graphql.failed_documents,
+                },
             }
         )
 
@@ -187,6 +194,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.live = live
     app.add_middleware(CurrentSession, engine=engine)
     app.add_middleware(Unavailable)  # a full pool before or beside GraphQL (the sign-in lookup): 503, Retry-After
+    app.add_middleware(RequestLimit, rates=rates)  # outside the session look-up: a refusal reads no database
     app.add_middleware(BodyLimit, max_bytes=1 << 20)
     # outermost: the client's address and scheme by KB_TRUSTED_PROXIES, before anything reads them
     app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))

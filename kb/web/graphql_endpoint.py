@@ -1,6 +1,6 @@
 """/graphql: strawberry's ASGI view, with compiled plans for queries it has seen before.
 
-Every GraphQL request (GET or POST) is rate-limited per client address, then checked for NULs. The first time
+Every GraphQL request (GET or POST) is checked for NULs (kb.web.request_limit has counted it). The first time
 a query document arrives it is compiled on a worker thread (kb.schema.compiled) and goes through strawberry
 (parse, limits, validate, cost, execute off the loop: kb.schema); later requests with the same document have
 their cost checked against the budget (cached per document and variable values) and run its plan, answered
@@ -8,12 +8,19 @@ directly with the cost in ``extensions``. A plan whose estimated cost is at most
 query's is about 50) runs on the event loop under ``io_guard.no_io()``: it reads only the loaded graph and the
 catalog, in microseconds, and the moment it would touch the database (a cold model, a stale catalog, a kernel's
 link program) it stops with NeedsIO and runs again on a worker thread. Larger plans go to the thread pool.
-Anything unusual, including every error, takes strawberry's path. Whatever strawberry answers that is not JSON
-(a 4xx in plain text) becomes a JSON error with a code.
+Anything unusual, including every error but an unknown key in a root field, takes strawberry's path.
+
+The compiled executor reads strawberry's internals, so it must not be able to take the API down: any exception
+while compiling a document (a strawberry upgrade that renamed something) leaves that document to strawberry, is
+logged once and remembered (not retried on each request), and every request strawberry then answers in its
+place counts as a fallback, as does every plan run that failed on an exception it did not expect (logged once
+per plan); /health shows the counts. Whatever strawberry answers that is not JSON (a 4xx in plain text) becomes
+a JSON error with a code.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from urllib.parse import parse_qs
 
@@ -22,14 +29,15 @@ from graphql import GraphQLError, parse
 
 from kb.db.engine import PoolExhausted
 from kb.db.io_guard import NeedsIO, no_io
-from kb.schema.compiled import Compiler, Fallback, NotCompilable, Plan
+from kb.schema.compiled import Broken, Compiler, Fallback, NotCompilable, Plan
 from kb.schema.errors import RequestTimeout
 from kb.schema.limits import MAX_TOKENS, NUL_MESSAGE, has_nul
-from kb.web.client_address import client_address
 from kb.web.unavailable import retry_after_header
 
+log = logging.getLogger("kb.api")
 _JSON = (b"content-type", b"application/json")
 _CODES = {413: "TOO_LARGE", 429: "RATE_LIMITED", 500: "INTERNAL"}
+_BROKEN = object()  # in the plan cache: compiling this document failed (strawberry answers it)
 
 
 class GraphQLEndpoint:
@@ -39,7 +47,6 @@ class GraphQLEndpoint:
         schema,
         context_factory,
         offloop=None,
-        rates=None,
         max_plans: int = 512,
         inline_cost: int = 500,
     ):
@@ -48,12 +55,14 @@ class GraphQLEndpoint:
         self.limits = schema.limits
         self.context_factory = context_factory
         self.offloop = offloop
-        self.rates = rates
-        self.plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+        # a document's plan; None: not compilable (strawberry answers it); _BROKEN: its compilation failed
+        self.plans: OrderedDict[tuple[str, str | None], Plan | object | None] = OrderedDict()
         self.max_plans = max_plans
         self.inline_cost = inline_cost
         self.fast = 0  # requests answered by a plan (tests and benchmarks look)
         self.inline = 0  # of which on the event loop
+        self.fallbacks = 0  # requests strawberry answered because the compiled executor failed (/health shows it)
+        self.failed_documents = 0  # documents whose compilation failed (each logged once)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -68,37 +77,26 @@ class GraphQLEndpoint:
             try:
                 variables = orjson.loads(params["variables"][0]) if "variables" in params else None
             except orjson.JSONDecodeError:
-                return await _error(send, "variables must be a JSON object", "BAD_INPUT", 400)
+                return await send_error(send, "variables must be a JSON object", "BAD_INPUT", 400)
         elif scope["method"] == "POST":
             if not _is_json(scope):  # no form posts: a browser form cannot forge a mutation
-                return await _error(send, "POST /graphql takes application/json", "BAD_INPUT", 415)
+                return await send_error(send, "POST /graphql takes application/json", "BAD_INPUT", 415)
             body = await _read(receive)
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError:
-                return await _error(send, "the request body is not JSON (or not UTF-8)", "BAD_INPUT", 400)
+                return await send_error(send, "the request body is not JSON (or not UTF-8)", "BAD_INPUT", 400)
             if not isinstance(payload, dict):
-                return await _error(send, "the request body must be a JSON object with a query", "BAD_INPUT", 400)
+                return await send_error(send, "the request body must be a JSON object with a query", "BAD_INPUT", 400)
             query, variables, name = payload.get("query"), payload.get("variables"), payload.get("operationName")
         else:
             return await self.app(scope, receive, send)
         if not isinstance(query, str) or not query.strip():
-            return await _error(send, "the request has no query string", "BAD_INPUT", 400)
+            return await send_error(send, "the request has no query string", "BAD_INPUT", 400)
         if not (variables is None or isinstance(variables, dict)) or not (name is None or isinstance(name, str)):
-            return await _error(send, "variables must be an object and operationName a string", "BAD_INPUT", 400)
-        if self.rates is not None:
-            wait = await self.rates.query(client_address(scope))
-            if wait:
-                return await _error(
-                    send,
-                    f"too many requests from this address: retry in {wait:.1f} s",
-                    "RATE_LIMITED",
-                    429,
-                    retryAfter=round(wait, 1),
-                    headers=[(b"retry-after", str(max(1, round(wait))).encode())],
-                )
+            return await send_error(send, "variables must be an object and operationName a string", "BAD_INPUT", 400)
         if has_nul(variables) or has_nul(name):
-            return await _error(send, NUL_MESSAGE, "BAD_INPUT", 200)
+            return await send_error(send, NUL_MESSAGE, "BAD_INPUT", 200)
         key = (query, name)
         plan = self.plans.get(key, False)
         if plan is False:
@@ -106,20 +104,26 @@ class GraphQLEndpoint:
             self.plans[key] = plan
             if len(self.plans) > self.max_plans:
                 self.plans.popitem(last=False)
-        elif plan is not None:
+            if plan is _BROKEN:
+                self.fallbacks += 1
+        elif plan is _BROKEN:
+            self.fallbacks += 1
+        elif isinstance(plan, Plan):
             cost = self.limits.cost(plan.analysis, name, variables)
             extensions = {"cost": {"estimated": cost, "budget": self.limits.budget}} if isinstance(cost, int) else {}
             refusal = self.limits.refusal(cost)
             if refusal is not None:
                 return await _respond(send, {"errors": [refusal.formatted], "extensions": extensions})
             try:
-                data = (
+                answer = (
                     self._inline(plan, scope, variables) if isinstance(cost, int) and cost <= self.inline_cost else None
                 )
-                if data is None:
-                    data = await self._call(plan.run, self.context_factory(scope), variables)
+                if answer is None:
+                    answer = await self._call(plan.run, self.context_factory(scope), variables)
                 else:
                     self.inline += 1
+            except Broken as exc:
+                self._broken(plan, query, exc)
             except Fallback as exc:
                 if isinstance(exc.__cause__, PoolExhausted):  # strawberry's path would wait for the pool again
                     busy = exc.__cause__
@@ -129,10 +133,22 @@ class GraphQLEndpoint:
                 return await _respond(send, {"errors": [{"message": str(exc), "extensions": {"code": "TIMEOUT"}}]})
             else:
                 self.fast += 1
-                return await _respond(send, {"data": data, "extensions": extensions})
+                data, errors = answer
+                payload = {"data": data, "errors": errors} if errors else {"data": data}
+                return await _respond(send, {**payload, "extensions": extensions})
         return await self.app(scope, _replay(body) if body is not None else receive, send)
 
-    def _inline(self, plan: Plan, scope, variables) -> dict | None:
+    def _broken(self, plan: Plan, query: str, exc: Broken) -> None:
+        self.fallbacks += 1
+        plan.failures += 1
+        if plan.failures == 1:
+            log.warning(
+                "the compiled plan of a query failed; strawberry answers it (logged once per plan): %s",
+                _short(query),
+                exc_info=exc.__cause__,
+            )
+
+    def _inline(self, plan: Plan, scope, variables) -> tuple[dict | None, list[dict]] | None:
         """The plan's answer computed here on the loop, or None where it needs the database (run it on a thread)."""
         try:
             with no_io():
@@ -145,17 +161,31 @@ class GraphQLEndpoint:
             return fn(*args)
         return await self.offloop.call(fn, *args)
 
-    def _compile(self, query: str, name: str | None) -> Plan | None:
+    def _compile(self, query: str, name: str | None) -> Plan | object | None:
+        """The document's plan; None where the compiler does not take it; _BROKEN where compiling it failed on
+        anything else (logged here, once: the endpoint remembers the answer)."""
         try:
             document = parse(query, max_tokens=MAX_TOKENS)
             analysis = self.limits.analysis(query, document)
             if analysis.errors or analysis.has_nul:
                 return None
-            plan = self.compiler.compile(document, name)
-            plan.analysis = analysis  # type: ignore[attr-defined]
-            return plan
-        except (NotCompilable, GraphQLError, KeyError, TypeError, ValueError):
+        except (GraphQLError, KeyError, TypeError, ValueError):  # strawberry reports what is wrong with it
             return None
+        try:
+            plan = self.compiler.compile(document, name)
+        except (NotCompilable, GraphQLError):
+            return None
+        except Exception:  # strawberry internals the compiler reads may change: never an outage
+            self.failed_documents += 1
+            log.warning("compiling a query failed; strawberry answers it: %s", _short(query), exc_info=True)
+            return _BROKEN
+        plan.analysis = analysis  # type: ignore[attr-defined]
+        return plan
+
+
+def _short(query: str) -> str:
+    text = " ".join(query.split())
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 async def _respond(send, payload: dict, status: int = 200, headers=()) -> None:
@@ -170,7 +200,7 @@ async def _respond(send, payload: dict, status: int = 200, headers=()) -> None:
     await send({"type": "http.response.body", "body": out})
 
 
-async def _error(send, message: str, code: str, status: int, headers=(), **extensions) -> None:
+async def send_error(send, message: str, code: str, status: int, headers=(), **extensions) -> None:
     await _respond(
         send, {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}, status, headers
     )
