@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import ADMIN_URL, BACKEND
+from conftest import BACKEND
+from databases import fresh_databases
 
 from kb.claims import accounts as acc
 from kb.claims import activity, circuits, reviews, sessions, transfer
 from kb.claims import claims as domain
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput
-from kb.db import migrate
 from kb.db.catalog import load_catalog
 from kb.db.claim_tables import circuit_table, user_table
-from kb.db.engine import engine_for, make_engine
+from kb.db.engine import engine_for
 from kb.db.tables import utcnow
 
 V1_FILE = Path(__file__).parent / "data" / "claims-v1.jsonl"  # written by the format 1 code (its own round trip)
@@ -90,41 +90,10 @@ def exported(engine, db_url, inceptionv1, tmp_path_factory):
     return out
 
 
-def _fresh(backend: str, folder: Path) -> tuple[str, object]:
-    """A new, migrated, empty database of this backend: its URL and how to drop it."""
-    if backend == "sqlite":
-        url = f"sqlite:///{folder / f'fresh-{secrets.token_hex(3)}.sqlite'}"
-        migrate.upgrade(url)
-        return url, lambda: engine_for(url).dispose()
-    name = f"kb_files_{secrets.token_hex(4)}"
-    admin = make_engine(ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-
-    def drop():
-        engine_for(url).dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-    return url, drop
-
-
 @pytest.fixture(scope="module")
 def fresh_db(tmp_path_factory):
-    """fresh_db(backend): a new empty database (dropped at the end of the module)."""
-    drops = []
-
-    def make(backend: str = BACKEND) -> str:
-        url, drop = _fresh(backend, tmp_path_factory.mktemp("fresh"))
-        drops.append(drop)
-        return url
-
-    yield make
-    for drop in drops:
-        drop()
+    with fresh_databases(tmp_path_factory) as make:
+        yield make
 
 
 @pytest.fixture(scope="module")
