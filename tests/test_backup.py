@@ -15,11 +15,15 @@ from databases import fresh_databases
 
 from kb.claims import accounts as acc
 from kb.claims import sessions
+from kb.db import annotation_tables, claim_tables, render_tables, tables
 from kb.db.engine import engine_for
 from kb.db.tables import TableModel
 
 V1_FILE = Path(__file__).parent / "data" / "claims-v1.jsonl"
 PASSWORD = "correct horse battery"
+
+# Every table module, as alembic/env.py imports them: TableModel.metadata holds the tables of those imported.
+TABLE_MODULES = (tables, claim_tables, annotation_tables, render_tables)
 
 
 def kb(url, *args, data_dir):
