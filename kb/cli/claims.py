@@ -49,7 +49,8 @@ def import_families_command(
 @claims_app.command("export")
 @expected()
 def export(output: Path | None = typer.Option(None, "--output", "-o", help="default: standard output")) -> None:
-    """Every claim with all its revisions and reviews, users and circuits, as JSON Lines."""
+    """Users (no passwords or tokens), circuits and claims with every revision, reviews with their history,
+    and the activity feed, as JSON Lines (format circuit-kb/claims@2) with a trailer."""
     with open_engine().connect() as conn, Phases() as phases:
         tick = phases.stage("exporting claims")
         lines = []
@@ -69,8 +70,9 @@ def export(output: Path | None = typer.Option(None, "--output", "-o", help="defa
 @claims_app.command("import")
 @expected()
 def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
-    """Import an export into a database with no claims yet: every record is checked first, then all are
-    written in one transaction (a truncated or invalid file writes nothing)."""
+    """Import an export (format 2, or 1) into a database with no claims or circuits yet, keys and revisions
+    kept: every record is checked first, then all are written in one transaction (a truncated or invalid file
+    writes nothing)."""
     with file.open("rb") as fh:
         raw = fh.read().split(b"\n")
     if raw and raw[-1] == b"":

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from kb.cli import accounts, claims, datasets, db, graph, help_format, render, serve, worker
+from kb.cli import accounts, backup, claims, datasets, db, graph, help_format, render, serve, worker
 
 help_format.install()
 
@@ -29,6 +29,8 @@ app.command("neuron")(graph.neuron_command)
 app.command("render")(render.render_command)
 app.command("serve")(serve.serve_command)
 app.command("worker")(worker.worker_command)
+app.command("backup")(backup.backup_command)
+app.command("restore")(backup.restore_command)
 
 
 def main() -> None:
