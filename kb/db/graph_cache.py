@@ -135,7 +135,7 @@ class GraphCache:
         try:
             return find(catalog)
         except KeyProblem as problem:
-            if unknown.final or self.catalog_reads != reads:  # read since a key was not found: as fresh as can be
+            if unknown.final or self._read_since(catalog, reads):  # read after this lookup began: as fresh as can be
                 unknown.final = True
                 unknown.remember(what, problem)
                 raise
@@ -147,6 +147,11 @@ class GraphCache:
         except KeyProblem as problem:
             unknown.remember(what, problem)
             raise
+
+    def _read_since(self, catalog: Catalog, reads: int) -> bool:
+        """Whether ``catalog`` came from a read begun after ``reads`` reads had begun (not one under way then)."""
+        snapshot = self._snapshot
+        return snapshot is not None and snapshot[0] is catalog and self._snapshot_read > reads
 
     def _unknown_in(self, catalog: Catalog) -> _Unknown:
         unknown = self._unknown
