@@ -64,8 +64,8 @@ def _tags(text: str):
         lt = nxt
 
 
-def _parse(tag: str) -> tuple[bool, str, str | None]:
-    """(closing, lower-case name, href) of a tag; name '' when it is not a tag (``<3``, ``< b>``)."""
+def _parse(tag: str, links: bool) -> tuple[bool, str, str | None]:
+    """(closing, lower-case name, href if ``links``) of a tag; name '' when it is not a tag (``<3``, ``< b>``)."""
     m = _NAME.match(tag, 1)
     if m is None:
         return False, "", None
@@ -73,7 +73,7 @@ def _parse(tag: str) -> tuple[bool, str, str | None]:
     if end < len(tag) - 1 and not (tag[end].isspace() or tag[end] == "/"):
         return False, "", None
     href = None
-    if m.group(2).lower() == "a" and not m.group(1):
+    if links and m.group(2).lower() == "a" and not m.group(1):
         h = _HREF.search(tag, end)
         if h is not None:
             href = h.group(1) if h.group(1) is not None else h.group(2)
@@ -101,7 +101,7 @@ def _convert(body: str, model: str, links: bool, codes: bool) -> tuple[str, int,
     inner: list[str] | None = None  # the text of the open <a> or <code>
     opened = ("", 0, "")  # (which, where, href)
     for start, end, tag in _tags(body):
-        closing, name, href = _parse(tag)
+        closing, name, href = _parse(tag, links and inner is None)
         if not name:
             continue  # "<3 >": text
         text = body[pos:start]
