@@ -302,4 +302,4 @@ class Query:
 )
 def test_a_plan_gives_each_request_its_own_arguments(query, answer):
     plan = Compiler(strawberry.Schema(query=Query)).compile(parse(query), None)
-    assert [plan.run(None, {}) for _ in range(3)] == [answer] * 3
+    assert [plan.run(None, {}) for _ in range(3)] == [(answer, [])] * 3  # (data, errors)

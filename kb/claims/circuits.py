@@ -6,8 +6,7 @@ where it ranks among the target's inputs, so "4c:447 is built from 4b:373 and 4b
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from kb.claims import activity, revision_rows
+from kb.claims import activity, revision_rows, textdiff
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
@@ -303,24 +302,22 @@ def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> d
     return {**row, **{k: getattr(rev, k) for k in ("name", "description", "neurons", "edges")}, "revision": revision}
 
 
-def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What changed between two revisions: text fields (with a unified diff), neurons and edges."""
+def diff(before: dict[str, Any], after: dict[str, Any], check: Callable[[], None] | None = None) -> dict[str, Any]:
+    """What changed between two revisions: text fields (with a unified diff, bounded: kb.claims.textdiff),
+    neurons and edges. ``check`` runs between steps of the text diff (a request's deadline)."""
     fields = []
     for k in ("name", "description"):
         a, b = before.get(k) or "", after.get(k) or ""
         if a != b:
-            patch = "".join(
-                difflib.unified_diff(
-                    a.splitlines(True), b.splitlines(True), f"@{before['revision']}", f"@{after['revision']}"
-                )
-            )
-            fields.append({"field": k, "before": a, "after": b, "patch": patch})
+            p = textdiff.unified(a, b, f"@{before['revision']}", f"@{after['revision']}", check)
+            fields.append({"field": k, "before": a, "after": b, "patch": p.text, "too_large": p.too_large})
     old = {(e["source"], e["target"]): e for e in before["edges"]}
     new = {(e["source"], e["target"]): e for e in after["edges"]}
+    had, has = set(before["neurons"]), set(after["neurons"])  # once: not once per neuron
     return {
         "fields": fields,
-        "added_neurons": [n for n in after["neurons"] if n not in set(before["neurons"])],
-        "removed_neurons": [n for n in before["neurons"] if n not in set(after["neurons"])],
+        "added_neurons": [n for n in after["neurons"] if n not in had],
+        "removed_neurons": [n for n in before["neurons"] if n not in has],
         "added_edges": [new[k] for k in new if k not in old],
         "removed_edges": [old[k] for k in old if k not in new],
         "changed_notes": [

@@ -8,7 +8,6 @@ exactly one commits and the other gets EDIT_CONFLICT with the current revision; 
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable, Collection
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kb.claims import content as C
-from kb.claims import revision_rows
+from kb.claims import revision_rows, textdiff
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
@@ -323,23 +322,21 @@ def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict[
     return revision_rows.by_owner(conn, claim_revision_table, "claim_id", claim_ids)
 
 
-def diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
-    """Field by field: what changed between two revisions (text fields with a unified diff)."""
+def diff(
+    before: dict[str, Any], after: dict[str, Any], check: Callable[[], None] | None = None
+) -> list[dict[str, Any]]:
+    """Field by field: what changed between two revisions (label and body with a unified diff, bounded: past
+    textdiff's bound ``too_large`` is set, ``patch`` is None and ``before``/``after`` hold both versions).
+    ``check`` runs between steps of the diff (a request's deadline)."""
     changes = []
     for k in FIELDS:
         a, b = before.get(k), after.get(k)
         if a == b:
             continue
-        change = {"field": k, "before": _text(a), "after": _text(b), "patch": None}
+        change = {"field": k, "before": _text(a), "after": _text(b), "patch": None, "too_large": False}
         if k in ("label", "body"):
-            change["patch"] = "".join(
-                difflib.unified_diff(
-                    (a or "").splitlines(True),
-                    (b or "").splitlines(True),
-                    f"@{before.get('revision')}",
-                    f"@{after.get('revision')}",
-                )
-            )
+            p = textdiff.unified(a or "", b or "", f"@{before.get('revision')}", f"@{after.get('revision')}", check)
+            change["patch"], change["too_large"] = p.text, p.too_large
         changes.append(change)
     return changes
 

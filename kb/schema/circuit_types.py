@@ -7,6 +7,7 @@ from datetime import datetime
 import strawberry
 
 from kb.claims import circuits as circuit_domain
+from kb.schema import deadline
 from kb.schema.auth import mutation
 from kb.schema.claim_types import (
     Circuit,
@@ -102,7 +103,7 @@ def diff_of(info: Info, circuit_id: int, from_: int, to: int | None) -> CircuitD
     to = to or len(revs)
     if not (1 <= from_ <= len(revs) and 1 <= to <= len(revs)):
         raise bad_input(f"circuit:{circuit_id} has revisions 1..{len(revs)}")
-    d = circuit_domain.diff(revs[from_ - 1], revs[to - 1])
+    d = circuit_domain.diff(revs[from_ - 1], revs[to - 1], deadline.check)
     return CircuitDiff(
         fields=[FieldChange(**f) for f in d["fields"]],
         added_neurons=d["added_neurons"],

@@ -14,6 +14,7 @@ from kb.claims import content
 from kb.claims.claims import diff as diff_fields
 from kb.claims.reviews import content_authors, last_content_revision
 from kb.graph.keys import KeyProblem
+from kb.schema import deadline
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input
 from kb.schema.pagination import PageInfo
@@ -132,7 +133,12 @@ class FieldChange:
     field: str
     before: str | None = strawberry.field(description="the old value (lists and objects as JSON)")
     after: str | None
-    patch: str | None = strawberry.field(description="a unified diff, for label and body")
+    patch: str | None = strawberry.field(description="a unified diff, for label and body (null when tooLarge)")
+    too_large: bool = strawberry.field(
+        default=False,
+        description="the texts were too large to diff within the server's bound: patch is null, before and after "
+        "hold both versions",
+    )
 
 
 @strawberry.type(description="An immutable revision of a claim: citable as claim:N@R.")
@@ -180,7 +186,7 @@ class ClaimRevision:
         if self.revision == 1:
             return None
         revs = await info.context.loaders.revisions.load(self._row["claim_id"])
-        return [FieldChange(**c) for c in diff_fields(revs[self.revision - 2], self._row)]
+        return [FieldChange(**c) for c in diff_fields(revs[self.revision - 2], self._row, deadline.check)]
 
     @strawberry.field
     async def author(self, info: Info) -> Person:
@@ -387,7 +393,7 @@ class Claim(KeyedNode):
         to = to or len(revs)
         if not (1 <= from_ <= len(revs) and 1 <= to <= len(revs)):
             raise bad_input(f"{self.key} has revisions 1..{len(revs)}")
-        return [FieldChange(**c) for c in diff_fields(revs[from_ - 1], revs[to - 1])]
+        return [FieldChange(**c) for c in diff_fields(revs[from_ - 1], revs[to - 1], deadline.check)]
 
     @strawberry.field
     async def reviews(self, info: Info) -> list[Review]:

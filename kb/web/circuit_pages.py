@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from kb.claims import circuits as circuit_domain
 from kb.claims.ids import row_id
-from kb.web import diagram
+from kb.web import diagram, text_work
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import AuthPages
@@ -108,6 +108,10 @@ class CircuitPages:
         """The query's data: its errors raise QueryFailed (logged), which the app answers with the message page."""
         context = self.context_factory(account)
         return await run_query(self.schema, context, name, query, variables, server_side)
+
+    def _offloop(self):
+        """The pool the pages' GraphQL runs on (kb.schema.offloop), for their text work too."""
+        return self.context_factory(None).offloop
 
     async def _write(self, name: str, query: str, variables: dict, account) -> dict:
         """A mutation as the signed-in account; FormProblem with the API's code when it is refused."""
@@ -282,7 +286,10 @@ class CircuitPages:
             )
             for e in c["edges"]
         ]
-        diffs = {r["revision"]: _diff(revs[i - 1], r) for i, r in enumerate(revs) if i > 0}
+        # off the event loop: bounded diffs (cached per pair of texts) and the description's Markdown (cached)
+        diffs, description_html = await text_work.off_loop(
+            self._offloop(), "CIRCUIT_TEXT", text_work.circuit_texts, revs, c["description"], c["model"]
+        )
         shown = revs[c["revision"] - 1] if 0 < c["revision"] <= len(revs) else None
         return {
             "title": c["name"],
@@ -293,6 +300,7 @@ class CircuitPages:
             "shown": shown,
             "history": list(reversed(revs)),
             "diffs": diffs,
+            "description_html": description_html,
             "svg": diagram.svg(diagram_units(c["neurons"]), edges, f"circuit {c['name']}"),
             "cards": {n["key"]: n for n in c["neurons"]},
             "model": c["neurons"][0]["model"] if c["neurons"] else None,
@@ -345,7 +353,9 @@ class CircuitPages:
                 context["conflict"] = {
                     "base": base_revision,
                     "theirs": now[-1],
-                    "changes": _diff(base, now[-1]),
+                    "changes": await text_work.off_loop(
+                        self._offloop(), "CIRCUIT_TEXT", text_work.circuit_change, base, now[-1]
+                    ),
                 }
             context.update(mine=mine, editing=True, error=exc.message)
             response = render_page(request, "circuit.html", context, exc.status)
@@ -370,7 +380,3 @@ def _mine(fields: dict[str, list[str]], base: dict) -> dict:
         "notes": notes,
         "remove": remove,
     }
-
-
-def _diff(before: dict, after: dict) -> dict:
-    return circuit_domain.diff(before, after)

@@ -23,7 +23,7 @@ from kb.claims.content import KINDS, STATUSES
 from kb.claims.ids import row_id
 from kb.errors import Problem
 from kb.schema.errors import with_code
-from kb.web import diagram, neuron_view
+from kb.web import diagram, neuron_view, text_work
 from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
 from kb.web.templating import local, neuron_path, templates, thumb
@@ -56,7 +56,8 @@ NEURON = (
 
 CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision model status supportCount disputeCount
   author { name }
-  revisions { revision createdAt message author { name displayName } diffFromPrevious { field before after patch } }
+  revisions { revision createdAt message author { name displayName }
+    diffFromPrevious { field before after patch tooLarge } }
   reviews { verdict comment revision updatedAt claimRevision stale reviewer { displayName name } }
   revisionAt(revision: $r) { key revision label body kind status confidence createdAt message circuit subjects
     author { displayName name } authors { displayName name }
@@ -345,10 +346,12 @@ class Pages:
             if found is not None:
                 cards = {n["key"]: n for n in found["neurons"]}
                 model = next((n["model"] for n in found["neurons"]), None)
+        body_html = await text_work.render(self.context_factory().offloop, r["body"], c["model"])
         context = {
             "title": r["label"],
             "c": c,
             "r": r,
+            "body_html": body_html,
             "latest": r["revision"] == c["revision"],
             "diffs": diffs,
             "cards": cards,

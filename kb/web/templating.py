@@ -123,7 +123,6 @@ def _environment() -> jinja2.Environment:
         kernel_svg=pictures.kernel_svg,
         kernel_scale=pictures.kernel_scale,
         weight_bar=pictures.weight_bar,
-        markdown=markdown.render,
         family_slug=markdown.family_slug,
         signed_in=signed_in,
         may_set_status=may_set_status,
