@@ -2,6 +2,7 @@
 change), and circuit revisions share their edge lists, so renames neither grow the database nor the answers."""
 
 import html
+import json
 import re
 import secrets
 
@@ -229,3 +230,109 @@ def test_a_renamed_large_circuit_stays_small_in_the_database_and_in_answers(app,
             sa.text("SELECT count(DISTINCT edges_sha256) FROM circuit_revision WHERE circuit_id = :c"), {"c": cid}
         ).scalar_one()
     assert lists == 1  # 31 revisions, one stored edge list
+
+
+@pytest.fixture
+def old_url(tmp_path):
+    """A database of its own for a migration test: a SQLite file, or a new PostgreSQL database (dropped after)."""
+    from conftest import ADMIN_URL
+
+    from kb.db.engine import make_engine
+
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.sqlite'}"
+        return
+    name = f"kb_test_old_{secrets.token_hex(4)}"
+    admin = make_engine(ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def test_migration_pins_existing_claims_by_time_and_shares_edge_lists(old_url):
+    """A database made at 0006: each claim revision gets the circuit revision current when it was made, and the
+    circuit revisions' edges move to one stored list per distinct list; downgrading puts the copies back."""
+    from kb.db import migrate
+    from kb.db.engine import make_engine
+
+    migrate.upgrade(old_url, "0006")
+    engine = make_engine(old_url)
+    one = [{"source": A, "target": B, "note": "wheels"}]
+    two = [{"source": C, "target": B, "note": "fur"}]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO kb_user (id, name, display_name, role, created_at) VALUES (1, 'o', 'O', 'editor', :t)"
+            ),
+            {"t": "2026-01-01 00:00:00"},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO circuit (id, model_key, name, description, neurons, edges, created_by, created_at,"
+                " revision) VALUES (1, 'inceptionv1', 'dog', '', :n, :e, 1, :t, 3)"
+            ),
+            {"n": json.dumps([A, B, C]), "e": json.dumps(two), "t": "2026-01-02 00:00:00"},
+        )
+        for rev, name, edges, day in ((1, "car", one, 2), (2, "car 2", one, 4), (3, "dog", two, 6)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO circuit_revision (circuit_id, revision, author_id, created_at, name, description,"
+                    " neurons, edges, message) VALUES (1, :r, 1, :t, :name, '', :n, :e, '')"
+                ),
+                {
+                    "r": rev,
+                    "t": f"2026-01-0{day} 00:00:00",
+                    "name": name,
+                    "n": json.dumps([A, B]),
+                    "e": json.dumps(edges),
+                },
+            )
+        # claim 1: revisions made on days 3, 5 and 7 (circuit revisions 1, 2 and 3 current then); claim 2 on day 1,
+        # before the circuit's first revision (as after an import): revision 1
+        for cid, revs in ((1, (3, 5, 7)), (2, (1,))):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO claim (id, revision, label, body, kind, status, model_key, circuit_id, created_by,"
+                    " created_at, updated_at, support_count, dispute_count) VALUES (:c, :r, 'l', '', 'CIRCUIT',"
+                    " 'PROPOSED', 'inceptionv1', 1, 1, :t, :t, 0, 0)"
+                ),
+                {"c": cid, "r": len(revs), "t": f"2026-01-0{revs[0]} 00:00:00"},
+            )
+            for i, day in enumerate(revs, 1):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO claim_revision (claim_id, revision, author_id, created_at, label, body, kind,"
+                        " status, subjects, circuit_id, evidence, message) VALUES (:c, :r, 1, :t, 'l', '', 'CIRCUIT',"
+                        " 'PROPOSED', '[]', 1, '[]', '')"
+                    ),
+                    {"c": cid, "r": i, "t": f"2026-01-0{day} 12:00:00"},
+                )
+    migrate.upgrade(old_url)
+    with engine.connect() as conn:
+        pins = conn.execute(
+            sa.text("SELECT claim_id, revision, circuit_revision FROM claim_revision ORDER BY claim_id, revision")
+        ).all()
+        current = dict(conn.execute(sa.text("SELECT id, circuit_revision FROM claim")).all())
+        lists = conn.execute(sa.text("SELECT count(*) FROM circuit_edge_list")).scalar_one()
+        shas = [r[0] for r in conn.execute(sa.text("SELECT edges_sha256 FROM circuit_revision ORDER BY revision"))]
+        shown = circuits.at_revision(conn, 1, 2)
+    assert [tuple(p) for p in pins] == [(1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 1, 1)]
+    assert current == {1: 3, 2: 1}
+    assert lists == 2 and shas[0] == shas[1] != shas[2]  # a rename shares its list
+    assert (shown["name"], shown["edges"], shown["current_revision"]) == ("car 2", one, 3)
+
+    _downgrade(old_url, "0006")
+    with engine.connect() as conn:
+        edges = [r[0] for r in conn.execute(sa.text("SELECT edges FROM circuit_revision ORDER BY revision"))]
+    assert [e if isinstance(e, list) else json.loads(e) for e in edges] == [one, one, two]
+    engine.dispose()
+
+
+def _downgrade(url: str, revision: str) -> None:
+    from alembic import command
+    from kb.db import migrate
+
+    command.downgrade(migrate.config(url), revision)

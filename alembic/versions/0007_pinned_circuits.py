@@ -106,10 +106,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("claim_revision", schema=None) as batch_op:
-        batch_op.drop_column("circuit_revision")
-    with op.batch_alter_table("claim", schema=None) as batch_op:
-        batch_op.drop_column("circuit_revision")
+    # in place (SQLite 3.35+ too): recreating claim would break the foreign keys that point at it
+    op.execute("ALTER TABLE claim_revision DROP COLUMN circuit_revision")
+    op.execute("ALTER TABLE claim DROP COLUMN circuit_revision")
     with op.batch_alter_table("circuit_revision", schema=None) as batch_op:
         batch_op.add_column(sa.Column("edges", sa.JSON(), nullable=True))
     op.execute(
