@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field("", description="Redis for shared rate limits; empty: KB_BROKER_URL if it is redis://")
     query_cost_budget: int = Field(50_000, description="largest estimated result (values) one request may ask")
+    answer_max_bytes: int = Field(
+        8_000_000, description="largest answer in bytes of stored lists (circuit edges and notes) one request may get"
+    )
     request_timeout_s: float = Field(30.0, description="a request still executing after this gets TIMEOUT")
     statement_timeout_s: float = Field(20.0, description="PostgreSQL statement_timeout of the API's connections")
     api_threads: int = Field(

@@ -19,6 +19,11 @@ CREATE = "mutation($i: CircuitInput!) { createCircuit(input: $i) { key revision 
 UPDATE = """mutation($k: String!, $r: Int!, $p: CircuitPatch!, $m: String! = "") {
     updateCircuit(key: $k, expectedRevision: $r, patch: $p, message: $m) {
         key revision name description edges { source target note } neurons { key } } }"""
+# a revision's edges: its shared, content-addressed edge list (migration 0007)
+REVISION_EDGES = (
+    "SELECT r.revision, l.edges FROM circuit_revision r JOIN circuit_edge_list l ON l.sha256 = r.edges_sha256 "
+    "WHERE r.circuit_id = :c ORDER BY r.revision"
+)
 A, B, C, D = "InceptionV1 4b:373", "InceptionV1 4c:447", "InceptionV1 4b:237", "InceptionV1 4b:1"
 KA, KB, KC, KD = (
     "inceptionv1/mixed4b:373",
@@ -209,7 +214,7 @@ def test_concurrent_circuit_edits_lose_no_revision(engine, db_url, inceptionv1):
             cid = int(key.split(":")[1])
             accepted = sorted(note for k, note, code in results if k == key and code is None)
             revs = conn.execute(
-                sa.text("SELECT revision, edges FROM circuit_revision WHERE circuit_id = :c ORDER BY revision"),
+                sa.text(REVISION_EDGES),
                 {"c": cid},
             ).all()
             assert [r.revision for r in revs] == list(range(1, len(revs) + 1))  # gapless
@@ -272,9 +277,7 @@ def test_concurrent_circuit_edits_with_retries_lose_no_revision(engine, db_url, 
     assert len(accepted) == RETRY_EDITORS * RETRY_EDITS  # every edit got in, after its retries
     cid = int(key.split(":")[1])
     with engine.connect() as conn:
-        revs = conn.execute(
-            sa.text("SELECT revision, edges FROM circuit_revision WHERE circuit_id = :c ORDER BY revision"), {"c": cid}
-        ).all()
+        revs = conn.execute(sa.text(REVISION_EDGES), {"c": cid}).all()
         current = conn.execute(sa.text("SELECT revision FROM circuit WHERE id = :c"), {"c": cid}).scalar_one()
     assert [r.revision for r in revs] == list(range(1, len(accepted) + 2))  # gapless: one revision per success
     assert current == len(revs)
@@ -314,7 +317,13 @@ def test_existing_circuits_become_their_revision_1(tmp_path):
     migrate.upgrade(url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT revision FROM circuit")).scalar_one() == 1
-        rev = conn.execute(sa.text("SELECT * FROM circuit_revision")).one()._mapping
+        rev = (
+            conn.execute(
+                sa.text("SELECT * FROM circuit_revision r JOIN circuit_edge_list l ON l.sha256 = r.edges_sha256")
+            )
+            .one()
+            ._mapping
+        )
     assert (rev["circuit_id"], rev["revision"], rev["author_id"], rev["name"]) == (1, 1, 1, "old circuit")
     assert _json(rev["edges"]) == [{"source": "m/a:1", "target": "m/b:2", "note": "x"}]
     engine.dispose()

@@ -264,6 +264,7 @@ COMPARED = (
     "kb_user",
     "circuit",
     "circuit_revision",
+    "circuit_edge_list",
     "claim",
     "claim_revision",
     "claim_subject",

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from kb.claims import activity, revision_rows, textdiff
+from kb.claims import activity, edge_lists, textdiff
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
-from kb.db.annotation_tables import circuit_revision_table
-from kb.db.claim_tables import circuit_table, claim_table
+from kb.db.annotation_tables import circuit_edge_list_table, circuit_revision_table
+from kb.db.claim_tables import circuit_table, claim_table, user_table
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog, KeyProblem
 from kb.graph.store import ModelGraph
@@ -140,6 +140,7 @@ def _write_revision(
     message: str,
     at: datetime,
 ) -> None:
+    """The revision row; its edges go to the shared edge lists (stored once whatever the number of revisions)."""
     conn.execute(
         sa.insert(circuit_revision_table).values(
             circuit_id=circuit_id,
@@ -147,7 +148,10 @@ def _write_revision(
             author_id=actor.id,
             created_at=at,
             message=(message or "")[:500],
-            **new,
+            name=new["name"],
+            description=new["description"],
+            neurons=new["neurons"],
+            edges_sha256=edge_lists.store(conn, new["edges"]),
         )
     )
 
@@ -205,7 +209,8 @@ def update_circuit(
     done = conn.execute(
         sa.update(t)
         .where(t.c.id == circuit_id, t.c.revision == expected_revision)
-        .values(revision=expected_revision + 1, **new)
+        # only what changed: an unchanged edge list is not written again (on PostgreSQL its TOAST value is kept)
+        .values(revision=expected_revision + 1, **{k: v for k, v in new.items() if v != current[k]})
     ).rowcount
     if not done:
         now: int | None = conn.execute(sa.select(t.c.revision).where(t.c.id == circuit_id)).scalar()
@@ -285,21 +290,95 @@ def parse_key(key: str) -> tuple[int, int | None]:
     return int(number), int(rev) if rev else None
 
 
-def revisions(conn: sa.Connection, circuit_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Every revision of each circuit, oldest first, with the author's name."""
-    return revision_rows.by_owner(conn, circuit_revision_table, "circuit_id", circuit_ids)
+def revisions(conn: sa.Connection, circuit_ids: list[int], with_edges: bool = True) -> dict[int, list[dict[str, Any]]]:
+    """Every revision of each circuit, oldest first, with the author's name and its edge list's ``edge_count`` and
+    ``size`` (bytes); with ``with_edges`` also its ``edges``, each distinct list read once and shared by the rows."""
+    r, u, e = circuit_revision_table, user_table, circuit_edge_list_table
+    out: dict[int, list[dict[str, Any]]] = {i: [] for i in circuit_ids}
+    rows = conn.execute(
+        sa.select(
+            r,
+            u.c.name.label("author"),
+            u.c.display_name.label("author_display"),
+            e.c.edge_count,
+            e.c.size.label("edges_size"),
+        )
+        .join(u, u.c.id == r.c.author_id)
+        .join(e, e.c.sha256 == r.c.edges_sha256)
+        .where(r.c.circuit_id.in_(circuit_ids))
+        .order_by(r.c.circuit_id, r.c.revision)
+    )
+    for row in rows:
+        out[row.circuit_id].append(dict(row._mapping))
+    if with_edges:
+        lists = edge_lists.load(conn, {x["edges_sha256"] for revs in out.values() for x in revs})
+        for revs in out.values():
+            for x in revs:
+                x["edges"] = lists[x["edges_sha256"]]
+    return out
 
 
 def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict[str, Any]:
-    """The circuit as it was at ``revision`` (the current one if None): the circuit row's shape."""
+    """The circuit as it was at ``revision`` (the current one if None): the circuit row's shape, with
+    ``current_revision`` the circuit's newest."""
     row = get(conn, circuit_id)
+    row["current_revision"] = row["revision"]
     if revision is None or revision == row["revision"]:
         return row
     r = circuit_revision_table
     rev = conn.execute(sa.select(r).where(r.c.circuit_id == circuit_id, r.c.revision == revision)).first()
     if rev is None:
         raise NotFound(f"no circuit:{circuit_id}@{revision}: it has revisions 1..{row['revision']}")
-    return {**row, **{k: getattr(rev, k) for k in ("name", "description", "neurons", "edges")}, "revision": revision}
+    edges = edge_lists.load(conn, [rev.edges_sha256])[rev.edges_sha256]
+    return {
+        **row,
+        "name": rev.name,
+        "description": rev.description,
+        "neurons": rev.neurons,
+        "edges": edges,
+        "revision": revision,
+    }
+
+
+def circuits_at(
+    conn: sa.Connection, pins: Collection[tuple[int, int | None]]
+) -> dict[tuple[int, int | None], dict[str, Any]]:
+    """Circuits at pinned revisions ((id, revision); None: the current one), as ``at_revision`` shapes them
+    (absent circuits and revisions are left out)."""
+    found: dict[tuple[int, int | None], dict[str, Any]] = {}
+    current = circuits_by_id(conn, {i for i, _ in pins})
+    older = [(i, rev) for i, rev in set(pins) if i in current and rev is not None and rev != current[i]["revision"]]
+    for i, rev in set(pins):
+        if i in current and (rev is None or rev == current[i]["revision"]):
+            found[(i, rev)] = {**current[i], "current_revision": current[i]["revision"]}
+    if older:
+        r = circuit_revision_table
+        rows = conn.execute(sa.select(r).where(sa.tuple_(r.c.circuit_id, r.c.revision).in_(older))).all()
+        lists = edge_lists.load(conn, {x.edges_sha256 for x in rows})
+        for x in rows:
+            row = current[x.circuit_id]
+            found[(x.circuit_id, x.revision)] = {
+                **row,
+                "name": x.name,
+                "description": x.description,
+                "neurons": x.neurons,
+                "edges": lists[x.edges_sha256],
+                "revision": x.revision,
+                "current_revision": row["revision"],
+            }
+    return found
+
+
+def pin(conn: sa.Connection, circuit_id: int, revision: int | None) -> int:
+    """The revision a claim pins: ``revision`` if the circuit has it, else (None) the circuit's current one."""
+    row = conn.execute(sa.select(circuit_table.c.revision).where(circuit_table.c.id == circuit_id)).first()
+    if row is None:
+        raise NotFound(f"no circuit:{circuit_id}")
+    if revision is None:
+        return int(row.revision)
+    if not 1 <= revision <= row.revision:
+        raise NotFound(f"no circuit:{circuit_id}@{revision}: it has revisions 1..{row.revision}")
+    return revision
 
 
 def diff(before: dict[str, Any], after: dict[str, Any], check: Callable[[], None] | None = None) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kb.claims import circuits, revision_rows, textdiff
 from kb.claims import content as C
-from kb.claims import revision_rows, textdiff
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
@@ -25,8 +25,9 @@ from kb.db.render_tables import artifact_table
 from kb.db.tables import utcnow
 from kb.graph.keys import Catalog
 
-FIELDS = ("label", "body", "kind", "status", "confidence", "subjects", "circuit_id", "evidence")
-CONTENT_FIELDS = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evidence")
+FIELDS = ("label", "body", "kind", "status", "confidence", "subjects", "circuit_id", "circuit_revision", "evidence")
+CONTENT_FIELDS = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "circuit_revision", "evidence")
+CLAIM_COLUMNS = ("label", "body", "kind", "status", "confidence", "circuit_id", "circuit_revision")
 MODERATED = ("SUPPORTED", "DISPUTED")  # only moderators move a claim to or from these
 NeuronTriple = tuple[str, str, int]  # a neuron as claims store it: model key, layer key, index
 
@@ -130,6 +131,15 @@ def _known_artifacts(conn: sa.Connection, evidence: list[dict[str, Any]]) -> lis
     return evidence
 
 
+def circuit_pin(conn: sa.Connection, key: str | None) -> tuple[int | None, int | None]:
+    """What a claim revision is about: circuit:3 pins circuit 3's current revision, circuit:3@2 that revision
+    (NOT_FOUND unless it exists); None: no circuit."""
+    if key is None:
+        return None, None
+    circuit_id, revision = circuits.parse_key(key)
+    return circuit_id, circuits.pin(conn, circuit_id, revision)
+
+
 def create_claim(
     conn: sa.Connection,
     catalog: Catalog,
@@ -155,9 +165,9 @@ def create_claim(
         "status": "PROPOSED",
         "confidence": C.confidence(confidence),
         "subjects": C.subjects(catalog, subjects),
-        "circuit_id": parse_circuit_key(circuit),
         "evidence": _known_artifacts(conn, C.evidence(catalog, evidence)),
     }
+    fields["circuit_id"], fields["circuit_revision"] = circuit_pin(conn, circuit)
     model_key = _model_key(conn, fields["subjects"], fields["circuit_id"])
     at = at or utcnow()
     c = claim_table
@@ -170,7 +180,7 @@ def create_claim(
             created_by=actor.id,
             created_at=at,
             updated_at=at,
-            **{k: fields[k] for k in ("label", "body", "kind", "status", "confidence", "circuit_id")},
+            **{k: fields[k] for k in CLAIM_COLUMNS},
         )
         .returning(c.c.id)
     ).scalar_one()
@@ -202,7 +212,7 @@ def _commit(
         .values(
             revision=expected + 1,
             updated_at=at,
-            **{k: new[k] for k in ("label", "body", "kind", "status", "confidence", "circuit_id")},
+            **{k: new[k] for k in CLAIM_COLUMNS},
         )
     ).rowcount
     if not done:
@@ -245,7 +255,7 @@ def update_claim(
             currentRevision=row.revision,
         )
     new = _revision_fields(conn, claim_id, row.revision)
-    unknown = set(patch) - set(CONTENT_FIELDS) - {"circuit"}
+    unknown = set(patch) - (set(CONTENT_FIELDS) - {"circuit_revision"}) - {"circuit"}
     if unknown:
         raise BadInput(f"cannot edit {', '.join(sorted(unknown))} here")
     check: dict[str, Callable[[Any], Any]] = {
@@ -261,8 +271,8 @@ def update_claim(
         new["subjects"] = C.subjects(catalog, patch["subjects"])
     if "evidence" in patch:
         new["evidence"] = _known_artifacts(conn, C.evidence(catalog, patch["evidence"]))
-    if "circuit" in patch:
-        new["circuit_id"] = parse_circuit_key(patch["circuit"])
+    if "circuit" in patch:  # circuit:N moves the pin to N's current revision, circuit:N@R to that one
+        new["circuit_id"], new["circuit_revision"] = circuit_pin(conn, patch["circuit"])
     if _model_key(conn, new["subjects"], new["circuit_id"]) != row.model_key:
         raise BadInput("a claim cannot move to another model")
     if new["status"] in MODERATED and not actor.at_least("moderator"):

@@ -20,7 +20,7 @@ from kb.db.tables import utcnow
 
 VERDICTS = ("SUPPORT", "DISPUTE")
 MAX_COMMENT = 20_000
-CONTENT = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "evidence")
+CONTENT = ("label", "body", "kind", "confidence", "subjects", "circuit_id", "circuit_revision", "evidence")
 
 
 def lock_claim(conn: sa.Connection, claim_id: int) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kb.claims import edge_lists
 from kb.claims import transfer_records as records_of
 from kb.claims.errors import BadInput
 from kb.claims.transfer_fields import Bad, ts
@@ -102,7 +103,9 @@ def _records(conn: sa.Connection) -> Iterator[str]:
 def _circuits(conn: sa.Connection, names: dict[int, str]) -> Iterator[str]:
     ci, cr = circuit_table, circuit_revision_table
     revs: dict[int, list[Any]] = {}
-    for row in conn.execute(sa.select(cr).order_by(cr.c.circuit_id, cr.c.revision)):
+    rows = conn.execute(sa.select(cr).order_by(cr.c.circuit_id, cr.c.revision)).all()
+    lists = edge_lists.load(conn, {row.edges_sha256 for row in rows})  # each distinct list read once
+    for row in rows:
         revs.setdefault(row.circuit_id, []).append(
             {
                 "revision": row.revision,
@@ -111,7 +114,7 @@ def _circuits(conn: sa.Connection, names: dict[int, str]) -> Iterator[str]:
                 "name": row.name,
                 "description": row.description,
                 "neurons": row.neurons,
-                "edges": row.edges,
+                "edges": lists[row.edges_sha256],
                 "message": row.message,
             }
         )
@@ -126,6 +129,13 @@ def _circuits(conn: sa.Connection, names: dict[int, str]) -> Iterator[str]:
                 "revisions": revs.get(row.id, []),
             }
         )
+
+
+def _pinned(circuit_id: int | None, revision: int | None) -> str | None:
+    """The circuit a claim revision is about, with the revision it pinned: circuit:N@R."""
+    if circuit_id is None:
+        return None
+    return f"circuit:{circuit_id}@{revision}" if revision is not None else f"circuit:{circuit_id}"
 
 
 def _claims(conn: sa.Connection, names: dict[int, str]) -> Iterator[str]:
@@ -144,7 +154,7 @@ def _claims(conn: sa.Connection, names: dict[int, str]) -> Iterator[str]:
                 "confidence": row.confidence,
                 "subjects": row.subjects,
                 "evidence": row.evidence,
-                "circuit": f"circuit:{row.circuit_id}" if row.circuit_id else None,
+                "circuit": _pinned(row.circuit_id, row.circuit_revision),
                 "message": row.message,
             }
         )

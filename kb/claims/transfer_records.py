@@ -12,6 +12,7 @@ from kb.claims import activity as feed
 from kb.claims import circuits as circuit_rules
 from kb.claims import content
 from kb.claims.accounts import ROLES
+from kb.claims.ids import row_id
 from kb.claims.reviews import VERDICTS
 from kb.claims.transfer_fields import Bad, date, need, numbered, one_of, subject, text, user_name
 from kb.graph.keys import Catalog
@@ -52,6 +53,24 @@ class Seen:
         if circuit_id not in self.circuits:
             raise Bad(field, f"{key} is not in the file before this line")
         return circuit_id
+
+    def circuit_pin(self, key: str | None, field: str, at: Any) -> tuple[int | None, int | None]:
+        """A claim revision's circuit and the revision it pins: circuit:N@R, or circuit:N (files written before
+        claims pinned their circuit, format 1 among them) the newest revision made by ``at`` (else 1), as
+        migration 0008 pinned existing claims."""
+        if key is None:
+            return None, None
+        base, at_sign, number = key.partition("@")
+        circuit_id = self.circuit(base, field)
+        assert circuit_id is not None
+        revisions = self.circuits[circuit_id]["revisions"]
+        if at_sign:
+            revision = row_id(number)
+            if revision is None or not 1 <= revision <= len(revisions):
+                raise Bad(field, f"{key[:64]}: circuit:{circuit_id} has revisions 1..{len(revisions)} in the file")
+            return circuit_id, revision
+        made = [r["revision"] for r in revisions if r["created_at"] <= at]
+        return circuit_id, max(made, default=1)
 
 
 def user(obj: dict[str, Any], seen: Seen, n: int) -> None:
@@ -205,13 +224,16 @@ def _claim_revision(rev: Any, i: int, model: str, seen: Seen) -> dict[str, Any]:
         if not isinstance(item, dict):
             raise Bad(f"{w}evidence[{j}]", "expected an object")
         one_of(item, "kind", content.EVIDENCE_KINDS, where=f"{w}evidence[{j}].")
-    circuit_id = seen.circuit(need(rev, "circuit", str, nullable=True, where=w), w + "circuit")
+    created_at = date(rev, "created_at", where=w)
+    circuit_id, circuit_revision = seen.circuit_pin(
+        need(rev, "circuit", str, nullable=True, where=w), w + "circuit", created_at
+    )
     if not subjects and circuit_id is None:
         raise Bad(w + "subjects", "a revision is about neurons or a circuit: neither is given")
     return {
         "revision": number,
         "author": seen.user(rev, "author", where=w),
-        "created_at": date(rev, "created_at", where=w),
+        "created_at": created_at,
         "label": label,
         "body": need(rev, "body", str, where=w),
         "kind": one_of(rev, "kind", content.KINDS, where=w),
@@ -220,6 +242,7 @@ def _claim_revision(rev: Any, i: int, model: str, seen: Seen) -> dict[str, Any]:
         "subjects": subjects,
         "evidence": evidence,
         "circuit_id": circuit_id,
+        "circuit_revision": circuit_revision,
         "message": need(rev, "message", str, where=w),
     }
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kb.claims import edge_lists
 from kb.claims.claims import write_subjects
 from kb.claims.transfer_records import Seen
 from kb.db.annotation_tables import activity_table, circuit_revision_table
@@ -71,7 +72,8 @@ def _circuit(conn: sa.Connection, circuit: dict[str, Any], ids: dict[str, int]) 
         sa.insert(circuit_revision_table),
         [
             {
-                **{k: v for k, v in r.items() if k != "author"},
+                **{k: v for k, v in r.items() if k not in ("author", "edges")},
+                "edges_sha256": edge_lists.store(conn, r["edges"]),
                 "circuit_id": circuit["id"],
                 "author_id": ids[r["author"]],
             }
@@ -96,6 +98,7 @@ def _claim(conn: sa.Connection, claim: dict[str, Any], ids: dict[str, int]) -> N
             confidence=last["confidence"],
             model_key=claim["model"],
             circuit_id=last["circuit_id"],
+            circuit_revision=last["circuit_revision"],
             origin=claim["origin"],
             created_by=ids[claim["created_by"]],
             created_at=claim["created_at"],

@@ -52,8 +52,25 @@ class SigninFailure(TableModel, table=True):
 signin_failure_table = SigninFailure.__table__
 
 
+class CircuitEdgeList(TableModel, table=True):
+    """An edge list stored once, keyed by the sha256 of its canonical JSON (kb.claims.edge_lists).
+
+    Circuit revisions point at one: a revision that keeps its edges (a rename, a new description) stores none again.
+    """
+
+    __tablename__ = "circuit_edge_list"
+
+    sha256: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    edges: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # {source, target, note}
+    edge_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    size: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))  # bytes of the canonical JSON
+
+
+circuit_edge_list_table = CircuitEdgeList.__table__
+
+
 class CircuitRevision(TableModel, table=True):
-    """An immutable revision of a circuit: citable as circuit:N@R."""
+    """An immutable revision of a circuit: citable as circuit:N@R. Its edges are a shared, content-addressed list."""
 
     __tablename__ = "circuit_revision"
 
@@ -64,7 +81,9 @@ class CircuitRevision(TableModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     description: str = Field(default="", sa_column=sa.Column(sa.Text, nullable=False, server_default=""))
     neurons: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    edges: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    edges_sha256: str = Field(
+        sa_column=sa.Column(sa.ForeignKey("circuit_edge_list.sha256"), nullable=False, index=True)
+    )
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
 
 

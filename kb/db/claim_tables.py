@@ -84,6 +84,7 @@ class Claim(TableModel, table=True):
     confidence: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
     model_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, index=True))
     circuit_id: int | None = Field(default=None, sa_column=sa.Column(sa.ForeignKey("circuit.id"), nullable=True))
+    circuit_revision: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))  # pinned
     origin: str | None = Field(default=None, sa_column=sa.Column(sa.String(300), nullable=True, unique=True))
     created_by: int = Field(sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
@@ -111,6 +112,8 @@ class ClaimRevision(TableModel, table=True):
     confidence: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
     subjects: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))  # canonical neuron keys
     circuit_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    # the circuit's revision this claim revision is about (circuit:N@R): a later circuit edit does not change it
+    circuit_revision: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
     evidence: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     message: str = Field(default="", sa_column=sa.Column(sa.String(500), nullable=False, server_default=""))
 

@@ -7,6 +7,7 @@ from datetime import datetime
 import strawberry
 
 from kb.claims import circuits as circuit_domain
+from kb.claims import edge_lists
 from kb.schema import deadline
 from kb.schema.auth import mutation
 from kb.schema.claim_types import (
@@ -46,7 +47,7 @@ class CircuitRevision:
             name=row["name"],
             description=row["description"],
             neurons=list(row["neurons"]),
-            edges=[CircuitEdge(**e) for e in row["edges"]],
+            edges=[CircuitEdge(**e) for e in row.get("edges", ())],  # read only where asked for (and counted)
             author=Person(name=row["author"], display_name=row["author_display"]),
             _row=row,
         )
@@ -82,28 +83,66 @@ class CircuitDiff:
     changed_notes: list[NoteChange]
 
 
-def _revisions(info: Info, circuit_id: int) -> list[dict]:
+def _revisions(info: Info, circuit_id: int, with_edges: bool = True) -> list[dict]:
     with info.context.graphs.engine.connect() as conn:
-        return circuit_domain.revisions(conn, [circuit_id])[circuit_id]
+        return circuit_domain.revisions(conn, [circuit_id], with_edges)[circuit_id]
+
+
+def _asks_for(info: Info, name: str) -> bool:
+    """Whether the field being resolved selects ``name`` (directly, or in a fragment) in any of its uses."""
+    stack = list(info.selected_fields)
+    while stack:
+        node = stack.pop()
+        for sel in getattr(node, "selections", ()) or ():
+            if getattr(sel, "name", None) == name and not hasattr(sel, "type_condition"):
+                return True
+            if not hasattr(sel, "alias"):  # a fragment (spread or inline): look inside it
+                stack.append(sel)
+    return False
+
+
+def _charge(info: Info, revs: list[dict], what: str) -> None:
+    """The revisions' edge lists at their stored sizes against the answer's bound, before any is read."""
+    info.context.answer.charge(sum(r["edges_size"] for r in revs), what)
 
 
 def revisions_of(info: Info, circuit_id: int) -> list[CircuitRevision]:
-    return [CircuitRevision.of(r) for r in _revisions(info, circuit_id)]
+    """Every revision; their edge lists only when asked for, counted at their real sizes first (each list is
+    stored once, but an answer carries it once per revision)."""
+    with_edges = _asks_for(info, "edges")
+    with info.context.graphs.engine.connect() as conn:
+        revs = circuit_domain.revisions(conn, [circuit_id], with_edges=False)[circuit_id]
+        if with_edges:
+            _charge(info, revs, f"the edges of circuit:{circuit_id}'s {len(revs)} revisions")
+            lists = edge_lists.load(conn, {r["edges_sha256"] for r in revs})
+            for r in revs:
+                r["edges"] = lists[r["edges_sha256"]]
+    return [CircuitRevision.of(r) for r in revs]
 
 
 def revision_of(info: Info, circuit_id: int, revision: int) -> CircuitRevision:
-    revs = _revisions(info, circuit_id)
+    revs = _revisions(info, circuit_id, with_edges=False)
     if not 1 <= revision <= len(revs):
         raise CodedError(f"circuit:{circuit_id} has revisions 1..{len(revs)}", "NOT_FOUND")
-    return CircuitRevision.of(revs[revision - 1])
+    row = revs[revision - 1]
+    _charge(info, [row], f"circuit:{circuit_id}@{revision}'s edges")
+    with info.context.graphs.engine.connect() as conn:
+        row["edges"] = edge_lists.load(conn, [row["edges_sha256"]])[row["edges_sha256"]]
+    return CircuitRevision.of(row)
 
 
 def diff_of(info: Info, circuit_id: int, from_: int, to: int | None) -> CircuitDiff:
-    revs = _revisions(info, circuit_id)
+    revs = _revisions(info, circuit_id, with_edges=False)
     to = to or len(revs)
     if not (1 <= from_ <= len(revs) and 1 <= to <= len(revs)):
         raise bad_input(f"circuit:{circuit_id} has revisions 1..{len(revs)}")
-    d = circuit_domain.diff(revs[from_ - 1], revs[to - 1], deadline.check)
+    pair = [revs[from_ - 1], revs[to - 1]]
+    _charge(info, pair, f"the diff of circuit:{circuit_id}@{from_} and @{to}")
+    with info.context.graphs.engine.connect() as conn:
+        lists = edge_lists.load(conn, {r["edges_sha256"] for r in pair})
+    for r in pair:
+        r["edges"] = lists[r["edges_sha256"]]
+    d = circuit_domain.diff(pair[0], pair[1], deadline.check)
     return CircuitDiff(
         fields=[FieldChange(**f) for f in d["fields"]],
         added_neurons=d["added_neurons"],

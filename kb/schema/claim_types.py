@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 from kb.claims import circuits as circuit_domain
-from kb.claims import content
+from kb.claims import content, edge_lists
 from kb.claims.claims import diff as diff_fields
 from kb.claims.reviews import content_authors, last_content_revision
 from kb.graph.keys import KeyProblem
@@ -173,9 +173,16 @@ class ClaimRevision:
     def key(self) -> str:
         return f"claim:{self._row['claim_id']}@{self.revision}"
 
-    @strawberry.field
-    def circuit(self) -> str | None:
-        return f"circuit:{self._row['circuit_id']}" if self._row["circuit_id"] else None
+    @strawberry.field(
+        description="The circuit this revision is about, as it was at the revision it pins (circuit:N@R): a later "
+        "edit of the circuit does not change it (`latestRevision` says whether a newer one exists)."
+    )
+    async def circuit(self, info: Info) -> Circuit | None:
+        return await pinned_circuit(info, self._row)
+
+    @strawberry.field(description="circuit:N@R: the circuit revision this claim revision is about (null: none).")
+    def circuit_key(self) -> str | None:
+        return pin_key(self._row)
 
     @strawberry.field
     def evidence(self) -> list[Evidence]:
@@ -302,6 +309,22 @@ class Review:
         ]
 
 
+def pin_key(row: dict) -> str | None:
+    """circuit:N@R of a claim (revision) row; circuit:N where the revision is not known (an imported claim)."""
+    if not row.get("circuit_id"):
+        return None
+    revision = row.get("circuit_revision")
+    return f"circuit:{row['circuit_id']}" + (f"@{revision}" if revision else "")
+
+
+async def pinned_circuit(info: Info, row: dict) -> Circuit | None:
+    """The circuit of a claim (revision) row at its pinned revision (the current one where none is pinned)."""
+    if not row.get("circuit_id"):
+        return None
+    found = await info.context.loaders.circuit_at.load((row["circuit_id"], row.get("circuit_revision")))
+    return Circuit.of(found) if found is not None else None
+
+
 def _neurons(info: Info, keys: Iterable[str]) -> list[Neuron]:
     out = []
     for k in keys:
@@ -367,12 +390,9 @@ class Claim(KeyedNode):
     async def evidence(self, info: Info) -> list[Evidence]:
         return [Evidence.of(e) for e in (await self._current(info))["evidence"]]
 
-    @strawberry.field
+    @strawberry.field(description="The circuit the current revision is about, at the revision it pins.")
     async def circuit(self, info: Info) -> Circuit | None:
-        if not self._row["circuit_id"]:
-            return None
-        row = await info.context.loaders.circuit.load(self._row["circuit_id"])
-        return Circuit.of(row) if row is not None else None
+        return await pinned_circuit(info, self._row)
 
     @strawberry.field(description="Every revision, oldest first.")
     async def revisions(self, info: Info) -> list[ClaimRevision]:
@@ -482,7 +502,6 @@ class Circuit(KeyedNode):
     name: str
     description: str
     model: str
-    edges: list[CircuitEdge]
     revision: int = strawberry.field(description="the revision shown (the current one unless asked for circuit:N@R)")
     _row: strawberry.Private[dict]
 
@@ -493,10 +512,22 @@ class Circuit(KeyedNode):
             name=row["name"],
             description=row["description"],
             model=row["model_key"],
-            edges=[CircuitEdge(**e) for e in row["edges"]],
             revision=row.get("revision") or 1,
             _row=row,
         )
+
+    @strawberry.field(description="The stated edges of the revision shown (counted at their size in the answer).")
+    def edges(self, info: Info) -> list[CircuitEdge]:
+        info.context.answer.charge(edge_lists.size(self._row["edges"]), f"{self.key}@{self.revision}'s edges")
+        return [CircuitEdge(**e) for e in self._row["edges"]]
+
+    @strawberry.field(description="circuit:N@R of the revision shown.")
+    def revision_key(self) -> str:
+        return f"{self.key}@{self.revision}"
+
+    @strawberry.field(description="The circuit's newest revision: above `revision` when this shows an older one.")
+    def latest_revision(self) -> int:
+        return int(self._row.get("current_revision") or self.revision)
 
     @strawberry.field(description="Every revision, oldest first (each citable as circuit:N@R).")
     def revisions(self, info: Info) -> list[Annotated[CircuitRevision, strawberry.lazy("kb.schema.circuit_types")]]:
@@ -540,6 +571,7 @@ class Circuit(KeyedNode):
     @strawberry.field(description="Each stated edge against the weights: exists, weight, sign, rank.")
     def check(self, info: Info) -> CircuitCheck:
         graph = info.context.graphs.graph(self.model)
+        info.context.answer.charge(edge_lists.size(self._row["edges"]), f"{self.key}@{self.revision}'s check")
         return CircuitCheck(edges=[EdgeCheck(**vars(e)) for e in circuit_domain.check(graph, self._row)])
 
     @classmethod

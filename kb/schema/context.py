@@ -14,6 +14,7 @@ from kb.db import catalog
 from kb.db.graph_cache import GraphCache
 from kb.schema.deadline import check
 from kb.schema.errors import CodedError
+from kb.schema.limits import AnswerSize
 from kb.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Loaders:
         self.user = DataLoader(load_fn=self._users)
         self.visualizations = DataLoader(load_fn=self._visualizations)
         self.circuit = DataLoader(load_fn=self._circuits)
+        self.circuit_at = DataLoader(load_fn=self._circuits_at)
         self.review_history = DataLoader(load_fn=self._review_histories)
         self.artifact = DataLoader(load_fn=self._artifacts)
 
@@ -76,6 +78,11 @@ class Loaders:
         found = self._read(lambda conn: circuits.circuits_by_id(conn, ids))
         return [found.get(i) for i in ids]
 
+    async def _circuits_at(self, pins: list[tuple[int, int | None]]) -> list[dict | None]:
+        """Circuits at pinned revisions (id, revision), as claims pin them."""
+        found = self._read(lambda conn: circuits.circuits_at(conn, pins))
+        return [found.get(p) for p in pins]
+
     async def _review_histories(self, keys: list[tuple[int, int]]) -> list[list[dict]]:
         """Every revision of the reviews (claim id, user id), oldest first."""
         found = self._read(lambda conn: reviews.review_histories(conn, keys))
@@ -105,11 +112,14 @@ class Context:
     rates: Any = None  # kb.web.ratelimit.RateLimits: mutations per account
     offloop: Any = None  # kb.schema.offloop.OffLoop: where the schema executes this request (None: inline)
     loaders: Loaders = field(default=None)  # type: ignore[assignment]
+    answer: AnswerSize = field(default=None)  # type: ignore[assignment]  # large lists counted at real size
     _account: accounts.Account | None = None
 
     def __post_init__(self):
         if self.loaders is None:
             self.loaders = Loaders(self.graphs)
+        if self.answer is None:
+            self.answer = AnswerSize(self.settings.answer_max_bytes)
 
     def account(self) -> accounts.Account:
         """The caller, from ``Authorization: Bearer ckb_…``, or else a sign-in session's cookie together with that

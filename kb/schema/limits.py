@@ -10,6 +10,12 @@ list lengths and ``subgraph``'s ``perNode^depth`` along each path, summed over f
 over the budget (``KB_QUERY_COST_BUDGET``). The cost depends on variables only through a few arguments; it is
 computed once per document and values of those variables (cached), again with each fragment costed once.
 Every refusal carries extensions.code LIMIT_EXCEEDED.
+
+The estimate counts a list of unknown length as ``DEFAULT_LIST`` items. Where one item can be large (a circuit
+revision's edge list: up to 2,000 edges with 2,000-character notes, 4 MB), the resolvers also count what they
+return at its real, stored size (``AnswerSize``, per request): past ``KB_ANSWER_MAX_BYTES`` the request is refused
+with LIMIT_EXCEEDED (``reason: TOO_LARGE``) before the lists are read, so that ``revisions { edges { note } }`` of
+a circuit renamed 30 times is refused rather than answered with 30 copies of its edges.
 """
 
 from __future__ import annotations
@@ -68,6 +74,33 @@ COST_ARGUMENTS = frozenset({"first", "depth", "perNode", "roots", "ids", "keys",
 
 def limit(message: str) -> CodedError:
     return CodedError(message, "LIMIT_EXCEEDED")
+
+
+DEFAULT_ANSWER_BYTES = 8_000_000
+
+
+class AnswerSize:
+    """The bytes of large stored lists one request's answer holds, counted at their real sizes by the resolvers
+    that return them (before reading them where the size is stored); refused past ``limit``."""
+
+    def __init__(self, limit: int = DEFAULT_ANSWER_BYTES):
+        self.limit = limit
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def charge(self, size: int, what: str) -> None:
+        with self.lock:
+            self.used += size
+            used = self.used
+        if used > self.limit:
+            raise CodedError(
+                f"this answer would hold more than {self.limit:,} bytes ({what}: {size:,} bytes): ask for fewer "
+                "revisions, circuits or aliases, or leave out the edges",
+                "LIMIT_EXCEEDED",
+                reason="TOO_LARGE",
+                bytes=used,
+                limit=self.limit,
+            )
 
 
 @dataclass

@@ -57,7 +57,11 @@ class ClaimInput:
     kind: ClaimKind
     body: str = ""
     subjects: list[str] = strawberry.field(default_factory=list, description="neuron keys, any form")
-    circuit: str | None = strawberry.field(default=None, description="circuit:N")
+    circuit: str | None = strawberry.field(
+        default=None,
+        description="circuit:N (pins its current revision) or circuit:N@R (that revision): the claim is about the "
+        "circuit as it is at that revision, whatever later edits of the circuit change",
+    )
     confidence: float | None = None
     evidence: list[EvidenceInput] = strawberry.field(default_factory=list)
     message: str = ""
@@ -70,7 +74,11 @@ class ClaimPatch:
     kind: ClaimKind | None = strawberry.UNSET
     confidence: float | None = strawberry.UNSET
     subjects: list[str] | None = strawberry.UNSET
-    circuit: str | None = strawberry.UNSET
+    circuit: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="circuit:N moves the claim to the circuit's current revision, circuit:N@R to that one "
+        "(a content edit: a judged claim is PROPOSED again)",
+    )
     evidence: list[EvidenceInput] | None = strawberry.UNSET
 
     def as_dict(self) -> dict:

@@ -6,6 +6,7 @@ POST /c/{n}/review                       support or dispute, with an optional co
 GET  /c/{n}/edit, POST /c/{n}/edit       edit against the revision the form was opened on (EDIT_CONFLICT:
                                          the current revision beside the text you sent, to merge and save again)
 POST /c/{n}/status                       a status change (moderators; a claim's author may retract it)
+POST /c/{n}/circuit                      move the claim to a newer revision of its circuit (a content edit)
 GET  /moderation                         proposed and disputed claims, oldest first (moderators)
 
 Every post goes through kb.web.auth (same origin, a live session, its CSRF token). The change itself is the
@@ -60,6 +61,7 @@ HTTP = {
     "UNAVAILABLE": 503,
 }
 SHA = re.compile(r"^[0-9a-f]{64}$")
+DIGITS = re.compile(r"[0-9]{1,9}")
 RENDER_EVIDENCE = ("FEATURE_VISUALIZATION", "DATASET_EXAMPLES", "FEATURE_IMPLEMENTATION")
 STATUS_ACTIONS = {"PROPOSED": "Propose again", "SUPPORTED": "Mark supported", "DISPUTED": "Mark disputed"}
 STATUS_ACTIONS["RETRACTED"] = "Retract"
@@ -356,6 +358,23 @@ class Annotate:
             return await self.pages.claim(request, {"status_error": message}, exc.status)
         return RedirectResponse(f"/c/{number}", status_code=303, headers=NO_STORE)
 
+    async def move_circuit(self, request: Request) -> Response:
+        """The claim pinned to the circuit revision the page offered (circuit:N@R): updateClaim's circuit."""
+        posted = await self._claim_post(request)
+        if isinstance(posted, Response):
+            return posted
+        number, info, fields = posted
+        circuit, expected = fields.get("circuit", ""), fields.get("expectedRevision", "")
+        try:
+            if not DIGITS.fullmatch(expected):
+                raise Problem("the form does not say which revision it edits: reload the claim page")
+            m = f"moved to {circuit}"[:500]
+            variables = {"k": f"claim:{number}", "r": int(expected), "p": {"circuit": circuit}, "m": m}
+            await self._mutate(info.account, "UPDATE", UPDATE, variables)
+        except Problem as exc:
+            return await self.pages.claim(request, {"circuit_error": exc.message}, exc.status)
+        return RedirectResponse(f"/c/{number}", status_code=303, headers=NO_STORE)
+
     # --- moderation ----------------------------------------------------------------------------------------
 
     async def moderation(self, request: Request) -> Response:
@@ -386,5 +405,6 @@ def annotate_routes(annotate: Annotate) -> list[Route]:
         Route("/c/{number}/edit", annotate.edit_form, methods=["GET"]),
         Route("/c/{number}/edit", annotate.save, methods=["POST"]),
         Route("/c/{number}/status", annotate.set_status, methods=["POST"]),
+        Route("/c/{number}/circuit", annotate.move_circuit, methods=["POST"]),
         Route("/moderation", annotate.moderation, methods=["GET"]),
     ]

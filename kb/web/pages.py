@@ -59,7 +59,8 @@ CLAIM = """query($k: String!, $r: Int!) { claim(key: $k) { key revision model st
   revisions { revision createdAt message author { name displayName }
     diffFromPrevious { field before after patch tooLarge } }
   reviews { verdict comment revision updatedAt claimRevision stale reviewer { displayName name } }
-  revisionAt(revision: $r) { key revision label body kind status confidence createdAt message circuit subjects
+  revisionAt(revision: $r) { key revision label body kind status confidence createdAt message subjects
+    circuitKey circuit { key name revision revisionKey latestRevision edges { source target note } }
     author { displayName name } authors { displayName name }
     evidence { kind note neuron source target url doi visualization }
     citation { text bibtex } } } }"""

@@ -55,7 +55,8 @@ def claim_path(key: str, revision: int | None = None) -> str:
 
 
 def circuit_path(key: str) -> str:
-    return "/circuits/" + key.split(":", 1)[1]
+    """circuit:3 → /circuits/3; circuit:3@2 (a revision) → /circuits/3/2."""
+    return "/circuits/" + key.split(":", 1)[1].replace("@", "/", 1)
 
 
 def local(url: str) -> str:
