@@ -20,7 +20,6 @@ from conftest import as_user
 from kb.claims import accounts as acc
 from kb.db.catalog import load_catalog
 from kb.render import jobs
-from kb.render.quota import Quota, QuotaExceeded
 from kb.settings import Settings
 
 REQUEST = """mutation($kind: RenderKind!, $n: [String!], $layer: String, $p: RenderParamsInput) {
@@ -129,6 +128,8 @@ def test_the_flood_is_refused_after_the_quota_and_nothing_beyond_it_is_queued(ap
 
 def test_concurrent_requests_of_one_account_cannot_overshoot_its_quota(engine, inceptionv1, made):
     """Four requests of 300 new unit-jobs at once against a quota of 600: two are queued, two refused."""
+    from kb.render.quota import Quota, QuotaExceeded
+
     user = made()
     with engine.connect() as conn:
         model = load_catalog(conn).model("inceptionv1")
