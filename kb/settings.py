@@ -41,6 +41,18 @@ class Settings(BaseSettings):
         None, description="bf16 feature visualisations on a GPU (default on); never on a CPU"
     )
     render_device: str = Field("", description="torch device for renders; empty: cuda if available, else cpu")
+    render_max_size: int = Field(512, description="largest render size (pixels) a request may ask for; at most 512")
+    render_max_steps: int = Field(4096, description="most optimisation steps a request may ask for; at most 4096")
+    render_max_upsample: int = Field(512, description="largest upsample size (pixels) a request may ask for")
+    render_max_seeds: int = Field(
+        16, description="distinct seeds one unit may be rendered with (per kind); asking an existing seed is free"
+    )
+    render_queue_quota: int = Field(
+        1024, description="unit-jobs one account may have queued or running at once (a layer of 512 counts 512)"
+    )
+    render_units_per_mutation: int = Field(
+        64, description="requestRender counts against the mutation rate limit once per this many units, rounded up"
+    )
     rate_limit_per_minute: float = Field(120.0, description="mutations per minute per account, on average")
     rate_limit_burst: int = Field(60, description="mutations an account may send at once; 0: the minute's")
     query_rate_limit: str = Field(

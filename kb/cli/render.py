@@ -19,6 +19,7 @@ from kb.cli.progress import Phases
 from kb.db.catalog import load_catalog
 from kb.render import jobs
 from kb.render.params import KINDS, RenderParams
+from kb.render.quota import Quota
 from kb.settings import get_settings
 
 POLL_S = 0.5
@@ -80,6 +81,7 @@ def render_command(
         top_k=top_k,
     ).check(kind)
     settings = get_settings()
+    params.within(kind, settings)
     engine = open_engine()
     with engine.connect() as conn:
         units = resolve_units(conn, keys or [], layer, model)
@@ -88,7 +90,7 @@ def render_command(
     if not units:
         raise CliProblem("name neuron keys or --layer")
     with engine.begin() as conn:
-        ids, to_send = jobs.request(conn, units, kind, params.relevant(kind))
+        ids, to_send = jobs.request(conn, units, kind, params.relevant(kind), quota=Quota.of(settings, account=False))
     with engine.connect() as conn:
         rows = jobs.get(conn, ids)
     worker = None

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field
 
+import kb.db.claim_tables  # noqa: F401  (kb_user, which render_job.requested_by names)
 from kb.db.tables import TableModel, utcnow
 
 
@@ -59,6 +60,7 @@ class RenderJob(TableModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("model_sha256", "layer_key", "unit", "kind", "params_hash"),
         sa.Index("ix_render_job_status", "status", "deadline"),
+        sa.Index("ix_render_job_requested_by", "requested_by", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -82,6 +84,8 @@ class RenderJob(TableModel, table=True):
     deadline: datetime | None = Field(default=None, sa_column=_ts(True))  # RUNNING past this: re-queued
     enqueued_at: datetime | None = Field(default=None, sa_column=_ts(True))  # its message was last sent
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(True))  # QUEUED: not to run before
+    # the account whose request queued it (last: a FAILED job asked for again is theirs); None: the operator's CLI
+    requested_by: int | None = Field(default=None, sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=True))
 
 
 render_job_table = RenderJob.__table__

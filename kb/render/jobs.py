@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from kb.db.render_tables import artifact_table, render_job_table
 from kb.db.tables import utcnow
 from kb.render.params import params_hash
+from kb.render.quota import Quota, check_queue, check_seeds, lock_account
 
 
 class Permanent(Exception):
@@ -34,12 +35,22 @@ class Unit:
     unit: int
 
 
-def request(conn: sa.Connection, units: list[Unit], kind: str, params: dict) -> tuple[list[int], list[int]]:
+def request(
+    conn: sa.Connection,
+    units: list[Unit],
+    kind: str,
+    params: dict,
+    requester: int | None = None,
+    quota: Quota | None = None,
+) -> tuple[list[int], list[int]]:
     """(job ids, one per unit in order; the ids that need enqueueing). Existing jobs are reused; a FAILED
-    one is given a fresh set of attempts."""
+    one is given a fresh set of attempts. New jobs, and FAILED ones asked for again, record ``requester`` and
+    count against its ``quota`` (kb.render.quota): past it, QuotaExceeded and nothing is queued."""
     t = render_job_table
     h = params_hash(kind, params)
-    ids, enqueue = [], []
+    if requester is not None and quota is not None and quota.queued is not None:
+        lock_account(conn, requester)
+    found: list[tuple[Unit, tuple, sa.Row | None]] = []
     for u in units:
         key = (
             t.c.model_sha256 == u.model_sha256,
@@ -48,7 +59,16 @@ def request(conn: sa.Connection, units: list[Unit], kind: str, params: dict) -> 
             t.c.kind == kind,
             t.c.params_hash == h,
         )
-        row = conn.execute(sa.select(t.c.id, t.c.status).where(*key)).first()
+        found.append((u, key, conn.execute(sa.select(t.c.id, t.c.status).where(*key)).first()))
+    if quota is not None:
+        new = [u for u, _, row in found if row is None]
+        if quota.seeds is not None and "seed" in params and new:
+            check_seeds(conn, new, kind, params["seed"], quota.seeds)
+        if requester is not None and quota.queued is not None:
+            again = sum(row is not None and row.status == "FAILED" for _, _, row in found)
+            check_queue(conn, requester, len(new) + again, quota.queued)
+    ids, enqueue = [], []
+    for u, key, row in found:
         if row is None:
             try:
                 with conn.begin_nested():
@@ -64,6 +84,7 @@ def request(conn: sa.Connection, units: list[Unit], kind: str, params: dict) -> 
                             params_hash=h,
                             status="QUEUED",
                             created_at=utcnow(),
+                            requested_by=requester,
                         )
                         .returning(t.c.id)
                     ).scalar_one()
@@ -76,7 +97,14 @@ def request(conn: sa.Connection, units: list[Unit], kind: str, params: dict) -> 
             conn.execute(
                 sa.update(t)
                 .where(t.c.id == row.id, t.c.status == "FAILED")
-                .values(status="QUEUED", attempts=0, error=None, progress=0.0, next_attempt_at=None)
+                .values(
+                    status="QUEUED",
+                    attempts=0,
+                    error=None,
+                    progress=0.0,
+                    next_attempt_at=None,
+                    requested_by=requester,
+                )
             )
             enqueue.append(row.id)
         ids.append(row.id)

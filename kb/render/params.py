@@ -17,6 +17,16 @@ class BadParams(Problem, ValueError):
     code = "BAD_INPUT"
 
 
+class AboveCeiling(Problem, ValueError):
+    """A parameter within its range but above the operator's ceiling (KB_RENDER_MAX_*)."""
+
+    code = "LIMIT_EXCEEDED"
+
+
+# the ceilings an operator sets (kb.settings): parameter -> the setting's name (without KB_), lowered
+CEILINGS = {"size": "render_max_size", "steps": "render_max_steps", "upsample": "render_max_upsample"}
+
+
 @dataclass(frozen=True)
 class RenderParams:
     """lucent's defaults: 128 px, 512 steps, FFT parameterisation, decorrelated colour, standard transforms,
@@ -54,6 +64,19 @@ class RenderParams:
             raise BadParams("DATASET_EXAMPLES needs a dataset name (kb dataset add NAME PATH)")
         if not 1 <= self.top_k <= 64:
             raise BadParams("top_k must be 1..64")
+        return self
+
+    def within(self, kind: str, settings) -> RenderParams:
+        """The operator's ceilings (``KB_RENDER_MAX_SIZE``, ``_STEPS``, ``_UPSAMPLE``) on the parameters that
+        matter to this kind: one above its ceiling is refused with LIMIT_EXCEEDED, naming the ceiling."""
+        relevant = self.relevant(kind)
+        for name, setting in CEILINGS.items():
+            ceiling = getattr(settings, setting)
+            if name in relevant and relevant[name] > ceiling:
+                raise AboveCeiling(
+                    f"{name} {relevant[name]} is above this knowledge base's ceiling: KB_{setting.upper()}={ceiling}",
+                    ceiling=f"KB_{setting.upper()}",
+                )
         return self
 
     def relevant(self, kind: str) -> dict:

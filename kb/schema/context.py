@@ -137,10 +137,12 @@ class Context:
                     self._account = sessions.cookie_account(conn, cookie, headers.get(sessions.CSRF_HEADER))
         return self._account
 
-    def rate_limit(self, account: accounts.Account) -> None:
-        if self.rates is None:
+    def rate_limit(self, account: accounts.Account, cost: int = 1) -> None:
+        """Count a mutation (``cost`` of them: a requestRender charges for its units beyond the first ones)
+        against the account's rate limit; RATE_LIMITED past it."""
+        if self.rates is None or cost < 1:
             return
-        wait = self.rates.mutation(account.id)
+        wait = self.rates.mutation(account.id, cost)
         if wait:
             raise CodedError(
                 f"too many changes from {account.name}: retry in {wait:.1f} s",

@@ -13,7 +13,9 @@ import strawberry
 from kb.graph.keys import KeyProblem
 from kb.render import jobs as job_domain
 from kb.render.params import RenderParams
+from kb.render.quota import Quota
 from kb.schema.auth import mutation
+from kb.schema.claim_types import Person, _person
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input, limit
 from kb.schema.types import Neuron
@@ -95,6 +97,19 @@ class RenderJob:
             return Neuron.of_key(info.context.graphs.graph(key.model), key)
         except (KeyProblem, LookupError):
             return None
+
+    @strawberry.field(
+        description="the account whose request queued it (after a FAILED end, the last to ask again); null for "
+        "the operator's CLI. Moderators and admins only: FORBIDDEN for anyone else"
+    )
+    async def requested_by(self, info: Info) -> Person | None:
+        account = info.context.account()
+        if not account.at_least("moderator"):
+            raise CodedError(
+                f"who asked for a render is shown to moderators; {account.name} is {account.role}", "FORBIDDEN"
+            )
+        user_id = self._row["requested_by"]
+        return await _person(info, user_id) if user_id is not None else None
 
     @strawberry.field
     async def artifact(self, info: Info) -> Artifact | None:
@@ -184,13 +199,14 @@ class RenderMutation:
         layer: str | None = None,
         params: Annotated[RenderParamsInput | None, strawberry.argument()] = None,
     ) -> list[RenderJob] | None:
-        info.context.account()
+        account = info.context.account()
+        settings = info.context.settings
         given = asdict(params) if params else {}
         batch = given.pop("batch", None)
         if batch is not None and not 1 <= batch <= MAX_UNITS:
             raise bad_input(f"batch must be 1..{MAX_UNITS}")
         p = RenderParams(**given)
-        p.check(kind.value)
+        p.check(kind.value).within(kind.value, settings)
         graphs = info.context.graphs
         if kind.value == "DATASET_EXAMPLES":
             from kb.render.datasets import dataset_by_name
@@ -212,8 +228,12 @@ class RenderMutation:
             raise bad_input("name neurons or a layer to render")
         if len(units) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} units per request")
+        # the rate limit counted this request once (its permission); its units count the rest
+        info.context.rate_limit(account, cost=-(-len(units) // max(1, settings.render_units_per_mutation)) - 1)
         with graphs.engine.begin() as conn:
-            ids, to_send = job_domain.request(conn, units, kind.value, p.relevant(kind.value))
+            ids, to_send = job_domain.request(
+                conn, units, kind.value, p.relevant(kind.value), account.id, Quota.of(settings)
+            )
         with graphs.engine.connect() as conn:
             rows = job_domain.get(conn, ids)
         if to_send:

@@ -77,9 +77,10 @@ class RateLimits:
                 return max(0.1, stats.reset_time - time.time())
         return 0.0
 
-    def mutation(self, account_id: int) -> float:
-        """0 if this account may send another mutation now, else the seconds until it may."""
+    def mutation(self, account_id: int, cost: int = 1) -> float:
+        """0 if this account may send another mutation now, else the seconds until it may. ``cost``: what it
+        counts as (a requestRender counts its units: kb.schema.context.Context.rate_limit)."""
         for item in self.mutations:
-            if not self.limiter.hit(item, "m", str(account_id)):
+            if not self.limiter.hit(item, "m", str(account_id), cost=cost):
                 return max(0.1, self.limiter.get_window_stats(item, "m", str(account_id)).reset_time - time.time())
         return 0.0
