@@ -2,8 +2,8 @@
 
 Jobs queued before this have no requester (as the operator's CLI jobs have none).
 
-Revision ID: 0007_render_requester
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03 00:00:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision = "0007_render_requester"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
