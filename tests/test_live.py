@@ -367,6 +367,30 @@ def test_a_replay_longer_than_a_page_sends_all_of_it_and_moves_the_cursor_past_w
         client.close()
 
 
+def test_one_connection_replays_a_bounded_number_of_pages_and_the_client_resumes_from_its_cursor(engine, monkeypatch):
+    """A client far behind (12 rows, pages of 2, at most 2 pages a connection) gets 4 rows, then the stream ends;
+    reconnecting with the last id it was given, it gets the next 4, and so on: every row once, in order."""
+    from kb.web.live import routes
+
+    monkeypatch.setattr(routes, "REPLAY_PAGE", 2)
+    monkeypatch.setattr(routes, "REPLAY_PAGES", 2)
+    mine = f"live-{secrets.token_hex(3)}"
+    with engine.connect() as conn:
+        since = activity.last_seq(conn)
+    subjects = [f"circuit:1@{i}" for i in range(1, 13)]
+    for subject in subjects:
+        _record(engine, mine, subject)
+    got: list[list[str]] = []
+    with live_server(engine) as (base, _app):
+        client = Resuming(base, {"model": mine}, str(since))
+        for _ in range(3):
+            stream = client.connect()
+            assert next(stream) == ("open", None)
+            got.append([data["subject"] for what, data in stream if what == "event"])  # until the server ends it
+        client.close()
+    assert got == [subjects[0:4], subjects[4:8], subjects[8:12]]
+
+
 def _fail_once_in_the_follower(monkeypatch, exc: BaseException) -> threading.Event:
     """The follower's next read of the feed raises ``exc`` (once; only in the follower's thread)."""
     raised = threading.Event()

@@ -36,6 +36,7 @@ from kb.web.live.hub import Filter, Hub
 KEEPALIVE_S = 15.0
 WATCHDOG_S = 2.0  # how often a quiet stream makes sure its follower runs
 REPLAY_PAGE = 500  # rows read at a time when a stream replays what its client missed
+REPLAY_PAGES = 4  # pages one connection replays at most: then it ends and the client resumes from its cursor
 
 
 def event(row: dict) -> str:
@@ -113,8 +114,10 @@ class Live:
             try:
                 yield "retry: 2000\n\n"
                 end = time.monotonic() + self.max_s
+                pages = 0
                 while cursor is not None:  # what the client missed, a page at a time, in commit order
                     rows = await run_in_threadpool(self._after, cursor)
+                    pages += 1
                     for row in rows:
                         if flt.matches(row):
                             yield event(row)
@@ -124,8 +127,8 @@ class Live:
                             yield mark(cursor)
                     if len(rows) < REPLAY_PAGE:
                         break
-                    if sub.overflowed or time.monotonic() > end:
-                        return  # the client reconnects at once from the cursor
+                    if pages >= REPLAY_PAGES or sub.overflowed or time.monotonic() > end:
+                        return  # bounded: the client reconnects from the cursor (EventSource's retry)
                 quiet_since, unsent = time.monotonic(), None
                 while (left := end - time.monotonic()) > 0 and not sub.overflowed:
                     try:
