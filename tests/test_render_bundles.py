@@ -5,6 +5,8 @@ the session runs on PostgreSQL, SQLite -> PostgreSQL when it runs on SQLite).
 The renders are made through the worker's own code path (jobs.request, jobs.start, artifacts.store) with small
 real PNGs, on the tiny test network (which no worker process knows)."""
 
+import io
+import json
 import os
 import re
 import secrets
@@ -92,36 +94,38 @@ def page_images(engine, store: Path, path: str, token: str | None = None, mutati
     return shas, images, answer
 
 
-@pytest.fixture
-def kbs(engine, tiny_arch, tmp_path, tmp_path_factory):
-    """(source, target): the session's database with the tiny model rendered, and a new database of the other
-    backend (with no model yet); each with its engine, artifact storage and kb environment."""
-    src_key = f"tiny-src-{secrets.token_hex(3)}"
-    report = import_model(engine, "test:tiny", key=src_key, weights="random")
-    src_store = tmp_path / "src-artifacts"
-    done = render(engine, src_store, src_key, report.sha256, "c2", [0, 1], "FEATURE_VIS")
-    done += render(engine, src_store, src_key, report.sha256, "mixed", [0, 1], "FEATURE_VIS")
-    done += render(engine, src_store, src_key, report.sha256, "c2", [0], "WEIGHTS")
+@pytest.fixture(scope="module")
+def source(engine, tiny_arch, tmp_path_factory):
+    """The session's database with the tiny model rendered (once: jobs are per weights, whatever the key)."""
+    key = f"tiny-src-{secrets.token_hex(3)}"
+    report = import_model(engine, "test:tiny", key=key, weights="random")
+    store = tmp_path_factory.mktemp("src-artifacts")
+    done = render(engine, store, key, report.sha256, "c2", [0, 1], "FEATURE_VIS")
+    done += render(engine, store, key, report.sha256, "mixed", [0, 1], "FEATURE_VIS")
+    done += render(engine, store, key, report.sha256, "c2", [0], "WEIGHTS")
     with engine.begin() as conn:  # one more job, never run: not in the bundle
-        jobs.request(conn, [jobs.Unit(src_key, report.sha256, "c1", 0)], "FEATURE_VIS", SMALL)
+        jobs.request(conn, [jobs.Unit(key, report.sha256, "c1", 0)], "FEATURE_VIS", FV)
+    env = {
+        "KB_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "KB_STORAGE_DIR": str(store),
+        "KB_DATA_DIR": str(tmp_path_factory.mktemp("src-data")),
+    }
+    return {"engine": engine, "env": env, "store": store, "key": key, "jobs": done, "sha256": report.sha256}
+
+
+@pytest.fixture
+def kbs(source, tmp_path, tmp_path_factory):
+    """(source, target): the rendered source, and a new database of the other backend (with no model yet); each
+    with its engine, artifact storage and kb environment."""
     with fresh_databases(tmp_path_factory) as make:
         dst_url = make(OTHER)
-        dst = engine_for(dst_url)
-        src_env = {
-            "KB_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-            "KB_STORAGE_DIR": str(src_store),
-            "KB_DATA_DIR": str(tmp_path / "src-data"),
-        }
         dst_env = {
             "KB_DATABASE_URL": dst_url,
             "KB_STORAGE_DIR": str(tmp_path / "dst-artifacts"),
             "KB_DATA_DIR": str(tmp_path / "dst-data"),
         }
-        yield {
-            "src": {"engine": engine, "env": src_env, "store": src_store, "key": src_key, "jobs": done},
-            "dst": {"engine": dst, "env": dst_env, "store": tmp_path / "dst-artifacts"},
-            "sha256": report.sha256,
-        }
+        dst = {"engine": engine_for(dst_url), "env": dst_env, "store": tmp_path / "dst-artifacts"}
+        yield {"src": source, "dst": dst, "sha256": source["sha256"]}
 
 
 def corrupt_last_image(bundle: Path, out: Path) -> str:
@@ -217,3 +221,70 @@ def test_export_import_shows_the_same_pictures_and_requests_find_them(kbs, tmp_p
         count = conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
     assert job["id"] == want.id == queued and job["status"] == "DONE" and job["artifact"]["url"].endswith(".png")
     assert want.enqueued_at is None and count == 5  # no new job, and none sent to a worker
+
+
+def rewritten(bundle: Path, out: Path, change) -> Path:
+    """A copy of the bundle whose manifest ``change`` edited in place; the images as they were."""
+    with tarfile.open(bundle) as tar, tarfile.open(out, "w") as new:
+        for member in tar.getmembers():
+            data = tar.extractfile(member).read()
+            if member.name == "manifest.json":
+                manifest = json.loads(data)
+                change(manifest)
+                data = json.dumps(manifest).encode()
+            info = tarfile.TarInfo(member.name)
+            info.size = len(data)
+            new.addfile(info, io.BytesIO(data))
+    return out
+
+
+def _record(where: str, **values):
+    def change(manifest):
+        rec = next(r for r in manifest["records"] if f"{r['layer']}:{r['unit']} {r['kind']}" == where)
+        for k, v in values.items():
+            target = rec
+            *path, last = k.split(".")
+            for p in path:
+                target = target[p]
+            target[last] = v
+
+    return change
+
+
+BAD = [
+    (_record("c2:0 WEIGHTS", kind="PAINTING"), "record 1: kind must be one of FEATURE_VIS"),
+    (_record("mixed:1 FEATURE_VIS", unit=7), "record 4 (mixed:7 FEATURE_VIS): unit must be a whole number in 0..1"),
+    (_record("c2:0 FEATURE_VIS", layer="c9"), "record 0: model {key} has no layer 'c9'"),
+    (
+        _record("c2:1 FEATURE_VIS", **{"params.size": 8, "artifact.params.size": 8}),
+        "record 2 (c2:1 FEATURE_VIS): params: size must be 16..512 pixels",
+    ),
+    (
+        _record("c2:1 FEATURE_VIS", **{"params.top_k": 3, "artifact.params.top_k": 3}),
+        "record 2 (c2:1 FEATURE_VIS): params are not those a FEATURE_VIS request stores",
+    ),
+    (_record("c2:1 FEATURE_VIS", **{"artifact.width": 64}), "is not a 64x32 PNG as its record says"),
+    (lambda m: m["records"].pop(), "belongs to no record"),  # its image is still in the bundle
+]
+
+
+def test_bad_records_are_refused_and_nothing_is_written(kbs, tmp_path):
+    """Each record is checked against the model here (kind, layer, unit, parameters as requestRender stores them,
+    the image it names); one bad record refuses the whole bundle, which writes no row and leaves no file."""
+    from kb.render import bundles
+    from kb.render.storage import LocalStorage
+
+    src, dst = kbs["src"], kbs["dst"]
+    bundle = tmp_path / "tiny.kbrenders"
+    bundles.export(src["engine"], LocalStorage(src["store"]), src["key"], bundle)
+    dst_key = f"tiny-dst-{secrets.token_hex(3)}"
+    import_model(dst["engine"], "test:tiny", key=dst_key, weights="random")
+    store = LocalStorage(dst["store"])
+    for i, (change, message) in enumerate(BAD):
+        bad = rewritten(bundle, tmp_path / f"bad-{i}.kbrenders", change)
+        with pytest.raises(bundles.BundleProblem) as refused:
+            bundles.import_bundle(dst["engine"], store, bad)
+        assert message.format(key=dst_key) in str(refused.value), (i, str(refused.value))
+        assert rows(dst["engine"]) == ([], []) and files(dst["store"]) == set(), i
+    done = bundles.import_bundle(dst["engine"], store, bundle)
+    assert (done.new_jobs, done.new_images) == (5, 5)
