@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from kb.cli import accounts, backup, claims, datasets, db, graph, help_format, render, serve, worker
+from kb.cli import accounts, backup, claims, datasets, db, graph, help_format, render, renders, serve, worker
 
 help_format.install()
 
@@ -23,6 +23,7 @@ app.add_typer(accounts.users_app, name="user")
 app.add_typer(accounts.tokens_app, name="token")
 app.add_typer(claims.claims_app, name="claims")
 app.add_typer(datasets.datasets_app, name="dataset")
+app.add_typer(renders.renders_app, name="renders")
 app.command("import-families")(claims.import_families_command)
 app.command("import")(graph.import_command)
 app.command("neuron")(graph.neuron_command)
