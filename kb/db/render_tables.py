@@ -82,6 +82,8 @@ class RenderJob(TableModel, table=True):
     deadline: datetime | None = Field(default=None, sa_column=_ts(True))  # RUNNING past this: re-queued
     enqueued_at: datetime | None = Field(default=None, sa_column=_ts(True))  # its message was last sent
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(True))  # QUEUED: not to run before
+    # a bulk request's jobs (a layer, a model) keep the id of its first job: the request is one activity entry
+    batch_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True, index=True))
 
 
 render_job_table = RenderJob.__table__
