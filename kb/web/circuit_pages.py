@@ -174,6 +174,8 @@ class CircuitPages:
             depth, per_node = int(form["depth"]), int(form["perNode"])
         except ValueError:
             return refused("depth and perNode are whole numbers")
+        if not 1 <= depth <= query.MAX_DEPTH or not 1 <= per_node <= query.MAX_PER_NODE:  # the API's own limits
+            return refused(f"depth must be 1..{query.MAX_DEPTH} and perNode 1..{query.MAX_PER_NODE}")
         variables = {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
         try:
             sub = (await self._data("EXPLORE", EXPLORE, variables))["subgraph"]
