@@ -68,7 +68,9 @@ def test_neuron_page_weights_are_told_apart_and_keys_break_only_between_parts(ap
         edges { weight } } } }"""
     coarse = None
     for index in range(40):  # the first unit whose ten strongest inputs read alike at three decimals
-        weights = [e["weight"] for e in gql(api, q, {"k": f"InceptionV1 4c:{index}"})["data"]["neuron"]["inputs"]["edges"]]
+        weights = [
+            e["weight"] for e in gql(api, q, {"k": f"InceptionV1 4c:{index}"})["data"]["neuron"]["inputs"]["edges"]
+        ]
         if len({f"{w:+.3f}" for w in weights}) < len(set(weights)):
             coarse = (index, weights)
             break
@@ -89,7 +91,10 @@ def test_an_evidence_card_shows_the_cited_picture_once_with_its_key_whole(api, a
     sha = _sha(engine)
     with engine.begin() as conn:
         (job_id,), _ = jobs.request(
-            conn, [jobs.Unit("inceptionv1", sha, "mixed4c", 447)], "FEATURE_VIS", {"size": 9999, "n": secrets.token_hex(3)}
+            conn,
+            [jobs.Unit("inceptionv1", sha, "mixed4c", 447)],
+            "FEATURE_VIS",
+            {"size": 9999, "n": secrets.token_hex(3)},
         )
     art = _artifact("FEATURE_VIS", {"size": 9999})
     _land(engine, job_id, art)  # the unit's thumbnail (its largest render) is the very image the claim cites
@@ -131,7 +136,9 @@ def test_authors_get_no_review_buttons_and_reviewers_see_their_own_review(app, p
         assert f'id="review-{n}"' not in page and "its authors cannot review it" in page
     assert f'id="review-{n}"' in ben.get(f"/c/{n}").text and f'id="review-{n}"' in ben.get(NEURON).text
     done = ben.post(
-        f"/c/{n}/review", data={"csrf": csrf(ben), "verdict": "DISPUTE", "comment": "not on the weights"}, headers=ORIGIN
+        f"/c/{n}/review",
+        data={"csrf": csrf(ben), "verdict": "DISPUTE", "comment": "not on the weights"},
+        headers=ORIGIN,
     )
     assert done.status_code == 303
     for page in (ben.get(f"/c/{n}").text, ben.get(NEURON).text):  # shown back to its reviewer, on both pages
@@ -197,12 +204,20 @@ def test_explore_shows_the_form_again_with_the_refusal_and_keeps_its_inputs_with
     assert top == 4 and 1 <= most < 20  # the API's depth limit; the budget's perNode at depth 3
     over = api.get(f"/explore?roots={roots}&depth=3&perNode={most + 1}")
     assert over.status_code == 400 and '<form class="explore"' in over.text  # the form, not a bare "Bad request"
-    assert f'value="{most + 1}"' in over.text and "over the budget" in over.text and f"perNode up to {most}" in over.text
+    assert (
+        f'value="{most + 1}"' in over.text and "over the budget" in over.text and f"perNode up to {most}" in over.text
+    )
     assert api.get(f"/explore?roots={roots}&depth=3&perNode={most}").status_code == 200  # its max is drawn
     deep = api.get(f"/explore?roots={roots}&depth=99")
-    assert deep.status_code == 400 and '<form class="explore"' in deep.text and "depth must be 1..4 and perNode 1..20" in deep.text
+    assert (
+        deep.status_code == 400
+        and '<form class="explore"' in deep.text
+        and "depth must be 1..4 and perNode 1..20" in deep.text
+    )
     unknown = api.get("/explore?roots=nosuch/x:1")
-    assert unknown.status_code == 404 and '<form class="explore"' in unknown.text and 'value="nosuch/x:1"' in unknown.text
+    assert (
+        unknown.status_code == 404 and '<form class="explore"' in unknown.text and 'value="nosuch/x:1"' in unknown.text
+    )
     typo = api.get(f"/explore?roots={roots}&depth=two")
     assert typo.status_code == 400 and "whole numbers" in typo.text and '<form class="explore"' in typo.text
 
@@ -235,7 +250,7 @@ def test_a_bulk_render_request_is_one_activity_entry(api, engine):
         try:
             with engine.begin() as conn:
                 jobs.finish(conn, job_id, _artifact("FEATURE_VIS", params))
-        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=finish, args=(j,)) for j in ids[4:]]
@@ -261,7 +276,7 @@ def test_a_bulk_render_request_is_one_activity_entry(api, engine):
     assert bad.status_code == 400 and "one of claim, review, circuit, render" in bad.text
 
 
-def test_a_request_asked_again_after_its_entry_starts_a_new_one(engine):
+def test_a_request_asked_again_after_its_entry_starts_a_new_one(engine, inceptionv1):
     """A FAILED job of an ended bulk request, asked for again alone, is one unit's entry: not the old request's."""
     sha = _sha(engine)
     params = {"size": 32, "n": secrets.token_hex(4)}
@@ -271,6 +286,7 @@ def test_a_request_asked_again_after_its_entry_starts_a_new_one(engine):
         assert jobs.start(conn, ids, "test", 60)
         assert not jobs.fail(conn, ids[0], "broken", retryable=False)
         jobs.finish(conn, ids[1], _artifact("WEIGHTS", params))
+    with engine.connect() as conn:  # after the commit: on PostgreSQL a row's seq is given when it commits
         before = activity.last_seq(conn)
     with engine.begin() as conn:
         again, sent = jobs.request(conn, units[:1], "WEIGHTS", params)
