@@ -110,13 +110,48 @@ def reviewed(conn: sa.Connection, actor: Account, claim_id: int, verdict: str) -
     )
 
 
-def render_landed(conn: sa.Connection, job_id: int) -> int:
+OPEN = ("QUEUED", "RUNNING")  # the statuses of a job that has not ended
+
+
+def render_ended(conn: sa.Connection, job_id: int) -> int | None:
+    """A render job ended (DONE, FAILED or another final status), in its transaction. A job of a one-unit request
+    is one entry when it is DONE. A job of a bulk request (``batch_id``, kb.render.jobs.request) writes nothing
+    until the request's last job ends; that one writes the request's entry: "rendered 512 units of mixed4c".
+    Returns the entry's id, or None."""
     from kb.db.render_tables import render_job_table
 
     t = render_job_table
-    job = conn.execute(sa.select(t.c.kind, t.c.model_key, t.c.layer_key, t.c.unit).where(t.c.id == job_id)).one()
-    neuron = f"{job.model_key}/{job.layer_key}:{job.unit}"
-    return record(conn, "RENDER", job.model_key, f"render:{job_id}", f"{job.kind.lower()} of {neuron}", None, [neuron])
+    job = conn.execute(
+        sa.select(t.c.kind, t.c.model_key, t.c.layer_key, t.c.unit, t.c.status, t.c.batch_id).where(t.c.id == job_id)
+    ).one()
+    if job.batch_id is None:
+        if job.status != "DONE":
+            return None
+        neuron = f"{job.model_key}/{job.layer_key}:{job.unit}"
+        return record(
+            conn, "RENDER", job.model_key, f"render:{job_id}", f"{job.kind.lower()} of {neuron}", None, [neuron]
+        )
+    # The jobs of one request end in transactions of their own, on any worker. Each takes the lock of the request's
+    # first job before it counts, so they count one after the other, each seeing the ends committed before it:
+    # exactly one, the last, finds none left. (SQLite: one writer at a time already.)
+    conn.execute(sa.select(t.c.id).where(t.c.id == job.batch_id).with_for_update())
+    rows = conn.execute(
+        sa.select(t.c.layer_key, t.c.unit, t.c.status, t.c.params).where(t.c.batch_id == job.batch_id).order_by(t.c.id)
+    ).all()
+    if any(r.status in OPEN for r in rows):
+        return None
+    done = [r for r in rows if r.status == "DONE"]
+    layers = list(dict.fromkeys(r.layer_key for r in rows))
+    where = layers[0] if len(layers) == 1 else f"{job.model_key} ({len(layers)} layers)"
+    params = rows[0].params or {}
+    shown = ", ".join(f"{k} {params[k]}" for k in ("size", "steps") if params.get(k))
+    count = f"{len(done):,}" if len(done) == len(rows) else f"{len(done):,} of {len(rows):,}"
+    summary = f"rendered {count} unit{'' if len(rows) == 1 else 's'} of {where} ({job.kind.lower()}"
+    summary += (f", {shown})" if shown else ")") + (
+        f"; {len(rows) - len(done):,} did not finish" if len(done) < len(rows) else ""
+    )
+    neurons = [f"{job.model_key}/{r.layer_key}:{r.unit}" for r in done]
+    return record(conn, "RENDER", job.model_key, f"renders:{job.batch_id}", summary, None, neurons)
 
 
 def _row(r: sa.Row[Any]) -> dict[str, Any]:

@@ -86,6 +86,8 @@ class RenderJob(TableModel, table=True):
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(True))  # QUEUED: not to run before
     # the account whose request queued it (last: a FAILED job asked for again is theirs); None: the operator's CLI
     requested_by: int | None = Field(default=None, sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=True))
+    # a bulk request's jobs (a layer, a model) keep the id of its first job: the request is one activity entry
+    batch_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True, index=True))
 
 
 render_job_table = RenderJob.__table__

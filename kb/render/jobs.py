@@ -104,10 +104,13 @@ def request(
                     progress=0.0,
                     next_attempt_at=None,
                     requested_by=requester,
+                    batch_id=None,
                 )
             )
             enqueue.append(row.id)
         ids.append(row.id)
+    if len(enqueue) > 1:  # a bulk request: one activity entry when its last job ends (kb.claims.activity)
+        conn.execute(sa.update(t).where(t.c.id.in_(enqueue)).values(batch_id=min(enqueue)))
     return ids, enqueue
 
 
@@ -137,6 +140,11 @@ def fail_lost(conn: sa.Connection, job_ids: list[int] | None = None) -> list[int
                 finished_at=now,
             )
         )
+    if ids:
+        from kb.claims import activity
+
+        for job_id in ids:
+            activity.render_ended(conn, job_id)
     return ids
 
 
@@ -200,7 +208,7 @@ def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
     if landed:  # in the same transaction: the feed and live pages hear of it when it commits
         from kb.claims import activity
 
-        activity.render_landed(conn, job_id)
+        activity.render_ended(conn, job_id)
     return artifact_id
 
 
@@ -210,7 +218,7 @@ def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool, retry_in
     row = conn.execute(sa.select(t.c.attempts, t.c.max_attempts).where(t.c.id == job_id)).one()
     again = retryable and row.attempts < row.max_attempts
     now = utcnow()
-    conn.execute(
+    ended = conn.execute(
         sa.update(t)
         .where(t.c.id == job_id, t.c.status == "RUNNING")
         .values(
@@ -221,6 +229,10 @@ def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool, retry_in
             next_attempt_at=now + timedelta(seconds=retry_in_s) if again else None,
         )
     )
+    if ended.rowcount and not again:  # it ended: the last job of a bulk request writes the request's activity entry
+        from kb.claims import activity
+
+        activity.render_ended(conn, job_id)
     return again
 
 

@@ -222,7 +222,7 @@ def analyse(document: DocumentNode) -> Analysis:
 
 
 def _n(value: int) -> str:
-    return f"{value:,}" if value < 10**15 else f"about 10^{math.log10(value):.0f}"
+    return f"{value:,}" if value < 10**15 else f"10^{math.log10(value):.0f}"
 
 
 def _cost_variables(node, out: set[str]) -> None:

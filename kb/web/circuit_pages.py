@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from graphql import parse
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from kb.claims import circuits as circuit_domain
 from kb.claims.ids import row_id
+from kb.schema import query
 from kb.web import diagram, text_work
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import AuthPages
 from kb.web.page_query import QueryFailed, run_query
 from kb.web.pages import CARD, diagram_units, message_page, part_missing, render_page
+from kb.web.templating import plural
 
 MAX_FORM = 512 * 1024  # a selection or an edit names up to MAX_EDGES edges
 MAX_FIELDS = 2 * circuit_domain.MAX_EDGES + circuit_domain.MAX_NEURONS + 20
@@ -65,6 +68,12 @@ CREATE = """mutation($i: CircuitInput!) { createCircuit(input: $i) { key revisio
 EDGES_AT = """query($k: String!) { circuit(key: $k) { key revision edges { source target } } }"""
 UPDATE = """mutation($k: String!, $r: Int!, $p: CircuitPatch!, $m: String!) {
   updateCircuit(key: $k, expectedRevision: $r, patch: $p, message: $m) { key revision } }"""
+
+
+DIRECTIONS = ("UPSTREAM", "DOWNSTREAM", "BOTH")
+_EXPLORE_DOCUMENT = parse(EXPLORE)
+# what a reader typed into the explore form can cause: the form again with the message, and this status
+FORM_CODES = {"BAD_INPUT": 400, "LIMIT_EXCEEDED": 400, "NOT_FOUND": 404, "BAD_KEY": 404}
 
 
 class FormProblem(Exception):
@@ -143,17 +152,41 @@ class CircuitPages:
             "perNode": q.get("perNode", "5"),
         }
         chosen = chosen or {"units": set(), "edges": set(), "name": "", "description": "", "circuit": ""}
-        context = {"title": "Explore", "form": form, "svg": None, "chosen": chosen, "error": error}
+        direction = form["direction"] if form["direction"] in DIRECTIONS else "UPSTREAM"
+        context = {
+            "title": "Explore",
+            "form": form,
+            "svg": None,
+            "chosen": chosen,
+            "error": error,
+            "bounds": self._bounds(max(1, len(roots)), direction),
+        }
+
+        def refused(message: str, code: int = 400) -> HTMLResponse:
+            """The form again, with what was typed and why it was refused (a limit names the largest that fit)."""
+            return render_page(request, "explore.html", {**context, "error": message}, code)
+
         if not roots:
             return render_page(request, "explore.html", context, status)
-        if form["direction"] not in ("UPSTREAM", "DOWNSTREAM", "BOTH"):
-            return message_page(request, "Bad request", "direction is UPSTREAM, DOWNSTREAM or BOTH", 400)
+        if form["direction"] not in DIRECTIONS:
+            return refused("direction is UPSTREAM, DOWNSTREAM or BOTH")
         try:
             depth, per_node = int(form["depth"]), int(form["perNode"])
         except ValueError:
-            return message_page(request, "Bad request", "depth and perNode are whole numbers", 400)
+            return refused("depth and perNode are whole numbers")
+        if not 1 <= depth <= query.MAX_DEPTH or not 1 <= per_node <= query.MAX_PER_NODE:  # the API's own limits
+            return refused(f"depth must be 1..{query.MAX_DEPTH} and perNode 1..{query.MAX_PER_NODE}")
         variables = {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
-        sub = (await self._data("EXPLORE", EXPLORE, variables))["subgraph"]
+        try:
+            sub = (await self._data("EXPLORE", EXPLORE, variables))["subgraph"]
+        except QueryFailed as exc:
+            if exc.code not in FORM_CODES:
+                raise  # the server's trouble (a timeout, a full pool): the message page with its status
+            message = exc.message
+            if exc.code == "LIMIT_EXCEEDED":
+                most = context["bounds"]["perNode"].get(str(depth)) if 1 <= depth <= query.MAX_DEPTH else None
+                message += f" (at depth {depth}, perNode up to {most})" if most else ""
+            return refused(message, FORM_CODES[exc.code])
         edges = [diagram.Edge(e["source"]["key"], e["target"]["key"], e["weight"], e["kernel"]) for e in sub["edges"]]
         label = f"{form['direction'].lower()} subgraph of {form['roots']}, depth {depth}, {per_node} per node"
         model = sub["nodes"][0]["model"] if sub["nodes"] else None
@@ -179,6 +212,26 @@ class CircuitPages:
             back="/explore?" + urlencode(form),
         )
         return render_page(request, "explore.html", context, status)
+
+    def _bounds(self, roots: int, direction: str) -> dict:
+        """The largest depth and perNode the form's inputs offer: the API's limits (kb.schema.query), and for each
+        depth the largest perNode whose subgraph fits the query budget with this many roots (the page's inputs
+        follow it as depth changes, static/explore-select.js)."""
+        limits = self.schema.limits
+        analysis = limits.analysis(EXPLORE, _EXPLORE_DOCUMENT)
+
+        def fits(depth: int, per_node: int) -> bool:
+            values = {"roots": ["x"] * roots, "direction": direction, "depth": depth, "perNode": per_node}
+            return limits.refusal(limits.cost(analysis, None, values)) is None
+
+        per_depth = {}
+        for depth in range(1, query.MAX_DEPTH + 1):  # the cost grows with perNode: the largest that fits, by halves
+            low, high = 0, query.MAX_PER_NODE
+            while low < high:
+                mid = (low + high + 1) // 2
+                low, high = (mid, high) if fits(depth, mid) else (low, mid - 1)
+            per_depth[str(depth)] = low
+        return {"depth": query.MAX_DEPTH, "maxPerNode": query.MAX_PER_NODE, "perNode": per_depth}
 
     async def explore_post(self, request: Request) -> Response:
         """The selection form: "Save as circuit" (createCircuit) or "Add to circuit" (updateCircuit at the
@@ -249,7 +302,7 @@ class CircuitPages:
         # an edge the circuit has keeps its note (the API would replace it with the selection's empty one)
         new = [{"source": s, "target": t} for s, t in pairs if (s, t) not in present]
         patch = {"addNeurons": units, "edges": new}
-        message = f"added {len(new)} edges from /explore"
+        message = f"added {plural(len(new), 'edge')} from /explore"
         await self._write("UPDATE", UPDATE, {"k": key, "r": int(rev), "p": patch, "m": message}, account)
         return key
 

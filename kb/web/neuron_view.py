@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from kb.claims import circuits as circuit_domain
+from kb.claims.reviews import content_authors, last_content_revision
 from kb.schema.claim_types import Claim, neuron_citation
 from kb.schema.query import resolve_neuron
 from kb.schema.render_types import visualizations
@@ -123,3 +124,25 @@ async def neuron(context, text: str) -> dict:
         },
         "circuits": {"edges": [{"node": {"key": f"circuit:{c['id']}", "name": c["name"]}} for c in circuits]},
     }
+
+
+async def reviewing(context, claim_keys: list[str], user_id: int) -> dict[str, dict]:
+    """For a signed-in reader: of each claim (claim:N), whether they are among its content authors (who cannot
+    review it) and their own current review (verdict, comment, stale) or None. Two batched statements."""
+    ids = [int(k.split(":", 1)[1]) for k in claim_keys]
+    loaders = context.loaders
+    revisions, reviews = await asyncio.gather(loaders.revisions.load_many(ids), loaders.reviews.load_many(ids))
+    out = {}
+    for key, revs, rows in zip(claim_keys, revisions, reviews, strict=True):
+        mine = next((r for r in rows if r["user_id"] == user_id), None)
+        out[key] = {
+            "authored": user_id in content_authors(revs),
+            "review": None
+            if mine is None
+            else {
+                "verdict": mine["verdict"],
+                "comment": mine["comment"],
+                "stale": (mine.get("claim_revision") or 0) < last_content_revision(revs),
+            },
+        }
+    return out

@@ -24,9 +24,10 @@ from kb.claims.ids import row_id
 from kb.errors import Problem
 from kb.schema.errors import with_code
 from kb.web import diagram, neuron_view, text_work
+from kb.web.auth.current import signed_in
 from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
-from kb.web.templating import local, neuron_path, templates, thumb
+from kb.web.templating import local, neuron_path, templates, thumb, weight_texts
 from kb.web.unavailable import retry_after
 
 CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind params artifact { url } }
@@ -155,6 +156,8 @@ def _tabs(prefix: str, n: dict, with_kernels: bool) -> list[dict]:
     for suffix, title in (("Excite", "excitatory"), ("Inhibit", "inhibitory"), ("Strong", "by magnitude")):
         edges = n[prefix + suffix]["edges"]
         kernels = [e["kernel"] for e in edges if e.get("kernel")] if with_kernels else []
+        for e, text in zip(edges, weight_texts(e["weight"] for e in edges), strict=True):
+            e["weightText"] = text  # as many digits as tell this list's weights apart
         tabs.append(
             {
                 "id": f"{prefix}-{suffix.lower()}",
@@ -265,6 +268,10 @@ class Pages:
         ]
         sides[0]["tabs"] = _tabs("in", n, True)
         sides[1]["tabs"] = _tabs("out", n, False)
+        me = signed_in(request)
+        mine = {}  # the reader's authorship and own review of each claim: no Support/Dispute on their own
+        if me and me.account.at_least("editor") and n["claims"]:
+            mine = await neuron_view.reviewing(self.context_factory(), [c["key"] for c in n["claims"]], me.account.id)
         context = {
             "title": n["key"],
             "n": n,
@@ -273,6 +280,7 @@ class Pages:
             "sides": sides,
             "circuits": data["circuits"]["edges"],
             "kinds": KINDS,
+            "mine": mine,
             **(extra or {}),
         }
         return render_page(request, "neuron.html", context, status)

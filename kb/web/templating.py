@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup, escape
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
@@ -96,6 +100,42 @@ def short(key: str) -> str:
     return key.split("/", 1)[-1]
 
 
+def key_html(key: str) -> Markup:
+    """A key shown in a narrow card: it may break after ``/``, ``:`` or ``.`` (a <wbr>), never inside a name or a
+    number (the CSS keeps the rest unbroken)."""
+    return Markup("<wbr>".join(escape(part) for part in re.split(r"(?<=[/:.])", key)))
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 unit``, ``2 units``, ``1,024 units``; ``words``: an irregular plural."""
+    return f"{count:,} {word if count == 1 else words or word + 's'}"
+
+
+def _signed(value: float, digits: int) -> str:
+    if value == 0:
+        return "0"
+    size = math.floor(math.log10(abs(value)))
+    if size < -3 or size >= 4:  # very small or large: scientific, with the same significant digits
+        return f"{value:+.{digits - 1}e}"
+    return f"{value:+.{max(0, digits - 1 - size)}f}"
+
+
+def weight_texts(values: Iterable[float], digits: int = 3, most: int = 6) -> list[str]:
+    """Weights as signed text with ``digits`` significant digits, or more (up to ``most``) until the values that
+    differ are told apart: ten inputs of about 0.003 read ``+0.00312``, ``+0.00307``..., never ten ``+0.003``."""
+    values = list(values)
+    distinct = len(set(values))
+    for d in range(digits, most + 1):
+        texts = [_signed(v, d) for v in values]
+        if len(set(texts)) == distinct:
+            return texts
+    return texts
+
+
+def weight_text(value: float) -> str:
+    return weight_texts([value])[0]
+
+
 def params_text(params: str) -> str:
     p = json.loads(params)
     keep = ("size", "steps", "seed", "dataset", "topK")
@@ -121,6 +161,9 @@ def _environment() -> jinja2.Environment:
         local=local,
         evidence_picture=evidence_picture,
         params_text=params_text,
+        key_html=key_html,
+        plural=plural,
+        weight_text=weight_text,
         kernel_svg=pictures.kernel_svg,
         kernel_scale=pictures.kernel_scale,
         weight_bar=pictures.weight_bar,

@@ -25,17 +25,21 @@ log = logging.getLogger("kb.live")
 
 @dataclass(frozen=True)
 class Filter:
-    """Which changes a stream wants; empty: all. A change matches if it matches any one given."""
+    """Which changes a stream wants; empty: all. A change matches if it matches any one given, and is of one of
+    ``kinds`` when those are given (CLAIM, REVIEW, CIRCUIT, RENDER: the activity page's filter)."""
 
     neurons: frozenset[str] = frozenset()
     claims: frozenset[int] = frozenset()
     circuits: frozenset[int] = frozenset()
     models: frozenset[str] = frozenset()
+    kinds: frozenset[str] = frozenset()
 
     def empty(self) -> bool:
         return not (self.neurons or self.claims or self.circuits or self.models)
 
     def matches(self, row: dict) -> bool:
+        if self.kinds and row["kind"] not in self.kinds:
+            return False
         if self.empty():
             return True
         return bool(

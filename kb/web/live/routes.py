@@ -60,9 +60,20 @@ def mark(seq: int) -> str:
     return f"id: {seq}\n\n"
 
 
+def kind_of(text: str) -> str:
+    """A ``kind`` parameter (any case) as an activity kind; ValueError names the kinds."""
+    kind = text.strip().upper()
+    if kind not in activity.KINDS:
+        raise ValueError(f"kind {text!r}: one of {', '.join(k.lower() for k in activity.KINDS)}")
+    return kind
+
+
 def link(row: dict) -> str:
-    """The page of what changed."""
+    """The page of what changed (a bulk render: its layer's page, or its model's when it spans layers)."""
     subject = row["subject"]
+    if subject.startswith("renders:") and row["neurons"]:
+        layers = {n.rpartition(":")[0] for n in row["neurons"]}
+        return f"/n/{layers.pop()}" if len(layers) == 1 else f"/n/{row['model_key']}"
     if subject.startswith("claim:"):
         number, _, rev = subject[len("claim:") :].partition("@")
         return f"/c/{number}" + (f"/{rev}" if rev else "")
@@ -94,7 +105,8 @@ class Live:
             circuits = {parse_circuit_key(t)[0] for t in q.getlist("circuit")}
         except ClaimProblem as exc:
             raise ValueError(str(exc)) from None
-        return Filter(frozenset(neurons), frozenset(claims), frozenset(circuits), frozenset(q.getlist("model")))
+        kinds = frozenset(kind_of(t) for t in q.getlist("kind"))
+        return Filter(frozenset(neurons), frozenset(claims), frozenset(circuits), frozenset(q.getlist("model")), kinds)
 
     async def events(self, request: Request) -> Response:
         try:
@@ -167,25 +179,36 @@ class Live:
 
     async def page(self, request: Request) -> Response:
         model = request.query_params.get("model") or None
-        since, rows = await run_in_threadpool(self._recent, model)
         models = await run_in_threadpool(lambda: [r["key"] for r in self.graphs.model_rows() if not r["removed_at"]])
+        kind, error = request.query_params.get("kind") or None, ""
+        if kind:
+            try:
+                kind = kind_of(kind)
+            except ValueError as exc:
+                kind, error = None, str(exc)
+        since, rows = await run_in_threadpool(self._recent, model, kind)
+        chosen = {k: v for k, v in (("model", model), ("kind", kind)) if v}
         return render(
             request,
             "live/activity.html",
+            status=400 if error else 200,
             title="Activity",
             rows=[{**r, "url": link(r)} for r in rows],
             model=model or "",
+            kind=kind or "",
+            kinds=activity.KINDS,
+            error=error,
             since=since,
             models=models,
-            stream="/events" + (f"?{urlencode({'model': model})}" if model else ""),
+            stream="/events" + (f"?{urlencode(chosen)}" if chosen else ""),
         )
 
-    def _recent(self, model: str | None) -> tuple[int, list[dict]]:
+    def _recent(self, model: str | None, kind: str | None = None) -> tuple[int, list[dict]]:
         """Where the page's stream starts, then the rows it shows: read in that order, a row that commits between
         the two is both shown and streamed (activity.js shows it once), never neither."""
         with self.engine.connect() as conn:
             since = activity.last_seq(conn)
-            return since, activity.recent(conn, model, None, 100)
+            return since, activity.recent(conn, model, None, 100, kind)
 
 
 def live_routes(live: Live) -> list[Route]:

@@ -1,3 +1,19 @@
+// /explore's form: the perNode input's max follows the depth chosen (the largest that fits the query budget at
+// that depth, given by the server in data-max-per-depth), so the form offers only what the API will draw.
+"use strict";
+(function () {
+  var per = document.querySelector("form.explore input[name=perNode][data-max-per-depth]");
+  var depth = document.querySelector("form.explore input[name=depth]");
+  if (!per || !depth) return;
+  var most = JSON.parse(per.getAttribute("data-max-per-depth"));
+  function follow() {
+    var m = most[String(depth.value)];
+    if (m) per.max = String(m);
+  }
+  depth.addEventListener("input", follow);
+  follow();
+})();
+
 // /explore, signed in: the selection of units and edges lives in the form's check boxes (which work without
 // script); this mirrors it on the diagram and lets a click, Enter or Space on a unit or an edge toggle it.
 "use strict";
