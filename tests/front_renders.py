@@ -30,7 +30,8 @@ def picture(seed: int, size: int = 64) -> np.ndarray:
 
 
 def land(engine: sa.Engine, model_key: str, units: list[tuple[str, int]], params: dict | None = None) -> list[int]:
-    """Feature visualizations of ``units`` (layer key, index) of the model, DONE with stored PNGs; their job ids."""
+    """Feature visualizations of ``units`` (layer key, index) of the model, DONE with stored PNGs (those done
+    already are left as they are); their job ids."""
     params = params or THUMBNAIL
     with engine.connect() as conn:
         sha = load_catalog(conn).model(model_key).sha256
@@ -39,7 +40,7 @@ def land(engine: sa.Engine, model_key: str, units: list[tuple[str, int]], params
         ids, _ = jobs.request(conn, wanted, "FEATURE_VIS", params)
     with engine.begin() as conn:
         started = jobs.start(conn, ids, "test-worker", 60)
-    assert len(started) == len(ids), "the jobs were already started"
-    size = params.get("size", 64)
-    artifacts.store(engine, get_settings(), started, [picture(job["id"], size) for job in started])
+    if started:  # the others were landed before (the same unit, kind and parameters: one job)
+        size = params.get("size", 64)
+        artifacts.store(engine, get_settings(), started, [picture(job["id"], size) for job in started])
     return ids

@@ -17,6 +17,9 @@ from kb.render.params import RenderParams
 
 CREATE_CLAIM = """mutation($input: ClaimInput!) { createClaim(input: $input) { key } }"""
 CREATE_CIRCUIT = """mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }"""
+# counts of rendered units, claims and circuits (3), the strips and their pictures (2); the newest claims (their
+# count, ids, rows, authors, subjects: 5) and circuits (1)
+FRONT_PAGE_STATEMENTS = 11
 RENDERED = [("mixed3a", 5), ("mixed3a", 6), ("mixed4c", 447), ("conv2d0", 1)]
 
 
@@ -64,7 +67,7 @@ def _count(card: str, what: str) -> int:
     return int(m.group(1).replace(",", ""))
 
 
-def _rendered_in_db(engine, model_key: str) -> int:
+def _rendered_units_in_db(engine, model_key: str) -> set[tuple[str, int]]:
     """Straight from the rows: units with a finished positive feature visualization."""
     t = render_job_table
     with engine.connect() as conn:
@@ -73,7 +76,11 @@ def _rendered_in_db(engine, model_key: str) -> int:
                 t.c.model_key == model_key, t.c.status == "DONE", t.c.kind == "FEATURE_VIS"
             )
         )
-        return len({(r.layer_key, r.unit) for r in rows if not r.params.get("negative")})
+        return {(r.layer_key, r.unit) for r in rows if not r.params.get("negative")}
+
+
+def _rendered_in_db(engine, model_key: str) -> int:
+    return len(_rendered_units_in_db(engine, model_key))
 
 
 def _count_in_db(engine, table, model_key: str) -> int:
@@ -101,10 +108,10 @@ def test_each_model_is_a_card_with_counts_that_match_the_database(api, engine, f
 def test_the_strip_shows_the_rendered_units_pictures(api, engine, front):
     cards = _cards(api.get("/").text)
     strip = re.findall(r'<a href="(/n/inceptionv1/[^"]+)"[^>]*>\s*<img src="([^"]+)"', cards["inceptionv1"])
-    assert 1 <= len(strip) <= 8
-    shown = {path for path, _ in strip}
-    assert {"/n/inceptionv1/mixed3a/5", "/n/inceptionv1/mixed4c/447", "/n/inceptionv1/conv2d0/1"} <= shown  # by layer
-    assert "/n/inceptionv1/mixed4c/9" not in shown and "/n/inceptionv1/mixed4d/3" not in shown
+    rendered = _rendered_units_in_db(engine, "inceptionv1")
+    shown = [(p.split("/")[3], int(p.split("/")[4])) for p, _ in strip]
+    assert len(shown) == min(8, len(rendered)) and set(shown) <= rendered  # never the negative or queued ones
+    assert len({layer for layer, _ in shown}) == min(8, len({layer for layer, _ in rendered}))  # across layers
     positions = [p.split("/")[3] for p, _ in strip]
     layers = gql(api, '{ model(key: "inceptionv1") { layers { name } } }')["data"]["model"]["layers"]
     order = [layer["name"] for layer in layers]
@@ -158,4 +165,5 @@ def test_the_front_page_costs_the_same_statements_for_more_models(api, engine, f
         page = api.get("/")
     assert "tiny-front-3" in _cards(page.text) and page.text.count('<section class="model-card"') >= 3
     assert len(three) == len(two), (two, three)
+    assert len(three) <= FRONT_PAGE_STATEMENTS, three
     assert len([s for s in three if "render_job" in s]) == 3, three  # rendered units, the strips, their pictures
