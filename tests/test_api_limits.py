@@ -108,7 +108,7 @@ def test_page_and_readme_queries_fit_the_budget(api):
         "{ renderJobs(ids: [1, 2]) { status progress attempts error artifact { url } } }",
         '{ neuron(key: "InceptionV1 4c:447") { visualizations { kind params artifact { url } } } }',
     ]
-    page_queries = [pages.NEURON, pages.CLAIM, pages.MODELS, pages.MODEL, pages.LAYER]
+    page_queries = [pages.NEURON, pages.CLAIM, pages.HOME, pages.NEWEST_WORK, pages.MODEL, pages.LAYER]
     for q in readme + page_queries:
         analysis = schema.analysis(q, parse(q))
         assert not analysis.errors, (q, analysis.errors)

@@ -51,11 +51,14 @@ def filtered_claim_count(conn: sa.Connection, filters: Filters) -> int:
     return total
 
 
-def filtered_claim_ids(conn: sa.Connection, filters: Filters, offset: int, limit: int) -> list[int]:
-    """The ids of a page of the claims that pass the filters, oldest first."""
+def filtered_claim_ids(
+    conn: sa.Connection, filters: Filters, offset: int, limit: int, newest_first: bool = False
+) -> list[int]:
+    """The ids of a page of the claims that pass the filters, oldest first (or newest first)."""
     where, params = _where(filters)
+    order = "c.id DESC" if newest_first else "c.id"
     rows = conn.execute(
-        sa.text(f"SELECT c.id FROM claim c WHERE 1=1{where} ORDER BY c.id LIMIT :limit OFFSET :offset"),
+        sa.text(f"SELECT c.id FROM claim c WHERE 1=1{where} ORDER BY {order} LIMIT :limit OFFSET :offset"),
         {**params, "limit": limit, "offset": offset},
     )
     return [r[0] for r in rows]

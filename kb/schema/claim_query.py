@@ -70,7 +70,9 @@ class ClaimQuery:
             raise CodedError(f"no claim:{claim_id}@{revision}", "NOT_FOUND")
         return ClaimRevision.of(revs[revision - 1])
 
-    @strawberry.field(description="Claims, oldest first, filtered by model, layer, kind and status.")
+    @strawberry.field(
+        description="Claims, oldest first (newestFirst: the newest first), filtered by model, layer, kind and status."
+    )
     def claims(
         self,
         info: Info,
@@ -80,12 +82,13 @@ class ClaimQuery:
         layer: str | None = None,
         kind: ClaimKind | None = None,
         status: ClaimStatus | None = None,
+        newest_first: bool = False,
     ) -> ClaimConnection:
         f = _filters(info, model, layer, kind, status)
         with info.context.graphs.engine.connect() as conn:
             total = search.filtered_claim_count(conn, f)
             start, stop = window(first, after, total)
-            ids = search.filtered_claim_ids(conn, f, start, stop - start)
+            ids = search.filtered_claim_ids(conn, f, start, stop - start, newest_first)
         return _claims_page(info, ids, start, total)
 
     @strawberry.field(description="Claims whose label or body match the text (full-text search, best first).")

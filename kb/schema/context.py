@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import strawberry
 from strawberry.dataloader import DataLoader
 
-from kb.claims import accounts, circuits, claims, reviews, sessions
+from kb.claims import accounts, circuits, claims, model_counts, reviews, sessions
 from kb.db import catalog
 from kb.db.graph_cache import GraphCache
 from kb.schema.deadline import check
@@ -43,6 +43,11 @@ class Loaders:
         self.circuit_at = DataLoader(load_fn=self._circuits_at)
         self.review_history = DataLoader(load_fn=self._review_histories)
         self.artifact = DataLoader(load_fn=self._artifacts)
+        # the front page's model cards: one statement each for all the models of the request
+        self.rendered_units = DataLoader(load_fn=self._rendered_units)
+        self.showcase = DataLoader(load_fn=self._showcases)
+        self.claim_count = DataLoader(load_fn=self._claim_counts)
+        self.circuit_count = DataLoader(load_fn=self._circuit_counts)
 
     def _read(self, read: Callable[[sa.Connection], T]) -> T:
         """One batch through a data-access function, on a connection of its own (after the deadline check)."""
@@ -101,6 +106,28 @@ class Loaders:
         with self.graphs.engine.connect() as conn:
             found = jobs.artifacts(conn, ids)
         return [found.get(i) for i in ids]
+
+    async def _rendered_units(self, shas: list[str]) -> list[int]:
+        from kb.render import model_renders
+
+        found = self._read(lambda conn: model_renders.rendered_units(conn, shas))
+        return [found[s] for s in shas]
+
+    async def _showcases(self, keys: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
+        """(model sha256, how many) → up to that many rendered units (layer key, unit), for all in one read."""
+        from kb.render import model_renders
+
+        most = max(n for _, n in keys)
+        found = self._read(lambda conn: model_renders.showcase(conn, {s for s, _ in keys}, most))
+        return [found[s][:n] for s, n in keys]
+
+    async def _claim_counts(self, model_keys: list[str]) -> list[int]:
+        found = self._read(lambda conn: model_counts.claims_by_model(conn, model_keys))
+        return [found[k] for k in model_keys]
+
+    async def _circuit_counts(self, model_keys: list[str]) -> list[int]:
+        found = self._read(lambda conn: model_counts.circuits_by_model(conn, model_keys))
+        return [found[k] for k in model_keys]
 
 
 @dataclass

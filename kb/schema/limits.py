@@ -66,6 +66,7 @@ LIST_SIZES = {
     ("Model", "layers"): 40,
     ("Layer", "visualizations"): 1024,
     ("Query", "models"): 20,
+    ("Model", "showcase"): 24,  # kb.schema.types.SHOWCASE_MAX
 }
 # Lists whose length was already counted by their parent field (connections, subgraphs, paths).
 COUNTED = {"edges", "nodes"}

@@ -18,12 +18,15 @@ from kb.graph.keys import KeyProblem, NeuronKey
 from kb.graph.store import ModelGraph
 from kb.schema.context import Info
 from kb.schema.deadline import check
-from kb.schema.errors import not_found
+from kb.schema.errors import limit, not_found
 from kb.schema.pagination import PageInfo, cursor, page_info, window
 
 if TYPE_CHECKING:
     from kb.schema.claim_types import Citation, Claim
     from kb.schema.render_types import RenderKind, UnitVisualization, Visualization
+
+
+SHOWCASE_MAX = 24  # units in a model's showcase
 
 
 @strawberry.enum(description="How neighbors are ranked.")
@@ -83,6 +86,41 @@ class Model(KeyedNode):
             return []
         g = info.context.graphs.graph(self.key)
         return [Layer.of(g, layer.position) for layer in g.layers]
+
+    @strawberry.field(
+        description="Units with a finished feature visualization of these weights (any parameters; one "
+        "statement for all the models of a query)."
+    )
+    async def rendered_units(self, info: Info) -> int:
+        return await info.context.loaders.rendered_units.load(self.sha256)
+
+    @strawberry.field(description="Claims about the model, whatever their status (one statement for all models).")
+    async def claim_count(self, info: Info) -> int:
+        return await info.context.loaders.claim_count.load(self.key)
+
+    @strawberry.field(description="Circuits of the model (one statement for all models).")
+    async def circuit_count(self, info: Info) -> int:
+        return await info.context.loaders.circuit_count.load(self.key)
+
+    @strawberry.field(
+        description=f"Up to `first` (at most {SHOWCASE_MAX}) units with a feature visualization, taken in turn "
+        "from each layer that has any, in network order: the model's strip of pictures on the front page (one "
+        "statement for all models)."
+    )
+    async def showcase(self, info: Info, first: int = 8) -> list[Neuron]:
+        if not 0 <= first <= SHOWCASE_MAX:
+            raise limit(f"showcase takes first 0..{SHOWCASE_MAX}")
+        if self.removed or first == 0:
+            return []
+        units = await info.context.loaders.showcase.load((self.sha256, first))
+        g = info.context.graphs.graph(self.key)
+        ordinals = []
+        for layer, index in units:
+            try:
+                ordinals.append(g.ordinal(layer, index))
+            except (KeyError, IndexError):  # a render of a layer or unit these weights' graph does not have
+                continue
+        return [Neuron.at(g, o) for o in sorted(ordinals)]
 
     @classmethod
     def of_row(cls, row: dict) -> Model:

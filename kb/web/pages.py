@@ -72,7 +72,15 @@ NEURONS = (
     """query($keys: [String!]!) { neurons(keys: $keys) { ...Card model { key weights weightsAreRandom } } }""" + CARD
 )
 
-MODELS = """{ models { key source shortHash weights weightsAreRandom removed layers { units } } }"""
+SHOWCASE = 8  # rendered units on a model's card
+NEWEST = 8  # claims and circuits listed below the cards
+HOME = f"""{{ models {{ key source shortHash weights weightsAreRandom removed layers {{ key units }}
+  renderedUnits claimCount circuitCount
+  showcase(first: {SHOWCASE}) {{ key layer {{ name }}
+    visualizations(kind: FEATURE_VIS) {{ kind params artifact {{ url }} }} }} }} }}"""
+NEWEST_WORK = f"""{{ claims(first: {NEWEST}, newestFirst: true) {{ totalCount edges {{ node {{ key label kind status
+    revision supportCount disputeCount model createdAt author {{ name displayName }} subjects {{ key }} }} }} }}
+  circuits(first: {NEWEST}) {{ totalCount edges {{ node {{ key name model createdAt edges {{ source }} }} }} }} }}"""
 
 MODEL = """query($k: String!) { model(key: $k) { key source sha256 shortHash weights weightsAreRandom description
   importedAt removed inputShape layers { key name units kind outputShape aliases } } }"""
@@ -232,9 +240,28 @@ class Pages:
             return None
 
     async def home(self, request: Request) -> HTMLResponse:
-        data = await self._data("MODELS", MODELS, {})
-        models = [m for m in data["models"] if not m["removed"]]
-        return render_page(request, "home.html", {"title": "Models", "models": models})
+        """Each model as a card (a strip of its rendered units, what has been rendered and said about it), then
+        the newest claims and circuits: a constant number of statements, whatever the number of models."""
+        data = await self._data("HOME", HOME, {})
+        missing: list[str] = []
+        newest = await self._part("NEWEST_WORK", NEWEST_WORK, {}, "The newest claims and circuits", missing)
+        models = []
+        for m in data["models"]:
+            if m["removed"]:
+                continue
+            units = sum(layer["units"] for layer in m["layers"])
+            middle = m["layers"][len(m["layers"]) // 2]["key"] if m["layers"] else None
+            strip = [{"key": n["key"], "layer": n["layer"]["name"], "thumb": thumb(n)} for n in m["showcase"]]
+            models.append({**m, "units": units, "strip": strip, "render_layer": middle})
+        context = {
+            "title": "Models",
+            "models": models,
+            "showcase": SHOWCASE,
+            "claims": newest["claims"] if newest else None,
+            "circuits": newest["circuits"] if newest else None,
+            "missing": missing,
+        }
+        return render_page(request, "home.html", context)
 
     async def browse(self, request: Request) -> HTMLResponse:
         """/n/model, /n/model/layer and /n/model/layer/index (the model part may be pinned: model@hash)."""
