@@ -61,10 +61,36 @@ def db_url(tmp_path_factory):
     admin.dispose()
 
 
+_SESSION_ENGINE: list[sa.Engine] = []  # the session's engine, once a test asked for it
+
+
 @pytest.fixture(scope="session")
 def engine(db_url):
     migrate.upgrade(db_url)
-    return engine_for(db_url)
+    _SESSION_ENGINE.append(engine_for(db_url))
+    return _SESSION_ENGINE[0]
+
+
+def _last_job_id() -> int:
+    with _SESSION_ENGINE[0].connect() as conn:
+        return conn.execute(sa.text("SELECT COALESCE(MAX(id), 0) FROM render_job")).scalar_one()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_render_job_left_queued():
+    """Render jobs a module left queued or running (its workers are gone by then) end FAILED with it: else a later module's
+    server (its sweeper re-sends QUEUED jobs) would hand them to its one CPU worker, ahead of its own."""
+    start = _last_job_id() if _SESSION_ENGINE else 0
+    yield
+    if _SESSION_ENGINE:
+        with _SESSION_ENGINE[0].begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE render_job SET status = 'FAILED', error = 'left queued by a test module' "
+                    "WHERE id > :start AND status IN ('QUEUED', 'RUNNING')"
+                ),
+                {"start": start},
+            )
 
 
 @pytest.fixture
