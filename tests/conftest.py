@@ -78,8 +78,8 @@ def _last_job_id() -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def no_render_job_left_queued():
-    """Render jobs a module left queued or running (its workers are gone by then) end FAILED with it: else a later module's
-    server (its sweeper re-sends QUEUED jobs) would hand them to its one CPU worker, ahead of its own."""
+    """Render jobs a module left queued or running (its workers are gone by then) end FAILED with it: else a later
+    module's server (its sweeper re-sends QUEUED jobs) would hand them to its one CPU worker, ahead of its own."""
     start = _last_job_id() if _SESSION_ENGINE else 0
     yield
     if _SESSION_ENGINE:
