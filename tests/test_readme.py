@@ -120,7 +120,12 @@ def test_readme_examples_run_in_order_on_a_new_database(tmp_path):
     tokens: dict[str, str] = {}  # account name -> token, from `kb token create NAME` as the README runs it
     keys: dict[str, str] = {}  # README's key -> the one the answer gave
     ran: list[str] = []  # the commands run, as written
-    with new_database(tmp_path, "readme") as url, new_database(tmp_path, "empty") as empty, ExitStack() as stack:
+    with (
+        new_database(tmp_path, "readme") as url,
+        new_database(tmp_path, "empty") as empty,
+        new_database(tmp_path, "restored") as restored,
+        ExitStack() as stack,
+    ):
         env = {"KB_DATABASE_URL": url, "KB_BROKER_URL": "", "KB_DATA_DIR": str(tmp_path / "data")}
         base = None
         for kind, text, extra in steps:
@@ -136,6 +141,8 @@ def test_readme_examples_run_in_order_on_a_new_database(tmp_path):
                         continue
                     # the README imports claims "into a database with no claims yet": a second new one
                     where = {**env, "KB_DATABASE_URL": empty} if args[:2] == ["claims", "import"] else env
+                    if args[0] == "restore":  # "refused if the database holds data": a backup goes to a new one
+                        where = {**env, "KB_DATABASE_URL": restored}
                     r = subprocess.run(
                         [str(EXE), *args],
                         cwd=clone,
@@ -186,6 +193,8 @@ def test_readme_examples_run_in_order_on_a_new_database(tmp_path):
         "kb import-families kb/data/distill-early-vision",
         "kb claims export",
         "kb claims import",
+        "kb backup",
+        "kb restore",
         "kb user password",
     ):
         assert any(line.startswith(command) for line in ran), (command, ran)

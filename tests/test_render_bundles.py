@@ -98,7 +98,8 @@ def page_images(engine, store: Path, path: str, token: str | None = None, mutati
 def source(engine, tiny_arch, tmp_path_factory):
     """The session's database with the tiny model rendered (once: jobs are per weights, whatever the key)."""
     key = f"tiny-src-{secrets.token_hex(3)}"
-    report = import_model(engine, "test:tiny", key=key, weights="random")
+    # weights of its own: renders belong to weights, and other modules render test:tiny's seed-0 weights
+    report = import_model(engine, "test:tiny", key=key, weights="random", seed=1 + secrets.randbelow(10**9))
     store = tmp_path_factory.mktemp("src-artifacts")
     done = render(engine, store, key, report.sha256, "c2", [0, 1], "FEATURE_VIS")
     done += render(engine, store, key, report.sha256, "mixed", [0, 1], "FEATURE_VIS")

@@ -89,8 +89,12 @@ def _revisions(info: Info, circuit_id: int, with_edges: bool = True) -> list[dic
 
 
 def _asks_for(info: Info, name: str) -> bool:
-    """Whether the field being resolved selects ``name`` (directly, or in a fragment) in any of its uses."""
-    stack = list(info.selected_fields)
+    """Whether the field being resolved selects ``name`` (directly, or in a fragment) in any of its uses; True where
+    the info cannot say (the compiled executor's): then the lists are read, and charged, as if asked for."""
+    selected = getattr(info, "selected_fields", None)
+    if selected is None:
+        return True
+    stack = list(selected)
     while stack:
         node = stack.pop()
         for sel in getattr(node, "selections", ()) or ():
