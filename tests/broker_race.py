@@ -28,7 +28,7 @@ def sender(url: str, barrier, unit: int) -> None:
 
 
 def main(root: str, rounds: int) -> None:
-    import kb.render.enqueue  # noqa: F401  (imported once, before the forks)
+    import kb.render.enqueue
     import kb.render.tasks  # noqa: F401
 
     ctx = multiprocessing.get_context("fork")

@@ -1,6 +1,6 @@
 """The Celery app: Redis in production (KB_BROKER_URL), kombu's SQLAlchemy transport on a SQLite file in the
-embedded default (its tables made up front: kb.render.embedded_broker). Tasks are acknowledged late (after they finish), one prefetched at a time, and requeued when
-the worker running them is lost."""
+embedded default (its tables made up front: kb.render.embedded_broker). Tasks are acknowledged late (after they
+finish), one prefetched at a time, and requeued when the worker running them is lost."""
 
 from __future__ import annotations
 
