@@ -166,8 +166,8 @@ def test_a_running_job_cancelled_stops_at_its_next_progress_point(setup, account
     free again well before the render's remaining steps could have run (a job asked for next finishes)."""
     seed = int(time.time() * 1000) % 2**31
     ed = accounts["editor"]["token"]
-    (long,) = setup.ask(ed, {"n": ["InceptionV1 mixed3a:7"], "p": {**TINY, "size": 48, "steps": 4000, "seed": seed}})
-    setup.wait([long["id"]], lambda js: js[0]["status"] == "RUNNING" and js[0]["progress"] > 0.01)
+    (long,) = setup.ask(ed, {"n": ["InceptionV1 mixed3a:7"], "p": {**TINY, "steps": 800, "seed": seed}})
+    setup.wait([long["id"]], lambda js: js[0]["status"] == "RUNNING" and js[0]["progress"] > 0)
     answer = setup.gql(ed, CANCEL, {"ids": [long["id"]]})["data"]["cancelRenders"]
     assert answer == [{"id": long["id"], "status": "CANCELLED", "lane": "INTERACTIVE", "artifact": None}]
     (next_one,) = setup.ask(ed, {"n": ["InceptionV1 mixed3a:8"], "p": {**TINY, "steps": 3, "seed": seed}})
