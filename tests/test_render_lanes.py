@@ -272,3 +272,60 @@ def test_request_render_answers_the_jobs_it_saved_when_the_broker_does_not_answe
             conn.execute(sa.text("SELECT enqueued_at FROM render_job WHERE id = :i"), {"i": job["id"]}).scalar() is None
         )
         conn.execute(sa.text("UPDATE render_job SET status = 'CANCELLED' WHERE id = :i"), {"i": job["id"]})
+
+
+def test_bulk_accounts_take_turns_and_interactive_work_goes_first(engine, accounts, inceptionv1):
+    """The job table as the queue (kb.render.lanes.next_group), without a worker: two accounts' bulk layers
+    alternate batch by batch (the second asked after the first's whole layer), and an interactive job asked
+    last is taken before either."""
+    from datetime import timedelta
+
+    from kb.claims import accounts as acc
+    from kb.db.tables import utcnow
+    from kb.render import jobs, lanes
+
+    seed = int(time.time() * 1000) % 2**31
+    p = {"size": 32, "steps": 1, "seed": seed}
+    with engine.begin() as conn:
+        sha = conn.execute(sa.text("SELECT sha256 FROM model WHERE key = 'inceptionv1'")).scalar_one()
+        a, b = (acc.user_id(conn, accounts[who]["name"]) for who in ("editor", "editor2"))
+        # other tests' jobs still queued: not due while this runs (restored below)
+        parked = list(conn.execute(sa.text("SELECT id FROM render_job WHERE status = 'QUEUED'")).scalars())
+        conn.execute(
+            sa.text("UPDATE render_job SET next_attempt_at = :later WHERE status = 'QUEUED'"),
+            {"later": utcnow() + timedelta(days=1)},
+        )
+
+    def ask(who, layer, units, lane):
+        with engine.begin() as conn:
+            units = [jobs.Unit("inceptionv1", sha, layer, u) for u in units]
+            return jobs.request(conn, units, "FEATURE_VIS", p, who, None, lane)[0]
+
+    made = []
+    try:
+        made += ask(a, "conv2d1", range(6), "bulk")
+        made += ask(b, "conv2d2", range(6), "bulk")
+        taken = []
+        for _ in range(4):
+            with engine.begin() as conn:
+                group = lanes.next_group(conn, 2)
+                assert group and {j["id"] for j in group} <= set(made), group
+                jobs.start(conn, [j["id"] for j in group], "test", 300)
+                for j in group:  # the batch ends; the next choice sees when each account was last served
+                    conn.execute(sa.text("UPDATE render_job SET status = 'DONE' WHERE id = :i"), {"i": j["id"]})
+            taken.append("a" if group[0]["requested_by"] == a else "b")
+            time.sleep(0.01)  # the next batch's started_at is later than this one's
+        made += ask(b, "mixed3a", [1], "interactive")
+        with engine.begin() as conn:
+            assert lanes.next_group(conn, 8)[0]["id"] == made[-1]
+    finally:
+        with engine.begin() as conn:
+            jobs.cancel(conn, made)
+            if parked:
+                conn.execute(
+                    sa.text("UPDATE render_job SET next_attempt_at = NULL WHERE id IN :ids").bindparams(
+                        sa.bindparam("ids", expanding=True)
+                    ),
+                    {"ids": parked},
+                )
+    assert taken == ["a", "b", "a", "b"], taken
