@@ -97,7 +97,7 @@ def render_command(
         rows, ids = asked.rows, [r["id"] for r in asked.rows]
         fresh, unsent = len(asked.queued), len(asked.unsent)
         typer.echo(
-            f"{len(ids)} {kind} jobs ({asked.lane} lane): {fresh} queued, {len(ids) - fresh} already asked for"
+            f"{len(ids)} {kind} jobs ({asked.lane} lane): {fresh - unsent} sent, {len(ids) - fresh} already asked for"
             + (f"; {unsent} saved but not sent (no broker answer): a worker's sweeper sends them" if unsent else ""),
             err=True,
         )
