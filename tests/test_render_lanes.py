@@ -274,7 +274,7 @@ def test_request_render_answers_the_jobs_it_saved_when_the_broker_does_not_answe
         conn.execute(sa.text("UPDATE render_job SET status = 'CANCELLED' WHERE id = :i"), {"i": job["id"]})
 
 
-def test_bulk_accounts_take_turns_and_interactive_work_goes_first(engine, accounts, inceptionv1):
+def test_bulk_accounts_take_turns_and_interactive_work_goes_first(engine, inceptionv1):
     """The job table as the queue (kb.render.lanes.next_group), without a worker: two accounts' bulk layers
     alternate batch by batch (the second asked after the first's whole layer), and an interactive job asked
     last is taken before either."""
@@ -288,7 +288,7 @@ def test_bulk_accounts_take_turns_and_interactive_work_goes_first(engine, accoun
     p = {"size": 32, "steps": 1, "seed": seed}
     with engine.begin() as conn:
         sha = conn.execute(sa.text("SELECT sha256 FROM model WHERE key = 'inceptionv1'")).scalar_one()
-        a, b = (acc.user_id(conn, accounts[who]["name"]) for who in ("editor", "editor2"))
+        a, b = (acc.create_user(conn, f"bulk-{who}-{seed}", "editor") for who in "ab")  # never served yet
         # other tests' jobs still queued: not due while this runs (restored below)
         parked = list(conn.execute(sa.text("SELECT id FROM render_job WHERE status = 'QUEUED'")).scalars())
         conn.execute(
