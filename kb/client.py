@@ -348,13 +348,13 @@ class Client:
         **params,
     ) -> Renders:
         """Request renders (params as the API's RenderParamsInput: size, steps, seed, negative, dataset,
-        topK...); with wait, poll until every job is DONE or FAILED (KBError after ``timeout`` seconds)."""
+        topK...); with wait, poll until every job is DONE, FAILED or CANCELLED (KBError after ``timeout`` seconds)."""
         neurons = [neurons] if isinstance(neurons, str) else neurons
         params = {_camel(k): v for k, v in params.items()}
         variables = {"kind": kind.upper(), "neurons": neurons, "layer": layer, "params": params or None}
         jobs = self.query(_REQUEST, variables)["requestRender"]
         deadline = time.monotonic() + timeout
-        while wait and any(j["status"] not in ("DONE", "FAILED") for j in jobs):
+        while wait and any(j["status"] not in ("DONE", "FAILED", "CANCELLED") for j in jobs):
             if time.monotonic() > deadline:
                 raise KBError(f"renders not finished after {timeout:g}s (jobs {[j['id'] for j in jobs]})", "TIMEOUT")
             time.sleep(poll_s)

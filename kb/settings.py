@@ -24,7 +24,12 @@ class Settings(BaseSettings):
     storage_dir: Path | None = Field(None, description="rendered artifacts; empty: <data_dir>/artifacts")
     public_url: str = Field("http://127.0.0.1:8000", description="base of the stable neuron URLs")
     auto_upgrade: bool | None = Field(None, description="upgrade the schema on use; default: only for SQLite")
-    render_batch: int = Field(64, description="units of one layer sent to a worker in one task")
+    render_batch: int = Field(
+        64, description="units of one layer one message wakes a worker for (it takes them a device batch at a time)"
+    )
+    render_interactive_units: int = Field(
+        16, description="a request for at most this many units (not a layer) goes to the interactive lane; more: bulk"
+    )
     render_device_batch: int = Field(
         0,
         description="units rendered in one optimisation; 0: from the device "

@@ -1,5 +1,6 @@
-"""``kb render``: request renders as the API's requestRender does (the same job rows and queue), and with
-``--wait`` follow them to the end, print each artifact's URL, and exit non-zero if any failed.
+"""``kb render``: request renders through the API's own function (kb.render.requests: the same job rows, lanes
+and queue), and with ``--wait`` follow them to the end, print each artifact's URL, and exit non-zero if any
+failed. ``kb render cancel ID...`` cancels jobs (the operator may cancel any).
 
 In the embedded default (no KB_BROKER_URL) the jobs need a worker on the embedded broker: `kb serve` runs one;
 when no server runs, ``--wait`` starts one for the duration."""
@@ -20,6 +21,7 @@ from kb.db.catalog import load_catalog
 from kb.render import jobs
 from kb.render.params import KINDS, RenderParams
 from kb.render.quota import Quota
+from kb.render.requests import cancel_renders, request_renders
 from kb.settings import get_settings
 
 POLL_S = 0.5
@@ -39,17 +41,12 @@ def resolve_units(conn: sa.Connection, keys: list[str], layer: str | None, model
     return units
 
 
-def check_dataset(conn: sa.Connection, name: str) -> None:
-    from kb.render.datasets import dataset_by_name
-
-    if dataset_by_name(conn, name) is None:
-        raise CliProblem(f"no dataset {name!r}: add one with kb dataset add NAME PATH")
-
-
 @expected()
 def render_command(
-    keys: list[str] = typer.Argument(None, help="neuron keys, any form ('InceptionV1 4c:447' ...)", show_default=False),
-    kind: str = typer.Option(..., "--kind", help=f"one of {', '.join(KINDS)}"),
+    keys: list[str] = typer.Argument(
+        None, help="neuron keys, any form ('InceptionV1 4c:447' ...); or: cancel ID...", show_default=False
+    ),
+    kind: str = typer.Option("", "--kind", help=f"one of {', '.join(KINDS)} (required to request)"),
     layer: str | None = typer.Option(None, "--layer", help="render every unit of this layer"),
     model: str | None = typer.Option(None, "--model", help="model for keys like mixed4c:447"),
     size: int = typer.Option(128, "--size", help="image size in pixels"),
@@ -65,9 +62,11 @@ def render_command(
     ),
 ) -> None:
     """Render units (KEY...) or a whole layer (--layer): feature visualisations, dataset examples, weights.
-    The same unit, kind and parameters is one job and one artifact: asked again, it is returned, not redone."""
-    from kb.render.enqueue import enqueue
-
+    The same unit, kind and parameters is one job and one artifact: asked again, it is returned, not redone.
+    A few units go to the interactive lane, a layer to the bulk lane. `kb render cancel ID...` cancels jobs."""
+    if keys and keys[0] == "cancel":
+        cancel(keys[1:])
+        return
     kind = kind.upper()
     if kind not in KINDS:
         raise CliProblem(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -85,30 +84,23 @@ def render_command(
     engine = open_engine()
     with engine.connect() as conn:
         units = resolve_units(conn, keys or [], layer, model)
-        if kind == "DATASET_EXAMPLES":
-            check_dataset(conn, params.dataset)
     if not units:
         raise CliProblem("name neuron keys or --layer")
-    with engine.begin() as conn:
-        ids, to_send = jobs.request(conn, units, kind, params.relevant(kind), quota=Quota.of(settings, account=False))
-    with engine.connect() as conn:
-        rows = jobs.get(conn, ids)
     worker = None
     if wait and not settings.broker_url and not (local_server.running(settings) or {}).get("local_worker"):
         worker = local_server.start_worker(stdout=sys.stderr)  # stdout is for the URLs
         typer.echo(f"no kb serve on this database: a local render worker (pid {worker.pid}) for the duration", err=True)
     try:
-        if to_send:
-            sending = set(to_send)
-            try:
-                enqueue([r for r in rows if r["id"] in sending])
-            except Exception as exc:
-                raise CliProblem(
-                    f"{len(to_send)} jobs are saved but the broker did not take them ({type(exc).__name__}: {exc}); "
-                    f"a worker's sweeper sends them when it answers"
-                ) from None
-        fresh = len(to_send)
-        typer.echo(f"{len(ids)} {kind} jobs: {fresh} sent, {len(ids) - fresh} already asked for", err=True)
+        asked = request_renders(
+            engine, settings, units, kind, params, quota=Quota.of(settings, account=False), layer=bool(layer)
+        )
+        rows, ids = asked.rows, [r["id"] for r in asked.rows]
+        fresh, unsent = len(asked.queued), len(asked.unsent)
+        typer.echo(
+            f"{len(ids)} {kind} jobs ({asked.lane} lane): {fresh - unsent} sent, {len(ids) - fresh} already asked for"
+            + (f"; {unsent} saved but not sent (no broker answer): a worker's sweeper sends them" if unsent else ""),
+            err=True,
+        )
         if wait:
             rows = follow(engine, ids, worker, timeout)
     finally:
@@ -118,7 +110,7 @@ def render_command(
 
 
 def follow(engine: sa.Engine, ids: list[int], worker, timeout: float) -> list[dict]:
-    """Poll the job rows until every one is DONE or FAILED, drawing their progress."""
+    """Poll the job rows until every one has ended (DONE, FAILED or CANCELLED), drawing their progress."""
     start = time.monotonic()
     last = None
     with Phases() as phases:
@@ -127,8 +119,8 @@ def follow(engine: sa.Engine, ids: list[int], worker, timeout: float) -> list[di
         while True:
             with engine.connect() as conn:
                 rows = jobs.get(conn, ids)
-            count = {s: sum(r["status"] == s for r in rows) for s in ("QUEUED", "RUNNING", "DONE", "FAILED")}
-            ended = count["DONE"] + count["FAILED"]
+            count = {s: sum(r["status"] == s for r in rows) for s in ("QUEUED", "RUNNING", *jobs.ENDED)}
+            ended = sum(count[s] for s in jobs.ENDED)
             completed = ended + sum(r["progress"] or 0.0 for r in rows if r["status"] == "RUNNING")
             summary = ", ".join(f"{v} {k.lower()}" for k, v in count.items() if v)
             phases.update("rendering", completed, description=f"rendering: {summary}")
@@ -142,6 +134,18 @@ def follow(engine: sa.Engine, ids: list[int], worker, timeout: float) -> list[di
             if timeout and time.monotonic() - start > timeout:
                 raise CliProblem(f"gave up after {timeout:g}s: {summary}; the jobs go on (kb render again to follow)")
             time.sleep(POLL_S)
+
+
+def cancel(ids: list[str]) -> None:
+    """`kb render cancel ID...`: the operator's cancel (any job), one line per job."""
+    if not ids:
+        raise CliProblem("name the render jobs to cancel: kb render cancel ID...")
+    bad = [i for i in ids if not i.isdigit()]
+    if bad:
+        raise CliProblem(f"a render job id is a number, not {bad[0]!r}")
+    rows = cancel_renders(open_engine(), [int(i) for i in ids], by=None, moderator=True)
+    for r in rows:
+        typer.echo(f"job {r['id']}  {r['model_key']}/{r['layer_key']}:{r['unit']}  {r['status']}")
 
 
 def report(engine: sa.Engine, rows: list[dict], waited: bool) -> None:

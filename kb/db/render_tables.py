@@ -61,6 +61,7 @@ class RenderJob(TableModel, table=True):
         sa.UniqueConstraint("model_sha256", "layer_key", "unit", "kind", "params_hash"),
         sa.Index("ix_render_job_status", "status", "deadline"),
         sa.Index("ix_render_job_requested_by", "requested_by", "status"),
+        sa.Index("ix_render_job_lane", "status", "lane"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -71,7 +72,7 @@ class RenderJob(TableModel, table=True):
     unit: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))  # -1: the whole layer
     params: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     params_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
-    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # QUEUED RUNNING DONE FAILED
+    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))  # QUEUED RUNNING DONE FAILED CANCELLED
     attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     max_attempts: int = Field(default=3, sa_column=sa.Column(sa.Integer, nullable=False, server_default="3"))
     progress: float = Field(default=0.0, sa_column=sa.Column(sa.Float, nullable=False, server_default="0"))
@@ -88,6 +89,9 @@ class RenderJob(TableModel, table=True):
     requested_by: int | None = Field(default=None, sa_column=sa.Column(sa.ForeignKey("kb_user.id"), nullable=True))
     # a bulk request's jobs (a layer, a model) keep the id of its first job: the request is one activity entry
     batch_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True, index=True))
+    # interactive, view or bulk (kb.render.lanes): workers take the first lane with work; asked again in a
+    # better lane while QUEUED, a job moves up
+    lane: str = Field(default="bulk", sa_column=sa.Column(sa.String(16), nullable=False, server_default="bulk"))
 
 
 render_job_table = RenderJob.__table__

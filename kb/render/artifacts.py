@@ -1,7 +1,10 @@
 """A group's finished pictures become artifacts: PNG bytes in storage (by content hash), one artifact row per
-hash recording its parameters and what made it (versions, device, precision), and each job DONE."""
+hash recording its parameters and what made it (versions, device, precision), and each job DONE. A job that is
+no longer RUNNING (cancelled meanwhile) lands nothing: no file, no artifact row."""
 
 from __future__ import annotations
+
+import hashlib
 
 import sqlalchemy as sa
 
@@ -27,7 +30,8 @@ def versions() -> dict:
     }
 
 
-def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: list) -> None:
+def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: list) -> list[int]:
+    """Land each job with its picture; returns the ids that landed."""
     kind, params = group[0]["kind"], group[0]["params"]
     storage = storage_from_settings(settings)
     made_by = {
@@ -35,11 +39,12 @@ def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: li
         "device": device(settings).type,
         "bf16": kind in ("FEATURE_VIS", "NEURON_VIS") and bf16(settings),
     }
+    landed = []
     with engine.begin() as conn:
         for job, rgb in zip(group, pictures, strict=True):
             data = images.png(rgb)
-            sha = storage.put(data, ".png")
-            jobs.finish(
+            sha = hashlib.sha256(data).hexdigest()  # the storage's key for these bytes
+            artifact_id = jobs.finish(
                 conn,
                 job["id"],
                 {
@@ -56,4 +61,8 @@ def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: li
                         "unit": f"{job['layer_key']}:{job['unit']}",
                     },
                 },
+                write=lambda data=data: storage.put(data, ".png"),
             )
+            if artifact_id is not None:
+                landed.append(job["id"])
+    return landed

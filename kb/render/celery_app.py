@@ -1,11 +1,12 @@
 """The Celery app: Redis in production (KB_BROKER_URL), kombu's SQLAlchemy transport on a SQLite file in the
-embedded default. Tasks are acknowledged late (after they finish), one prefetched at a time, and requeued when
-the worker running them is lost."""
+embedded default (its tables made up front: kb.render.embedded_broker). Tasks are acknowledged late (after they
+finish), one prefetched at a time, and requeued when the worker running them is lost."""
 
 from __future__ import annotations
 
 from celery import Celery
 
+from kb.render import embedded_broker
 from kb.settings import get_settings
 
 
@@ -21,9 +22,11 @@ def make_celery() -> Celery:
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         # Redis redelivers a task its worker never acknowledged (a killed worker) after this long; kombu's
-        # SQLAlchemy transport would pass the option on to create_engine, so only Redis gets it.
+        # SQLAlchemy transport passes its options on to create_engine: SQLite's busy timeout (kb.render.embedded_broker)
         broker_transport_options={"visibility_timeout": settings.render_visibility_timeout_s}
         if settings.broker.startswith(("redis", "rediss"))
+        else embedded_broker.transport_options()
+        if embedded_broker.is_embedded(settings.broker)
         else {},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

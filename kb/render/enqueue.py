@@ -15,9 +15,12 @@ log = logging.getLogger("kb.render")
 
 def enqueue(job_rows: list[dict], batch: int | None = None, engine=None) -> int:
     """Send jobs to the render queue, batched by (model, layer, kind, parameters), and record when (on
-    ``engine``'s database). Returns tasks sent."""
+    ``engine``'s database). Returns tasks sent. A message wakes a worker, which takes due work from the job table
+    (kb.render.lanes), so the order of messages does not decide the order of work."""
+    from kb.render.embedded_broker import prepare
     from kb.render.tasks import render_jobs
 
+    prepare(render_jobs.app)
     batch = batch or get_settings().render_batch
     groups: dict[tuple, list[int]] = defaultdict(list)
     for j in job_rows:

@@ -1,6 +1,7 @@
 """Render jobs as rows: the database, not the broker, is the source of truth.
 
-A job moves QUEUED → RUNNING → DONE, or back to QUEUED for another attempt, or to FAILED after its last one.
+A job moves QUEUED → RUNNING → DONE, or back to QUEUED for another attempt, or to FAILED after its last one, or
+to CANCELLED (``cancel``) from QUEUED or RUNNING: a running one stops at its next progress point and lands nothing.
 Every transition is a conditional UPDATE, so a job delivered twice (a redelivered message, a sweeper's
 re-enqueue) is started once, and a finished job is never redone. Enqueueing happens after the commit.
 
@@ -22,6 +23,9 @@ from kb.db.tables import utcnow
 from kb.render.params import params_hash
 from kb.render.quota import Quota, check_queue, check_seeds, lock_account
 
+AGAIN = ("FAILED", "CANCELLED")  # ended without an image: asked for again, queued afresh
+ENDED = ("DONE", "FAILED", "CANCELLED")
+
 
 class Permanent(Exception):
     """A job that cannot succeed on retry (wrong weights, unknown unit): it ends FAILED at once."""
@@ -42,10 +46,14 @@ def request(
     params: dict,
     requester: int | None = None,
     quota: Quota | None = None,
+    lane: str = "interactive",
 ) -> tuple[list[int], list[int]]:
-    """(job ids, one per unit in order; the ids that need enqueueing). Existing jobs are reused; a FAILED
-    one is given a fresh set of attempts. New jobs, and FAILED ones asked for again, record ``requester`` and
-    count against its ``quota`` (kb.render.quota): past it, QuotaExceeded and nothing is queued."""
+    """(job ids, one per unit in order; the ids that need enqueueing). Existing jobs are reused; a FAILED or
+    CANCELLED one is given a fresh set of attempts, and a QUEUED one asked for in a better ``lane`` moves up.
+    New jobs, and ended ones asked for again, record ``requester`` and ``lane`` and count against the
+    requester's ``quota`` (kb.render.quota): past it, QuotaExceeded and nothing is queued."""
+    from kb.render.lanes import better
+
     t = render_job_table
     h = params_hash(kind, params)
     if requester is not None and quota is not None and quota.queued is not None:
@@ -59,13 +67,13 @@ def request(
             t.c.kind == kind,
             t.c.params_hash == h,
         )
-        found.append((u, key, conn.execute(sa.select(t.c.id, t.c.status).where(*key)).first()))
+        found.append((u, key, conn.execute(sa.select(t.c.id, t.c.status, t.c.lane).where(*key)).first()))
     if quota is not None:
         new = [u for u, _, row in found if row is None]
         if quota.seeds is not None and "seed" in params and new:
             check_seeds(conn, new, kind, params["seed"], quota.seeds)
         if requester is not None and quota.queued is not None:
-            again = sum(row is not None and row.status == "FAILED" for _, _, row in found)
+            again = sum(row is not None and row.status in AGAIN for _, _, row in found)
             check_queue(conn, requester, len(new) + again, quota.queued)
     ids, enqueue = [], []
     for u, key, row in found:
@@ -85,6 +93,7 @@ def request(
                             status="QUEUED",
                             created_at=utcnow(),
                             requested_by=requester,
+                            lane=lane,
                         )
                         .returning(t.c.id)
                     ).scalar_one()
@@ -93,21 +102,26 @@ def request(
                 job_id = conn.execute(sa.select(t.c.id).where(*key)).scalar_one()
             ids.append(job_id)
             continue
-        if row.status == "FAILED":
+        if row.status in AGAIN:
             conn.execute(
                 sa.update(t)
-                .where(t.c.id == row.id, t.c.status == "FAILED")
+                .where(t.c.id == row.id, t.c.status == row.status)
                 .values(
                     status="QUEUED",
                     attempts=0,
                     error=None,
                     progress=0.0,
                     next_attempt_at=None,
+                    finished_at=None,
                     requested_by=requester,
                     batch_id=None,
+                    lane=lane,
                 )
             )
             enqueue.append(row.id)
+        elif row.status == "QUEUED" and better(lane, row.lane):
+            conn.execute(sa.update(t).where(t.c.id == row.id, t.c.status == "QUEUED").values(lane=lane))
+            enqueue.append(row.id)  # its message may be behind the bulk work it now passes
         ids.append(row.id)
     if len(enqueue) > 1:  # a bulk request: one activity entry when its last job ends (kb.claims.activity)
         conn.execute(sa.update(t).where(t.c.id.in_(enqueue)).values(batch_id=min(enqueue)))
@@ -179,17 +193,69 @@ def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) 
     return started
 
 
-def heartbeat(conn: sa.Connection, job_ids: list[int], progress: float, lease_s: float) -> None:
+def heartbeat(conn: sa.Connection, job_ids: list[int], progress: float, lease_s: float) -> set[int]:
+    """Renew the lease and write the progress of those still RUNNING (not cancelled); returns their ids."""
     t = render_job_table
     conn.execute(
         sa.update(t)
         .where(t.c.id.in_(job_ids), t.c.status == "RUNNING")
         .values(progress=progress, deadline=utcnow() + timedelta(seconds=lease_s))
     )
+    return set(conn.execute(sa.select(t.c.id).where(t.c.id.in_(job_ids), t.c.status == "RUNNING")).scalars())
 
 
-def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
-    """Record the artifact (one row per content hash) and mark the job DONE; returns the artifact id."""
+def running(conn: sa.Connection, job_ids: list[int]) -> set[int]:
+    t = render_job_table
+    return set(conn.execute(sa.select(t.c.id).where(t.c.id.in_(job_ids), t.c.status == "RUNNING")).scalars())
+
+
+def cancel(conn: sa.Connection, job_ids: list[int]) -> list[int]:
+    """QUEUED or RUNNING jobs end CANCELLED (a running one's worker stops at its next progress point and lands
+    nothing: ``finish`` only lands a RUNNING job). Returns the ids cancelled now."""
+    t = render_job_table
+    ids = list(
+        conn.execute(
+            sa.select(t.c.id).where(t.c.id.in_(job_ids), t.c.status.in_(("QUEUED", "RUNNING"))).order_by(t.c.id)
+        ).scalars()
+    )
+    done = []
+    for job_id in ids:
+        if conn.execute(
+            sa.update(t)
+            .where(t.c.id == job_id, t.c.status.in_(("QUEUED", "RUNNING")))
+            .values(status="CANCELLED", error="cancelled", deadline=None, next_attempt_at=None, finished_at=utcnow())
+        ).rowcount:
+            done.append(job_id)
+    if done:  # a bulk request whose last open jobs were cancelled has ended: its one activity entry is written now
+        from kb.claims import activity
+
+        last_of_batch = {b or i: i for i, b in conn.execute(sa.select(t.c.id, t.c.batch_id).where(t.c.id.in_(done)))}
+        for job_id in last_of_batch.values():
+            activity.render_ended(conn, job_id)
+    return done
+
+
+def land(conn: sa.Connection, job_id: int) -> bool:
+    """Mark a RUNNING job DONE (its artifact attached next, in the same transaction); False if it is no longer
+    RUNNING (cancelled, or taken over after its lease lapsed): then nothing of it is to be written. On
+    PostgreSQL the update holds the row until commit, so a cancel arriving now waits and finds it DONE."""
+    t = render_job_table
+    return bool(
+        conn.execute(
+            sa.update(t)
+            .where(t.c.id == job_id, t.c.status == "RUNNING")
+            .values(status="DONE", progress=1.0, finished_at=utcnow(), deadline=None, error=None)
+        ).rowcount
+    )
+
+
+def finish(conn: sa.Connection, job_id: int, artifact: dict, write=None) -> int | None:
+    """Mark the job DONE if it is still RUNNING, then (only then) call ``write`` (the image's bytes to storage)
+    and record the artifact (one row per content hash); returns the artifact id, None if it did not land."""
+    if not land(conn, job_id):
+        return None
+    if write is not None:
+        write()
     a, t = artifact_table, render_job_table
     artifact_id = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar()
     if artifact_id is None:
@@ -200,15 +266,10 @@ def finish(conn: sa.Connection, job_id: int, artifact: dict) -> int:
                 ).scalar_one()
         except sa.exc.IntegrityError:
             artifact_id = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar_one()
-    landed = conn.execute(
-        sa.update(t)
-        .where(t.c.id == job_id, t.c.status == "RUNNING")
-        .values(status="DONE", artifact_id=artifact_id, progress=1.0, finished_at=utcnow(), deadline=None, error=None)
-    ).rowcount
-    if landed:  # in the same transaction: the feed and live pages hear of it when it commits
-        from kb.claims import activity
+    conn.execute(sa.update(t).where(t.c.id == job_id).values(artifact_id=artifact_id))
+    from kb.claims import activity  # in the same transaction: the feed and live pages hear of it when it commits
 
-        activity.render_ended(conn, job_id)
+    activity.render_ended(conn, job_id)
     return artifact_id
 
 
@@ -218,7 +279,7 @@ def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool, retry_in
     row = conn.execute(sa.select(t.c.attempts, t.c.max_attempts).where(t.c.id == job_id)).one()
     again = retryable and row.attempts < row.max_attempts
     now = utcnow()
-    ended = conn.execute(
+    changed = conn.execute(
         sa.update(t)
         .where(t.c.id == job_id, t.c.status == "RUNNING")
         .values(
@@ -228,12 +289,12 @@ def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool, retry_in
             finished_at=None if again else now,
             next_attempt_at=now + timedelta(seconds=retry_in_s) if again else None,
         )
-    )
-    if ended.rowcount and not again:  # it ended: the last job of a bulk request writes the request's activity entry
+    ).rowcount
+    if changed and not again:  # it ended: the last job of a bulk request writes the request's activity entry
         from kb.claims import activity
 
         activity.render_ended(conn, job_id)
-    return again
+    return again and bool(changed)
 
 
 def retry_delay(attempts: int, base_s: float) -> float:

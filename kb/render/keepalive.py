@@ -1,4 +1,5 @@
-"""Keep-alive for the jobs a worker renders: their lease renewed and their progress written from a thread."""
+"""Keep-alive for the jobs a worker renders: their lease renewed and their progress written from a thread, which
+also notices when they are cancelled: the optimisation then stops at its next progress point (``Cancelled``)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ from kb.render import jobs
 log = logging.getLogger("kb.render")
 
 
+class Cancelled(Exception):
+    """Every job of the batch being rendered was cancelled: stop the optimisation."""
+
+
 class KeepAlive:
     """While a group renders, a thread renews the jobs' lease (and writes their progress) every third of it,
     so a slow step or a slow model load never looks like a lost worker, and a dead worker stops renewing.
     Progress is also written each time it passes another 5% of the steps (the optimisation never waits for it:
-    it wakes this thread)."""
+    it wakes this thread). Each write reads back which jobs are still RUNNING; once none is, the next call to
+    ``progress`` raises ``Cancelled``."""
 
     STEP = 0.05
 
@@ -25,11 +31,14 @@ class KeepAlive:
         self.engine, self.ids, self.lease_s = engine, ids, lease_s
         self.fraction = 0.0
         self.reported = 0
+        self.cancelled = False
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="kb-keepalive", daemon=True)
 
     def progress(self, step: int, total: int) -> None:
+        if self.cancelled:
+            raise Cancelled(f"jobs {self.ids} were cancelled")
         self.fraction = step / total * 0.99  # 1.0 once stored
         bucket = int(step / total / self.STEP + 1e-9)
         if bucket > self.reported:
@@ -46,7 +55,8 @@ class KeepAlive:
             next_beat = time.monotonic() + self.lease_s / 3
             try:
                 with self.engine.begin() as conn:
-                    jobs.heartbeat(conn, self.ids, self.fraction, self.lease_s)
+                    alive = jobs.heartbeat(conn, self.ids, self.fraction, self.lease_s)
+                self.cancelled = not alive
             except Exception:
                 log.warning("heartbeat for jobs %s failed", self.ids, exc_info=True)
 

@@ -12,6 +12,26 @@ from kb.render.jobs import Permanent
 from kb.render.worker_device import bf16, device
 from kb.settings import Settings
 
+_PER_PASS: dict[tuple, int] = {}
+
+
+def per_pass(settings: Settings, model_row, job: dict) -> int | None:
+    """Units of ``job``'s group rendered in one device batch (feature and neuron visualisations: what the device
+    fits, kb.render.batching); None for kinds done for a whole group at once (dataset examples, weights)."""
+    if job["kind"] not in ("FEATURE_VIS", "NEURON_VIS"):
+        return None
+    from kb.render.batching import units_per_pass
+    from kb.render.model_cache import cached_model
+
+    where, half, params = device(settings), bf16(settings), job["params"]
+    size = params["upsample"] or params["size"]
+    key = (model_row.sha256, job["layer_key"], size, str(where), half, settings.render_device_batch)
+    if key not in _PER_PASS:  # on a GPU it runs a forward pass to count activations: once per layer and size
+        arch, model = cached_model(model_row.source, model_row.weights, model_row.sha256, str(where), half)
+        module = arch.layer(job["layer_key"]).module
+        _PER_PASS[key] = units_per_pass(model, module, size, where, settings.render_device_batch)
+    return _PER_PASS[key]
+
 
 def pictures(engine: sa.Engine, settings: Settings, model_row, group: list[dict], progress) -> list[np.ndarray]:
     """HxWx3 uint8 pictures for ``group``'s jobs, in order; ``progress(step, total)`` as they advance."""
@@ -30,13 +50,12 @@ def pictures(engine: sa.Engine, settings: Settings, model_row, group: list[dict]
         arch, model = cached_model(model_row.source, model_row.weights, model_row.sha256, str(where))
         return dataset_examples(engine, settings, arch, model, first["layer_key"], params, group, progress)
 
-    from kb.render.batching import units_per_pass
     from kb.render.feature_vis import render_units
 
     half = bf16(settings)
     arch, model = cached_model(model_row.source, model_row.weights, model_row.sha256, str(where), half)
     module = arch.layer(first["layer_key"]).module
-    batch = units_per_pass(model, module, params["upsample"] or params["size"], where, settings.render_device_batch)
+    batch = per_pass(settings, model_row, first) or 0
     return render_units(
         model,
         module,

@@ -1,4 +1,5 @@
-"""Runs render jobs in a worker process: claims them, renders each group, and records how each attempt ended.
+"""Runs render jobs in a worker process: takes due work from the job table one device batch at a time (best lane
+first: kb.render.lanes), renders it, and records how each attempt ended.
 
 Knows the database, not Celery: the task (kb.render.tasks) is a thin shell around ``run``. The concerns it
 strings together have their own modules: ``keepalive`` (lease and progress while a group renders), ``pictures``
@@ -9,16 +10,16 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from kb.db.engine import engine_for
 from kb.db.tables import model_table
-from kb.render import artifacts, jobs
+from kb.render import artifacts, jobs, lanes
 from kb.render.jobs import Permanent
-from kb.render.keepalive import KeepAlive
+from kb.render.keepalive import Cancelled, KeepAlive
+from kb.render.pictures import per_pass as pictures_per_pass
 from kb.render.pictures import pictures
 from kb.settings import Settings, get_settings
 
@@ -35,71 +36,106 @@ class Outcome:
 
 
 def run(job_ids: list[int], worker: str | None = None, settings: Settings | None = None) -> Outcome:
+    """A message for ``job_ids`` woke this worker: it takes due work from the job table (kb.render.lanes),
+    one device batch at a time, best lane first, until none is left; ``job_ids`` among it."""
     global ACTIVE
     ACTIVE += 1
     try:
-        return _run(job_ids, worker, settings)
+        return _drain(job_ids, worker, settings)
     finally:
         ACTIVE -= 1
 
 
-def _run(job_ids: list[int], worker: str | None = None, settings: Settings | None = None) -> Outcome:
+# a batch claimed by another worker between choosing and starting it: choose again, this many times in a row at most
+MAX_MISSED_CLAIMS = 100
+
+
+def _drain(job_ids: list[int], worker: str | None = None, settings: Settings | None = None) -> Outcome:
     settings = settings or get_settings()
     engine = engine_for(settings.db_url)
     worker = worker or socket.gethostname()
     log.info("received jobs %s", job_ids)
-    with engine.begin() as conn:
-        started = jobs.start(conn, job_ids, worker, settings.render_lease_s)
-    skipped = sorted(set(job_ids) - {j["id"] for j in started})
-    if skipped:
-        log.info("jobs %s: nothing to do (done, failed, or running elsewhere)", skipped)
-    for j in started:
-        log.info(
-            "job %d started: %s %s/%s:%d, attempt %d of %d",
-            j["id"],
-            j["kind"],
-            j["model_key"],
-            j["layer_key"],
-            j["unit"],
-            j["attempts"],
-            j["max_attempts"],
-        )
     outcome = Outcome()
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for job in started:
-        groups[(job["model_sha256"], job["layer_key"], job["kind"], job["params_hash"])].append(job)
-    for group in groups.values():
-        try:
-            _render_group(engine, settings, group)
-            outcome.done += [j["id"] for j in group]
-            for j in group:
-                log.info("job %d done", j["id"])
-        except Exception as exc:
-            permanent = isinstance(exc, (Permanent, ValueError, KeyError, IndexError))
-            log.exception("render of jobs %s failed", [j["id"] for j in group])
-            message = f"{type(exc).__name__}: {exc}"[:2000]
-            with engine.begin() as conn:
-                for j in group:
-                    delay = jobs.retry_delay(j["attempts"], settings.render_retry_base_s)
-                    if jobs.fail(conn, j["id"], message, not permanent, delay):
-                        outcome.retry.append((j["id"], j["attempts"]))
-                        log.warning("job %d failed (attempt %d), again in %.1f s", j["id"], j["attempts"], delay)
-                    else:
-                        outcome.failed.append(j["id"])
-                        log.warning("job %d FAILED after %d attempts: %s", j["id"], j["attempts"], message[:200])
+    missed = 0
+    while missed < MAX_MISSED_CLAIMS:
+        with engine.begin() as conn:
+            jobs.fail_lost(conn)
+            group = lanes.next_group(conn, settings.render_batch)
+        if not group:
+            break
+        model_row = _model_row(engine, group[0])
+        size = _per_pass(settings, model_row, group[0]) or len(group)
+        with engine.begin() as conn:
+            started = jobs.start(conn, [j["id"] for j in group[:size]], worker, settings.render_lease_s)
+        if not started:
+            missed += 1
+            continue
+        missed = 0
+        for j in started:
+            log.info(
+                "job %d started: %s %s/%s:%d, attempt %d of %d (%s lane)",
+                j["id"],
+                j["kind"],
+                j["model_key"],
+                j["layer_key"],
+                j["unit"],
+                j["attempts"],
+                j["max_attempts"],
+                j["lane"],
+            )
+        _run_batch(engine, settings, model_row, started, outcome)
+    skipped = sorted(set(job_ids) - set(outcome.done) - set(outcome.failed) - {j for j, _ in outcome.retry})
+    if skipped:
+        log.info("jobs %s: not run by this message (done, cancelled, not due, or run elsewhere)", skipped)
     return outcome
 
 
-def _render_group(engine: sa.Engine, settings: Settings, group: list[dict]) -> None:
-    first = group[0]
+def _model_row(engine: sa.Engine, job: dict):
     m = model_table
     with engine.connect() as conn:
-        model_row = conn.execute(sa.select(m).where(m.c.sha256 == first["model_sha256"])).first()
+        return conn.execute(sa.select(m).where(m.c.sha256 == job["model_sha256"])).first()
+
+
+def _per_pass(settings: Settings, model_row, job: dict) -> int | None:
+    if model_row is None or model_row.removed_at is not None:
+        return None  # the render fails at once, for the whole group
+    try:
+        return pictures_per_pass(settings, model_row, job)
+    except Exception:  # the render itself raises it again, and records it
+        log.warning("could not size a device batch for job %d", job["id"], exc_info=True)
+        return None
+
+
+def _run_batch(engine: sa.Engine, settings: Settings, model_row, batch: list[dict], outcome: Outcome) -> None:
+    try:
+        landed = _render_group(engine, settings, model_row, batch)
+        outcome.done += landed
+        for j in batch:
+            log.info("job %d %s", j["id"], "done" if j["id"] in landed else "cancelled")
+    except Cancelled:
+        log.info("jobs %s cancelled: stopped", [j["id"] for j in batch])
+    except Exception as exc:
+        permanent = isinstance(exc, (Permanent, ValueError, KeyError, IndexError))
+        log.exception("render of jobs %s failed", [j["id"] for j in batch])
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        with engine.begin() as conn:
+            for j in batch:
+                delay = jobs.retry_delay(j["attempts"], settings.render_retry_base_s)
+                if jobs.fail(conn, j["id"], message, not permanent, delay):
+                    outcome.retry.append((j["id"], j["attempts"]))
+                    log.warning("job %d failed (attempt %d), again in %.1f s", j["id"], j["attempts"], delay)
+                else:
+                    outcome.failed.append(j["id"])
+                    log.warning("job %d FAILED after %d attempts: %s", j["id"], j["attempts"], message[:200])
+
+
+def _render_group(engine: sa.Engine, settings: Settings, model_row, group: list[dict]) -> list[int]:
+    first = group[0]
     if model_row is None or model_row.removed_at is not None:
         raise Permanent(f"model {first['model_key']}@{first['model_sha256'][:12]} is not in the database")
     with KeepAlive(engine, [j["id"] for j in group], settings.render_lease_s) as alive:
         made = pictures(engine, settings, model_row, group, alive.progress)
-    artifacts.store(engine, settings, group, made)
+    return artifacts.store(engine, settings, group, made)
 
 
 def log_outcome(outcome: Outcome, seconds: float, settings: Settings | None = None) -> None:

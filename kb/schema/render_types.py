@@ -12,8 +12,10 @@ import strawberry
 
 from kb.graph.keys import KeyProblem
 from kb.render import jobs as job_domain
+from kb.render.lanes import LANES
 from kb.render.params import RenderParams
 from kb.render.quota import Quota
+from kb.render.requests import cancel_renders, request_renders
 from kb.schema.auth import mutation
 from kb.schema.claim_types import Person, _person
 from kb.schema.context import Info
@@ -24,6 +26,12 @@ RenderKind = strawberry.enum(
     Enum("RenderKind", {k: k for k in ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")}),
     description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
     "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels",
+)
+RenderLane = strawberry.enum(
+    Enum("RenderLane", {lane.upper(): lane for lane in LANES}),
+    description="which work a worker takes first: INTERACTIVE (a few units asked for by a person), then VIEW "
+    "(thumbnails pages ask for), then BULK (a layer or a model; accounts take turns). A running bulk render "
+    "yields between its device batches",
 )
 MAX_UNITS = 1024
 
@@ -65,7 +73,10 @@ class Artifact:
 class RenderJob:
     id: int
     kind: RenderKind
-    status: str = strawberry.field(description="QUEUED, RUNNING, DONE or FAILED")
+    status: str = strawberry.field(
+        description="QUEUED, RUNNING, DONE, FAILED or CANCELLED (cancelRenders: no artifact)"
+    )
+    lane: RenderLane  # type: ignore[valid-type]
     attempts: int
     progress: float
     error: str | None
@@ -80,6 +91,7 @@ class RenderJob:
             id=row["id"],
             kind=RenderKind[row["kind"]],
             status=row["status"],
+            lane=RenderLane[row["lane"].upper()],
             attempts=row["attempts"],
             progress=row["progress"],
             error=row["error"],
@@ -206,14 +218,7 @@ class RenderMutation:
         if batch is not None and not 1 <= batch <= MAX_UNITS:
             raise bad_input(f"batch must be 1..{MAX_UNITS}")
         p = RenderParams(**given)
-        p.check(kind.value).within(kind.value, settings)
         graphs = info.context.graphs
-        if kind.value == "DATASET_EXAMPLES":
-            from kb.render.datasets import dataset_by_name
-
-            with graphs.engine.connect() as conn:
-                if dataset_by_name(conn, p.dataset) is None:
-                    raise CodedError(f"no dataset {p.dataset!r}: add one with kb dataset add NAME PATH", "NOT_FOUND")
         units: list[job_domain.Unit] = []
         if layer:
             lk = graphs.resolve_layer(layer)
@@ -224,27 +229,32 @@ class RenderMutation:
             k = graphs.resolve(text)
             g = graphs.graph(k.model)
             units.append(job_domain.Unit(g.key, g.sha256, k.layer, k.index))
-        if not units:
-            raise bad_input("name neurons or a layer to render")
         if len(units) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} units per request")
-        # the rate limit counted this request once (its permission); its units count the rest
-        info.context.rate_limit(account, cost=-(-len(units) // max(1, settings.render_units_per_mutation)) - 1)
-        with graphs.engine.begin() as conn:
-            ids, to_send = job_domain.request(
-                conn, units, kind.value, p.relevant(kind.value), account.id, Quota.of(settings)
-            )
-        with graphs.engine.connect() as conn:
-            rows = job_domain.get(conn, ids)
-        if to_send:
-            from kb.render.enqueue import enqueue
+        if units:  # the rate limit counted this request once (its permission); its units count the rest
+            info.context.rate_limit(account, cost=-(-len(units) // max(1, settings.render_units_per_mutation)) - 1)
+        asked = request_renders(
+            graphs.engine,
+            settings,
+            units,
+            kind.value,
+            p,
+            requester=account.id,
+            quota=Quota.of(settings),
+            layer=bool(layer),
+            batch=batch,
+        )
+        return [RenderJob.of(r) for r in asked.rows]
 
-            try:
-                enqueue([r for r in rows if r["id"] in set(to_send)], batch, engine=graphs.engine)
-            except Exception as exc:
-                raise CodedError(
-                    f"jobs {to_send[:5]}... are saved but the broker did not take them "
-                    f"({type(exc).__name__}); they will be sent when it answers",
-                    "INTERNAL",
-                ) from None
+    @mutation(
+        role="editor",
+        description="Cancel render jobs: queued ones end CANCELLED at once, running ones at their next progress "
+        "point; neither writes an artifact. Ended jobs are returned as they are. Allowed to whoever asked for a job "
+        "and to moderators: FORBIDDEN (and nothing cancelled) if any job is someone else's.",
+    )
+    def cancel_renders(self, info: Info, ids: list[int]) -> list[RenderJob]:
+        if len(ids) > MAX_UNITS:
+            raise limit(f"at most {MAX_UNITS} ids")
+        account = info.context.account()
+        rows = cancel_renders(info.context.graphs.engine, ids, account.id, account.at_least("moderator"))
         return [RenderJob.of(r) for r in rows]

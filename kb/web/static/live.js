@@ -130,9 +130,9 @@
       const ids = jobs.map(function (j) { return j.id; });
       for (;;) {
         const done = jobs.filter(function (j) { return j.status === "DONE"; }).length;
-        const failed = jobs.filter(function (j) { return j.status === "FAILED"; });
+        const failed = jobs.filter(function (j) { return j.status === "FAILED" || j.status === "CANCELLED"; });
         const progress = jobs.reduce(function (s, j) { return s + j.progress; }, 0) / jobs.length;
-        if (failed.length) throw new Error("render failed: " + (failed[0].error || "unknown error"));
+        if (failed.length) throw new Error("render " + failed[0].status.toLowerCase() + ": " + (failed[0].error || "unknown error"));
         if (done === jobs.length) break;
         show(jobs.map(function (j) { return j.status.toLowerCase(); }).join(", ") + " · " + Math.round(progress * 100) + "%", progress);
         await new Promise(function (r) { setTimeout(r, 1500); });
