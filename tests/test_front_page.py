@@ -165,5 +165,5 @@ def test_the_front_page_costs_the_same_statements_for_more_models(api, engine, f
         page = api.get("/")
     assert "tiny-front-3" in _cards(page.text) and page.text.count('<section class="model-card"') >= 3
     assert len(three) == len(two), (two, three)
-    assert len(three) <= FRONT_PAGE_STATEMENTS, three
+    assert len(three) <= FRONT_PAGE_STATEMENTS, "\n\n".join(three)
     assert len([s for s in three if "render_job" in s]) == 3, three  # rendered units, the strips, their pictures

@@ -98,8 +98,13 @@ def page_images(engine, store: Path, path: str, token: str | None = None, mutati
 def source(engine, tiny_arch, tmp_path_factory):
     """The session's database with the tiny model rendered (once: jobs are per weights, whatever the key)."""
     key = f"tiny-src-{secrets.token_hex(3)}"
-    # weights of its own: renders belong to weights, and other modules render test:tiny's seed-0 weights
-    report = import_model(engine, "test:tiny", key=key, weights="random", seed=1 + secrets.randbelow(10**9))
+    # weights of its own (a checkpoint): renders belong to weights, and other modules render test:tiny's own
+    net = tiny.build()
+    with torch.no_grad():
+        net.conv1.weight.mul_(3.0 + secrets.randbelow(10**6) / 10**6)
+    weights = tmp_path_factory.mktemp("src-weights") / "tiny.pt"
+    torch.save(net.state_dict(), weights)
+    report = import_model(engine, "test:tiny", key=key, weights=str(weights))
     store = tmp_path_factory.mktemp("src-artifacts")
     done = render(engine, store, key, report.sha256, "c2", [0, 1], "FEATURE_VIS")
     done += render(engine, store, key, report.sha256, "mixed", [0, 1], "FEATURE_VIS")
@@ -111,7 +116,15 @@ def source(engine, tiny_arch, tmp_path_factory):
         "KB_STORAGE_DIR": str(store),
         "KB_DATA_DIR": str(tmp_path_factory.mktemp("src-data")),
     }
-    return {"engine": engine, "env": env, "store": store, "key": key, "jobs": done, "sha256": report.sha256}
+    return {
+        "engine": engine,
+        "env": env,
+        "store": store,
+        "key": key,
+        "jobs": done,
+        "sha256": report.sha256,
+        "weights": str(weights),
+    }
 
 
 @pytest.fixture
@@ -168,7 +181,7 @@ def test_export_import_shows_the_same_pictures_and_requests_find_them(kbs, tmp_p
 
     # the same weights under another key: the bundle is for them
     dst_key = f"tiny-dst-{secrets.token_hex(3)}"
-    import_model(dst["engine"], "test:tiny", key=dst_key, weights="random")
+    import_model(dst["engine"], "test:tiny", key=dst_key, weights=src["weights"])
 
     # a corrupted image: refused, nothing written (the sound images before it are removed again)
     bad = tmp_path / "corrupt.kbrenders"
@@ -279,7 +292,7 @@ def test_bad_records_are_refused_and_nothing_is_written(kbs, tmp_path):
     bundle = tmp_path / "tiny.kbrenders"
     bundles.export(src["engine"], LocalStorage(src["store"]), src["key"], bundle)
     dst_key = f"tiny-dst-{secrets.token_hex(3)}"
-    import_model(dst["engine"], "test:tiny", key=dst_key, weights="random")
+    import_model(dst["engine"], "test:tiny", key=dst_key, weights=src["weights"])
     store = LocalStorage(dst["store"])
     for i, (change, message) in enumerate(BAD):
         bad = rewritten(bundle, tmp_path / f"bad-{i}.kbrenders", change)
