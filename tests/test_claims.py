@@ -318,6 +318,17 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
             "mutation($n: [String!]) { requestRender(kind: WEIGHTS, neurons: $n) { id } }",
             {"n": ["InceptionV1 4c:2"]},
         )
+    if mutation == "cancelRenders":  # the requester's own job (the viewer's call is refused before the job is read)
+        asker = accounts[who]["token"] if who in ("editor", "moderator", "admin") else accounts["editor"]["token"]
+        unit = 40 + ("anonymous", "viewer", "editor", "moderator", "admin").index(who)
+        asked = as_user(
+            api,
+            asker,
+            "mutation($n: [String!]) { requestRender(kind: WEIGHTS, neurons: $n) { id } }",
+            {"n": [f"InceptionV1 4c:{unit}"]},
+        )["data"]["requestRender"]
+        assert asked, f"no job was made for 4c:{unit}"
+        return "mutation($i: [Int!]!) { cancelRenders(ids: $i) { id status } }", {"i": [j["id"] for j in asked]}
     if mutation == "createCircuit":
         return (
             "mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }",
