@@ -1,7 +1,6 @@
 """Annotation in the browser: the form posts of the neuron and claim pages, and the moderation queue.
 
 POST /n/{model}/{layer}/{index}          propose a claim about the unit (label, kind, body, confidence, evidence)
-POST /n/{model}/{layer}/{index}/render   request the unit's feature visualization (JSON for the page's script)
 POST /c/{n}/review                       support or dispute, with an optional comment
 GET  /c/{n}/edit, POST /c/{n}/edit       edit against the revision the form was opened on (EDIT_CONFLICT:
                                          the current revision beside the text you sent, to merge and save again)
@@ -21,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from kb.claims import sessions
@@ -42,7 +41,6 @@ UPDATE = """mutation($k: String!, $r: Int!, $p: ClaimPatch!, $m: String!) {
   updateClaim(key: $k, expectedRevision: $r, patch: $p, message: $m) { revision } }"""
 STATUS = """mutation($k: String!, $r: Int!, $s: ClaimStatus!, $m: String!) {
   setClaimStatus(key: $k, expectedRevision: $r, status: $s, message: $m) { revision } }"""
-RENDER = """mutation($n: [String!]!) { requestRender(kind: FEATURE_VIS, neurons: $n) { id status progress } }"""
 CURRENT = """query($k: String!) { claim(key: $k) { key revision label kind body status confidence model
   author { name } revisions { revision createdAt message author { name displayName } } } }"""
 QUEUE_FIELDS = """totalCount edges { node { key label kind status revision createdAt updatedAt supportCount disputeCount
@@ -129,10 +127,6 @@ def _neuron_key(rest: str) -> str | None:
     return f"{parts[0]}/{parts[1]}:{parts[2]}"
 
 
-def _wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
-
-
 def status_actions(account: Account | None, author: str | None, status: str) -> list[dict]:
     """The status buttons an account gets on a claim: the moderation rules of kb.claims.claims.may_set_status."""
     if account is None:
@@ -178,10 +172,7 @@ class Annotate:
     # --- the neuron page -----------------------------------------------------------------------------------
 
     async def neuron_post(self, request: Request) -> Response:
-        rest = request.path_params["rest"].strip("/")
-        if rest.endswith("/render"):
-            return await self.render(request, rest[: -len("/render")])
-        return await self.propose(request, rest)
+        return await self.propose(request, request.path_params["rest"].strip("/"))
 
     async def propose(self, request: Request, rest: str) -> Response:
         key = _neuron_key(rest)
@@ -213,25 +204,6 @@ class Annotate:
             return await self.pages.neuron(request, "/n/" + rest, extra, exc.status)
         number = made["createClaim"]["key"].split(":", 1)[1]
         return RedirectResponse(f"/n/{rest}#claim-{number}", status_code=303, headers=NO_STORE)
-
-    async def render(self, request: Request, rest: str) -> Response:
-        key = _neuron_key(rest)
-        if key is None:
-            return HTMLResponse("not found", status_code=404)
-        try:
-            info, _ = await self.auth.session_post(request)
-            jobs = (await self._mutate(info.account, "RENDER", RENDER, {"n": [key]}))["requestRender"]
-        except forms.Refused as exc:
-            if _wants_json(request):
-                return JSONResponse({"error": exc.message}, status_code=exc.status)
-            return refused(request, exc)
-        except Problem as exc:
-            if _wants_json(request):
-                return JSONResponse({"error": exc.message}, status_code=exc.status)
-            return await self.pages.neuron(request, "/n/" + rest, {"render_error": exc.message}, exc.status)
-        if _wants_json(request):
-            return JSONResponse({"jobs": jobs}, headers=NO_STORE)
-        return RedirectResponse(f"/n/{rest}#renders", status_code=303, headers=NO_STORE)
 
     async def _claim_post(
         self, request: Request, max_bytes: int = forms.MAX_FORM

@@ -43,6 +43,7 @@ from kb.web.live.routes import Live, live_routes
 from kb.web.page_query import QueryFailed
 from kb.web.pages import Pages, query_failed
 from kb.web.ratelimit import RateLimits
+from kb.web.render_forms import RenderForms, render_form_routes
 from kb.web.request_limit import RequestLimit
 from kb.web.templating import STATIC, Static
 from kb.web.unavailable import Unavailable, retry_after_header
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
 
     annotate = Annotate(auth, pages, schema, as_account)
     circuit_pages = CircuitPages(schema, as_account, auth)
+    render_forms = RenderForms(auth, pages, schema, as_account)
 
     async def artifact(request: Request):
         name = request.path_params["name"]
@@ -169,7 +171,8 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/", pages.home),
             Route("/health", health),
             Route("/artifacts/{name}", artifact),
-            Route("/graphql", GraphiQL(graphql), methods=["GET", "POST"]),
+            Route("/graphql", GraphiQL(graphql, engine), methods=["GET", "POST"]),
+            *render_form_routes(render_forms),  # before annotate's /n/{rest:path} posts
             *annotate_routes(annotate),
             Route("/n/{rest:path}", pages.browse),
             Route("/c/{number}", pages.claim),

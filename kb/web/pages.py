@@ -23,7 +23,7 @@ from kb.claims.content import KINDS, STATUSES
 from kb.claims.ids import row_id
 from kb.errors import Problem
 from kb.schema.errors import with_code
-from kb.web import diagram, neuron_view, text_work
+from kb.web import diagram, neuron_view, render_controls, text_work
 from kb.web.auth.current import signed_in
 from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
@@ -86,10 +86,11 @@ MODEL = """query($k: String!) { model(key: $k) { key source sha256 shortHash wei
   importedAt removed inputShape layers { key name units kind outputShape aliases } } }"""
 
 LAYER = """query($k: String!, $after: String) { layer(key: $k) { key name units kind modulePath outputShape aliases
-  model { key source shortHash weights weightsAreRandom }
+  model { key source sha256 shortHash weights weightsAreRandom }
   visualizations(kind: FEATURE_VIS) { index params artifact { url } } }
   claims(layer: $k, first: 100, after: $after) { totalCount pageInfo { hasNextPage endCursor }
     edges { node { key label kind status subjects { key } } } } }"""
+LAYER_HEAD = """query($k: String!) { layer(key: $k) { key name units model { key sha256 } } }"""
 LAYER_CLAIMS = """query($k: String!, $after: String) { claims(layer: $k, first: 100, after: $after) {
   pageInfo { hasNextPage endCursor } edges { node { key label kind status subjects { key } } } } }"""
 MAX_LAYER_CLAIMS = 500
@@ -271,6 +272,8 @@ class Pages:
             return await self._model(request, parts[0])
         if len(parts) == 2:
             return await self._layer(request, rest)
+        if len(parts) == 3 and parts[2] == "renders":
+            return await self.layer_renders(request, "/".join(parts[:2]))
         return await self.neuron(request, "/n/" + rest)
 
     async def _model(self, request: Request, text: str) -> HTMLResponse:
@@ -299,9 +302,11 @@ class Pages:
         mine = {}  # the reader's authorship and own review of each claim: no Support/Dispute on their own
         if me and me.account.at_least("editor") and n["claims"]:
             mine = await neuron_view.reviewing(self.context_factory(), [c["key"] for c in n["claims"]], me.account.id)
+        choices = await render_controls.neuron_choices(self.context_factory(), me) if me else None
         context = {
             "title": n["key"],
             "n": n,
+            "render_choices": choices,
             "model": n["model"],
             "renders": _renders(n["visualizations"]),
             "sides": sides,
@@ -312,7 +317,21 @@ class Pages:
         }
         return render_page(request, "neuron.html", context, status)
 
-    async def _layer(self, request: Request, key: str) -> HTMLResponse:
+    async def layer_renders(self, request: Request, key: str) -> HTMLResponse:
+        """/n/{model}/{layer}/renders: only the layer page's part that shows its renders' progress (what the page's
+        script fetches while a render is open, instead of the whole grid)."""
+        data = await self._data("LAYER_HEAD", LAYER_HEAD, {"k": key})
+        layer = data["layer"]
+        context = {"title": layer["key"], "layer": layer, **await self._layer_render_context(request, layer)}
+        return render_page(request, "layer_renders.html", context)
+
+    async def _layer_render_context(self, request: Request, layer: dict) -> dict:
+        me = signed_in(request)
+        shown = await render_controls.layer_requests(self.context_factory(), layer, me)
+        return {"layer_requests": shown, "layer_open": any(r["open"] for r in shown)}
+
+    async def _layer(self, request: Request, key: str, extra: dict | None = None, status: int = 200) -> HTMLResponse:
+        """The layer page; ``extra``: what a refused render form re-shows (kb.web.render_forms), with ``status``."""
         data = await self._data("LAYER", LAYER, {"k": key})
         layer, claims = data["layer"], data["claims"]
         listed, more = claims["edges"], claims["pageInfo"]
@@ -346,7 +365,11 @@ class Pages:
         shown = range(layer["units"])
         if wanted:
             shown = [i for i in shown if any(family_slug(c["label"]) == wanted for c in chips.get(i, ()))]
-        mutation = f'mutation {{ requestRender(kind: FEATURE_VIS, layer: "{layer["key"]}") {{ id status }} }}'
+        thumbnail = render_controls.PRESETS[render_controls.DEFAULT].params
+        mutation = (
+            f'mutation {{ requestRender(kind: FEATURE_VIS, layer: "{layer["key"]}", '
+            f"params: {{ size: {thumbnail.size}, steps: {thumbnail.steps} }}) {{ id status }} }}"
+        )
         context = {
             "title": layer["key"],
             "layer": layer,
@@ -359,8 +382,11 @@ class Pages:
             "render_link": "/graphql?query=" + quote(mutation),
             "mutation": mutation,
             "missing": missing,
+            "presets": render_controls.PRESETS.values(),
+            **await self._layer_render_context(request, layer),
+            **(extra or {}),
         }
-        return render_page(request, "layer.html", context)
+        return render_page(request, "layer.html", context, status)
 
     async def claim(self, request: Request, extra: dict | None = None, status: int = 200) -> HTMLResponse:
         """/c/N (the current revision) or /c/N/R; ``extra`` and ``status``: a refused form post re-shown."""

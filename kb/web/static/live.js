@@ -4,7 +4,9 @@
 // change (a claim, a review, a render) it fetches its own page again and swaps in the parts marked data-live,
 // and adds the new items of lists marked data-live-list. Forms are never inside a swapped part, so nothing typed
 // is lost. Review forms (data-enhance) post in place; the Render button (data-render) shows the jobs' progress
-// until the picture appears.
+// until the picture appears. A page part marked data-poll (a layer render still open) is fetched again every few
+// seconds until it comes back without the mark; the layer's Render and Cancel forms (data-render-control) post in
+// place and start that. A page without a stream (content="") only polls.
 "use strict";
 (function () {
   const meta = document.querySelector('meta[name="kb-live"]');
@@ -66,7 +68,20 @@
     timer = setTimeout(refresh, 150);
   }
 
-  if (meta && window.EventSource) {
+  const POLL_MS = 2000;
+  let polling = false;
+  async function poll() {
+    if (polling) return;
+    polling = true;
+    while (document.querySelector("[data-poll]")) {
+      await new Promise(function (r) { setTimeout(r, POLL_MS); });
+      await refresh();
+    }
+    polling = false;
+  }
+  poll();
+
+  if (meta && meta.content && window.EventSource) {
     const source = new EventSource(meta.content);
     source.addEventListener("activity", soon);
   }
@@ -103,6 +118,33 @@
     buttons.forEach(function (b) { b.disabled = false; });
   });
 
+  // A layer's Render and Cancel: post in place, then follow the layer's renders until none is open.
+  document.addEventListener("submit", async function (ev) {
+    const form = ev.target;
+    if (!form.matches("form[data-render-control]")) return;
+    ev.preventDefault();
+    const status = document.getElementById("layer-render-status");
+    const button = form.querySelector("button");
+    function say(text, error) {
+      if (!status) return;
+      status.textContent = text;
+      status.classList.toggle("error", error);
+    }
+    button.disabled = true;
+    say(form.action.endsWith("/cancel") ? "cancelling…" : "requesting…", false);
+    try {
+      const answer = await fetch(form.action, { method: "POST", body: fields(form), headers: { accept: "application/json" } });
+      const data = await answer.json();
+      if (!answer.ok) throw new Error(data.error || "refused (" + answer.status + ")");
+      say(data.cancelled !== undefined ? data.cancelled + " jobs cancelled" : data.jobs + " units asked for", false);
+      await refresh();
+      poll();
+    } catch (err) {
+      say(err.message, true);
+    }
+    if (button.isConnected) button.disabled = false;
+  });
+
   // Render: request the jobs, then follow them (a small GraphQL query) until the pictures are there.
   const JOBS = "query($ids: [Int!]!) { renderJobs(ids: $ids) { id status progress error } }";
   document.addEventListener("submit", async function (ev) {
@@ -112,8 +154,9 @@
     const bar = form.querySelector("progress");
     const status = form.querySelector('[role="status"]');
     const button = form.querySelector("button");
-    function show(text, value) {
+    function show(text, value, error) {
       status.textContent = text;
+      status.classList.toggle("error", Boolean(error));
       if (value === null) bar.hidden = true;
       else {
         bar.hidden = false;
@@ -144,7 +187,7 @@
       show("rendered", null);
       await refresh();
     } catch (err) {
-      show(err.message, null);
+      show(err.message, null, true);
     }
     button.disabled = false;
   });

@@ -1,0 +1,151 @@
+"""The pages' render forms: a unit's render (its kind and preset) from the neuron page, a whole layer's from the
+layer page, and cancelling a layer's render.
+
+POST /n/{model}/{layer}/{index}/render   kind (feature, negative, neuron, dataset), preset, dataset
+POST /n/{model}/{layer}/render           preset: every unit of the layer (the bulk lane)
+POST /n/{model}/{layer}/cancel           request: the layer request's id (kb.render.layer_renders.LayerRequest.id)
+
+Every post goes through kb.web.auth (same origin, a live session, its CSRF token). The render itself is the API's
+requestRender or cancelRenders run on the same schema as the signed-in account, so kb.render.requests (the one
+place renders are asked for and cancelled), roles, quotas, ceilings and rate limits are the API's. A page's script
+asks for JSON (``{"jobs": [...]}`` or ``{"error": "..."}`` with the status); without it the answer is 303 back to
+the page, or the page again with the refusal shown beside the form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from kb.claims.ids import row_id
+from kb.graph.keys import KeyProblem
+from kb.render.layer_renders import open_jobs
+from kb.render.params import RenderParams
+from kb.render.presets import DEFAULT, UnknownChoice, render_choice
+from kb.web.annotate import HTTP, Problem
+from kb.web.auth import forms
+from kb.web.auth.pages import NO_STORE, refused
+from kb.web.page_query import QueryFailed, run_query
+
+REQUEST = """mutation($k: RenderKind!, $n: [String!], $l: String, $p: RenderParamsInput) {
+  requestRender(kind: $k, neurons: $n, layer: $l, params: $p) { id status progress lane } }"""
+CANCEL = "mutation($ids: [Int!]!) { cancelRenders(ids: $ids) { id status } }"
+STATUS = {**HTTP, "LIMIT_EXCEEDED": 429}
+DEFAULTS = asdict(RenderParams())
+
+
+def params_input(params: RenderParams) -> dict:
+    """RenderParamsInput's fields that differ from its defaults (GraphQL's names)."""
+    names = {"top_k": "topK"}
+    return {names.get(k, k): v for k, v in asdict(params).items() if v != DEFAULTS[k]}
+
+
+class RenderForms:
+    def __init__(self, auth, pages, schema, context_for):
+        self.auth = auth
+        self.pages = pages
+        self.schema = schema
+        self.context_for = context_for  # account -> kb.schema.context.Context acting as that account
+
+    async def _mutate(self, account, name: str, query: str, variables: dict) -> dict:
+        try:
+            return await run_query(self.schema, self.context_for(account), name, query, variables)
+        except QueryFailed as exc:
+            raise Problem(exc.message, STATUS.get(exc.code, 400), exc.extensions) from None
+
+    async def neuron(self, request: Request) -> Response:
+        model, layer, index = (request.path_params[k] for k in ("model", "layer", "index"))
+        if row_id(index) is None:
+            return HTMLResponse("not found", status_code=404)
+        page = f"/n/{model}/{layer}/{index}"
+        form = {"kind": "feature", "preset": DEFAULT, "dataset": ""}
+        try:
+            info, fields = await self.auth.session_post(request)
+            form.update({k: fields[k] for k in form if fields.get(k)})
+            try:
+                kind, params = render_choice(form["kind"], form["preset"], form["dataset"])
+            except UnknownChoice as exc:
+                raise Problem(str(exc)) from None
+            variables = {"k": kind, "n": [f"{model}/{layer}:{index}"], "p": params_input(params)}
+            jobs = (await self._mutate(info.account, "RENDER", REQUEST, variables))["requestRender"]
+        except (forms.Refused, Problem) as exc:
+            if _wants_json(request):
+                return JSONResponse({"error": exc.message}, status_code=exc.status, headers=NO_STORE)
+            if isinstance(exc, forms.Refused):
+                return refused(request, exc)
+            extra = {"render_error": exc.message, "render_form": form}
+            return await self.pages.neuron(request, page, extra, exc.status)
+        if _wants_json(request):
+            return JSONResponse({"jobs": jobs}, headers=NO_STORE)
+        return RedirectResponse(f"{page}#renders", status_code=303, headers=NO_STORE)
+
+    async def layer(self, request: Request) -> Response:
+        key = f"{request.path_params['model']}/{request.path_params['layer']}"
+        preset = DEFAULT
+        try:
+            info, fields = await self.auth.session_post(request)
+            preset = fields.get("preset") or DEFAULT
+            try:
+                kind, params = render_choice("feature", preset)
+            except UnknownChoice as exc:
+                raise Problem(str(exc)) from None
+            variables = {"k": kind, "l": key, "p": params_input(params)}
+            jobs = (await self._mutate(info.account, "RENDER", REQUEST, variables))["requestRender"]
+        except (forms.Refused, Problem) as exc:
+            return await self._refusal(request, key, exc, {"preset": preset})
+        if _wants_json(request):
+            return JSONResponse({"jobs": len(jobs)}, headers=NO_STORE)
+        return RedirectResponse(f"/n/{key}#render-layer", status_code=303, headers=NO_STORE)
+
+    async def cancel(self, request: Request) -> Response:
+        key = f"{request.path_params['model']}/{request.path_params['layer']}"
+        try:
+            info, fields = await self.auth.session_post(request)
+            graphs = self.context_for(info.account).graphs
+            moderator = info.account.at_least("moderator")
+            asked = fields.get("request", "")
+
+            def find() -> tuple[list[int], list[int]]:
+                lk = graphs.resolve_layer(key)
+                sha = graphs.model_row(lk.model)["sha256"]
+                with graphs.engine.connect() as conn:
+                    mine = open_jobs(conn, sha, lk.layer, asked, None if moderator else info.account.id)
+                    return mine, (mine if moderator else open_jobs(conn, sha, lk.layer, asked, None))
+
+            try:
+                ids, anyone = await run_in_threadpool(find)
+            except (KeyProblem, LookupError, TypeError) as exc:
+                raise Problem(str(exc), 404) from None
+            if not ids:
+                if anyone:
+                    raise Problem("only who asked for a render and moderators may cancel it", 403)
+                raise Problem("nothing of that render is waiting or running: it has ended", 409)
+            cancelled = (await self._mutate(info.account, "CANCEL", CANCEL, {"ids": ids}))["cancelRenders"]
+        except (forms.Refused, Problem) as exc:
+            return await self._refusal(request, key, exc, {})
+        if _wants_json(request):
+            return JSONResponse({"cancelled": sum(j["status"] == "CANCELLED" for j in cancelled)}, headers=NO_STORE)
+        return RedirectResponse(f"/n/{key}#render-layer", status_code=303, headers=NO_STORE)
+
+    async def _refusal(self, request: Request, key: str, exc: forms.Refused | Problem, extra: dict) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"error": exc.message}, status_code=exc.status, headers=NO_STORE)
+        if isinstance(exc, forms.Refused):
+            return refused(request, exc)
+        return await self.pages._layer(request, key, {"render_error": exc.message, **extra}, exc.status)
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def render_form_routes(forms_: RenderForms) -> list[Route]:
+    return [
+        Route("/n/{model}/{layer}/{index}/render", forms_.neuron, methods=["POST"]),
+        Route("/n/{model}/{layer}/render", forms_.layer, methods=["POST"]),
+        Route("/n/{model}/{layer}/cancel", forms_.cancel, methods=["POST"]),
+    ]

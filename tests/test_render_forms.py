@@ -1,0 +1,205 @@
+"""The pages' render controls at the HTTP level (kb.web.render_forms, kb.web.render_controls): a unit's render with
+a chosen kind and preset from the neuron page, a whole layer's from the layer page (the bulk lane, its progress,
+Cancel for who asked and moderators), refusals shown beside the form, and GraphiQL carrying the session's CSRF
+token. No render worker runs here: the jobs stay queued until they are cancelled (or the module's end fails them)."""
+
+import html
+import json
+import re
+import secrets
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+from test_annotate_web import ORIGIN, csrf, signed_in
+
+from kb.claims import accounts as acc
+from kb.claims import sessions
+from kb.db.render_tables import dataset_table
+from kb.db.tables import utcnow
+from kb.settings import Settings
+from kb.web.app import create_app
+
+PASSWORD = "correct horse battery"
+NEURON = "/n/inceptionv1/mixed4c/12"
+LAYER = "/n/inceptionv1/conv2d1"  # 64 units
+JSON = {**ORIGIN, "accept": "application/json"}
+
+
+def _app(engine, **settings):
+    url = engine.url.render_as_string(hide_password=False)
+    application = create_app(
+        Settings(database_url=url, public_url="http://testserver", **settings), engine=engine, warm=False
+    )
+    application.state.graphs.warm()
+    return application
+
+
+@pytest.fixture(scope="module")
+def app(engine, inceptionv1):
+    return _app(engine)
+
+
+@pytest.fixture(scope="module")
+def people(engine):
+    suffix = secrets.token_hex(3)
+    out = {}
+    with engine.begin() as conn:
+        for who, role in (("amy", "editor"), ("ben", "editor"), ("mod", "moderator"), ("vic", "viewer")):
+            name = f"rf-{who}-{suffix}"
+            acc.create_user(conn, name, role)
+            sessions.set_password(conn, name, PASSWORD)
+            out[who] = name
+    return out
+
+
+def _job(engine, job_id: int) -> dict:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT kind, layer_key, unit, params, lane, status FROM render_job WHERE id = :i"), {"i": job_id}
+        ).one()
+    params = row.params if isinstance(row.params, dict) else json.loads(row.params)
+    return {**row._asdict(), "params": params}
+
+
+def _cancel(engine, ids):
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE render_job SET status = 'CANCELLED' WHERE id IN :ids AND status = 'QUEUED'").bindparams(
+                sa.bindparam("ids", expanding=True)
+            ),
+            {"ids": ids},
+        )
+
+
+def test_a_unit_rendered_with_a_chosen_kind_and_preset(app, people, engine):
+    amy, vic = signed_in(app, people["amy"]), signed_in(app, people["vic"])
+    page = amy.get(NEURON).text
+    assert 'name="kind"' in page and 'name="preset"' in page
+    assert "Microscope (128 px, 512 steps)" in page and "Negative feature visualization" in page
+    assert 'value="dataset"' not in page  # no data set added yet: no dataset examples to choose
+    assert 'name="preset"' not in vic.get(NEURON).text  # a viewer gets no form
+    made = []
+    for kind, preset, want_kind, want in (
+        ("feature", "thumbnail", "FEATURE_VIS", {"size": 64, "steps": 16, "negative": False}),
+        ("negative", "microscope", "FEATURE_VIS", {"size": 128, "steps": 512, "negative": True}),
+        ("neuron", "thumbnail", "NEURON_VIS", {"size": 64, "steps": 16, "negative": False}),
+    ):
+        r = amy.post(NEURON + "/render", data={"csrf": csrf(amy), "kind": kind, "preset": preset}, headers=JSON)
+        assert r.status_code == 200, r.text
+        (job,) = r.json()["jobs"]
+        assert job["lane"] == "INTERACTIVE"
+        row = _job(engine, job["id"])
+        assert (row["kind"], row["layer_key"], row["unit"]) == (want_kind, "mixed4c", 12)
+        assert {k: row["params"][k] for k in want} == want
+        made.append(job["id"])
+    plain = amy.post(
+        NEURON + "/render", data={"csrf": csrf(amy), "kind": "feature", "preset": "thumbnail"}, headers=ORIGIN
+    )
+    assert plain.status_code == 303 and plain.headers["location"] == NEURON + "#renders"
+    # refused: an unknown choice, on the page beside the form (the choice kept), or as JSON for the script
+    bad = amy.post(NEURON + "/render", data={"csrf": csrf(amy), "kind": "negative", "preset": "huge"}, headers=ORIGIN)
+    assert bad.status_code == 400
+    assert re.search(
+        r'id="render-status"[^>]*class="error"[^>]*>preset must be one of thumbnail, microscope<', bad.text
+    )
+    assert '<option value="negative" selected>' in bad.text
+    bad = amy.post(NEURON + "/render", data={"csrf": csrf(amy), "kind": "weird"}, headers=JSON)
+    assert bad.status_code == 400 and bad.json()["error"].startswith("kind must be one of feature, negative")
+    viewer = vic.post(NEURON + "/render", data={"csrf": csrf(vic), "kind": "feature"}, headers=JSON)
+    assert viewer.status_code == 403 and "editor" in viewer.json()["error"]
+    _cancel(engine, made)
+
+
+def test_dataset_examples_are_offered_once_a_data_set_exists(app, people, engine, tmp_path):
+    name = f"rf-images-{secrets.token_hex(3)}"
+    with engine.begin() as conn:
+        conn.execute(sa.insert(dataset_table).values(name=name, path=str(tmp_path), images=4, created_at=utcnow()))
+    amy = signed_in(app, people["amy"])
+    page = amy.get(NEURON).text
+    assert '<option value="dataset">Dataset examples</option>' in page and f'<option value="{name}"' in page
+    r = amy.post(NEURON + "/render", data={"csrf": csrf(amy), "kind": "dataset", "dataset": name}, headers=JSON)
+    assert r.status_code == 200, r.text
+    row = _job(engine, r.json()["jobs"][0]["id"])
+    assert row["kind"] == "DATASET_EXAMPLES" and row["params"]["dataset"] == name
+    missing = amy.post(NEURON + "/render", data={"csrf": csrf(amy), "kind": "dataset", "dataset": "nope"}, headers=JSON)
+    assert missing.status_code == 404 and "no dataset 'nope'" in missing.json()["error"]
+    _cancel(engine, [r.json()["jobs"][0]["id"]])
+
+
+def test_ceilings_and_quota_are_shown_on_the_page(engine, inceptionv1, people):
+    low = _app(engine, render_max_steps=100, render_queue_quota=10)
+    amy = signed_in(low, people["amy"])
+    r = amy.post(
+        NEURON + "/render", data={"csrf": csrf(amy), "kind": "feature", "preset": "microscope"}, headers=ORIGIN
+    )
+    assert r.status_code == 429
+    status = re.search(r'<span id="render-status"[^>]*>([^<]*)<', r.text)[1]
+    assert html.unescape(status) == "steps 512 is above this knowledge base's ceiling: KB_RENDER_MAX_STEPS=100"
+    r = amy.post(LAYER + "/render", data={"csrf": csrf(amy), "preset": "thumbnail"}, headers=ORIGIN)
+    assert r.status_code == 429, r.text
+    status = html.unescape(re.search(r'<span id="layer-render-status"[^>]*>([^<]*)<', r.text)[1])
+    assert status.startswith("render quota: this account has") and "KB_RENDER_QUEUE_QUOTA=10" in status, status
+    with engine.connect() as conn:  # refused whole: nothing queued
+        assert not conn.execute(
+            sa.text("SELECT count(*) FROM render_job WHERE layer_key = 'conv2d1' AND lane = 'bulk'")
+        ).scalar_one()
+
+
+def test_a_layer_rendered_from_its_page_and_cancelled(app, people, engine):
+    anon = TestClient(app, follow_redirects=False)
+    page = anon.get(LAYER).text
+    assert (
+        'href="/signin?next=/n/inceptionv1/conv2d1"' in page and "sign-in on these pages is still to come" not in page
+    )
+    assert (
+        "requestRender(kind: FEATURE_VIS, layer: &#34;inceptionv1/conv2d1&#34;, params: { size: 64, steps: 16 })"
+        in page
+    )
+    assert "Render this layer</button>" not in page
+    vic = signed_in(app, people["vic"])
+    assert "needs the editor role; you are a viewer" in vic.get(LAYER).text
+    amy, ben, mod = (signed_in(app, people[w]) for w in ("amy", "ben", "mod"))
+    page = amy.get(LAYER).text
+    assert "Render this layer</button>" in page and "data-poll" not in page
+    r = amy.post(LAYER + "/render", data={"csrf": csrf(amy), "preset": "thumbnail"}, headers=ORIGIN)
+    assert r.status_code == 303 and r.headers["location"] == LAYER + "#render-layer"
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT id, status, lane, params FROM render_job WHERE layer_key = 'conv2d1' ORDER BY unit")
+        ).all()
+    assert len(rows) == 64 and {r.lane for r in rows} == {"bulk"} and {r.status for r in rows} == {"QUEUED"}
+    assert {(json.loads(r.params) if isinstance(r.params, str) else r.params)["size"] for r in rows} == {64}
+    part = amy.get(LAYER + "/renders").text  # what the page's script polls
+    assert "data-poll" in part and "0 of 64</strong> rendered · 64 queued" in part
+    assert "Feature visualization, Thumbnail (64 px, 16 steps)" in part and ">Cancel</button>" in part
+    assert ">Cancel</button>" not in ben.get(LAYER + "/renders").text  # not his
+    assert ">Cancel</button>" in mod.get(LAYER + "/renders").text  # a moderator may
+    request_id = re.search(r'name="request" value="([^"]+)"', part)[1]
+    refused = ben.post(LAYER + "/cancel", data={"csrf": csrf(ben), "request": request_id}, headers=JSON)
+    assert refused.status_code == 403 and "only who asked" in refused.json()["error"]
+    done = amy.post(LAYER + "/cancel", data={"csrf": csrf(amy), "request": request_id}, headers=JSON)
+    assert done.status_code == 200 and done.json() == {"cancelled": 64}
+    part = amy.get(LAYER + "/renders").text
+    assert "data-poll" not in part and "0 of 64</strong> rendered · 64 cancelled · ended" in part
+    assert ">Cancel</button>" not in part
+    ended = amy.post(LAYER + "/cancel", data={"csrf": csrf(amy), "request": request_id}, headers=ORIGIN)
+    assert ended.status_code == 409 and "it has ended" in ended.text
+    no_csrf = amy.post(LAYER + "/render", data={"preset": "thumbnail"}, headers=ORIGIN)
+    assert no_csrf.status_code == 403
+
+
+def test_graphiql_carries_the_sessions_csrf_token(app, people):
+    amy = signed_in(app, people["amy"])
+    ide = amy.get("/graphql", headers={"accept": "text/html"})
+    assert ide.status_code == 200 and "graphiql-init.js" in ide.text
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', ide.text)[1]
+    assert token == csrf(amy) and ide.headers["cache-control"] == "private, no-store"
+    answer = amy.post(
+        "/graphql",
+        json={"query": 'mutation { requestRender(kind: WEIGHTS, neurons: ["InceptionV1 3b:9"]) { id status } }'},
+        headers={**ORIGIN, "x-csrf-token": token},
+    ).json()
+    assert "errors" not in answer, answer
+    anon = TestClient(app).get("/graphql", headers={"accept": "text/html"})
+    assert 'name="csrf-token"' not in anon.text and "private" not in anon.headers.get("cache-control", "")
