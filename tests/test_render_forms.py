@@ -17,6 +17,8 @@ from kb.claims import accounts as acc
 from kb.claims import sessions
 from kb.db.render_tables import dataset_table
 from kb.db.tables import utcnow
+from kb.render.params import params_hash
+from kb.render.presets import PRESETS
 from kb.settings import Settings
 from kb.web.app import create_app
 
@@ -62,6 +64,22 @@ def _job(engine, job_id: int) -> dict:
     return {**row._asdict(), "params": params}
 
 
+THUMBNAIL = params_hash("FEATURE_VIS", PRESETS["thumbnail"].params.relevant("FEATURE_VIS"))
+
+
+def _thumbnails(engine, layer: str) -> dict[str, int]:
+    """The layer's thumbnail-preset feature visualizations by status (other modules may have rendered some)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT status, count(*) FROM render_job WHERE layer_key = :l AND params_hash = :h "
+                "AND kind = 'FEATURE_VIS' GROUP BY status"
+            ),
+            {"l": layer, "h": THUMBNAIL},
+        )
+        return dict(rows.all())
+
+
 def _cancel(engine, ids):
     with engine.begin() as conn:
         conn.execute(
@@ -70,6 +88,13 @@ def _cancel(engine, ids):
             ),
             {"ids": ids},
         )
+
+
+def _request(part: str, request_id: str) -> str:
+    """One request's line in the layer's renders part."""
+    found = re.search(rf'<div class="layer-request" data-request="{re.escape(request_id)}">(.*?)</div>', part, re.S)
+    assert found, part
+    return found[1]
 
 
 def test_a_unit_rendered_with_a_chosen_kind_and_preset(app, people, engine):
@@ -140,10 +165,7 @@ def test_ceilings_and_quota_are_shown_on_the_page(engine, inceptionv1, people):
     assert r.status_code == 429, r.text
     status = html.unescape(re.search(r'<span id="layer-render-status"[^>]*>([^<]*)<', r.text)[1])
     assert status.startswith("render quota: this account has") and "KB_RENDER_QUEUE_QUOTA=10" in status, status
-    with engine.connect() as conn:  # refused whole: nothing queued
-        assert not conn.execute(
-            sa.text("SELECT count(*) FROM render_job WHERE layer_key = 'conv2d1' AND lane = 'bulk'")
-        ).scalar_one()
+    assert "QUEUED" not in _thumbnails(engine, "conv2d1")  # refused whole: nothing queued
 
 
 def test_a_layer_rendered_from_its_page_and_cancelled(app, people, engine):
@@ -164,25 +186,33 @@ def test_a_layer_rendered_from_its_page_and_cancelled(app, people, engine):
     assert "Render this layer</button>" in page and "data-poll" not in page
     r = amy.post(LAYER + "/render", data={"csrf": csrf(amy), "preset": "thumbnail"}, headers=ORIGIN)
     assert r.status_code == 303 and r.headers["location"] == LAYER + "#render-layer"
+    states = _thumbnails(engine, "conv2d1")
+    done, queued = states.get("DONE", 0), states.get("QUEUED", 0)
+    assert done + queued == 64 and queued > 32 and set(states) <= {"DONE", "QUEUED"}, states
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT id, status, lane, params FROM render_job WHERE layer_key = 'conv2d1' ORDER BY unit")
-        ).all()
-    assert len(rows) == 64 and {r.lane for r in rows} == {"bulk"} and {r.status for r in rows} == {"QUEUED"}
-    assert {(json.loads(r.params) if isinstance(r.params, str) else r.params)["size"] for r in rows} == {64}
+        lanes = conn.execute(
+            sa.text(
+                "SELECT DISTINCT lane FROM render_job "
+                "WHERE layer_key = 'conv2d1' AND params_hash = :h AND status = 'QUEUED'"
+            ),
+            {"h": THUMBNAIL},
+        )
+        assert lanes.scalars().all() == ["bulk"]
+    request_id = f"FEATURE_VIS:{THUMBNAIL}"
     part = amy.get(LAYER + "/renders").text  # what the page's script polls
-    assert "data-poll" in part and "0 of 64</strong> rendered · 64 queued" in part
-    assert "Feature visualization, Thumbnail (64 px, 16 steps)" in part and ">Cancel</button>" in part
-    assert ">Cancel</button>" not in ben.get(LAYER + "/renders").text  # not his
-    assert ">Cancel</button>" in mod.get(LAYER + "/renders").text  # a moderator may
-    request_id = re.search(r'name="request" value="([^"]+)"', part)[1]
+    mine = _request(part, request_id)
+    assert "data-poll" in part and f"{done} of 64</strong> rendered · {queued} queued" in mine
+    assert "Feature visualization, Thumbnail (64 px, 16 steps)" in mine and ">Cancel</button>" in mine
+    assert ">Cancel</button>" not in _request(ben.get(LAYER + "/renders").text, request_id)  # not his
+    assert ">Cancel</button>" in _request(mod.get(LAYER + "/renders").text, request_id)  # a moderator may
+    assert f'name="request" value="{request_id}"' in mine
     refused = ben.post(LAYER + "/cancel", data={"csrf": csrf(ben), "request": request_id}, headers=JSON)
     assert refused.status_code == 403 and "only who asked" in refused.json()["error"]
-    done = amy.post(LAYER + "/cancel", data={"csrf": csrf(amy), "request": request_id}, headers=JSON)
-    assert done.status_code == 200 and done.json() == {"cancelled": 64}
-    part = amy.get(LAYER + "/renders").text
-    assert "data-poll" not in part and "0 of 64</strong> rendered · 64 cancelled · ended" in part
-    assert ">Cancel</button>" not in part
+    cancelled = amy.post(LAYER + "/cancel", data={"csrf": csrf(amy), "request": request_id}, headers=JSON)
+    assert cancelled.status_code == 200 and cancelled.json() == {"cancelled": queued}
+    assert _thumbnails(engine, "conv2d1").get("CANCELLED") == queued
+    mine = _request(amy.get(LAYER + "/renders").text, request_id)
+    assert f"{done} of 64</strong> rendered · {queued} cancelled · ended" in mine and ">Cancel</button>" not in mine
     ended = amy.post(LAYER + "/cancel", data={"csrf": csrf(amy), "request": request_id}, headers=ORIGIN)
     assert ended.status_code == 409 and "it has ended" in ended.text
     no_csrf = amy.post(LAYER + "/render", data={"preset": "thumbnail"}, headers=ORIGIN)
