@@ -11,12 +11,10 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 import sqlalchemy as sa
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kb.claims import sessions
-from kb.web.auth.current import SCOPE_KEY, _cookie, _uncached, session_of
+from kb.web.auth.current import SCOPE_KEY, look_up
 from kb.web.templating import templates
 
 
@@ -29,11 +27,13 @@ class GraphiQL:
         if scope["type"] == "http" and scope["method"] == "GET":
             accept = dict(scope["headers"]).get(b"accept", b"").decode("latin-1")
             if "text/html" in accept or ("*/*" in accept and not _has_query(scope)):
-                secret = _cookie(scope, sessions.COOKIE) if self.engine is not None else None
-                scope[SCOPE_KEY] = await run_in_threadpool(session_of, self.engine, secret) if secret else None
+                if self.engine is not None:
+                    send = await look_up(scope, send, self.engine)
+                else:
+                    scope[SCOPE_KEY] = None
                 request = Request(scope, receive)
                 response = templates().TemplateResponse(request, "graphiql.html", {})
-                await response(scope, receive, _uncached(send, private=scope[SCOPE_KEY] is not None))
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

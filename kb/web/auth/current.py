@@ -30,10 +30,17 @@ class CurrentSession:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not scope["path"].startswith(SKIP):
-            secret = _cookie(scope, sessions.COOKIE)
-            scope[SCOPE_KEY] = await run_in_threadpool(session_of, self.engine, secret) if secret else None
-            return await self.app(scope, receive, _uncached(send, private=scope[SCOPE_KEY] is not None))
+            return await self.app(scope, receive, await look_up(scope, send, self.engine))
         await self.app(scope, receive, send)
+
+
+async def look_up(scope, send, engine: sa.Engine):
+    """Put the request's live session (or None) in ``scope`` for ``signed_in``; returns ``send`` that marks the
+    answer as depending on the cookie, and private when signed in. The middleware does this for every page;
+    GraphiQL (under /graphql, which it skips) does it for its own page."""
+    secret = _cookie(scope, sessions.COOKIE)
+    scope[SCOPE_KEY] = await run_in_threadpool(session_of, engine, secret) if secret else None
+    return _uncached(send, private=scope[SCOPE_KEY] is not None)
 
 
 def _uncached(send, private: bool):
