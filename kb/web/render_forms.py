@@ -34,7 +34,6 @@ from kb.web.page_query import QueryFailed, run_query
 REQUEST = """mutation($k: RenderKind!, $n: [String!], $l: String, $p: RenderParamsInput) {
   requestRender(kind: $k, neurons: $n, layer: $l, params: $p) { id status progress lane } }"""
 CANCEL = "mutation($ids: [Int!]!) { cancelRenders(ids: $ids) { id status } }"
-STATUS = {**HTTP, "LIMIT_EXCEEDED": 429}
 DEFAULTS = asdict(RenderParams())
 
 
@@ -55,7 +54,7 @@ class RenderForms:
         try:
             return await run_query(self.schema, self.context_for(account), name, query, variables)
         except QueryFailed as exc:
-            raise Problem(exc.message, STATUS.get(exc.code, 400), exc.extensions) from None
+            raise Problem(exc.message, HTTP.get(exc.code, 400), exc.extensions) from None
 
     async def neuron(self, request: Request) -> Response:
         model, layer, index = (request.path_params[k] for k in ("model", "layer", "index"))

@@ -145,6 +145,18 @@
     if (button.isConnected) button.disabled = false;
   });
 
+  // The render form's data set choice is shown only for the kind it belongs to (dataset examples).
+  const kind = document.getElementById("r-kind");
+  function kindChosen() {
+    document.querySelectorAll("[data-for-kind]").forEach(function (el) {
+      el.hidden = el.dataset.forKind !== kind.value;
+    });
+  }
+  if (kind) {
+    kind.addEventListener("change", kindChosen);
+    kindChosen();
+  }
+
   // Render: request the jobs, then follow them (a small GraphQL query) until the pictures are there.
   const JOBS = "query($ids: [Int!]!) { renderJobs(ids: $ids) { id status progress error } }";
   document.addEventListener("submit", async function (ev) {
