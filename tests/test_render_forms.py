@@ -219,6 +219,13 @@ def test_a_layer_rendered_from_its_page_and_cancelled(app, people, engine):
     assert f"{done} of 64</strong> rendered · {queued} cancelled · ended" in mine and ">Cancel</button>" not in mine
     ended = amy.post(LAYER + "/cancel", data={"csrf": csrf(amy), "request": request_id}, headers=ORIGIN)
     assert ended.status_code == 409 and "it has ended" in ended.text
+    # Ben asks for the layer again (the cancelled jobs are queued afresh, his now): a moderator cancels them
+    again = ben.post(LAYER + "/render", data={"csrf": csrf(ben), "preset": "thumbnail"}, headers=JSON)
+    assert again.status_code == 200 and again.json() == {"jobs": 64}
+    assert _thumbnails(engine, "conv2d1").get("QUEUED") == queued
+    by_mod = mod.post(LAYER + "/cancel", data={"csrf": csrf(mod), "request": request_id}, headers=ORIGIN)
+    assert by_mod.status_code == 303 and by_mod.headers["location"] == LAYER + "#render-layer"
+    assert _thumbnails(engine, "conv2d1").get("CANCELLED") == queued
     no_csrf = amy.post(LAYER + "/render", data={"preset": "thumbnail"}, headers=ORIGIN)
     assert no_csrf.status_code == 403
 
