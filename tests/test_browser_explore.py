@@ -21,7 +21,8 @@ GEOMETRY = """() => {
     key: a.getAttribute('data-unit'), tile: box(a.querySelector('rect.frame')), number: box(a.querySelector('text')),
     shown: document.elementFromPoint(...(b => [(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])(box(a.querySelector('text'))))
       ?.closest('a.unit')?.getAttribute('data-unit') }));
-  return { units, width: svg.getBoundingClientRect().width, declared: svg.width.baseVal.value,
+  const names = Array.from(svg.querySelectorAll('.layers text')).map(box);
+  return { units, names, width: svg.getBoundingClientRect().width, declared: svg.width.baseVal.value,
            edges: svg.querySelectorAll('.edges .edge').length,
            negative: svg.querySelectorAll('.edges .edge.neg').length };
 }"""
@@ -45,6 +46,8 @@ def test_explore_at_depth_3_and_per_node_5_is_readable(db_url, inceptionv1):
             t, n = u["tile"], u["number"]
             assert t[0] <= n[0] and n[2] <= t[2] and t[1] <= n[1] and n[3] <= t[3] + 0.5, u["key"]
             assert u["shown"] == u["key"]  # the number is on top: no other tile or edge covers it
+        left = min(u["tile"][0] for u in units)
+        assert all(name[2] <= left for name in g["names"])  # the layer names and counts clear of every tile
         lines = {round(u["tile"][1]) for u in units if "/mixed3b:" in u["key"]}
         assert 1 < len(lines) <= 4, sorted(lines)
 

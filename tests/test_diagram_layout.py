@@ -65,7 +65,7 @@ def test_a_wide_layer_is_a_few_interleaved_lines_that_keep_its_order():
     assert [len(r) for r in rows][:3] == [1, 5, 25] and len(rows[3]) > 100
     diagram.order(rows, edges)
     places, _, width, _ = diagram.layout(rows)
-    assert width <= diagram.LEFT + diagram.MAX_SPAN + 4  # fits the page: not scaled down, not scrolled
+    assert width <= diagram.WIDTH + 4  # fits the page: not scaled down, not scrolled
     for row in rows:
         p = [places[u.key] for u in row]
         lines = {q.line for q in p}
@@ -93,3 +93,17 @@ def test_edges_are_under_the_tiles_and_numbers_sit_on_their_tiles():
         assert x <= float(number[1]) <= x + s and ly <= float(number[2]) <= ly + lh
     # every edge runs straight up through its rows (L) and curves only between them (C)
     assert all(re.fullmatch(r"M[\d.,]+ L[\d.,]+ C[\d., ]+ L[\d.,]+", d) for d in re.findall(r'<path d="([^"]+)"', text))
+
+
+def test_a_long_layer_name_gets_its_column_and_the_units_keep_to_the_page():
+    units, edges = _subgraph(seed=2)
+    for u in units:
+        u.layer = "features.denseblock3.denselayer24.conv2" if u.position == 1 else u.layer
+    rows = _rows(units)
+    diagram.order(rows, edges)
+    places, _, width, _ = diagram.layout(rows)
+    name = 12 + diagram.NAME_PX * len("features.denseblock3.denselayer24.conv2")
+    assert min(p.x for p in places.values()) >= name - 1  # no tile over the names
+    assert width <= diagram.WIDTH + 4
+    text = str(diagram.svg(units, edges, "test"))
+    assert re.search(r'<tspan class="count" x="4" dy="14">1\d\d units</tspan>', text)  # the count under the name

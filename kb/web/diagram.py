@@ -26,9 +26,11 @@ from markupsafe import Markup
 
 SIZES = (56, 48, 40, 34, 30)  # a unit's tile, in px: the largest at which its layer fits one line
 MAX_SPAN = 1060  # the units' width: the page's width less the layer names' column
+WIDTH = 1164  # the whole figure at most, as wide as the page: drawn at its own size, never shrunk
 LINE_GAP = 4  # between the interleaved lines of a layer too wide for one line
 ROW_GAP = 96  # between layers: room for the edges' curves
-LEFT = 104  # the layer names' column
+LEFT = 104  # the layer names' column, wider for longer names (then less room for the units)
+NAME_PX = 6.8  # a layer name's character, in px (11px bold)
 TOP = 12
 SWEEPS = 3  # down-and-up barycentre passes
 LABEL_H = 12  # a unit's number, on its tile
@@ -119,20 +121,21 @@ def _gap(size: int) -> int:
     return max(8, size // 4)
 
 
-def _fit(n: int) -> tuple[int, int, float]:
-    """(tile size, lines, step between consecutive units) for a layer of n units."""
+def _fit(n: int, most: float) -> tuple[int, int, float]:
+    """(tile size, lines, step between consecutive units) for a layer of n units in ``most`` px."""
     for s in SIZES:
-        if n * (s + _gap(s)) - _gap(s) <= MAX_SPAN:
+        if n * (s + _gap(s)) - _gap(s) <= most:
             return s, 1, s + _gap(s)
     s = SIZES[-1]
-    step = (MAX_SPAN - s) / max(1, n - 1)
+    step = (most - s) / max(1, n - 1)
     lines = math.ceil((s + _gap(s)) / step)  # same-line neighbours (lines apart) leave a gap between tiles
     return s, lines, step
 
 
 def layout(rows: list[list[Unit]]) -> tuple[dict[str, Place], list[tuple[float, Unit, int]], float, float]:
     """Each unit's Place (rows in order, top first), each row's (y, first unit, size), and the width and height."""
-    fits = [_fit(len(row)) for row in rows]
+    left = max([LEFT] + [round(12 + NAME_PX * len(row[0].layer)) for row in rows])
+    fits = [_fit(len(row), min(MAX_SPAN, WIDTH - left)) for row in rows]
     span = max((s + (len(row) - 1) * step for row, (s, _, step) in zip(rows, fits, strict=True)), default=SIZES[0])
     places: dict[str, Place] = {}
     heads = []
@@ -140,13 +143,13 @@ def layout(rows: list[list[Unit]]) -> tuple[dict[str, Place], list[tuple[float, 
     for row, (s, lines, step) in zip(rows, fits, strict=True):
         used = min(lines, len(row))
         bottom = y + used * s + (used - 1) * LINE_GAP
-        x0 = LEFT + (span - (s + (len(row) - 1) * step)) / 2
+        x0 = left + (span - (s + (len(row) - 1) * step)) / 2
         for i, u in enumerate(row):
             line = i % lines
             places[u.key] = Place(x0 + i * step, y + line * (s + LINE_GAP), s, y, bottom, line)
         heads.append((y, row[0], s))
         y = bottom + ROW_GAP
-    return places, heads, LEFT + span + 4, y - ROW_GAP + TOP
+    return places, heads, left + span + 4, y - ROW_GAP + TOP
 
 
 def _path(a: Place, b: Place) -> str:
@@ -175,9 +178,9 @@ def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
     xy, head_rows, width, height = layout(rows)
     heads = []
     for (y, first, s), row in zip(head_rows, rows, strict=True):
+        count = f'<tspan class="count" x="4" dy="14">{len(row):,} units</tspan>' if len(row) > 1 else ""
         heads.append(
-            f'<text class="layer" x="4" y="{y + s / 2 + 4:.0f}">{escape(first.layer)}'
-            f"{f' ({len(row)})' if len(row) > 1 else ''}</text>"
+            f'<text class="layer" x="4" y="{y + s / 2 + (-3 if count else 4):.0f}">{escape(first.layer)}{count}</text>'
         )
 
     scale = max((abs(e.weight) for e in edges if e.weight is not None), default=0.0) or 1.0
