@@ -106,9 +106,14 @@ def key_html(key: str) -> Markup:
     return Markup("<wbr>".join(escape(part) for part in re.split(r"(?<=[/:.])", key)))
 
 
+def noun(count: int, word: str, words: str | None = None) -> str:
+    """The noun alone, as the count wants it (a label beside its number): ``claim`` for 1, ``claims`` else."""
+    return word if count == 1 else words or word + "s"
+
+
 def plural(count: int, word: str, words: str | None = None) -> str:
     """``1 unit``, ``2 units``, ``1,024 units``; ``words``: an irregular plural."""
-    return f"{count:,} {word if count == 1 else words or word + 's'}"
+    return f"{count:,} {noun(count, word, words)}"
 
 
 def _signed(value: float, digits: int) -> str:
@@ -163,6 +168,7 @@ def _environment() -> jinja2.Environment:
         params_text=params_text,
         key_html=key_html,
         plural=plural,
+        noun=noun,
         weight_text=weight_text,
         kernel_svg=pictures.kernel_svg,
         kernel_scale=pictures.kernel_scale,
