@@ -95,6 +95,24 @@ def labels(node: dict) -> list[dict]:
     return [c for c in node.get("claims") or () if c.get("status") not in ("RETRACTED", "REJECTED")]
 
 
+FAMILY_ON_RANDOM = (
+    "a family found in the trained InceptionV1 (the Circuits thread); this model has random weights, "
+    "whose units do not show it"
+)
+
+
+def untrained_family(claim: dict, model) -> bool:
+    """A family claim (made on the trained InceptionV1) shown on a model with random weights."""
+    return claim.get("kind") == "FAMILY" and bool(model) and bool(model.get("weightsAreRandom"))
+
+
+def chip_title(claim: dict, model) -> str:
+    """A claim chip's title: its label, and for a family on random weights, the warning."""
+    if untrained_family(claim, model):
+        return f"{claim['label']} — {FAMILY_ON_RANDOM}"
+    return claim["label"]
+
+
 def short(key: str) -> str:
     """inceptionv1/mixed4c:447 → mixed4c:447"""
     return key.split("/", 1)[-1]
@@ -162,6 +180,8 @@ def _environment() -> jinja2.Environment:
         circuit_path=circuit_path,
         thumb=thumb,
         labels=labels,
+        chip_title=chip_title,
+        untrained_family=untrained_family,
         short=short,
         local=local,
         evidence_picture=evidence_picture,
