@@ -95,6 +95,25 @@ def labels(node: dict) -> list[dict]:
     return [c for c in node.get("claims") or () if c.get("status") not in ("RETRACTED", "REJECTED")]
 
 
+PUBLISHERS = {"lucent": "Lucid's", "torchvision": "torchvision's"}
+
+
+def weights_origin(model: dict) -> str:
+    """Where a model's weights come from, in words (its ``weights`` as the importer recorded them)."""
+    weights = model["weights"]
+    if weights.startswith("random"):
+        return f"seeded random weights ({weights}): not trained, for testing"
+    if weights.startswith("checkpoint "):
+        return f"weights from a checkpoint ({weights.removeprefix('checkpoint ')})"
+    publisher = PUBLISHERS.get(model["source"].partition(":")[0], "published")
+    return f"{publisher} trained weights {weights}"
+
+
+def published_weights(model: dict) -> bool:
+    """The weights its source publishes (what the architecture's description speaks of): not random, no checkpoint."""
+    return not model["weights"].startswith(("random", "checkpoint "))
+
+
 FAMILY_ON_RANDOM = (
     "a family found in the trained InceptionV1 (the Circuits thread); this model has random weights, "
     "whose units do not show it"
@@ -181,6 +200,8 @@ def _environment() -> jinja2.Environment:
         thumb=thumb,
         labels=labels,
         chip_title=chip_title,
+        weights_origin=weights_origin,
+        published_weights=published_weights,
         untrained_family=untrained_family,
         short=short,
         local=local,
