@@ -93,6 +93,9 @@ def test_edges_are_under_the_tiles_and_numbers_sit_on_their_tiles():
         assert x <= float(number[1]) <= x + s and ly <= float(number[2]) <= ly + lh
     # every edge runs straight up through its rows (L) and curves only between them (C)
     assert all(re.fullmatch(r"M[\d.,]+ L[\d.,]+ C[\d., ]+ L[\d.,]+", d) for d in re.findall(r'<path d="([^"]+)"', text))
+    # an edge straight up (a unit right under its only target) still has a box to point at and click
+    hits = re.findall(r'<path class="hit" d="([^"]+)"', text)
+    assert len(hits) == len(edges) and all(h.endswith(" h9") for h in hits)
 
 
 def test_a_long_layer_name_gets_its_column_and_the_units_keep_to_the_page():

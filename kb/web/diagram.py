@@ -190,6 +190,8 @@ def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
         if e.source not in xy or e.target not in xy:
             continue
         d = _path(xy[e.source], xy[e.target])
+        sx, sy = (float(v) for v in d[1:].split(" ", 1)[0].split(","))
+        hit = f"{d} M{sx - 4.5:.1f},{sy:.1f} h9"  # never zero-wide (a straight vertical edge): a box to point at
         if e.weight is None:
             cls, stroke, wid = "edge absent", "#999", 1.5
             title = f"{_short(e.source)} → {_short(e.target)}: not in the weight graph"
@@ -206,7 +208,7 @@ def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
         marks.append(
             f'<g class="{cls}" tabindex="0" role="img" aria-label="{escape(title)}" data-edge="{i}" '
             f'data-source="{escape(e.source)}" data-target="{escape(e.target)}" data-title="{escape(title)}"{data}>'
-            f'<path class="hit" d="{d}" stroke="transparent" stroke-width="{max(wid, 9):.1f}" fill="none"/>'
+            f'<path class="hit" d="{hit}" stroke="transparent" stroke-width="{max(wid, 9):.1f}" fill="none"/>'
             f'<path d="{d}" stroke="{stroke}" stroke-width="{wid:.2f}" fill="none"{dash}/>'
             f"<title>{escape(title)}</title></g>"
         )
