@@ -79,42 +79,45 @@ def order(rows: list[list[Unit]], edges: list[Edge]) -> None:
     """Each row (a layer; the first drawn on top) sorted in place to cut the edges' crossings: the top row by
     index, then sweeps down and up that sort each row by the |weight|-weighted mean position of its neighbours
     in the row just swept (ties keep the row's current order)."""
-    near: dict[str, list[tuple[str, float]]] = {}
+    row_of = {u.key: r for r, row in enumerate(rows) for u in row}
+    links: dict[tuple[str, int], list[tuple[str, float]]] = {}  # (unit, a row) -> its neighbours in that row
     for e in edges:
-        w = abs(e.weight) if e.weight is not None else 0.0
-        near.setdefault(e.source, []).append((e.target, w))
-        near.setdefault(e.target, []).append((e.source, w))
+        if e.source in row_of and e.target in row_of:
+            w = abs(e.weight) if e.weight is not None else 0.0
+            links.setdefault((e.source, row_of[e.target]), []).append((e.target, w))
+            links.setdefault((e.target, row_of[e.source]), []).append((e.source, w))
     place: dict[str, float] = {}
 
     def settle(row: list[Unit]) -> None:
         for i, u in enumerate(row):
             place[u.key] = (i + 0.5) / len(row)  # 0..1 across the row, whatever its length
 
-    def sweep(row: list[Unit], fixed: list[Unit]) -> None:
-        keys = {u.key for u in fixed}
+    def sweep(r: int, fixed: int) -> None:
+        def centre(u: Unit) -> tuple[float, float]:
+            weighted = total = plain = 0.0
+            near = links.get((u.key, fixed), ())
+            for k, w in near:
+                p = place[k]
+                weighted += p * w
+                total += w
+                plain += p
+            if not near:
+                return place[u.key], place[u.key]
+            return (weighted / total if total > 0 else plain / len(near)), place[u.key]
 
-        def centre(u: Unit) -> float:
-            xs = [(place[k], w) for k, w in near.get(u.key, ()) if k in keys]
-            if not xs:
-                return place[u.key]
-            total = sum(w for _, w in xs)
-            if total <= 0:
-                return sum(p for p, _ in xs) / len(xs)
-            return sum(p * w for p, w in xs) / total
-
-        row.sort(key=lambda u: (centre(u), place[u.key]))
-        settle(row)
+        rows[r].sort(key=centre)
+        settle(rows[r])
 
     for row in rows:
         row.sort(key=lambda u: (u.layer, _index(u)))
         settle(row)
     for _ in range(SWEEPS):
         for r in range(1, len(rows)):
-            sweep(rows[r], rows[r - 1])
+            sweep(r, r - 1)
         for r in range(len(rows) - 2, -1, -1):
-            sweep(rows[r], rows[r + 1])
+            sweep(r, r + 1)
     for r in range(1, len(rows)):  # end on a downward pass: the roots' neighbours settle last
-        sweep(rows[r], rows[r - 1])
+        sweep(r, r - 1)
 
 
 def _gap(size: int) -> int:
