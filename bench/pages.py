@@ -1,5 +1,6 @@
 """Server time of the pages: p50 and p99 of the neuron, layer, explore and circuit pages on InceptionV1, beside
-the same GraphQL query alone (the baseline: what the page adds is templates and pictures).
+the same GraphQL query alone for the neuron and explore pages (the baseline: what the page adds is templates and
+pictures; for explore, the diagram's layout at depth 3, perNode 5).
 
 Runs the app in-process (Starlette's TestClient: no network, no uvicorn), after one warm-up pass, over units
 picked at random (seeded). Uses the database in KB_DATABASE_URL when it holds inceptionv1; otherwise imports
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 
 def percentiles(times: list[float]) -> tuple[float, float]:
@@ -46,6 +48,7 @@ def main() -> None:
     from kb.settings import Settings
     from kb.web import pages as P
     from kb.web.app import create_app
+    from kb.web.circuit_pages import EXPLORE
 
     migrate.upgrade(url)
     engine = engine_for(url)
@@ -99,10 +102,18 @@ def main() -> None:
         layer, index = key.rsplit(":", 1)
         return f"/n/{layer}/{index}"
 
+    def explore_query(url: str) -> tuple[str, dict]:
+        q = dict(parse_qsl(urlsplit(url).query))
+        variables = {"roots": [q["roots"]], "direction": "UPSTREAM", "depth": int(q["depth"])}
+        variables["perNode"] = int(q["perNode"])
+        if "$sign" in EXPLORE:  # the page's own choice of edges (a checkout before it had none)
+            variables.update(sign="POSITIVE", orderBy="WEIGHT")
+        return EXPLORE, variables
+
     kinds = {
-        "neuron": (lambda: path(neuron()), lambda k: (P.NEURON, {"k": k})),
+        "neuron": (lambda: path(neuron()), lambda u: (P.NEURON, {"k": u})),
         "layer": (lambda: "/n/" + rng.choice(layers)[0], None),
-        "explore": (lambda: f"/explore?roots={neuron()}&depth=3&perNode=5", None),
+        "explore": (lambda: f"/explore?roots={neuron()}&depth=3&perNode=5", explore_query),
         "circuit": (lambda: "/circuits/" + circuit.split(":")[1], None),
     }
     print(f"{args.n} requests per page, in-process, {os.cpu_count()} CPUs, database {url.split(':')[0]}")
@@ -118,7 +129,7 @@ def main() -> None:
             times.append(time.perf_counter() - t)
             assert r.status_code == 200, (u, r.status_code, r.text[:300])
             if query:
-                q, v = query("/n/" + u[3:])
+                q, v = query(u)
                 t = time.perf_counter()
                 client.post("/graphql", json={"query": q, "variables": v})
                 qtimes.append(time.perf_counter() - t)

@@ -141,6 +141,8 @@ def test_claim_model_and_activity_pages_in_chromium(engine, db_url, inceptionv1,
         assert key["height"] < 1.5 * one_line, (key, one_line)
         chip = evidence.locator(".chip").first
         assert chip.evaluate("c => c.scrollWidth <= c.clientWidth"), "the evidence card's chip is cut"
+        about = b.locator(".about .card .chip").first  # the subjects' cards too
+        assert about.evaluate("c => c.scrollWidth <= c.clientWidth"), "the About card's chip is cut"
         screenshot(b, "claim-page.png")
 
         # a new revision: the reader's Cite block follows without a reload

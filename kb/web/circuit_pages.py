@@ -40,8 +40,9 @@ STATUS = {
 }
 
 EXPLORE = (
-    """query($roots: [String!]!, $direction: Direction!, $depth: Int!, $perNode: Int!) {
-  subgraph(roots: $roots, direction: $direction, depth: $depth, perNode: $perNode) {
+    """query($roots: [String!]!, $direction: Direction!, $depth: Int!, $perNode: Int!, $sign: Sign!,
+  $orderBy: NeighborOrder!) {
+  subgraph(roots: $roots, direction: $direction, depth: $depth, perNode: $perNode, sign: $sign, orderBy: $orderBy) {
     nodes { ...Card layer { name position } model { key weights weightsAreRandom } }
     edges { source { key } target { key } weight kernel } } }"""
     + CARD
@@ -71,9 +72,29 @@ UPDATE = """mutation($k: String!, $r: Int!, $p: CircuitPatch!, $m: String!) {
 
 
 DIRECTIONS = ("UPSTREAM", "DOWNSTREAM", "BOTH")
+# which of a unit's edges the explore form follows (the API's sign and orderBy), as the form words them
+SIGNS = {"POSITIVE": "excitatory", "NEGATIVE": "inhibitory", "ANY": "both"}
+ORDERS = {"WEIGHT": "weight", "MAGNITUDE": "magnitude"}
+FORM_KEYS = ("roots", "direction", "depth", "perNode", "sign", "orderBy")
 _EXPLORE_DOCUMENT = parse(EXPLORE)
 # what a reader typed into the explore form can cause: the form again with the message, and this status
 FORM_CODES = {"BAD_INPUT": 400, "LIMIT_EXCEEDED": 400, "NOT_FOUND": 404, "BAD_KEY": 404}
+
+
+def followed(direction: str, per_node: int, sign: str, order: str) -> str:
+    """What the diagram follows from each unit, in words (the sign and the ranking the form chose)."""
+    ends = {"UPSTREAM": "input", "DOWNSTREAM": "output", "BOTH": "input and output"}[direction]
+    which = {"POSITIVE": "most excitatory", "NEGATIVE": "most inhibitory", "ANY": "strongest"}[sign]
+    if order == "MAGNITUDE":
+        how = " by kernel magnitude ‖K‖" + (" (either sign)" if sign == "ANY" else "")
+    else:
+        how = " by signed weight (largest first)" if sign == "ANY" else " by weight"
+    count = (
+        f"{which} {ends}"
+        if per_node == 1
+        else f"{per_node} {which} {ends.replace('input', 'inputs').replace('output', 'outputs')}"
+    )
+    return f"Each unit's {count}{how}."
 
 
 class FormProblem(Exception):
@@ -150,6 +171,8 @@ class CircuitPages:
             "direction": q.get("direction", "UPSTREAM").upper(),
             "depth": q.get("depth", "2"),
             "perNode": q.get("perNode", "5"),
+            "sign": q.get("sign", "POSITIVE").upper(),
+            "orderBy": q.get("orderBy", "WEIGHT").upper(),
         }
         chosen = chosen or {"units": set(), "edges": set(), "name": "", "description": "", "circuit": ""}
         direction = form["direction"] if form["direction"] in DIRECTIONS else "UPSTREAM"
@@ -160,6 +183,8 @@ class CircuitPages:
             "chosen": chosen,
             "error": error,
             "bounds": self._bounds(max(1, len(roots)), direction),
+            "signs": SIGNS,
+            "orders": ORDERS,
         }
 
         def refused(message: str, code: int = 400) -> HTMLResponse:
@@ -170,13 +195,22 @@ class CircuitPages:
             return render_page(request, "explore.html", context, status)
         if form["direction"] not in DIRECTIONS:
             return refused("direction is UPSTREAM, DOWNSTREAM or BOTH")
+        if form["sign"] not in SIGNS or form["orderBy"] not in ORDERS:
+            return refused("edges are POSITIVE, NEGATIVE or ANY; ranked by WEIGHT or MAGNITUDE")
         try:
             depth, per_node = int(form["depth"]), int(form["perNode"])
         except ValueError:
             return refused("depth and perNode are whole numbers")
         if not 1 <= depth <= query.MAX_DEPTH or not 1 <= per_node <= query.MAX_PER_NODE:  # the API's own limits
             return refused(f"depth must be 1..{query.MAX_DEPTH} and perNode 1..{query.MAX_PER_NODE}")
-        variables = {"roots": roots, "direction": form["direction"], "depth": depth, "perNode": per_node}
+        variables = {
+            "roots": roots,
+            "direction": form["direction"],
+            "depth": depth,
+            "perNode": per_node,
+            "sign": form["sign"],
+            "orderBy": form["orderBy"],
+        }
         try:
             sub = (await self._data("EXPLORE", EXPLORE, variables))["subgraph"]
         except QueryFailed as exc:
@@ -188,7 +222,10 @@ class CircuitPages:
                 message += f" (at depth {depth}, perNode up to {most})" if most else ""
             return refused(message, FORM_CODES[exc.code])
         edges = [diagram.Edge(e["source"]["key"], e["target"]["key"], e["weight"], e["kernel"]) for e in sub["edges"]]
-        label = f"{form['direction'].lower()} subgraph of {form['roots']}, depth {depth}, {per_node} per node"
+        label = (
+            f"{form['direction'].lower()} subgraph of {form['roots']}, depth {depth}, {per_node} per node, "
+            f"{SIGNS[form['sign']]} edges by {ORDERS[form['orderBy']]}"
+        )
         model = sub["nodes"][0]["model"] if sub["nodes"] else None
         circuits, missing = [], []
         if model and signed_in(request):
@@ -207,6 +244,7 @@ class CircuitPages:
                 key=lambda n: (-n["layer"]["position"], int(n["key"].rsplit(":", 1)[1])),
             ),
             edge_list=edges,
+            followed=followed(form["direction"], per_node, form["sign"], form["orderBy"]),
             circuits=circuits,
             missing=missing,
             back="/explore?" + urlencode(form),
@@ -240,7 +278,8 @@ class CircuitPages:
             info, fields = await self.auth.session_post(request, lists=True, max_bytes=MAX_FORM, max_fields=MAX_FIELDS)
         except forms.Refused as exc:
             return _refused(request, exc)
-        q = {k: _one(fields, k) for k in ("roots", "direction", "depth", "perNode")}
+        q = {k: _one(fields, k) for k in FORM_KEYS}
+        q = {k: v for k, v in q.items() if v or k not in ("sign", "orderBy")}  # a form without them: the defaults
         units = list(dict.fromkeys(u for u in fields.get("unit", []) if u))
         pairs = list(dict.fromkeys(p for p in (_pair(v) for v in fields.get("edge", [])) if p))
         chosen = {

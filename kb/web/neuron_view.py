@@ -57,7 +57,10 @@ async def _cards(info: _Info, nodes: list[Neuron]) -> dict[str, dict]:
         n.key: {
             "key": n.key,
             "visualizations": [_vis(v, False) for v in vs if v.kind.name == "FEATURE_VIS"],
-            "claims": [{"key": c.key, "label": c.label, "status": c.status.name} for c in map(Claim.of, rows)],
+            "claims": [
+                {"key": c.key, "label": c.label, "status": c.status.name, "kind": c.kind.name}
+                for c in map(Claim.of, rows)
+            ],
             "_all": vs,
             "_claims": rows,
         }

@@ -31,7 +31,7 @@ from kb.web.templating import local, neuron_path, templates, thumb, weight_texts
 from kb.web.unavailable import retry_after
 
 CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind params artifact { url } }
-  claims { key label status } }"""
+  claims { key label status kind } }"""
 
 EDGE = "totalCount edges { weight magnitude method node { ...Card } }"
 EDGE_K = "totalCount edges { weight magnitude method kernel node { ...Card } }"

@@ -95,6 +95,43 @@ def labels(node: dict) -> list[dict]:
     return [c for c in node.get("claims") or () if c.get("status") not in ("RETRACTED", "REJECTED")]
 
 
+PUBLISHERS = {"lucent": "Lucid's", "torchvision": "torchvision's"}
+
+
+def weights_origin(model: dict) -> str:
+    """Where a model's weights come from, in words (its ``weights`` as the importer recorded them)."""
+    weights = model["weights"]
+    if weights.startswith("random"):
+        return f"seeded random weights ({weights}): not trained, for testing"
+    if weights.startswith("checkpoint "):
+        return f"weights from a checkpoint ({weights.removeprefix('checkpoint ')})"
+    publisher = PUBLISHERS.get(model["source"].partition(":")[0], "published")
+    return f"{publisher} trained weights {weights}"
+
+
+def published_weights(model: dict) -> bool:
+    """The weights its source publishes (what the architecture's description speaks of): not random, no checkpoint."""
+    return not model["weights"].startswith(("random", "checkpoint "))
+
+
+FAMILY_ON_RANDOM = (
+    "a family found in the trained InceptionV1 (the Circuits thread); this model has random weights, "
+    "whose units do not show it"
+)
+
+
+def untrained_family(claim: dict, model) -> bool:
+    """A family claim (made on the trained InceptionV1) shown on a model with random weights."""
+    return claim.get("kind") == "FAMILY" and bool(model) and bool(model.get("weightsAreRandom"))
+
+
+def chip_title(claim: dict, model) -> str:
+    """A claim chip's title: its label, and for a family on random weights, the warning."""
+    if untrained_family(claim, model):
+        return f"{claim['label']} — {FAMILY_ON_RANDOM}"
+    return claim["label"]
+
+
 def short(key: str) -> str:
     """inceptionv1/mixed4c:447 → mixed4c:447"""
     return key.split("/", 1)[-1]
@@ -106,9 +143,14 @@ def key_html(key: str) -> Markup:
     return Markup("<wbr>".join(escape(part) for part in re.split(r"(?<=[/:.])", key)))
 
 
+def noun(count: int, word: str, words: str | None = None) -> str:
+    """The noun alone, as the count wants it (a label beside its number): ``claim`` for 1, ``claims`` else."""
+    return word if count == 1 else words or word + "s"
+
+
 def plural(count: int, word: str, words: str | None = None) -> str:
     """``1 unit``, ``2 units``, ``1,024 units``; ``words``: an irregular plural."""
-    return f"{count:,} {word if count == 1 else words or word + 's'}"
+    return f"{count:,} {noun(count, word, words)}"
 
 
 def _signed(value: float, digits: int) -> str:
@@ -157,12 +199,17 @@ def _environment() -> jinja2.Environment:
         circuit_path=circuit_path,
         thumb=thumb,
         labels=labels,
+        chip_title=chip_title,
+        weights_origin=weights_origin,
+        published_weights=published_weights,
+        untrained_family=untrained_family,
         short=short,
         local=local,
         evidence_picture=evidence_picture,
         params_text=params_text,
         key_html=key_html,
         plural=plural,
+        noun=noun,
         weight_text=weight_text,
         kernel_svg=pictures.kernel_svg,
         kernel_scale=pictures.kernel_scale,
