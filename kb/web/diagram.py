@@ -16,6 +16,8 @@ from html import escape
 
 from markupsafe import Markup
 
+from kb.render.thumbnails import Picture
+
 THUMB = 56  # a unit's picture, in px
 SMALL = 40  # in layers with more units than fit a line
 GAP = 16  # between pictures in a line
@@ -32,7 +34,7 @@ class Unit:
     path: str
     layer: str
     position: int  # the layer's position in the model
-    thumb: str | None = None
+    picture: Picture | None = None  # kb.render.thumbnails: the preset's render, a fallback (marked), or none
     labels: list[str] = field(default_factory=list)
 
 
@@ -68,6 +70,27 @@ def _order(rows: list[list[Unit]], edges: list[Edge]) -> None:
             row.sort(key=centre)
         for i, u in enumerate(row):
             place[u.key] = i - (len(row) - 1) / 2
+
+
+def _picture(u: Unit, x: float, y: float, s: int) -> str:
+    """The unit's picture (a placeholder tile when it has none; a fallback marked in its corner), in a group that
+    static/live.js swaps when the thumbnail lands (data-thumb)."""
+    p = u.picture
+    if p is None:
+        inner = f'<rect class="ph" x="{x:.0f}" y="{y:.0f}" width="{s}" height="{s}" rx="3"/>'
+    else:
+        inner = (
+            f'<image href="{escape(p.url)}" x="{x:.0f}" y="{y:.0f}" width="{s}" height="{s}" '
+            f'preserveAspectRatio="xMidYMid slice"/>'
+        )
+        if p.fallback:
+            note = escape(f"not the thumbnail preset: a render with {p.fallback}")
+            inner += (
+                f'<g class="fallback"><title>{note}</title>'
+                f'<rect x="{x + s - 13:.0f}" y="{y + 1:.0f}" width="12" height="9" rx="2"/>'
+                f'<text x="{x + s - 7:.0f}" y="{y + 8.5:.1f}" text-anchor="middle">≠</text></g>'
+            )
+    return f'<g class="pic" data-thumb="{escape(u.key)}">{inner}</g>'
 
 
 def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
@@ -138,12 +161,7 @@ def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
         s = size[u.key]
         labels = f" · {', '.join(u.labels)}" if u.labels else ""
         name = escape(_short(u.key) + labels)
-        picture = (
-            f'<image href="{escape(u.thumb)}" x="{x:.0f}" y="{y0:.0f}" width="{s}" height="{s}" '
-            f'preserveAspectRatio="xMidYMid slice"/>'
-            if u.thumb
-            else f'<rect class="ph" x="{x:.0f}" y="{y0:.0f}" width="{s}" height="{s}" rx="3"/>'
-        )
+        picture = _picture(u, x, y0, s)
         pictures.append(
             f'<a class="unit" href="{escape(u.path)}" data-unit="{escape(u.key)}" aria-label="{name}">'
             f"<title>{name}</title>{picture}"

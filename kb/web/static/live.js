@@ -1,9 +1,10 @@
-// Live neuron and claim pages (progressive enhancement: every form works without this file).
+// Live pages (progressive enhancement: every form works without this file): neuron and claim pages, and the pages
+// whose unit cards wait for thumbnails (kb.web.thumbnails).
 //
 // A page that names a stream (<meta name="kb-live" content="/events?..." data-page="/n/...">) follows it: on each
-// change (a claim, a review, a render) it fetches its own page again and swaps in the parts marked data-live,
-// and adds the new items of lists marked data-live-list. Forms are never inside a swapped part, so nothing typed
-// is lost. Review forms (data-enhance) post in place; the Render button (data-render) shows the jobs' progress
+// change (a claim, a review, a render) it fetches its own page again and swaps in the parts marked data-live, adds
+// the new items of lists marked data-live-list, and swaps in the unit cards' pictures that changed (data-thumb).
+// Forms are never inside a swapped part, so nothing typed is lost. Review forms (data-enhance) post in place; the Render button (data-render) shows the jobs' progress
 // until the picture appears.
 "use strict";
 (function () {
@@ -36,10 +37,24 @@
       const mine = document.getElementById(part.id);
       if (mine && mine.hasAttribute("data-live")) mine.replaceWith(document.importNode(part, true));
     });
+    swapPictures(doc);
     const current = document.getElementById("edit-current");
     const expected = document.querySelector('#edit-form input[name="expectedRevision"]');
     const stale = document.getElementById("edit-stale");
     if (current && expected && stale) stale.hidden = current.dataset.revision === expected.value;
+  }
+
+  // Unit cards' pictures (data-thumb: a unit's key): one that changed on the server (a thumbnail landed in place
+  // of a placeholder or of a fallback) replaces the page's, wherever that unit is shown.
+  function swapPictures(doc) {
+    const fresh = new Map();
+    doc.querySelectorAll("[data-thumb]").forEach(function (el) {
+      if (!fresh.has(el.dataset.thumb)) fresh.set(el.dataset.thumb, el);
+    });
+    document.querySelectorAll("[data-thumb]").forEach(function (mine) {
+      const theirs = fresh.get(mine.dataset.thumb);
+      if (theirs && theirs.innerHTML !== mine.innerHTML) mine.replaceWith(document.importNode(theirs, true));
+    });
   }
 
   async function refresh() {
