@@ -109,8 +109,9 @@ def ask_model(conn: sa.Connection, units: list[Unit], params: dict, h: str, most
         }
         for u in chosen
     ]
-    stmt = _insert(conn).values(rows).on_conflict_do_nothing().returning(t.c.id, t.c.layer_key, t.c.unit)
-    made = {(r.layer_key, r.unit): r.id for r in conn.execute(stmt)}
+    # one statement (SQLAlchemy sends the rows as multi-row VALUES); its compiled form is cached, not built per row
+    stmt = _insert(conn).on_conflict_do_nothing().returning(t.c.id, t.c.layer_key, t.c.unit)
+    made = {(r.layer_key, r.unit): r.id for r in conn.execute(stmt, rows)}
     queued = [{**r, "id": made[(r["layer_key"], r["unit"])]} for r in rows if (r["layer_key"], r["unit"]) in made]
     return Asked(queued, capped)
 
@@ -137,7 +138,8 @@ def ask_for_thumbnails(engine: sa.Engine, settings, units: list[Unit], requester
         from kb.render.enqueue import enqueue
 
         try:
-            enqueue(out.queued, engine=engine)
+            # one message per layer: it only wakes a worker, which takes the due work from the table (kb.render.lanes)
+            enqueue(out.queued, batch=len(out.queued), engine=engine)
         except Exception as exc:  # saved: a worker's sweeper sends what the broker did not take
             log.warning(
                 "thumbnail jobs %s are saved but the broker did not take them (%s: %s); a worker's sweeper sends them",
