@@ -6,8 +6,8 @@ Cheap, bounded and idempotent:
 
 - one statement finds which of the shown units already have the preset's job (queued, running, done, or ended
   without an image: a failed or cancelled thumbnail is not asked again by page views; an editor's request
-  queues it afresh), and one INSERT adds the others (``ON CONFLICT DO NOTHING``: two views asking at once make
-  one job);
+  queues it afresh); when all have one, that is all the view costs. Otherwise one INSERT adds the others
+  (``ON CONFLICT DO NOTHING``: two views asking at once make one job);
 - at most ``KB_VIEW_QUEUE_MAX`` view jobs of a model are queued or running: a view asks for as many as fit, in
   the order the page shows them, and beyond that for none. The count and the insert run under a lock of the
   model (PostgreSQL: a transaction advisory lock; SQLite: its write lock, taken first), so views counted at the
@@ -64,23 +64,34 @@ def _insert(conn: sa.Connection):
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(render_job_table)
 
 
-def ask_model(conn: sa.Connection, units: list[Unit], params: dict, h: str, most: int, requester: int | None) -> Asked:
-    """Within one transaction: queue the preset's job for each of ``units`` (one model) that has none."""
+def _missing(conn: sa.Connection, units: list[Unit], h: str) -> list[Unit]:
+    """Those of ``units`` (one model) without the preset's job, in order, each once: one statement."""
     t = render_job_table
-    sha = units[0].model_sha256
-    _lock_model(conn, sha)
     have = {
         (layer, unit)
         for layer, unit in conn.execute(
             sa.select(t.c.layer_key, t.c.unit).where(
-                t.c.model_sha256 == sha,
+                t.c.model_sha256 == units[0].model_sha256,
                 t.c.kind == thumbnails.KIND,
                 t.c.params_hash == h,
                 sa.tuple_(t.c.layer_key, t.c.unit).in_([(u.layer_key, u.unit) for u in units]),
             )
         )
     }
-    missing = list({(u.layer_key, u.unit): u for u in units if (u.layer_key, u.unit) not in have}.values())
+    return list({(u.layer_key, u.unit): u for u in units if (u.layer_key, u.unit) not in have}.values())
+
+
+def ask_model(conn: sa.Connection, units: list[Unit], params: dict, h: str, most: int, requester: int | None) -> Asked:
+    """Within one transaction: queue the preset's job for each of ``units`` (one model) that has none. A view
+    whose units all have theirs (the usual case) reads once and writes nothing; one with missing units takes the
+    model's lock and looks again under it, then counts and inserts."""
+    t = render_job_table
+    sha = units[0].model_sha256
+    missing = _missing(conn, units, h)
+    if not missing:
+        return Asked()
+    _lock_model(conn, sha)
+    missing = _missing(conn, missing, h)
     if not missing:
         return Asked()
     waiting = conn.execute(
