@@ -67,14 +67,15 @@ def _insert(conn: sa.Connection):
 def _missing(conn: sa.Connection, units: list[Unit], h: str) -> list[Unit]:
     """Those of ``units`` (one model) without the preset's job, in order, each once: one statement."""
     t = render_job_table
+    by_layer: dict[str, set[int]] = defaultdict(set)
+    for u in units:
+        by_layer[u.layer_key].add(u.unit)
+    shown = sa.or_(*(sa.and_(t.c.layer_key == layer, t.c.unit.in_(sorted(i))) for layer, i in by_layer.items()))
     have = {
         (layer, unit)
         for layer, unit in conn.execute(
             sa.select(t.c.layer_key, t.c.unit).where(
-                t.c.model_sha256 == units[0].model_sha256,
-                t.c.kind == thumbnails.KIND,
-                t.c.params_hash == h,
-                sa.tuple_(t.c.layer_key, t.c.unit).in_([(u.layer_key, u.unit) for u in units]),
+                t.c.model_sha256 == units[0].model_sha256, t.c.kind == thumbnails.KIND, t.c.params_hash == h, shown
             )
         )
     }
