@@ -25,14 +25,10 @@ from kb.render.jobs import Unit
 from kb.render.thumbnails import Picture
 from kb.render.view_lane import ask_for_thumbnails
 from kb.web.auth.current import signed_in
+from kb.web.templating import local
 
 log = logging.getLogger("kb.web.thumbnails")
 STREAM_KEYS = 80  # a stream names at most this many units; more: the models' renders
-
-
-def _local(url: str) -> str:
-    i = url.find("/artifacts/")
-    return url[i:] if i >= 0 else url
 
 
 class CardPictures:
@@ -47,7 +43,7 @@ class CardPictures:
 
     def pick(self, renders) -> Picture | None:
         """A card's picture among a unit's renders (GraphQL's ``visualizations``: kind, params, artifact.url)."""
-        shown = [{"kind": v["kind"], "params": v["params"], "url": _local(v["artifact"]["url"])} for v in renders]
+        shown = [{"kind": v["kind"], "params": v["params"], "url": local(v["artifact"]["url"])} for v in renders]
         return thumbnails.pick(shown, self.preset)
 
     def of(self, node: dict) -> Picture | None:
