@@ -156,6 +156,26 @@ def test_workers_take_view_work_after_interactive_and_before_bulk(engine, model,
     assert order == ["interactive", "view", "bulk"]
 
 
+def test_a_batch_of_thumbnails_that_lands_is_one_activity_entry_naming_its_units(engine, model, fresh):
+    from front_renders import picture
+
+    from kb.claims import activity
+    from kb.render import artifacts
+    from kb.settings import get_settings
+
+    asked = ask_for_thumbnails(engine, _settings(engine), fresh[:2])
+    with engine.connect() as conn:
+        before = activity.last_seq(conn)
+    with engine.begin() as conn:
+        started = jobs.start(conn, asked.ids, "test-worker", 60)
+    assert artifacts.store(engine, get_settings(), started, [picture(j["id"]) for j in started]) == asked.ids
+    with engine.connect() as conn:
+        rows = [r for r in activity.after(conn, before) if r["kind"] == "RENDER"]
+    assert [r["subject"] for r in rows] == [f"thumbnails:{asked.ids[0]}"], rows  # not one per picture
+    assert rows[0]["neurons"] == [f"{model['key']}/c1:0", f"{model['key']}/c1:1"]  # what open pages swap in
+    assert rows[0]["summary"] == "thumbnails of 2 units of c1 (feature_vis, size 64, steps 16)"
+
+
 # --- the pages ------------------------------------------------------------------------------------------
 
 
