@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     render_queue_quota: int = Field(
         1024, description="unit-jobs one account may have queued or running at once (a layer of 512 counts 512)"
     )
+    thumbnail_size: int = Field(64, description="the unit cards' thumbnail preset: FEATURE_VIS at this size (px)")
+    thumbnail_steps: int = Field(16, description="the thumbnail preset's optimisation steps (seed 0, else lucent's)")
+    view_thumbnails: bool = Field(
+        True, description="pages ask for the thumbnails their cards lack (the view lane), for anyone browsing"
+    )
+    view_queue_max: int = Field(
+        300, description="view-lane jobs queued or running per model, at most: past it, pages ask for none"
+    )
     render_units_per_mutation: int = Field(
         64, description="requestRender counts against the mutation rate limit once per this many units, rounded up"
     )

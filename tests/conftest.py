@@ -35,6 +35,9 @@ get_settings.cache_clear()
 ADMIN_URL = os.environ.get("KB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # Render jobs go to a real Redis (a database of its own for the tests; workers are started by the tests).
 os.environ.setdefault("KB_BROKER_URL", os.environ.get("KB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+# Pages ask for the thumbnails their cards lack (kb.web.thumbnails) only in the tests about that
+# (tests/test_view_thumbnails.py): elsewhere a page view would queue render jobs the test did not ask for.
+os.environ.setdefault("KB_VIEW_THUMBNAILS", "false")
 BACKEND = os.environ.get("KB_TEST_DATABASE", "postgresql")
 # Files the code writes to its data folder (serving graph files, artifacts) go to a folder of this session's.
 os.environ.setdefault("KB_DATA_DIR", tempfile.mkdtemp(prefix="kb-test-data-"))

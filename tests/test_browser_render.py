@@ -22,14 +22,15 @@ from servers import kb_serve
 from kb.db.render_tables import dataset_table
 from kb.db.tables import utcnow
 from kb.render.params import params_hash
-from kb.render.presets import PRESETS
+from kb.render.presets import presets
+from kb.settings import Settings
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no system chromium")
 expect = playwright.expect
 LAYER = "/n/inceptionv1/conv2d2"  # 192 units
 UNIT = "/n/inceptionv1/conv2d1/5"
-THUMBNAIL = params_hash("FEATURE_VIS", PRESETS["thumbnail"].params.relevant("FEATURE_VIS"))
+THUMBNAIL = params_hash("FEATURE_VIS", presets(Settings())["thumbnail"].params.relevant("FEATURE_VIS"))
 
 
 def _states(engine, layer: str, unit: int | None = None) -> dict[str, int]:

@@ -109,7 +109,8 @@ def test_each_model_is_a_card_with_counts_that_match_the_database(api, engine, f
 
 def test_the_strip_shows_the_rendered_units_pictures(api, engine, front):
     cards = _cards(api.get("/").text)
-    strip = re.findall(r'<a href="(/n/inceptionv1/[^"]+)"[^>]*>\s*<img src="([^"]+)"', cards["inceptionv1"])
+    picture = r'<a href="(/n/inceptionv1/[^"]+)"[^>]*>\s*<span class="pic" data-thumb="[^"]+"><img src="([^"]+)"'
+    strip = re.findall(picture, cards["inceptionv1"])
     rendered = _rendered_units_in_db(engine, "inceptionv1")
     shown = [(p.split("/")[3], int(p.split("/")[4])) for p, _ in strip]
     assert len(shown) == min(8, len(rendered)) and set(shown) <= rendered  # never the negative or queued ones

@@ -18,7 +18,7 @@ from kb.claims import sessions
 from kb.db.render_tables import dataset_table
 from kb.db.tables import utcnow
 from kb.render.params import params_hash
-from kb.render.presets import PRESETS
+from kb.render.presets import presets
 from kb.settings import Settings
 from kb.web.app import create_app
 
@@ -64,7 +64,7 @@ def _job(engine, job_id: int) -> dict:
     return {**row._asdict(), "params": params}
 
 
-THUMBNAIL = params_hash("FEATURE_VIS", PRESETS["thumbnail"].params.relevant("FEATURE_VIS"))
+THUMBNAIL = params_hash("FEATURE_VIS", presets(Settings())["thumbnail"].params.relevant("FEATURE_VIS"))
 
 
 def _thumbnails(engine, layer: str) -> dict[str, int]:

@@ -122,8 +122,12 @@ def render_ended(conn: sa.Connection, job_id: int) -> int | None:
 
     t = render_job_table
     job = conn.execute(
-        sa.select(t.c.kind, t.c.model_key, t.c.layer_key, t.c.unit, t.c.status, t.c.batch_id).where(t.c.id == job_id)
+        sa.select(t.c.kind, t.c.model_key, t.c.layer_key, t.c.unit, t.c.status, t.c.batch_id, t.c.lane).where(
+            t.c.id == job_id
+        )
     ).one()
+    if job.lane == "view" and job.batch_id is None:  # a page's thumbnail: one entry per device batch, below
+        return None
     if job.batch_id is None:
         if job.status != "DONE":
             return None
@@ -152,6 +156,21 @@ def render_ended(conn: sa.Connection, job_id: int) -> int | None:
     )
     neurons = [f"{job.model_key}/{r.layer_key}:{r.unit}" for r in done]
     return record(conn, "RENDER", job.model_key, f"renders:{job.batch_id}", summary, None, neurons)
+
+
+def thumbnails_landed(conn: sa.Connection, jobs: list[dict[str, Any]]) -> int | None:
+    """Thumbnails that pages asked for (view-lane jobs, kb.render.view_lane) landed together, one device batch of
+    one layer: one entry naming every unit, so that open pages showing them swap the pictures in (kb.web.live)
+    while the feed gets a line per batch, not per picture. In the batch's transaction."""
+    if not jobs:
+        return None
+    first = jobs[0]
+    neurons = [f"{j['model_key']}/{j['layer_key']}:{j['unit']}" for j in jobs]
+    p = first["params"] or {}
+    shown = ", ".join(f"{k} {p[k]}" for k in ("size", "steps") if p.get(k))
+    many = f"{len(jobs)} units of {first['layer_key']}" if len(jobs) > 1 else neurons[0]
+    summary = f"thumbnails of {many} ({first['kind'].lower()}" + (f", {shown})" if shown else ")")
+    return record(conn, "RENDER", first["model_key"], f"thumbnails:{first['id']}", summary, None, neurons)
 
 
 def _row(r: sa.Row[Any]) -> dict[str, Any]:

@@ -65,4 +65,9 @@ def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: li
             )
             if artifact_id is not None:
                 landed.append(job["id"])
+        views = [j for j in group if j["id"] in landed and j.get("lane") == "view" and j.get("batch_id") is None]
+        if views:  # pages' thumbnails: one activity entry for the batch (kb.claims.activity.render_ended skips them)
+            from kb.claims import activity
+
+            activity.thumbnails_landed(conn, views)
     return landed

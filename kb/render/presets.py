@@ -1,6 +1,7 @@
 """The render choices the pages offer: named parameter presets and the kinds a person picks from.
 
-``thumbnail`` (64 px, 16 steps) is the small picture a layer's grid shows, cheap enough to ask for a whole layer;
+``thumbnail`` is the knowledge base's thumbnail preset (kb.render.thumbnails: ``KB_THUMBNAIL_SIZE``/``_STEPS``,
+64 px and 16 steps by default), the small picture every unit card shows, cheap enough to ask for a whole layer;
 ``microscope`` (128 px, 512 steps: lucent's defaults, as OpenAI Microscope showed units) is the full picture.
 A choice of kind is a render kind plus what it changes in the parameters (the negative visualization is
 FEATURE_VIS with ``negative``; dataset examples name a data set)."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from kb.render import thumbnails
 from kb.render.params import RenderParams
 
 
@@ -19,11 +21,14 @@ class Preset:
     params: RenderParams
 
 
-PRESETS = {
-    "thumbnail": Preset("thumbnail", "Thumbnail (64 px, 16 steps)", RenderParams(size=64, steps=16)),
-    "microscope": Preset("microscope", "Microscope (128 px, 512 steps)", RenderParams(size=128, steps=512)),
-}
+MICROSCOPE = Preset("microscope", "Microscope (128 px, 512 steps)", RenderParams(size=128, steps=512))
 DEFAULT = "thumbnail"
+
+
+def presets(settings) -> dict[str, Preset]:
+    """The presets by name, the thumbnail one as this knowledge base's settings make it."""
+    t = thumbnails.preset(settings)
+    return {"thumbnail": Preset("thumbnail", f"Thumbnail ({t.size} px, {t.steps} steps)", t), "microscope": MICROSCOPE}
 
 
 @dataclass(frozen=True)
@@ -50,18 +55,19 @@ class UnknownChoice(ValueError):
     pass
 
 
-def preset(name: str) -> Preset:
+def preset(name: str, settings) -> Preset:
     """The preset by name; UnknownChoice names the presets."""
-    if name not in PRESETS:
-        raise UnknownChoice(f"preset must be one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    known = presets(settings)
+    if name not in known:
+        raise UnknownChoice(f"preset must be one of {', '.join(known)}")
+    return known[name]
 
 
-def render_choice(kind: str, preset_name: str, dataset: str = "") -> tuple[str, RenderParams]:
+def render_choice(kind: str, preset_name: str, settings, dataset: str = "") -> tuple[str, RenderParams]:
     """(render kind, parameters) for a page's choice of kind and preset (and data set, for dataset examples)."""
     if kind not in CHOICES:
         raise UnknownChoice(f"kind must be one of {', '.join(CHOICES)}")
-    choice, p = CHOICES[kind], preset(preset_name).params
+    choice, p = CHOICES[kind], preset(preset_name, settings).params
     if choice.negative:
         p = replace(p, negative=True)
     if choice.needs_dataset:

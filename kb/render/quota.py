@@ -44,10 +44,13 @@ def lock_account(conn: sa.Connection, user_id: int) -> None:
 
 
 def queued(conn: sa.Connection, user_id: int) -> int:
-    """Unit-jobs this account asked for that are queued or running."""
+    """Unit-jobs this account asked for that are queued or running; thumbnails its page views asked for (the view
+    lane, kb.render.view_lane) are not the account's work and do not count."""
     t = render_job_table
     return conn.execute(
-        sa.select(sa.func.count()).select_from(t).where(t.c.requested_by == user_id, t.c.status.in_(WAITING))
+        sa.select(sa.func.count())
+        .select_from(t)
+        .where(t.c.requested_by == user_id, t.c.status.in_(WAITING), t.c.lane != "view")
     ).scalar_one()
 
 

@@ -46,6 +46,7 @@ from kb.web.ratelimit import RateLimits
 from kb.web.render_forms import RenderForms, render_form_routes
 from kb.web.request_limit import RequestLimit
 from kb.web.templating import STATIC, Static
+from kb.web.thumbnails import CardPictures
 from kb.web.unavailable import Unavailable, retry_after_header
 
 log = logging.getLogger("kb.web")
@@ -140,7 +141,8 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         return Context(graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account)
 
     annotate = Annotate(auth, pages, schema, as_account)
-    circuit_pages = CircuitPages(schema, as_account, auth)
+    pictures = CardPictures(engine, settings, graphs)  # unit cards' thumbnails (kb.web.thumbnails)
+    circuit_pages = CircuitPages(schema, as_account, auth, pictures)
     render_forms = RenderForms(auth, pages, schema, as_account)
 
     async def artifact(request: Request):
@@ -195,6 +197,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.graphql = graphql
     app.state.pages = pages
     app.state.live = live
+    app.state.pictures = pictures
     app.add_middleware(CurrentSession, engine=engine)
     app.add_middleware(Unavailable)  # a full pool before or beside GraphQL (the sign-in lookup): 503, Retry-After
     app.add_middleware(RequestLimit, rates=rates)  # outside the session look-up: a refusal reads no database

@@ -24,7 +24,7 @@ from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import AuthPages
 from kb.web.page_query import QueryFailed, run_query
-from kb.web.pages import CARD, diagram_units, message_page, part_missing, render_page
+from kb.web.pages import CARD, diagram_units, lacking_keys, message_page, part_missing, render_page
 from kb.web.templating import plural
 
 MAX_FORM = 512 * 1024  # a selection or an edit names up to MAX_EDGES edges
@@ -129,8 +129,9 @@ def _refused(request: Request, exc: forms.Refused) -> HTMLResponse:
 
 
 class CircuitPages:
-    def __init__(self, schema, context_factory, auth: AuthPages):
+    def __init__(self, schema, context_factory, auth: AuthPages, pictures):
         self.schema = schema
+        self.pictures = pictures  # kb.web.thumbnails.CardPictures: the units' pictures in the diagrams
         self.context_factory = context_factory  # (account or None) -> a kb.schema.context.Context
         self.auth = auth  # its session_post checks every form post (origin, session, CSRF)
 
@@ -211,6 +212,8 @@ class CircuitPages:
             "sign": form["sign"],
             "orderBy": form["orderBy"],
         }
+        pictures = self.pictures
+        since = await pictures.since()
         try:
             sub = (await self._data("EXPLORE", EXPLORE, variables))["subgraph"]
         except QueryFailed as exc:
@@ -235,7 +238,7 @@ class CircuitPages:
             except QueryFailed as exc:
                 missing.append(part_missing(f"The circuits of {model['key']} to add to", exc))
         context.update(
-            svg=diagram.svg(diagram_units(sub["nodes"]), edges, label),
+            svg=diagram.svg(diagram_units(sub["nodes"], pictures), edges, label),
             nodes=len(sub["nodes"]),
             edges=len(edges),
             model=model,
@@ -249,7 +252,9 @@ class CircuitPages:
             missing=missing,
             back="/explore?" + urlencode(form),
         )
-        return render_page(request, "explore.html", context, status)
+        lacking = lacking_keys(pictures, sub["nodes"])
+        context["thumb_stream"] = pictures.stream(lacking, since)
+        return pictures.ask_later(request, render_page(request, "explore.html", context, status), lacking)
 
     def _bounds(self, roots: int, direction: str) -> dict:
         """The largest depth and perNode the form's inputs offer: the API's limits (kb.schema.query), and for each
@@ -393,7 +398,7 @@ class CircuitPages:
             "history": list(reversed(revs)),
             "diffs": diffs,
             "description_html": description_html,
-            "svg": diagram.svg(diagram_units(c["neurons"]), edges, f"circuit {c['name']}"),
+            "svg": diagram.svg(diagram_units(c["neurons"], self.pictures), edges, f"circuit {c['name']}"),
             "cards": {n["key"]: n for n in c["neurons"]},
             "model": c["neurons"][0]["model"] if c["neurons"] else None,
             "mine": None,

@@ -24,6 +24,8 @@ from html import escape
 
 from markupsafe import Markup
 
+from kb.render.thumbnails import Picture
+
 SIZES = (56, 48, 40, 34, 30)  # a unit's tile, in px: the largest at which its layer fits one line
 MAX_SPAN = 1060  # the units' width: the page's width less the layer names' column
 WIDTH = 1164  # the whole figure at most, as wide as the page: drawn at its own size, never shrunk
@@ -42,7 +44,7 @@ class Unit:
     path: str
     layer: str
     position: int  # the layer's position in the model
-    thumb: str | None = None
+    picture: Picture | None = None  # kb.render.thumbnails: the preset's render, a fallback (marked), or none
     labels: list[str] = field(default_factory=list)
 
 
@@ -172,6 +174,27 @@ def _path(a: Place, b: Place) -> str:
     return f"M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 - bend:.1f} {x2:.1f},{y2 + bend:.1f} {x2:.1f},{y2:.1f}"
 
 
+def _picture(u: Unit, x: float, y: float, s: int) -> str:
+    """The unit's picture (a placeholder tile when it has none; a fallback marked in its corner), in a group that
+    static/live.js swaps when the thumbnail lands (data-thumb)."""
+    p = u.picture
+    if p is None:
+        inner = f'<rect class="ph" x="{x:.1f}" y="{y:.0f}" width="{s}" height="{s}" rx="3"/>'
+    else:
+        inner = (
+            f'<image href="{escape(p.url)}" x="{x:.1f}" y="{y:.0f}" width="{s}" height="{s}" '
+            f'preserveAspectRatio="xMidYMid slice"/>'
+        )
+        if p.fallback:
+            note = escape(f"not the thumbnail preset: a render with {p.fallback}")
+            inner += (
+                f'<g class="fallback"><title>{note}</title>'
+                f'<rect x="{x + s - 13:.0f}" y="{y + 1:.0f}" width="12" height="9" rx="2"/>'
+                f'<text x="{x + s - 7:.0f}" y="{y + 8.5:.1f}" text-anchor="middle">≠</text></g>'
+            )
+    return f'<g class="pic" data-thumb="{escape(u.key)}">{inner}</g>'
+
+
 def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
     by_position: dict[int, list[Unit]] = {}
     for u in units:
@@ -222,12 +245,7 @@ def svg(units: list[Unit], edges: list[Edge], label: str) -> Markup:
             x, y0, s = p.x, p.y, p.size
             labels = f" · {', '.join(u.labels)}" if u.labels else ""
             name = escape(_short(u.key) + labels)
-            picture = (
-                f'<image href="{escape(u.thumb)}" x="{x:.1f}" y="{y0:.0f}" width="{s}" height="{s}" '
-                f'preserveAspectRatio="xMidYMid slice"/>'
-                if u.thumb
-                else f'<rect class="ph" x="{x:.1f}" y="{y0:.0f}" width="{s}" height="{s}" rx="3"/>'
-            )
+            picture = _picture(u, x, y0, s)
             number = str(_index(u))
             lw = min(s, 6.2 * len(number) + 4)
             pictures.append(

@@ -27,7 +27,7 @@ from kb.web import diagram, neuron_view, render_controls, text_work
 from kb.web.auth.current import signed_in
 from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
-from kb.web.templating import local, neuron_path, templates, thumb, weight_texts
+from kb.web.templating import local, neuron_path, templates, weight_texts
 from kb.web.unavailable import retry_after
 
 CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind params artifact { url } }
@@ -209,18 +209,24 @@ def _renders(vis: list[dict]) -> list[dict]:
     return out
 
 
-def diagram_units(nodes: list[dict]) -> list[diagram.Unit]:
+def diagram_units(nodes: list[dict], pictures) -> list[diagram.Unit]:
+    """The diagram's units, each with its card picture chosen by ``pictures`` (kb.web.thumbnails.CardPictures)."""
     return [
         diagram.Unit(
             key=n["key"],
             path=neuron_path(n["key"]),
             layer=n["layer"]["name"],
             position=n["layer"]["position"],
-            thumb=thumb(n),
+            picture=pictures.of(n),
             labels=[c["label"] for c in n["claims"] if c["status"] not in ("RETRACTED", "REJECTED")][:3],
         )
         for n in nodes
     ]
+
+
+def lacking_keys(pictures, nodes: list[dict]) -> list[str]:
+    """Keys of the cards among ``nodes`` that do not show the thumbnail preset's render, in page order."""
+    return list(dict.fromkeys(n["key"] for n in nodes if not ((p := pictures.of(n)) and p.is_preset)))
 
 
 class Pages:
@@ -243,8 +249,11 @@ class Pages:
     async def home(self, request: Request) -> HTMLResponse:
         """Each model as a card (a strip of its rendered units, what has been rendered and said about it), then
         the newest claims and circuits: a constant number of statements, whatever the number of models."""
+        pictures = request.app.state.pictures
+        since = await pictures.since()
         data = await self._data("HOME", HOME, {})
         missing: list[str] = []
+        lacking: list[str] = []
         newest = await self._part("NEWEST_WORK", NEWEST_WORK, {}, "The newest claims and circuits", missing)
         models = []
         for m in data["models"]:
@@ -252,7 +261,8 @@ class Pages:
                 continue
             units = sum(layer["units"] for layer in m["layers"])
             middle = m["layers"][len(m["layers"]) // 2]["key"] if m["layers"] else None
-            strip = [{"key": n["key"], "layer": n["layer"]["name"], "thumb": thumb(n)} for n in m["showcase"]]
+            strip = [{"key": n["key"], "layer": n["layer"]["name"], "pic": pictures.of(n)} for n in m["showcase"]]
+            lacking += [u["key"] for u in strip if not (u["pic"] and u["pic"].is_preset)]
             models.append({**m, "units": units, "strip": strip, "render_layer": middle})
         context = {
             "title": "Models",
@@ -261,8 +271,9 @@ class Pages:
             "claims": newest["claims"] if newest else None,
             "circuits": newest["circuits"] if newest else None,
             "missing": missing,
+            "thumb_stream": pictures.stream(lacking, since),
         }
-        return render_page(request, "home.html", context)
+        return pictures.ask_later(request, render_page(request, "home.html", context), lacking)
 
     async def browse(self, request: Request) -> HTMLResponse:
         """/n/model, /n/model/layer and /n/model/layer/index (the model part may be pinned: model@hash)."""
@@ -285,6 +296,8 @@ class Pages:
 
     async def neuron(self, request: Request, key: str, extra: dict | None = None, status: int = 200) -> HTMLResponse:
         """The neuron page; ``extra``: what a refused form post re-shows (kb.web.annotate), with its ``status``."""
+        pictures = request.app.state.pictures
+        since = await pictures.since()
         try:  # the data of the NEURON query, from the same resolvers called directly (kb.web.neuron_view)
             data = await neuron_view.neuron(self.context_factory(), key)
         except GraphQLError as exc:
@@ -315,7 +328,9 @@ class Pages:
             "mine": mine,
             **(extra or {}),
         }
-        return render_page(request, "neuron.html", context, status)
+        lacking = lacking_keys(pictures, [n, *(e["node"] for s in sides for t in s["tabs"] for e in t["edges"])])
+        context["live_stream"] = pictures.stream(lacking, since, always=[n["key"]])
+        return pictures.ask_later(request, render_page(request, "neuron.html", context, status), lacking)
 
     async def layer_renders(self, request: Request, key: str) -> HTMLResponse:
         """/n/{model}/{layer}/renders: only the layer page's part that shows its renders' progress (what the page's
@@ -332,6 +347,8 @@ class Pages:
 
     async def _layer(self, request: Request, key: str, extra: dict | None = None, status: int = 200) -> HTMLResponse:
         """The layer page; ``extra``: what a refused render form re-shows (kb.web.render_forms), with ``status``."""
+        pictures = request.app.state.pictures
+        since = await pictures.since()
         data = await self._data("LAYER", LAYER, {"k": key})
         layer, claims = data["layer"], data["claims"]
         listed, more = claims["edges"], claims["pageInfo"]
@@ -342,13 +359,11 @@ class Pages:
             if page is None:
                 break
             listed, more = listed + page["claims"]["edges"], page["claims"]["pageInfo"]
-        thumbs: dict[int, tuple[int, str]] = {}
-        for v in layer["visualizations"]:  # the largest positive feature visualization of each unit
-            p = json.loads(v["params"])
-            if p.get("negative"):
-                continue
-            if v["index"] not in thumbs or p.get("size", 0) > thumbs[v["index"]][0]:
-                thumbs[v["index"]] = (p.get("size", 0), local(v["artifact"]["url"]))
+        renders: dict[int, list[dict]] = {}
+        for v in layer["visualizations"]:
+            renders.setdefault(v["index"], []).append({**v, "kind": "FEATURE_VIS"})
+        pics = {i: pictures.pick(vs) for i, vs in renders.items()}
+        rendered = sum(1 for p in pics.values() if p is not None)  # units with a positive feature visualization
         chips: dict[int, list[dict]] = {}
         families = []
         for e in listed:
@@ -365,7 +380,8 @@ class Pages:
         shown = range(layer["units"])
         if wanted:
             shown = [i for i in shown if any(family_slug(c["label"]) == wanted for c in chips.get(i, ()))]
-        thumbnail = render_controls.PRESETS[render_controls.DEFAULT].params
+        known = render_controls.presets(self.context_factory().settings)
+        thumbnail = known[render_controls.DEFAULT].params
         mutation = (
             f'mutation {{ requestRender(kind: FEATURE_VIS, layer: "{layer["key"]}", '
             f"params: {{ size: {thumbnail.size}, steps: {thumbnail.steps} }}) {{ id status }} }}"
@@ -374,19 +390,21 @@ class Pages:
             "title": layer["key"],
             "layer": layer,
             "model": layer["model"],
-            "units": [{"index": i, "thumb": thumbs.get(i, (0, None))[1], "claims": chips.get(i, [])} for i in shown],
+            "units": [{"index": i, "pic": pics.get(i), "claims": chips.get(i, [])} for i in shown],
             "families": sorted(families, key=lambda f: f["claim"]["label"].lower()),
             "family": wanted,
-            "rendered": len(thumbs),
+            "rendered": rendered,
             "claims_total": claims["totalCount"],
             "render_link": "/graphql?query=" + quote(mutation),
             "mutation": mutation,
             "missing": missing,
-            "presets": render_controls.PRESETS.values(),
+            "presets": known.values(),
             **await self._layer_render_context(request, layer),
             **(extra or {}),
         }
-        return render_page(request, "layer.html", context, status)
+        lacking = [f"{layer['key']}:{i}" for i in shown if not (pics.get(i) and pics[i].is_preset)]
+        context["thumb_stream"] = pictures.stream(lacking, since)
+        return pictures.ask_later(request, render_page(request, "layer.html", context, status), lacking)
 
     async def claim(self, request: Request, extra: dict | None = None, status: int = 200) -> HTMLResponse:
         """/c/N (the current revision) or /c/N/R; ``extra`` and ``status``: a refused form post re-shown."""

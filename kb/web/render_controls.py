@@ -10,16 +10,16 @@ from kb.claims import sessions
 from kb.render.datasets import dataset_names
 from kb.render.layer_renders import LayerRequest
 from kb.render.layer_renders import layer_requests as find_layer_requests
-from kb.render.presets import CHOICES, DEFAULT, PRESETS
+from kb.render.presets import CHOICES, DEFAULT, presets
 
 KIND_TITLES = {"FEATURE_VIS": "Feature visualization", "NEURON_VIS": "Neuron (centre)"}
 
-__all__ = ["DEFAULT", "PRESETS", "layer_requests", "neuron_choices", "preset_of"]
+__all__ = ["DEFAULT", "layer_requests", "neuron_choices", "preset_of", "presets"]
 
 
-def preset_of(params: dict) -> str:
+def preset_of(params: dict, settings) -> str:
     """A preset's title when the parameters are that preset's, else what they are."""
-    for p in PRESETS.values():
+    for p in presets(settings).values():
         if params.get("size") == p.params.size and params.get("steps") == p.params.steps:
             return p.title
     return f"{params.get('size')} px, {params.get('steps')} steps"
@@ -37,10 +37,15 @@ async def neuron_choices(context, me: sessions.SessionInfo | None) -> dict | Non
 
     datasets = await run_in_threadpool(names)
     kinds = [c for c in CHOICES.values() if datasets or not c.needs_dataset]
-    return {"kinds": kinds, "presets": list(PRESETS.values()), "default": DEFAULT, "datasets": datasets}
+    return {
+        "kinds": kinds,
+        "presets": list(presets(context.settings).values()),
+        "default": DEFAULT,
+        "datasets": datasets,
+    }
 
 
-def _shown(r: LayerRequest, units: int, moderator: bool) -> dict:
+def _shown(r: LayerRequest, units: int, moderator: bool, settings) -> dict:
     title = KIND_TITLES.get(r.kind, r.kind.replace("_", " ").lower())
     if r.params.get("negative"):
         title = "Negative " + title[0].lower() + title[1:]
@@ -48,7 +53,7 @@ def _shown(r: LayerRequest, units: int, moderator: bool) -> dict:
     parts += [f"{n:,} {what}" for n, what in ((r.cancelled, "cancelled"), (r.failed, "failed"))]
     return {
         "id": r.id,
-        "title": f"{title}, {preset_of(r.params)}",
+        "title": f"{title}, {preset_of(r.params, settings)}",
         "done": r.done,
         "units": units,
         "share": min(1.0, r.done / units) if units else 0.0,
@@ -69,4 +74,4 @@ async def layer_requests(context, layer: dict, me: sessions.SessionInfo | None) 
         with context.graphs.engine.connect() as conn:
             return find_layer_requests(conn, layer["model"]["sha256"], name, reader)
 
-    return [_shown(r, layer["units"], moderator) for r in await run_in_threadpool(read)]
+    return [_shown(r, layer["units"], moderator, context.settings) for r in await run_in_threadpool(read)]

@@ -66,7 +66,9 @@ class RenderForms:
             info, fields = await self.auth.session_post(request)
             form.update({k: fields[k] for k in form if fields.get(k)})
             try:
-                kind, params = render_choice(form["kind"], form["preset"], form["dataset"])
+                kind, params = render_choice(
+                    form["kind"], form["preset"], self.context_for(info.account).settings, form["dataset"]
+                )
             except UnknownChoice as exc:
                 raise Problem(str(exc)) from None
             variables = {"k": kind, "n": [f"{model}/{layer}:{index}"], "p": params_input(params)}
@@ -89,7 +91,7 @@ class RenderForms:
             info, fields = await self.auth.session_post(request)
             preset = fields.get("preset") or DEFAULT
             try:
-                kind, params = render_choice("feature", preset)
+                kind, params = render_choice("feature", preset, self.context_for(info.account).settings)
             except UnknownChoice as exc:
                 raise Problem(str(exc)) from None
             variables = {"k": kind, "l": key, "p": params_input(params)}

@@ -76,18 +76,13 @@ def evidence_picture(visualization: str | None) -> str | None:
     return f"/artifacts/{sha}.png" if sha else None
 
 
-def thumb(node: dict) -> str | None:
-    """The unit's feature visualization (positive, the largest rendered), or None."""
-    best = None
-    for v in node.get("visualizations") or ():
-        if v["kind"] != "FEATURE_VIS":
-            continue
-        p = json.loads(v["params"])
-        if p.get("negative"):
-            continue
-        if best is None or p.get("size", 0) > best[0]:
-            best = (p.get("size", 0), v["artifact"]["url"])
-    return local(best[1]) if best else None
+@jinja2.pass_context
+def card_picture(ctx, node: dict):
+    """A unit card's picture (kb.web.thumbnails): the thumbnail preset's render, a marked fallback, or None. Needs
+    the page's ``request`` (macros that call it are imported ``with context``)."""
+    request = ctx.get("request")
+    pictures = getattr(request.app.state, "pictures", None) if request is not None else None
+    return pictures.of(node) if pictures is not None else None
 
 
 def labels(node: dict) -> list[dict]:
@@ -197,7 +192,7 @@ def _environment() -> jinja2.Environment:
         neuron_path=neuron_path,
         claim_path=claim_path,
         circuit_path=circuit_path,
-        thumb=thumb,
+        card_picture=card_picture,
         labels=labels,
         chip_title=chip_title,
         weights_origin=weights_origin,

@@ -69,9 +69,12 @@ def kind_of(text: str) -> str:
 
 
 def link(row: dict) -> str:
-    """The page of what changed (a bulk render: its layer's page, or its model's when it spans layers)."""
+    """The page of what changed (a bulk render or a batch of thumbnails: its layer's page, or its model's when it
+    spans layers)."""
     subject = row["subject"]
-    if subject.startswith("renders:") and row["neurons"]:
+    if (subject.startswith("renders:") and row["neurons"]) or (
+        subject.startswith("thumbnails:") and len(row["neurons"]) > 1
+    ):
         layers = {n.rpartition(":")[0] for n in row["neurons"]}
         return f"/n/{layers.pop()}" if len(layers) == 1 else f"/n/{row['model_key']}"
     if subject.startswith("claim:"):

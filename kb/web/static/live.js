@@ -1,16 +1,19 @@
-// Live neuron and claim pages (progressive enhancement: every form works without this file).
+// Live pages (progressive enhancement: every form works without this file): neuron and claim pages, and the pages
+// whose unit cards wait for thumbnails (kb.web.thumbnails).
 //
 // A page that names a stream (<meta name="kb-live" content="/events?..." data-page="/n/...">) follows it: on each
-// change (a claim, a review, a render) it fetches its own page again and swaps in the parts marked data-live,
-// and adds the new items of lists marked data-live-list. Forms are never inside a swapped part, so nothing typed
-// is lost. Review forms (data-enhance) post in place; the Render button (data-render) shows the jobs' progress
-// until the picture appears. A page part marked data-poll (a layer render still open) is fetched again every few
-// seconds until it comes back without the mark; the layer's Render and Cancel forms (data-render-control) post in
-// place and start that. A page without a stream (content="") only polls.
+// change (a claim, a review, a render) it fetches its own page again and swaps in the parts marked data-live, adds
+// the new items of lists marked data-live-list, and swaps in the unit cards' pictures that changed (data-thumb).
+// Forms are never inside a swapped part, so nothing typed is lost. Review forms (data-enhance) post in place; the
+// Render button (data-render) shows the jobs' progress until the picture appears. A page part marked data-poll (a
+// layer render still open) is fetched again every few seconds (from the meta's data-poll-page, else the page) until
+// it comes back without the mark; the layer's Render and Cancel forms (data-render-control) post in place and start
+// that. A page without a stream (content="") only polls.
 "use strict";
 (function () {
   const meta = document.querySelector('meta[name="kb-live"]');
   const pageUrl = meta ? meta.dataset.page : window.location.pathname;
+  const pollUrl = (meta && meta.dataset.pollPage) || pageUrl;
   let busy = false;
   let again = false;
   let timer = null;
@@ -38,20 +41,34 @@
       const mine = document.getElementById(part.id);
       if (mine && mine.hasAttribute("data-live")) mine.replaceWith(document.importNode(part, true));
     });
+    swapPictures(doc);
     const current = document.getElementById("edit-current");
     const expected = document.querySelector('#edit-form input[name="expectedRevision"]');
     const stale = document.getElementById("edit-stale");
     if (current && expected && stale) stale.hidden = current.dataset.revision === expected.value;
   }
 
-  async function refresh() {
+  // Unit cards' pictures (data-thumb: a unit's key): one that changed on the server (a thumbnail landed in place
+  // of a placeholder or of a fallback) replaces the page's, wherever that unit is shown.
+  function swapPictures(doc) {
+    const fresh = new Map();
+    doc.querySelectorAll("[data-thumb]").forEach(function (el) {
+      if (!fresh.has(el.dataset.thumb)) fresh.set(el.dataset.thumb, el);
+    });
+    document.querySelectorAll("[data-thumb]").forEach(function (mine) {
+      const theirs = fresh.get(mine.dataset.thumb);
+      if (theirs && theirs.innerHTML !== mine.innerHTML) mine.replaceWith(document.importNode(theirs, true));
+    });
+  }
+
+  async function refresh(url) {
     if (busy) {
       again = true;
       return;
     }
     busy = true;
     try {
-      const answer = await fetch(pageUrl, { headers: { accept: "text/html" }, cache: "no-store" });
+      const answer = await fetch(url || pageUrl, { headers: { accept: "text/html" }, cache: "no-store" });
       if (answer.ok) apply(parse(await answer.text()));
     } catch (err) {
       // offline for a moment: the next change tries again
@@ -65,7 +82,7 @@
 
   function soon() {
     clearTimeout(timer);
-    timer = setTimeout(refresh, 150);
+    timer = setTimeout(function () { refresh(); }, 150);
   }
 
   const POLL_MS = 2000;
@@ -75,7 +92,7 @@
     polling = true;
     while (document.querySelector("[data-poll]")) {
       await new Promise(function (r) { setTimeout(r, POLL_MS); });
-      await refresh();
+      await refresh(pollUrl);
     }
     polling = false;
   }
@@ -137,7 +154,7 @@
       const data = await answer.json();
       if (!answer.ok) throw new Error(data.error || "refused (" + answer.status + ")");
       say(data.cancelled !== undefined ? data.cancelled + " jobs cancelled" : data.jobs + " units asked for", false);
-      await refresh();
+      await refresh(pollUrl);
       poll();
     } catch (err) {
       say(err.message, true);
