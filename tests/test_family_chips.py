@@ -29,7 +29,8 @@ def test_family_chips_on_random_weights_warn_and_others_do_not(api, engine, acco
     from kb.db.catalog import load_catalog
 
     name = f"fam-{secrets.token_hex(3)}"
-    (tmp_path / "mixed3b.json").write_text(f'[{{"name": "{name}", "units": [379, 385], "comment": "curves"}}]')
+    unit = 100 + secrets.randbelow(370)  # a unit of its own: a layer card shows its first two chips only
+    (tmp_path / "mixed3b.json").write_text(f'[{{"name": "{name}", "units": [{unit}, {unit + 6}], "comment": "curves"}}]')
     with engine.begin() as conn:
         import_families(conn, load_catalog(conn), tmp_path, "inceptionv1", "doi:10.23915/distill.00024.006")
         number = conn.execute(sa.text("SELECT id FROM claim WHERE label = :l"), {"l": name}).scalar_one()
@@ -38,10 +39,10 @@ def test_family_chips_on_random_weights_warn_and_others_do_not(api, engine, acco
         api,
         accounts["editor"]["token"],
         CREATE,
-        {"input": {"label": plain, "kind": "FEATURE", "subjects": ["InceptionV1 3b:379"], "body": "a feature"}},
+        {"input": {"label": plain, "kind": "FEATURE", "subjects": [f"InceptionV1 3b:{unit}"], "body": "a feature"}},
     )
     pages = {
-        "neuron": api.get("/n/inceptionv1/mixed3b/379").text,
+        "neuron": api.get(f"/n/inceptionv1/mixed3b/{unit}").text,
         "layer": api.get("/n/inceptionv1/mixed3b").text,
         "claim": api.get(f"/c/{number}").text,  # its subjects' cards carry its chip
     }

@@ -6,14 +6,14 @@
 // the new items of lists marked data-live-list, and swaps in the unit cards' pictures that changed (data-thumb).
 // Forms are never inside a swapped part, so nothing typed is lost. Review forms (data-enhance) post in place; the
 // Render button (data-render) shows the jobs' progress until the picture appears. A page part marked data-poll (a
-// layer render still open) is fetched again every few seconds (from the meta's data-poll-page, else the page) until
+// layer render still open) is fetched again every few seconds (from the meta's data-renders-part, else the page) until
 // it comes back without the mark; the layer's Render and Cancel forms (data-render-control) post in place and start
 // that. A page without a stream (content="") only polls.
 "use strict";
 (function () {
   const meta = document.querySelector('meta[name="kb-live"]');
   const pageUrl = meta ? meta.dataset.page : window.location.pathname;
-  const pollUrl = (meta && meta.dataset.pollPage) || pageUrl;
+  const pollUrl = (meta && meta.dataset.rendersPart) || pageUrl;
   let busy = false;
   let again = false;
   let timer = null;
