@@ -105,7 +105,9 @@ def request_layer_render(
     ``layer_unit`` makes it): one job per (pinned model, layer, kind, parameters), in the interactive lane."""
     if kind not in LAYER_KINDS:
         raise RenderProblem(f"a layer's picture is one of {', '.join(LAYER_KINDS)}, not {kind}")
-    return request_renders(engine, settings, [layer], kind, params, requester=requester, quota=quota, lane="interactive")
+    return request_renders(
+        engine, settings, [layer], kind, params, requester=requester, quota=quota, lane="interactive"
+    )
 
 
 def layer_unit(model_key: str, model_sha256: str, layer_key: str) -> jobs.Unit:

@@ -23,7 +23,7 @@ from kb.claims.content import KINDS, STATUSES
 from kb.claims.ids import row_id
 from kb.errors import Problem
 from kb.schema.errors import with_code
-from kb.web import diagram, neuron_view, text_work
+from kb.web import diagram, layer_views, neuron_view, text_work
 from kb.web.auth.current import signed_in
 from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
@@ -347,6 +347,9 @@ class Pages:
         if wanted:
             shown = [i for i in shown if any(family_slug(c["label"]) == wanted for c in chips.get(i, ()))]
         mutation = f'mutation {{ requestRender(kind: FEATURE_VIS, layer: "{layer["key"]}") {{ id status }} }}'
+        views = await self._part(
+            "LAYER_VIEWS", layer_views.LAYER_VIEWS, {"k": key}, "The layer's deep dream and caricatures", missing
+        )
         context = {
             "title": layer["key"],
             "layer": layer,
@@ -359,6 +362,7 @@ class Pages:
             "render_link": "/graphql?query=" + quote(mutation),
             "mutation": mutation,
             "missing": missing,
+            "views": layer_views.section(layer["key"], views),
         }
         return render_page(request, "layer.html", context)
 
