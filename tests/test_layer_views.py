@@ -219,16 +219,20 @@ def test_kb_render_layer_kinds(db_url, engine, inceptionv1, digits, tmp_path):
 
 
 def _screenshot(db_url: str, path: str) -> None:
-    """The page's Layer views section in Chromium: its images load; a screenshot where KB_SCREENSHOTS says."""
+    """The page's Layer views section in Chromium: its images load; a layer with none shows the placeholders.
+    Screenshots where KB_SCREENSHOTS says."""
     from browsers import SHOTS, served_browser
 
     with served_browser(db_url) as (base, browser):
         page = browser.new_page(viewport={"width": 1100, "height": 900})
-        page.goto(f"{base}{path}#views")
-        section = page.locator("#views")
-        loaded = section.locator("img").evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth)")
-        assert loaded == [32, 32], loaded
-        if SHOTS is not None:
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            section.screenshot(path=str(SHOTS / "layer-views.png"))
-            page.screenshot(path=str(SHOTS / "layer-views-page.png"), full_page=True)
+        for where, name in ((path, "layer-views"), ("/n/inceptionv1/mixed4e", "layer-views-none")):
+            page.goto(f"{base}{where}#views")
+            section = page.locator("#views")
+            loaded = section.locator("img").evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth)")
+            assert loaded == ([32, 32] if where == path else []), loaded
+            if where != path:
+                section.get_by_text("Render the deep dream or a caricature").click()
+                assert section.get_by_text("kb render --layer inceptionv1/mixed4e --kind deepdream --wait").is_visible()
+            if SHOTS is not None:
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                section.screenshot(path=str(SHOTS / f"{name}.png"))
