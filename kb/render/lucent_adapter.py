@@ -152,3 +152,29 @@ def dot_compare(layer: str, batch: int = 1, cossim_pow: float = CARICATURE_COSSI
         return inner
 
     return dot_compare(layer, batch, cossim_pow)
+
+
+def plain_render_deepdream(
+    model: torch.nn.Module,
+    layer: str,
+    *,
+    size: int = 128,
+    steps: int = 512,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """lucent's own ``render_vis`` loop on the ``deepdream(layer)`` objective (``layer``: lucent's underscore
+    name), for comparison (bench/layer_views.py); seeded, headless, its hooks removed afterwards."""
+    from lucent.optvis import param, render
+
+    seed_everything(seed)
+    with lucent_hooks_removed(model), lucent_on(device):
+        images = render.render_vis(
+            model,
+            deepdream(layer),
+            param_f=lambda: param.image(size),
+            thresholds=(steps,),
+            show_image=False,
+            progress=False,
+        )
+    return (np.clip(images[-1][0], 0, 1) * 255 + 0.5).astype(np.uint8)
