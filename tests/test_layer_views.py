@@ -124,10 +124,9 @@ def test_requests_are_idempotent_and_bad_input_is_coded(api, accounts, digits):
     ):
         err = ask(kind, layer, p)["errors"][0]
         assert err["extensions"]["code"] == code and says in err["message"], (kind, layer, p, err)
-    units = as_user(api, ed, 'mutation { requestRender(kind: DEEPDREAM, neurons: ["InceptionV1 3a:1"]) { id } }')[
-        "errors"
-    ][0]
-    assert units["extensions"]["code"] == "BAD_INPUT" and "requestLayerRender" in units["message"]
+    for kind, how in (("DEEPDREAM", 'neurons: ["InceptionV1 3a:1"]'), ("CARICATURE", 'layer: "InceptionV1 3a"')):
+        units = as_user(api, ed, f"mutation {{ requestRender(kind: {kind}, {how}) {{ id }} }}")["errors"][0]
+        assert units["extensions"]["code"] == "BAD_INPUT" and "requestLayerRender" in units["message"], units
     err = as_user(api, None, REQUEST, {"kind": "DEEPDREAM", "layer": "InceptionV1 3a", "p": SMALL})["errors"][0]
     assert err["extensions"]["code"] == "UNAUTHENTICATED"
     err = as_user(api, accounts["viewer"]["token"], REQUEST, {"kind": "DEEPDREAM", "layer": "InceptionV1 3a"})

@@ -53,9 +53,6 @@ def request_renders(
     """Check the parameters, save the jobs (existing ones reused) and send the new ones to the broker. ``layer``:
     the units are a whole layer (the bulk lane; a few units are interactive); ``lane`` says it instead. A job
     saved but not sent (the broker did not answer) is still returned, QUEUED: a worker's sweeper sends it."""
-    params.check(kind).within(kind, settings)
-    if not units:
-        raise RenderProblem("name neurons or a layer to render")
     whole = kind in LAYER_KINDS
     if any((u.unit == jobs.LAYER_UNIT) != whole for u in units):
         raise RenderProblem(
@@ -64,6 +61,9 @@ def request_renders(
             if whole
             else f"{kind} renders units: one of {', '.join(KINDS)} for each unit"
         )
+    params.check(kind).within(kind, settings)
+    if not units:
+        raise RenderProblem("name neurons or a layer to render")
     if kind in ("DATASET_EXAMPLES", "CARICATURE"):
         _check_dataset(engine, params)
     lane = lane or lanes.lane_for(layer, len(units), settings.render_interactive_units)
