@@ -318,6 +318,12 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
             "mutation($n: [String!]) { requestRender(kind: WEIGHTS, neurons: $n) { id } }",
             {"n": ["InceptionV1 4c:2"]},
         )
+    if mutation == "requestLayerRender":
+        return (
+            'mutation($p: RenderParamsInput) { requestLayerRender(kind: DEEPDREAM, layer: "InceptionV1 4c", '
+            "params: $p) { id } }",
+            {"p": {"size": 32, "steps": 1, "upsample": 0}},
+        )
     if mutation == "cancelRenders":  # the requester's own job (the viewer's call is refused before the job is read)
         asker = accounts[who]["token"] if who in ("editor", "moderator", "admin") else accounts["editor"]["token"]
         unit = 40 + ("anonymous", "viewer", "editor", "moderator", "admin").index(who)

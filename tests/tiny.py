@@ -89,3 +89,12 @@ METHODS = {("c1", "c2"): "direct", ("c2", "mixed"): "expanded"}
 
 def register() -> Architecture:
     return zoo.register(TINY)
+
+
+def rgb(seed: int = 0) -> nn.Sequential:
+    """A tiny RGB network with seeded random weights, for renders (two convolutions; layers "1" and "3")."""
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, stride=2, padding=1), nn.ReLU())
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m.eval()

@@ -131,6 +131,9 @@ def render_ended(conn: sa.Connection, job_id: int) -> int | None:
     if job.batch_id is None:
         if job.status != "DONE":
             return None
+        if job.unit < 0:  # a picture of the whole layer (kb.render.jobs.LAYER_UNIT): no neuron to list
+            layer = f"{job.model_key}/{job.layer_key}"
+            return record(conn, "RENDER", job.model_key, f"render:{job_id}", f"{job.kind.lower()} of {layer}", None, [])
         neuron = f"{job.model_key}/{job.layer_key}:{job.unit}"
         return record(
             conn, "RENDER", job.model_key, f"render:{job_id}", f"{job.kind.lower()} of {neuron}", None, [neuron]

@@ -19,9 +19,9 @@ from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
 from kb.db.catalog import load_catalog
 from kb.render import jobs
-from kb.render.params import KINDS, RenderParams
+from kb.render.params import ALL_KINDS, LAYER_KINDS, RenderParams
 from kb.render.quota import Quota
-from kb.render.requests import cancel_renders, request_renders
+from kb.render.requests import cancel_renders, layer_unit, request_layer_render, request_renders
 from kb.settings import get_settings
 
 POLL_S = 0.5
@@ -41,35 +41,49 @@ def resolve_units(conn: sa.Connection, keys: list[str], layer: str | None, model
     return units
 
 
+def resolve_layer(conn: sa.Connection, layer: str, model: str | None) -> jobs.Unit:
+    """The job key of a whole layer's picture (DEEPDREAM, CARICATURE)."""
+    catalog = load_catalog(conn)
+    lk = catalog.layer(layer, default_model=model)
+    m = catalog.model(lk.model)
+    return layer_unit(m.key, m.sha256, lk.layer)
+
+
 @expected()
 def render_command(
     keys: list[str] = typer.Argument(
         None, help="neuron keys, any form ('InceptionV1 4c:447' ...); or: cancel ID...", show_default=False
     ),
-    kind: str = typer.Option("", "--kind", help=f"one of {', '.join(KINDS)} (required to request)"),
-    layer: str | None = typer.Option(None, "--layer", help="render every unit of this layer"),
+    kind: str = typer.Option("", "--kind", help=f"one of {', '.join(ALL_KINDS)} (required to request)"),
+    layer: str | None = typer.Option(
+        None, "--layer", help="render every unit of this layer (DEEPDREAM, CARICATURE: one picture of it)"
+    ),
     model: str | None = typer.Option(None, "--model", help="model for keys like mixed4c:447"),
     size: int = typer.Option(128, "--size", help="image size in pixels"),
     steps: int = typer.Option(512, "--steps", help="optimisation steps"),
     seed: int = typer.Option(0, "--seed"),
     negative: bool = typer.Option(False, "--negative", help="FEATURE_VIS/NEURON_VIS: minimise instead"),
     upsample: int = typer.Option(224, "--upsample", help="fed to the model at this size (0: as is)"),
-    dataset: str = typer.Option("", "--dataset", help="DATASET_EXAMPLES: a dataset name (kb dataset add)"),
+    dataset: str = typer.Option("", "--dataset", help="DATASET_EXAMPLES, CARICATURE: a dataset name (kb dataset add)"),
     top_k: int = typer.Option(9, "--top-k", help="DATASET_EXAMPLES: examples per unit"),
+    image: int = typer.Option(-1, "--image", help="CARICATURE: the index of the dataset's image"),
     wait: bool = typer.Option(False, "--wait", help="follow the jobs until they end and print artifact URLs"),
     timeout: float = typer.Option(
         0, "--timeout", min=0, help="with --wait: give up after this many seconds (0: never)"
     ),
 ) -> None:
-    """Render units (KEY...) or a whole layer (--layer): feature visualisations, dataset examples, weights.
+    """Render units (KEY...) or a whole layer (--layer): feature visualisations, dataset examples, weights; or one
+    picture of a layer: its deep dream (--kind deepdream) or a caricature (--kind caricature --dataset D --image I).
     The same unit, kind and parameters is one job and one artifact: asked again, it is returned, not redone.
     A few units go to the interactive lane, a layer to the bulk lane. `kb render cancel ID...` cancels jobs."""
     if keys and keys[0] == "cancel":
         cancel(keys[1:])
         return
     kind = kind.upper()
-    if kind not in KINDS:
-        raise CliProblem(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind not in ALL_KINDS:
+        raise CliProblem(f"--kind must be one of {', '.join(ALL_KINDS)}, not {kind!r}")
+    if kind in LAYER_KINDS and (keys or not layer):
+        raise CliProblem(f"{kind} is a picture of a whole layer: name it with --layer, and no neuron keys")
     params = RenderParams(
         size=size,
         steps=steps,
@@ -78,12 +92,17 @@ def render_command(
         upsample=upsample,
         dataset=dataset,
         top_k=top_k,
+        image=image,
     ).check(kind)
     settings = get_settings()
     params.within(kind, settings)
     engine = open_engine()
     with engine.connect() as conn:
-        units = resolve_units(conn, keys or [], layer, model)
+        units = (
+            [resolve_layer(conn, layer, model)]
+            if kind in LAYER_KINDS
+            else resolve_units(conn, keys or [], layer, model)
+        )
     if not units:
         raise CliProblem("name neuron keys or --layer")
     worker = None
@@ -91,9 +110,11 @@ def render_command(
         worker = local_server.start_worker(stdout=sys.stderr)  # stdout is for the URLs
         typer.echo(f"no kb serve on this database: a local render worker (pid {worker.pid}) for the duration", err=True)
     try:
-        asked = request_renders(
-            engine, settings, units, kind, params, quota=Quota.of(settings, account=False), layer=bool(layer)
-        )
+        quota = Quota.of(settings, account=False)
+        if kind in LAYER_KINDS:
+            asked = request_layer_render(engine, settings, units[0], kind, params, quota=quota)
+        else:
+            asked = request_renders(engine, settings, units, kind, params, quota=quota, layer=bool(layer))
         rows, ids = asked.rows, [r["id"] for r in asked.rows]
         fresh, unsent = len(asked.queued), len(asked.unsent)
         typer.echo(
@@ -145,7 +166,7 @@ def cancel(ids: list[str]) -> None:
         raise CliProblem(f"a render job id is a number, not {bad[0]!r}")
     rows = cancel_renders(open_engine(), [int(i) for i in ids], by=None, moderator=True)
     for r in rows:
-        typer.echo(f"job {r['id']}  {r['model_key']}/{r['layer_key']}:{r['unit']}  {r['status']}")
+        typer.echo(f"job {r['id']}  {_what(r)}  {r['status']}")
 
 
 def report(engine: sa.Engine, rows: list[dict], waited: bool) -> None:
@@ -154,7 +175,7 @@ def report(engine: sa.Engine, rows: list[dict], waited: bool) -> None:
         arts = jobs.artifacts(conn, [r["artifact_id"] for r in rows if r["artifact_id"]])
     failed = 0
     for r in rows:
-        unit = f"{r['model_key']}/{r['layer_key']}:{r['unit']}"
+        unit = _what(r)
         if r["status"] == "DONE":
             typer.echo(f"{unit}  {base}/artifacts/{arts[r['artifact_id']]['sha256']}.png")
         elif r["status"] == "FAILED":
@@ -169,3 +190,10 @@ def report(engine: sa.Engine, rows: list[dict], waited: bool) -> None:
         typer.echo(
             "no kb serve runs here: the jobs wait for a worker (kb serve, kb worker, or kb render --wait)", err=True
         )
+
+
+def _what(row: dict) -> str:
+    """A job's unit, or its layer and kind for a whole layer's picture."""
+    if row["unit"] == jobs.LAYER_UNIT:
+        return f"{row['model_key']}/{row['layer_key']} {row['kind'].lower()}"
+    return f"{row['model_key']}/{row['layer_key']}:{row['unit']}"

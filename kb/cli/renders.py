@@ -10,11 +10,11 @@ import typer
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.render import bundles
-from kb.render.params import KINDS
+from kb.render.params import ALL_KINDS
 from kb.render.storage import storage_from_settings
 from kb.settings import get_settings
 
-KIND_HELP = f"only these kinds (repeatable): {', '.join(KINDS)}"
+KIND_HELP = f"only these kinds (repeatable): {', '.join(ALL_KINDS)}"
 
 renders_app = typer.Typer(
     help="Render bundles: a model's pictures, from one knowledge base to another.", no_args_is_help=True

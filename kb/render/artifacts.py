@@ -58,7 +58,11 @@ def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: li
                     "versions": made_by,
                     "meta": {
                         "model": f"{job['model_key']}@{job['model_sha256'][:12]}",
-                        "unit": f"{job['layer_key']}:{job['unit']}",
+                        **(
+                            {"layer": job["layer_key"]}
+                            if job["unit"] == jobs.LAYER_UNIT
+                            else {"unit": f"{job['layer_key']}:{job['unit']}"}
+                        ),
                     },
                 },
                 write=lambda data=data: storage.put(data, ".png"),

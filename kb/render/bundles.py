@@ -1,7 +1,8 @@
 """Render bundles: every finished render of one model version in one file, for another knowledge base.
 
 A bundle is a tar file: ``manifest.json`` first (format, version, the model's key, source and weights sha256,
-and one record per job: its unit, kind, parameters, job times and artifact row: versions, device, precision),
+and one record per job: its unit (-1: a picture of the whole layer, DEEPDREAM or CARICATURE), kind, parameters,
+job times and artifact row: versions, device, precision),
 then each image once, as ``images/<sha256>.png``. Export streams the images from the artifact storage into the
 file (written beside FILE, then renamed); import streams them back one at a time.
 
@@ -37,7 +38,8 @@ from kb.db.render_tables import artifact_table, render_job_table
 from kb.db.tables import model_table, utcnow
 from kb.errors import Problem
 from kb.graph.keys import ModelRef
-from kb.render.params import KINDS, RenderParams, params_hash
+from kb.render.jobs import LAYER_UNIT
+from kb.render.params import ALL_KINDS, LAYER_KINDS, RenderParams, params_hash
 from kb.render.storage import LocalStorage
 
 FORMAT = "circuit-kb render bundle"
@@ -156,8 +158,8 @@ def _sha256_of(path: Path) -> str:
 def export(engine: sa.Engine, storage: LocalStorage, model: str, out: Path, kinds: list[str] | None = None) -> Exported:
     """Write every finished render of MODEL (of these kinds) to ``out``: replaced only once it is complete."""
     for k in kinds or []:
-        if k not in KINDS:
-            raise BundleProblem(f"kind must be one of {', '.join(KINDS)}, not {k!r}")
+        if k not in ALL_KINDS:
+            raise BundleProblem(f"kind must be one of {', '.join(ALL_KINDS)}, not {k!r}")
     with engine.connect() as conn:
         m, source = _model(conn, model)
         records = records_of(conn, m.sha256, kinds)
@@ -279,13 +281,16 @@ def check_record(i: int, rec: Any, m: ModelRef) -> dict[str, Any]:
     if not isinstance(rec, dict):
         raise BundleProblem(f"{where} is not an object")
     kind, layer, unit, params = rec.get("kind"), rec.get("layer"), rec.get("unit"), rec.get("params")
-    if kind not in KINDS:
-        raise BundleProblem(f"{where}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind not in ALL_KINDS:
+        raise BundleProblem(f"{where}: kind must be one of {', '.join(ALL_KINDS)}, not {kind!r}")
     units = {lr.key: lr.units for lr in m.layers}
     if layer not in units:
         raise BundleProblem(f"{where}: model {m.key} has no layer {layer!r}")
     where = f"record {i} ({layer}:{unit} {kind})"
-    _int(unit, f"{where}: unit", 0, units[layer] - 1)
+    if kind in LAYER_KINDS:  # a picture of the whole layer
+        _int(unit, f"{where}: unit (of a whole layer's {kind})", LAYER_UNIT, LAYER_UNIT)
+    else:
+        _int(unit, f"{where}: unit", 0, units[layer] - 1)
     if not isinstance(params, dict):
         raise BundleProblem(f"{where}: params is not an object")
     try:

@@ -23,6 +23,7 @@ from kb.db.tables import utcnow
 from kb.render.params import params_hash
 from kb.render.quota import Quota, check_queue, check_seeds, lock_account
 
+LAYER_UNIT = -1  # the ``unit`` of a job for a whole layer (DEEPDREAM, CARICATURE: kb.render.layer_views)
 AGAIN = ("FAILED", "CANCELLED")  # ended without an image: asked for again, queued afresh
 ENDED = ("DONE", "FAILED", "CANCELLED")
 
@@ -36,7 +37,7 @@ class Unit:
     model_key: str
     model_sha256: str
     layer_key: str
-    unit: int
+    unit: int  # LAYER_UNIT: the whole layer
 
 
 def request(
@@ -363,8 +364,27 @@ def done_for_layer(conn: sa.Connection, model_sha256: str, layer_key: str, kind:
     q = (
         sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
         .join(a, a.c.id == t.c.artifact_id)
-        .where(t.c.model_sha256 == model_sha256, t.c.layer_key == layer_key, t.c.status == "DONE")
+        .where(t.c.model_sha256 == model_sha256, t.c.layer_key == layer_key, t.c.status == "DONE", t.c.unit >= 0)
         .order_by(t.c.unit, t.c.id)
+    )
+    if kind:
+        q = q.where(t.c.kind == kind)
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def layer_views(conn: sa.Connection, model_sha256: str, layer_key: str, kind: str | None = None) -> list[dict]:
+    """Finished jobs for the whole layer (DEEPDREAM, CARICATURE) with their artifacts, by kind, then job order."""
+    t, a = render_job_table, artifact_table
+    q = (
+        sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
+        .join(a, a.c.id == t.c.artifact_id)
+        .where(
+            t.c.model_sha256 == model_sha256,
+            t.c.layer_key == layer_key,
+            t.c.unit == LAYER_UNIT,
+            t.c.status == "DONE",
+        )
+        .order_by(t.c.kind.desc(), t.c.id)
     )
     if kind:
         q = q.where(t.c.kind == kind)

@@ -113,3 +113,68 @@ def plain_render_vis(
             progress=False,
         )
     return (np.clip(images[-1][0], 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+# Layer objectives (kb.render.layer_views) as lucent objectives: lucent 0.1.8 has neither Lucid's ``deepdream``
+# nor its caricature objective ``dot_compare``, so they are written here with lucent's ``wrap_objective``, in
+# lucent's sign convention (an objective is a loss: minimised). ``T(layer)`` is the layer's activations [N, C, H, W].
+CARICATURE_COSSIM_POW = 1.0  # the dot product weighted by the cosine: the caricature's direction, not its size
+
+
+def deepdream(layer: str):
+    """Lucid's ``objectives.deepdream(layer)``: maximise the mean squared activation of the whole layer."""
+    from lucent.optvis import objectives
+
+    @objectives.wrap_objective()
+    def deepdream(layer):
+        def inner(T):
+            return -(T(layer).float() ** 2).mean()
+
+        return inner
+
+    return deepdream(layer)
+
+
+def dot_compare(layer: str, batch: int = 1, cossim_pow: float = CARICATURE_COSSIM_POW):
+    """Lucid's caricature objective: image ``batch``'s activations at ``layer`` against image 0's (the target),
+    their dot product weighted by their cosine similarity (floored at 0.1) to the power ``cossim_pow``."""
+    from lucent.optvis import objectives
+
+    @objectives.wrap_objective()
+    def dot_compare(layer, batch, cossim_pow):
+        def inner(T):
+            acts = T(layer).float()
+            x, target = acts[batch].flatten(), acts[0].flatten()
+            dot = (x * target).sum()
+            cossim = dot / (x.norm() * target.norm() + 1e-6)
+            return -dot * cossim.clamp(min=0.1) ** cossim_pow
+
+        return inner
+
+    return dot_compare(layer, batch, cossim_pow)
+
+
+def plain_render_deepdream(
+    model: torch.nn.Module,
+    layer: str,
+    *,
+    size: int = 128,
+    steps: int = 512,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """lucent's own ``render_vis`` loop on the ``deepdream(layer)`` objective (``layer``: lucent's underscore
+    name), for comparison (bench/layer_views.py); seeded, headless, its hooks removed afterwards."""
+    from lucent.optvis import param, render
+
+    seed_everything(seed)
+    with lucent_hooks_removed(model), lucent_on(device):
+        images = render.render_vis(
+            model,
+            deepdream(layer),
+            param_f=lambda: param.image(size),
+            thresholds=(steps,),
+            show_image=False,
+            progress=False,
+        )
+    return (np.clip(images[-1][0], 0, 1) * 255 + 0.5).astype(np.uint8)

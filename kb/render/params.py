@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 
 from kb.errors import Problem
 
-KINDS = ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")
+KINDS = ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")  # one picture per unit
+LAYER_KINDS = ("DEEPDREAM", "CARICATURE")  # one picture per layer (kb.render.layer_views)
+ALL_KINDS = KINDS + LAYER_KINDS
 PARAMETERIZATIONS = ("fft", "pixel")
 TRANSFORMS = ("standard", "none")
 
@@ -42,10 +44,11 @@ class RenderParams:
     upsample: int = 224  # 0: feed the image at its own size
     dataset: str = ""  # DATASET_EXAMPLES: a dataset name
     top_k: int = 9  # DATASET_EXAMPLES: examples per unit
+    image: int = -1  # CARICATURE: the index of the dataset's image (in its sorted file order)
 
     def check(self, kind: str) -> RenderParams:
-        if kind not in KINDS:
-            raise BadParams(f"kind must be one of {', '.join(KINDS)}")
+        if kind not in ALL_KINDS:
+            raise BadParams(f"kind must be one of {', '.join(ALL_KINDS)}")
         if not 16 <= self.size <= 512:
             raise BadParams("size must be 16..512 pixels")
         if not 1 <= self.steps <= 4096:
@@ -64,6 +67,10 @@ class RenderParams:
             raise BadParams("DATASET_EXAMPLES needs a dataset name (kb dataset add NAME PATH)")
         if not 1 <= self.top_k <= 64:
             raise BadParams("top_k must be 1..64")
+        if kind == "CARICATURE" and (not self.dataset or self.image < 0):
+            raise BadParams("CARICATURE needs a dataset name and an image index in it (dataset, image)")
+        if self.image >= 2**31:
+            raise BadParams("image must be 0..2^31-1")
         return self
 
     def within(self, kind: str, settings) -> RenderParams:
@@ -83,9 +90,13 @@ class RenderParams:
         """Only the parameters that change the image of this kind (so irrelevant ones don't split the cache)."""
         d = asdict(self)
         if kind in ("FEATURE_VIS", "NEURON_VIS"):
-            d.pop("dataset"), d.pop("top_k")
+            d.pop("dataset"), d.pop("top_k"), d.pop("image")
         elif kind == "DATASET_EXAMPLES":
             d = {"dataset": self.dataset, "top_k": self.top_k}
+        elif kind == "DEEPDREAM":
+            d.pop("dataset"), d.pop("top_k"), d.pop("image"), d.pop("negative")
+        elif kind == "CARICATURE":
+            d.pop("top_k"), d.pop("negative")
         else:
             d = {}
         return d

@@ -1,5 +1,6 @@
 """A group's pictures (jobs of one model, layer, kind and parameters), one per job, by kind: feature and neuron
-visualisations (``feature_vis``), dataset examples (``dataset_cache``), a unit's strongest input kernels."""
+visualisations (``feature_vis``), dataset examples (``dataset_cache``), a unit's strongest input kernels, and
+a whole layer's deep dream and caricatures (``layer_views``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 from kb.db.graph_cache import GraphCache
 from kb.render import images
 from kb.render.jobs import Permanent
+from kb.render.params import LAYER_KINDS
 from kb.render.worker_device import bf16, device
 from kb.settings import Settings
 
@@ -44,6 +46,9 @@ def pictures(engine: sa.Engine, settings: Settings, model_row, group: list[dict]
     from kb.render.model_cache import cached_model
     from kb.render.preprocess import preprocess_kind
 
+    if kind in LAYER_KINDS:
+        arch, model = cached_model(model_row.source, model_row.weights, model_row.sha256, str(where))
+        return [_layer_view(engine, arch, model, job, where, progress) for job in group]
     if kind == "DATASET_EXAMPLES":
         from kb.render.dataset_cache import dataset_examples
 
@@ -90,3 +95,50 @@ def _weights(engine: sa.Engine, model_key: str, group: list[dict]) -> list[np.nd
         kernels = [graphs.kernel(g, int(g.inputs.other[p]), target) for p in positions]
         out.append(images.small_multiples(kernels))
     return out
+
+
+def _layer_view(engine: sa.Engine, arch, model, job: dict, where, progress) -> np.ndarray:
+    """A whole layer's DEEPDREAM, or its CARICATURE of a dataset's image."""
+    from kb.render.layer_views import render_layer_view
+    from kb.render.preprocess import preprocess_kind
+
+    params, target = job["params"], None
+    if job["kind"] == "CARICATURE":
+        target = _dataset_image(engine, params["dataset"], params["image"], params["size"])
+    return render_layer_view(
+        model,
+        arch.layer(job["layer_key"]).module,
+        job["kind"],
+        target=target,
+        size=params["size"],
+        steps=params["steps"],
+        seed=params["seed"],
+        parameterization=params["parameterization"],
+        transforms=params["transforms"],
+        lr=params["lr"],
+        upsample=params["upsample"],
+        preprocess=preprocess_kind(arch.source),
+        device=where,
+        progress=progress,
+    )
+
+
+def _dataset_image(engine: sa.Engine, name: str, index: int, size: int) -> np.ndarray:
+    """Image ``index`` of dataset ``name`` (its files in sorted order, as dataset examples number them), its
+    shorter side resized to ``size`` and centre-cropped."""
+    from pathlib import Path
+
+    from kb.render.dataset_examples import image_files, load
+    from kb.render.datasets import dataset_by_name
+
+    with engine.connect() as conn:
+        ds = dataset_by_name(conn, name)
+    if ds is None:
+        raise Permanent(f"no dataset {name!r} (kb dataset add NAME PATH)")
+    files = image_files(Path(ds["path"]))
+    if not 0 <= index < len(files):
+        raise Permanent(f"dataset {name!r} has {len(files)} images now: no image {index}")
+    rgb = load(files[index], size)
+    if rgb is None:
+        raise Permanent(f"image {index} of dataset {name!r} is not a readable image ({files[index].name})")
+    return rgb

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from kb.errors import Problem
 from kb.render import jobs, lanes
-from kb.render.params import RenderParams
+from kb.render.params import KINDS, LAYER_KINDS, RenderParams
 from kb.render.quota import Quota
 
 log = logging.getLogger("kb.render")
@@ -53,15 +53,19 @@ def request_renders(
     """Check the parameters, save the jobs (existing ones reused) and send the new ones to the broker. ``layer``:
     the units are a whole layer (the bulk lane; a few units are interactive); ``lane`` says it instead. A job
     saved but not sent (the broker did not answer) is still returned, QUEUED: a worker's sweeper sends it."""
+    whole = kind in LAYER_KINDS
+    if any((u.unit == jobs.LAYER_UNIT) != whole for u in units):
+        raise RenderProblem(
+            f"{kind} renders one picture of a whole layer: ask with requestLayerRender (kb render --layer L --kind "
+            f"{kind.lower()})"
+            if whole
+            else f"{kind} renders units: one of {', '.join(KINDS)} for each unit"
+        )
     params.check(kind).within(kind, settings)
     if not units:
         raise RenderProblem("name neurons or a layer to render")
-    if kind == "DATASET_EXAMPLES":
-        from kb.render.datasets import dataset_by_name
-
-        with engine.connect() as conn:
-            if dataset_by_name(conn, params.dataset) is None:
-                raise NotFound(f"no dataset {params.dataset!r}: add one with kb dataset add NAME PATH")
+    if kind in ("DATASET_EXAMPLES", "CARICATURE"):
+        _check_dataset(engine, params)
     lane = lane or lanes.lane_for(layer, len(units), settings.render_interactive_units)
     if lane not in lanes.RANK:
         raise RenderProblem(f"lane must be one of {', '.join(lanes.LANES)}")
@@ -85,6 +89,44 @@ def request_renders(
             )
             out.unsent = queued
     return out
+
+
+def request_layer_render(
+    engine: sa.Engine,
+    settings,
+    layer: jobs.Unit,
+    kind: str,
+    params: RenderParams,
+    *,
+    requester: int | None = None,
+    quota: Quota | None = None,
+) -> Requested:
+    """One picture of a whole layer (``kind`` one of LAYER_KINDS; ``layer``: a Unit with ``unit`` LAYER_UNIT, as
+    ``layer_unit`` makes it): one job per (pinned model, layer, kind, parameters), in the interactive lane."""
+    if kind not in LAYER_KINDS:
+        raise RenderProblem(f"a layer's picture is one of {', '.join(LAYER_KINDS)}, not {kind}")
+    return request_renders(
+        engine, settings, [layer], kind, params, requester=requester, quota=quota, lane="interactive"
+    )
+
+
+def layer_unit(model_key: str, model_sha256: str, layer_key: str) -> jobs.Unit:
+    """The job key of a whole layer's picture."""
+    return jobs.Unit(model_key, model_sha256, layer_key, jobs.LAYER_UNIT)
+
+
+def _check_dataset(engine: sa.Engine, params: RenderParams) -> None:
+    """The dataset exists, and for CARICATURE (``params.image`` >= 0) it holds that image: else NOT_FOUND."""
+    from kb.render.datasets import dataset_by_name
+
+    with engine.connect() as conn:
+        ds = dataset_by_name(conn, params.dataset)
+    if ds is None:
+        raise NotFound(f"no dataset {params.dataset!r}: add one with kb dataset add NAME PATH")
+    if params.image >= ds["images"]:
+        raise NotFound(
+            f"dataset {params.dataset!r} has {ds['images']} images (0..{ds['images'] - 1}): no image {params.image}"
+        )
 
 
 def cancel_renders(engine: sa.Engine, ids: list[int], by: int | None, moderator: bool) -> list[dict]:

@@ -13,9 +13,9 @@ import strawberry
 from kb.graph.keys import KeyProblem
 from kb.render import jobs as job_domain
 from kb.render.lanes import LANES
-from kb.render.params import RenderParams
+from kb.render.params import ALL_KINDS, LAYER_KINDS, RenderParams
 from kb.render.quota import Quota
-from kb.render.requests import cancel_renders, request_renders
+from kb.render.requests import cancel_renders, layer_unit, request_layer_render, request_renders
 from kb.schema.auth import mutation
 from kb.schema.claim_types import Person, _person
 from kb.schema.context import Info
@@ -23,9 +23,16 @@ from kb.schema.errors import CodedError, bad_input, limit
 from kb.schema.types import Neuron
 
 RenderKind = strawberry.enum(
-    Enum("RenderKind", {k: k for k in ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")}),
+    Enum("RenderKind", {k: k for k in ALL_KINDS}),
     description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
-    "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels",
+    "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels. A whole layer's pictures "
+    "(requestLayerRender): DEEPDREAM, CARICATURE",
+)
+LayerRenderKind = strawberry.enum(
+    Enum("LayerRenderKind", {k: k for k in LAYER_KINDS}),
+    description="a picture of a whole layer: DEEPDREAM maximises the layer's mean squared activation (every "
+    "channel, every position); CARICATURE (params.dataset, params.image) makes an image whose activations at the "
+    "layer point the way the dataset image's do (their dot product weighted by their cosine), as Microscope does",
 )
 RenderLane = strawberry.enum(
     Enum("RenderLane", {lane.upper(): lane for lane in LANES}),
@@ -48,6 +55,9 @@ class RenderParamsInput:
     upsample: int = 224
     dataset: str = strawberry.field(default="", description="DATASET_EXAMPLES: a dataset name")
     top_k: int = strawberry.field(default=9, description="DATASET_EXAMPLES: examples per unit")
+    image: int = strawberry.field(
+        default=-1, description="CARICATURE: the index of the dataset's image (its files in sorted order)"
+    )
     batch: int | None = strawberry.field(
         default=None,
         description="units sent to a worker in one task "
@@ -101,9 +111,15 @@ class RenderJob:
             _row=row,
         )
 
-    @strawberry.field
+    @strawberry.field(description="the layer's key (model/layer): of the unit's layer, or of a whole layer's picture")
+    def layer(self) -> str:
+        return f"{self._row['model_key']}/{self._row['layer_key']}"
+
+    @strawberry.field(description="the unit rendered; null for a picture of a whole layer (DEEPDREAM, CARICATURE)")
     def neuron(self, info: Info) -> Neuron | None:
         r = self._row
+        if r["unit"] == job_domain.LAYER_UNIT:
+            return None
         try:
             key = info.context.graphs.resolve(f"{r['model_key']}/{r['layer_key']}:{r['unit']}")
             return Neuron.of_key(info.context.graphs.graph(key.model), key)
@@ -186,6 +202,31 @@ def layer_visualizations(info: Info, layer, kind) -> list[UnitVisualization]:
     ]
 
 
+@strawberry.type(description="A finished picture of a whole layer: its deep dream or a caricature.")
+class LayerView:
+    kind: LayerRenderKind  # type: ignore[valid-type]
+    params: str = strawberry.field(description="JSON")
+    dataset: str | None = strawberry.field(description="CARICATURE: the dataset of its target image")
+    image: int | None = strawberry.field(description="CARICATURE: the target image's index in the dataset")
+    artifact: Artifact
+
+
+def layer_views(info: Info, layer, kind) -> list[LayerView]:
+    name = layer._graph.layers[layer.position].key
+    with info.context.graphs.engine.connect() as conn:
+        rows = job_domain.layer_views(conn, layer._graph.sha256, name, kind.value if kind else None)
+    return [
+        LayerView(
+            kind=LayerRenderKind[r["kind"]],
+            params=json.dumps(r["params"], sort_keys=True),
+            dataset=r["params"].get("dataset"),
+            image=r["params"].get("image"),
+            artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]),
+        )
+        for r in rows
+    ]
+
+
 @strawberry.type
 class RenderQuery:
     @strawberry.field(name="renderJobs", description="Jobs by id: poll their status and progress.")
@@ -245,6 +286,36 @@ class RenderMutation:
             batch=batch,
         )
         return [RenderJob.of(r) for r in asked.rows]
+
+    @mutation(
+        role="editor",
+        description="Render one picture of a whole layer: its DEEPDREAM, or a CARICATURE of a dataset's image "
+        "(params.dataset, params.image). The same (pinned model, layer, kind, parameters) returns the existing job "
+        "and artifact.",
+    )
+    def request_layer_render(
+        self,
+        info: Info,
+        kind: LayerRenderKind,  # type: ignore[valid-type]
+        layer: str,
+        params: Annotated[RenderParamsInput | None, strawberry.argument()] = None,
+    ) -> RenderJob:
+        account = info.context.account()
+        given = asdict(params) if params else {}
+        given.pop("batch", None)  # one picture: nothing to batch
+        graphs = info.context.graphs
+        lk = graphs.resolve_layer(layer)
+        g = graphs.graph(lk.model)
+        asked = request_layer_render(
+            graphs.engine,
+            info.context.settings,
+            layer_unit(g.key, g.sha256, lk.layer),
+            kind.value,
+            RenderParams(**given),
+            requester=account.id,
+            quota=Quota.of(info.context.settings),
+        )
+        return RenderJob.of(asked.rows[0])
 
     @mutation(
         role="editor",

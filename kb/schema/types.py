@@ -23,7 +23,7 @@ from kb.schema.pagination import PageInfo, cursor, page_info, window
 
 if TYPE_CHECKING:
     from kb.schema.claim_types import Citation, Claim
-    from kb.schema.render_types import RenderKind, UnitVisualization, Visualization
+    from kb.schema.render_types import LayerRenderKind, LayerView, RenderKind, UnitVisualization, Visualization
 
 
 SHOWCASE_MAX = 24  # units in a model's showcase
@@ -200,6 +200,16 @@ class Layer(KeyedNode):
         from kb.schema.render_types import layer_visualizations
 
         return layer_visualizations(info, self, kind)
+
+    @strawberry.field(description="Finished pictures of the whole layer: its deep dream and caricatures.")
+    def views(
+        self,
+        info: Info,
+        kind: Annotated[LayerRenderKind, strawberry.lazy("kb.schema.render_types")] | None = None,
+    ) -> list[Annotated[LayerView, strawberry.lazy("kb.schema.render_types")]]:
+        from kb.schema.render_types import layer_views
+
+        return layer_views(info, self, kind)
 
     @strawberry.field(description="The layer's units, in index order.")
     def neurons(self, first: int | None = None, after: str | None = None) -> NeuronConnection:

@@ -23,7 +23,7 @@ from kb.claims.content import KINDS, STATUSES
 from kb.claims.ids import row_id
 from kb.errors import Problem
 from kb.schema.errors import with_code
-from kb.web import diagram, neuron_view, render_controls, text_work
+from kb.web import diagram, layer_views, neuron_view, render_controls, text_work
 from kb.web.auth.current import signed_in
 from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
@@ -386,6 +386,9 @@ class Pages:
             f'mutation {{ requestRender(kind: FEATURE_VIS, layer: "{layer["key"]}", '
             f"params: {{ size: {thumbnail.size}, steps: {thumbnail.steps} }}) {{ id status }} }}"
         )
+        views = await self._part(
+            "LAYER_VIEWS", layer_views.LAYER_VIEWS, {"k": key}, "The layer's deep dream and caricatures", missing
+        )
         context = {
             "title": layer["key"],
             "layer": layer,
@@ -399,6 +402,7 @@ class Pages:
             "mutation": mutation,
             "missing": missing,
             "presets": known.values(),
+            "views": layer_views.section(layer["key"], views),
             **await self._layer_render_context(request, layer),
             **(extra or {}),
         }
