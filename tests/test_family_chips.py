@@ -30,7 +30,8 @@ def test_family_chips_on_random_weights_warn_and_others_do_not(api, engine, acco
 
     name = f"fam-{secrets.token_hex(3)}"
     unit = 100 + secrets.randbelow(370)  # a unit of its own: a layer card shows its first two chips only
-    (tmp_path / "mixed3b.json").write_text(f'[{{"name": "{name}", "units": [{unit}, {unit + 6}], "comment": "curves"}}]')
+    family = f'[{{"name": "{name}", "units": [{unit}, {unit + 6}], "comment": "curves"}}]'
+    (tmp_path / "mixed3b.json").write_text(family)
     with engine.begin() as conn:
         import_families(conn, load_catalog(conn), tmp_path, "inceptionv1", "doi:10.23915/distill.00024.006")
         number = conn.execute(sa.text("SELECT id FROM claim WHERE label = :l"), {"l": name}).scalar_one()
