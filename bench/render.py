@@ -61,7 +61,7 @@ def compare(args) -> None:
     plain_units = units[: max(1, min(len(units), args.plain_units))]
     name = layer.module.replace(".", "_")
     A.plain_render_vis(plain_model, name, 0, size=args.size, steps=2, device=args.device)
-    model = M.prepare(arch.build(), args.device)
+    model = M.prepare(arch.build(), args.device, bf16=args.bf16)  # as a worker prepares it
     FV.render_units(
         model,
         layer.module,
@@ -120,8 +120,42 @@ def compare(args) -> None:
         f"(rounds: {', '.join(f'{r:.3f}' for r in ourses)})"
     )
     print(f"ratio: {ours / plain:.2f}x")
+    if args.layer_slice:
+        from kb.graph.extract import shapes
+
+        layer_time(args, model, layer.module, shapes(arch.build(), arch)[layer.module][0], preprocess)
     if args.ablate:
         ablate(args, arch, layer, units, preprocess, ours)
+
+
+def layer_time(args, model, module_path, channels, preprocess) -> None:
+    """A worker's time for the whole layer, from a slice of it: ``--layer-slice`` units rendered a device batch
+    at a time (kb.render.batching), as a worker renders them; the layer's time is the slice's, scaled by its
+    share of the layer's units."""
+    from kb.render import feature_vis as FV
+    from kb.render.batching import units_per_pass
+
+    batch = units_per_pass(model, module_path, 224, args.device)
+    units = list(range(min(args.layer_slice, channels)))
+    _sync(args.device)
+    t = time.perf_counter()
+    FV.render_units(
+        model,
+        module_path,
+        units,
+        size=args.size,
+        steps=args.steps,
+        preprocess=preprocess,
+        device=args.device,
+        autocast=args.bf16,
+        max_batch=batch,
+    )
+    _sync(args.device)
+    dt = time.perf_counter() - t
+    print(
+        f"layer time: {len(units)} units in batches of {batch}: {dt:.1f} s = {len(units) / dt:.3f} units/s; "
+        f"the layer's {channels} units at that rate: {dt * channels / len(units) / 60:.1f} min"
+    )
 
 
 def ablate(args, arch, layer, units, preprocess, full) -> None:
@@ -140,6 +174,7 @@ def ablate(args, arch, layer, units, preprocess, full) -> None:
         return x
 
     variants = [
+        *([("float32 instead of bf16", {"bf16": False}, {"autocast": False})] if args.bf16 else []),
         ("no model rewrites (BatchNorm kept, stock conv gradient)", {"rewrites": False}, {}),
         ("NCHW instead of channels-last", {"channels_last": False}, {"channels_last": False}),
         ("lucent's kornia transforms", {}, {"kornia": True}),
@@ -148,12 +183,12 @@ def ablate(args, arch, layer, units, preprocess, full) -> None:
     print(f"ablation (full renderer {full:.3f} units/s):")
     for name, prep, run in variants:
         torch.manual_seed(0)
-        model = M.prepare(arch.build(), args.device, **prep)
+        model = M.prepare(arch.build(), args.device, **{"bf16": args.bf16, **prep})
         saved = transforms.standard
         if run.pop("kornia", False):
             transforms.standard = kornia_chain
         try:
-            kw = dict(size=args.size, preprocess=preprocess, device=args.device, **run)
+            kw = dict(size=args.size, preprocess=preprocess, device=args.device, **{"autocast": args.bf16, **run})
             FV.render_units(model, layer.module, units[:2], steps=2, **kw)
             t = time.perf_counter()
             FV.render_units(model, layer.module, units, steps=args.steps, **kw)
@@ -302,8 +337,19 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 weights and autocast; default: what a worker on this device does (kb.render.worker_device)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the medians are compared")
+    ap.add_argument(
+        "--layer-slice",
+        type=int,
+        default=0,
+        help="also render this many units of the layer as a worker does and extrapolate to the whole layer",
+    )
     ap.add_argument("--ablate", action="store_true", help="also time the renderer without each speed-up")
     ap.add_argument("--all-units", action="store_true")
     ap.add_argument("--batch", type=int, default=256)
@@ -312,6 +358,11 @@ def main() -> None:
     ap.add_argument("--dataset-pass", action="store_true")
     ap.add_argument("--batches", type=int, default=4)
     args = ap.parse_args()
+    if args.bf16 is None:
+        from kb.render.worker_device import bf16
+        from kb.settings import Settings
+
+        args.bf16 = bf16(Settings(render_device=args.device))
     if args.all_units:
         all_units(args)
     elif args.dataset_pass:

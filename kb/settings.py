@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     render_retry_base_s: float = Field(10.0, description="first retry delay of a failed render; doubles each time")
     render_visibility_timeout_s: int = Field(3600, description="Redis: redeliver an unacknowledged task after")
     render_bf16: bool | None = Field(
-        None, description="bf16 feature visualisations on a GPU (default on); never on a CPU"
+        None,
+        description="bf16 feature visualisations (default on) on a GPU and on a CPU with native bf16 "
+        "(AVX512-BF16 or AMX); never on other CPUs",
     )
     render_device: str = Field("", description="torch device for renders; empty: cuda if available, else cpu")
     render_max_size: int = Field(512, description="largest render size (pixels) a request may ask for; at most 512")

@@ -20,6 +20,7 @@ from kb.graph import zoo
 from kb.render import feature_vis as FV
 from kb.render import lucent_adapter as A
 from kb.render import model_cache as M
+from kb.render.worker_device import cpu_has_bf16
 
 REQUEST = """mutation($kind: RenderKind!, $n: [String!], $p: RenderParamsInput) {
     requestRender(kind: $kind, neurons: $n, params: $p) { id status attempts kind neuron { key } } }"""
@@ -149,7 +150,7 @@ def test_worker_renders_and_the_api_serves(api, accounts, db_url, clean_queue, e
     made = {v["kind"]: json.loads(v["artifact"]["versions"]) for v in viz["data"]["neuron"]["visualizations"]}
     assert set(made) == {"FEATURE_VIS", "WEIGHTS"}
     assert made["FEATURE_VIS"]["torch"] == torch.__version__ and made["FEATURE_VIS"]["device"] == "cpu"
-    assert made["FEATURE_VIS"]["bf16"] is False and made["FEATURE_VIS"]["lucent"]
+    assert made["FEATURE_VIS"]["bf16"] is cpu_has_bf16() and made["FEATURE_VIS"]["lucent"]  # bf16 where it computes it
     grid = gql(api, '{ layer(key: "InceptionV1 3b") { visualizations(kind: FEATURE_VIS) { index artifact { url } } } }')
     rendered = [(v["index"], v["artifact"]["url"]) for v in grid["data"]["layer"]["visualizations"]]
     assert {0, 1, 2} <= {i for i, _ in rendered} and (0, url) in rendered
