@@ -23,7 +23,7 @@ from kb.db.render_tables import dataset_table
 from kb.db.tables import utcnow
 from kb.render.params import params_hash
 from kb.render.presets import presets
-from kb.settings import Settings
+from kb.settings import Settings, get_settings
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no system chromium")
@@ -52,7 +52,7 @@ def test_a_layer_rendered_and_cancelled_from_its_page_while_a_unit_goes_first(en
         "KB_DATABASE_URL": db_url,
         "KB_BROKER_URL": "",  # the embedded broker and the server's own worker
         "KB_DATA_DIR": str(tmp_path / "data"),
-        "KB_STORAGE_DIR": str(tmp_path / "artifacts"),
+        "KB_STORAGE_DIR": str(get_settings().artifacts_dir),  # the session's: other pages show these pictures too
         "KB_RENDER_DEVICE": "cpu",
         "KB_RENDER_DEVICE_BATCH": "2",  # the layer is 96 device batches: a unit's job goes between two
         "KB_RENDER_SWEEP_S": "2",

@@ -29,9 +29,17 @@ def test_family_chips_on_random_weights_warn_and_others_do_not(api, engine, acco
     from kb.db.catalog import load_catalog
 
     name = f"fam-{secrets.token_hex(3)}"
-    unit = 100 + secrets.randbelow(370)  # a unit of its own: a layer card shows its first two chips only
-    family = f'[{{"name": "{name}", "units": [{unit}, {unit + 6}], "comment": "curves"}}]'
-    (tmp_path / "mixed3b.json").write_text(family)
+    with engine.connect() as conn:  # units no claim is about yet: a layer card shows its first two chips only
+        taken = set(
+            conn.execute(
+                sa.text(
+                    "SELECT neuron_index FROM claim_subject WHERE model_key = 'inceptionv1' AND layer_key = 'mixed5b'"
+                )
+            ).scalars()
+        )
+    unit = next(u for u in range(1024) if u not in taken)  # mixed5b: the early layers carry Distill's families
+    family = f'[{{"name": "{name}", "units": [{unit}], "comment": "curves"}}]'
+    (tmp_path / "mixed5b.json").write_text(family)
     with engine.begin() as conn:
         import_families(conn, load_catalog(conn), tmp_path, "inceptionv1", "doi:10.23915/distill.00024.006")
         number = conn.execute(sa.text("SELECT id FROM claim WHERE label = :l"), {"l": name}).scalar_one()
@@ -40,11 +48,11 @@ def test_family_chips_on_random_weights_warn_and_others_do_not(api, engine, acco
         api,
         accounts["editor"]["token"],
         CREATE,
-        {"input": {"label": plain, "kind": "FEATURE", "subjects": [f"InceptionV1 3b:{unit}"], "body": "a feature"}},
+        {"input": {"label": plain, "kind": "FEATURE", "subjects": [f"InceptionV1 5b:{unit}"], "body": "a feature"}},
     )
     pages = {
-        "neuron": api.get(f"/n/inceptionv1/mixed3b/{unit}").text,
-        "layer": api.get("/n/inceptionv1/mixed3b").text,
+        "neuron": api.get(f"/n/inceptionv1/mixed5b/{unit}").text,
+        "layer": api.get("/n/inceptionv1/mixed5b").text,
         "claim": api.get(f"/c/{number}").text,  # its subjects' cards carry its chip
     }
     for where, page in pages.items():
