@@ -11,10 +11,13 @@ import threading
 import pytest
 import sqlalchemy as sa
 from conftest import as_user, gql
+from front_renders import picture
 from test_annotate_web import NEURON, ORIGIN, app, claim_row, csrf, people, propose, signed_in  # noqa: F401
 
 from kb.claims import activity
-from kb.render import jobs
+from kb.render import images, jobs
+from kb.render.storage import storage_from_settings
+from kb.settings import get_settings
 from kb.web.live.hub import Filter
 from kb.web.live.routes import link
 
@@ -24,10 +27,12 @@ UPDATE = """mutation($key: String!, $r: Int!, $patch: ClaimPatch!) {
 
 
 def _artifact(kind: str, params: dict) -> dict:
+    """A stored PNG of its own (other modules' pages show what lands here: the front page's strip loads it)."""
+    data = images.png(picture(secrets.randbelow(2**31), 128))
     return {
-        "sha256": secrets.token_hex(32),
+        "sha256": storage_from_settings(get_settings()).put(data, ".png"),
         "content_type": "image/png",
-        "bytes": 1,
+        "bytes": len(data),
         "width": 128,
         "height": 128,
         "kind": kind,
