@@ -4,6 +4,7 @@ from sqlmodel import SQLModel
 
 import kb.db.annotation_tables
 import kb.db.claim_tables
+import kb.db.experiment_tables
 import kb.db.render_tables
 import kb.db.tables  # noqa: F401
 from alembic import context

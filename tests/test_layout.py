@@ -10,7 +10,7 @@ from pathlib import Path
 
 KB = Path(__file__).resolve().parent.parent / "kb"
 FRAMEWORKS = {"strawberry", "celery", "starlette", "uvicorn", "jinja2", "kombu"}
-DOMAIN = ("graph", "claims", "db")
+DOMAIN = ("graph", "claims", "db", "experiments")
 
 
 def _imports(path: Path) -> set[str]:

@@ -14,6 +14,7 @@ from sqlmodel import SQLModel
 
 import kb.db.annotation_tables
 import kb.db.claim_tables
+import kb.db.experiment_tables
 import kb.db.render_tables
 import kb.db.tables  # noqa: F401  (the models register their tables)
 from kb.db import migrate

@@ -73,21 +73,26 @@ def request_renders(
         ids, queued = jobs.request(conn, units, kind, params.relevant(kind), requester, quota, lane)
     with engine.connect() as conn:
         rows = jobs.get(conn, ids)
-    out = Requested(rows, lane, queued)
-    if queued:
+    return send(engine, Requested(rows, lane, queued), batch)
+
+
+def send(engine: sa.Engine, out: Requested, batch: int | None = None) -> Requested:
+    """Send the jobs the request queued (``out.queued``) to the broker, after their commit; those the broker did
+    not take stay QUEUED (``out.unsent``): a worker's sweeper sends them."""
+    if out.queued:
         from kb.render.enqueue import enqueue
 
-        sending = set(queued)
+        sending = set(out.queued)
         try:
-            enqueue([r for r in rows if r["id"] in sending], batch, engine=engine)
+            enqueue([r for r in out.rows if r["id"] in sending], batch, engine=engine)
         except Exception as exc:  # saved: the sweeper sends what the broker did not take
             log.warning(
                 "jobs %s are saved but the broker did not take them (%s: %s); a worker's sweeper sends them",
-                queued[:20],
+                out.queued[:20],
                 type(exc).__name__,
                 exc,
             )
-            out.unsent = queued
+            out.unsent = out.queued
     return out
 
 

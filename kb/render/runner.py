@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from kb.db.engine import engine_for
 from kb.db.tables import model_table
+from kb.experiments.store import KIND as CHECK
 from kb.render import artifacts, jobs, lanes
 from kb.render.jobs import Permanent
 from kb.render.keepalive import Cancelled, KeepAlive
@@ -133,6 +134,12 @@ def _render_group(engine: sa.Engine, settings: Settings, model_row, group: list[
     first = group[0]
     if model_row is None or model_row.removed_at is not None:
         raise Permanent(f"model {first['model_key']}@{first['model_sha256'][:12]} is not in the database")
+    if first["kind"] == CHECK:  # a circuit check: one job, which lands as an experiment (kb.experiments)
+        from kb.render import circuit_checks
+
+        with KeepAlive(engine, [first["id"]], settings.render_lease_s) as alive:
+            results, made_by = circuit_checks.run(engine, settings, model_row, first, alive.progress)
+        return circuit_checks.land(engine, first, results, made_by)
     with KeepAlive(engine, [j["id"] for j in group], settings.render_lease_s) as alive:
         made = pictures(engine, settings, model_row, group, alive.progress)
     return artifacts.store(engine, settings, group, made)

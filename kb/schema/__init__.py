@@ -15,6 +15,7 @@ from kb.schema.circuit_types import CircuitMutation
 from kb.schema.claim_query import ClaimQuery
 from kb.schema.deadline import DEADLINE
 from kb.schema.errors import CodedError, RequestTimeout
+from kb.schema.experiment_types import ExperimentMutation, ExperimentQuery
 from kb.schema.guard import CachedValidation, Guard
 from kb.schema.limits import DEFAULT_BUDGET, MAX_TOKENS, Limits
 from kb.schema.live_types import LiveQuery
@@ -25,12 +26,12 @@ from kb.schema.render_types import RenderMutation, RenderQuery
 
 
 @strawberry.type
-class Query(GraphQuery, ClaimQuery, RenderQuery, LiveQuery):
+class Query(GraphQuery, ClaimQuery, RenderQuery, LiveQuery, ExperimentQuery):
     pass
 
 
 @strawberry.type
-class Mutation(ClaimMutation, RenderMutation, CircuitMutation):
+class Mutation(ClaimMutation, RenderMutation, CircuitMutation, ExperimentMutation):
     pass
 
 

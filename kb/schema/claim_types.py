@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from kb.schema.circuit_types import CircuitDiff, CircuitRevision
+    from kb.schema.experiment_types import Experiment
 
 ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), description="What a claim asserts.")
 ClaimStatus = strawberry.enum(Enum("ClaimStatus", {k: k for k in content.STATUSES}))
@@ -554,6 +555,15 @@ class Circuit(KeyedNode):
     @strawberry.field
     def neurons(self, info: Info) -> list[Neuron]:
         return _neurons(info, self._row["neurons"])
+
+    @strawberry.field(
+        description="Its checks by experiment, of every revision: the revision shown's and newer first "
+        "(olderRevision marks a check of an older one)."
+    )
+    def experiments(self, info: Info) -> list[Annotated[Experiment, strawberry.lazy("kb.schema.experiment_types")]]:
+        from kb.schema.experiment_types import experiments_of
+
+        return experiments_of(info, self._row["id"], self.latest_revision())
 
     @strawberry.field
     def created_at(self) -> datetime:

@@ -6,10 +6,11 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
+from kb.experiments.store import KIND as CHECK
 from kb.graph.keys import KeyProblem
 from kb.render import jobs as job_domain
 from kb.render.lanes import LANES
@@ -22,11 +23,15 @@ from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input, limit
 from kb.schema.types import Neuron
 
+if TYPE_CHECKING:
+    from kb.schema.experiment_types import Experiment
+
 RenderKind = strawberry.enum(
-    Enum("RenderKind", {k: k for k in ALL_KINDS}),
+    Enum("RenderKind", {k: k for k in (*ALL_KINDS, CHECK)}),
     description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
     "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels. A whole layer's pictures "
-    "(requestLayerRender): DEEPDREAM, CARICATURE",
+    "(requestLayerRender): DEEPDREAM, CARICATURE. CIRCUIT_CHECK: a circuit checked by experiment (checkCircuit), "
+    "whose result is an experiment, not a picture",
 )
 LayerRenderKind = strawberry.enum(
     Enum("LayerRenderKind", {k: k for k in LAYER_KINDS}),
@@ -138,6 +143,14 @@ class RenderJob:
             )
         user_id = self._row["requested_by"]
         return await _person(info, user_id) if user_id is not None else None
+
+    @strawberry.field(description="CIRCUIT_CHECK: the experiment it measured, once DONE")
+    def experiment(self, info: Info) -> Annotated[Experiment, strawberry.lazy("kb.schema.experiment_types")] | None:
+        if self._row["kind"] != CHECK or self._row["status"] != "DONE":
+            return None
+        from kb.schema.experiment_types import experiment_of_job
+
+        return experiment_of_job(info, self._row["id"])
 
     @strawberry.field
     async def artifact(self, info: Info) -> Artifact | None:

@@ -1,0 +1,207 @@
+"""Circuits checked by experiment (kb.experiments): the measurement on a network whose answers are known, for
+every ablation, and the check as a job of the render queue (checkCircuit, its worker, Circuit.experiments,
+idempotence, cancel), on both databases."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from conftest import as_user, gql
+
+import known_circuit as K
+from kb.experiments import measure
+
+ABLATIONS = ("zero", "mean", "resample")
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_the_known_circuit_is_sufficient_and_necessary_and_its_complement_is_neither(ablation):
+    model, x = K.KnownAnswer(), K.images()
+    [ab] = measure.check(model, model.inputs, model.out, x, {0: [0, 1]}, ablation)
+    [c] = measure.check(model, model.inputs, model.out, x, {0: [2]}, ablation)
+    assert ab["m_full"] != pytest.approx(ab["m_empty"])
+    assert ab["sufficiency"] == pytest.approx(1.0, abs=1e-6)
+    assert ab["necessity"] == pytest.approx(1.0, abs=1e-6)
+    assert c["sufficiency"] == pytest.approx(0.0, abs=1e-6)
+    assert c["necessity"] == pytest.approx(0.0, abs=1e-6)
+    assert ab["m_full"] == pytest.approx(c["m_full"]) and ab["m_empty"] == pytest.approx(c["m_empty"])
+    for figures in (ab, c):
+        rnd = figures["random"]
+        assert len(rnd["sets"]) == 10 and rnd["sufficiency"]["draws"] == 10
+        assert all(len(s) == len(figures["sources"]) for s in rnd["sets"])
+        assert rnd["sufficiency"]["std"] >= 0
+
+
+def test_zero_ablation_figures_worked_out_by_hand():
+    """m(M) = E[ReLU(2 x0)] > 0, m(∅) = ReLU(0) = 0; without a the unit is ReLU(x0): half of it (effect 0.5)."""
+    model, x = K.KnownAnswer(), K.images()
+    [f] = measure.check(model, model.inputs, model.out, x, {0: [0, 1]}, "zero")
+    expected = torch_relu_mean(2 * x[:, 0])
+    assert f["m_full"] == pytest.approx(expected, rel=1e-5)
+    assert f["m_empty"] == 0.0
+    assert [e["effect"] for e in f["edges"]] == pytest.approx([0.5, 0.5], abs=1e-6)
+
+
+def torch_relu_mean(t) -> float:
+    return float(t.clamp(min=0).mean())
+
+
+def test_the_same_seed_gives_the_same_figures_and_targets_share_their_conditions():
+    model, x = K.KnownAnswer(), K.images()
+    one = measure.check(model, model.inputs, model.out, x, {0: [0, 1], 1: [2]}, "resample", seed=3)
+    again = measure.check(model, model.inputs, model.out, x, {0: [0, 1], 1: [2]}, "resample", seed=3)
+    assert one == again
+    t0, t1 = one
+    assert (t0["target"], t1["target"]) == (0, 1)
+    assert t1["sufficiency"] == pytest.approx(1.0) and t1["necessity"] == pytest.approx(1.0)
+
+
+def test_a_pass_stops_at_the_target_layer():
+    """The layer after the target (``head``) never runs while a check measures."""
+    model, x = K.KnownAnswer(), K.images(8)
+    ran = []
+    handle = model.head.register_forward_hook(lambda *a: ran.append(1))
+    try:
+        measure.check(model, model.inputs, model.out, x, {0: [0, 1]}, "mean")
+    finally:
+        handle.remove()
+    assert ran == []
+
+
+def test_resample_sends_no_image_to_itself():
+    acts = K.images(16)
+    repl = measure.replacements(acts, "resample", seed=0)
+    for c in range(acts.shape[1]):
+        for i in range(len(acts)):
+            assert not bool((repl[i, c] == acts[i, c]).all())
+
+
+# -- the check as a job: the API, the job table, the worker's code, the experiment row ---------------------------
+
+CHECK = """mutation($k: String!, $d: String!, $a: Ablation!, $n: Int!) {
+  checkCircuit(key: $k, dataset: $d, ablation: $a, images: $n) { id kind status lane } }"""
+EXPERIMENTS = """query($k: String!) { circuit(key: $k) { revision experiments { key circuitKey olderRevision dataset
+  ablation images draws reduction pinnedHash modelSha256 versions
+  targets { target sources sufficiency necessity mFull mEmpty randomSufficiency { mean std draws }
+            edges { source effect } badges } } } }"""
+JOB = "query($i: [Int!]!) { renderJobs(ids: $i) { id status progress error experiment { key } } }"
+
+
+@pytest.fixture(scope="module")
+def known(api, engine, tmp_path_factory):
+    """test:known imported as model ``known``, and 48 noise images registered as data set ``noise``."""
+    from kb.db.render_tables import dataset_table
+    from kb.db.tables import model_table, utcnow
+    from kb.graph.importer import import_model
+
+    K.register()
+    with engine.connect() as conn:
+        there = conn.execute(sa.select(model_table.c.id).where(model_table.c.key == "known")).first()
+    if there is None:
+        import_model(engine, "test:known", key="known", weights="random")
+    api.app.state.graphs.catalog(refresh=True)
+    folder = tmp_path_factory.mktemp("noise")
+    K.write_pngs(folder)
+    with engine.begin() as conn:
+        if not conn.execute(sa.select(dataset_table.c.id).where(dataset_table.c.name == "noise")).first():
+            conn.execute(
+                sa.insert(dataset_table).values(name="noise", path=str(folder), images=48, created_at=utcnow())
+            )
+    return "known"
+
+
+def _circuit(api, token, edges) -> str:
+    made = as_user(
+        api,
+        token,
+        "mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }",
+        {"i": {"name": "relu(a+b)", "edges": [{"source": s, "target": t} for s, t in edges]}},
+    )
+    assert "errors" not in made, made
+    return made["data"]["createCircuit"]["key"]
+
+
+def _work(db_url: str, job_id: int) -> None:
+    """What a worker does with the job's message (kb.render.tasks.render_jobs calls this), in this process, where
+    the hand-built architecture is registered."""
+    from kb.render import runner
+    from kb.settings import Settings
+
+    runner.run([job_id], worker="test", settings=Settings(database_url=db_url, render_device="cpu"))
+
+
+@pytest.mark.parametrize("ablation", ["ZERO", "MEAN", "RESAMPLE"])
+def test_check_circuit_measures_the_known_circuit_as_a_job(api, accounts, db_url, known, ablation):
+    token = accounts["editor"]["token"]
+    key = _circuit(api, token, [("known/inputs:0", "known/out:0"), ("known/inputs:1", "known/out:0")])
+    asked = as_user(api, token, CHECK, {"k": key, "d": "noise", "a": ablation, "n": 32})
+    assert "errors" not in asked, asked
+    job = asked["data"]["checkCircuit"]
+    assert (job["kind"], job["status"], job["lane"]) == ("CIRCUIT_CHECK", "QUEUED", "BULK")
+    again = as_user(api, token, CHECK, {"k": key, "d": "noise", "a": ablation, "n": 32})["data"]["checkCircuit"]
+    assert again["id"] == job["id"]  # the same circuit revision and parameters: the same job
+    _work(db_url, job["id"])
+    [done] = gql(api, JOB, {"i": [job["id"]]})["data"]["renderJobs"]
+    assert done["status"] == "DONE" and done["progress"] == 1.0, done
+    circuit = gql(api, EXPERIMENTS, {"k": key})["data"]["circuit"]
+    [exp] = circuit["experiments"]
+    assert exp["key"] == done["experiment"]["key"]
+    assert exp["circuitKey"] == f"{key}@1" and exp["olderRevision"] is False
+    assert (exp["dataset"], exp["ablation"], exp["images"], exp["draws"], exp["reduction"]) == (
+        "noise",
+        ablation,
+        32,
+        10,
+        "mean",
+    )
+    assert exp["modelSha256"].startswith(exp["pinnedHash"]) and '"torch"' in exp["versions"]
+    [t] = exp["targets"]
+    assert t["target"] == "known/out:0" and t["sources"] == ["known/inputs:0", "known/inputs:1"]
+    assert t["sufficiency"] == pytest.approx(1.0, abs=1e-6) and t["necessity"] == pytest.approx(1.0, abs=1e-6)
+    assert t["randomSufficiency"]["draws"] == 10
+    assert t["badges"][:2] == ["sufficiency 1.00", "necessity 1.00"]
+    assert t["badges"][3:] == [f"{ablation.lower()} ablation", "32 images of noise"]
+    again = as_user(api, token, CHECK, {"k": key, "d": "noise", "a": ablation, "n": 32})["data"]["checkCircuit"]
+    assert (again["id"], again["status"]) == (job["id"], "DONE")  # asked again: the finished job, not redone
+
+
+def test_a_check_of_an_older_revision_is_marked_and_the_complement_measures_zero(api, accounts, db_url, known):
+    token = accounts["editor"]["token"]
+    key = _circuit(api, token, [("known/inputs:2", "known/out:0")])
+    job = as_user(api, token, CHECK, {"k": key, "d": "noise", "a": "MEAN", "n": 16})["data"]["checkCircuit"]
+    _work(db_url, job["id"])
+    edited = as_user(
+        api,
+        token,
+        'mutation($k: String!) { updateCircuit(key: $k, expectedRevision: 1, patch: {name: "c only"}) { revision } }',
+        {"k": key},
+    )
+    assert edited["data"]["updateCircuit"]["revision"] == 2
+    [exp] = gql(api, EXPERIMENTS, {"k": key})["data"]["circuit"]["experiments"]
+    assert exp["circuitKey"] == f"{key}@1" and exp["olderRevision"] is True
+    [t] = exp["targets"]
+    assert t["sufficiency"] == pytest.approx(0.0, abs=1e-6) and t["necessity"] == pytest.approx(0.0, abs=1e-6)
+    got = gql(api, '{ experiment(key: "%s") { circuitKey } }' % exp["key"])  # noqa: UP031
+    assert got["data"]["experiment"]["circuitKey"] == f"{key}@1"
+
+
+def test_a_queued_check_is_cancelled_and_bad_requests_are_coded(api, accounts, db_url, known):
+    token = accounts["editor"]["token"]
+    key = _circuit(api, token, [("known/inputs:0", "known/out:0")])
+    job = as_user(api, token, CHECK, {"k": key, "d": "noise", "a": "ZERO", "n": 8})["data"]["checkCircuit"]
+    cancelled = as_user(api, token, "mutation($i: [Int!]!) { cancelRenders(ids: $i) { status } }", {"i": [job["id"]]})
+    assert cancelled["data"]["cancelRenders"] == [{"status": "CANCELLED"}]
+    _work(db_url, job["id"])  # a message that arrives after the cancel runs nothing
+    [ended] = gql(api, JOB, {"i": [job["id"]]})["data"]["renderJobs"]
+    assert ended["status"] == "CANCELLED" and ended["experiment"] is None
+    for variables, code in (
+        ({"k": key, "d": "no-such-set", "a": "ZERO", "n": 8}, "NOT_FOUND"),
+        ({"k": key, "d": "noise", "a": "ZERO", "n": 49}, "BAD_INPUT"),
+        ({"k": key, "d": "noise", "a": "ZERO", "n": 1}, "BAD_INPUT"),
+        ({"k": "circuit:999999", "d": "noise", "a": "ZERO", "n": 8}, "NOT_FOUND"),
+        ({"k": "circuit:x", "d": "noise", "a": "ZERO", "n": 8}, "BAD_INPUT"),
+    ):
+        answer = as_user(api, token, CHECK, variables)
+        assert answer["errors"][0]["extensions"]["code"] == code, (variables, answer)
+    anonymous = as_user(api, None, CHECK, {"k": key, "d": "noise", "a": "ZERO", "n": 8})
+    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
