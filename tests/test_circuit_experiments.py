@@ -4,11 +4,11 @@ idempotence, cancel), on both databases."""
 
 from __future__ import annotations
 
+import known_circuit as K
 import pytest
 import sqlalchemy as sa
 from conftest import as_user, gql
 
-import known_circuit as K
 from kb.experiments import measure
 
 ABLATIONS = ("zero", "mean", "resample")
