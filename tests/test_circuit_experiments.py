@@ -205,3 +205,35 @@ def test_a_queued_check_is_cancelled_and_bad_requests_are_coded(api, accounts, d
         assert answer["errors"][0]["extensions"]["code"] == code, (variables, answer)
     anonymous = as_user(api, None, CHECK, {"k": key, "d": "noise", "a": "ZERO", "n": 8})
     assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "units"),
+    [("mixed4b", "mixed4c", [3, 130, 447]), ("mixed3b", "mixed4a", [10]), ("conv2d1", "conv2d2", [5, 100])],
+)
+def test_narrowing_to_the_measured_units_changes_none_of_them(source, target, units):
+    """InceptionV1 (seeded random weights): with the branches that make none of the units skipped and the last
+    convolutions sliced to their channels (kb.experiments.narrow), the units' maps are the same, bit for bit."""
+    import torch
+
+    from kb.experiments import narrow
+    from kb.graph import zoo
+    from kb.graph.weights import load
+    from kb.render.model_cache import prepare
+
+    arch = zoo.get("lucent:inceptionv1")
+    model = prepare(load(arch, "random", 0)[0], "cpu")
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 255 - 117
+    src, tgt = model.get_submodule(source), model.get_submodule(target)
+    acts = measure.source_activations(model, src, x, 2)
+    probe = measure.small_probe(model, src, x[:1])
+    assert probe.shape[-1] < 224
+    own = {id(m) for m in model.modules() if "forward" in vars(m)}  # lucent's redirected ReLUs (the adapter's)
+    with torch.no_grad():
+        whole = measure._downstream(model, src, tgt, probe, acts)
+        _skip, slices = narrow.plan(model, arch, target, units)
+        assert slices
+        with narrow.narrowed(model, arch, target, units, lambda m: measure._downstream(m, src, tgt, probe, acts[:1])):
+            narrowed = measure._downstream(model, src, tgt, probe, acts)
+    assert torch.equal(whole[:, units], narrowed[:, units])
+    assert {id(m) for m in model.modules() if "forward" in vars(m)} == own  # every patch removed

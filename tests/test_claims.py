@@ -351,6 +351,12 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
             'mutation($k: String!) { updateCircuit(key: $k, expectedRevision: 1, patch: {name: "d"}) { key } }',
             {"k": made},
         )
+    if mutation == "checkCircuit":  # any editor checks any circuit; the same revision and parameters: one job
+        return (
+            "mutation($k: String!, $d: String!) { "
+            "checkCircuit(key: $k, dataset: $d, ablation: ZERO, images: 2) { id } }",
+            {"k": _checked_circuit(api, accounts), "d": _two_images(api)},
+        )
     if mutation == "reviewClaim":  # nobody reviews their own claim
         owner = accounts["editor2"]["token"]
     claim = new_claim(api, owner, label=f"for {mutation} by {who}")
@@ -361,6 +367,39 @@ def _example(api, accounts, mutation: str, who: str) -> tuple[str, dict]:
     if mutation == "reviewClaim":
         return REVIEW, {"key": claim["key"], "v": "SUPPORT", "c": ""}
     raise AssertionError(f"no example call for mutation {mutation}: add one to this test")
+
+
+def _checked_circuit(api, accounts) -> str:
+    return as_user(
+        api,
+        accounts["editor"]["token"],
+        "mutation($i: CircuitInput!) { createCircuit(input: $i) { key } }",
+        {"i": {"name": "car", "edges": [{"source": "InceptionV1 4b:373", "target": "InceptionV1 4c:447"}]}},
+    )["data"]["createCircuit"]["key"]
+
+
+def _two_images(api) -> str:
+    """A data set of two noise images (checkCircuit's example), registered once."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import sqlalchemy as sa
+    from PIL import Image
+
+    from kb.db.render_tables import dataset_table
+    from kb.db.tables import utcnow
+
+    engine = api.app.state.graphs.engine
+    with engine.begin() as conn:
+        if conn.execute(sa.select(dataset_table.c.id).where(dataset_table.c.name == "two-noise")).first() is None:
+            folder = Path(tempfile.mkdtemp(prefix="kb-two-noise-"))
+            for i in range(2):
+                Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+            conn.execute(
+                sa.insert(dataset_table).values(name="two-noise", path=str(folder), images=2, created_at=utcnow())
+            )
+    return "two-noise"
 
 
 def test_claim_pages_do_not_query_per_claim(api, accounts, engine):

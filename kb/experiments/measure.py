@@ -14,14 +14,17 @@ cyclic permutation of the images, so no image keeps its own value and channels a
 
 **Cost.** The activations of the source layer are computed once per image (a pass stopped at that layer) and
 reused by every condition (full model, ∅, C, M\\C, each edge, each random draw). A condition's pass starts from
-those activations: the model runs on one probe image up to the source layer, whose output a hook replaces with the
-condition's batch, and a hook at the target layer ends the pass (nothing after it is computed). Conditions are
-batched together, so one pass carries several conditions of several images.
+those activations: the model runs on one small probe image (a crop) up to the source layer, whose output a hook
+replaces with the condition's batch, and a hook at the target layer ends the pass (nothing after it is computed).
+Conditions are batched together, so one pass carries several conditions of several images; within those passes
+the model may compute only what the measured units need (kb.experiments.narrow: skipped branches, sliced
+convolutions).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +34,7 @@ from kb.experiments import figures
 from kb.render.hooks import forward_hooks, run_until_stop, stop_at
 
 Progress = Callable[[int, int], None]
+Narrow = Callable[[list[int], Callable[[torch.nn.Module], object]], AbstractContextManager]
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,24 @@ def _downstream(
     return out[0]
 
 
+def small_probe(model: torch.nn.Module, source: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The smallest crop of ``image`` (16, 32, 64... px) whose pass reaches the source layer: a condition's pass
+    runs the probe up to the source layer only to have its output replaced, so the probe's size is what that
+    costs (a 224 px probe of InceptionV1 costs as much as one image's pass)."""
+    size = 16
+    while size < min(image.shape[-2:]):
+        got: list[torch.Tensor] = []
+        try:
+            with torch.no_grad(), forward_hooks([stop_at(source, got.append)]):
+                run_until_stop(model, image[..., :size, :size])
+            if got:
+                return image[..., :size, :size].contiguous()
+        except RuntimeError:  # too small for a layer below the source (a kernel larger than its input)
+            pass
+        size *= 2
+    return image
+
+
 def measure_conditions(
     model: torch.nn.Module,
     source: torch.nn.Module,
@@ -120,6 +142,7 @@ def measure_conditions(
     probe: torch.Tensor,
     batch: int = 64,
     progress: Progress | None = None,
+    narrow: Narrow | None = None,
 ) -> dict[Condition, np.ndarray]:
     """m of each target unit (``units``, in order) under each condition: {condition: [len(units)] float64}."""
     n, channels = acts.shape[:2]
@@ -130,7 +153,8 @@ def measure_conditions(
     idx = torch.tensor(units, dtype=torch.long, device=acts.device)
     steps = -(-n // per) * -(-len(conditions) // together)
     step = 0
-    with torch.no_grad():
+    only = narrow(units, lambda m: _downstream(m, source, target, probe, acts[:1])) if narrow else nullcontext()
+    with torch.no_grad(), only:
         for lo in range(0, n, per):
             a = acts[lo : lo + per]
             r = repl if repl.shape[0] == 1 else repl[lo : lo + per]
@@ -167,10 +191,12 @@ def check(
     batch: int = 64,
     progress: Progress | None = None,
     acts: torch.Tensor | None = None,
+    narrow: Narrow | None = None,
 ) -> list[dict]:
     """The figures of each target unit of ``circuit`` ({target unit: its circuit's inputs in the source layer}),
     measured on ``images`` (preprocessed as the model takes them), in target order. ``acts``: the source layer's
-    activations if already computed for these images."""
+    activations if already computed for these images. ``narrow(units, probe)``: a context in which the model
+    computes only what those target units need (kb.experiments.narrow.narrowed)."""
     if ablation not in figures.ABLATIONS:
         raise ValueError(f"ablation must be one of {', '.join(figures.ABLATIONS)}")
     if acts is None:
@@ -195,7 +221,8 @@ def check(
         plans[u] = plan
         for cond in (*plan["circuit"], *plan["edges"], *(x for pair in plan["random"] for x in pair)):
             conditions[cond] = None
-    m = measure_conditions(model, source, target, acts, repl, list(conditions), units, images[:1], batch, progress)
+    probe = small_probe(model, source, images[:1])
+    m = measure_conditions(model, source, target, acts, repl, list(conditions), units, probe, batch, progress, narrow)
     out = []
     for i, u in enumerate(units):
         plan = plans[u]

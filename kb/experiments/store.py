@@ -102,3 +102,20 @@ def every(conn: sa.Connection) -> list[dict[str, Any]]:
     """Every experiment, by id (claim files)."""
     t = experiment_table
     return [dict(r._mapping) for r in conn.execute(sa.select(t).order_by(t.c.id))]
+
+
+def open_checks(conn: sa.Connection, circuit_id: int) -> list[dict[str, Any]]:
+    """The circuit's checks QUEUED or RUNNING (any revision), oldest first."""
+    from kb.db.render_tables import render_job_table
+
+    t = render_job_table
+    q = (
+        sa.select(t.c.id, t.c.status, t.c.progress, t.c.params, t.c.requested_by)
+        .where(
+            t.c.kind == KIND,
+            t.c.layer_key.like(f"circuit:{int(circuit_id)}@%"),
+            t.c.status.in_(("QUEUED", "RUNNING")),
+        )
+        .order_by(t.c.id)
+    )
+    return [dict(r._mapping) for r in conn.execute(q)]

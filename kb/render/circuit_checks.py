@@ -24,6 +24,7 @@ def run(engine: sa.Engine, settings: Settings, model_row, job: dict, progress) -
     import torch
 
     from kb.experiments import measure
+    from kb.experiments.narrow import narrowed
     from kb.render.artifacts import versions
     from kb.render.model_cache import cached_model
     from kb.render.worker_device import device
@@ -64,6 +65,7 @@ def run(engine: sa.Engine, settings: Settings, model_row, job: dict, progress) -
                 batch=PASS_BATCH,
                 progress=part(0.2, 1.0),
                 acts=acts,
+                narrow=lambda units, probe, t_layer=t_layer: narrowed(model, arch, t_layer, units, probe),
             )
         except ValueError as exc:
             raise Permanent(str(exc)) from None

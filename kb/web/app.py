@@ -34,6 +34,7 @@ from kb.web.auth import auth_routes
 from kb.web.auth.current import CurrentSession
 from kb.web.auth.pages import AuthPages
 from kb.web.body_limit import BodyLimit
+from kb.web.check_forms import CheckForms, check_form_routes
 from kb.web.circuit_pages import CircuitPages
 from kb.web.client_address import ForwardedClient, TrustedProxies
 from kb.web.errors import SecuredStarlette, not_found
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/health", health),
             Route("/artifacts/{name}", artifact),
             Route("/graphql", GraphiQL(graphql, engine), methods=["GET", "POST"]),
+            *check_form_routes(CheckForms(auth, circuit_pages, schema, as_account)),
             *render_form_routes(render_forms),  # before annotate's /n/{rest:path} posts
             *annotate_routes(annotate),
             Route("/n/{rest:path}", pages.browse),

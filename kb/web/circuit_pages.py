@@ -23,6 +23,7 @@ from kb.web import diagram, text_work
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import AuthPages
+from kb.web.check_forms import check_view
 from kb.web.page_query import QueryFailed, run_query
 from kb.web.pages import CARD, diagram_units, lacking_keys, message_page, part_missing, render_page
 from kb.web.templating import plural
@@ -56,6 +57,10 @@ CIRCUIT = (
   neurons { ...Card layer { name position } model { key weights weightsAreRandom } }
   check { allExist allExcitatory edges { source target note exists weight sign rank inputs reason } }
   claims { key label kind status revision supportCount disputeCount }
+  experiments { key circuitKey circuitRevision olderRevision dataset ablation images draws reduction model pinnedHash
+    versions createdAt targets { target sourceLayer sourceUnits sources mFull mEmpty mCircuit mWithoutCircuit
+      sufficiency necessity randomSufficiency { mean std } randomNecessity { mean std } edges { source effect }
+      badges } }
   revisions { key revision createdAt message name description neurons edges { source target note }
     author { name displayName } citation { text bibtex } } } }"""
     + CARD
@@ -361,7 +366,7 @@ class CircuitPages:
 
     # --- /circuits/N[/R] -----------------------------------------------------------------------------------
 
-    async def circuit(self, request: Request) -> HTMLResponse:
+    async def circuit(self, request: Request, extra: dict | None = None, status: int = 200) -> HTMLResponse:
         number, revision = request.path_params["number"], request.path_params.get("revision")
         if row_id(number) is None or not (revision is None or row_id(revision) is not None):
             return message_page(
@@ -369,7 +374,9 @@ class CircuitPages:
             )
         context = await self._circuit_context(number, revision)
         context["editing"] = request.query_params.get("edit") == "1"
-        return render_page(request, "circuit.html", context)
+        context.update(await check_view(self.context_factory(None), signed_in(request), int(number)))
+        context.update(extra or {})
+        return render_page(request, "circuit.html", context, status)
 
     async def _circuit_context(self, number: str, revision: str | None) -> dict:
         """The page's data (QueryFailed when its query fails)."""

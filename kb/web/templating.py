@@ -20,6 +20,7 @@ from starlette.templating import Jinja2Templates
 
 from kb.claims.claims import may_set_status
 from kb.claims.content import artifact_sha
+from kb.experiments.figures import fmt as figure_text
 from kb.graph.keys import NeuronKey
 from kb.web import markdown, pictures
 from kb.web.auth.current import signed_in
@@ -199,6 +200,7 @@ def _environment() -> jinja2.Environment:
         published_weights=published_weights,
         untrained_family=untrained_family,
         short=short,
+        fmt=figure_text,
         local=local,
         evidence_picture=evidence_picture,
         params_text=params_text,
