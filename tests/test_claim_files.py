@@ -85,8 +85,15 @@ def exported(engine, db_url, inceptionv1, tmp_path_factory):
         for r, patch in enumerate(edits, start=1):
             circuits.update_circuit(conn, catalog, rev if r % 2 else ada, car, r, patch, message=f"edit {r}")
         circuits.create_circuit(conn, catalog, rev, "lone", ["inceptionv1/mixed3b:10"], [])
+        experiment = _an_experiment(conn, car, ada)
         about = domain.create_claim(
-            conn, catalog, rev, label="a car from wheels and windows", kind="CIRCUIT", circuit=f"circuit:{car}"
+            conn,
+            catalog,
+            rev,
+            label="a car from wheels and windows",
+            kind="CIRCUIT",
+            circuit=f"circuit:{car}",
+            evidence=[{"kind": "EXPERIMENT", "experiment": experiment, "note": "sufficient and necessary"}],
         )
         activity.claim_changed(conn, rev, about)
     folder = tmp_path_factory.mktemp("files")
@@ -94,6 +101,57 @@ def exported(engine, db_url, inceptionv1, tmp_path_factory):
     r = kb(db_url, "claims", "export", "--output", str(out), data_dir=folder)
     assert r.returncode == 0, r.stderr
     return out
+
+
+def _an_experiment(conn, circuit_id: int, by: Account) -> str:
+    """A check's row as a worker writes it (kb.experiments.store.write), of circuit revision 2."""
+    from kb.db.experiment_tables import experiment_table
+    from kb.render.params import params_hash
+
+    params = {
+        "circuit": f"circuit:{circuit_id}@2",
+        "dataset": "noise",
+        "ablation": "mean",
+        "images": 64,
+        "seed": 0,
+        "draws": 10,
+        "reduction": "mean",
+    }
+    spread = {"mean": 0.05, "std": 0.03, "draws": 10, "values": [0.05] * 10}
+    result = {
+        "target": "inceptionv1/mixed4c:447",
+        "source_layer": "inceptionv1/mixed4b",
+        "source_units": 512,
+        "sources": ["inceptionv1/mixed4b:237", "inceptionv1/mixed4b:373"],
+        "m_full": 1.5,
+        "m_empty": 0.25,
+        "m_circuit": 1.25,
+        "m_without_circuit": 0.5,
+        "sufficiency": 0.8,
+        "necessity": 0.8,
+        "random": {"sets": [[1, 2]] * 10, "sufficiency": spread, "necessity": spread},
+        "edges": [{"source": "inceptionv1/mixed4b:237", "m_without": 1.0, "effect": 0.4}],
+    }
+    x = experiment_table
+    eid = conn.execute(
+        sa.insert(x)
+        .values(
+            circuit_id=circuit_id,
+            circuit_revision=2,
+            model_key="inceptionv1",
+            model_sha256="0" * 64,
+            dataset="noise",
+            ablation="mean",
+            params=params,
+            params_hash=params_hash("CIRCUIT_CHECK", params),
+            results=[result],
+            versions={"torch": "2", "circuit-kb": "0"},
+            requested_by=by.id,
+            created_at=utcnow(),
+        )
+        .returning(x.c.id)
+    ).scalar_one()
+    return f"experiment:{eid}"
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +259,9 @@ def _corrupt(case: str, lines: list[bytes]) -> tuple[bytes, str]:
     feed = next(i for i, line in enumerate(lines) if b'"type":"activity"' in line)
     if case == "activity about a claim not in the file":
         return _signed(_edit(lines[:-1], feed, lambda o: o.update(claim="claim:999999"))), f"line {feed + 1}: claim"
-    if case == "an experiment record":
-        record = json.dumps({"type": "experiment", "key": "experiment:1"}).encode()
-        return _signed([*lines[:car], record, *lines[car:-1]]), f"line {car + 1}: type: experiment records"
+    if case == "an experiment of a circuit not in the file":
+        record = json.dumps({"type": "experiment", "key": "experiment:99", "circuit": "circuit:999999@1"}).encode()
+        return _signed([*lines[:car], record, *lines[car:-1]]), f"line {car + 1}: circuit: circuit:999999 is not"
     if case == "unknown format":
         return _signed(_edit(lines[:-1], 0, lambda o: o.update(format="circuit-kb/claims@9"))), "line 1: format"
     raise AssertionError(case)
@@ -226,7 +284,7 @@ CASES = [
     "circuit revision gap",
     "circuit edge of another model",
     "activity about a claim not in the file",
-    "an experiment record",
+    "an experiment of a circuit not in the file",
     "unknown format",
 ]
 
@@ -269,6 +327,7 @@ COMPARED = (
     "claim",
     "claim_revision",
     "claim_subject",
+    "experiment",
     "review",
     "review_revision",
     "activity",
@@ -282,8 +341,15 @@ OTHER_LAYERS = {"model", "layer", "neuron", "layer_link", "connection", "dataset
 # Surrogate columns that legitimately differ: user ids (every column holding one is compared as the user's
 # name) and the feed's ids and commit sequence (compared by order: an import commits its rows in file order).
 # Secrets: password hashes are not exported.
-USER_COLUMNS = {"created_by", "author_id", "user_id", "actor_id"}
-IGNORED = {("kb_user", "id"), ("kb_user", "password_hash"), ("activity", "id"), ("activity", "seq")}
+USER_COLUMNS = {"created_by", "author_id", "user_id", "actor_id", "requested_by"}
+# an experiment's job is a render job, which claim files do not carry: imported, it has none
+IGNORED = {
+    ("kb_user", "id"),
+    ("kb_user", "password_hash"),
+    ("activity", "id"),
+    ("activity", "seq"),
+    ("experiment", "job_id"),
+}
 STATE = ("id", "revision", "name", "description", "neurons", "edges")  # what circuit:N@R shows
 
 

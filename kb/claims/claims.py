@@ -120,7 +120,16 @@ def parse_circuit_key(key: str | None) -> int | None:
 
 
 def _known_artifacts(conn: sa.Connection, evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The evidence, when every visualization it names is an artifact stored here; else BadInput."""
+    """The evidence, when every visualization it names is an artifact stored here and every experiment it cites
+    is here; else BadInput."""
+    cited = {int(e["experiment"].split(":")[1]) for e in evidence if e.get("experiment")}
+    if cited:
+        from kb.db.experiment_tables import experiment_table as x
+
+        known_ids = set(conn.execute(sa.select(x.c.id).where(x.c.id.in_(cited))).scalars())
+        for i, e in enumerate(evidence):
+            if e.get("experiment") and int(e["experiment"].split(":")[1]) not in known_ids:
+                raise NotFound(f"evidence {i + 1}: no {e['experiment']} in this knowledge base")
     wanted = {e["visualization"] for e in evidence if e.get("visualization")}
     if wanted:
         a = artifact_table

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from kb.claims.errors import BadInput, NotFound, TooLarge
+from kb.claims.ids import row_id
 from kb.graph.keys import Catalog, KeyProblem
 
 KINDS = ("FEATURE", "CIRCUIT", "FAMILY", "POLYSEMANTIC", "MECHANISM", "OTHER")
@@ -20,7 +21,9 @@ EVIDENCE_KINDS = (
     "FEATURE_USE",
     "HANDWRITTEN_CIRCUITS",
     "CITATION",
+    "EXPERIMENT",  # a circuit checked by experiment here (kb.experiments): its key, experiment:N
 )
+EXPERIMENT_KEY = re.compile(r"experiment:([1-9][0-9]{0,9})")
 MAX_LABEL = 200
 MAX_BODY = 100_000
 MAX_SUBJECTS = 500
@@ -141,6 +144,13 @@ def evidence(catalog: Catalog, items: list[dict[str, Any]] | None) -> list[dict[
                 clean["authors"] = [a.strip() for a in authors]
             if item.get("title"):
                 clean["title"] = str(item["title"]).strip()
+        if item.get("experiment"):
+            m = EXPERIMENT_KEY.fullmatch(str(item["experiment"]).strip())
+            if not m or row_id(m[1]) is None:
+                raise BadInput(f"{what}: experiment is an experiment's key: experiment:N")
+            clean["experiment"] = f"experiment:{m[1]}"
+        if k == "EXPERIMENT" and not clean.get("experiment"):
+            raise BadInput(f"{what}: an EXPERIMENT names the experiment it cites (experiment:N)")
         if k == "CITATION" and not (clean.get("doi") or clean.get("url")):
             raise BadInput(f"{what}: a CITATION needs a doi or a url")
         if len(clean) == 2 and not clean["note"]:

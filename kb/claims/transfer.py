@@ -96,6 +96,7 @@ def _records(conn: sa.Connection) -> Iterator[str]:
             }
         )
     yield from _circuits(conn, names)
+    yield from _experiments(conn, names)
     yield from _claims(conn, names)
     yield from _activity(conn, names)
 
@@ -127,6 +128,28 @@ def _circuits(conn: sa.Connection, names: dict[int, str]) -> Iterator[str]:
                 "created_by": names[row.created_by],
                 "created_at": ts(row.created_at),
                 "revisions": revs.get(row.id, []),
+            }
+        )
+
+
+def _experiments(conn: sa.Connection, names: dict[int, str]) -> Iterator[str]:
+    from kb.db.experiment_tables import experiment_table as x
+
+    for row in conn.execute(sa.select(x).order_by(x.c.id)):
+        yield _line(
+            {
+                "type": "experiment",
+                "key": f"experiment:{row.id}",
+                "circuit": f"circuit:{row.circuit_id}@{row.circuit_revision}",
+                "model": row.model_key,
+                "model_sha256": row.model_sha256,
+                "dataset": row.dataset,
+                "ablation": row.ablation,
+                "params": row.params,
+                "results": row.results,
+                "versions": row.versions,
+                "requested_by": names.get(row.requested_by) if row.requested_by is not None else None,
+                "created_at": ts(row.created_at),
             }
         )
 

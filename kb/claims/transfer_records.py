@@ -29,6 +29,7 @@ class Seen:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     circuits: dict[int, dict[str, Any]] = field(default_factory=dict)
     claims: dict[int, dict[str, Any]] = field(default_factory=dict)
+    experiments: dict[int, dict[str, Any]] = field(default_factory=dict)
     activity: list[dict[str, Any]] = field(default_factory=list)
     origins: dict[str, int] = field(default_factory=dict)
     first: dict[str, int] = field(default_factory=dict)
@@ -161,10 +162,49 @@ def circuit_v1(obj: dict[str, Any], seen: Seen, n: int) -> None:
 
 
 def experiment(obj: dict[str, Any], seen: Seen, n: int) -> None:
-    """Reserved: format 2 counts experiment records in its trailer and places them after the circuits and
-    before the claims (so a claim's evidence may cite one). This version of kb has none, so it refuses a file
-    that holds one rather than import it without them."""
-    raise Bad("type", "experiment records need a version of kb with experiments: this one would lose them")
+    """A circuit revision checked by experiment (kb.experiments): after the circuits it measured, before the
+    claims whose evidence may cite it. Its figures are kept as measured (results, versions, parameters)."""
+    from kb.experiments.figures import ABLATIONS
+    from kb.render.params import params_hash
+
+    experiment_id = numbered(need(obj, "key", str), "experiment", "key")
+    seen.once(f"experiment:{experiment_id}", n, "experiment")
+    pinned = need(obj, "circuit", str)
+    number, _, revision = pinned.partition("@")
+    circuit_id = seen.circuit(number, "circuit")
+    assert circuit_id is not None
+    revs = seen.circuits[circuit_id]["revisions"]
+    if not revision.isdigit() or not 1 <= int(revision) <= len(revs):
+        raise Bad("circuit", f"{pinned!r}: circuit:{circuit_id} has revisions 1..{len(revs)} in the file")
+    params = need(obj, "params", dict)
+    if params.get("circuit") != pinned:
+        raise Bad("params.circuit", f"{str(params.get('circuit'))[:40]!r}, expected {pinned!r}")
+    ablation = one_of(obj, "ablation", ABLATIONS)
+    dataset = need(obj, "dataset", str)
+    if params.get("ablation") != ablation or params.get("dataset") != dataset:
+        raise Bad("params", "its ablation and dataset are the record's")
+    model = need(obj, "model", str)
+    if model != seen.circuits[circuit_id]["model_key"]:
+        raise Bad("model", f"{model[:64]!r} is not circuit:{circuit_id}'s model")
+    results = need(obj, "results", list)
+    if not all(isinstance(r, dict) and isinstance(r.get("target"), str) for r in results):
+        raise Bad("results", "each result is an object naming its target")
+    requested_by = need(obj, "requested_by", str, nullable=True)
+    seen.experiments[experiment_id] = {
+        "id": experiment_id,
+        "circuit_id": circuit_id,
+        "circuit_revision": int(revision),
+        "model_key": model,
+        "model_sha256": need(obj, "model_sha256", str),
+        "dataset": dataset,
+        "ablation": ablation,
+        "params": params,
+        "params_hash": params_hash("CIRCUIT_CHECK", params),
+        "results": results,
+        "versions": need(obj, "versions", dict),
+        "requested_by": seen.user(obj, "requested_by") if requested_by is not None else None,
+        "created_at": date(obj, "created_at"),
+    }
 
 
 def claim(obj: dict[str, Any], seen: Seen, n: int) -> None:
@@ -224,6 +264,10 @@ def _claim_revision(rev: Any, i: int, model: str, seen: Seen) -> dict[str, Any]:
         if not isinstance(item, dict):
             raise Bad(f"{w}evidence[{j}]", "expected an object")
         one_of(item, "kind", content.EVIDENCE_KINDS, where=f"{w}evidence[{j}].")
+        if item.get("experiment") is not None:
+            cited = numbered(need(item, "experiment", str, where=f"{w}evidence[{j}]."), "experiment", "experiment")
+            if cited not in seen.experiments:
+                raise Bad(f"{w}evidence[{j}].experiment", f"experiment:{cited} is not in the file before this line")
     created_at = date(rev, "created_at", where=w)
     circuit_id, circuit_revision = seen.circuit_pin(
         need(rev, "circuit", str, nullable=True, where=w), w + "circuit", created_at

@@ -21,12 +21,20 @@ from kb.db.claim_tables import (
     user_table,
 )
 
-SEQUENCED = ("kb_user", "circuit", "claim", "activity")  # tables whose ids an import sets (PostgreSQL: setval)
+SEQUENCED = (
+    "kb_user",
+    "circuit",
+    "experiment",
+    "claim",
+    "activity",
+)  # tables whose ids an import sets (PostgreSQL: setval)
 
 
 def write(conn: sa.Connection, seen: Seen) -> dict[str, int]:
     u = user_table
-    counts = dict.fromkeys(("users", "circuits", "circuit revisions", "claims", "revisions", "reviews", "activity"), 0)
+    counts = dict.fromkeys(
+        ("users", "circuits", "circuit revisions", "experiments", "claims", "revisions", "reviews", "activity"), 0
+    )
     ids: dict[str, int] = {row.name: row.id for row in conn.execute(sa.select(u.c.id, u.c.name))}
     for name, user in seen.users.items():
         if name not in ids:
@@ -36,6 +44,12 @@ def write(conn: sa.Connection, seen: Seen) -> dict[str, int]:
         _circuit(conn, circuit, ids)
         counts["circuits"] += 1
         counts["circuit revisions"] += len(circuit["revisions"])
+    for x in seen.experiments.values():  # after the circuits they measured, before the claims that cite them
+        from kb.db.experiment_tables import experiment_table
+
+        row = {**x, "requested_by": ids[x["requested_by"]] if x["requested_by"] else None, "job_id": None}
+        conn.execute(sa.insert(experiment_table).values(**row))
+        counts["experiments"] += 1
     for claim in seen.claims.values():
         _claim(conn, claim, ids)
         counts["claims"] += 1

@@ -30,7 +30,8 @@ ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), de
 ClaimStatus = strawberry.enum(Enum("ClaimStatus", {k: k for k in content.STATUSES}))
 EvidenceKind = strawberry.enum(
     Enum("EvidenceKind", {k: k for k in content.EVIDENCE_KINDS}),
-    description="The seven lines of evidence of the Circuits thread, and citations.",
+    description="The seven lines of evidence of the Circuits thread, citations, and EXPERIMENT: a circuit "
+    "checked by experiment here (experiment:N)",
 )
 Verdict = strawberry.enum(Enum("Verdict", {"SUPPORT": "SUPPORT", "DISPUTE": "DISPUTE"}))
 
@@ -112,6 +113,7 @@ class Evidence:
     visualization: str | None = None
     authors: list[str] | None = strawberry.field(default=None, description="a CITATION's authors")
     title: str | None = strawberry.field(default=None, description="a CITATION's title")
+    experiment: str | None = strawberry.field(default=None, description="an EXPERIMENT's key: experiment:N")
 
     @classmethod
     def of(cls, item: dict) -> Evidence:
@@ -126,6 +128,7 @@ class Evidence:
             visualization=item.get("visualization"),
             authors=item.get("authors"),
             title=item.get("title"),
+            experiment=item.get("experiment"),
         )
 
 

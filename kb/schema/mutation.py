@@ -35,9 +35,11 @@ class EvidenceInput:
     visualization: str | None = None
     authors: list[str] | None = strawberry.field(default=None, description="a CITATION's authors")
     title: str | None = strawberry.field(default=None, description="a CITATION's title")
+    experiment: str | None = strawberry.field(default=None, description="an EXPERIMENT's key: experiment:N")
 
     def as_dict(self) -> dict:
         return {
+            "experiment": self.experiment,
             "authors": self.authors,
             "title": self.title,
             "kind": self.kind.value,

@@ -26,7 +26,7 @@ from kb.web.page_query import QueryFailed, run_query
 
 CHECK = """mutation($k: String!, $d: String!, $a: Ablation!, $n: Int!) {
   checkCircuit(key: $k, dataset: $d, ablation: $a, images: $n) { id status } }"""
-IMAGES = (64, 256, 1024)
+IMAGES = (32, 64, 256, 1024)
 
 
 async def check_view(context, me: sessions.SessionInfo | None, circuit_id: int) -> dict:
