@@ -30,7 +30,10 @@ def import_command(
     ),
     key: str | None = typer.Option(None, "--key", help="model key (default: the architecture's name)"),
     weights: str | None = typer.Option(
-        None, "--weights", help="a torchvision weights name (DEFAULT, IMAGENET1K_V1...), a checkpoint path, or 'random'"
+        None,
+        "--weights",
+        help="a torchvision weights name (DEFAULT, IMAGENET1K_V1...), a checkpoint path, 'random', "
+        "or for demo:digits 'trained' (its default: trained here from --seed)",
     ),
     seed: int | None = typer.Option(
         None, "--seed", help="seed for --weights random, or for demo:digits' training (default 0)"

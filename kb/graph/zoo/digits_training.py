@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -165,8 +166,9 @@ def trained(seed: int = 0, cache_dir: Path | None = None, recipe: Recipe = RECIP
             pass  # unreadable: train again and overwrite it
     done = train(seed, recipe)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".pt.tmp")
+    tmp = weights.with_suffix(f".{os.getpid()}.tmp")  # written whole, then renamed: a reader sees all or nothing
     torch.save(done.model.state_dict(), tmp)
     tmp.replace(weights)
-    meta.write_text(json.dumps({"accuracy": done.accuracy, "seconds": done.seconds, "recipe": asdict(recipe)}))
+    tmp.write_text(json.dumps({"accuracy": done.accuracy, "seconds": done.seconds, "recipe": asdict(recipe)}))
+    tmp.replace(meta)
     return done
