@@ -111,7 +111,10 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
         fit(model, arch, _unwrap(obj), f"checkpoint {weights}")
         return model.eval(), f"checkpoint {path.resolve()}"
     if arch.pretrained is None:
-        raise WeightsProblem(f"{arch.source} has no published weights; use --weights PATH or --weights random")
+        trains = f"--weights {TRAINED} (trained here from --seed), " if arch.train is not None else ""
+        raise WeightsProblem(
+            f"{arch.source} has no published weights {weights!r}; use {trains}--weights PATH or --weights random"
+        )
     try:
         loaded, state = arch.pretrained(weights)
     except WeightsProblem:
