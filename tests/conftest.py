@@ -198,3 +198,26 @@ def sql_statements(engine: sa.Engine):
         yield seen
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """demo:digits trained once per session from seed 0 (kb.graph.zoo.digits_training.Trained: the network, the
+    images, the labels, the held-out split and accuracy), cached in the session's data folder, where
+    `kb import demo:digits` finds it (``digits_import``) instead of training again."""
+    from kb.graph.zoo.digits_training import trained
+
+    return trained(0, Path(_DATA_DIR) / "demo")
+
+
+@pytest.fixture(scope="session")
+def digits_import(db_url, engine, digits_model):
+    """`kb import demo:digits` by the real CLI into the session database (the weights ``digits_model`` cached):
+    the model ``digits`` and the data set ``digits`` (its 1,797 images as PNG files). Returns the CLI's result."""
+    import subprocess
+
+    exe = Path(sys.executable).parent / "kb"
+    env = {**os.environ, "KB_DATABASE_URL": db_url, "KB_DATA_DIR": _DATA_DIR}
+    result = subprocess.run([str(exe), "import", "demo:digits"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result

@@ -59,6 +59,7 @@ SOURCES = [
     "torchvision:vgg16",
     "torchvision:vgg19",
     "test:grouped",
+    "demo:digits",
 ]
 
 

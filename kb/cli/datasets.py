@@ -11,7 +11,7 @@ from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
 from kb.db.render_tables import dataset_table
-from kb.db.tables import utcnow
+from kb.render.datasets import add_dataset
 
 datasets_app = typer.Typer(help="Image folders for dataset examples.", no_args_is_help=True)
 
@@ -44,11 +44,9 @@ def add(name: str, path: Path) -> None:
         typer.echo(
             f"warning: {len(unreadable)} of {len(files)} files are not readable images, e.g. {unreadable[0]}", err=True
         )
-    t = dataset_table
     with open_engine().begin() as conn:
-        if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first():
+        if not add_dataset(conn, name, path, len(files)):
             raise CliProblem(f"dataset {name!r} already exists")
-        conn.execute(sa.insert(t).values(name=name, path=str(path.resolve()), images=len(files), created_at=utcnow()))
     typer.echo(f"dataset {name}: {len(files)} images in {path.resolve()}")
 
 

@@ -24,13 +24,20 @@ models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
 @expected()
 def import_command(
     source: str = typer.Argument(
-        ..., help="lucent:inceptionv1 or torchvision:NAME (googlenet, alexnet, vgg16, vgg19, resnet50, inception_v3)"
+        ...,
+        help="lucent:inceptionv1, torchvision:NAME (googlenet, alexnet, vgg16, vgg19, resnet50, inception_v3), "
+        "or demo:digits (trained here, offline)",
     ),
     key: str | None = typer.Option(None, "--key", help="model key (default: the architecture's name)"),
     weights: str | None = typer.Option(
-        None, "--weights", help="a torchvision weights name (DEFAULT, IMAGENET1K_V1...), a checkpoint path, or 'random'"
+        None,
+        "--weights",
+        help="a torchvision weights name (DEFAULT, IMAGENET1K_V1...), a checkpoint path, 'random', "
+        "or for demo:digits 'trained' (its default: trained here from --seed)",
     ),
-    seed: int | None = typer.Option(None, "--seed", help="seed for --weights random (default 0)"),
+    seed: int | None = typer.Option(
+        None, "--seed", help="seed for --weights random, or for demo:digits' training (default 0)"
+    ),
 ) -> None:
     """Import a model: its significant layers, every unit, and the weighted connections between them."""
     from kb.graph.extract import ExtractionError
@@ -55,13 +62,28 @@ def import_command(
         raise CliProblem(f"model key {key or source} was taken while importing; nothing was written") from None
     if report.already:
         typer.echo(f"{report.key} is already imported with these weights ({report.sha256[:12]}); nothing to do")
-        return
-    secs = report.seconds
-    typer.echo(
-        f"imported {report.key}@{report.sha256[:12]} from {report.source} ({report.weights}): "
-        f"{report.layers} layers, {report.units} units, {report.edges} connections in {secs['total']:.1f}s "
-        f"(weights {secs['compute edges']:.1f}s, write {secs['write']:.1f}s)"
-    )
+    else:
+        secs = report.seconds
+        typer.echo(
+            f"imported {report.key}@{report.sha256[:12]} from {report.source} ({report.weights}): "
+            f"{report.layers} layers, {report.units} units, {report.edges} connections in {secs['total']:.1f}s "
+            f"(weights {secs['compute edges']:.1f}s, write {secs['write']:.1f}s)"
+        )
+    _add_dataset(engine, report.source)
+
+
+def _add_dataset(engine: sa.Engine, source: str) -> None:
+    """The images the model was trained on, as a data set (demo:digits), unless one of that name exists."""
+    from kb.graph import zoo
+    from kb.render.datasets import add_architecture_dataset
+
+    added = add_architecture_dataset(engine, zoo.get(source), get_settings().data_dir)
+    if added is not None:
+        name, what = added
+        if what.startswith("taken by "):
+            typer.echo(f"dataset {name} is another folder ({what[len('taken by ') :]}): left as it is", err=True)
+        else:
+            typer.echo(f"dataset {name}: {what.split(' ', 1)[1]}")
 
 
 @models_app.callback()

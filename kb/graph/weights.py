@@ -4,6 +4,7 @@ the sha256 that pins a model version."""
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from kb.graph.zoo.spec import Architecture, StateDict
 
 class WeightsProblem(ValueError):
     pass
+
+
+TRAINED = "trained"  # the weights of an architecture that trains here (``Architecture.train``): its default
+_TRAINED_SEED = re.compile(r"^trained \S+ seed=(\d+)")  # the start of what ``Architecture.train`` describes
 
 
 def state_dict_sha256(state: StateDict) -> str:
@@ -72,7 +77,8 @@ def fit(model: torch.nn.Module, arch: Architecture, state: StateDict, what: str)
 
 def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tuple[torch.nn.Module, str]:
     """(model in eval mode, a description of the weights). ``weights``: None or a weights name
-    (torchvision's, e.g. IMAGENET1K_V1 or DEFAULT; lucent's: lucid), a checkpoint path, or "random" (with ``seed``).
+    (torchvision's, e.g. IMAGENET1K_V1 or DEFAULT; lucent's: lucid), a checkpoint path, or "random" (with ``seed``);
+    for an architecture that trains here (demo:digits), None, DEFAULT or "trained" train it from ``seed`` (default 0).
     A named set is described by the name of the weights loaded (DEFAULT resolved)."""
     weights = weights or "DEFAULT"
     if weights == "random":
@@ -80,8 +86,15 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
         torch.manual_seed(seed)
         model = arch.build()
         return model.eval(), f"random seed={seed} torch={torch.__version__.split('+')[0]}"
+    if arch.train is not None and weights in ("DEFAULT", TRAINED):  # trained here by the recipe, from the seed
+        seed = 0 if seed is None else seed
+        described, state = arch.train(seed)
+        torch.manual_seed(0)
+        model = arch.build()
+        fit(model, arch, state, f"weights trained from seed {seed}")
+        return model.eval(), described
     if seed is not None:
-        raise WeightsProblem("--seed only applies to --weights random")
+        raise WeightsProblem("--seed only applies to --weights random, and to weights trained here (demo:digits)")
     torch.manual_seed(0)
     model = arch.build()
     path = Path(weights).expanduser()
@@ -98,7 +111,10 @@ def load(arch: Architecture, weights: str | None, seed: int | None = None) -> tu
         fit(model, arch, _unwrap(obj), f"checkpoint {weights}")
         return model.eval(), f"checkpoint {path.resolve()}"
     if arch.pretrained is None:
-        raise WeightsProblem(f"{arch.source} has no published weights; use --weights PATH or --weights random")
+        trains = f"--weights {TRAINED} (trained here from --seed), " if arch.train is not None else ""
+        raise WeightsProblem(
+            f"{arch.source} has no published weights {weights!r}; use {trains}--weights PATH or --weights random"
+        )
     try:
         loaded, state = arch.pretrained(weights)
     except WeightsProblem:
@@ -120,6 +136,8 @@ def reload(arch: Architecture, described: str) -> torch.nn.Module:
     if described.startswith("random seed="):
         seed = int(described.split()[1].split("=")[1])
         return load(arch, "random", seed)[0]
+    if (trained := _TRAINED_SEED.match(described)) and arch.train is not None:
+        return load(arch, TRAINED, int(trained.group(1)))[0]
     if described.startswith("checkpoint "):
         return load(arch, described[len("checkpoint ") :])[0]
     return load(arch, described)[0]

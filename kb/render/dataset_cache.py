@@ -29,13 +29,14 @@ def dataset_examples(
         raise Permanent(f"no dataset {params['dataset']!r} (kb dataset add NAME PATH)")
     files = D.image_files(Path(ds["path"]))
     module = arch.layer(layer_key).module
-    key = (id(model), module, ds["path"], len(files), params["top_k"])
+    size = arch.input_shape[-1]  # the images at the size the model takes (224 for ImageNet's, 32 for the digits)
+    key = (id(model), module, ds["path"], len(files), params["top_k"], size)
     if key not in _TOPK_CACHE:
         total = max(1, len(files))
         done = [0]
 
         def stream():
-            for indices, pixels in D.batches(files, 32):
+            for indices, pixels in D.batches(files, 32, size):
                 done[0] += len(indices)
                 progress(min(done[0], total - 1), total)
                 yield indices, pixels
@@ -55,4 +56,4 @@ def dataset_examples(
         _TOPK_CACHE.clear()
         _TOPK_CACHE[key] = (files, found[module])
     files, top = _TOPK_CACHE[key]
-    return [D.grid(files, top, j["unit"]) for j in group]
+    return [D.grid(files, top, j["unit"], size) for j in group]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kb.graph.zoo import lucent_zoo, torchvision_zoo
+from kb.graph.zoo import demo_zoo, lucent_zoo, torchvision_zoo
 from kb.graph.zoo.spec import Architecture, Branches, Conv, LayerSpec, M, Pool, Same
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -14,7 +14,11 @@ def register(arch: Architecture) -> Architecture:
     return arch
 
 
-for _a in (*lucent_zoo.ARCHITECTURES.values(), *torchvision_zoo.ARCHITECTURES.values()):
+for _a in (
+    *lucent_zoo.ARCHITECTURES.values(),
+    *torchvision_zoo.ARCHITECTURES.values(),
+    *demo_zoo.ARCHITECTURES.values(),
+):
     register(_a)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # types only: importing the zoo does not import torch
@@ -87,6 +88,12 @@ class Architecture:
     build: Callable[[], torch.nn.Module]  # returns a model with freshly initialised (random) weights
     # weights name -> (the name of the weights it loaded, e.g. DEFAULT resolved; their state dict); may download
     pretrained: Callable[[str], tuple[str, StateDict]] | None = None
+    # weights trained here by a recipe, from a seed: seed -> (the provenance recorded, their state dict). When set,
+    # they are the architecture's default weights (`kb import demo:digits --seed N`); the provenance names the seed
+    train: Callable[[int], tuple[str, StateDict]] | None = None
+    # the images the trained weights learnt from: (data set name, a function that writes them under a folder and
+    # returns the folder); `kb import` registers them as a data set for dataset examples
+    dataset: tuple[str, Callable[[Path], Path]] | None = None
     ignore_keys: tuple[str, ...] = ()  # checkpoint key prefixes that are not part of this architecture
     description: str = ""
     blocks: Mapping[str, BlockBranches] = field(default_factory=dict)  # module type name -> its branches
