@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     render_queue_quota: int = Field(
         1024, description="unit-jobs one account may have queued or running at once (a layer of 512 counts 512)"
     )
+    upload_max_bytes: int = Field(
+        4 * 2**20, description="the largest image an editor may upload as a caricature's target (bytes, as sent)"
+    )
+    upload_max_pixels: int = Field(
+        4096 * 4096, description="the most pixels an uploaded image may have (read from its header, before decoding)"
+    )
     thumbnail_size: int = Field(64, description="the unit cards' thumbnail preset: FEATURE_VIS at this size (px)")
     thumbnail_steps: int = Field(16, description="the thumbnail preset's optimisation steps (seed 0, else lucent's)")
     view_thumbnails: bool = Field(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import sqlalchemy as sa
 import typer
@@ -67,13 +68,20 @@ def render_command(
     dataset: str = typer.Option("", "--dataset", help="DATASET_EXAMPLES, CARICATURE: a dataset name (kb dataset add)"),
     top_k: int = typer.Option(9, "--top-k", help="DATASET_EXAMPLES: examples per unit"),
     image: int = typer.Option(-1, "--image", help="CARICATURE: the index of the dataset's image"),
+    image_file: Path | None = typer.Option(
+        None,
+        "--image-file",
+        help="CARICATURE: of this image file instead (PNG, JPEG, GIF, WebP, BMP; stored here as a PNG of its pixels)",
+        dir_okay=False,
+    ),
     wait: bool = typer.Option(False, "--wait", help="follow the jobs until they end and print artifact URLs"),
     timeout: float = typer.Option(
         0, "--timeout", min=0, help="with --wait: give up after this many seconds (0: never)"
     ),
 ) -> None:
     """Render units (KEY...) or a whole layer (--layer): feature visualisations, dataset examples, weights; or one
-    picture of a layer: its deep dream (--kind deepdream) or a caricature (--kind caricature --dataset D --image I).
+    picture of a layer: its deep dream (--kind deepdream) or a caricature (--kind caricature --dataset D --image I,
+    or --image-file PICTURE.png).
     The same unit, kind and parameters is one job and one artifact: asked again, it is returned, not redone.
     A few units go to the interactive lane, a layer to the bulk lane. `kb render cancel ID...` cancels jobs."""
     if keys and keys[0] == "cancel":
@@ -84,6 +92,11 @@ def render_command(
         raise CliProblem(f"--kind must be one of {', '.join(ALL_KINDS)}, not {kind!r}")
     if kind in LAYER_KINDS and (keys or not layer):
         raise CliProblem(f"{kind} is a picture of a whole layer: name it with --layer, and no neuron keys")
+    if image_file is not None and (kind != "CARICATURE" or dataset or image >= 0):
+        raise CliProblem("--image-file is a caricature's target: --kind caricature, and no --dataset or --image")
+    settings = get_settings()
+    engine = open_engine()
+    upload = upload_file(engine, settings, image_file) if image_file is not None else ""
     params = RenderParams(
         size=size,
         steps=steps,
@@ -93,10 +106,9 @@ def render_command(
         dataset=dataset,
         top_k=top_k,
         image=image,
+        upload=upload,
     ).check(kind)
-    settings = get_settings()
     params.within(kind, settings)
-    engine = open_engine()
     with engine.connect() as conn:
         units = (
             [resolve_layer(conn, layer, model)]
@@ -128,6 +140,25 @@ def render_command(
         if worker is not None:
             local_server.stop_worker(worker)
     report(engine, rows, wait)
+
+
+def upload_file(engine: sa.Engine, settings, path: Path) -> str:
+    """Store an image file as an upload (kb.render.uploads: the checks the API's upload makes); its sha256."""
+    from kb.render.storage import storage_from_settings
+    from kb.render.uploads import TooLarge, store_upload
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(settings.upload_max_bytes + 1)  # never more than the cap (and one byte to tell)
+    except OSError as exc:
+        raise CliProblem(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > settings.upload_max_bytes:
+        raise TooLarge(f"{path} is over {settings.upload_max_bytes} bytes (KB_UPLOAD_MAX_BYTES)")
+    up = store_upload(engine, storage_from_settings(settings), settings, data, None)
+    typer.echo(
+        f"{'uploaded' if up.new else 'already here:'} {path.name} as {up.sha256} ({up.width}x{up.height} PNG)", err=True
+    )
+    return up.sha256
 
 
 def follow(engine: sa.Engine, ids: list[int], worker, timeout: float) -> list[dict]:

@@ -2,9 +2,10 @@
 
 A bundle is a tar file: ``manifest.json`` first (format, version, the model's key, source and weights sha256,
 and one record per job: its unit (-1: a picture of the whole layer, DEEPDREAM or CARICATURE), kind, parameters,
-job times and artifact row: versions, device, precision),
-then each image once, as ``images/<sha256>.png``. Export streams the images from the artifact storage into the
-file (written beside FILE, then renamed); import streams them back one at a time.
+job times and artifact row: versions, device, precision; and ``uploads``, the artifact rows of the images
+editors uploaded as its caricatures' targets, kind UPLOAD, without who uploaded them), then each image once, as
+``images/<sha256>.png``. Export streams the images from the artifact storage into the file (written beside FILE,
+then renamed); import streams them back one at a time.
 
 Import matches the bundle to a local model by its weights' sha256 (never by key: the same weights may have
 another key here), checks every record against that model (kinds, layers and units that exist, parameters as
@@ -41,6 +42,8 @@ from kb.graph.keys import ModelRef
 from kb.render.jobs import LAYER_UNIT
 from kb.render.params import ALL_KINDS, LAYER_KINDS, RenderParams, params_hash
 from kb.render.storage import LocalStorage
+from kb.render.uploads import KIND as UPLOAD
+from kb.render.uploads import MAX_SIDE
 
 FORMAT = "circuit-kb render bundle"
 VERSION = 1
@@ -147,6 +150,28 @@ def records_of(conn: sa.Connection, model_sha256: str, kinds: list[str] | None =
     return out
 
 
+def uploads_of(conn: sa.Connection, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The uploaded images the records' caricatures are of (their artifact rows; not who uploaded them: an
+    account id means nothing in another knowledge base)."""
+    shas = sorted({r["params"]["upload"] for r in records if r["kind"] == "CARICATURE" and r["params"].get("upload")})
+    if not shas:
+        return []
+    a = artifact_table
+    rows = conn.execute(
+        sa.select(*(a.c[f] for f in ARTIFACT_FIELDS), a.c.created_at).where(a.c.sha256.in_(shas), a.c.kind == UPLOAD)
+    )
+    out = []
+    for r in rows:
+        row = {f: getattr(r, f) for f in ARTIFACT_FIELDS}
+        row["meta"] = {k: v for k, v in (row["meta"] or {}).items() if k != "uploaded_by"}
+        row["created_at"] = _iso(r.created_at)
+        out.append(row)
+    missing = set(shas) - {u["sha256"] for u in out}
+    if missing:
+        raise BundleProblem(f"the uploaded image {sorted(missing)[0]} of a caricature has no row here")
+    return sorted(out, key=lambda u: u["sha256"])
+
+
 def _sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -163,7 +188,8 @@ def export(engine: sa.Engine, storage: LocalStorage, model: str, out: Path, kind
     with engine.connect() as conn:
         m, source = _model(conn, model)
         records = records_of(conn, m.sha256, kinds)
-    images = sorted({r["artifact"]["sha256"] for r in records})
+        uploads = uploads_of(conn, records)
+    images = sorted({r["artifact"]["sha256"] for r in records} | {u["sha256"] for u in uploads})
     for sha in images:  # before writing anything: a store that lost an image is said at once
         if not storage.path(sha, ".png").is_file():
             raise BundleProblem(f"image {sha} of {m.key} is missing from the artifact storage ({storage.root})")
@@ -175,6 +201,7 @@ def export(engine: sa.Engine, storage: LocalStorage, model: str, out: Path, kind
         "exported_at": _iso(utcnow()),
         "images": len(images),
         "records": records,
+        "uploads": uploads,
     }
     body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     out = Path(out)
@@ -356,6 +383,33 @@ def check_record(i: int, rec: Any, m: ModelRef) -> dict[str, Any]:
     }
 
 
+def check_upload(i: int, up: Any) -> dict[str, Any]:
+    """An uploaded image's artifact row as the bundle carries it (kind UPLOAD, no parameters)."""
+    where = f"upload {i}"
+    if not isinstance(up, dict):
+        raise BundleProblem(f"{where} is not an object")
+    sha = up.get("sha256")
+    if not isinstance(sha, str) or not SHA.fullmatch(sha):
+        raise BundleProblem(f"{where}: sha256 is not a sha256")
+    if up.get("content_type") != "image/png" or up.get("kind") != UPLOAD or up.get("params") != {}:
+        raise BundleProblem(f"{where}: not an uploaded image's row (an image/png of kind {UPLOAD}, no params)")
+    for f in ("versions", "meta"):
+        if not isinstance(up.get(f), dict):
+            raise BundleProblem(f"{where}: {f} is not an object")
+    return {
+        "sha256": sha,
+        "content_type": "image/png",
+        "bytes": _int(up.get("bytes"), f"{where}: bytes", 1, MAX_IMAGE_BYTES),
+        "width": _int(up.get("width"), f"{where}: width", 1, MAX_SIDE),
+        "height": _int(up.get("height"), f"{where}: height", 1, MAX_SIDE),
+        "kind": UPLOAD,
+        "params": {},
+        "versions": up["versions"],
+        "meta": {k: v for k, v in up["meta"].items() if k != "uploaded_by"},
+        "created_at": _when(up.get("created_at"), f"{where}: created_at") or utcnow(),
+    }
+
+
 def _png_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG's IHDR, or None if the bytes do not start as a PNG."""
     if len(data) < 24 or not data.startswith(PNG_MAGIC) or data[12:16] != b"IHDR":
@@ -453,6 +507,18 @@ def _write_rows(conn: sa.Connection, rows: list[dict[str, Any]], report: Importe
             report.already += 1
 
 
+def _write_uploads(conn: sa.Connection, uploads: list[dict[str, Any]], report: Imported) -> None:
+    """The caricatures' uploaded images, by content hash (one here already is kept as it is)."""
+    a = artifact_table
+    for up in uploads:
+        found = conn.execute(sa.select(a.c.kind).where(a.c.sha256 == up["sha256"])).scalar()
+        if found is None:
+            conn.execute(sa.insert(a).values(**up))
+            report.new_artifacts += 1
+        elif found != UPLOAD:
+            raise BundleProblem(f"upload {up['sha256']} is a rendered image here, not an uploaded one")
+
+
 def _forget(storage: LocalStorage, engine: sa.Engine, created: list[str]) -> None:
     """Remove the image files this import wrote, unless a row here has come to use one meanwhile."""
     if not created:
@@ -481,8 +547,17 @@ def import_bundle(engine: sa.Engine, storage: LocalStorage, path: Path) -> Impor
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
             raise BundleProblem(f"two records for {dup[0]}:{dup[1]} {dup[2]} with the same parameters")
-        wanted: dict[str, dict[str, Any]] = {}
+        raw_uploads = manifest.get("uploads", [])
+        if not isinstance(raw_uploads, list):
+            raise BundleProblem(f"{path}: uploads is not a list")
+        uploads = [check_upload(i, u) for i, u in enumerate(raw_uploads)]
+        carried = {u["sha256"] for u in uploads}
         for r in rows:
+            target = r["job"]["params"].get("upload")
+            if target and target not in carried:
+                raise BundleProblem(f"a caricature's uploaded image {target} is not in the bundle's uploads")
+        wanted: dict[str, dict[str, Any]] = {}
+        for r in [*rows, *({"artifact": u} for u in uploads)]:
             art = r["artifact"]
             other = wanted.setdefault(art["sha256"], art)
             if (other["bytes"], other["width"], other["height"]) != (art["bytes"], art["width"], art["height"]):
@@ -491,6 +566,7 @@ def import_bundle(engine: sa.Engine, storage: LocalStorage, path: Path) -> Impor
         report.images = _store_images(path, members, storage, wanted, created)
         report.new_images = len(created)
         with engine.begin() as conn:  # all the rows or none
+            _write_uploads(conn, uploads, report)
             _write_rows(conn, rows, report)
     except BaseException:
         _forget(storage, engine, created)

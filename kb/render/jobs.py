@@ -389,3 +389,14 @@ def layer_views(conn: sa.Connection, model_sha256: str, layer_key: str, kind: st
     if kind:
         q = q.where(t.c.kind == kind)
     return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def uploads(conn: sa.Connection, shas: list[str]) -> dict[str, dict]:
+    """Uploaded images (artifact rows of kind UPLOAD: kb.render.uploads) by sha256."""
+    if not shas:
+        return {}
+    a = artifact_table
+    q = sa.select(a.c.sha256, a.c.width, a.c.height, a.c.versions).where(
+        a.c.sha256.in_(sorted(set(shas))), a.c.kind == "UPLOAD"
+    )
+    return {r.sha256: dict(r._mapping) for r in conn.execute(q)}

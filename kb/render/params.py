@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from kb.errors import Problem
@@ -13,6 +14,7 @@ LAYER_KINDS = ("DEEPDREAM", "CARICATURE")  # one picture per layer (kb.render.la
 ALL_KINDS = KINDS + LAYER_KINDS
 PARAMETERIZATIONS = ("fft", "pixel")
 TRANSFORMS = ("standard", "none")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class BadParams(Problem, ValueError):
@@ -45,6 +47,7 @@ class RenderParams:
     dataset: str = ""  # DATASET_EXAMPLES: a dataset name
     top_k: int = 9  # DATASET_EXAMPLES: examples per unit
     image: int = -1  # CARICATURE: the index of the dataset's image (in its sorted file order)
+    upload: str = ""  # CARICATURE: instead, the sha256 of an image an editor uploaded (kb.render.uploads)
 
     def check(self, kind: str) -> RenderParams:
         if kind not in ALL_KINDS:
@@ -67,8 +70,15 @@ class RenderParams:
             raise BadParams("DATASET_EXAMPLES needs a dataset name (kb dataset add NAME PATH)")
         if not 1 <= self.top_k <= 64:
             raise BadParams("top_k must be 1..64")
-        if kind == "CARICATURE" and (not self.dataset or self.image < 0):
-            raise BadParams("CARICATURE needs a dataset name and an image index in it (dataset, image)")
+        if self.upload and not SHA256.fullmatch(self.upload):
+            raise BadParams("upload must be an uploaded image's sha256 (64 hex digits, as the upload answered)")
+        if kind == "CARICATURE" and self.upload and (self.dataset or self.image >= 0):
+            raise BadParams("CARICATURE takes either an uploaded image (upload) or a dataset's (dataset, image)")
+        if kind == "CARICATURE" and not self.upload and (not self.dataset or self.image < 0):
+            raise BadParams(
+                "CARICATURE needs a dataset name and an image index in it (dataset, image), or an uploaded image "
+                "(upload: its sha256)"
+            )
         if self.image >= 2**31:
             raise BadParams("image must be 0..2^31-1")
         return self
@@ -89,6 +99,7 @@ class RenderParams:
     def relevant(self, kind: str) -> dict:
         """Only the parameters that change the image of this kind (so irrelevant ones don't split the cache)."""
         d = asdict(self)
+        upload = d.pop("upload")  # only an uploaded image's caricature has it (the others' hashes stay as they were)
         if kind in ("FEATURE_VIS", "NEURON_VIS"):
             d.pop("dataset"), d.pop("top_k"), d.pop("image")
         elif kind == "DATASET_EXAMPLES":
@@ -97,6 +108,9 @@ class RenderParams:
             d.pop("dataset"), d.pop("top_k"), d.pop("image"), d.pop("negative")
         elif kind == "CARICATURE":
             d.pop("top_k"), d.pop("negative")
+            if upload:  # the image's sha256 is part of the job's key (params_hash)
+                d.pop("dataset"), d.pop("image")
+                d["upload"] = upload
         else:
             d = {}
         return d

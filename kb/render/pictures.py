@@ -48,7 +48,7 @@ def pictures(engine: sa.Engine, settings: Settings, model_row, group: list[dict]
 
     if kind in LAYER_KINDS:
         arch, model = cached_model(model_row.source, model_row.weights, model_row.sha256, str(where))
-        return [_layer_view(engine, arch, model, job, where, progress) for job in group]
+        return [_layer_view(engine, settings, arch, model, job, where, progress) for job in group]
     if kind == "DATASET_EXAMPLES":
         from kb.render.dataset_cache import dataset_examples
 
@@ -97,13 +97,15 @@ def _weights(engine: sa.Engine, model_key: str, group: list[dict]) -> list[np.nd
     return out
 
 
-def _layer_view(engine: sa.Engine, arch, model, job: dict, where, progress) -> np.ndarray:
-    """A whole layer's DEEPDREAM, or its CARICATURE of a dataset's image."""
+def _layer_view(engine: sa.Engine, settings: Settings, arch, model, job: dict, where, progress) -> np.ndarray:
+    """A whole layer's DEEPDREAM, or its CARICATURE of a dataset's image or of an uploaded one."""
     from kb.render.layer_views import render_layer_view
     from kb.render.preprocess import preprocess_kind
 
     params, target = job["params"], None
-    if job["kind"] == "CARICATURE":
+    if job["kind"] == "CARICATURE" and params.get("upload"):
+        target = _uploaded_image(settings, params["upload"], params["size"])
+    elif job["kind"] == "CARICATURE":
         target = _dataset_image(engine, params["dataset"], params["image"], params["size"])
     return render_layer_view(
         model,
@@ -121,6 +123,17 @@ def _layer_view(engine: sa.Engine, arch, model, job: dict, where, progress) -> n
         device=where,
         progress=progress,
     )
+
+
+def _uploaded_image(settings: Settings, sha256: str, size: int) -> np.ndarray:
+    """The uploaded image (kb.render.uploads), its shorter side resized to ``size`` and centre-cropped."""
+    from kb.render.storage import storage_from_settings
+    from kb.render.uploads import upload_rgb
+
+    rgb = upload_rgb(storage_from_settings(settings), sha256, size)
+    if rgb is None:
+        raise Permanent(f"the uploaded image {sha256} is missing from the artifact storage")
+    return rgb
 
 
 def _dataset_image(engine: sa.Engine, name: str, index: int, size: int) -> np.ndarray:

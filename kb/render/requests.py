@@ -64,7 +64,9 @@ def request_renders(
     params.check(kind).within(kind, settings)
     if not units:
         raise RenderProblem("name neurons or a layer to render")
-    if kind in ("DATASET_EXAMPLES", "CARICATURE"):
+    if kind == "CARICATURE" and params.upload:
+        _check_upload(engine, params.upload)
+    elif kind in ("DATASET_EXAMPLES", "CARICATURE"):
         _check_dataset(engine, params)
     lane = lane or lanes.lane_for(layer, len(units), settings.render_interactive_units)
     if lane not in lanes.RANK:
@@ -131,6 +133,16 @@ def _check_dataset(engine: sa.Engine, params: RenderParams) -> None:
     if params.image >= ds["images"]:
         raise NotFound(
             f"dataset {params.dataset!r} has {ds['images']} images (0..{ds['images'] - 1}): no image {params.image}"
+        )
+
+
+def _check_upload(engine: sa.Engine, sha256: str) -> None:
+    """The caricature's target was uploaded here: else NOT_FOUND."""
+    from kb.render.uploads import find_upload
+
+    if find_upload(engine, sha256) is None:
+        raise NotFound(
+            f"no uploaded image {sha256}: upload it first (the layer page, POST /uploads, kb render --image-file)"
         )
 
 

@@ -36,8 +36,9 @@ RenderKind = strawberry.enum(
 LayerRenderKind = strawberry.enum(
     Enum("LayerRenderKind", {k: k for k in LAYER_KINDS}),
     description="a picture of a whole layer: DEEPDREAM maximises the layer's mean squared activation (every "
-    "channel, every position); CARICATURE (params.dataset, params.image) makes an image whose activations at the "
-    "layer point the way the dataset image's do (their dot product weighted by their cosine), as Microscope does",
+    "channel, every position); CARICATURE (params.dataset and params.image, or params.upload) makes an image "
+    "whose activations at the layer point the way the target image's do (their dot product weighted by their "
+    "cosine), as Microscope does",
 )
 RenderLane = strawberry.enum(
     Enum("RenderLane", {lane.upper(): lane for lane in LANES}),
@@ -62,6 +63,11 @@ class RenderParamsInput:
     top_k: int = strawberry.field(default=9, description="DATASET_EXAMPLES: examples per unit")
     image: int = strawberry.field(
         default=-1, description="CARICATURE: the index of the dataset's image (its files in sorted order)"
+    )
+    upload: str = strawberry.field(
+        default="",
+        description="CARICATURE: instead of a dataset's image, the sha256 of an image an editor uploaded "
+        "(POST /uploads, the layer page's form or kb render --image-file answer it)",
     )
     batch: int | None = strawberry.field(
         default=None,
@@ -221,6 +227,10 @@ class LayerView:
     params: str = strawberry.field(description="JSON")
     dataset: str | None = strawberry.field(description="CARICATURE: the dataset of its target image")
     image: int | None = strawberry.field(description="CARICATURE: the target image's index in the dataset")
+    upload: str | None = strawberry.field(description="CARICATURE of an uploaded image: that image's sha256")
+    source: Artifact | None = strawberry.field(
+        description="CARICATURE of an uploaded image: that image (as stored: re-encoded as PNG)"
+    )
     artifact: Artifact
 
 
@@ -228,16 +238,22 @@ def layer_views(info: Info, layer, kind) -> list[LayerView]:
     name = layer._graph.layers[layer.position].key
     with info.context.graphs.engine.connect() as conn:
         rows = job_domain.layer_views(conn, layer._graph.sha256, name, kind.value if kind else None)
-    return [
-        LayerView(
-            kind=LayerRenderKind[r["kind"]],
-            params=json.dumps(r["params"], sort_keys=True),
-            dataset=r["params"].get("dataset"),
-            image=r["params"].get("image"),
-            artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]),
+        sources = job_domain.uploads(conn, [r["params"]["upload"] for r in rows if r["params"].get("upload")])
+    out = []
+    for r in rows:
+        up = sources.get(r["params"].get("upload") or "")
+        out.append(
+            LayerView(
+                kind=LayerRenderKind[r["kind"]],
+                params=json.dumps(r["params"], sort_keys=True),
+                dataset=r["params"].get("dataset"),
+                image=r["params"].get("image"),
+                upload=r["params"].get("upload"),
+                source=_artifact(info, up["sha256"], up["width"], up["height"], up["versions"]) if up else None,
+                artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]),
+            )
         )
-        for r in rows
-    ]
+    return out
 
 
 @strawberry.type
@@ -303,8 +319,8 @@ class RenderMutation:
     @mutation(
         role="editor",
         description="Render one picture of a whole layer: its DEEPDREAM, or a CARICATURE of a dataset's image "
-        "(params.dataset, params.image). The same (pinned model, layer, kind, parameters) returns the existing job "
-        "and artifact.",
+        "(params.dataset, params.image) or of an uploaded one (params.upload: its sha256, from POST /uploads). The "
+        "same (pinned model, layer, kind, parameters) returns the existing job and artifact.",
     )
     def request_layer_render(
         self,

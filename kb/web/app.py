@@ -8,6 +8,7 @@ import asyncio
 import gc
 import logging
 import os
+import re
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
@@ -29,6 +30,7 @@ from kb.schema.deadline import DEADLINE, expired
 from kb.schema.errors import with_code
 from kb.schema.offloop import OffLoop
 from kb.settings import Settings, get_settings
+from kb.web import uploads
 from kb.web.annotate import Annotate, annotate_routes
 from kb.web.auth import auth_routes
 from kb.web.auth.current import CurrentSession
@@ -50,6 +52,7 @@ from kb.web.templating import STATIC, Static
 from kb.web.thumbnails import CardPictures
 from kb.web.unavailable import Unavailable, retry_after_header
 
+UPLOAD_PATHS = re.compile(r"/uploads|/n/[^/]+/[^/]+/caricature")  # bodies up to KB_UPLOAD_MAX_BYTES (and a form)
 log = logging.getLogger("kb.web")
 
 
@@ -141,6 +144,9 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     def as_account(account=None) -> Context:  # the forms write as the signed-in account: the context carries it
         return Context(graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account)
 
+    def for_request(request) -> Context:  # a request's caller, as GraphQL authenticates it (POST /uploads)
+        return Context(graphs=graphs, settings=settings, request=request, rates=rates, offloop=offloop)
+
     annotate = Annotate(auth, pages, schema, as_account)
     pictures = CardPictures(engine, settings, graphs)  # unit cards' thumbnails (kb.web.thumbnails)
     circuit_pages = CircuitPages(schema, as_account, auth, pictures)
@@ -174,6 +180,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/", pages.home),
             Route("/health", health),
             Route("/artifacts/{name}", artifact),
+            Route(uploads.PATH, uploads.UploadRoute(engine, settings, for_request).handle, methods=["POST"]),
             Route("/graphql", GraphiQL(graphql, engine), methods=["GET", "POST"]),
             *check_form_routes(CheckForms(auth, circuit_pages, schema, as_account)),
             *render_form_routes(render_forms),  # before annotate's /n/{rest:path} posts
@@ -203,7 +210,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.add_middleware(CurrentSession, engine=engine)
     app.add_middleware(Unavailable)  # a full pool before or beside GraphQL (the sign-in lookup): 503, Retry-After
     app.add_middleware(RequestLimit, rates=rates)  # outside the session look-up: a refusal reads no database
-    app.add_middleware(BodyLimit, max_bytes=1 << 20)
+    app.add_middleware(BodyLimit, max_bytes=1 << 20, larger=(UPLOAD_PATHS, uploads.body_limit(settings)))
     # outermost: the client's address and scheme by KB_TRUSTED_PROXIES, before anything reads them
     app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))
     app.add_exception_handler(404, not_found)

@@ -1,22 +1,32 @@
-"""Refuse request bodies over a size limit before anything reads them (413, code TOO_LARGE)."""
+"""Refuse request bodies over a size limit before anything reads them (413, code TOO_LARGE). The image uploads'
+routes (``larger``: a pattern of paths, POST only) have a limit of their own (KB_UPLOAD_MAX_BYTES and a form's
+fields)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 
 class BodyLimit:
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, larger: tuple[re.Pattern, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger
+
+    def limit(self, scope) -> int:
+        if self.larger is not None and scope.get("method") == "POST" and self.larger[0].fullmatch(scope["path"]):
+            return max(self.max_bytes, self.larger[1])
+        return self.max_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.limit(scope)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await self._refuse(send, limit)
         seen = 0
 
         async def limited_receive():
@@ -24,18 +34,18 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send):
+    async def _refuse(self, send, limit: int):
         body = json.dumps(
-            {"errors": [{"message": f"request body over {self.max_bytes} bytes", "extensions": {"code": "TOO_LARGE"}}]}
+            {"errors": [{"message": f"request body over {limit} bytes", "extensions": {"code": "TOO_LARGE"}}]}
         ).encode()
         await send(
             {

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from kb.web.templating import local
 
 LAYER_VIEWS = """query($k: String!) { layer(key: $k) { key
-  views { kind params dataset image artifact { url width height } } } }"""
+  views { kind params dataset image upload source { url width height } artifact { url width height } } } }"""
 
 
 def _largest(views: list[dict]) -> dict | None:
@@ -22,8 +22,8 @@ def _largest(views: list[dict]) -> dict | None:
 
 
 def section(layer_key: str, data: dict | None) -> dict:
-    """The template's values: ``deepdream`` (one picture or None), ``caricatures`` (one per dataset image), and
-    the lines that ask for either."""
+    """The template's values: ``deepdream`` (one picture or None), ``caricatures`` (one per target image: a
+    dataset's, or an uploaded one with its ``source_src``), and the lines that ask for either."""
     views = []
     for v in ((data or {}).get("layer") or {}).get("views") or []:
         p = json.loads(v["params"])
@@ -31,7 +31,10 @@ def section(layer_key: str, data: dict | None) -> dict:
     caricatures: dict[tuple, list[dict]] = {}
     for v in views:
         if v["kind"] == "CARICATURE":
-            caricatures.setdefault((v["dataset"], v["image"]), []).append(v)
+            if v.get("source"):  # an uploaded image's: shown beside its source
+                v["source_src"] = local(v["source"]["url"])
+            target = ("", -1, v["upload"]) if v.get("upload") else (v["dataset"] or "", v["image"], "")
+            caricatures.setdefault(target, []).append(v)
     deepdream = f'mutation {{ requestLayerRender(kind: DEEPDREAM, layer: "{layer_key}") {{ id status }} }}'
     caricature = (
         f'mutation {{ requestLayerRender(kind: CARICATURE, layer: "{layer_key}", '
@@ -45,4 +48,5 @@ def section(layer_key: str, data: dict | None) -> dict:
         "deepdream_cli": f"kb render --layer {layer_key} --kind deepdream --wait",
         "caricature_mutation": caricature,
         "caricature_cli": f"kb render --layer {layer_key} --kind caricature --dataset DATASET --image 0 --wait",
+        "upload_cli": f"kb render --layer {layer_key} --kind caricature --image-file PICTURE.png --wait",
     }

@@ -402,6 +402,7 @@ class Pages:
             "mutation": mutation,
             "missing": missing,
             "presets": known.values(),
+            "upload_max_bytes": self.context_factory().settings.upload_max_bytes,
             "views": layer_views.section(layer["key"], views),
             **await self._layer_render_context(request, layer),
             **(extra or {}),

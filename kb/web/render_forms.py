@@ -4,6 +4,8 @@ layer page, and cancelling a layer's render.
 POST /n/{model}/{layer}/{index}/render   kind (feature, negative, neuron, dataset), preset, dataset
 POST /n/{model}/{layer}/render           preset: every unit of the layer (the bulk lane)
 POST /n/{model}/{layer}/cancel           request: the layer request's id (kb.render.layer_renders.LayerRequest.id)
+POST /n/{model}/{layer}/caricature       multipart/form-data: image (a file), preset: uploads the image
+                                         (kb.web.uploads) and asks for its CARICATURE at the layer
 
 Every post goes through kb.web.auth (same origin, a live session, its CSRF token). The render itself is the API's
 requestRender or cancelRenders run on the same schema as the signed-in account, so kb.render.requests (the one
@@ -22,6 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from kb.claims.ids import row_id
+from kb.errors import Problem as DomainProblem
 from kb.graph.keys import KeyProblem
 from kb.render.layer_renders import open_jobs
 from kb.render.params import RenderParams
@@ -30,9 +33,12 @@ from kb.web.annotate import HTTP, Problem
 from kb.web.auth import forms
 from kb.web.auth.pages import NO_STORE, refused
 from kb.web.page_query import QueryFailed, run_query
+from kb.web.uploads import body_limit, upload_as
 
 REQUEST = """mutation($k: RenderKind!, $n: [String!], $l: String, $p: RenderParamsInput) {
   requestRender(kind: $k, neurons: $n, layer: $l, params: $p) { id status progress lane } }"""
+LAYER_REQUEST = """mutation($k: LayerRenderKind!, $l: String!, $p: RenderParamsInput) {
+  requestLayerRender(kind: $k, layer: $l, params: $p) { id status progress } }"""
 CANCEL = "mutation($ids: [Int!]!) { cancelRenders(ids: $ids) { id status } }"
 DEFAULTS = asdict(RenderParams())
 
@@ -102,6 +108,37 @@ class RenderForms:
             return JSONResponse({"jobs": len(jobs)}, headers=NO_STORE)
         return RedirectResponse(f"/n/{key}#render-layer", status_code=303, headers=NO_STORE)
 
+    async def caricature(self, request: Request) -> Response:
+        """An editor's image, uploaded from the layer page, and its caricature at the layer asked for."""
+        key = f"{request.path_params['model']}/{request.path_params['layer']}"
+        preset = DEFAULT
+        try:
+            ctx = self.context_for(None)
+            info, parts = await self.auth.session_upload(request, body_limit(ctx.settings))
+            preset = parts["preset"].data.decode("utf-8", "replace") if "preset" in parts else DEFAULT
+            try:
+                _, params = render_choice("feature", preset or DEFAULT, ctx.settings)
+            except UnknownChoice as exc:
+                raise Problem(str(exc)) from None
+            image = parts.get("image")
+            if image is None or image.filename is None or not image.data:
+                raise Problem("choose an image file to upload (PNG, JPEG, GIF, WebP or BMP)")
+            try:
+                up = await upload_as(info.account, ctx.graphs.engine, ctx.settings, image.data)
+            except DomainProblem as exc:
+                raise Problem(exc.message, HTTP.get(exc.code, 400)) from None
+            variables = {
+                "k": "CARICATURE",
+                "l": key,
+                "p": {"size": params.size, "steps": params.steps, "upload": up.sha256},
+            }
+            job = (await self._mutate(info.account, "RENDER", LAYER_REQUEST, variables))["requestLayerRender"]
+        except (forms.Refused, Problem) as exc:
+            return await self._refusal(request, key, exc, {"preset": preset}, "caricature_error")
+        if _wants_json(request):
+            return JSONResponse({"job": job, "upload": up.sha256}, headers=NO_STORE)
+        return RedirectResponse(f"/n/{key}#views", status_code=303, headers=NO_STORE)
+
     async def cancel(self, request: Request) -> Response:
         key = f"{request.path_params['model']}/{request.path_params['layer']}"
         try:
@@ -132,12 +169,14 @@ class RenderForms:
             return JSONResponse({"cancelled": sum(j["status"] == "CANCELLED" for j in cancelled)}, headers=NO_STORE)
         return RedirectResponse(f"/n/{key}#render-layer", status_code=303, headers=NO_STORE)
 
-    async def _refusal(self, request: Request, key: str, exc: forms.Refused | Problem, extra: dict) -> Response:
+    async def _refusal(
+        self, request: Request, key: str, exc: forms.Refused | Problem, extra: dict, field: str = "render_error"
+    ) -> Response:
         if _wants_json(request):
             return JSONResponse({"error": exc.message}, status_code=exc.status, headers=NO_STORE)
         if isinstance(exc, forms.Refused):
             return refused(request, exc)
-        return await self.pages._layer(request, key, {"render_error": exc.message, **extra}, exc.status)
+        return await self.pages._layer(request, key, {field: exc.message, **extra}, exc.status)
 
 
 def _wants_json(request: Request) -> bool:
@@ -149,4 +188,5 @@ def render_form_routes(forms_: RenderForms) -> list[Route]:
         Route("/n/{model}/{layer}/{index}/render", forms_.neuron, methods=["POST"]),
         Route("/n/{model}/{layer}/render", forms_.layer, methods=["POST"]),
         Route("/n/{model}/{layer}/cancel", forms_.cancel, methods=["POST"]),
+        Route("/n/{model}/{layer}/caricature", forms_.caricature, methods=["POST"]),
     ]

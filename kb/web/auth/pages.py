@@ -73,6 +73,27 @@ class AuthPages:
             raise forms.Refused(403, "refused: the form's CSRF token is not this session's")
         return info, fields
 
+    async def session_upload(self, request: Request, max_bytes: int) -> tuple[sessions.SessionInfo, dict]:
+        """``session_post`` for a form that posts a file (multipart/form-data, kb.web.multipart): the same
+        origin, session and CSRF checks; the parts by name."""
+        from kb.web import multipart
+
+        forms.check_origin(request, self.settings)
+        body = await request.body()
+        if len(body) > max_bytes:
+            raise forms.Refused(413, f"the form is too large: at most {max_bytes} bytes")
+        try:
+            parts = multipart.parse(body, request.headers.get("content-type", ""))
+            token = multipart.text(parts, "csrf")
+        except multipart.BadMultipart as exc:
+            raise forms.Refused(400, f"the form could not be read: {exc}") from None
+        info = await self.current(request)
+        if info is None:
+            raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
+        if not forms.same_token(token or None, info.csrf_token):
+            raise forms.Refused(403, "refused: the form's CSRF token is not this session's")
+        return info, parts
+
     def _refused(self, request: Request, exc: forms.Refused) -> HTMLResponse:
         return refused(request, exc)
 
