@@ -143,3 +143,19 @@ def test_claims_and_circuits_on_module_path_keys(client, imported, accounts):
     assert "errors" not in family, family
     found = gql(client, SEARCH)["data"]["searchClaims"]
     assert found["totalCount"] == 1 and found["edges"][0]["node"]["label"] == "stripes at layer3.1"
+
+
+@pytest.mark.parametrize("key, layers", [("resnet18", ("layer3.1", "layer3.1.conv2")), ("resnet10t", ("layer2.0",))])
+def test_a_unit_of_an_imported_model_renders(imported, key, layers):
+    """The worker's path (kb.render.pictures): the architecture from the model's source, its prepared model (BatchNorm
+    folded, channels-last), and lucent's objective at the layer's module path; a layer a --layers import chose is
+    found by its path too (layer3.1.conv2 is not a default layer)."""
+    from kb.render.feature_vis import render_units
+    from kb.render.model_cache import cached_model
+
+    report = imported[key]
+    arch, model = cached_model(MODELS[key], report.weights, report.sha256, "cpu")
+    for layer in layers:
+        images = render_units(model, arch.layer(layer).module, [7, 8], size=32, steps=2, upsample=0)
+        assert [i.shape for i in images] == [(32, 32, 3)] * 2
+        assert not np.array_equal(images[0], images[1])

@@ -51,6 +51,8 @@ def test_stages_with_a_downsample_are_walked_into_their_blocks():
     got = names(arch)
     assert got[:4] == ["stem", "stages.0.blocks.0", "stages.0.blocks.1", "stages.1.downsample"]
     assert got[-1] == "head"
+    regnet = names(zoo.get("timm:regnetx_002"))  # a stage of its blocks in a row, without an nn.Sequential
+    assert regnet[:5] == ["stem", "s1", "s2", "s3.b1", "s3.b2"] and regnet[-1] == "head"
 
 
 def test_input_shape_from_the_model_or_the_flag():

@@ -10,7 +10,9 @@ The default rule, read from the module tree and one forward pass (hooks removed 
 - any other walked module with children is a block, significant as a whole (ResNet's BasicBlock, MobileNet's
   InvertedResidual, a Fire module, a DenseNet block), unless its output *is* the output of a child
   ``nn.Sequential`` of two or more blocks of one class (a stage that runs a downsample, then its blocks): then the
-  children are walked, those before the run only where the run starts from their output. (A MobileNet block's
+  children are walked, those before the run only where the run starts from their output; and so are a module's
+  own children where they are two or more blocks of one class run in a row, each on the last one's output
+  (timm's RegStage). (A MobileNet block's
   inner ``nn.Sequential`` of conv-BN-activation units is not such a run: the block stays whole.)
 
 Modules run more than once in the forward pass (a ReLU a block reuses) or never are not layers; the layers are
@@ -26,6 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -69,7 +72,9 @@ def _run(model: nn.Module, input_shape: tuple[int, ...]) -> _Run:
     keep: list[object] = []  # the tensors whose id() is recorded stay alive, so no id is reused
     sequential_values: dict[str, torch.Tensor] = {}
     final_values: dict[str, torch.Tensor] = {}
+    # outputs a block may still change in place (result += x) before it returns: copied as they leave
     plain = {p for p, m in model.named_modules() if _is_plain_sequential(m)}
+    plain |= {f"{p}.{n}" if p else n for p, m in model.named_modules() if _repeats(m) for n, _ in m.named_children()}
 
     def hook(path: str) -> Callable[[nn.Module, tuple[object, ...], object], None]:
         def record(module: nn.Module, args: tuple[object, ...], out: object) -> None:
@@ -85,7 +90,7 @@ def _run(model: nn.Module, input_shape: tuple[int, ...]) -> _Run:
                 outputs[path] = id(out)
                 keep.append(out)
                 final_values[path] = out
-                if path in plain:  # a block may still add to it in place (result += x): compare later
+                if path in plain:
                     sequential_values[path] = out.clone()
 
         return record
@@ -130,6 +135,9 @@ def _default(model: nn.Module, run: _Run) -> list[str]:
                 return
             walk_children(f"{path}.", mod)
             return
+        if _chained(path, mod, run):  # a stage that is its blocks in a row (timm's RegStage: b1, b2, ...)
+            walk_children(f"{path}.", mod)
+            return
         run_child = _stage_run(path, mod, run)
         if run_child is None:
             if any(_weighted(m) for m in mod.modules()):
@@ -148,6 +156,26 @@ def _default(model: nn.Module, run: _Run) -> list[str]:
 
     walk_children("", model)
     return chosen
+
+
+def _repeats(mod: nn.Module) -> bool:
+    """Whether ``mod`` has two or more child blocks of one class (not conv-BN-activation units)."""
+    kinds = Counter(type(c) for c in mod.children() if list(c.children()) and not _is_plain_sequential(c))
+    return bool(kinds) and max(kinds.values()) >= 2
+
+
+def _chained(path: str, mod: nn.Module, run: _Run) -> bool:
+    """Whether ``mod``'s children are blocks run one after the other, each on the last one's output, the last
+    one's output (untouched) being ``mod``'s: then each child's output is a layer."""
+    if not _repeats(mod):
+        return False
+    names = [f"{path}.{n}" for n, _ in mod.named_children()]
+    if any(run.calls.get(n, 0) != 1 for n in names):
+        return False
+    names.sort(key=lambda n: run.order[n])
+    linked = all(run.inputs.get(b) == run.outputs.get(a) is not None for a, b in pairwise(names))
+    last = names[-1]
+    return linked and run.outputs.get(last) == run.outputs.get(path) and _unchanged(last, path, run)
 
 
 def _stage_run(path: str, mod: nn.Module, run: _Run) -> str | None:
@@ -171,9 +199,9 @@ def _unchanged(inner: str, outer: str, run: _Run) -> bool:
     return before is not None and after is not None and torch.equal(before, after)
 
 
-def _classifier(run: _Run, chosen: list[str]) -> str | None:
+def _classifier(run: _Run, chosen: list[str], modules: dict[str, nn.Module]) -> str | None:
     """The module whose output is the model's output (the last linear layer, or a head), unless one chosen is."""
-    found = [p for p, o in run.outputs.items() if o == run.model_output]
+    found = [p for p, o in run.outputs.items() if o == run.model_output and any(True for _ in modules[p].parameters())]
     if not found or any(p in chosen for p in found):
         return None
     return max(found, key=lambda p: p.count("."))
@@ -216,7 +244,7 @@ def choose(
     paths = [p for p in modules if p]
     if layers is None:
         names = _default(model, run)
-        head = _classifier(run, names)
+        head = _classifier(run, names, modules)
         if head is not None and head not in names:
             names.append(head)
     else:
