@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,46 +33,43 @@ from kb.db import migrate  # noqa: E402
 from kb.db.engine import make_engine  # noqa: E402
 
 BASELINE = "torchvision:resnet50"  # declared in the zoo: today's hand-written links
-TORCHVISION = [
+TORCHVISION = [  # smallest first: on a busy machine the sweep's later (larger) models are the ones a timeout cuts
     "resnet18",
-    "resnet34",
-    "resnet101",
-    "resnext50_32x4d",
-    "wide_resnet50_2",
-    "vgg11",
-    "vgg13_bn",
-    "alexnet",
-    "squeezenet1_0",
     "squeezenet1_1",
-    "densenet121",
+    "squeezenet1_0",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+    "mnasnet0_5",
+    "mnasnet1_0",
     "mobilenet_v2",
     "mobilenet_v3_small",
     "mobilenet_v3_large",
-    "mnasnet0_5",
-    "mnasnet1_0",
-    "shufflenet_v2_x0_5",
-    "shufflenet_v2_x1_0",
     "efficientnet_b0",
     "efficientnet_b1",
     "regnet_x_400mf",
     "regnet_y_400mf",
-    "convnext_tiny",
+    "densenet121",
+    "resnet34",
     "googlenet",
+    "alexnet",
+    "convnext_tiny",
+    "resnext50_32x4d",
+    "vgg11",
+    "resnet101",
 ]
 TIMM = [
     "resnet10t",
+    "mobilenetv3_small_050",
+    "regnetx_002",
+    "regnety_002",
+    "efficientnet_b0",
+    "mobilenetv3_large_100",
+    "ghostnet_100",
+    "convnext_atto",
     "resnet18",
     "resnet26d",
     "seresnext26d_32x4d",
-    "mobilenetv3_small_050",
-    "mobilenetv3_large_100",
-    "efficientnet_b0",
-    "regnetx_002",
-    "regnety_002",
-    "convnext_atto",
-    "ghostnet_100",
     "dla34",
-    "densenet121",
 ]
 _IMPORTED = re.compile(
     r"(\d+) layers, (\d+) units, (\d+) connections in ([\d.]+)s \(weights ([\d.]+)s, write ([\d.]+)s\)"
@@ -183,15 +181,26 @@ def oracle(engine: sa.Engine, source: str, units: int) -> str:
     return f"{verdict} {checked} units, max rel err {worst:.1e}"
 
 
+def _interleave(a: list[str], b: list[str]) -> list[str]:
+    """torchvision's and timm's in turn, so that a sweep cut short has some of each."""
+    out = []
+    for i in range(max(len(a), len(b))):
+        out += a[i : i + 1] + b[i : i + 1]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--database", default="postgresql", choices=["postgresql", "sqlite"])
     ap.add_argument("--timeout", type=float, default=600, help="seconds per import before it is refused")
     ap.add_argument("--units", type=int, default=2, help="sampled target units per checked layer")
     ap.add_argument("--models", nargs="*", help="sources (default: 24 torchvision and 13 timm CNNs)")
+    ap.add_argument("--no-baseline", action="store_true", help=f"without {BASELINE} first")
     args = ap.parse_args()
-    sources = args.models or [BASELINE] + [f"torchvision:{n}" for n in TORCHVISION] + [f"timm:{n}" for n in TIMM]
+    tv, tm = [f"torchvision:{n}" for n in TORCHVISION], [f"timm:{n}" for n in TIMM]
+    sources = args.models or [*([] if args.no_baseline else [BASELINE]), *_interleave(tv, tm)]
     url, drop = fresh_database(args.database)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the database is dropped on the way out (finally)
     data_dir = tempfile.mkdtemp(prefix="kb-sweep-")
     print(f"load average (1, 5, 15 min) at start: {uptime()}; {os.cpu_count()} CPUs; database {args.database}")
     print(
