@@ -132,8 +132,13 @@ _MUL = {operator.mul, operator.imul, torch.mul}
 
 def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if node.op == "call_module":
-        mod = modules[str(node.target)]
-        return f"{type(mod).__module__}.{type(mod).__qualname__} at {node.target}"
+        cls = type(modules[str(node.target)])
+        name = (
+            f"torch.nn.{cls.__name__}"
+            if getattr(nn, cls.__name__, None) is cls
+            else f"{cls.__module__}.{cls.__qualname__}"
+        )
+        return f"{name} at {node.target}"
     where = _where(node)
     if node.op == "call_method":
         return f"Tensor.{node.target} at {where}"
