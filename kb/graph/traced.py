@@ -25,6 +25,7 @@ two maps...) is refused in one line naming the op and where it ran.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,18 @@ class Lin:
 
 class _Tuple(tuple[Any, ...]):  # the outputs of chunk / split: a tuple of values on the path
     pass
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """An op with no rule: an error only if its output is used as a linear value (a gate's sigmoid is not)."""
+
+    error: Unsupported
+
+
+def _dep(v: Any) -> bool:
+    """Does this value depend on the source?"""
+    return isinstance(v, (Lin, _Tuple, _Refused))
 
 
 _ACTIVATIONS_M: tuple[type[nn.Module], ...] = (
@@ -119,8 +132,13 @@ _MUL = {operator.mul, operator.imul, torch.mul}
 
 def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if node.op == "call_module":
-        mod = modules[str(node.target)]
-        return f"{type(mod).__module__}.{type(mod).__qualname__} at {node.target}"
+        cls = type(modules[str(node.target)])
+        name = (
+            f"torch.nn.{cls.__name__}"
+            if getattr(nn, cls.__name__, None) is cls
+            else f"{cls.__module__}.{cls.__qualname__}"
+        )
+        return f"{name} at {node.target}"
     where = _where(node)
     if node.op == "call_method":
         return f"Tensor.{node.target} at {where}"
@@ -162,6 +180,7 @@ class _Run:
 
 
 _SMALL = 1 << 16
+_MAX_TERMS = 16
 
 
 class _Recorder(fx.Interpreter):
@@ -342,16 +361,22 @@ class _Linearizer:
         needed = self._ancestors(self.dst)
         shape = self.run.shapes[self.src]
         channels, hw, flat = _geometry(shape)
+        self.in_channels = channels
         self.vals[self.src] = Lin(channels, hw, (Term(0, channels, (), ""),), flat)
         for node in self.gm.graph.nodes:
             if order[node] <= order[self.src] or node not in needed:
                 continue
-            if not any(isinstance(self.vals.get(i), (Lin, _Tuple)) for i in node.all_input_nodes):
+            if not any(_dep(self.vals.get(i)) for i in node.all_input_nodes):
                 continue  # does not depend on the source: a constant, dropped like a bias
-            self.vals[node] = self.step(node)
+            try:
+                self.vals[node] = self.step(node)
+            except Unsupported as exc:
+                self.vals[node] = _Refused(exc)
             if node is self.dst:
                 break
         out = self.vals.get(self.dst)
+        if isinstance(out, _Refused):
+            raise out.error
         if not isinstance(out, Lin):
             raise ExtractionError(f"the path {self.pair} does not depend on {self.pair.split(' ')[0]}")
         if out.index is not None:
@@ -374,16 +399,27 @@ class _Linearizer:
     # -- helpers ---------------------------------------------------------------------------------------------
     def lin(self, node: fx.Node, arg: Any) -> Lin:
         v = self.vals.get(arg) if isinstance(arg, fx.Node) else None
+        if isinstance(v, _Refused):
+            raise v.error
         if not isinstance(v, Lin):
             raise self.refuse(node, "expects a map that depends on the source")
         if v.index is not None:
             raise self.refuse(node, "applied to a reshaped tensor")
         return v
 
+    def same(self, node: fx.Node, arg: Any) -> Lin:
+        """An elementwise op taken as the identity: the value as it is, reshaped or not."""
+        v = self.vals.get(arg) if isinstance(arg, fx.Node) else None
+        if isinstance(v, _Refused):
+            raise v.error
+        if not isinstance(v, Lin):
+            raise self.refuse(node, "expects a map that depends on the source")
+        return v if v.index is None else dataclasses.replace(v, index=v.index.contiguous())
+
     def concrete(self, node: fx.Node, arg: Any) -> Any:
         """An argument's value that does not depend on the source (a size, a parameter)."""
         if isinstance(arg, fx.Node):
-            if isinstance(self.vals.get(arg), (Lin, _Tuple)):
+            if _dep(self.vals.get(arg)):
                 raise self.refuse(node, f"its argument {arg.name} depends on the source")
             if arg.op == "get_attr":
                 return _attr(self.gm, str(arg.target))
@@ -400,7 +436,11 @@ class _Linearizer:
         return str(node.target) if node.op == "call_module" else _where(node)
 
     # -- one op -----------------------------------------------------------------------------------------------
-    def step(self, node: fx.Node) -> Lin | _Tuple:
+    def step(self, node: fx.Node) -> Lin | _Tuple | None:
+        if node.op == "call_method" and node.target in ("size", "dim"):
+            return None  # a shape, not a value: read from the recorded run where it is used
+        if node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "dtype", "device"):
+            return None
         if node.op == "call_module":
             return self.module(node, self.modules[str(node.target)])
         if node.op == "call_function":
@@ -412,7 +452,7 @@ class _Linearizer:
     def module(self, node: fx.Node, mod: nn.Module) -> Lin | _Tuple:
         path = str(node.target)
         if isinstance(mod, (*_ACTIVATIONS_M, *_IDENTITY_M)):
-            return self.lin(node, node.args[0])
+            return self.same(node, node.args[0])
         if isinstance(mod, nn.LocalResponseNorm):
             self.notes.append(f"{path}: local response normalisation taken as the identity")
             return self.lin(node, node.args[0])
@@ -446,7 +486,7 @@ class _Linearizer:
         args, kwargs = node.args, node.kwargs
         where = self.source_of(node)
         if fn in _ACTIVATIONS_F or fn in _IDENTITY_F:
-            return self.lin(node, args[0])
+            return self.same(node, args[0])
         if fn is F.local_response_norm:
             self.notes.append(f"{where}: local response normalisation taken as the identity")
             return self.lin(node, args[0])
@@ -525,7 +565,7 @@ class _Linearizer:
     def method(self, node: fx.Node, name: str) -> Lin | _Tuple:
         args = node.args
         if name in _ACTIVATIONS_METHOD or name in _IDENTITY_METHOD:
-            return self.lin(node, args[0])
+            return self.same(node, args[0])
         if name in ("clamp", "clamp_", "clamp_min", "clamp_min_"):
             low = self.concrete(node, _kw(args, node.kwargs, 1, "min", None))
             high = self.concrete(node, _kw(args, node.kwargs, 2, "max", None))
@@ -551,7 +591,14 @@ class _Linearizer:
         if d.in_channels != x.channels:
             raise self.refuse(node, f"{d.in_channels} channels in, the path has {x.channels}")
         out = self.run.shapes[node]
-        return Lin(d.out_channels, (out[2], out[3]), _mix(x, d))
+        return Lin(d.out_channels, (out[2], out[3]), self.collapse(_mix(x, d), d.out_channels))
+
+    def collapse(self, terms: tuple[Term, ...], channels: int) -> tuple[Term, ...]:
+        """Many terms into one map (a stage of shuffle blocks doubles its terms at each block): their sum."""
+        if len(terms) <= _MAX_TERMS:
+            return terms
+        total = LinkProgram(self.in_channels, channels, terms).kernels(0, channels)
+        return (Term(0, channels, (dataclasses.replace(total, parametric=True, source="sum of paths"),), "paths"),)
 
     def linear(self, node: fx.Node, x: Lin, w: np.ndarray, where: str) -> Lin:
         out = self.run.shapes[node]
@@ -564,7 +611,7 @@ class _Linearizer:
             d = L.Dense(w[:, :, None, None], (1, 1), (0, 0), True, where)
         else:
             raise self.refuse(node, f"{w.shape[1]} inputs, the path has {x.channels}x{h}x{ww}")
-        return Lin(d.out_channels, (1, 1), _mix(x, d), flat=True)
+        return Lin(d.out_channels, (1, 1), self.collapse(_mix(x, d), d.out_channels), flat=True)
 
     def pool(self, node: fx.Node, x: Lin, size: Any, stride: Any, pad: Any, dilation: Any, op: str, where: str) -> Lin:
         if _pair(dilation) != (1, 1):
@@ -603,13 +650,13 @@ class _Linearizer:
     def add(self, node: fx.Node, a: Any, b: Any, sign: float) -> Lin:
         va, vb = self.vals.get(a) if isinstance(a, fx.Node) else None, None
         vb = self.vals.get(b) if isinstance(b, fx.Node) else None
-        if isinstance(va, Lin) and isinstance(vb, Lin):
+        if _dep(va) and _dep(vb):
             x, y = self.lin(node, a), self.lin(node, b)
             if (x.channels, x.hw) != (y.channels, y.hw):
                 raise self.refuse(node, "adding maps of different shapes")
             ys = y.terms if sign == 1.0 else _chain(y, _scalar(sign))
             return Lin(x.channels, x.hw, _refine((*x.terms, *ys), x.channels), x.flat and y.flat)
-        if isinstance(va, Lin):
+        if _dep(va):
             return self.lin(node, a)  # plus a constant: dropped like a bias
         y = self.lin(node, b)
         return y if sign == 1.0 else Lin(y.channels, y.hw, _chain(y, _scalar(-1.0)), y.flat)
@@ -617,9 +664,9 @@ class _Linearizer:
     def mul(self, node: fx.Node, a: Any, b: Any) -> Lin:
         va = self.vals.get(a) if isinstance(a, fx.Node) else None
         vb = self.vals.get(b) if isinstance(b, fx.Node) else None
-        if isinstance(va, Lin) and isinstance(vb, Lin):
+        if _dep(va) and _dep(vb):
             return self.gate(node, a, b)
-        x_node, factor = (a, b) if isinstance(va, Lin) else (b, a)
+        x_node, factor = (a, b) if _dep(va) else (b, a)
         x = self.lin(node, x_node)
         f = self.concrete(node, factor)
         if isinstance(factor, fx.Node) and factor not in self.run.static:
@@ -664,7 +711,7 @@ class _Linearizer:
                 return memo[n]
             if n.op == "get_attr":
                 memo[n] = _attr(self.gm, str(n.target))
-            elif not isinstance(self.vals.get(n), (Lin, _Tuple)):
+            elif not _dep(self.vals.get(n)):
                 if n not in self.run.values:
                     raise self.refuse(at, f"the gate depends on {n.name}, which is not recorded")
                 if n not in self.run.static and n.op != "call_method":
@@ -696,7 +743,7 @@ class _Linearizer:
         hw: tuple[int, int] = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
         for p in parts:
             v = self.vals.get(p) if isinstance(p, fx.Node) else None
-            if isinstance(v, Lin):
+            if _dep(v):
                 v = self.lin(node, p)
                 terms += [Term(t.start + start, t.stop + start, t.ops, t.label) for t in v.terms]
                 start += v.channels
