@@ -68,7 +68,15 @@ def test_unknown_neuron_suggests_and_exits_1(kb_env, engine, tiny_arch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["import", "torchvision:nonet"], "unknown architecture 'torchvision:nonet'"),
+        (["import", "torchvision:nonet"], "unknown torchvision classification model 'torchvision:nonet'"),
+        (["import", "nonet:x"], "unknown architecture 'nonet:x'"),
+        (
+            ["import", "torchvision:resnet18", "--layers", "layer1,layr2.0"],
+            "no module 'layr2.0' in this model; nearest",
+        ),
+        (["import", "torchvision:resnet18", "--input-shape", "64x64"], "expected CHANNELS,HEIGHT,WIDTH"),
+        (["import", "torchvision:resnet50", "--layers", "layer1.*"], "declared in the zoo"),
+        (["import", "module:no_such_lab.nets:build"], "cannot import no_such_lab.nets"),
         (["import", "lucent:inceptionv1", "--key", "Not A Key"], "is not valid"),
         (
             ["import", "torchvision:alexnet", "--weights", "/no/such/file.pt"],
@@ -89,6 +97,15 @@ def test_offline_weights_are_a_clear_error(kb_env, tmp_path):
     r = kb({**kb_env, "TORCH_HOME": str(tmp_path / "torch")}, "import", "torchvision:alexnet", "--key", "alex-offline")
     assert r.returncode == 1
     assert "cannot fetch weights 'DEFAULT' for torchvision:alexnet" in r.stderr and "--weights random" in r.stderr
+
+
+def test_timm_hub_weights_offline_are_a_clear_error(kb_env, tmp_path):
+    """timm's pretrained weights come from the Hugging Face hub as timm loads them: offline, one line."""
+    env = {**kb_env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    r = kb(env, "import", "timm:resnet10t", "--weights", "hub", "--key", "timm-offline")
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot fetch timm's weights for resnet10t") and "--weights random" in last
 
 
 def test_schema_must_be_current(tmp_path, monkeypatch):

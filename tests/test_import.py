@@ -164,8 +164,10 @@ def test_failed_import_leaves_nothing(engine, tiny_arch, monkeypatch):
 def test_bad_keys_and_sources(engine, tiny_arch):
     with pytest.raises(ImportProblem, match="not valid"):
         import_model(engine, "test:tiny", key="Bad Key", weights="random")
-    with pytest.raises(ImportProblem, match="unknown architecture"):
+    with pytest.raises(ImportProblem, match="unknown torchvision classification model 'torchvision:nonet'"):
         import_model(engine, "torchvision:nonet", weights="random")
+    with pytest.raises(ImportProblem, match="unknown architecture 'nonet:x'"):
+        import_model(engine, "nonet:x", weights="random")
 
 
 def test_removed_model_leaves_a_tombstone(engine, tiny_arch):

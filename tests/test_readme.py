@@ -35,6 +35,8 @@ SKIP = {
     "kb import torchvision:resnet50 --weights ./resnet50.pth": "needs the reader's own checkpoint",
     "kb models remove resnet50-mine": "removes the model of the line above",
     "kb render ": "renders on a worker: tests/test_render_cli.py runs it",
+    "kb import module:mynets:resnet18_10": "needs the section's files: tests/test_byo_model.py runs that section",
+    "kb neuron myresnet/": "of the model of the line above",
 }
 
 

@@ -25,25 +25,36 @@ models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
 def import_command(
     source: str = typer.Argument(
         ...,
-        help="lucent:inceptionv1, torchvision:NAME (googlenet, alexnet, vgg16, vgg19, resnet50, inception_v3), "
-        "or demo:digits (trained here, offline)",
+        help="lucent:inceptionv1, torchvision:NAME (any classification model), timm:NAME, "
+        "module:package.module:factory (your own code), or demo:digits (trained here, offline)",
     ),
     key: str | None = typer.Option(None, "--key", help="model key (default: the architecture's name)"),
     weights: str | None = typer.Option(
         None,
         "--weights",
-        help="a torchvision weights name (DEFAULT, IMAGENET1K_V1...), a checkpoint path, 'random', "
+        help="a torchvision weights name (DEFAULT, IMAGENET1K_V1...), 'hub' (timm's), a checkpoint path, 'random', "
         "or for demo:digits 'trained' (its default: trained here from --seed)",
     ),
     seed: int | None = typer.Option(
         None, "--seed", help="seed for --weights random, or for demo:digits' training (default 0)"
+    ),
+    layers: str | None = typer.Option(
+        None, "--layers", help="significant layers: module paths or globs, comma-separated (layer1,layer2.*)"
+    ),
+    input_shape: str | None = typer.Option(
+        None, "--input-shape", help="CHANNELS,HEIGHT,WIDTH of the input (default: the model's, e.g. 3,224,224)"
     ),
 ) -> None:
     """Import a model: its significant layers, every unit, and the weighted connections between them."""
     from kb.graph.extract import ExtractionError
     from kb.graph.importer import ImportProblem, import_model  # torch only for this command
     from kb.graph.weights import WeightsProblem
+    from kb.graph.zoo.any_model import SourceProblem, parse_input_shape
 
+    try:
+        shape = parse_input_shape(input_shape) if input_shape is not None else None
+    except SourceProblem as exc:
+        raise CliProblem(str(exc)) from None
     engine = open_engine()
     try:
         with Phases() as phases:
@@ -55,6 +66,8 @@ def import_command(
                 seed=seed,
                 reporter=phases,
                 graphs_dir=get_settings().graphs_dir,
+                layers=layers,
+                input_shape=shape,
             )
     except (ImportProblem, WeightsProblem, ExtractionError) as exc:
         raise CliProblem(str(exc)) from None

@@ -62,6 +62,29 @@ def _adaptive_size(size: int | tuple[int | None, int | None] | None, h: int, w: 
     return (h if size[0] is None else size[0]), (w if size[1] is None else size[1])
 
 
+def conv_dense(
+    w: npt.NDArray[np.float32], stride: _Size, padding: str | _Size, dilation: _Size, groups: int, path: str
+) -> L.Dense:
+    """A conv as a dense kernel [out, in, kh, kw]. A dilated kernel is the same map with zeros between its
+    taps, ``(k - 1) * d + 1`` wide; a grouped conv is block-diagonal over (out, in): both are exact."""
+    dh, dw = _pair(dilation)
+    if (dh, dw) != (1, 1):
+        out, cin, kh, kw = w.shape
+        spread = np.zeros((out, cin, (kh - 1) * dh + 1, (kw - 1) * dw + 1), dtype=w.dtype)
+        spread[:, :, ::dh, ::dw] = w
+        w = spread
+    if groups != 1:
+        g, (out, cin) = groups, w.shape[:2]
+        full = np.zeros((out, cin * g, *w.shape[2:]), dtype=w.dtype)
+        for i in range(g):
+            rows = slice(i * (out // g), (i + 1) * (out // g))
+            full[rows, i * cin : (i + 1) * cin] = w[rows]
+        w = full
+    if isinstance(padding, str):  # "same" (stride 1): half the dilated window before
+        padding = (0, 0) if padding == "valid" else ((w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2)
+    return L.Dense(w, _pair(stride), _pair(padding), True, path)
+
+
 def shapes(model: nn.Module, arch: Architecture) -> dict[str, Shape]:
     """Output shape of every module on a forward pass with a zero image (checks the declared paths exist)."""
     out: dict[str, Shape] = {}
@@ -133,26 +156,8 @@ class _Walker:
         return mod
 
     def conv(self, mod: nn.Conv2d, path: str, pad: L.Pair | None = None) -> L.Dense:
-        """A conv as a dense kernel [out, in, kh, kw]. A dilated kernel is the same map with zeros between its
-        taps, ``(k - 1) * d + 1`` wide; a grouped conv is block-diagonal over (out, in): both are exact."""
-        w = _np(mod.weight)
-        dh, dw = _pair(mod.dilation)
-        if (dh, dw) != (1, 1):
-            out, cin, kh, kw = w.shape
-            spread = np.zeros((out, cin, (kh - 1) * dh + 1, (kw - 1) * dw + 1), dtype=w.dtype)
-            spread[:, :, ::dh, ::dw] = w
-            w = spread
-        if mod.groups != 1:
-            g, (out, cin) = mod.groups, w.shape[:2]
-            full = np.zeros((out, cin * g, *w.shape[2:]), dtype=w.dtype)
-            for i in range(g):
-                rows = slice(i * (out // g), (i + 1) * (out // g))
-                full[rows, i * cin : (i + 1) * cin] = w[rows]
-            w = full
         padding: str | _Size = pad if pad is not None else mod.padding
-        if isinstance(padding, str):  # "same" (stride 1): half the dilated window before
-            padding = (0, 0) if padding == "valid" else ((w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2)
-        return L.Dense(w, _pair(mod.stride), _pair(padding), True, path)
+        return conv_dense(_np(mod.weight), mod.stride, padding, mod.dilation, mod.groups, path)
 
     def batchnorm(self, mod: nn.BatchNorm2d, path: str) -> L.Dense:
         if mod.running_var is None:
@@ -292,7 +297,13 @@ def _flatten(model: nn.Module, steps: Iterable[Step]) -> Iterator[Step]:
 
 
 def links(model: nn.Module, arch: Architecture) -> tuple[list[LayerShape], list[Link]]:
-    """Significant layers with their measured shapes, and the link program between each consecutive pair."""
+    """Significant layers with their measured shapes, and the link program between each consecutive pair.
+
+    An architecture with no hand-written trunk is traced instead (``kb.graph.traced``)."""
+    if not arch.trunk:
+        from kb.graph import traced  # imports this module
+
+        return traced.links(model, arch)
     module_shapes = shapes(model, arch)
     walker = _Walker(model, arch, module_shapes)
     by_module = {spec.module: spec for spec in arch.layers}

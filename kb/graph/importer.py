@@ -117,13 +117,16 @@ def import_model(
     seed: int | None = None,
     reporter: Reporter | None = None,
     graphs_dir: Path | None = None,
+    layers: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> ImportReport:
-    """Imports a model version; with ``graphs_dir``, also writes its serving graph file there."""
+    """Imports a model version; with ``graphs_dir``, also writes its serving graph file there. ``layers`` (module
+    paths and globs, comma-separated) and ``input_shape`` choose for models outside the zoo (``kb.graph.zoo``)."""
     reporter = reporter or Reporter()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
-        arch = zoo.get(source)
+        arch = zoo.get(source, layers, input_shape)
     except zoo.UnknownArchitecture as exc:
         raise ImportProblem(str(exc)) from None
     key = key or arch.name

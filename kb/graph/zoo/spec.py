@@ -97,9 +97,14 @@ class Architecture:
     ignore_keys: tuple[str, ...] = ()  # checkpoint key prefixes that are not part of this architecture
     description: str = ""
     blocks: Mapping[str, BlockBranches] = field(default_factory=dict)  # module type name -> its branches
+    # layers are named by their module paths (any_model's sources): a layer chosen with --layers at import is
+    # found by its path even where this architecture's default choice does not hold it (render workers)
+    layers_by_path: bool = False
 
     def layer(self, name: str) -> LayerSpec:
         for spec in self.layers:
             if spec.name == name:
                 return spec
+        if self.layers_by_path:
+            return LayerSpec(name, name, "block")
         raise KeyError(name)
