@@ -47,6 +47,24 @@ def pytest_report_header(config):
     return f"database backend: {BACKEND}"
 
 
+# Tests marked database_free compute with torch or numpy alone: the same on either backend. bin/test runs them in
+# its PostgreSQL pass and skips them in the SQLite pass (KB_TEST_DATABASE_FREE=skip), which halves their CI time; a
+# run of one backend alone runs them. A database_free test that asks for a database fixture is an error.
+_DATABASE_FIXTURES = {"db_url", "engine", "api", "client", "accounts", "imported", "digits_import"}
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = os.environ.get("KB_TEST_DATABASE_FREE") == "skip"
+    for item in items:
+        if item.get_closest_marker("database_free") is None:
+            continue
+        used = _DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if used:
+            raise pytest.UsageError(f"{item.nodeid} is marked database_free but uses {sorted(used)}")
+        if skip:
+            item.add_marker(pytest.mark.skip(reason="database-free: ran in the first backend's pass"))
+
+
 @pytest.fixture(scope="session")
 def db_url(tmp_path_factory):
     if BACKEND == "sqlite":

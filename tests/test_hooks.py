@@ -11,6 +11,8 @@ from torch import nn
 
 from kb.render.hooks import StopForward, forward_hooks, run_until_stop, stop_at
 
+pytestmark = pytest.mark.database_free  # pure torch/numpy: the same on either backend (see conftest)
+
 
 def _hooks(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in model.modules())

@@ -12,6 +12,8 @@ from kb.graph import zoo
 from kb.graph.keys import Catalog, LayerRef, ModelRef
 from kb.graph.zoo import any_model
 
+pytestmark = pytest.mark.database_free  # pure torch/numpy: the same on either backend (see conftest)
+
 sys.path.insert(0, str(Path(__file__).parent))  # user_models: a researcher's own code
 
 

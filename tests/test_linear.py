@@ -6,6 +6,8 @@ import pytest
 from kb.graph import linear as L
 from kb.graph.program import LinkProgram, Term, dumps, loads
 
+pytestmark = pytest.mark.database_free  # pure torch/numpy: the same on either backend (see conftest)
+
 
 def test_compose_conv_after_1x1_multiplies_reduce_into_kernel():
     reduce = L.Dense(np.array([[2.0, 3.0]]).reshape(1, 2, 1, 1))

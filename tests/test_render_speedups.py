@@ -15,6 +15,8 @@ from kb.render import feature_vis as FV
 from kb.render import model_cache as M
 from kb.render.allocator import keep_freed_memory
 
+pytestmark = pytest.mark.database_free  # pure torch/numpy: the same on either backend (see conftest)
+
 
 @pytest.mark.parametrize(
     "k,stride,pad,size",

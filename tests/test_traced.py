@@ -21,6 +21,8 @@ from kb.graph import traced, zoo
 from kb.graph.extract import ExtractionError, links
 from kb.graph.zoo.spec import Architecture, LayerSpec
 
+pytestmark = pytest.mark.database_free  # pure torch/numpy: the same on either backend (see conftest)
+
 
 def _randomise_batchnorm(model: nn.Module) -> None:
     g = torch.Generator().manual_seed(1)

@@ -15,6 +15,8 @@ from kb.graph import zoo
 from kb.graph.extract import links
 from kb.graph.zoo.spec import Architecture, LayerSpec, M
 
+pytestmark = pytest.mark.database_free  # pure torch/numpy: the same on either backend (see conftest)
+
 
 class Grouped(nn.Module):
     """Grouped and dilated convolutions, and a MobileNet-style depthwise (dilated) + pointwise pair."""
