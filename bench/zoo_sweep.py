@@ -40,6 +40,7 @@ TORCHVISION = [  # smallest first: on a busy machine the sweep's later (larger) 
     "shufflenet_v2_x0_5",
     "shufflenet_v2_x1_0",
     "mnasnet0_5",
+    "mnasnet0_75",
     "mnasnet1_0",
     "mobilenet_v2",
     "mobilenet_v3_small",
@@ -48,6 +49,8 @@ TORCHVISION = [  # smallest first: on a busy machine the sweep's later (larger) 
     "efficientnet_b1",
     "regnet_x_400mf",
     "regnet_y_400mf",
+    "regnet_x_800mf",
+    "regnet_y_800mf",
     "densenet121",
     "resnet34",
     "googlenet",
@@ -194,7 +197,7 @@ def main() -> None:
     ap.add_argument("--database", default="postgresql", choices=["postgresql", "sqlite"])
     ap.add_argument("--timeout", type=float, default=600, help="seconds per import before it is refused")
     ap.add_argument("--units", type=int, default=2, help="sampled target units per checked layer")
-    ap.add_argument("--models", nargs="*", help="sources (default: 24 torchvision and 13 timm CNNs)")
+    ap.add_argument("--models", nargs="*", help="sources (default: 25 torchvision and 12 timm CNNs, after resnet50)")
     ap.add_argument("--no-baseline", action="store_true", help=f"without {BASELINE} first")
     args = ap.parse_args()
     tv, tm = [f"torchvision:{n}" for n in TORCHVISION], [f"timm:{n}" for n in TIMM]

@@ -147,6 +147,23 @@ def _grouped_dilated_4ch() -> nn.Module:
     return model
 
 
+class _StochasticDepthResidual(nn.Module):
+    """EfficientNet's residual: x + stochastic_depth(block(x)), identity at evaluation (torchvision.ops)."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops import StochasticDepth
+
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU())
+        self.drop = StochasticDepth(0.2, "row")
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        return self.conv2(x + self.drop(self.block(x)))
+
+
 NEW = {
     "resnet18": (
         _torchvision("resnet18"),
@@ -165,6 +182,7 @@ NEW = {
     ),
     "resnext_dilated_4ch": (_grouped_dilated_4ch, ["maxpool", "layer1", "layer2", "layer3"], (4, 128, 128)),
     "squeezenet1_1": (_torchvision("squeezenet1_1"), ["features.2", "features.3", "features.4"], (3, 224, 224)),
+    "stochastic_depth": (_StochasticDepthResidual, ["conv1", "conv2"], (3, 32, 32)),
 }
 
 

@@ -18,7 +18,8 @@ The rules (the README's "Weights" section says why each holds):
 - channel shuffles, chunks, splits, views and flattens: the permutation or selection of channels they are;
 - squeeze-excitation gates (``x * gate(x)`` with a [C, 1, 1] gate): the gate's value for a zero input to it,
   a per-channel scale (the Jacobian of ``x * gate(x)`` at x = 0);
-- dropout, identity, local response normalisation (noted): the identity.
+- dropout, stochastic depth (torchvision's, as at evaluation), identity, local response normalisation (noted): the
+  identity.
 Anything else on the path (LayerNorm, GroupNorm, sigmoid or softmax outside a gate, attention, a product of
 two maps...) is refused in one line naming the op and where it ran.
 """
@@ -111,6 +112,12 @@ _ACTIVATIONS_F: set[Any] = {
     torch.relu_,
 }
 _IDENTITY_F: set[Any] = {F.dropout, F.dropout2d, torch.dropout}
+try:  # torchvision's stochastic depth (EfficientNet, ConvNeXt...): at evaluation, a dropout, the identity
+    from torchvision.ops import stochastic_depth as _stochastic_depth
+
+    _IDENTITY_F.add(_stochastic_depth)
+except ImportError:  # pragma: no cover - torchvision is installed with torch here
+    pass
 _ACTIVATIONS_METHOD = {"relu", "relu_"}
 _IDENTITY_METHOD = {"contiguous", "clone", "float", "detach"}
 _SHAPE_METHOD = {"view", "reshape", "transpose", "permute", "flatten", "squeeze", "unsqueeze", "chunk", "split"}
