@@ -135,7 +135,7 @@ def test_render_from_the_cli_and_the_client(served, accounts):
 def test_readme_notebook_example(served, accounts):
     """The README's python block, as written, against this server (its render is small)."""
     base, _, _ = served
-    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    (block,) = re.findall(r"### From a notebook\n\n```python\n(.*?)```", README.read_text(), re.S)
     code = block.replace("http://127.0.0.1:8000", base)
     scope = {"token": accounts["editor"]["token"]}
     exec(compile(code, "README.md", "exec"), scope)
