@@ -245,15 +245,17 @@ def test_narrowing_to_the_measured_units_changes_none_of_them(source, target, un
 
 # -- the trained model organism: demo:digits ----------------------------------------------------------------------
 
-INPUTS = """query($k: String!) { neuron(key: $k) { inputs(first: 3, orderBy: WEIGHT) { edges { node { key } } } } }"""
+INPUTS = """query($k: String!) { neuron(key: $k) { inputs(first: 4, orderBy: WEIGHT) { edges { node { key } } } } }"""
 
 
 def test_a_digits_units_top_inputs_beat_random_circuits_by_two_standard_deviations(
     api, accounts, db_url, digits_import, digits_model
 ):
-    """demo:digits, trained: the circuit of a conv3 unit's three strongest inputs (by weight) in conv2, checked by
-    mean ablation on 256 of the digits, is more sufficient than random circuits of three conv2 units by more than 2
-    standard deviations of theirs. The unit: conv3's most active on the digits (a silent unit measures nothing)."""
+    """demo:digits, trained: the circuit of a conv3 unit's four strongest inputs (by weight) in conv2, checked by
+    mean ablation on 256 of the digits, is more sufficient than random circuits of four conv2 units by more than 2
+    standard deviations of theirs. The unit: conv3's most active on the digits (a silent unit measures nothing).
+    Four, not three: on the five most active units (seed 0, inputs ranked by their kernels' sums), the top three
+    were 2.2-3.0 standard deviations above the random mean, a thin margin over 2; the top four 3.0-6.1."""
     import torch
 
     with torch.no_grad():
@@ -271,5 +273,5 @@ def test_a_digits_units_top_inputs_beat_random_circuits_by_two_standard_deviatio
     [t] = exp["targets"]
     rnd = t["randomSufficiency"]
     assert t["mFull"] > t["mEmpty"], t
-    assert t["sufficiency"] > rnd["mean"] + 2 * rnd["std"], t
-    print(target, t["badges"])
+    assert len(inputs) == 4 and t["sufficiency"] > rnd["mean"] + 2 * rnd["std"], t
+    print(target, t["badges"], f"{(t['sufficiency'] - rnd['mean']) / rnd['std']:.1f} standard deviations")

@@ -47,6 +47,7 @@ def _wait_for_graph(base: str) -> None:
         if httpx.get(f"{base}/health", timeout=5).json().get("graphs_loaded"):
             return
         time.sleep(0.5)
+    pytest.fail(f"{base} did not load its graphs within 120 s")
 
 
 def _connect(base: str) -> socket.socket:
@@ -123,7 +124,9 @@ def test_oversized_headers_are_refused(server):
 
 
 def test_a_normal_client_is_served(server):
-    r = httpx.post(f"{server}/graphql", json={"query": NEIGHBORS, "variables": {"k": "InceptionV1 4c:447"}})
+    """After the slow clients above were cut off. Served, not fast: httpx's 5 s default read timeout failed once in
+    CI's SQLite pass (a loaded 2-core machine) and passes in 0.02 s alone; the latency check is the next test's."""
+    r = httpx.post(f"{server}/graphql", json={"query": NEIGHBORS, "variables": {"k": "InceptionV1 4c:447"}}, timeout=60)
     assert r.status_code == 200 and len(r.json()["data"]["neuron"]["inputs"]["edges"]) == 10
 
 

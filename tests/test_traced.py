@@ -210,6 +210,20 @@ class _WithLayerNorm(nn.Module):
         return self.conv2(self.norm(self.conv1(x)))
 
 
+class _ChannelsLastLayerNorm(nn.Module):
+    """ConvNeXt's block: permute to channels last, LayerNorm over channels, permute back."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = self.conv1(x).permute(0, 2, 3, 1)
+        return self.conv2(self.norm(x).permute(0, 3, 1, 2))
+
+
 class _DataDependent(nn.Module):
     def __init__(self):
         super().__init__()
@@ -225,6 +239,15 @@ class _DataDependent(nn.Module):
 
 def test_an_op_with_no_rule_is_refused_in_one_line_naming_it():
     arch = _traced_arch("ln", ["conv1", "conv2"], (3, 16, 16), _WithLayerNorm)
+    with pytest.raises(ExtractionError) as err:
+        links(arch.build().eval(), arch)
+    assert str(err.value) == "unsupported op in the path conv1 → conv2: torch.nn.LayerNorm at norm"
+
+
+def test_a_refused_op_between_shape_ops_is_named_not_the_shape_op():
+    """ConvNeXt's LayerNorm runs between two permutes: the refusal names the LayerNorm, not the permute after it
+    (the zoo sweep's run 4 named torchvision convnext_tiny's `permute` before this)."""
+    arch = _traced_arch("ln-cl", ["conv1", "conv2"], (3, 16, 16), _ChannelsLastLayerNorm)
     with pytest.raises(ExtractionError) as err:
         links(arch.build().eval(), arch)
     assert str(err.value) == "unsupported op in the path conv1 → conv2: torch.nn.LayerNorm at norm"

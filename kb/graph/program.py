@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -168,9 +169,20 @@ def dump(program: LinkProgram, file: IO[bytes]) -> Meta:
     return meta
 
 
+# numpy reads each array's header with ast.literal_eval, and CPython 3.11's AST constructor keeps its recursion
+# depth in interpreter-wide state: two request threads parsing at once can fail with "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905; seen in CI on 3.11.7). A lock makes the reads one at a time;
+# a program is read once per layer and then cached, so nobody waits on it for long.
+_NPZ_READ = threading.Lock()
+
+
 def loads(meta: Meta | str, blob: bytes) -> LinkProgram:
     structure: Meta = json.loads(meta) if isinstance(meta, str) else meta
-    arrays = np.load(io.BytesIO(blob), allow_pickle=False)
+    with _NPZ_READ:  # the archive reads each array lazily: every read below is a header parse
+        return _build(structure, np.load(io.BytesIO(blob), allow_pickle=False))
+
+
+def _build(structure: Meta, arrays: Any) -> LinkProgram:
     terms = []
     for t in structure["terms"]:
         ops: list[Op] = []

@@ -132,6 +132,18 @@ _SHAPE_F: set[Any] = {
     torch.split,
     operator.getitem,
 }
+# the modules with a rule in _Linearizer.module after the activations, identities and LocalResponseNorm
+_RULED_M = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.BatchNorm1d,
+    nn.Linear,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+)
 _ADD = {operator.add, operator.iadd, torch.add}
 _SUB = {operator.sub, operator.isub, torch.sub}
 _MUL = {operator.mul, operator.imul, torch.mul}
@@ -463,6 +475,11 @@ class _Linearizer:
         if isinstance(mod, nn.LocalResponseNorm):
             self.notes.append(f"{path}: local response normalisation taken as the identity")
             return self.lin(node, node.args[0])
+        if not isinstance(mod, _RULED_M):  # no rule: named as it is, whatever shape its input has
+            before = self.vals.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+            if isinstance(before, _Refused):
+                raise before.error
+            raise self.refuse(node)
         x = self.lin(node, node.args[0])
         if isinstance(mod, nn.Conv2d):
             if mod.padding_mode != "zeros":
@@ -487,7 +504,7 @@ class _Linearizer:
             return self.adaptive(node, x, mod.output_size, op, path)
         if isinstance(mod, nn.Flatten):
             return self.shape_op(node, lambda t: torch.flatten(t, mod.start_dim, mod.end_dim))
-        raise self.refuse(node)
+        raise self.refuse(node)  # in _RULED_M without a branch above: a bug here, said as a refusal
 
     def function(self, node: fx.Node, fn: Any) -> Lin | _Tuple:
         args, kwargs = node.args, node.kwargs
@@ -760,6 +777,8 @@ class _Linearizer:
 
     def shape_op(self, node: fx.Node, fn: Callable[[torch.Tensor], Any]) -> Lin | _Tuple:
         x = self.vals.get(node.args[0]) if isinstance(node.args[0], fx.Node) else None
+        if isinstance(x, _Refused):  # e.g. ConvNeXt's permute back after its LayerNorm: the LayerNorm is the cause
+            raise x.error
         if not isinstance(x, Lin):
             raise self.refuse(node, "a shape op on something other than a map")
         out = fn(_as_index(x))
