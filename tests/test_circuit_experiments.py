@@ -83,7 +83,7 @@ CHECK = """mutation($k: String!, $d: String!, $a: Ablation!, $n: Int!) {
 EXPERIMENTS = """query($k: String!) { circuit(key: $k) { revision experiments { key circuitKey olderRevision dataset
   ablation images draws reduction pinnedHash modelSha256 versions
   targets { target sources sufficiency necessity mFull mEmpty randomSufficiency { mean std draws }
-            edges { source effect } badges } } } }"""
+            edges { source effect } badges sufficiencyBeatsRandom necessityBeatsRandom } } } }"""
 JOB = "query($i: [Int!]!) { renderJobs(ids: $i) { id status progress error experiment { key } } }"
 
 
@@ -185,6 +185,9 @@ def test_a_check_of_an_older_revision_is_marked_and_the_complement_measures_zero
     assert exp["circuitKey"] == f"{key}@1" and exp["olderRevision"] is True
     [t] = exp["targets"]
     assert t["sufficiency"] == pytest.approx(0.0, abs=1e-6) and t["necessity"] == pytest.approx(0.0, abs=1e-6)
+    assert (t["sufficiencyBeatsRandom"], t["necessityBeatsRandom"]) == (False, False)
+    page = api.get(f"/circuits/{key.split(':')[1]}").text
+    assert '<span class="tag weak"' in page and "sufficiency 0.00 (not above random)" in page
     got = gql(api, '{ experiment(key: "%s") { circuitKey } }' % exp["key"])  # noqa: UP031
     assert got["data"]["experiment"]["circuitKey"] == f"{key}@1"
 
@@ -274,4 +277,5 @@ def test_a_digits_units_top_inputs_beat_random_circuits_by_two_standard_deviatio
     rnd = t["randomSufficiency"]
     assert t["mFull"] > t["mEmpty"], t
     assert len(inputs) == 4 and t["sufficiency"] > rnd["mean"] + 2 * rnd["std"], t
+    assert t["sufficiencyBeatsRandom"] is True
     print(target, t["badges"], f"{(t['sufficiency'] - rnd['mean']) / rnd['std']:.1f} standard deviations")

@@ -55,6 +55,17 @@ def spread(values: Sequence[float | None]) -> dict:
     return {"mean": mean, "std": std, "draws": len(got), "values": got}
 
 
+SIGMAS = 2  # a circuit "beats random" when its figure is more than this many standard deviations above the draws'
+
+
+def beats_random(value: float | None, random: dict) -> bool | None:
+    """Whether a circuit's figure is more than SIGMAS standard deviations above the mean of the same figure for the
+    random circuits (``spread``'s dict); None when either is undefined (m(M) = m(∅), no draws)."""
+    if value is None or random.get("mean") is None or random.get("std") is None:
+        return None
+    return bool(value > random["mean"] + SIGMAS * random["std"])
+
+
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 

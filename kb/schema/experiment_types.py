@@ -57,6 +57,12 @@ class TargetFigures:
     random_sufficiency: Spread = strawberry.field(description="f of random sets of as many inputs of the layer")
     random_necessity: Spread
     random_sets: list[list[int]] = strawberry.field(description="the random draws' unit indices")
+    sufficiency_beats_random: bool | None = strawberry.field(
+        description="f(C) more than 2 standard deviations above the random sets' mean; null if either is undefined"
+    )
+    necessity_beats_random: bool | None = strawberry.field(
+        description="the necessity more than 2 standard deviations above the random sets' mean"
+    )
     edges: list[EdgeEffect]
     badges: list[str] = strawberry.field(description='"sufficiency 0.82", "necessity 0.64", "random 0.05 ± 0.03"…')
 
@@ -126,6 +132,8 @@ def _target(row: dict, t: dict) -> TargetFigures:
         random_sufficiency=Spread(**t["random"]["sufficiency"]),
         random_necessity=Spread(**t["random"]["necessity"]),
         random_sets=t["random"]["sets"],
+        sufficiency_beats_random=figures.beats_random(t["sufficiency"], t["random"]["sufficiency"]),
+        necessity_beats_random=figures.beats_random(t["necessity"], t["random"]["necessity"]),
         edges=[EdgeEffect(**e) for e in t["edges"]],
         badges=figures.badges(row, t),
     )

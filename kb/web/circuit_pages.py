@@ -60,7 +60,7 @@ CIRCUIT = (
   experiments { key circuitKey circuitRevision olderRevision dataset ablation images draws reduction model pinnedHash
     versions createdAt targets { target sourceLayer sourceUnits sources mFull mEmpty mCircuit mWithoutCircuit
       sufficiency necessity randomSufficiency { mean std } randomNecessity { mean std } edges { source effect }
-      badges } }
+      badges sufficiencyBeatsRandom necessityBeatsRandom } }
   revisions { key revision createdAt message name description neurons edges { source target note }
     author { name displayName } citation { text bibtex } } } }"""
     + CARD
