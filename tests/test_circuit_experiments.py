@@ -4,6 +4,12 @@ idempotence, cancel), on both databases."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import known_circuit as K
 import pytest
 import sqlalchemy as sa
@@ -279,3 +285,31 @@ def test_a_digits_units_top_inputs_beat_random_circuits_by_two_standard_deviatio
     assert len(inputs) == 4 and t["sufficiency"] > rnd["mean"] + 2 * rnd["std"], t
     assert t["sufficiencyBeatsRandom"] is True
     print(target, t["badges"], f"{(t['sufficiency'] - rnd['mean']) / rnd['std']:.1f} standard deviations")
+
+    # the CLI asks through the same function: the same parameters are the same job, done, and its figures
+    env = {"KB_DATABASE_URL": db_url, "KB_BROKER_URL": "", "KB_RENDER_DEVICE": "cpu"}
+    r = _kb(env, "circuit", "check", key, "--dataset", "digits", "--images", "256")
+    assert r.returncode == 0, r.stderr
+    assert f"job {job['id']} (bulk lane)" in r.stderr and ": done" in r.stderr
+    head, line = r.stdout.splitlines()
+    assert head.startswith(f"{exp['key']} of {key}@1  http") and head.endswith(f"/circuits/{key[8:]}#experiments")
+    assert line == f"{target}  {' · '.join(t['badges'])}  (above random)"
+    # new parameters with --wait: a local worker for the duration measures them
+    r = _kb(env, "circuit", "check", key, "--dataset", "digits", "--images", "16", "--ablation", "ZERO", "--wait")
+    assert r.returncode == 0, r.stderr
+    assert "a local worker" in r.stderr and re.search(r"^checking: .*1 done$", r.stderr, re.M), r.stderr
+    assert re.fullmatch(
+        rf"{target}  sufficiency \S+ · necessity \S+ · random .* · zero ablation · 16 images of digits  \(.*\)",
+        r.stdout.splitlines()[1],
+    ), r.stdout
+    for args, message in (
+        (("circuit:999999",), "error: no circuit:999999"),
+        ((key, "--ablation", "half"), "error: ablation must be one of ZERO, MEAN, RESAMPLE"),
+    ):
+        r = _kb(env, "circuit", "check", *args, "--dataset", "digits")
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
+
+
+def _kb(env: dict, *args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "kb"
+    return subprocess.run([str(exe), *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=600)

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from kb.cli import accounts, backup, claims, datasets, db, graph, help_format, render, renders, serve, worker
+from kb.cli import accounts, backup, circuits, claims, datasets, db, graph, help_format, render, renders, serve, worker
 
 help_format.install()
 
@@ -22,6 +22,7 @@ app.add_typer(graph.models_app, name="models")
 app.add_typer(accounts.users_app, name="user")
 app.add_typer(accounts.tokens_app, name="token")
 app.add_typer(claims.claims_app, name="claims")
+app.add_typer(circuits.circuits_app, name="circuit")
 app.add_typer(datasets.datasets_app, name="dataset")
 app.add_typer(renders.renders_app, name="renders")
 app.command("import-families")(claims.import_families_command)

@@ -161,13 +161,13 @@ def upload_file(engine: sa.Engine, settings, path: Path) -> str:
     return up.sha256
 
 
-def follow(engine: sa.Engine, ids: list[int], worker, timeout: float) -> list[dict]:
+def follow(engine: sa.Engine, ids: list[int], worker, timeout: float, what: str = "rendering") -> list[dict]:
     """Poll the job rows until every one has ended (DONE, FAILED or CANCELLED), drawing their progress."""
     start = time.monotonic()
     last = None
     with Phases() as phases:
         if phases.bars:
-            phases.stage("rendering", len(ids))
+            phases.stage(what, len(ids))
         while True:
             with engine.connect() as conn:
                 rows = jobs.get(conn, ids)
@@ -175,9 +175,9 @@ def follow(engine: sa.Engine, ids: list[int], worker, timeout: float) -> list[di
             ended = sum(count[s] for s in jobs.ENDED)
             completed = ended + sum(r["progress"] or 0.0 for r in rows if r["status"] == "RUNNING")
             summary = ", ".join(f"{v} {k.lower()}" for k, v in count.items() if v)
-            phases.update("rendering", completed, description=f"rendering: {summary}")
+            phases.update(what, completed, description=f"{what}: {summary}")
             if not phases.bars and (count != last):
-                phases.line(f"rendering: {summary}")
+                phases.line(f"{what}: {summary}")
             last = count
             if ended == len(ids):
                 return rows
