@@ -66,6 +66,12 @@ def sign_in(page, base: str, name: str, path: str, shot: str | None = None) -> N
     page.wait_for_url(f"{base}{path}")  # back where the link was
 
 
+def wait_live(page, timeout_ms: int = 30_000) -> None:
+    """Until the page's EventSource is open (the page's scripts set data-live="open" on <html> on the stream's open
+    event; the server subscribes before it answers, so nothing committed after this is missed)."""
+    page.wait_for_function("document.documentElement.dataset.live === 'open'", timeout=timeout_ms)
+
+
 def screenshot(page, name: str, full_page: bool = True) -> None:
     if SHOTS is not None:
         SHOTS.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 import sqlalchemy as sa
-from browsers import csp_violations, people, screenshot, served_browser, sign_in
+from browsers import csp_violations, people, screenshot, served_browser, sign_in, wait_live
 from servers import free_port
 
 from kb.claims import sessions
@@ -75,7 +75,7 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         sign_in(a, base, amy_name, UNIT, shot="signin.png")
         sign_in(b, base, ben_name, UNIT)
         b.evaluate("window.kbNoReload = 1")  # gone if the page reloads
-        b.wait_for_timeout(1500)  # the page's EventSource is connected
+        wait_live(b)  # the page's EventSource is open
 
         # (a) Amy proposes with the form; Ben's open page shows the claim without a reload
         label = f"curve detector {suffix}"
@@ -146,7 +146,7 @@ def test_annotating_in_two_browsers(engine, db_url, inceptionv1):
         edit = f"{base}/c/{n}/edit"
         a.goto(edit)
         b.goto(edit)
-        b.wait_for_timeout(1500)  # Ben's EventSource is connected
+        wait_live(b)  # Ben's EventSource is open
         expect(a.get_by_label("Body", exact=True)).to_have_value("Responds to **curves** at one orientation.")
         a.get_by_label("Body", exact=True).fill("Amy's body: curves at one orientation, 45 degrees.")
         a.get_by_label("Change message").fill("angle")

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import sqlalchemy as sa
-from browsers import csp_violations, people, served_browser, sign_in
+from browsers import csp_violations, people, served_browser, sign_in, wait_live
 from servers import free_port
 
 from kb.claims import sessions
@@ -32,7 +32,7 @@ def test_two_people_live_updates_and_csrf(engine, db_url, inceptionv1):
 
         # Ben watches the activity page; Amy makes a circuit through GraphQL with her session and CSRF token
         b.goto(f"{base}/activity")
-        b.wait_for_timeout(1500)  # the page's EventSource is connected
+        wait_live(b)  # the page's EventSource is open
         made = a.request.post(
             f"{base}/graphql",
             data=json.dumps(

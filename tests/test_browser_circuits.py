@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 import sqlalchemy as sa
-from browsers import csp_violations, people, screenshot, served_browser, sign_in
+from browsers import csp_violations, people, screenshot, served_browser, sign_in, wait_live
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no system chromium")
@@ -76,7 +76,7 @@ def test_select_save_edit_live_and_conflict(engine, db_url, inceptionv1):
             revision, neurons = stored.one()
         assert revision == 1 and third_source in (neurons if isinstance(neurons, list) else json.loads(neurons))
         a.evaluate("window.kbNoReload = true")
-        a.wait_for_timeout(1500)  # the page's EventSource is connected (it also checks the revision on connecting)
+        wait_live(a)  # the page's EventSource is open (it also checks the revision on connecting)
 
         # Ben opens it, edits: a new name, one edge removed
         b.goto(f"{base}/circuits/{number}")

@@ -15,7 +15,7 @@ import shutil
 import httpx
 import pytest
 import sqlalchemy as sa
-from browsers import csp_violations, people, screenshot, served_browser, sign_in
+from browsers import csp_violations, people, screenshot, served_browser, sign_in, wait_live
 
 from kb.claims import accounts as acc
 from kb.render import jobs
@@ -147,7 +147,7 @@ def test_claim_model_and_activity_pages_in_chromium(engine, db_url, inceptionv1,
 
         # a new revision: the reader's Cite block follows without a reload
         b.evaluate("window.kbNoReload = 1")
-        b.wait_for_timeout(1500)  # the page's EventSource is connected
+        wait_live(b)  # the page's EventSource is open
         expect(b.locator("#cite")).to_contain_text(f"claim:{number}@1")
         _gql(base, tokens[amy], UPDATE, {"key": made["key"], "patch": {"body": "Wheels below, windows above."}})
         expect(b.locator("#cite")).to_contain_text(f"claim:{number}@2", timeout=10000)

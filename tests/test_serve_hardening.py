@@ -131,41 +131,48 @@ def test_a_normal_client_is_served(server):
 
 
 def test_health_and_a_cheap_query_answer_while_expensive_queries_run(server):
+    """Four clients keep expensive queries running; meanwhile /health and a neighbour query overtake them: most of
+    the cheap requests start after an expensive one started and end before that same one ends. A stalled server
+    (every request behind the expensive ones) makes none overtake; no latency threshold is asserted (the figures
+    are printed; a 2-core CI machine may delay any request, which is not what this is about)."""
     r = httpx.post(f"{server}/graphql", json={"query": EXPENSIVE}, timeout=60)
     assert "errors" not in r.json(), r.text[:500]
     stop = time.time() + 6
-    done: list[float] = []
+    expensive: list[tuple[float, float]] = []  # (start, end) of each expensive query
 
     def load():
         with httpx.Client(timeout=60) as c:
             while time.time() < stop:
                 t = time.perf_counter()
                 c.post(f"{server}/graphql", json={"query": EXPENSIVE})
-                done.append(time.perf_counter() - t)
+                expensive.append((t, time.perf_counter()))
 
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1)
-    health, cheap = [], []
-    with httpx.Client(timeout=10) as c:
+    time.sleep(1)  # load, not a wait for a state: the expensive queries are under way
+    cheap: list[tuple[float, float]] = []  # (start, end) of each /health and neighbour request
+    with httpx.Client(timeout=30) as c:
         while time.time() < stop - 1:
             t = time.perf_counter()
             assert c.get(f"{server}/health").status_code == 200
-            health.append(time.perf_counter() - t)
+            cheap.append((t, time.perf_counter()))
             t = time.perf_counter()
             r = c.post(f"{server}/graphql", json={"query": NEIGHBORS, "variables": {"k": "InceptionV1 4c:447"}})
-            cheap.append(time.perf_counter() - t)
+            cheap.append((t, time.perf_counter()))
             assert r.json()["data"]["neuron"]["key"] == "inceptionv1/mixed4c:447"
             time.sleep(0.05)
     for t in threads:
         t.join()
-    assert len(done) >= 4 and max(done) > 0.2, done  # the expensive queries were expensive and ran meanwhile
-    health.sort(), cheap.sort()
-    # the median under 200 ms (tens of ms on an idle machine; stalled, it took seconds): a shared CI machine
-    # may delay any single sample, which is not what this is about
-    assert health[len(health) // 2] < 0.2, health
-    assert cheap[len(cheap) // 2] < 0.2, cheap
+    assert len(expensive) >= 4, expensive
+    overtook = [c for c in cheap if any(e0 < c[0] and c[1] < e1 for e0, e1 in expensive)]
+    took = sorted(b - a for a, b in cheap)
+    print(
+        f"\n{len(overtook)} of {len(cheap)} cheap requests overtook an expensive query; median "
+        f"{took[len(took) // 2] * 1e3:.0f} ms, expensive ones {min(b - a for a, b in expensive):.2f}-"
+        f"{max(b - a for a, b in expensive):.2f} s"
+    )
+    assert len(overtook) >= len(cheap) // 2, (len(overtook), len(cheap))
 
 
 def test_gql_client_reads_the_schema_and_runs_a_neighbour_query(server):

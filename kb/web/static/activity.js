@@ -8,6 +8,7 @@
   const since = list.dataset.since || "0";
   const url = list.dataset.stream + (list.dataset.stream.includes("?") ? "&" : "?") + "since=" + since;
   const source = new EventSource(url);
+  source.addEventListener("open", function () { document.documentElement.dataset.live = "open"; }); // tests wait on it
   source.addEventListener("activity", function (message) {
     const item = JSON.parse(message.data);
     if (list.querySelector('li[data-id="' + item.id + '"]')) return;

@@ -85,6 +85,7 @@
     if (item.subject.split("@")[0] === key && rev) newer(rev, item.actor);
   });
   source.addEventListener("open", function () { // anything saved before the stream was open
+    document.documentElement.dataset.live = "open"; // tests wait on it instead of sleeping
     var q = 'query($k: String!) { circuit(key: $k) { revision } }';
     fetch("/graphql?query=" + encodeURIComponent(q) + "&variables=" + encodeURIComponent(JSON.stringify({ k: key })),
       { headers: { accept: "application/json" } })

@@ -101,6 +101,7 @@
   if (meta && meta.content && window.EventSource) {
     const source = new EventSource(meta.content);
     source.addEventListener("activity", soon);
+    source.addEventListener("open", function () { document.documentElement.dataset.live = "open"; }); // tests wait on it
   }
 
   function fields(form, submitter) {
