@@ -121,6 +121,14 @@ class Settings(BaseSettings):
         description="addresses or networks (comma-separated) of reverse proxies whose X-Forwarded-For "
         "names the client; empty: none",
     )
+    metrics: bool = Field(True, description="kb serve answers Prometheus scrapes at /metrics (false: 404)")
+    metrics_allow: str = Field(
+        "", description="addresses or networks (comma-separated) that may read /metrics; empty: any client"
+    )
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="kb worker serves its own Prometheus metrics on this port; 0: none"
+    )
+    worker_metrics_host: str = Field("127.0.0.1", description="the address kb worker's metrics port listens on")
 
     @property
     def db_url(self) -> str:

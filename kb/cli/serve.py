@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import signal
 import sys
 
@@ -12,6 +13,7 @@ import typer
 from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
+from kb.metrics_folder import use_folder
 
 
 def loopback_warning(public_url: str) -> str | None:
@@ -62,6 +64,10 @@ def serve_command(
 
     open_engine()  # the schema is current (or this says what to run) before any process starts
     TrustedProxies(get_settings().trusted_proxies)  # a bad KB_TRUSTED_PROXIES is one line, before anything starts
+    TrustedProxies(get_settings().metrics_allow, "KB_METRICS_ALLOW")
+    # /metrics adds up every process's counts (the --workers and the local render worker): one folder for them,
+    # chosen before any of them (or this one) counts anything (kb.metrics)
+    metrics_folder, own_folder = use_folder()
     if "public_url" not in get_settings().model_fields_set:  # links (neuron pages, images) point at this server
         os.environ["KB_PUBLIC_URL"] = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         get_settings.cache_clear()
@@ -107,6 +113,8 @@ def serve_command(
         if local is not None:
             local_server.stop_worker(local)
         sock.close()
+        if own_folder:
+            shutil.rmtree(metrics_folder, ignore_errors=True)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if terminated:
         signal.raise_signal(signal.SIGTERM)  # cleaned up: now end by the signal, as a stopped server is expected to

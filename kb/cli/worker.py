@@ -27,16 +27,34 @@ def worker_command(
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="processes (keep 1 per GPU)"),
     pool: str = typer.Option("solo", "--pool", help="solo (one process) or prefork"),
     loglevel: str = typer.Option("warning", "--loglevel"),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="serve Prometheus metrics on this port (0: none; default: "
+        "KB_WORKER_METRICS_PORT), at KB_WORKER_METRICS_HOST",
+    ),
 ) -> None:
     """Consume render jobs from the broker (KB_BROKER_URL, or the embedded SQLite broker)."""
     import warnings
+
+    from kb.settings import get_settings
+
+    port = get_settings().worker_metrics_port if metrics_port is None else metrics_port
+    if port:
+        from kb.metrics_folder import use_folder
+
+        use_folder()  # before prometheus-client is imported: the pool's processes add their counts to this one's
+        from kb.metrics import serve_http
+
+        serve_http(port, get_settings().worker_metrics_host)
 
     from celery.exceptions import SecurityWarning
 
     from kb.render.celery_app import app
     from kb.render.embedded_broker import prepare
     from kb.render.enqueue import start_sweeper
-    from kb.settings import get_settings
 
     open_engine()
     prepare(app)  # the embedded broker's tables and queue, under its lock, before the first poll

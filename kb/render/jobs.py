@@ -400,3 +400,17 @@ def uploads(conn: sa.Connection, shas: list[str]) -> dict[str, dict]:
         a.c.sha256.in_(sorted(set(shas))), a.c.kind == "UPLOAD"
     )
     return {r.sha256: dict(r._mapping) for r in conn.execute(q)}
+
+
+def counts(conn: sa.Connection) -> list[tuple[str, str, int]]:
+    """(lane, status, jobs) of every lane and status that has jobs (the render queue's depth: QUEUED)."""
+    t = render_job_table
+    rows = conn.execute(sa.select(t.c.lane, t.c.status, sa.func.count()).group_by(t.c.lane, t.c.status))
+    return [(lane, status, int(n)) for lane, status, n in rows]
+
+
+def running_workers(conn: sa.Connection) -> list[tuple[str, int]]:
+    """(worker, RUNNING jobs) of each worker that holds a lease now."""
+    t = render_job_table
+    q = sa.select(t.c.worker, sa.func.count()).where(t.c.status == "RUNNING", t.c.worker.is_not(None))
+    return [(w, int(n)) for w, n in conn.execute(q.group_by(t.c.worker))]

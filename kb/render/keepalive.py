@@ -9,6 +9,7 @@ import time
 
 import sqlalchemy as sa
 
+from kb import metrics
 from kb.render import jobs
 
 log = logging.getLogger("kb.render")
@@ -27,8 +28,8 @@ class KeepAlive:
 
     STEP = 0.05
 
-    def __init__(self, engine: sa.Engine, ids: list[int], lease_s: float):
-        self.engine, self.ids, self.lease_s = engine, ids, lease_s
+    def __init__(self, engine: sa.Engine, ids: list[int], lease_s: float, worker: str = ""):
+        self.engine, self.ids, self.lease_s, self.worker = engine, ids, lease_s, worker
         self.fraction = 0.0
         self.reported = 0
         self.cancelled = False
@@ -57,6 +58,7 @@ class KeepAlive:
                 with self.engine.begin() as conn:
                     alive = jobs.heartbeat(conn, self.ids, self.fraction, self.lease_s)
                 self.cancelled = not alive
+                metrics.WORKER_HEARTBEAT.labels(self.worker).set(time.time())
             except Exception:
                 log.warning("heartbeat for jobs %s failed", self.ids, exc_info=True)
 

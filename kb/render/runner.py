@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from kb import metrics
 from kb.db.engine import engine_for
 from kb.db.tables import model_table
 from kb.experiments.store import KIND as CHECK
@@ -84,7 +86,7 @@ def _drain(job_ids: list[int], worker: str | None = None, settings: Settings | N
                 j["max_attempts"],
                 j["lane"],
             )
-        _run_batch(engine, settings, model_row, started, outcome)
+        _run_batch(engine, settings, model_row, started, outcome, worker)
     skipped = sorted(set(job_ids) - set(outcome.done) - set(outcome.failed) - {j for j, _ in outcome.retry})
     if skipped:
         log.info("jobs %s: not run by this message (done, cancelled, not due, or run elsewhere)", skipped)
@@ -107,14 +109,27 @@ def _per_pass(settings: Settings, model_row, job: dict) -> int | None:
         return None
 
 
-def _run_batch(engine: sa.Engine, settings: Settings, model_row, batch: list[dict], outcome: Outcome) -> None:
+def _run_batch(
+    engine: sa.Engine, settings: Settings, model_row, batch: list[dict], outcome: Outcome, worker: str = ""
+) -> None:
+    started = time.monotonic()
+    metrics.WORKER_HEARTBEAT.labels(worker).set(time.time())
+
+    def ended(how: dict[int, str]) -> None:  # each job's wall time: the batch's (its jobs render together)
+        seconds = time.monotonic() - started
+        for j in batch:
+            metrics.RENDER_JOB_SECONDS.labels(j["kind"], j["lane"], how.get(j["id"], "cancelled")).observe(seconds)
+        metrics.WORKER_HEARTBEAT.labels(worker).set(time.time())
+
     try:
-        landed = _render_group(engine, settings, model_row, batch)
+        landed = _render_group(engine, settings, model_row, batch, worker)
         outcome.done += landed
         for j in batch:
             log.info("job %d %s", j["id"], "done" if j["id"] in landed else "cancelled")
+        ended(dict.fromkeys(landed, "done"))
     except Cancelled:
         log.info("jobs %s cancelled: stopped", [j["id"] for j in batch])
+        ended({})
     except Exception as exc:
         permanent = isinstance(exc, (Permanent, ValueError, KeyError, IndexError))
         log.exception("render of jobs %s failed", [j["id"] for j in batch])
@@ -128,19 +143,20 @@ def _run_batch(engine: sa.Engine, settings: Settings, model_row, batch: list[dic
                 else:
                     outcome.failed.append(j["id"])
                     log.warning("job %d FAILED after %d attempts: %s", j["id"], j["attempts"], message[:200])
+        ended({**{j: "retry" for j, _ in outcome.retry}, **dict.fromkeys(outcome.failed, "failed")})
 
 
-def _render_group(engine: sa.Engine, settings: Settings, model_row, group: list[dict]) -> list[int]:
+def _render_group(engine: sa.Engine, settings: Settings, model_row, group: list[dict], worker: str = "") -> list[int]:
     first = group[0]
     if model_row is None or model_row.removed_at is not None:
         raise Permanent(f"model {first['model_key']}@{first['model_sha256'][:12]} is not in the database")
     if first["kind"] == CHECK:  # a circuit check: one job, which lands as an experiment (kb.experiments)
         from kb.render import circuit_checks
 
-        with KeepAlive(engine, [first["id"]], settings.render_lease_s) as alive:
+        with KeepAlive(engine, [first["id"]], settings.render_lease_s, worker) as alive:
             results, made_by = circuit_checks.run(engine, settings, model_row, first, alive.progress)
         return circuit_checks.land(engine, first, results, made_by)
-    with KeepAlive(engine, [j["id"] for j in group], settings.render_lease_s) as alive:
+    with KeepAlive(engine, [j["id"] for j in group], settings.render_lease_s, worker) as alive:
         made = pictures(engine, settings, model_row, group, alive.progress)
     return artifacts.store(engine, settings, group, made)
 

@@ -43,6 +43,7 @@ from kb.web.errors import SecuredStarlette, not_found
 from kb.web.graphiql import GraphiQL
 from kb.web.graphql_endpoint import GraphQLEndpoint
 from kb.web.live.routes import Live, live_routes
+from kb.web.metrics_route import MetricsRoute, PageTimer
 from kb.web.page_query import QueryFailed
 from kb.web.pages import Pages, query_failed
 from kb.web.ratelimit import RateLimits
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         routes=[
             Route("/", pages.home),
             Route("/health", health),
+            Route("/metrics", MetricsRoute(engine, graphs, settings).handle),
             Route("/artifacts/{name}", artifact),
             Route(uploads.PATH, uploads.UploadRoute(engine, settings, for_request).handle, methods=["POST"]),
             Route("/graphql", GraphiQL(graphql, engine), methods=["GET", "POST"]),
@@ -207,6 +209,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.state.pages = pages
     app.state.live = live
     app.state.pictures = pictures
+    app.add_middleware(PageTimer)  # innermost: the matched route is on its scope
     app.add_middleware(CurrentSession, engine=engine)
     app.add_middleware(Unavailable)  # a full pool before or beside GraphQL (the sign-in lookup): 503, Retry-After
     app.add_middleware(RequestLimit, rates=rates)  # outside the session look-up: a refusal reads no database

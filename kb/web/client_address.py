@@ -22,7 +22,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class TrustedProxies:
     """``KB_TRUSTED_PROXIES``: comma-separated addresses or CIDR networks; empty: none (every peer is a client)."""
 
-    def __init__(self, setting: str):
+    def __init__(self, setting: str, name: str = "KB_TRUSTED_PROXIES"):
         self.networks: list[Network] = []
         for entry in (e.strip() for e in setting.split(",")):
             if not entry:
@@ -30,7 +30,7 @@ class TrustedProxies:
             try:
                 self.networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
-                raise Problem(f"KB_TRUSTED_PROXIES: {entry!r} is not an IP address or network") from None
+                raise Problem(f"{name}: {entry!r} is not an IP address or network") from None
 
     def trusts(self, host: str) -> bool:
         address = _ip(host)

@@ -21,12 +21,15 @@ a JSON error with a code.
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections import OrderedDict
 from urllib.parse import parse_qs
 
 import orjson
 from graphql import GraphQLError, parse
 
+from kb import metrics
 from kb.db.engine import PoolExhausted
 from kb.db.io_guard import NeedsIO, no_io
 from kb.schema.compiled import Broken, Compiler, Fallback, NotCompilable, Plan
@@ -65,8 +68,21 @@ class GraphQLEndpoint:
         self.failed_documents = 0  # documents whose compilation failed (each logged once)
 
     async def __call__(self, scope, receive, send):
+        """The request answered (``_answer``), counted by operation type and outcome and timed (kb.metrics):
+        the outcome is "ok" or the first error's code, read from the answer as it is sent."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        outcome = _Outcome(send)
+        started = time.perf_counter()
+        try:
+            await self._answer(scope, receive, outcome.send)
+        finally:
+            operation = scope.get("kb.operation") or ("unknown" if outcome.first or outcome.status >= 400 else None)
+            if operation is not None:  # None: GraphiQL's page
+                metrics.GRAPHQL_SECONDS.labels(operation).observe(time.perf_counter() - started)
+                metrics.GRAPHQL_REQUESTS.labels(operation, outcome.code()).inc()
+
+    async def _answer(self, scope, receive, send):
         send = _coded(send)
         body = None
         if scope["method"] == "GET":
@@ -91,6 +107,11 @@ class GraphQLEndpoint:
             query, variables, name = payload.get("query"), payload.get("variables"), payload.get("operationName")
         else:
             return await self.app(scope, receive, send)
+        scope["kb.operation"] = (
+            metrics.operation_type(query, name if isinstance(name, str) else None)
+            if isinstance(query, str)
+            else "unknown"
+        )
         if not isinstance(query, str) or not query.strip():
             return await send_error(send, "the request has no query string", "BAD_INPUT", 400)
         if not (variables is None or isinstance(variables, dict)) or not (name is None or isinstance(name, str)):
@@ -105,9 +126,9 @@ class GraphQLEndpoint:
             if len(self.plans) > self.max_plans:
                 self.plans.popitem(last=False)
             if plan is _BROKEN:
-                self.fallbacks += 1
+                self._fell_back()
         elif plan is _BROKEN:
-            self.fallbacks += 1
+            self._fell_back()
         elif isinstance(plan, Plan):
             cost = self.limits.cost(plan.analysis, name, variables)
             extensions = {"cost": {"estimated": cost, "budget": self.limits.budget}} if isinstance(cost, int) else {}
@@ -122,6 +143,7 @@ class GraphQLEndpoint:
                     answer = await self._call(plan.run, self.context_factory(scope), variables)
                 else:
                     self.inline += 1
+                    metrics.COMPILED.labels("inline").inc()
             except Broken as exc:
                 self._broken(plan, query, exc)
             except Fallback as exc:
@@ -133,13 +155,18 @@ class GraphQLEndpoint:
                 return await _respond(send, {"errors": [{"message": str(exc), "extensions": {"code": "TIMEOUT"}}]})
             else:
                 self.fast += 1
+                metrics.COMPILED.labels("answered").inc()
                 data, errors = answer
                 payload = {"data": data, "errors": errors} if errors else {"data": data}
                 return await _respond(send, {**payload, "extensions": extensions})
         return await self.app(scope, _replay(body) if body is not None else receive, send)
 
-    def _broken(self, plan: Plan, query: str, exc: Broken) -> None:
+    def _fell_back(self) -> None:
         self.fallbacks += 1
+        metrics.COMPILED.labels("fallback").inc()
+
+    def _broken(self, plan: Plan, query: str, exc: Broken) -> None:
+        self._fell_back()
         plan.failures += 1
         if plan.failures == 1:
             log.warning(
@@ -181,6 +208,32 @@ class GraphQLEndpoint:
             return _BROKEN
         plan.analysis = analysis  # type: ignore[attr-defined]
         return plan
+
+
+_FIRST_CODE = re.compile(rb'"errors"\s*:\s*\[.*?"code"\s*:\s*"([A-Za-z_]{1,40})"', re.S)
+
+
+class _Outcome:
+    """What a GraphQL answer said, read as it is sent: its status and its first error's code."""
+
+    def __init__(self, send):
+        self._send = send
+        self.status = 200
+        self.first: str | None = None
+
+    async def send(self, message):
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body" and self.first is None:
+            body = message.get("body", b"")
+            if b'"errors"' in body and (m := _FIRST_CODE.search(body)):
+                self.first = m.group(1).decode()
+        await self._send(message)
+
+    def code(self) -> str:
+        if self.first:
+            return self.first
+        return "ok" if self.status < 400 else f"HTTP_{self.status}"
 
 
 def _short(query: str) -> str:

@@ -17,6 +17,7 @@ from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.strategies import FixedWindowRateLimiter as AsyncFixedWindow
 from limits.strategies import FixedWindowRateLimiter
 
+from kb import metrics
 from kb.settings import Settings
 
 log = logging.getLogger("kb.web")
@@ -73,6 +74,7 @@ class RateLimits:
         """0 if this address may send another query now, else the seconds until it may."""
         for item in self.queries:
             if not await self.async_limiter.hit(item, "q", address):
+                metrics.RATE_LIMITED.labels("query").inc()
                 stats = await self.async_limiter.get_window_stats(item, "q", address)
                 return max(0.1, stats.reset_time - time.time())
         return 0.0
@@ -82,5 +84,6 @@ class RateLimits:
         counts as (a requestRender counts its units: kb.schema.context.Context.rate_limit)."""
         for item in self.mutations:
             if not self.limiter.hit(item, "m", str(account_id), cost=cost):
+                metrics.RATE_LIMITED.labels("mutation").inc()
                 return max(0.1, self.limiter.get_window_stats(item, "m", str(account_id)).reset_time - time.time())
         return 0.0

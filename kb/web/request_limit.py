@@ -17,7 +17,7 @@ from kb.web.graphql_endpoint import send_error
 from kb.web.pages import message_page
 from kb.web.ratelimit import RateLimits
 
-EXEMPT = ("/static/", "/artifacts/", "/health")
+EXEMPT = ("/static/", "/artifacts/", "/health", "/metrics")
 
 
 class RequestLimit:

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from kb import metrics
 from kb.claims import accounts, sessions
 from kb.claims.errors import ClaimProblem, RateLimited, Unauthenticated
 from kb.claims.ids import row_id
@@ -140,6 +141,7 @@ class AuthPages:
                 request.cookies.get(sessions.COOKIE),
             )
         except RateLimited as exc:
+            metrics.RATE_LIMITED.labels("signin").inc()
             response = self._signin_page(request, next_, str(exc), name, status=429)
             response.headers["retry-after"] = str(exc.extensions.get("retryAfter", 60))
             return response
