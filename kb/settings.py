@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         description="addresses or networks (comma-separated) of reverse proxies whose X-Forwarded-For "
         "names the client; empty: none",
     )
+    live_streams_per_address: int = Field(
+        100, ge=1, description="live streams (/events and GraphQL subscriptions) one client address may hold open"
+    )
+    subscriptions_per_connection: int = Field(
+        20, ge=1, description="GraphQL subscriptions one WebSocket connection may run at once"
+    )
     metrics: bool = Field(True, description="kb serve answers Prometheus scrapes at /metrics (false: 404)")
     metrics_allow: str = Field(
         "", description="addresses or networks (comma-separated) that may read /metrics; empty: any client"

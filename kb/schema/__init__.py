@@ -18,7 +18,7 @@ from kb.schema.errors import CodedError, RequestTimeout
 from kb.schema.experiment_types import ExperimentMutation, ExperimentQuery
 from kb.schema.guard import CachedValidation, Guard
 from kb.schema.limits import DEFAULT_BUDGET, MAX_TOKENS, Limits
-from kb.schema.live_types import LiveQuery
+from kb.schema.live_types import LiveQuery, LiveSubscription
 from kb.schema.mutation import ClaimMutation
 from kb.schema.offloop import OffLoop
 from kb.schema.query import GraphQuery
@@ -84,6 +84,7 @@ def build_schema() -> Schema:
     schema = Schema(
         query=Query,
         mutation=Mutation,
+        subscription=LiveSubscription,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=256),

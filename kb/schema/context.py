@@ -140,6 +140,9 @@ class Context:
     offloop: Any = None  # kb.schema.offloop.OffLoop: where the schema executes this request (None: inline)
     loaders: Loaders = field(default=None)  # type: ignore[assignment]
     answer: AnswerSize = field(default=None)  # type: ignore[assignment]  # large lists counted at real size
+    live: Any = None  # kb.web.live.routes.Live: the change follower subscriptions read (WebSocket requests)
+    connection_params: Any = None  # a WebSocket's connection_init payload (strawberry sets it)
+    subscriptions: int = 0  # subscriptions running on this WebSocket connection (its context is the connection's)
     _account: accounts.Account | None = None
 
     def __post_init__(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from enum import Enum
 
@@ -10,7 +11,7 @@ import strawberry
 from kb.claims import activity
 from kb.schema.claim_types import as_utc
 from kb.schema.context import Info
-from kb.schema.errors import limit
+from kb.schema.errors import CodedError, limit
 
 ActivityKind = strawberry.enum(Enum("ActivityKind", {k: k for k in activity.KINDS}))
 MAX_FIRST = 200
@@ -26,6 +27,9 @@ class ActivityItem:
     summary: str
     actor: str | None = strawberry.field(description="the account's name (none for renders)")
     neurons: list[str] = strawberry.field(description="canonical keys of the neurons it touches")
+    seq: int | None = strawberry.field(
+        description="commit order (null until committed): a subscription resumed with since: seq misses nothing"
+    )
 
     @classmethod
     def of(cls, row: dict) -> ActivityItem:
@@ -38,6 +42,7 @@ class ActivityItem:
             summary=row["summary"],
             actor=row["actor"],
             neurons=row["neurons"],
+            seq=row.get("seq"),
         )
 
 
@@ -59,3 +64,37 @@ class LiveQuery:
         with info.context.graphs.engine.connect() as conn:
             rows = activity.recent(conn, model, before, first, kind.value if kind else None)
         return [ActivityItem.of(r) for r in rows]
+
+
+@strawberry.type
+class LiveSubscription:
+    @strawberry.subscription(
+        description="Changes as they commit, in commit order (over WebSocket at /graphql, graphql-transport-ws), "
+        "filtered by model and kinds; since: the seq of the last change a client has, to resume without a gap."
+    )
+    async def activity(
+        self,
+        info: Info,
+        model: str | None = None,
+        kinds: list[ActivityKind] | None = None,  # type: ignore[valid-type]
+        since: int | None = None,
+    ) -> AsyncGenerator[ActivityItem, None]:
+        context = info.context
+        if context.live is None:
+            raise CodedError("subscriptions are served over WebSocket at /graphql (graphql-transport-ws)", "BAD_INPUT")
+        if since is not None and since < 0:
+            raise CodedError("since is the seq of a change (0 or more)", "BAD_INPUT")
+        models = {context.graphs.catalog().model(model).key} if model else set()
+        if context.subscriptions >= context.settings.subscriptions_per_connection:
+            raise CodedError(
+                f"{context.settings.subscriptions_per_connection} subscriptions run on this connection already "
+                "(KB_SUBSCRIPTIONS_PER_CONNECTION)",
+                "RATE_LIMITED",
+            )
+        context.subscriptions += 1
+        try:
+            kind_names = {k.value for k in kinds or ()}
+            async for row in context.live.rows(models, kind_names, since, context.request):
+                yield ActivityItem.of(row)
+        finally:
+            context.subscriptions -= 1

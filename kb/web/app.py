@@ -17,17 +17,21 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
+from kb.claims import accounts, sessions
+from kb.claims.errors import ClaimProblem
 from kb.db.engine import engine_for
 from kb.db.graph_cache import GraphCache
 from kb.schema import build_schema
 from kb.schema.context import Context
 from kb.schema.deadline import DEADLINE, expired
-from kb.schema.errors import with_code
+from kb.schema.errors import CodedError, with_code
 from kb.schema.offloop import OffLoop
 from kb.settings import Settings, get_settings
 from kb.web import uploads
@@ -58,24 +62,53 @@ log = logging.getLogger("kb.web")
 
 
 class GraphQLApp(GraphQL):
-    def __init__(self, schema, graphs: GraphCache, settings: Settings, rates: RateLimits, offloop: OffLoop):
+    def __init__(self, schema, graphs: GraphCache, settings: Settings, rates: RateLimits, offloop: OffLoop, live: Live):
         # Queries may come by GET (cacheable links); mutations only by POST with a JSON body. No stock IDE (it loads
-        # from a CDN): kb.web.graphiql serves the vendored one.
-        super().__init__(schema, graphql_ide=None, allow_queries_via_get=True, multipart_uploads_enabled=False)
+        # from a CDN): kb.web.graphiql serves the vendored one. Subscriptions over WebSocket, graphql-transport-ws
+        # only (the protocol of graphql-ws, Apollo and urql; not the legacy subscriptions-transport-ws).
+        super().__init__(
+            schema,
+            graphql_ide=None,
+            allow_queries_via_get=True,
+            multipart_uploads_enabled=False,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
         self.graphs = graphs
         self.settings = settings
         self.rates = rates
         self.offloop = offloop
+        self.live = live
 
     async def get_context(self, request, response) -> Context:
+        websocket = request.scope["type"] == "websocket"
         return Context(
             graphs=self.graphs,
             settings=self.settings,
             request=request,
             response=response,
             rates=self.rates,
-            offloop=self.offloop,
+            offloop=None if websocket else self.offloop,  # a subscription runs on the loop, as long as it is open
+            live=self.live if websocket else None,
         )
+
+    async def on_ws_connect(self, context: Context):
+        """connection_init: anonymous (reads are public), or signed in by ``{"authorization": "Bearer ckb_…"}``, or
+        by the session cookie of the upgrade request with ``{"csrf": TOKEN}``; a bad token refuses the connection."""
+        params = context.connection_params
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConnectionRejectionError({"message": "connection_init's payload must be an object"})
+        token = str(params.get("authorization") or params.get("Authorization") or "")
+        csrf = params.get("csrf")
+        if not token and not csrf:
+            return None
+        try:
+            account = await run_in_threadpool(_ws_account, self.graphs.engine, context.request, token, csrf)
+        except (CodedError, ClaimProblem) as exc:
+            raise ConnectionRejectionError({"message": str(exc), "code": exc.code}) from None
+        context._account = account
+        return {"account": account.name}
 
     async def process_result(self, request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:
@@ -100,8 +133,9 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     schema.limits.budget = settings.query_cost_budget
     offloop = OffLoop(api_threads(engine, settings), settings.request_timeout_s)
     rates = RateLimits(settings)
+    live = Live(engine, graphs, per_address=settings.live_streams_per_address)
     graphql = GraphQLEndpoint(
-        GraphQLApp(schema, graphs, settings, rates, offloop),
+        GraphQLApp(schema, graphs, settings, rates, offloop, live),
         schema,
         lambda scope: Context(graphs=graphs, settings=settings),
         offloop=offloop,
@@ -138,7 +172,6 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
         )
 
     storage_root = settings.artifacts_dir
-    live = Live(engine, graphs)
     pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings, offloop=offloop))
     auth = AuthPages(engine, settings)
 
@@ -184,6 +217,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/artifacts/{name}", artifact),
             Route(uploads.PATH, uploads.UploadRoute(engine, settings, for_request).handle, methods=["POST"]),
             Route("/graphql", GraphiQL(graphql, engine), methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),  # subscriptions (graphql-transport-ws)
             *check_form_routes(CheckForms(auth, circuit_pages, schema, as_account)),
             *render_form_routes(render_forms),  # before annotate's /n/{rest:path} posts
             *annotate_routes(annotate),
@@ -218,6 +252,19 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))
     app.add_exception_handler(404, not_found)
     return app
+
+
+def _ws_account(engine: sa.Engine, websocket, token: str, csrf) -> accounts.Account:
+    """The account a WebSocket's connection_init names: a bearer token, else its upgrade request's session cookie
+    with that session's CSRF token (UNAUTHENTICATED as for HTTP requests)."""
+    scheme, _, secret = token.partition(" ")
+    with engine.connect() as conn:
+        if scheme.lower() == "bearer" and secret.strip():
+            return accounts.authenticate(conn, secret.strip())
+        cookie = websocket.cookies.get(sessions.COOKIE)
+        if not cookie or not isinstance(csrf, str):
+            raise CodedError("sign in with a bearer token, or a session cookie and its CSRF token", "UNAUTHENTICATED")
+        return sessions.cookie_account(conn, cookie, csrf)
 
 
 class ServingGraphs(GraphCache):

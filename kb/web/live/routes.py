@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -30,7 +33,9 @@ from kb.claims.errors import ClaimProblem
 from kb.claims.ids import row_id
 from kb.db.graph_cache import GraphCache
 from kb.graph.keys import KeyProblem
+from kb.schema.errors import CodedError
 from kb.web.auth.pages import render
+from kb.web.client_address import client_address
 from kb.web.live.hub import Filter, Hub
 
 KEEPALIVE_S = 15.0
@@ -88,12 +93,83 @@ def link(row: dict) -> str:
     return "/activity"
 
 
+class TooManyStreams(Exception):
+    """This address holds KB_LIVE_STREAMS_PER_ADDRESS live streams (events and subscriptions) open already."""
+
+
 class Live:
-    def __init__(self, engine: sa.Engine, graphs: GraphCache, max_s: float = 25.0, poll_s: float = 1.0):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        graphs: GraphCache,
+        max_s: float = 25.0,
+        poll_s: float = 1.0,
+        per_address: int = 100,
+    ):
         self.engine = engine
         self.graphs = graphs
         self.hub = Hub(engine, poll_s)
         self.max_s = max_s
+        self.per_address = per_address
+        self.open: Counter[str] = Counter()  # live streams open per client address (event-loop only: no lock)
+
+    @contextmanager
+    def admitted(self, address: str) -> Iterator[None]:
+        """One more live stream for ``address``, or TooManyStreams past KB_LIVE_STREAMS_PER_ADDRESS."""
+        if self.open[address] >= self.per_address:
+            raise TooManyStreams(
+                f"{self.per_address} live streams are open from this address already (KB_LIVE_STREAMS_PER_ADDRESS)"
+            )
+        self.open[address] += 1
+        try:
+            yield
+        finally:
+            self.open[address] -= 1
+            if self.open[address] <= 0:
+                del self.open[address]
+
+    async def rows(self, models: set[str], kinds: set[str], since: int | None, request) -> AsyncIterator[dict]:
+        """A GraphQL subscription's changes: those after ``since`` (a seq) that commit from now on, matching the
+        models and kinds (none given: all), in commit order, for as long as the client listens. Subscribed before
+        the replay reads, as /events is: nothing between the two is lost or sent twice. A client that falls more
+        than a queue behind gets an error naming the seq to resume from."""
+        try:
+            with self.admitted(client_address(request.scope) if request is not None else ""):
+                async for row in self._follow(Filter(models=frozenset(models), kinds=frozenset(kinds)), since):
+                    yield row
+        except TooManyStreams as exc:
+            raise CodedError(str(exc), "RATE_LIMITED") from None
+
+    async def _follow(self, flt: Filter, cursor: int | None) -> AsyncIterator[dict]:
+        sub = await run_in_threadpool(self.hub.subscribe, flt, asyncio.get_running_loop())
+        try:
+            while cursor is not None:  # what the client missed, a page at a time, in commit order
+                rows = await run_in_threadpool(self._after, cursor)
+                for row in rows:
+                    if flt.matches(row):
+                        yield row
+                if rows:
+                    cursor = rows[-1]["seq"]
+                if len(rows) < REPLAY_PAGE:
+                    break
+            while not sub.overflowed:
+                try:
+                    item = await asyncio.wait_for(sub.queue.get(), timeout=WATCHDOG_S)
+                except TimeoutError:
+                    if not self.hub.alive():  # it died: start it again (it goes on from its last row)
+                        await run_in_threadpool(self.hub.ensure)
+                    continue
+                seq = item if isinstance(item, int) else item["seq"]
+                if cursor is not None and seq <= cursor:
+                    continue  # the replay sent it, or went past it
+                cursor = seq
+                if not isinstance(item, int):
+                    yield item
+            raise CodedError(
+                f"this subscription fell behind the changes: subscribe again with since: {cursor}", "UNAVAILABLE"
+            )
+        finally:
+            self.hub.unsubscribe(sub)
 
     def _filter(self, request: Request) -> Filter:
         q = request.query_params
@@ -120,9 +196,18 @@ class Live:
         cursor = row_id(since) if since else None  # the seq of the last row the client has
         if since and cursor is None:
             return PlainTextResponse("since (or Last-Event-ID) is an event id: ASCII digits", status_code=400)
+        admitted = self.admitted(client_address(request.scope))
+        try:
+            admitted.__enter__()  # left when the stream ends (below), not when this handler returns
+        except TooManyStreams as exc:
+            return PlainTextResponse(str(exc), status_code=429, headers={"retry-after": "30"})
         # Subscribed before the replay reads: a row committed before this subscription is in the replay's read,
         # one committed after it reaches the queue; one in both is sent once (the queue's seq <= cursor).
-        sub = await run_in_threadpool(self.hub.subscribe, flt, asyncio.get_running_loop())
+        try:
+            sub = await run_in_threadpool(self.hub.subscribe, flt, asyncio.get_running_loop())
+        except BaseException:
+            admitted.__exit__(None, None, None)
+            raise
 
         async def stream():
             nonlocal cursor
@@ -169,6 +254,7 @@ class Live:
                     yield mark(unsent)
             finally:
                 self.hub.unsubscribe(sub)
+                admitted.__exit__(None, None, None)
 
         return StreamingResponse(
             stream(),
