@@ -5,8 +5,8 @@ server and render worker that reaches the database shares the pictures (no share
 row (bytea on PostgreSQL, BLOB on SQLite). A put writes them all in one transaction (a reader never sees part of
 an artifact: it looks for the ``artifact_blob`` row, which commits with its chunks): its own, or the caller's
 (``conn``: the worker's, so that a picture's bytes commit with its artifact row and finished job). The same bytes
-again are a no-op, and two puts of the same bytes at once both succeed (the loser's insert meets the primary key
-and finds the winner's rows).
+again are a no-op, and two puts of the same bytes at once both succeed (the later one's insert of the length row
+waits for the first's commit, then does nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kb.db.render_tables import artifact_blob_table, artifact_chunk_table
 from kb.db.tables import utcnow
@@ -43,32 +45,27 @@ class DatabaseStorage:
 
     def put(self, data: bytes, suffix: str, conn: sa.Connection | None = None) -> str:
         sha = hashlib.sha256(data).hexdigest()
-        if conn is None:
-            if not self.exists(sha, suffix):
-                try:
-                    with self.engine.begin() as own:
-                        self._insert(own, sha, suffix, data)
-                except sa.exc.IntegrityError:  # put by another process at this moment: theirs is the same bytes
-                    if not self.exists(sha, suffix):
-                        raise
-            return sha
-        if self._header_in(conn, sha, suffix) is None:
-            try:
-                with conn.begin_nested():
-                    self._insert(conn, sha, suffix, data)
-            except sa.exc.IntegrityError:
-                if self._header_in(conn, sha, suffix) is None:
-                    raise
+        if conn is not None:
+            self._insert(conn, sha, suffix, data)
+        elif not self.exists(sha, suffix):
+            with self.engine.begin() as own:
+                self._insert(own, sha, suffix, data)
         return sha
 
     @staticmethod
     def _insert(conn: sa.Connection, sha: str, suffix: str, data: bytes) -> None:
+        """The length row if there is none (ON CONFLICT DO NOTHING: a put of the same bytes at this moment waits
+        for the other's commit, then finds its row), then the chunks, only with a new length row."""
         pieces = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
-        conn.execute(
-            sa.insert(artifact_blob_table).values(
-                sha256=sha, suffix=suffix, bytes=len(data), chunks=len(pieces), created_at=utcnow()
-            )
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        head = (
+            insert(artifact_blob_table)
+            .values(sha256=sha, suffix=suffix, bytes=len(data), chunks=len(pieces), created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["sha256", "suffix"])
+            .returning(artifact_blob_table.c.chunks)
         )
+        if conn.execute(head).first() is None:  # there already
+            return
         if pieces:
             conn.execute(
                 sa.insert(artifact_chunk_table),
