@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from conftest import BACKEND
 from databases import fresh_databases
 from front_renders import THUMBNAIL, picture
+from stores import store_for
 
 from kb.db.catalog import load_catalog
 from kb.db.engine import engine_for
@@ -173,6 +174,7 @@ def test_the_route_serves_the_database_store_with_its_cache_headers(engine, ince
     store = DatabaseStorage(engine)
     data = store.read(sha, ".png")
     assert hashlib.sha256(data).hexdigest() == sha and data[:8] == b"\x89PNG\r\n\x1a\n"
+    store_for(engine).put(data, ".png")  # the session's servers (files on SQLite) show this render too: in theirs
     large = secrets.token_bytes(STREAM_ABOVE + CHUNK + 5)  # streamed, a chunk at a time
     big = store.put(large, ".png")
     app = create_app(settings, engine=engine, warm=False)
@@ -193,7 +195,7 @@ def test_the_route_serves_the_database_store_with_its_cache_headers(engine, ince
             assert client.get(f"/artifacts/{missing}").status_code == 404, missing
         files = create_app(Settings(database_url=_url(engine), artifact_store="files"), engine=engine, warm=False)
     with TestClient(files) as client:  # a server whose store is files does not see the database's
-        assert client.get(f"/artifacts/{sha}.png").status_code == 404
+        assert client.get(f"/artifacts/{big}.png").status_code == 404
 
 
 # ------------------------------------------------------------------------------------------ kb artifacts migrate
