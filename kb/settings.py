@@ -6,13 +6,16 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "circuit-kb"
+
+
+ARTIFACT_STORES = ("files", "database")  # KB_ARTIFACT_STORE's values (kb.render.storage)
 
 
 class Settings(BaseSettings):
@@ -22,6 +25,11 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; empty: a SQLite file in the data folder")
     broker_url: str = Field("", description="Celery broker; empty: the embedded SQLite broker and a local worker")
     storage_dir: Path | None = Field(None, description="rendered artifacts; empty: <data_dir>/artifacts")
+    artifact_store: str = Field(
+        "",
+        description="where rendered and uploaded images live: files (KB_STORAGE_DIR) or database (a table of the "
+        "knowledge base's database, shared by every server and worker); empty: files on SQLite, database otherwise",
+    )
     public_url: str = Field("http://127.0.0.1:8000", description="base of the stable neuron URLs")
     auto_upgrade: bool | None = Field(None, description="upgrade the schema on use; default: only for SQLite")
     render_batch: int = Field(
@@ -149,6 +157,20 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.storage_dir or self.data_dir / "artifacts"
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("", *ARTIFACT_STORES):
+            return value
+        later = " (s3:// stores are not built yet)" if value.startswith("s3:") else ""
+        raise ValueError(f"KB_ARTIFACT_STORE is {value!r}: it must be files or database, or empty{later}")
+
+    @property
+    def store(self) -> str:
+        """The artifact store in use (``ARTIFACT_STORES``): KB_ARTIFACT_STORE, else the database's default."""
+        return self.artifact_store or ("files" if self.is_sqlite else "database")
 
     @property
     def graphs_dir(self) -> Path:

@@ -7,11 +7,11 @@ from dataclasses import asdict
 
 import numpy as np
 import sqlalchemy as sa
+from stores import settings_for
 
 from kb.db.catalog import load_catalog
 from kb.render import artifacts, jobs
 from kb.render.params import RenderParams
-from kb.settings import get_settings
 
 THUMBNAIL = asdict(RenderParams(size=64, steps=16, seed=0))
 
@@ -42,5 +42,5 @@ def land(engine: sa.Engine, model_key: str, units: list[tuple[str, int]], params
         started = jobs.start(conn, ids, "test-worker", 60)
     if started:  # the others were landed before (the same unit, kind and parameters: one job)
         size = params.get("size", 64)
-        artifacts.store(engine, get_settings(), started, [picture(job["id"], size) for job in started])
+        artifacts.store(engine, settings_for(engine), started, [picture(job["id"], size) for job in started])
     return ids

@@ -16,11 +16,10 @@ import pytest
 import sqlalchemy as sa
 from browsers import csp_violations, people, screenshot, served_browser, sign_in, wait_live
 from servers import free_port
+from stores import store_for
 
 from kb.claims import sessions
 from kb.render import jobs
-from kb.render.storage import LocalStorage
-from kb.settings import get_settings
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no system chromium")
@@ -41,7 +40,7 @@ def _png() -> bytes:
 def _land_render(engine, job_id: int) -> None:
     """What a render worker does: start the job, report progress, store the picture, finish."""
     data = _png()
-    sha = LocalStorage(get_settings().artifacts_dir).put(data, ".png")
+    sha = store_for(engine).put(data, ".png")
     assert sha == hashlib.sha256(data).hexdigest()
     with engine.begin() as conn:
         assert jobs.start(conn, [job_id], "test-worker", 60)

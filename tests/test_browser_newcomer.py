@@ -16,11 +16,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from browsers import csp_violations, people, screenshot, served_browser, sign_in, wait_live
+from stores import store_for
 
 from kb.claims import accounts as acc
 from kb.render import jobs
-from kb.render.storage import LocalStorage
-from kb.settings import get_settings
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="no system chromium")
@@ -45,7 +44,7 @@ def _png(seed: int) -> bytes:
 def _land(engine, job_id: int, seed: int, params: dict) -> str:
     """What a render worker does: start the job, store the picture, finish; returns the picture's sha256."""
     data = _png(seed)
-    sha = LocalStorage(get_settings().artifacts_dir).put(data, ".png")
+    sha = store_for(engine).put(data, ".png")
     assert sha == hashlib.sha256(data).hexdigest()
     with engine.begin() as conn:
         assert jobs.start(conn, [job_id], "test-worker", 60)

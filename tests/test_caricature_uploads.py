@@ -24,8 +24,10 @@ import sqlalchemy as sa
 from conftest import as_user, gql
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from stores import store_for
 
 from kb.render import uploads as U
+from kb.render.storage_files import LocalStorage
 from kb.settings import Settings, get_settings
 
 REQUEST = """mutation($layer: String!, $p: RenderParamsInput) {
@@ -136,10 +138,13 @@ def _upload(api, token: str | None, data: bytes, status: int) -> dict:
 
 
 def _counts(engine) -> tuple[int, int]:
-    store = get_settings().artifacts_dir
+    """(upload rows, images in the server's artifact store)."""
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*) FROM artifact WHERE kind = 'UPLOAD'")).scalar_one()
-    return rows, sum(1 for _ in Path(store).rglob("*.png")) if Path(store).exists() else 0
+        store = store_for(engine)
+        if isinstance(store, LocalStorage):
+            return rows, sum(1 for _ in store.root.rglob("*.png")) if store.root.exists() else 0
+        return rows, conn.execute(sa.text("SELECT count(*) FROM artifact_blob")).scalar_one()
 
 
 def test_post_uploads_roles_codes_and_idempotence(api, accounts, engine):
@@ -279,7 +284,6 @@ def test_a_worker_renders_it_the_page_shows_it_with_its_source_and_bundles_carry
     from test_render import _wait, _worker
 
     from kb.render import bundles
-    from kb.render.storage import storage_from_settings
 
     redis.Redis.from_url(os.environ["KB_BROKER_URL"]).flushdb()
     ed = accounts["editor"]["token"]
@@ -303,7 +307,7 @@ def test_a_worker_renders_it_the_page_shows_it_with_its_source_and_bundles_carry
     assert f"an uploaded image ({sha[:12]}) and its caricature" in page
 
     # a bundle carries the uploaded image; imported where it is missing, it comes back with its row
-    storage = storage_from_settings(get_settings())
+    storage = store_for(engine)  # the api's and the worker's
     out = tmp_path / "b.tar"
     bundles.export(engine, storage, "inceptionv1", out, ["CARICATURE"])
     with tarfile.open(out) as tar:
@@ -315,9 +319,9 @@ def test_a_worker_renders_it_the_page_shows_it_with_its_source_and_bundles_carry
         art = conn.execute(sa.text("SELECT id FROM artifact WHERE sha256 = :s"), {"s": sha}).scalar_one()
         conn.execute(sa.text("DELETE FROM render_job WHERE id = :j"), {"j": job["id"]})
         conn.execute(sa.text("DELETE FROM artifact WHERE id = :a"), {"a": art})
-    storage.path(sha, ".png").unlink()
+    storage.delete(sha, ".png")
     report = bundles.import_bundle(engine, storage, out)
-    assert report.new_jobs >= 1 and storage.path(sha, ".png").is_file()
+    assert report.new_jobs >= 1 and storage.exists(sha, ".png")
     views = gql(api, '{ layer(key: "InceptionV1 3b") { views { upload source { width } } } }')
     assert {"upload": sha, "source": {"width": 48}} in views["data"]["layer"]["views"]
     # a bundle whose caricature names an upload it does not carry is refused, and leaves nothing

@@ -12,12 +12,11 @@ import pytest
 import sqlalchemy as sa
 from conftest import as_user, gql
 from front_renders import picture
+from stores import store_for
 from test_annotate_web import NEURON, ORIGIN, app, claim_row, csrf, people, propose, signed_in  # noqa: F401
 
 from kb.claims import activity
 from kb.render import images, jobs
-from kb.render.storage import storage_from_settings
-from kb.settings import get_settings
 from kb.web.live.hub import Filter
 from kb.web.live.routes import link
 
@@ -26,11 +25,11 @@ UPDATE = """mutation($key: String!, $r: Int!, $patch: ClaimPatch!) {
     updateClaim(key: $key, expectedRevision: $r, patch: $patch, message: "sharper") { revision } }"""
 
 
-def _artifact(kind: str, params: dict) -> dict:
+def _artifact(engine, kind: str, params: dict) -> dict:
     """A stored PNG of its own (other modules' pages show what lands here: the front page's strip loads it)."""
     data = images.png(picture(secrets.randbelow(2**31), 128))
     return {
-        "sha256": storage_from_settings(get_settings()).put(data, ".png"),
+        "sha256": store_for(engine).put(data, ".png"),
         "content_type": "image/png",
         "bytes": len(data),
         "width": 128,
@@ -101,7 +100,7 @@ def test_an_evidence_card_shows_the_cited_picture_once_with_its_key_whole(api, a
             "FEATURE_VIS",
             {"size": 9999, "n": secrets.token_hex(3)},
         )
-    art = _artifact("FEATURE_VIS", {"size": 9999})
+    art = _artifact(engine, "FEATURE_VIS", {"size": 9999})
     _land(engine, job_id, art)  # the unit's thumbnail (its largest render) is the very image the claim cites
     made = as_user(
         api,
@@ -240,7 +239,7 @@ def test_a_bulk_render_request_is_one_activity_entry(api, engine):
         before = activity.last_seq(conn)
     assert sent == ids
     for job_id in ids[:3]:
-        _land(engine, job_id, _artifact("FEATURE_VIS", params))
+        _land(engine, job_id, _artifact(engine, "FEATURE_VIS", params))
     with engine.begin() as conn:  # one ends FAILED (its last attempt)
         assert jobs.start(conn, [ids[3]], "test", 60)
         assert not jobs.fail(conn, ids[3], "out of memory", retryable=False)
@@ -254,7 +253,7 @@ def test_a_bulk_render_request_is_one_activity_entry(api, engine):
     def finish(job_id):
         try:
             with engine.begin() as conn:
-                jobs.finish(conn, job_id, _artifact("FEATURE_VIS", params))
+                jobs.finish(conn, job_id, _artifact(engine, "FEATURE_VIS", params))
         except BaseException as exc:
             errors.append(exc)
 
@@ -264,7 +263,7 @@ def test_a_bulk_render_request_is_one_activity_entry(api, engine):
     for t in threads:
         t.join(60)
     assert not errors, errors
-    _land(engine, single, _artifact("FEATURE_VIS", params))
+    _land(engine, single, _artifact(engine, "FEATURE_VIS", params))
     with engine.connect() as conn:
         rows = [r for r in activity.after(conn, before) if r["kind"] == "RENDER"]
     assert [r["subject"] for r in rows] == [f"renders:{min(ids)}", f"render:{single}"], rows
@@ -290,13 +289,13 @@ def test_a_request_asked_again_after_its_entry_starts_a_new_one(engine, inceptio
         ids, _ = jobs.request(conn, units, "WEIGHTS", params)
         assert jobs.start(conn, ids, "test", 60)
         assert not jobs.fail(conn, ids[0], "broken", retryable=False)
-        jobs.finish(conn, ids[1], _artifact("WEIGHTS", params))
+        jobs.finish(conn, ids[1], _artifact(engine, "WEIGHTS", params))
     with engine.connect() as conn:  # after the commit: on PostgreSQL a row's seq is given when it commits
         before = activity.last_seq(conn)
     with engine.begin() as conn:
         again, sent = jobs.request(conn, units[:1], "WEIGHTS", params)
     assert again == sent == ids[:1]
-    _land(engine, ids[0], _artifact("WEIGHTS", params))
+    _land(engine, ids[0], _artifact(engine, "WEIGHTS", params))
     with engine.connect() as conn:
         rows = [r for r in activity.after(conn, before) if r["kind"] == "RENDER"]
     assert [(r["subject"], r["summary"]) for r in rows] == [(f"render:{ids[0]}", "weights of inceptionv1/mixed3b:0")]

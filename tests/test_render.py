@@ -1,6 +1,7 @@
 """Render workers: the lucent adapter, job rows, a real Celery worker on real Redis, and a worker killed
 in the middle of a render."""
 
+import hashlib
 import json
 import os
 import signal
@@ -15,11 +16,13 @@ import redis
 import sqlalchemy as sa
 import torch
 from conftest import as_user, gql, sql_statements
+from stores import store_for
 
 from kb.graph import zoo
 from kb.render import feature_vis as FV
 from kb.render import lucent_adapter as A
 from kb.render import model_cache as M
+from kb.render.storage_files import LocalStorage
 from kb.render.worker_device import cpu_has_bf16
 
 REQUEST = """mutation($kind: RenderKind!, $n: [String!], $p: RenderParamsInput) {
@@ -207,8 +210,11 @@ def test_killed_worker_loses_nothing(api, accounts, db_url, clean_queue, engine)
             sa.text("SELECT count(*) FROM artifact WHERE sha256 = :s"), {"s": done["artifact"]["sha256"]}
         ).scalar_one()
     assert rows == 1 and artifacts == 1
-    files = list(Path(storage).rglob(f"{done['artifact']['sha256']}*"))
-    assert len(files) == 1 and not list(Path(storage).rglob(".tmp-*"))
+    sha = done["artifact"]["sha256"]
+    store = store_for(engine)  # the worker's (the default for the database: files on SQLite, else the database)
+    assert hashlib.sha256(store.read(sha, ".png")).hexdigest() == sha
+    if isinstance(store, LocalStorage):  # one file, written atomically: no temporary file left
+        assert len(list(Path(storage).rglob(f"{sha}*"))) == 1 and not list(Path(storage).rglob(".tmp-*"))
 
 
 def test_dataset_examples(api, accounts, db_url, clean_queue, tmp_path):
@@ -271,7 +277,7 @@ def test_a_job_that_keeps_failing_ends_failed(api, accounts, db_url, clean_queue
     """A transient error (storage not writable) is retried with backoff, then the job ends FAILED with it."""
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("storage cannot live under a file")
-    worker = _worker(db_url, not_a_folder / "artifacts", KB_RENDER_RETRY_BASE_S=0.2)
+    worker = _worker(db_url, not_a_folder / "artifacts", KB_RENDER_RETRY_BASE_S=0.2, KB_ARTIFACT_STORE="files")
     try:
         job = as_user(
             api,

@@ -53,7 +53,7 @@ def render(engine, store: Path, model: str, sha: str, layer: str, units: list[in
         group = jobs.start(conn, ids, "test-worker@host", 60.0)
     rng = np.random.default_rng(zlib.crc32(f"{layer} {kind}".encode()))
     pictures = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in group]
-    artifacts.store(engine, Settings(storage_dir=store, render_device="cpu"), group, pictures)
+    artifacts.store(engine, Settings(storage_dir=store, artifact_store="files", render_device="cpu"), group, pictures)
     return ids
 
 
@@ -77,7 +77,7 @@ def page_images(engine, store: Path, path: str, token: str | None = None, mutati
     from kb.web.app import create_app
 
     url = engine.url.render_as_string(hide_password=False)
-    app = create_app(Settings(database_url=url, storage_dir=store), engine=engine, warm=False)
+    app = create_app(Settings(database_url=url, storage_dir=store, artifact_store="files"), engine=engine, warm=False)
     app.state.graphs.warm()
     with TestClient(app) as client:
         page = client.get(path)
@@ -114,6 +114,7 @@ def source(engine, tiny_arch, tmp_path_factory):
     env = {
         "KB_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "KB_STORAGE_DIR": str(store),
+        "KB_ARTIFACT_STORE": "files",  # each knowledge base's own folder: what a refused import leaves is seen there
         "KB_DATA_DIR": str(tmp_path_factory.mktemp("src-data")),
     }
     return {
@@ -136,6 +137,7 @@ def kbs(source, tmp_path, tmp_path_factory):
         dst_env = {
             "KB_DATABASE_URL": dst_url,
             "KB_STORAGE_DIR": str(tmp_path / "dst-artifacts"),
+            "KB_ARTIFACT_STORE": "files",
             "KB_DATA_DIR": str(tmp_path / "dst-data"),
         }
         dst = {"engine": engine_for(dst_url), "env": dst_env, "store": tmp_path / "dst-artifacts"}
@@ -286,7 +288,7 @@ def test_bad_records_are_refused_and_nothing_is_written(kbs, tmp_path):
     """Each record is checked against the model here (kind, layer, unit, parameters as requestRender stores them,
     the image it names); one bad record refuses the whole bundle, which writes no row and leaves no file."""
     from kb.render import bundles
-    from kb.render.storage import LocalStorage
+    from kb.render.storage_files import LocalStorage
 
     src, dst = kbs["src"], kbs["dst"]
     bundle = tmp_path / "tiny.kbrenders"

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from kb.render.storage import storage_from_settings
+from kb.settings import Settings
+
 ANSI = re.compile(r"\x1b\[")
 
 
@@ -36,7 +39,8 @@ def test_kb_render_wait_prints_the_artifact_url(embedded, tmp_path):
     unit, url = line.split()
     assert unit == "inceptionv1/mixed4c:447"
     sha = re.fullmatch(r"http://127\.0\.0\.1:8000/artifacts/([0-9a-f]{64})\.png", url).group(1)
-    assert list((tmp_path / "artifacts").rglob(f"{sha}*"))
+    settings = Settings(database_url=embedded["KB_DATABASE_URL"], storage_dir=embedded["KB_STORAGE_DIR"])
+    assert storage_from_settings(settings).exists(sha, ".png")  # in the store the default picks for the database
     assert "a local render worker" in r.stderr and re.search(r"^rendering: .*1 done$", r.stderr, re.M), r.stderr
     assert not ANSI.search(r.stderr)
     # asked again: the same job and artifact, at once, without --wait and without a worker

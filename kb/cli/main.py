@@ -6,8 +6,23 @@ import os
 import sys
 
 import typer
+from pydantic import ValidationError
 
-from kb.cli import accounts, backup, circuits, claims, datasets, db, graph, help_format, render, renders, serve, worker
+from kb.cli import (
+    accounts,
+    artifacts,
+    backup,
+    circuits,
+    claims,
+    datasets,
+    db,
+    graph,
+    help_format,
+    render,
+    renders,
+    serve,
+    worker,
+)
 
 help_format.install()
 
@@ -25,6 +40,7 @@ app.add_typer(claims.claims_app, name="claims")
 app.add_typer(circuits.circuits_app, name="circuit")
 app.add_typer(datasets.datasets_app, name="dataset")
 app.add_typer(renders.renders_app, name="renders")
+app.add_typer(artifacts.artifacts_app, name="artifacts")
 app.command("import-families")(claims.import_families_command)
 app.command("import")(graph.import_command)
 app.command("neuron")(graph.neuron_command)
@@ -42,6 +58,10 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except ValidationError as exc:  # a KB_* setting refused (kb.settings): its own message, one line
+        said = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        print(f"error: {said}", file=sys.stderr)
+        sys.exit(1)
     except Exception as exc:
         if os.environ.get("KB_DEBUG"):
             raise

@@ -154,7 +154,7 @@ def upload_file(engine: sa.Engine, settings, path: Path) -> str:
         raise CliProblem(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > settings.upload_max_bytes:
         raise TooLarge(f"{path} is over {settings.upload_max_bytes} bytes (KB_UPLOAD_MAX_BYTES)")
-    up = store_upload(engine, storage_from_settings(settings), settings, data, None)
+    up = store_upload(engine, storage_from_settings(settings, engine), settings, data, None)
     typer.echo(
         f"{'uploaded' if up.new else 'already here:'} {path.name} as {up.sha256} ({up.width}x{up.height} PNG)", err=True
     )

@@ -33,7 +33,8 @@ def export_command(
     if not out.resolve().parent.is_dir():
         raise CliProblem(f"folder {out.resolve().parent} does not exist")
     kinds = [k.upper() for k in kind or []]
-    done = bundles.export(open_engine(), storage_from_settings(get_settings()), model, out, kinds or None)
+    engine = open_engine()
+    done = bundles.export(engine, storage_from_settings(get_settings(), engine), model, out, kinds or None)
     typer.echo(
         f"{out}: {done.records} renders ({done.images} images) of {done.model}@{done.sha256[:12]}, "
         f"{done.bytes / 1e6:.2f} MB"
@@ -47,7 +48,8 @@ def import_command(
 ) -> None:
     """Import a bundle into the model with the same weights (by sha256, whatever its key here): every image and
     record is checked first, then all of it is written or nothing. Importing again changes nothing."""
-    done = bundles.import_bundle(open_engine(), storage_from_settings(get_settings()), file)
+    engine = open_engine()
+    done = bundles.import_bundle(engine, storage_from_settings(get_settings(), engine), file)
     typer.echo(
         f"{file}: {done.records} renders of {done.model}@{done.sha256[:12]} in {done.seconds:.2f}s: "
         f"{done.new_jobs} new, {done.finished_jobs} finished, {done.already} already here; "

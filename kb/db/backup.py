@@ -7,8 +7,9 @@ mode writers go on meanwhile, so it is safe while ``kb serve`` runs. PostgreSQL:
 (a consistent snapshot, also safe while serving) and ``pg_restore --clean --single-transaction``: the client
 tools must be installed. A backup file says which it is by its first bytes.
 
-Not in the database, so not in a backup: the rendered pictures (``KB_STORAGE_DIR``: copy that folder beside
-the backup) and the serving graph files (rebuilt from the database when missing).
+Not in the database, so not in a backup: the rendered pictures when they are files (KB_ARTIFACT_STORE=files,
+the default on SQLite: copy ``KB_STORAGE_DIR`` beside the backup; the database store's are rows, so in it) and
+the serving graph files (rebuilt from the database when missing).
 """
 
 from __future__ import annotations

@@ -52,6 +52,41 @@ class Artifact(TableModel, table=True):
 artifact_table = Artifact.__table__
 
 
+class ArtifactBlob(TableModel, table=True):
+    """An artifact's bytes in the ``database`` artifact store (kb.render.storage_db): its length and number of
+    chunks; the bytes are its ``artifact_chunk`` rows, written in the same transaction."""
+
+    __tablename__ = "artifact_blob"
+
+    sha256: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    suffix: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))
+    bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    chunks: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+artifact_blob_table = ArtifactBlob.__table__
+
+
+class ArtifactChunk(TableModel, table=True):
+    """One piece (``kb.render.storage_db.CHUNK`` bytes, the last one shorter) of a stored artifact."""
+
+    __tablename__ = "artifact_chunk"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["sha256", "suffix"], ["artifact_blob.sha256", "artifact_blob.suffix"], ondelete="CASCADE"
+        ),
+    )
+
+    sha256: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    suffix: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))
+    chunk_no: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    data: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
+artifact_chunk_table = ArtifactChunk.__table__
+
+
 class RenderJob(TableModel, table=True):
     """One unit's render of one kind with one set of parameters. The same (pinned model, unit, kind,
     parameters) is one row: asking again returns it (and its artifact) instead of rendering again."""

@@ -1,6 +1,6 @@
-"""A group's finished pictures become artifacts: PNG bytes in storage (by content hash), one artifact row per
-hash recording its parameters and what made it (versions, device, precision), and each job DONE. A job that is
-no longer RUNNING (cancelled meanwhile) lands nothing: no file, no artifact row."""
+"""A group's finished pictures become artifacts: PNG bytes in the artifact store (kb.render.storage, by content
+hash), one artifact row per hash recording its parameters and what made it (versions, device, precision), and
+each job DONE. A job that is no longer RUNNING (cancelled meanwhile) lands nothing: no image, no artifact row."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def versions() -> dict:
 def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: list) -> list[int]:
     """Land each job with its picture; returns the ids that landed."""
     kind, params = group[0]["kind"], group[0]["params"]
-    storage = storage_from_settings(settings)
+    storage = storage_from_settings(settings, engine)
     made_by = {
         **versions(),
         "device": device(settings).type,
@@ -65,7 +65,7 @@ def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: li
                         ),
                     },
                 },
-                write=lambda data=data: storage.put(data, ".png"),
+                write=lambda data=data: storage.put(data, ".png", conn),  # with the job's rows
             )
             if artifact_id is not None:
                 landed.append(job["id"])

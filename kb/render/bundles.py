@@ -4,14 +4,14 @@ A bundle is a tar file: ``manifest.json`` first (format, version, the model's ke
 and one record per job: its unit (-1: a picture of the whole layer, DEEPDREAM or CARICATURE), kind, parameters,
 job times and artifact row: versions, device, precision; and ``uploads``, the artifact rows of the images
 editors uploaded as its caricatures' targets, kind UPLOAD, without who uploaded them), then each image once, as
-``images/<sha256>.png``. Export streams the images from the artifact storage into the file (written beside FILE,
-then renamed); import streams them back one at a time.
+``images/<sha256>.png``. Export streams the images from the artifact store (kb.render.storage) into the file
+(written beside FILE, then renamed); import streams them back one at a time.
 
 Import matches the bundle to a local model by its weights' sha256 (never by key: the same weights may have
 another key here), checks every record against that model (kinds, layers and units that exist, parameters as
 ``requestRender`` would have stored them, so that asking for them again finds them) and every image's sha256,
 writes the images (content-addressed: the same bytes are the same file), then every row in one transaction.
-A refused import leaves nothing behind: no row, and no image file that was not there before. Importing a bundle
+A refused import leaves nothing behind: no row, and no image in the store that was not there before. Importing a bundle
 again changes nothing: jobs and artifacts are found by the same keys that ``requestRender`` and the worker use
 (kb.render.jobs), and a job already DONE here keeps its own artifact.
 """
@@ -41,7 +41,7 @@ from kb.errors import Problem
 from kb.graph.keys import ModelRef
 from kb.render.jobs import LAYER_UNIT
 from kb.render.params import ALL_KINDS, LAYER_KINDS, RenderParams, params_hash
-from kb.render.storage import LocalStorage
+from kb.render.storage import ArtifactStore
 from kb.render.uploads import KIND as UPLOAD
 from kb.render.uploads import MAX_SIDE
 
@@ -172,15 +172,9 @@ def uploads_of(conn: sa.Connection, records: list[dict[str, Any]]) -> list[dict[
     return sorted(out, key=lambda u: u["sha256"])
 
 
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def export(engine: sa.Engine, storage: LocalStorage, model: str, out: Path, kinds: list[str] | None = None) -> Exported:
+def export(
+    engine: sa.Engine, storage: ArtifactStore, model: str, out: Path, kinds: list[str] | None = None
+) -> Exported:
     """Write every finished render of MODEL (of these kinds) to ``out``: replaced only once it is complete."""
     for k in kinds or []:
         if k not in ALL_KINDS:
@@ -191,8 +185,8 @@ def export(engine: sa.Engine, storage: LocalStorage, model: str, out: Path, kind
         uploads = uploads_of(conn, records)
     images = sorted({r["artifact"]["sha256"] for r in records} | {u["sha256"] for u in uploads})
     for sha in images:  # before writing anything: a store that lost an image is said at once
-        if not storage.path(sha, ".png").is_file():
-            raise BundleProblem(f"image {sha} of {m.key} is missing from the artifact storage ({storage.root})")
+        if not storage.exists(sha, ".png"):
+            raise BundleProblem(f"image {sha} of {m.key} is missing from the artifact store ({storage.where})")
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -210,11 +204,12 @@ def export(engine: sa.Engine, storage: LocalStorage, model: str, out: Path, kind
         with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
             _add(tar, MANIFEST, io.BytesIO(body), len(body))
             for sha in images:
-                path = storage.path(sha, ".png")
-                if _sha256_of(path) != sha:
-                    raise BundleProblem(f"image {sha} in the artifact storage does not hash to its name: {path}")
-                with open(path, "rb") as img:  # streamed: one image's buffer at a time
-                    _add(tar, f"images/{sha}.png", img, path.stat().st_size)
+                data = storage.read(sha, ".png")  # one image in memory at a time
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise BundleProblem(
+                        f"image {sha} in the artifact store does not hash to its name ({storage.where})"
+                    )
+                _add(tar, f"images/{sha}.png", io.BytesIO(data), len(data))
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -420,12 +415,12 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 def _store_images(
     path: Path,
     members: Iterator[tuple[str, IO[bytes], int]],
-    storage: LocalStorage,
+    storage: ArtifactStore,
     wanted: dict[str, dict[str, Any]],
     created: list[str],
 ) -> int:
-    """Check and store each image (one in memory at a time); appends to ``created`` the files that were not
-    there before. Returns the images read."""
+    """Check and store each image (one in memory at a time); appends to ``created`` the images that were not
+    in the store before. Returns the images read."""
     seen: set[str] = set()
     for name, reader, size in members:
         match = IMAGE_NAME.fullmatch(name)
@@ -445,7 +440,7 @@ def _store_images(
         if _png_size(data) != (art["width"], art["height"]):
             raise BundleProblem(f"image {sha} is not a {art['width']}x{art['height']} PNG as its record says")
         seen.add(sha)
-        if storage.path(sha, ".png").is_file():
+        if storage.exists(sha, ".png"):
             continue
         storage.put(data, ".png")
         created.append(sha)
@@ -519,8 +514,8 @@ def _write_uploads(conn: sa.Connection, uploads: list[dict[str, Any]], report: I
             raise BundleProblem(f"upload {up['sha256']} is a rendered image here, not an uploaded one")
 
 
-def _forget(storage: LocalStorage, engine: sa.Engine, created: list[str]) -> None:
-    """Remove the image files this import wrote, unless a row here has come to use one meanwhile."""
+def _forget(storage: ArtifactStore, engine: sa.Engine, created: list[str]) -> None:
+    """Remove the images this import stored, unless a row here has come to use one meanwhile."""
     if not created:
         return
     with engine.connect() as conn:
@@ -529,10 +524,10 @@ def _forget(storage: LocalStorage, engine: sa.Engine, created: list[str]) -> Non
         )
     for sha in created:
         if sha not in used:
-            storage.path(sha, ".png").unlink(missing_ok=True)
+            storage.delete(sha, ".png")
 
 
-def import_bundle(engine: sa.Engine, storage: LocalStorage, path: Path) -> Imported:
+def import_bundle(engine: sa.Engine, storage: ArtifactStore, path: Path) -> Imported:
     """Check the bundle (weights, every record, every image), then write all of it or nothing."""
     started = time.perf_counter()
     path = Path(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load(path: Path, size: int = 224) -> np.ndarray | None:
+def load(path: Path | IO[bytes], size: int = 224) -> np.ndarray | None:
     """Shorter side resized to ``size``, centre crop; HxWx3 uint8, or None if the file is not an image."""
     try:
         with Image.open(path) as im:

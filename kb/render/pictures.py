@@ -104,7 +104,7 @@ def _layer_view(engine: sa.Engine, settings: Settings, arch, model, job: dict, w
 
     params, target = job["params"], None
     if job["kind"] == "CARICATURE" and params.get("upload"):
-        target = _uploaded_image(settings, params["upload"], params["size"])
+        target = _uploaded_image(engine, settings, params["upload"], params["size"])
     elif job["kind"] == "CARICATURE":
         target = _dataset_image(engine, params["dataset"], params["image"], params["size"])
     return render_layer_view(
@@ -125,14 +125,14 @@ def _layer_view(engine: sa.Engine, settings: Settings, arch, model, job: dict, w
     )
 
 
-def _uploaded_image(settings: Settings, sha256: str, size: int) -> np.ndarray:
+def _uploaded_image(engine: sa.Engine, settings: Settings, sha256: str, size: int) -> np.ndarray:
     """The uploaded image (kb.render.uploads), its shorter side resized to ``size`` and centre-cropped."""
     from kb.render.storage import storage_from_settings
     from kb.render.uploads import upload_rgb
 
-    rgb = upload_rgb(storage_from_settings(settings), sha256, size)
+    rgb = upload_rgb(storage_from_settings(settings, engine), sha256, size)
     if rgb is None:
-        raise Permanent(f"the uploaded image {sha256} is missing from the artifact storage")
+        raise Permanent(f"the uploaded image {sha256} is missing from the artifact store")
     return rgb
 
 

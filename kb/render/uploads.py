@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from kb.db.render_tables import artifact_table
 from kb.db.tables import utcnow
 from kb.errors import Problem
-from kb.render.storage import LocalStorage
+from kb.render.storage import ArtifactMissing, ArtifactStore
 
 KIND = "UPLOAD"  # the artifact row's kind
 FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")  # what Pillow may read an upload as: nothing else is parsed
@@ -106,17 +106,18 @@ def _rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def store_upload(engine: sa.Engine, storage: LocalStorage, settings, data: bytes, by: int | None) -> Upload:
-    """Check and re-encode ``data`` (``normalise``), then store it once: the file (atomically) and its row. The
-    same picture again returns the row there is. On any failure nothing this call wrote is left behind."""
+def store_upload(engine: sa.Engine, storage: ArtifactStore, settings, data: bytes, by: int | None) -> Upload:
+    """Check and re-encode ``data`` (``normalise``), then store it once: the image (atomically, in the artifact
+    store) and its row. The same picture again returns the row there is. On any failure nothing this call wrote
+    is left behind."""
     png, width, height, fmt = normalise(data, settings.upload_max_bytes, settings.upload_max_pixels)
     sha = hashlib.sha256(png).hexdigest()
     found = find_upload(engine, sha)
     if found is not None:
-        if not storage.path(sha, ".png").is_file():  # the row outlived its file: put the file back
+        if not storage.exists(sha, ".png"):  # the row outlived its image: put the image back
             storage.put(png, ".png")
         return found
-    had_file = storage.path(sha, ".png").is_file()
+    had_file = storage.exists(sha, ".png")
     a = artifact_table
     row = {
         "sha256": sha,
@@ -146,7 +147,7 @@ def store_upload(engine: sa.Engine, storage: LocalStorage, settings, data: bytes
         return found
     except BaseException:
         if not had_file and find_upload(engine, sha) is None:
-            storage.path(sha, ".png").unlink(missing_ok=True)
+            storage.delete(sha, ".png")
         raise
 
 
@@ -164,12 +165,13 @@ def find_upload(engine_or_conn, sha256: str) -> Upload | None:
     return Upload(r.id, r.sha256, r.width, r.height, r.bytes)
 
 
-def upload_rgb(storage: LocalStorage, sha256: str, size: int):
+def upload_rgb(storage: ArtifactStore, sha256: str, size: int):
     """The stored upload as the caricature's target: shorter side resized to ``size``, centre crop (HxWx3
-    uint8), as a dataset's images are; None if its file is missing or unreadable."""
+    uint8), as a dataset's images are; None if it is missing from the store or unreadable."""
     from kb.render.dataset_examples import load  # torch: the worker's side only
 
-    path = storage.path(sha256, ".png")
-    if not path.is_file():
+    try:
+        data = storage.read(sha256, ".png")
+    except ArtifactMissing:
         return None
-    return load(path, size)
+    return load(io.BytesIO(data), size)

@@ -16,7 +16,7 @@ from sqlalchemy.pool import QueuePool
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -28,6 +28,7 @@ from kb.claims import accounts, sessions
 from kb.claims.errors import ClaimProblem
 from kb.db.engine import engine_for
 from kb.db.graph_cache import GraphCache
+from kb.render.storage import storage_from_settings
 from kb.schema import build_schema
 from kb.schema.context import Context
 from kb.schema.deadline import DEADLINE, expired
@@ -36,6 +37,7 @@ from kb.schema.offloop import OffLoop
 from kb.settings import Settings, get_settings
 from kb.web import uploads
 from kb.web.annotate import Annotate, annotate_routes
+from kb.web.artifacts import ArtifactRoute
 from kb.web.auth import auth_routes
 from kb.web.auth.current import CurrentSession
 from kb.web.auth.pages import AuthPages
@@ -171,7 +173,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             }
         )
 
-    storage_root = settings.artifacts_dir
+    artifacts = ArtifactRoute(storage_from_settings(settings, engine))  # the artifact store KB_ARTIFACT_STORE names
     pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings, offloop=offloop))
     auth = AuthPages(engine, settings)
 
@@ -186,21 +188,6 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     circuit_pages = CircuitPages(schema, as_account, auth, pictures)
     render_forms = RenderForms(auth, pages, schema, as_account)
 
-    async def artifact(request: Request):
-        name = request.path_params["name"]
-        sha, _, ext = name.partition(".")
-        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha) or ext != "png":
-            return PlainTextResponse("not found", status_code=404)
-        path = storage_root / sha[:2] / f"{sha}.png"
-        if not path.is_file():
-            return PlainTextResponse("not found", status_code=404)
-        # content-addressed: the bytes behind this URL never change
-        return FileResponse(
-            path,
-            media_type="image/png",
-            headers={"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{sha}"'},
-        )
-
     @asynccontextmanager
     async def lifespan(app):
         if warm:  # read the models' graphs in a thread: the first requests need not wait for them
@@ -214,7 +201,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
             Route("/", pages.home),
             Route("/health", health),
             Route("/metrics", MetricsRoute(engine, graphs, settings).handle),
-            Route("/artifacts/{name}", artifact),
+            Route("/artifacts/{name}", artifacts.handle),
             Route(uploads.PATH, uploads.UploadRoute(engine, settings, for_request).handle, methods=["POST"]),
             Route("/graphql", GraphiQL(graphql, engine), methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),  # subscriptions (graphql-transport-ws)

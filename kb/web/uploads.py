@@ -47,7 +47,9 @@ async def upload_as(account, engine, settings, data: bytes) -> Upload:
     account, `kb render --image-file`) into kb.render.uploads."""
     if not account.at_least("editor"):
         raise UploadRefused(f"uploading images needs an editor; {account.name} is {account.role}")
-    return await run_in_threadpool(store_upload, engine, storage_from_settings(settings), settings, data, account.id)
+    return await run_in_threadpool(
+        store_upload, engine, storage_from_settings(settings, engine), settings, data, account.id
+    )
 
 
 def as_json(up: Upload, base: str) -> dict:
