@@ -22,7 +22,7 @@ from kb.claims import activity, circuits, reviews, sessions, transfer
 from kb.claims import claims as domain
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput
-from kb.db import annotation_tables, claim_tables, render_tables, tables
+from kb.db import annotation_tables, claim_tables, experiment_tables, render_tables, tables
 from kb.db.catalog import load_catalog
 from kb.db.claim_tables import circuit_table, user_table
 from kb.db.engine import engine_for
@@ -31,7 +31,7 @@ from kb.db.tables import TableModel, utcnow
 V1_FILE = Path(__file__).parent / "data" / "claims-v1.jsonl"  # written by the format 1 code (its own round trip)
 
 # Every table module, as alembic/env.py imports them: TableModel.metadata holds the tables of those imported.
-TABLE_MODULES = (tables, claim_tables, annotation_tables, render_tables)
+TABLE_MODULES = (tables, claim_tables, annotation_tables, render_tables, experiment_tables)
 
 
 def kb(url, *args, data_dir):
@@ -337,7 +337,19 @@ NOT_EXPORTED = {
     "web_session": "secrets: sign-in sessions",
     "signin_failure": "a rate limit's short-lived log",
 }
-OTHER_LAYERS = {"model", "layer", "neuron", "layer_link", "connection", "dataset", "artifact", "render_job"}
+# the graph, renders and their images (render bundles carry those: kb renders export)
+OTHER_LAYERS = {
+    "model",
+    "layer",
+    "neuron",
+    "layer_link",
+    "connection",
+    "dataset",
+    "artifact",
+    "artifact_blob",
+    "artifact_chunk",
+    "render_job",
+}
 # Surrogate columns that legitimately differ: user ids (every column holding one is compared as the user's
 # name) and the feed's ids and commit sequence (compared by order: an import commits its rows in file order).
 # Secrets: password hashes are not exported.
