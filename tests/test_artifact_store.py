@@ -163,18 +163,34 @@ def _render(engine: sa.Engine, settings: Settings) -> str:
         ).scalar_one()
 
 
+def _forget(engine: sa.Engine, sha: str) -> None:
+    """The render's rows gone again: later tests' servers (test_browser's, with a storage folder of their own)
+    would show its thumbnail on the model page and miss its image (404)."""
+    with engine.begin() as conn:
+        artifact = conn.execute(sa.text("SELECT id FROM artifact WHERE sha256 = :s"), {"s": sha}).scalar_one()
+        conn.execute(sa.text("DELETE FROM render_job WHERE artifact_id = :a"), {"a": artifact})
+        conn.execute(sa.text("DELETE FROM artifact WHERE id = :a"), {"a": artifact})
+
+
 def test_the_route_serves_the_database_store_with_its_cache_headers(engine, inceptionv1):
+    settings = Settings(database_url=_url(engine), artifact_store="database", render_device="cpu")
+    sha = _render(engine, settings)  # on SQLite too: written in the worker's own transaction
+    try:
+        _serves(engine, settings, sha)
+    finally:
+        _forget(engine, sha)
+
+
+def _serves(engine: sa.Engine, settings: Settings, sha: str) -> None:
     from starlette.testclient import TestClient
 
     from kb.web.app import create_app
     from kb.web.artifacts import STREAM_ABOVE
 
-    settings = Settings(database_url=_url(engine), artifact_store="database", render_device="cpu")
-    sha = _render(engine, settings)  # on SQLite too: written in the worker's own transaction
     store = DatabaseStorage(engine)
     data = store.read(sha, ".png")
     assert hashlib.sha256(data).hexdigest() == sha and data[:8] == b"\x89PNG\r\n\x1a\n"
-    store_for(engine).put(data, ".png")  # the session's servers (files on SQLite) show this render too: in theirs
+    store_for(engine).put(data, ".png")  # the session's servers (files on SQLite) may show it meanwhile: in theirs
     large = secrets.token_bytes(STREAM_ABOVE + CHUNK + 5)  # streamed, a chunk at a time
     big = store.put(large, ".png")
     app = create_app(settings, engine=engine, warm=False)
