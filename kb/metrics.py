@@ -15,9 +15,7 @@ No framework here: callers pass plain values.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -88,84 +86,21 @@ def _every_process() -> CollectorRegistry:
     return registry
 
 
+def _registry() -> CollectorRegistry:
+    """This process's metrics, or in multiprocess mode every process's of the folder."""
+    return _every_process() if os.environ.get(FOLDER_ENV) else REGISTRY
+
+
 def serve_http(port: int, host: str) -> None:
-    """This process's metrics (every process's of its folder) over HTTP, from a thread (kb worker's port)."""
-    if os.environ.get(FOLDER_ENV):
-        start_http_server(port, host, registry=_every_process())
-    else:
-        start_http_server(port, host)
+    """The metrics over HTTP, from a thread (kb worker's port)."""
+    start_http_server(port, host, registry=_registry())
 
 
 def exposition(extra: Iterable[Collector] = ()) -> bytes:
     """The text a scrape gets: this process's metrics (every process's, in multiprocess mode) and ``extra``
     collectors' (read when scraped)."""
-    out = generate_latest(_every_process() if os.environ.get(FOLDER_ENV) else REGISTRY)
+    out = generate_latest(_registry())
     more = CollectorRegistry(auto_describe=True)
     for c in extra:
         more.register(c)
     return out + generate_latest(more)
-
-
-_WORD = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
-_OPERATIONS = ("query", "mutation", "subscription")
-
-
-@functools.lru_cache(maxsize=1024)  # a client sends the same few documents: scanned once each
-def operation_type(query: str, name: str | None = None) -> str:
-    """query, mutation or subscription: the type of the document's operation named ``name`` (else its first),
-    read by a scan of its top level, without parsing (comments, strings, variables and selection sets skipped);
-    "unknown" where it names none."""
-    ops: list[tuple[str, str | None]] = []
-    pending: list[str | None] | None = None  # [type, name]: a definition before its selection set; []: a fragment
-    naming = False  # the next word names the pending operation
-    braces = parens = 0
-    i, n = 0, len(query)
-    while i < n:
-        c = query[i]
-        if c == "#":
-            j = query.find("\n", i)
-            i = n if j < 0 else j
-            continue
-        if c == '"':
-            if query.startswith('"""', i):
-                j = query.find('"""', i + 3)
-                i = n if j < 0 else j + 3
-                continue
-            j = i + 1
-            while j < n and query[j] not in '"\n':
-                j += 2 if query[j] == "\\" else 1
-            i = j + 1
-            continue
-        if c == "{":
-            if braces == 0 and parens == 0:
-                if pending is None:
-                    ops.append(("query", None))  # a selection set at the top: the query shorthand
-                elif pending:
-                    ops.append((str(pending[0]), pending[1]))
-                pending, naming = None, False
-            braces += 1
-        elif c == "}":
-            braces = max(0, braces - 1)
-        elif c == "(":
-            parens += 1
-            naming = False
-        elif c == ")":
-            parens = max(0, parens - 1)
-        elif braces == 0 and parens == 0 and (m := _WORD.match(query, i)):
-            word = m.group()
-            if naming and pending:
-                pending[1], naming = word, False
-            elif pending is None and word in _OPERATIONS:
-                pending, naming = [word, None], True
-            elif pending is None and word == "fragment":
-                pending = []
-            i = m.end()
-            continue
-        elif not c.isspace() and c != ",":
-            naming = False
-        i += 1
-    if name is not None:
-        for kind, op_name in ops:
-            if op_name == name:
-                return kind
-    return ops[0][0] if ops else "unknown"

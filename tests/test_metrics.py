@@ -15,7 +15,7 @@ from servers import free_port, kb_serve
 from starlette.testclient import TestClient
 from test_render import JOBS, REQUEST, SMALL, _wait, _worker, clean_queue  # noqa: F401 (clean_queue: a fixture)
 
-from kb.metrics import operation_type
+from kb.schema import operation_type
 
 NEIGHBORS = "query($k: String!) { neuron(key: $k) { key inputs(first: 3) { edges { weight node { key } } } } }"
 
@@ -33,7 +33,7 @@ def value(scrape: dict, name: str, **labels: str) -> float:
     return scrape.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_operation_type_reads_the_document_without_parsing_it():
+def test_operation_type_is_read_from_the_document():
     assert operation_type('{ neuron(key: "x") { key } }') == "query"
     assert operation_type("query Q($k: String!) { a }") == "query"
     assert operation_type("fragment F on Neuron { key } mutation M { ...F }") == "mutation"

@@ -68,6 +68,15 @@ def _operations(query: str) -> tuple[tuple[str | None, str], ...]:
     )
 
 
+def operation_type(query: str, name: str | None = None) -> str:
+    """query, mutation or subscription: the type of the document's operation named ``name`` (else its first), from
+    the same cached parse as ``_is_mutation``; "unknown" where the document does not parse or names none."""
+    for op_name, kind in _operations(query):
+        if name is None or op_name == name:
+            return kind
+    return "unknown"
+
+
 def _is_mutation(query, args, kwargs) -> bool:
     """Whether the operation to run is a mutation (parsed once per document)."""
     if not isinstance(query, str):

@@ -32,6 +32,7 @@ from graphql import GraphQLError, parse
 from kb import metrics
 from kb.db.engine import PoolExhausted
 from kb.db.io_guard import NeedsIO, no_io
+from kb.schema import operation_type
 from kb.schema.compiled import Broken, Compiler, Fallback, NotCompilable, Plan
 from kb.schema.errors import RequestTimeout
 from kb.schema.limits import MAX_TOKENS, NUL_MESSAGE, has_nul
@@ -108,9 +109,7 @@ class GraphQLEndpoint:
         else:
             return await self.app(scope, receive, send)
         scope["kb.operation"] = (
-            metrics.operation_type(query, name if isinstance(name, str) else None)
-            if isinstance(query, str)
-            else "unknown"
+            operation_type(query, name if isinstance(name, str) else None) if isinstance(query, str) else "unknown"
         )
         if not isinstance(query, str) or not query.strip():
             return await send_error(send, "the request has no query string", "BAD_INPUT", 400)
