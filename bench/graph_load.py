@@ -31,7 +31,7 @@ def lexsort_order(n, row, values, tie=None):
 
 
 def files(engine, model: str, rounds: int) -> None:
-    from kb.db.graph_cache import GraphCache
+    from kb.serving.graph_cache import GraphCache
 
     mapped, read = [], []
     for _ in range(rounds):

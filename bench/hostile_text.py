@@ -94,7 +94,7 @@ def main() -> None:
     from kb.claims.content import MAX_BODY
     from kb.db import migrate
     from kb.db.engine import engine_for
-    from kb.db.graph_cache import GraphCache
+    from kb.serving.graph_cache import GraphCache
 
     migrate.upgrade(url)
     engine = engine_for(url)

@@ -150,9 +150,9 @@ def drop_database(admin: sa.Engine, name: str) -> None:
 
 
 def import_graph(url: str) -> None:
+    from kb.app.model_import import import_model
     from kb.db import migrate
     from kb.db.engine import make_engine
-    from kb.graph.importer import import_model
 
     migrate.upgrade(url)
     engine = make_engine(url)

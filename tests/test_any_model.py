@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from conftest import as_user, gql
 from jacobian import jacobian
 
+from kb.app.model_import import import_model
 from kb.graph import zoo
-from kb.graph.importer import import_model
 from kb.graph.weights import reload
 from kb.settings import get_settings
 

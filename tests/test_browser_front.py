@@ -39,7 +39,7 @@ def _fresh_model(engine, folder) -> str:
     import tiny
     import torch
 
-    from kb.graph.importer import import_model
+    from kb.app.model_import import import_model
 
     tiny.register()
     model = tiny.build()

@@ -96,9 +96,9 @@ JOB = "query($i: [Int!]!) { renderJobs(ids: $i) { id status progress error exper
 @pytest.fixture(scope="module")
 def known(api, engine, tmp_path_factory):
     """test:known imported as model ``known``, and 48 noise images registered as data set ``noise``."""
+    from kb.app.model_import import import_model
     from kb.db.render_tables import dataset_table
     from kb.db.tables import model_table, utcnow
-    from kb.graph.importer import import_model
 
     K.register()
     with engine.connect() as conn:

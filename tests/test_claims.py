@@ -38,7 +38,7 @@ def new_claim(api, token, label="car detector", **extra):
 @pytest.fixture(scope="module")
 def second_model(api, engine, tiny_arch):
     """A second imported model (its own key), so that mixing two models' neurons in one claim is testable."""
-    from kb.graph.importer import import_model
+    from kb.app.model_import import import_model
 
     import_model(engine, "test:tiny", key="tiny-mix", weights="random")
     api.app.state.graphs.catalog(refresh=True)

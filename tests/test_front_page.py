@@ -29,7 +29,7 @@ RENDERED = [("mixed3a", 5), ("mixed3a", 6), ("mixed4c", 447), ("conv2d0", 1)]
 def front(api, engine, accounts, tiny_arch):
     """inceptionv1 with rendered units (one twice, one only negative, one still queued), a second model with
     none, a claim on each and a circuit: the facts the page must show."""
-    from kb.graph.importer import import_model
+    from kb.app.model_import import import_model
     from kb.render import jobs
 
     import_model(engine, "test:tiny", key="tiny-front", weights="random")
@@ -155,7 +155,7 @@ def test_showcase_and_newest_first_in_the_api(api, front):
 
 def test_the_front_page_costs_the_same_statements_for_more_models(api, engine, front, tiny_arch):
     """Counts, strips and their pictures are read for all models at once: a third model adds no statement."""
-    from kb.graph.importer import import_model
+    from kb.app.model_import import import_model
 
     api.get("/")  # the graphs are read once, then cached
     with sql_statements(engine) as two:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tiny
 
+from kb.app.model_import import import_model
 from kb.db import graph_read
-from kb.db.graph_cache import GraphCache
 from kb.graph import graph_file
-from kb.graph.importer import import_model
+from kb.serving.graph_cache import GraphCache
 
 
 def same_graph(a, b):

@@ -12,11 +12,12 @@ import sqlalchemy as sa
 import tiny
 import torch
 
+from kb.app import model_import as importer
+from kb.app.model_import import ImportProblem, import_model, remove_model
 from kb.db import bulk
 from kb.db.catalog import load_catalog
 from kb.db.tables import LayerLink
-from kb.graph import extract, importer, program, zoo
-from kb.graph.importer import ImportProblem, import_model, remove_model
+from kb.graph import extract, program, zoo
 from kb.graph.keys import Removed
 from kb.graph.weights import WeightsProblem, load, reload, state_dict_sha256
 

@@ -16,11 +16,11 @@ from conftest import sql_statements
 from graphql import parse
 from starlette.testclient import TestClient
 
+from kb.app.model_import import import_model
 from kb.claims import sessions
 from kb.db.engine import POOL_RESERVE, PoolExhausted, make_engine
-from kb.db.graph_cache import GraphCache
-from kb.graph.importer import import_model
 from kb.schema.compiled import Compiler
+from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings
 from kb.web.app import api_threads, create_app
 

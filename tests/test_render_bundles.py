@@ -24,9 +24,9 @@ import torch
 from conftest import BACKEND
 from databases import fresh_databases
 
+from kb.app.model_import import import_model
 from kb.db.engine import engine_for
 from kb.db.render_tables import artifact_table, render_job_table
-from kb.graph.importer import import_model
 from kb.render import artifacts, jobs
 from kb.render.params import RenderParams
 from kb.settings import Settings

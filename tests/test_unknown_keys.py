@@ -1,7 +1,7 @@
 """Unknown keys cost no more than known ones.
 
 A key the catalog does not know makes it read again once in its lifetime (another process may have imported a
-model); after that, unknown keys are answered from the catalog in memory, and remembered (kb.db.graph_cache's
+model); after that, unknown keys are answered from the catalog in memory, and remembered (kb.serving.graph_cache's
 negative cache). On the compiled path an unknown key's error is answered by the plan itself, so the resolvers
 do not run a second time through strawberry. Cost is counted work: catalog reads and SQL statements.
 """
@@ -13,7 +13,7 @@ import secrets
 import pytest
 from conftest import sql_statements
 
-from kb.db import graph_cache
+from kb.serving import graph_cache
 
 N = 1000
 NEURON = "query($k: String!) { neuron(key: $k) { key } }"
@@ -112,7 +112,7 @@ def test_a_thousand_unknown_keys_cost_no_more_than_a_thousand_known(client, engi
 
 
 def test_the_negative_cache_lasts_as_long_as_the_catalog(client, engine, catalog_reads, tiny_arch):
-    from kb.graph.importer import import_model
+    from kb.app.model_import import import_model
 
     graphs = client.app.state.graphs
     key = f"tiny-{secrets.token_hex(3)}"
@@ -132,7 +132,7 @@ def test_the_negative_cache_lasts_as_long_as_the_catalog(client, engine, catalog
 
 def test_a_key_unknown_to_a_catalog_not_yet_checked_makes_it_read_once(client, catalog_reads, tiny_arch, engine):
     """The first unknown key in a catalog's lifetime reads it again: a model another process imported shows."""
-    from kb.graph.importer import import_model
+    from kb.app.model_import import import_model
 
     graphs = client.app.state.graphs
     key = f"tiny-{secrets.token_hex(3)}"

@@ -36,7 +36,7 @@ def model(engine, tiny_arch, tmp_path_factory):
     import tiny
     import torch
 
-    from kb.graph.importer import import_model
+    from kb.app.model_import import import_model
 
     net = tiny.build()
     with torch.no_grad():

@@ -12,10 +12,10 @@ from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
-from kb.db.graph_cache import GraphCache
 from kb.db.tables import layer_table, model_table
 from kb.graph.keys import NeuronKey
 from kb.graph.store import ModelGraph
+from kb.serving.graph_cache import GraphCache
 from kb.settings import get_settings
 
 models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
@@ -46,8 +46,8 @@ def import_command(
     ),
 ) -> None:
     """Import a model: its significant layers, every unit, and the weighted connections between them."""
+    from kb.app.model_import import ImportProblem, import_model  # torch only for this command
     from kb.graph.extract import ExtractionError
-    from kb.graph.importer import ImportProblem, import_model  # torch only for this command
     from kb.graph.weights import WeightsProblem
     from kb.graph.zoo.any_model import SourceProblem, parse_input_shape
 
@@ -134,7 +134,7 @@ def list_models(ctx: typer.Context) -> None:
 @expected()
 def remove(key: str, reason: str = typer.Option(..., "--reason", help="why, kept with the tombstone")) -> None:
     """Remove a model's graph; its key stays as a tombstone and is never reused."""
-    from kb.graph.importer import ImportProblem, remove_model
+    from kb.app.model_import import ImportProblem, remove_model
 
     try:
         files = remove_model(open_engine(), key, reason, graphs_dir=get_settings().graphs_dir)

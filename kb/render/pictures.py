@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import sqlalchemy as sa
 
-from kb.db.graph_cache import GraphCache
 from kb.render import images
 from kb.render.jobs import Permanent
 from kb.render.params import LAYER_KINDS
 from kb.render.worker_device import bf16, device
+from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings
 
 _PER_PASS: dict[tuple, int] = {}

@@ -11,10 +11,10 @@ from strawberry.dataloader import DataLoader
 
 from kb.claims import accounts, circuits, claims, model_counts, reviews, sessions
 from kb.db import catalog
-from kb.db.graph_cache import GraphCache
 from kb.schema.deadline import check
 from kb.schema.errors import CodedError
 from kb.schema.limits import AnswerSize
+from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings
 
 if TYPE_CHECKING:

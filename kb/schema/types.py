@@ -1,6 +1,6 @@
 """GraphQL types of the graph: Model, Layer, Neuron (Relay nodes), their neighbor connections, weight edges.
 
-Resolvers are thin: they read the in-memory graph (kb.graph.store via kb.db.graph_cache) and the catalog.
+Resolvers are thin: they read the in-memory graph (kb.graph.store via kb.serving.graph_cache) and the catalog.
 """
 
 from __future__ import annotations

@@ -27,13 +27,13 @@ from strawberry.types import ExecutionResult
 from kb.claims import accounts, sessions
 from kb.claims.errors import ClaimProblem
 from kb.db.engine import engine_for
-from kb.db.graph_cache import GraphCache
 from kb.render.storage import storage_from_settings
 from kb.schema import build_schema
 from kb.schema.context import Context
 from kb.schema.deadline import DEADLINE, expired
 from kb.schema.errors import CodedError, with_code
 from kb.schema.offloop import OffLoop
+from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings, get_settings
 from kb.web import uploads
 from kb.web.annotate import Annotate, annotate_routes

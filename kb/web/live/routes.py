@@ -31,9 +31,9 @@ from kb.claims.circuits import parse_key as parse_circuit_key
 from kb.claims.claims import parse_key as parse_claim_key
 from kb.claims.errors import ClaimProblem
 from kb.claims.ids import row_id
-from kb.db.graph_cache import GraphCache
 from kb.graph.keys import KeyProblem
 from kb.schema.errors import CodedError
+from kb.serving.graph_cache import GraphCache
 from kb.web.auth.pages import render
 from kb.web.client_address import client_address
 from kb.web.live.hub import Filter, Hub
