@@ -126,6 +126,8 @@ def compare(args) -> None:
         layer_time(args, model, layer.module, shapes(arch.build(), arch)[layer.module][0], preprocess)
     if args.ablate:
         ablate(args, arch, layer, units, preprocess, ours)
+    if args.floor:
+        floor(args, model, layer.module, units, preprocess, ours, plain)
 
 
 def layer_time(args, model, module_path, channels, preprocess) -> None:
@@ -155,6 +157,52 @@ def layer_time(args, model, module_path, channels, preprocess) -> None:
     print(
         f"layer time: {len(units)} units in batches of {batch}: {dt:.1f} s = {len(units) / dt:.3f} units/s; "
         f"the layer's {channels} units at that rate: {dt * channels / len(units) / 60:.1f} min"
+    )
+
+
+def floor(args, model, module, units, preprocess, ours, plain) -> None:
+    """The ratio's ceiling on this machine: one batch under torch.profiler, split into the convolutions (forward,
+    and backward to the input: mkldnn's kernels) and everything else. Were everything else free, the renderer
+    would run at ``ours / conv share`` units/s; that over plain lucent's rate bounds what any further work on the
+    non-convolution ops can give. The profiler's per-op overhead lands on the small ops, so the ceiling is, if
+    anything, high. Also prints the convolutions' arithmetic rate (FLOPs from torch's FlopCounterMode)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from kb.render import feature_vis as FV
+
+    def batch(steps):
+        FV.render_units(
+            model,
+            module,
+            units,
+            size=args.size,
+            steps=steps,
+            preprocess=preprocess,
+            device=args.device,
+            autocast=args.bf16,
+        )
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        batch(args.steps)
+    conv_names = {"aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::convolution"}
+    rows = prof.key_averages()
+    total = sum(r.self_cpu_time_total for r in rows)
+    conv = sum(r.self_cpu_time_total for r in rows if r.key in conv_names)
+    with FlopCounterMode(display=False) as counter:
+        batch(1)
+    conv_flops = (
+        sum(n for op, n in counter.get_flop_counts()["Global"].items() if "convolution" in str(op)) * args.steps
+    )
+    share = conv / total
+    print(
+        f"floor: convolutions {share:.1%} of one batch's CPU time ({conv / 1e6:.2f} of {total / 1e6:.2f} s, "
+        f"{len(units)} units x {args.steps} steps, under the profiler); their arithmetic: "
+        f"{conv_flops / (conv / 1e6) / 1e9:.0f} GFLOP/s"
+    )
+    print(
+        f"floor: were everything but the convolutions free: {ours / share:.3f} units/s, "
+        f"{ours / share / plain:.2f}x plain lucent (now {ours / plain:.2f}x)"
     )
 
 
@@ -351,6 +399,9 @@ def main() -> None:
         help="also render this many units of the layer as a worker does and extrapolate to the whole layer",
     )
     ap.add_argument("--ablate", action="store_true", help="also time the renderer without each speed-up")
+    ap.add_argument(
+        "--floor", action="store_true", help="also profile one batch: the convolutions' share and the ratio's ceiling"
+    )
     ap.add_argument("--all-units", action="store_true")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--budget-s", type=float, default=480)
