@@ -32,7 +32,7 @@ from kb.render.storage import storage_from_settings
 from kb.schema import build_schema
 from kb.schema.context import Context
 from kb.schema.deadline import DEADLINE, expired
-from kb.schema.errors import CodedError, with_code
+from kb.schema.errors import CodedError
 from kb.schema.offloop import OffLoop
 from kb.settings import Settings, get_settings
 from kb.web import uploads
@@ -80,6 +80,7 @@ class GraphQLApp(GraphQL):
         self.rates = rates
         self.offloop = offloop
         self.live = live
+        self.with_code = schema.with_code  # errors coded with this schema's enums
 
     async def get_context(self, request, response) -> Context:
         websocket = request.scope["type"] == "websocket"
@@ -114,7 +115,7 @@ class GraphQLApp(GraphQL):
 
     async def process_result(self, request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:
-            result.errors = [with_code(e) for e in result.errors]
+            result.errors = [self.with_code(e) for e in result.errors]
         return process_result(result)
 
     def create_response(self, response_data, sub_response):
@@ -131,8 +132,7 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     engine = engine or engine_for(settings.db_url)
     _time_limits(engine, settings)
     graphs = ServingGraphs(engine, graphs_dir=settings.graphs_dir)
-    schema = build_schema()
-    schema.limits.budget = settings.query_cost_budget
+    schema = build_schema(budget=settings.query_cost_budget)  # this app's own: another app's settings leave it be
     offloop = OffLoop(api_threads(engine, settings), settings.request_timeout_s)
     rates = RateLimits(settings)
     live = Live(engine, graphs, per_address=settings.live_streams_per_address)
