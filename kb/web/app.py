@@ -5,10 +5,10 @@ pages behind the stable URLs (/ and /n/... for models, layers and neurons, /c/..
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import re
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
@@ -127,7 +127,15 @@ class GraphQLApp(GraphQL):
         return response
 
 
-def create_app(settings: Settings | None = None, engine: sa.Engine | None = None, warm: bool = True) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    engine: sa.Engine | None = None,
+    warm: bool = True,
+    after_warm: Callable[[], None] | None = None,
+) -> Starlette:
+    """The app. ``warm``: its lifespan reads the models' graphs in a thread; ``after_warm`` then runs on the event
+    loop (kb serve freezes what start-up made: kb.cli.serve.server_app). Building an app changes nothing of its
+    process: two apps in one process (the tests build many) share no settings."""
     settings = settings or get_settings()
     engine = engine or engine_for(settings.db_url)
     _time_limits(engine, settings)
@@ -191,7 +199,11 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     @asynccontextmanager
     async def lifespan(app):
         if warm:  # read the models' graphs in a thread: the first requests need not wait for them
-            asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
+            warming = asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
+            if (then := after_warm) is not None:
+                warming.add_done_callback(lambda _: then())
+        elif after_warm is not None:
+            after_warm()
         yield
         live.hub.stop()
         offloop.shutdown()
@@ -306,10 +318,6 @@ def _warm(graphs: GraphCache) -> None:
         graphs.warm()
     except Exception:
         log.exception("warming the graph cache failed; graphs will load on first use")
-    # What start-up made (schema, catalog, graphs, modules: about 150,000 objects) lives as long as the process:
-    # frozen, the collector stops scanning it, and a full collection no longer pauses every request (130 ms here).
-    gc.collect()
-    gc.freeze()
 
 
 def _rss_bytes() -> int | None:
