@@ -11,18 +11,17 @@ from graphql import GraphQLError, OperationDefinitionNode, parse
 from strawberry.extensions import MaxTokensLimiter, ParserCache
 from strawberry.types import ExecutionResult
 
-from kb.schema.circuit_types import CircuitMutation
 from kb.schema.claim_query import ClaimQuery
 from kb.schema.deadline import DEADLINE
 from kb.schema.errors import CodedError, RequestTimeout, enum_values, with_code
-from kb.schema.experiment_types import ExperimentMutation, ExperimentQuery
+from kb.schema.experiment_types import ExperimentQuery
 from kb.schema.guard import CachedValidation, Guard
 from kb.schema.limits import DEFAULT_BUDGET, MAX_TOKENS, Limits
 from kb.schema.live_types import LiveQuery, LiveSubscription
-from kb.schema.mutation import ClaimMutation
+from kb.schema.mutation import CircuitMutation, ClaimMutation
 from kb.schema.offloop import OffLoop
 from kb.schema.query import GraphQuery
-from kb.schema.render_types import RenderMutation, RenderQuery
+from kb.schema.render_types import ExperimentMutation, RenderMutation, RenderQuery
 
 
 @strawberry.type
