@@ -67,6 +67,30 @@ def test_cost_budget_refuses_before_resolvers_run(api, monkeypatch):
     assert body.get("data") is None and calls == []  # no resolver ran
 
 
+def test_two_apps_in_one_process_each_enforce_their_own_budget(api, engine):
+    """Each app builds its schema with its own settings: an app built after another (with another budget) changes
+    neither the first app's budget nor its refusals, on strawberry's path and the compiled plan's alike."""
+    from starlette.testclient import TestClient
+
+    from kb.settings import Settings
+    from kb.web.app import create_app
+
+    url = str(engine.url.render_as_string(hide_password=False))
+    q = '{ neuron(key: "InceptionV1 4c:447") { key inputs(first: 20) { edges { weight node { key } } } } }'
+    small = create_app(Settings(database_url=url, query_cost_budget=30), engine=engine, warm=False)
+    large = create_app(Settings(database_url=url, query_cost_budget=90_000), engine=engine, warm=False)
+    assert small.state.graphql.limits.budget == 30 and large.state.graphql.limits.budget == 90_000
+    with TestClient(small) as s, TestClient(large) as big:
+        for _ in range(2):  # strawberry's path, then the compiled plan
+            refused = gql(s, q)
+            assert refused["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED", refused
+            assert refused["errors"][0]["extensions"]["budget"] == 30, refused
+            answered = gql(big, q)
+            assert "errors" not in answered and answered["extensions"]["cost"]["budget"] == 90_000, answered
+            default = gql(api, q)  # the session's app, built before both: the default budget still
+            assert "errors" not in default and default["extensions"]["cost"]["budget"] == 50_000, default
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -230,3 +254,17 @@ def test_fuzzed_arguments_are_never_internal(api, query, value, method):
     body = r.json()
     for err in body.get("errors", []):
         assert err["extensions"]["code"] not in (None, "INTERNAL"), (query, value, err)
+
+
+def test_an_enum_value_error_lists_the_values_of_the_schema_that_answers(api):
+    """The values come from the schema the app serves (kb.schema.Schema.with_code), not from a module's global."""
+    from graphql import GraphQLError
+
+    from kb.schema.errors import with_code
+
+    body = gql(api, '{ neuron(key: "InceptionV1 4c:447") { inputs(orderBy: HEAVIEST) { totalCount } } }')
+    err = body["errors"][0]
+    assert err["extensions"]["code"] == "BAD_INPUT", err
+    assert "NeighborOrder" in err["message"] and err["message"].endswith("Allowed values: WEIGHT, MAGNITUDE."), err
+    bare = with_code(GraphQLError("Value 'HEAVIEST' does not exist in 'NeighborOrder' enum."))
+    assert "Allowed values" not in bare.message  # no schema named: nothing to list

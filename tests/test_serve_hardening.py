@@ -233,3 +233,28 @@ def test_mutation_rate_limit_is_per_account_across_tokens_and_processes(kb_env, 
             )
             codes.append(r.json()["errors"][0]["extensions"]["code"])
         assert codes.count("RATE_LIMITED") == 5 and codes.count("NOT_FOUND") == 4, codes
+
+
+def test_building_and_starting_an_app_leaves_its_process_settings_alone(engine, inceptionv1):
+    """The switch interval and the frozen start-up objects are kb serve's, applied by its server processes
+    (kb.cli.serve.server_app), not by an app: here the graphs warm, then ``after_warm`` runs, and neither the
+    garbage collector's frozen objects nor the switch interval have changed."""
+    import gc
+    import sys
+
+    from starlette.testclient import TestClient
+
+    from kb.settings import Settings
+    from kb.web.app import create_app
+
+    frozen, interval = gc.get_freeze_count(), sys.getswitchinterval()
+    warmed = threading.Event()
+    app = create_app(
+        Settings(database_url=str(engine.url.render_as_string(hide_password=False))),
+        engine=engine,
+        after_warm=warmed.set,
+    )
+    with TestClient(app) as client:
+        assert warmed.wait(60) and app.state.graphs.loaded()
+        assert client.get("/health").json()["status"] == "ok"
+    assert gc.get_freeze_count() == frozen and sys.getswitchinterval() == interval

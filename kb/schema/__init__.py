@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from functools import cache
 
@@ -10,19 +11,17 @@ from graphql import GraphQLError, OperationDefinitionNode, parse
 from strawberry.extensions import MaxTokensLimiter, ParserCache
 from strawberry.types import ExecutionResult
 
-from kb.schema import errors
-from kb.schema.circuit_types import CircuitMutation
 from kb.schema.claim_query import ClaimQuery
 from kb.schema.deadline import DEADLINE
-from kb.schema.errors import CodedError, RequestTimeout
-from kb.schema.experiment_types import ExperimentMutation, ExperimentQuery
+from kb.schema.errors import CodedError, RequestTimeout, enum_values, with_code
+from kb.schema.experiment_types import ExperimentQuery
 from kb.schema.guard import CachedValidation, Guard
 from kb.schema.limits import DEFAULT_BUDGET, MAX_TOKENS, Limits
 from kb.schema.live_types import LiveQuery, LiveSubscription
-from kb.schema.mutation import ClaimMutation
+from kb.schema.mutation import CircuitMutation, ClaimMutation
 from kb.schema.offloop import OffLoop
 from kb.schema.query import GraphQuery
-from kb.schema.render_types import RenderMutation, RenderQuery
+from kb.schema.render_types import ExperimentMutation, RenderMutation, RenderQuery
 
 
 @strawberry.type
@@ -38,7 +37,12 @@ class Mutation(ClaimMutation, RenderMutation, CircuitMutation, ExperimentMutatio
 class Schema(strawberry.Schema):
     """Executes off the event loop when the request's context names an OffLoop (kb.web.app's do), else inline."""
 
-    limits: Limits
+    limits: Limits  # this schema's: its cost budget and its cache of analysed documents
+    enum_values: dict[str, list[str]]  # enum type name -> its values, for errors about an enum value
+
+    def with_code(self, error: GraphQLError) -> GraphQLError:
+        """kb.schema.errors.with_code with this schema's enums: an error about an enum value lists its values."""
+        return with_code(error, self.enum_values)
 
     def process_errors(self, errors, execution_context=None) -> None:
         """Expected errors are answers, not incidents; unexpected ones are logged where they are masked
@@ -87,22 +91,25 @@ def _is_mutation(query, args, kwargs) -> bool:
 
 
 @cache
-def build_schema() -> Schema:
-    """The schema (built once: strawberry's relay fields may not be converted twice)."""
-    holder: dict = {}
-    schema = Schema(
-        query=Query,
-        mutation=Mutation,
-        subscription=LiveSubscription,
-        extensions=[
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: ParserCache(maxsize=256),
-            lambda: Guard(holder["limits"]),
-            lambda: CachedValidation(maxsize=256),
-        ],
+def _converted() -> Schema:
+    """The types converted to graphql-core's, once per process: strawberry's relay fields may not be converted
+    twice. It holds no configuration: each app's schema (build_schema) is a copy with limits of its own."""
+    return Schema(query=Query, mutation=Mutation, subscription=LiveSubscription)
+
+
+def build_schema(budget: int = DEFAULT_BUDGET) -> Schema:
+    """A schema of its own, as an app builds it with its settings (``budget``: KB_QUERY_COST_BUDGET): its limits
+    (budget and cache of analysed documents), the extensions that apply them, and its enums' values for errors.
+    The converted types are shared with every other schema of the process (built once, never changed), so that two
+    apps in one process (the tests build many) each enforce their own limits."""
+    schema = copy.copy(_converted())
+    limits = Limits(schema._schema, budget)
+    schema.limits = limits
+    schema.extensions = (
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: ParserCache(maxsize=256),
+        lambda: Guard(limits),
+        lambda: CachedValidation(maxsize=256),
     )
-    schema.limits = holder["limits"] = Limits(schema._schema, DEFAULT_BUDGET)  # kb.web.app sets the configured budget
-    for name, t in schema._schema.type_map.items():
-        if hasattr(t, "values") and not name.startswith("__"):
-            errors.ENUM_VALUES[name] = list(t.values)
+    schema.enum_values = enum_values(schema._schema)
     return schema

@@ -1,4 +1,5 @@
-"""GraphQL types of circuit revisions: each immutable and citable (circuit:N@R), their diff, and updateCircuit."""
+"""GraphQL types of circuit revisions: each immutable and citable (circuit:N@R), and their diff (updateCircuit is
+kb.schema.mutation's)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import strawberry
 from kb.claims import circuits as circuit_domain
 from kb.claims import edge_lists
 from kb.schema import deadline
-from kb.schema.auth import mutation
 from kb.schema.claim_types import (
-    Circuit,
     CircuitEdge,
     Citation,
     FieldChange,
@@ -155,65 +154,3 @@ def diff_of(info: Info, circuit_id: int, from_: int, to: int | None) -> CircuitD
         removed_edges=[CircuitEdge(**e) for e in d["removed_edges"]],
         changed_notes=[NoteChange(**c) for c in d["changed_notes"]],
     )
-
-
-@strawberry.input
-class EdgeInput:
-    source: str
-    target: str
-    note: str = ""
-
-
-@strawberry.input
-class EdgeRef:
-    source: str
-    target: str
-
-
-@strawberry.input(description="What to change; what is left out stays as it is.")
-class CircuitPatch:
-    name: str | None = None
-    description: str | None = None
-    add_neurons: list[str] = strawberry.field(default_factory=list)
-    remove_neurons: list[str] = strawberry.field(default_factory=list, description="their edges are removed too")
-    edges: list[EdgeInput] = strawberry.field(
-        default_factory=list, description="edges to add; an existing source → target pair gets the new note"
-    )
-    remove_edges: list[EdgeRef] = strawberry.field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "addNeurons": self.add_neurons,
-            "removeNeurons": self.remove_neurons,
-            "edges": [{"source": e.source, "target": e.target, "note": e.note} for e in self.edges],
-            "removeEdges": [{"source": e.source, "target": e.target} for e in self.remove_edges],
-        }
-
-
-@strawberry.type
-class CircuitMutation:
-    @mutation(
-        role="editor",
-        description="Edit a circuit (any editor: circuits are edited together, every revision kept). Refused with "
-        "EDIT_CONFLICT (and the current revision) unless expectedRevision is still current when the edit commits.",
-    )
-    def update_circuit(
-        self, info: Info, key: str, expected_revision: int, patch: CircuitPatch, message: str = ""
-    ) -> Circuit | None:
-        account = info.context.account()
-        with info.context.graphs.engine.begin() as conn:
-            circuit_id, at = circuit_domain.parse_key(key)
-            if at is not None:
-                raise circuit_domain.BadInput("edit a circuit by its key (circuit:N), not a revision's")
-            circuit_domain.update_circuit(
-                conn,
-                info.context.graphs.catalog(),
-                account,
-                circuit_id,
-                expected_revision,
-                patch.as_dict(),
-                message,
-            )
-            return Circuit.of(circuit_domain.get(conn, circuit_id))

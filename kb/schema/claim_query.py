@@ -9,22 +9,22 @@ from kb.claims import claims as claim_domain
 from kb.claims import search
 from kb.claims.errors import ClaimProblem
 from kb.graph.keys import KeyProblem
-from kb.schema.claim_types import (
+from kb.schema.claim_types import ClaimKind, ClaimStatus, Person
+from kb.schema.context import Info
+from kb.schema.errors import CodedError
+from kb.schema.pagination import cursor, page_info, window
+from kb.schema.types import (
     Circuit,
     CircuitConnection,
     CircuitEdgeOfConnection,
     Claim,
     ClaimConnection,
     ClaimEdge,
-    ClaimKind,
     ClaimRevision,
-    ClaimStatus,
-    Person,
+    Neuron,
+    NeuronConnection,
+    NeuronEdge,
 )
-from kb.schema.context import Info
-from kb.schema.errors import CodedError
-from kb.schema.pagination import cursor, page_info, window
-from kb.schema.types import Neuron, NeuronConnection, NeuronEdge
 
 
 def _filters(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import GraphQLEnumType, GraphQLError, GraphQLSchema, GraphQLSyntaxError
 
 from kb.errors import Problem
 
@@ -32,9 +33,6 @@ CODES = (
     "INTERNAL",
 )
 
-# enum type name -> its values, filled when the schema is built (kb.schema.build_schema): errors about an enum
-# value list the values allowed.
-ENUM_VALUES: dict[str, list[str]] = {}
 _ENUM_ERROR = re.compile(r"(?:does not exist in|Enum) '(\w+)'(?: enum)?|Enum '(\w+)' cannot represent")
 
 
@@ -72,11 +70,21 @@ def _timed_out(exc: BaseException) -> bool:
     return name == "QueryCanceled" or (name == "OperationalError" and "interrupted" in str(inner))
 
 
-def _with_values(message: str) -> str:
+def enum_values(schema: GraphQLSchema) -> dict[str, list[str]]:
+    """Enum type name -> its values, of the schema whose errors are coded (kb.schema.Schema.with_code): an error
+    about an enum value lists the values allowed."""
+    return {
+        name: list(t.values)
+        for name, t in schema.type_map.items()
+        if isinstance(t, GraphQLEnumType) and not name.startswith("__")
+    }
+
+
+def _with_values(message: str, enums: Mapping[str, Sequence[str]]) -> str:
     m = _ENUM_ERROR.search(message)
     if not m:
         return message
-    values = ENUM_VALUES.get(m.group(1) or m.group(2))
+    values = enums.get(m.group(1) or m.group(2))
     if not values or "allowed" in message:
         return message
     return f"{message.rstrip('.')}. Allowed values: {', '.join(values)}."
@@ -94,8 +102,9 @@ def _copy(error: GraphQLError, message: str, extensions: dict) -> GraphQLError:
     )
 
 
-def with_code(error: GraphQLError) -> GraphQLError:
-    """The error as the client sees it: with a code, and masked (INTERNAL) if nobody expected it.
+def with_code(error: GraphQLError, enums: Mapping[str, Sequence[str]] | None = None) -> GraphQLError:
+    """The error as the client sees it: with a code, and masked (INTERNAL) if nobody expected it. ``enums`` (enum
+    type name -> values: the schema's, kb.schema.Schema.with_code) adds the values allowed to an error about one.
 
     Unexpected exceptions are logged here with their traceback; the response never carries a traceback,
     SQL or a path.
@@ -118,6 +127,6 @@ def with_code(error: GraphQLError) -> GraphQLError:
             code = "LIMIT_EXCEEDED"
         else:
             code = "BAD_INPUT"  # validation: unknown fields, wrong argument or variable types...
-        return _copy(error, _with_values(error.message), {**(error.extensions or {}), "code": code})
+        return _copy(error, _with_values(error.message, enums or {}), {**(error.extensions or {}), "code": code})
     log.error("unexpected error at %s", ".".join(map(str, error.path or [])) or "operation", exc_info=original)
     return _copy(error, "internal error", {"code": "INTERNAL"})

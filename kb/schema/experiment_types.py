@@ -9,14 +9,11 @@ from enum import Enum
 
 import strawberry
 
+from kb.claims import circuits
 from kb.experiments import figures
 from kb.experiments import store as experiment_store
-from kb.experiments.checks import CheckParams, request_check
-from kb.render.quota import Quota
-from kb.schema.auth import mutation
 from kb.schema.claim_types import as_utc
 from kb.schema.context import Info
-from kb.schema.render_types import RenderJob
 
 Ablation = strawberry.enum(
     Enum("Ablation", {a.upper(): a for a in figures.ABLATIONS}),
@@ -146,8 +143,6 @@ def experiments_of(info: Info, circuit_id: int, latest_revision: int) -> list[Ex
 
 
 def experiment_of_job(info: Info, job_id: int) -> Experiment | None:
-    from kb.claims import circuits
-
     with info.context.graphs.engine.connect() as conn:
         row = experiment_store.by_jobs(conn, [job_id]).get(job_id)
         if row is None:
@@ -160,40 +155,7 @@ def experiment_of_job(info: Info, job_id: int) -> Experiment | None:
 class ExperimentQuery:
     @strawberry.field(description="An experiment by its citable key (experiment:N).")
     def experiment(self, info: Info, key: str) -> Experiment:
-        from kb.claims import circuits
-
         with info.context.graphs.engine.connect() as conn:
             row = experiment_store.get(conn, experiment_store.parse_key(key))
             latest = circuits.get(conn, row["circuit_id"])["revision"]
         return Experiment.of(row, latest)
-
-
-@strawberry.type
-class ExperimentMutation:
-    @mutation(
-        role="editor",
-        description="Check a circuit revision by experiment (circuit:N pins its current revision): for each target "
-        "unit, m(M), m(∅), sufficiency f(C), necessity 1 - f(M-C), their random baseline (draws of as many inputs "
-        "of the same layer) and each edge's own effect, on `images` images of a data set with an ablation. A job of "
-        "the render queue (bulk lane; follow it with renderJobs, cancel it with cancelRenders); the same circuit "
-        "revision and parameters return the existing job, and its experiment once done.",
-    )
-    def check_circuit(
-        self,
-        info: Info,
-        key: str,
-        dataset: str,
-        ablation: Ablation = Ablation.MEAN,  # type: ignore[valid-type,attr-defined]
-        images: int = 256,
-        seed: int = 0,
-    ) -> RenderJob:
-        account = info.context.account()
-        asked = request_check(
-            info.context.graphs.engine,
-            info.context.settings,
-            key,
-            CheckParams(dataset=dataset, ablation=ablation.value, images=images, seed=seed),
-            requester=account.id,
-            quota=Quota.of(info.context.settings),
-        )
-        return RenderJob.of(asked.rows[0])

@@ -1,4 +1,6 @@
-"""GraphQL of the render layer: request renders, follow jobs, find a neuron's images."""
+"""GraphQL of the render layer: request renders (and circuit checks, a job of the same queue), follow jobs.
+
+The finished pictures a neuron or layer lists are kb.schema.picture_types'."""
 
 from __future__ import annotations
 
@@ -6,40 +8,26 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import strawberry
 
+from kb.experiments.checks import CheckParams, request_check
 from kb.experiments.store import KIND as CHECK
 from kb.graph.keys import KeyProblem
 from kb.render import jobs as job_domain
 from kb.render.lanes import LANES
-from kb.render.params import ALL_KINDS, LAYER_KINDS, RenderParams
+from kb.render.params import RenderParams
 from kb.render.quota import Quota
 from kb.render.requests import cancel_renders, layer_unit, request_layer_render, request_renders
 from kb.schema.auth import mutation
 from kb.schema.claim_types import Person, _person
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input, limit
+from kb.schema.experiment_types import Ablation, Experiment, experiment_of_job
+from kb.schema.picture_types import Artifact, LayerRenderKind, RenderKind, _artifact
 from kb.schema.types import Neuron
 
-if TYPE_CHECKING:
-    from kb.schema.experiment_types import Experiment
-
-RenderKind = strawberry.enum(
-    Enum("RenderKind", {k: k for k in (*ALL_KINDS, CHECK)}),
-    description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
-    "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels. A whole layer's pictures "
-    "(requestLayerRender): DEEPDREAM, CARICATURE. CIRCUIT_CHECK: a circuit checked by experiment (checkCircuit), "
-    "whose result is an experiment, not a picture",
-)
-LayerRenderKind = strawberry.enum(
-    Enum("LayerRenderKind", {k: k for k in LAYER_KINDS}),
-    description="a picture of a whole layer: DEEPDREAM maximises the layer's mean squared activation (every "
-    "channel, every position); CARICATURE (params.dataset and params.image, or params.upload) makes an image "
-    "whose activations at the layer point the way the target image's do (their dot product weighted by their "
-    "cosine), as Microscope does",
-)
 RenderLane = strawberry.enum(
     Enum("RenderLane", {lane.upper(): lane for lane in LANES}),
     description="which work a worker takes first: INTERACTIVE (a few units asked for by a person), then VIEW "
@@ -75,18 +63,6 @@ class RenderParamsInput:
         "(default: KB_RENDER_BATCH); the worker "
         "optimises them in batches its device fits; "
         "not part of the image's identity",
-    )
-
-
-@strawberry.type
-class Artifact:
-    sha256: str
-    url: str
-    width: int
-    height: int
-    versions: str = strawberry.field(
-        description="what made it (JSON): torch, torchvision, lucent and "
-        "circuit-kb versions, the device type, bf16 or not"
     )
 
 
@@ -151,11 +127,9 @@ class RenderJob:
         return await _person(info, user_id) if user_id is not None else None
 
     @strawberry.field(description="CIRCUIT_CHECK: the experiment it measured, once DONE")
-    def experiment(self, info: Info) -> Annotated[Experiment, strawberry.lazy("kb.schema.experiment_types")] | None:
+    def experiment(self, info: Info) -> Experiment | None:
         if self._row["kind"] != CHECK or self._row["status"] != "DONE":
             return None
-        from kb.schema.experiment_types import experiment_of_job
-
         return experiment_of_job(info, self._row["id"])
 
     @strawberry.field
@@ -164,96 +138,6 @@ class RenderJob:
             return None
         a = await info.context.loaders.artifact.load(self._row["artifact_id"])
         return _artifact(info, a["sha256"], a["width"], a["height"], a["versions"])
-
-
-def _artifact(info: Info, sha: str, width: int, height: int, versions: dict) -> Artifact:
-    base = info.context.settings.public_url.rstrip("/")
-    return Artifact(
-        sha256=sha,
-        url=f"{base}/artifacts/{sha}.png",
-        width=width,
-        height=height,
-        versions=json.dumps(versions, sort_keys=True),
-    )
-
-
-@strawberry.type(description="A finished render of a neuron.")
-class Visualization:
-    kind: RenderKind
-    params: str
-    artifact: Artifact
-
-
-async def visualizations(info: Info, neuron: Neuron, kind) -> list[Visualization]:
-    key = neuron._key
-    rows = await info.context.loaders.visualizations.load((neuron._graph.sha256, key.layer, key.index))
-    return [
-        Visualization(
-            kind=RenderKind[r["kind"]],
-            params=json.dumps(r["params"], sort_keys=True),
-            artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]),
-        )
-        for r in rows
-        if kind is None or r["kind"] == kind.value
-    ]
-
-
-@strawberry.type(description="A finished render of one unit of a layer.")
-class UnitVisualization:
-    index: int = strawberry.field(description="the unit's index in the layer")
-    kind: RenderKind
-    params: str
-    artifact: Artifact
-
-
-def layer_visualizations(info: Info, layer, kind) -> list[UnitVisualization]:
-    name = layer._graph.layers[layer.position].key
-    with info.context.graphs.engine.connect() as conn:
-        rows = job_domain.done_for_layer(conn, layer._graph.sha256, name, kind.value if kind else None)
-    return [
-        UnitVisualization(
-            index=r["unit"],
-            kind=RenderKind[r["kind"]],
-            params=json.dumps(r["params"], sort_keys=True),
-            artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]),
-        )
-        for r in rows
-    ]
-
-
-@strawberry.type(description="A finished picture of a whole layer: its deep dream or a caricature.")
-class LayerView:
-    kind: LayerRenderKind  # type: ignore[valid-type]
-    params: str = strawberry.field(description="JSON")
-    dataset: str | None = strawberry.field(description="CARICATURE: the dataset of its target image")
-    image: int | None = strawberry.field(description="CARICATURE: the target image's index in the dataset")
-    upload: str | None = strawberry.field(description="CARICATURE of an uploaded image: that image's sha256")
-    source: Artifact | None = strawberry.field(
-        description="CARICATURE of an uploaded image: that image (as stored: re-encoded as PNG)"
-    )
-    artifact: Artifact
-
-
-def layer_views(info: Info, layer, kind) -> list[LayerView]:
-    name = layer._graph.layers[layer.position].key
-    with info.context.graphs.engine.connect() as conn:
-        rows = job_domain.layer_views(conn, layer._graph.sha256, name, kind.value if kind else None)
-        sources = job_domain.uploads(conn, [r["params"]["upload"] for r in rows if r["params"].get("upload")])
-    out = []
-    for r in rows:
-        up = sources.get(r["params"].get("upload") or "")
-        out.append(
-            LayerView(
-                kind=LayerRenderKind[r["kind"]],
-                params=json.dumps(r["params"], sort_keys=True),
-                dataset=r["params"].get("dataset"),
-                image=r["params"].get("image"),
-                upload=r["params"].get("upload"),
-                source=_artifact(info, up["sha256"], up["width"], up["height"], up["versions"]) if up else None,
-                artifact=_artifact(info, r["artifact_sha256"], r["width"], r["height"], r["versions"]),
-            )
-        )
-    return out
 
 
 @strawberry.type
@@ -358,3 +242,34 @@ class RenderMutation:
         account = info.context.account()
         rows = cancel_renders(info.context.graphs.engine, ids, account.id, account.at_least("moderator"))
         return [RenderJob.of(r) for r in rows]
+
+
+@strawberry.type
+class ExperimentMutation:
+    @mutation(
+        role="editor",
+        description="Check a circuit revision by experiment (circuit:N pins its current revision): for each target "
+        "unit, m(M), m(∅), sufficiency f(C), necessity 1 - f(M-C), their random baseline (draws of as many inputs "
+        "of the same layer) and each edge's own effect, on `images` images of a data set with an ablation. A job of "
+        "the render queue (bulk lane; follow it with renderJobs, cancel it with cancelRenders); the same circuit "
+        "revision and parameters return the existing job, and its experiment once done.",
+    )
+    def check_circuit(
+        self,
+        info: Info,
+        key: str,
+        dataset: str,
+        ablation: Ablation = Ablation.MEAN,  # type: ignore[valid-type,attr-defined]
+        images: int = 256,
+        seed: int = 0,
+    ) -> RenderJob:
+        account = info.context.account()
+        asked = request_check(
+            info.context.graphs.engine,
+            info.context.settings,
+            key,
+            CheckParams(dataset=dataset, ablation=ablation.value, images=images, seed=seed),
+            requester=account.id,
+            quota=Quota.of(info.context.settings),
+        )
+        return RenderJob.of(asked.rows[0])

@@ -5,10 +5,10 @@ pages behind the stable URLs (/ and /n/... for models, layers and neurons, /c/..
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import re
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
@@ -31,7 +31,7 @@ from kb.render.storage import storage_from_settings
 from kb.schema import build_schema
 from kb.schema.context import Context
 from kb.schema.deadline import DEADLINE, expired
-from kb.schema.errors import CodedError, with_code
+from kb.schema.errors import CodedError
 from kb.schema.offloop import OffLoop
 from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings, get_settings
@@ -80,6 +80,7 @@ class GraphQLApp(GraphQL):
         self.rates = rates
         self.offloop = offloop
         self.live = live
+        self.with_code = schema.with_code  # errors coded with this schema's enums
 
     async def get_context(self, request, response) -> Context:
         websocket = request.scope["type"] == "websocket"
@@ -114,7 +115,7 @@ class GraphQLApp(GraphQL):
 
     async def process_result(self, request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:
-            result.errors = [with_code(e) for e in result.errors]
+            result.errors = [self.with_code(e) for e in result.errors]
         return process_result(result)
 
     def create_response(self, response_data, sub_response):
@@ -126,13 +127,20 @@ class GraphQLApp(GraphQL):
         return response
 
 
-def create_app(settings: Settings | None = None, engine: sa.Engine | None = None, warm: bool = True) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    engine: sa.Engine | None = None,
+    warm: bool = True,
+    after_warm: Callable[[], None] | None = None,
+) -> Starlette:
+    """The app. ``warm``: its lifespan reads the models' graphs in a thread; ``after_warm`` then runs on the event
+    loop (kb serve freezes what start-up made: kb.cli.serve.server_app). Building an app changes nothing of its
+    process: two apps in one process (the tests build many) share no settings."""
     settings = settings or get_settings()
     engine = engine or engine_for(settings.db_url)
     _time_limits(engine, settings)
     graphs = ServingGraphs(engine, graphs_dir=settings.graphs_dir)
-    schema = build_schema()
-    schema.limits.budget = settings.query_cost_budget
+    schema = build_schema(budget=settings.query_cost_budget)  # this app's own: another app's settings leave it be
     offloop = OffLoop(api_threads(engine, settings), settings.request_timeout_s)
     rates = RateLimits(settings)
     live = Live(engine, graphs, per_address=settings.live_streams_per_address)
@@ -191,7 +199,11 @@ def create_app(settings: Settings | None = None, engine: sa.Engine | None = None
     @asynccontextmanager
     async def lifespan(app):
         if warm:  # read the models' graphs in a thread: the first requests need not wait for them
-            asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
+            warming = asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
+            if (then := after_warm) is not None:
+                warming.add_done_callback(lambda _: then())
+        elif after_warm is not None:
+            after_warm()
         yield
         live.hub.stop()
         offloop.shutdown()
@@ -306,10 +318,6 @@ def _warm(graphs: GraphCache) -> None:
         graphs.warm()
     except Exception:
         log.exception("warming the graph cache failed; graphs will load on first use")
-    # What start-up made (schema, catalog, graphs, modules: about 150,000 objects) lives as long as the process:
-    # frozen, the collector stops scanning it, and a full collection no longer pauses every request (130 ms here).
-    gc.collect()
-    gc.freeze()
 
 
 def _rss_bytes() -> int | None:

@@ -13,10 +13,9 @@ import asyncio
 
 from kb.claims import circuits as circuit_domain
 from kb.claims.reviews import content_authors, last_content_revision
-from kb.schema.claim_types import Claim, neuron_citation
+from kb.schema.picture_types import visualizations
 from kb.schema.query import resolve_neuron
-from kb.schema.render_types import visualizations
-from kb.schema.types import Layer, NeighborOrder, Neuron, Sign, edge_kernel, neighbor_connection
+from kb.schema.types import Claim, Layer, NeighborOrder, Neuron, Sign, edge_kernel, neighbor_connection, neuron_citation
 
 PER_TAB = 10
 LISTS = (  # (alias, way, order, sign, with kernels): as in pages.NEURON
@@ -50,7 +49,7 @@ async def _cards(info: _Info, nodes: list[Neuron]) -> dict[str, dict]:
     unique = list({n.key: n for n in nodes}.values())
     loaders = info.context.loaders
     pictures, claims = await asyncio.gather(
-        asyncio.gather(*(visualizations(info, n, None) for n in unique)),
+        asyncio.gather(*(visualizations(info, n._graph, n._key, None) for n in unique)),
         asyncio.gather(*(loaders.claims_of_neuron.load((n._key.model, n._key.layer, n._key.index)) for n in unique)),
     )
     return {

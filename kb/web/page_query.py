@@ -10,6 +10,7 @@ with the code's status (kb.web.app). There is no way to get a result whose error
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from graphql import GraphQLError
 
@@ -46,9 +47,15 @@ class QueryFailed(Exception):
         super().__init__(f"{name}: {self.code}: {self.message}")
 
 
-def failed(name: str, errors: list[GraphQLError], server_side: bool = False) -> QueryFailed:
-    """The errors coded and logged once (``server_side``: whatever the code, the reader did not cause it)."""
-    exc = QueryFailed(name, [with_code(e) for e in errors])
+def failed(
+    name: str,
+    errors: list[GraphQLError],
+    server_side: bool = False,
+    code: Callable[[GraphQLError], GraphQLError] = with_code,
+) -> QueryFailed:
+    """The errors coded (by ``code``: the schema's own, where it answered them) and logged once (``server_side``:
+    whatever the code, the reader did not cause it)."""
+    exc = QueryFailed(name, [code(e) for e in errors])
     level = logging.INFO if exc.code in READERS and not server_side else logging.WARNING
     text = "; ".join(f"{(e.extensions or {}).get('code')}: {e.message}" for e in exc.errors)
     log.log(level, "page query %s failed: %s", name, text)
@@ -61,5 +68,5 @@ async def run_query(
     """The query's data; QueryFailed (logged) when the answer has errors."""
     result = await schema.execute(query, variable_values=variables or {}, context_value=context)
     if result.errors:
-        raise failed(name, list(result.errors), server_side)
+        raise failed(name, list(result.errors), server_side, schema.with_code)
     return result.data
