@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -28,7 +29,7 @@ except ImportError:  # the `client` extra is not installed: lists of dataclasses
 class KBError(Exception):
     """An error the API returned: ``code`` is its ``extensions.code`` (NOT_FOUND, BAD_KEY, FORBIDDEN...)."""
 
-    def __init__(self, message: str, code: str | None = None, errors: list | None = None):
+    def __init__(self, message: str, code: str | None = None, errors: list[dict[str, Any]] | None = None):
         super().__init__(f"{code}: {message}" if code else message)
         self.code = code
         self.errors = errors or []
@@ -64,7 +65,7 @@ class ClaimInfo:
     body: str = ""
 
 
-def table(rows: list) -> Any:
+def table(rows: Sequence[Neighbor | Edge | ClaimInfo]) -> Any:
     """A DataFrame of dataclass rows with pandas, the list itself without."""
     if pd is None:
         return rows
@@ -75,36 +76,55 @@ _NEURON = """query($key: String!, $model: String) { neuron(key: $key, model: $mo
   key pinnedKey url index layer { key } model { key }
   visualizations { kind params artifact { url sha256 } } } }"""
 
-_NEIGHBORS = """query($key: String!, $n: Int!, $sign: Sign!) { neuron(key: $key) {
-  WHICH(first: $n, orderBy: WEIGHT, sign: $sign) {
-    edges { weight magnitude method node { key layer { key } } } } } }"""
+# Field selections shared by several documents are GraphQL fragments, sent with the documents that spread them:
+# each document is fixed text, and every value a call chooses travels as a variable.
+_NEIGHBOR_FIELDS = """
+fragment NeighborFields on NeighborConnection {
+  edges { weight magnitude method node { key layer { key } } } }"""
 
-_CLAIM_FIELDS = "key label kind status revision body author { name } subjects { key }"
+_CLAIM_FIELDS = """
+fragment ClaimFields on Claim { key label kind status revision body author { name } subjects { key } }"""
+
+_JOB_FIELDS = """
+fragment JobFields on RenderJob { id kind status progress error params neuron { key } artifact { url sha256 } }"""
+
+# a neuron's inputs or outputs: the field is the document's choice (a variable names a value, never a field)
+_NEIGHBORS = {
+    which: f"""query($key: String!, $n: Int!, $sign: Sign!) {{ neuron(key: $key) {{
+  {which}(first: $n, orderBy: WEIGHT, sign: $sign) {{ ...NeighborFields }} }} }}"""
+    + _NEIGHBOR_FIELDS
+    for which in ("inputs", "outputs")
+}
 
 _SUBGRAPH = """query($roots: [String!]!, $direction: Direction!, $depth: Int!, $perNode: Int!, $sign: Sign!) {
   subgraph(roots: $roots, direction: $direction, depth: $depth, perNode: $perNode, sign: $sign) {
     nodes { key } edges { source { key } target { key } weight magnitude method } } }"""
 
-_CLAIMS = """query($first: Int, $model: String, $layer: String, $kind: ClaimKind, $status: ClaimStatus) {
+_CLAIMS = (
+    """query($first: Int, $model: String, $layer: String, $kind: ClaimKind, $status: ClaimStatus) {
   claims(first: $first, model: $model, layer: $layer, kind: $kind, status: $status) {
-    totalCount edges { node { FIELDS } } } }""".replace("FIELDS", _CLAIM_FIELDS)
+    totalCount edges { node { ...ClaimFields } } } }"""
+    + _CLAIM_FIELDS
+)
 
-_SEARCH = """query($text: String!, $first: Int, $model: String, $layer: String, $kind: ClaimKind) {
+_CLAIMS_ABOUT = "query($key: String!) { neuron(key: $key) { claims { ...ClaimFields } } }" + _CLAIM_FIELDS
+
+_SEARCH = (
+    """query($text: String!, $first: Int, $model: String, $layer: String, $kind: ClaimKind) {
   searchClaims(text: $text, first: $first, model: $model, layer: $layer, kind: $kind) {
-    totalCount edges { node { FIELDS } } } }""".replace("FIELDS", _CLAIM_FIELDS)
-
-_JOB_FIELDS = "id kind status progress error params neuron { key } artifact { url sha256 }"
-
-_REQUEST = """mutation($kind: RenderKind!, $neurons: [String!], $layer: String, $params: RenderParamsInput) {
-  requestRender(kind: $kind, neurons: $neurons, layer: $layer, params: $params) { FIELDS } }""".replace(
-    "FIELDS", _JOB_FIELDS
+    totalCount edges { node { ...ClaimFields } } } }"""
+    + _CLAIM_FIELDS
 )
 
-_JOBS = "query($ids: [Int!]!) { renderJobs(ids: $ids) { FIELDS } }".replace("FIELDS", _JOB_FIELDS)
-
-_CREATE_CLAIM = "mutation($input: ClaimInput!) { createClaim(input: $input) { FIELDS } }".replace(
-    "FIELDS", _CLAIM_FIELDS
+_REQUEST = (
+    """mutation($kind: RenderKind!, $neurons: [String!], $layer: String, $params: RenderParamsInput) {
+  requestRender(kind: $kind, neurons: $neurons, layer: $layer, params: $params) { ...JobFields } }"""
+    + _JOB_FIELDS
 )
+
+_JOBS = "query($ids: [Int!]!) { renderJobs(ids: $ids) { ...JobFields } }" + _JOB_FIELDS
+
+_CREATE_CLAIM = "mutation($input: ClaimInput!) { createClaim(input: $input) { ...ClaimFields } }" + _CLAIM_FIELDS
 
 _REVIEW = """mutation($key: String!, $verdict: Verdict!, $comment: String!) {
   reviewClaim(key: $key, verdict: $verdict, comment: $comment) { verdict comment revision reviewer { name } } }"""
@@ -115,7 +135,7 @@ def _camel(name: str) -> str:
     return head + "".join(w.title() for w in rest)
 
 
-def _claim(node: dict) -> ClaimInfo:
+def _claim(node: dict[str, Any]) -> ClaimInfo:
     return ClaimInfo(
         key=node["key"],
         label=node["label"],
@@ -143,7 +163,7 @@ class Render:
     _client: Client | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, job: dict, client: Client) -> Render:
+    def of(cls, job: dict[str, Any], client: Client) -> Render:
         art = job.get("artifact") or {}
         return cls(
             id=job["id"],
@@ -173,7 +193,7 @@ class Render:
         return f"<p>{html.escape(self.neuron)}: {self.kind} {self.status} {html.escape(self.error or '')}</p>"
 
 
-class Renders(list):
+class Renders(list[Render]):
     """Render jobs in order; in Jupyter, their images side by side."""
 
     def _repr_html_(self) -> str:
@@ -183,7 +203,7 @@ class Renders(list):
 class NeuronCard:
     """A neuron: its keys and links; ``inputs(n)`` / ``outputs(n)`` are its strongest connections."""
 
-    def __init__(self, client: Client, data: dict):
+    def __init__(self, client: Client, data: dict[str, Any]):
         self._client = client
         self.key: str = data["key"]
         self.pinned_key: str = data["pinnedKey"]
@@ -191,13 +211,13 @@ class NeuronCard:
         self.index: int = data["index"]
         self.layer: str = data["layer"]["key"]
         self.model: str = data["model"]["key"]
-        self.visualizations: list[dict] = data["visualizations"]
+        self.visualizations: list[dict[str, Any]] = data["visualizations"]
 
     def __repr__(self) -> str:
         return f"<Neuron {self.key} ({self.pinned_key}) {self.url}>"
 
-    def _neighbors(self, which: str, n: int, sign: str) -> Any:
-        data = self._client.query(_NEIGHBORS.replace("WHICH", which), {"key": self.key, "n": n, "sign": sign.upper()})
+    def _neighbors(self, which: Literal["inputs", "outputs"], n: int, sign: str) -> Any:
+        data = self._client.query(_NEIGHBORS[which], {"key": self.key, "n": n, "sign": sign.upper()})
         edges = data["neuron"][which]["edges"]
         return table(
             [
@@ -217,7 +237,7 @@ class NeuronCard:
     def claims(self) -> Any:
         return self._client.claims_about(self.key)
 
-    def render(self, kind: str = "FEATURE_VIS", wait: bool = True, **params) -> Render:
+    def render(self, kind: str = "FEATURE_VIS", wait: bool = True, **params: Any) -> Render:
         return self._client.render([self.key], kind=kind, wait=wait, **params)[0]
 
     def _repr_html_(self) -> str:
@@ -256,10 +276,10 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def query(self, query: str, variables: dict | None = None) -> dict:
+    def query(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """Any GraphQL query or mutation; returns ``data`` or raises KBError with the first error's code."""
         r = self.http.post(
             f"{self.base}/graphql", json={"query": query, "variables": variables or {}}, headers=self.headers
@@ -273,7 +293,8 @@ class Client:
             first = body["errors"][0]
             raise KBError(first.get("message", ""), (first.get("extensions") or {}).get("code"), body["errors"])
         r.raise_for_status()
-        return body["data"]
+        data: dict[str, Any] = body["data"]
+        return data
 
     def artifact(self, sha256: str) -> bytes:
         r = self.http.get(f"{self.base}/artifacts/{sha256}.png")
@@ -324,8 +345,7 @@ class Client:
         return table([_claim(e["node"]) for e in edges])
 
     def claims_about(self, key: str) -> Any:
-        q = "query($key: String!) { neuron(key: $key) { claims { FIELDS } } }".replace("FIELDS", _CLAIM_FIELDS)
-        return table([_claim(c) for c in self.query(q, {"key": key})["neuron"]["claims"]])
+        return table([_claim(c) for c in self.query(_CLAIMS_ABOUT, {"key": key})["neuron"]["claims"]])
 
     def search(
         self, text: str, model: str | None = None, layer: str | None = None, kind: str | None = None, first: int = 20
@@ -345,7 +365,7 @@ class Client:
         wait: bool = True,
         timeout: float = 600.0,
         poll_s: float = 1.0,
-        **params,
+        **params: Any,
     ) -> Renders:
         """Request renders (params as the API's RenderParamsInput: size, steps, seed, negative, dataset,
         topK...); with wait, poll until every job is DONE, FAILED or CANCELLED (KBError after ``timeout`` seconds)."""
@@ -367,7 +387,7 @@ class Client:
         subjects: list[str] | str,
         kind: str = "FEATURE",
         body: str = "",
-        evidence: list[dict] | None = None,
+        evidence: list[dict[str, Any]] | None = None,
         confidence: float | None = None,
         circuit: str | None = None,
     ) -> ClaimInfo:
@@ -384,7 +404,7 @@ class Client:
         }
         return _claim(self.query(_CREATE_CLAIM, {"input": claim_input})["createClaim"])
 
-    def review(self, key: str, verdict: str, comment: str = "") -> dict:
+    def review(self, key: str, verdict: str, comment: str = "") -> dict[str, Any]:
         """Support or dispute a claim (verdict SUPPORT or DISPUTE); one review per reviewer, updatable."""
         data = self.query(_REVIEW, {"key": key, "verdict": verdict.upper(), "comment": comment})["reviewClaim"]
         return {

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import sqlalchemy as sa
@@ -42,8 +42,16 @@ class ImportProblem(ValueError):
     pass
 
 
-class Reporter:
-    """What the importer tells about long steps; the CLI shows them as progress bars."""
+class Reporter(Protocol):
+    """What the importer tells about long steps; the CLI shows them as progress bars (kb.cli.progress.Phases)."""
+
+    def stage(self, name: str, total: int | None = None) -> Callable[[int], None]: ...
+
+    def done(self, name: str) -> None: ...
+
+
+class Quiet:
+    """The Reporter that tells nothing (the default)."""
 
     def stage(self, name: str, total: int | None = None) -> Callable[[int], None]:
         return lambda n: None
@@ -79,7 +87,7 @@ def link_chunks(
     units of each link, a chunk of target units at a time. With ``release``, each link is removed from the front
     of ``links`` once it is done, so that its weights can be freed (VGG16's fc6: 0.4 GB) before the next.
     ``after_link(i)`` is called once link ``i`` is done, before the next one starts."""
-    reporter = reporter or Reporter()
+    reporter = reporter or Quiet()
     for i in range(len(links)):
         link = links[0] if release else links[i]
         stage = f"weights {link.source} → {link.target}"
@@ -122,7 +130,7 @@ def import_model(
 ) -> ImportReport:
     """Imports a model version; with ``graphs_dir``, also writes its serving graph file there. ``layers`` (module
     paths and globs, comma-separated) and ``input_shape`` choose for models outside the zoo (``kb.graph.zoo``)."""
-    reporter = reporter or Reporter()
+    reporter = reporter or Quiet()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     try:

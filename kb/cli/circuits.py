@@ -6,6 +6,7 @@ citable key. ``kb render cancel ID`` cancels the job, as any render."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import sqlalchemy as sa
 import typer
@@ -43,7 +44,7 @@ def check_command(
     engine = open_engine()
     params = CheckParams(dataset=dataset, ablation=ablation.lower(), images=images, seed=seed)
     worker = None
-    if wait and not settings.broker_url and not (local_server.running(settings) or {}).get("local_worker"):
+    if wait and not settings.broker_url and not local_server.local_worker_runs(settings):
         worker = local_server.start_worker(stdout=sys.stderr)  # stdout is for the figures
         typer.echo(f"no kb serve on this database: a local worker (pid {worker.pid}) for the duration", err=True)
     try:
@@ -62,7 +63,7 @@ def check_command(
     report(engine, row)
 
 
-def report(engine: sa.Engine, job: dict) -> None:
+def report(engine: sa.Engine, job: dict[str, Any]) -> None:
     """The experiment's key and each target's badges, or the job's state."""
     if job["status"] == "FAILED":
         raise CliProblem(f"the check failed: {job['error'] or 'no reason recorded'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -80,7 +81,7 @@ def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> No
     with open_engine().begin() as conn, Phases() as phases:
         tick = phases.stage(f"importing {file.name}", len(raw))
 
-        def lines():
+        def lines() -> Iterator[bytes]:
             for line in raw:
                 yield line
                 tick(1)

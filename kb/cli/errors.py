@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import typer
 
@@ -17,13 +19,16 @@ class CliProblem(Exception):
 
 EXPECTED: tuple[type[BaseException], ...] = (CliProblem, Problem, SchemaOutOfDate)
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def expected(*more: type[BaseException]):
+
+def expected(*more: type[BaseException]) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorator: turn expected exceptions into ``error: ...`` and exit code 1."""
 
-    def wrap(fn):
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
-        def inner(*args, **kwargs):
+        def inner(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 return fn(*args, **kwargs)
             except EXPECTED + more as exc:

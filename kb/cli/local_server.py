@@ -18,9 +18,20 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO, Any, TypedDict
 
 from kb.cli.errors import CliProblem
 from kb.settings import Settings, get_settings
+
+
+class ServeInfo(TypedDict):
+    """serve.json, as `kb serve` writes it."""
+
+    url: str
+    pid: int
+    started: int | None  # the process's start time (``_start_time``), where known
+    db_url: str
+    local_worker: bool
 
 
 def _file(settings: Settings) -> Path:
@@ -73,7 +84,7 @@ def announce(url: str, local_worker: bool, settings: Settings | None = None) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"serve.json.{os.getpid()}.tmp")
     pid = os.getpid()
-    info = {
+    info: ServeInfo = {
         "url": url,
         "pid": pid,
         "started": _start_time(pid),
@@ -92,11 +103,11 @@ def withdraw(settings: Settings | None = None) -> None:
             path.unlink()
 
 
-def running(settings: Settings | None = None) -> dict | None:
+def running(settings: Settings | None = None) -> ServeInfo | None:
     """The `kb serve` that runs on this data folder and database, or None."""
     settings = settings or get_settings()
     try:
-        info = json.loads(_file(settings).read_text(encoding="utf-8"))
+        info: ServeInfo = json.loads(_file(settings).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     try:
@@ -107,6 +118,12 @@ def running(settings: Settings | None = None) -> dict | None:
     if info.get("db_url") != settings.db_url or not alive:
         return None
     return info
+
+
+def local_worker_runs(settings: Settings | None = None) -> bool:
+    """The `kb serve` that runs here (``running``) has a local render worker beside it."""
+    info = running(settings)
+    return info is not None and bool(info.get("local_worker"))
 
 
 def public_url(settings: Settings | None = None) -> str:
@@ -127,14 +144,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_worker(stdout=None) -> subprocess.Popen:
+def start_worker(stdout: IO[Any] | None = None) -> subprocess.Popen[bytes]:
     """A render worker on the embedded broker, as a child process (`kb serve`'s, or `kb render --wait`'s)."""
     return subprocess.Popen(
         [sys.executable, "-m", "kb", "worker"], stdout=stdout, start_new_session=True, preexec_fn=_die_with_parent
     )
 
 
-def stop_worker(proc: subprocess.Popen) -> None:
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

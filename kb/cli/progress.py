@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 PLAIN_EVERY_S = 15.0  # a plain-text progress line at most this often during one long phase
 
@@ -21,7 +30,7 @@ class Phases:
         self.bars = self.console.is_terminal and not self.console.is_dumb_terminal
         self.plain_every_s = plain_every_s
         self.progress: Progress | None = None
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.current: str | None = None
 
     def __enter__(self) -> Phases:
@@ -38,9 +47,11 @@ class Phases:
             self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.progress is not None:
-            self.progress.__exit__(*exc)
+            self.progress.__exit__(exc_type, exc, tb)
             self.progress = None
 
     def line(self, text: str) -> None:

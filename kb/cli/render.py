@@ -7,9 +7,11 @@ when no server runs, ``--wait`` starts one for the duration."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 import typer
@@ -23,7 +25,7 @@ from kb.render import jobs
 from kb.render.params import ALL_KINDS, LAYER_KINDS, RenderParams
 from kb.render.quota import Quota
 from kb.render.requests import cancel_renders, layer_unit, request_layer_render, request_renders
-from kb.settings import get_settings
+from kb.settings import Settings, get_settings
 
 POLL_S = 0.5
 
@@ -34,7 +36,9 @@ def resolve_units(conn: sa.Connection, keys: list[str], layer: str | None, model
     if layer:
         lk = catalog.layer(layer, default_model=model)
         m = catalog.model(lk.model)
-        units += [jobs.Unit(m.key, m.sha256, lk.layer, i) for i in range(m.layer(lk.layer).units)]
+        ref = m.layer(lk.layer)
+        assert ref is not None  # catalog.layer found it
+        units += [jobs.Unit(m.key, m.sha256, lk.layer, i) for i in range(ref.units)]
     for text in keys:
         k = catalog.neuron(text, default_model=model)
         m = catalog.model(k.model)
@@ -112,13 +116,13 @@ def render_command(
     with engine.connect() as conn:
         units = (
             [resolve_layer(conn, layer, model)]
-            if kind in LAYER_KINDS
+            if kind in LAYER_KINDS and layer  # (a layer kind without --layer was refused above)
             else resolve_units(conn, keys or [], layer, model)
         )
     if not units:
         raise CliProblem("name neuron keys or --layer")
     worker = None
-    if wait and not settings.broker_url and not (local_server.running(settings) or {}).get("local_worker"):
+    if wait and not settings.broker_url and not local_server.local_worker_runs(settings):
         worker = local_server.start_worker(stdout=sys.stderr)  # stdout is for the URLs
         typer.echo(f"no kb serve on this database: a local render worker (pid {worker.pid}) for the duration", err=True)
     try:
@@ -142,7 +146,7 @@ def render_command(
     report(engine, rows, wait)
 
 
-def upload_file(engine: sa.Engine, settings, path: Path) -> str:
+def upload_file(engine: sa.Engine, settings: Settings, path: Path) -> str:
     """Store an image file as an upload (kb.render.uploads: the checks the API's upload makes); its sha256."""
     from kb.render.storage import storage_from_settings
     from kb.render.uploads import TooLarge, store_upload
@@ -161,7 +165,13 @@ def upload_file(engine: sa.Engine, settings, path: Path) -> str:
     return up.sha256
 
 
-def follow(engine: sa.Engine, ids: list[int], worker, timeout: float, what: str = "rendering") -> list[dict]:
+def follow(
+    engine: sa.Engine,
+    ids: list[int],
+    worker: subprocess.Popen[bytes] | None,
+    timeout: float,
+    what: str = "rendering",
+) -> list[dict[str, Any]]:
     """Poll the job rows until every one has ended (DONE, FAILED or CANCELLED), drawing their progress."""
     start = time.monotonic()
     last = None
@@ -200,7 +210,7 @@ def cancel(ids: list[str]) -> None:
         typer.echo(f"job {r['id']}  {_what(r)}  {r['status']}")
 
 
-def report(engine: sa.Engine, rows: list[dict], waited: bool) -> None:
+def report(engine: sa.Engine, rows: list[dict[str, Any]], waited: bool) -> None:
     base = local_server.public_url()
     with engine.connect() as conn:
         arts = jobs.artifacts(conn, [r["artifact_id"] for r in rows if r["artifact_id"]])
@@ -223,7 +233,7 @@ def report(engine: sa.Engine, rows: list[dict], waited: bool) -> None:
         )
 
 
-def _what(row: dict) -> str:
+def _what(row: dict[str, Any]) -> str:
     """A job's unit, or its layer and kind for a whole layer's picture."""
     if row["unit"] == jobs.LAYER_UNIT:
         return f"{row['model_key']}/{row['layer_key']} {row['kind'].lower()}"

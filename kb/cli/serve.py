@@ -7,7 +7,10 @@ import inspect
 import os
 import shutil
 import signal
+import socket
 import sys
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -15,6 +18,10 @@ from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.metrics_folder import use_folder
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
 
 
 def loopback_warning(public_url: str) -> str | None:
@@ -39,7 +46,7 @@ class _Terminated(BaseException):
     """SIGTERM reached `kb serve`: unwinds to its cleanup (serve.json, the local worker), then it dies by the signal."""
 
 
-def _on_sigterm(signum, frame) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs once, not interrupted by a second SIGTERM
     raise _Terminated
 
@@ -117,7 +124,7 @@ def serve_command(
         signal.raise_signal(signal.SIGTERM)  # cleaned up: now end by the signal, as a stopped server is expected to
 
 
-def server_app():
+def server_app() -> Starlette:
     """The app of one `kb serve` server process: uvicorn's factory, called once in each process that serves (this
     one, or each of ``--workers``, which uvicorn starts afresh by spawning). The settings of the whole process are
     applied here, once, by the process that serves, not by building an app: tests build many apps in one process,
@@ -139,7 +146,7 @@ def _freeze_startup() -> None:
     gc.freeze()
 
 
-def _run(config, sock) -> None:
+def _run(config: uvicorn.Config, sock: socket.socket) -> None:
     """Uvicorn on our bound socket: one server process, or a supervisor of ``config.workers`` of them. Uvicorn
     handles SIGTERM by shutting down gracefully, then raises it again (reaching ``_on_sigterm``)."""
     import uvicorn

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import cookie_parser
+from starlette.requests import HTTPConnection, cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kb.claims import sessions
 from kb.claims.errors import Unauthenticated
@@ -24,17 +25,17 @@ PRIVATE = b"private, no-store"
 
 
 class CurrentSession:
-    def __init__(self, app, engine: sa.Engine):
+    def __init__(self, app: ASGIApp, engine: sa.Engine):
         self.app = app
         self.engine = engine
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith(SKIP):
             return await self.app(scope, receive, await look_up(scope, send, self.engine))
         await self.app(scope, receive, send)
 
 
-async def look_up(scope, send, engine: sa.Engine):
+async def look_up(scope: Scope, send: Send, engine: sa.Engine) -> Send:
     """Put the request's live session (or None) in ``scope`` for ``signed_in``; returns ``send`` that marks the
     answer as depending on the cookie, and private when signed in. The middleware does this for every page;
     GraphiQL (under /graphql, which it skips) does it for its own page."""
@@ -43,10 +44,10 @@ async def look_up(scope, send, engine: sa.Engine):
     return _uncached(send, private=scope[SCOPE_KEY] is not None)
 
 
-def _uncached(send, private: bool):
+def _uncached(send: Send, private: bool) -> Send:
     """``send`` with ``Vary: Cookie`` on the answer, and ``Cache-Control: private, no-store`` when signed in."""
 
-    async def sending(message):
+    async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers") or ())
             if private and not any(k == b"cache-control" and b"no-store" in v for k, v in headers):
@@ -71,12 +72,13 @@ def session_of(engine: sa.Engine, secret: str) -> sessions.SessionInfo | None:
         return None
 
 
-def signed_in(request) -> sessions.SessionInfo | None:
+def signed_in(request: HTTPConnection) -> sessions.SessionInfo | None:
     """The page request's live session, or None (also where the middleware did not run)."""
-    return request.scope.get(SCOPE_KEY)
+    info: sessions.SessionInfo | None = request.scope.get(SCOPE_KEY)
+    return info
 
 
-def _cookie(scope, name: str) -> str | None:
+def _cookie(scope: Scope, name: str) -> str | None:
     for key, value in scope.get("headers") or ():
         if key == b"cookie":
             return cookie_parser(value.decode("latin-1")).get(name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
@@ -22,16 +24,21 @@ from kb.settings import Settings
 from kb.web.auth import forms
 from kb.web.auth.current import SCOPE_KEY, session_of, signed_in
 from kb.web.client_address import client_address
+from kb.web.multipart import Part
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 NO_STORE = {"cache-control": "no-store"}
 PURGE_EVERY_S = 600.0
 
 
-def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A page of the site (templates/, extending base.html: the header shows who is signed in), never cached."""
     from kb.web.templating import templates  # the pages' environment (kb.web.templating imports this package)
 
-    return templates().TemplateResponse(request, template, context, status_code=status, headers=NO_STORE)
+    page: HTMLResponse = templates().TemplateResponse(request, template, context, status_code=status, headers=NO_STORE)
+    return page
 
 
 class AuthPages:
@@ -56,25 +63,39 @@ class AuthPages:
         secret = request.cookies.get(sessions.COOKIE)
         return await run_in_threadpool(session_of, self.engine, secret) if secret else None
 
+    @overload
+    async def session_post(
+        self, request: Request, lists: Literal[False] = False, max_bytes: int = ..., max_fields: int = ...
+    ) -> tuple[sessions.SessionInfo, dict[str, str]]: ...
+
+    @overload
+    async def session_post(
+        self, request: Request, lists: Literal[True], max_bytes: int = ..., max_fields: int = ...
+    ) -> tuple[sessions.SessionInfo, dict[str, list[str]]]: ...
+
     async def session_post(
         self, request: Request, lists: bool = False, max_bytes: int = forms.MAX_FORM, max_fields: int = 50
-    ) -> tuple[sessions.SessionInfo, dict]:
+    ) -> tuple[sessions.SessionInfo, dict[str, str]] | tuple[sessions.SessionInfo, dict[str, list[str]]]:
         """A post from a signed-in page: same origin, a live session, and that session's CSRF token. The fields
         as their first values, or with ``lists`` every value (checkboxes); ``max_bytes``: the largest body."""
         forms.check_origin(request, self.settings)
-        read = forms.form_lists if lists else forms.form
-        fields = await read(request, max_bytes, max_fields)
+        if lists:
+            many = await forms.form_lists(request, max_bytes, max_fields)
+            tokens = many.get("csrf")
+            return await self._session_with(request, tokens[0] if tokens else None), many
+        fields = await forms.form(request, max_bytes, max_fields)
+        return await self._session_with(request, fields.get("csrf")), fields
+
+    async def _session_with(self, request: Request, token: str | None) -> sessions.SessionInfo:
+        """The request's live session, if the form's CSRF token is that session's (else Refused: 401, 403)."""
         info = await self.current(request)
         if info is None:
             raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
-        token = fields.get("csrf")
-        if lists:
-            token = token[0] if token else None
         if not forms.same_token(token, info.csrf_token):
             raise forms.Refused(403, "refused: the form's CSRF token is not this session's")
-        return info, fields
+        return info
 
-    async def session_upload(self, request: Request, max_bytes: int) -> tuple[sessions.SessionInfo, dict]:
+    async def session_upload(self, request: Request, max_bytes: int) -> tuple[sessions.SessionInfo, dict[str, Part]]:
         """``session_post`` for a form that posts a file (multipart/form-data, kb.web.multipart): the same
         origin, session and CSRF checks; the parts by name."""
         from kb.web import multipart
@@ -88,12 +109,7 @@ class AuthPages:
             token = multipart.text(parts, "csrf")
         except multipart.BadMultipart as exc:
             raise forms.Refused(400, f"the form could not be read: {exc}") from None
-        info = await self.current(request)
-        if info is None:
-            raise forms.Refused(401, "you are not signed in (or your session ended): sign in again")
-        if not forms.same_token(token or None, info.csrf_token):
-            raise forms.Refused(403, "refused: the form's CSRF token is not this session's")
-        return info, parts
+        return await self._session_with(request, token or None), parts
 
     def _refused(self, request: Request, exc: forms.Refused) -> HTMLResponse:
         return refused(request, exc)
@@ -103,7 +119,9 @@ class AuthPages:
     async def signin_form(self, request: Request) -> Response:
         return self._signin_page(request, forms.safe_next(request.query_params.get("next")))
 
-    def _signin_page(self, request: Request, next_: str, error: str = "", name: str = "", status: int = 200):
+    def _signin_page(
+        self, request: Request, next_: str, error: str = "", name: str = "", status: int = 200
+    ) -> HTMLResponse:
         token = secrets.token_urlsafe(24)
         response = render(
             request, "auth/signin.html", status, title="Sign in", signin_csrf=token, next=next_, error=error, name=name
@@ -142,9 +160,9 @@ class AuthPages:
             )
         except RateLimited as exc:
             metrics.RATE_LIMITED.labels("signin").inc()
-            response = self._signin_page(request, next_, str(exc), name, status=429)
-            response.headers["retry-after"] = str(exc.extensions.get("retryAfter", 60))
-            return response
+            page = self._signin_page(request, next_, str(exc), name, status=429)
+            page.headers["retry-after"] = str(exc.extensions.get("retryAfter", 60))
+            return page
         except Unauthenticated as exc:
             return self._signin_page(request, next_, str(exc), name, status=401)
         response = RedirectResponse(next_, status_code=303, headers=NO_STORE)
@@ -189,9 +207,9 @@ class AuthPages:
         forms.clear_session_cookie(response, request, self.settings)
         return response
 
-    def _in_transaction(self, fn, *args):
+    def _in_transaction(self, fn: Callable[Concatenate[sa.Connection, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
         with self.engine.begin() as conn:
-            return fn(conn, *args)
+            return fn(conn, *args, **kwargs)
 
     # --- the account page ----------------------------------------------------------------------------------
 

@@ -15,12 +15,15 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import sqlalchemy as sa
 
 from kb.claims import activity
 
 log = logging.getLogger("kb.live")
+
+Row: TypeAlias = dict[str, Any]  # an activity row, as kb.claims.activity reads it
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Filter:
     def empty(self) -> bool:
         return not (self.neurons or self.claims or self.circuits or self.models)
 
-    def matches(self, row: dict) -> bool:
+    def matches(self, row: Row) -> bool:
         if self.kinds and row["kind"] not in self.kinds:
             return False
         if self.empty():
@@ -57,10 +60,10 @@ class Subscriber:
 
     loop: asyncio.AbstractEventLoop
     filter: Filter
-    queue: asyncio.Queue[dict | int] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
+    queue: asyncio.Queue[Row | int] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
     overflowed: bool = False
 
-    def offer(self, items: list[dict | int]) -> None:  # on the subscriber's loop
+    def offer(self, items: list[Row | int]) -> None:  # on the subscriber's loop
         for item in items:
             try:
                 self.queue.put_nowait(item)
@@ -129,15 +132,15 @@ class Hub:
                 return True
         return False
 
-    def _dispatch(self, rows: list[dict]) -> None:
+    def _dispatch(self, rows: list[Row]) -> None:
         if not rows:
             return
-        top = rows[-1]["seq"]
+        top: int = rows[-1]["seq"]
         with self.lock:
             subs = list(self.subscribers)
         for sub in subs:
             mine = [r for r in rows if sub.filter.matches(r)]
-            items: list[dict | int] = [*mine] if mine and mine[-1]["seq"] == top else [*mine, top]
+            items: list[Row | int] = [*mine] if mine and mine[-1]["seq"] == top else [*mine, top]
             sub.loop.call_soon_threadsafe(sub.offer, items)
         self.last = top
 

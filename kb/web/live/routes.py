@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -36,7 +36,7 @@ from kb.schema.errors import CodedError
 from kb.serving.graph_cache import GraphCache
 from kb.web.auth.pages import render
 from kb.web.client_address import client_address
-from kb.web.live.hub import Filter, Hub
+from kb.web.live.hub import Filter, Hub, Row
 
 KEEPALIVE_S = 15.0
 WATCHDOG_S = 2.0  # how often a quiet stream makes sure its follower runs
@@ -44,7 +44,7 @@ REPLAY_PAGE = 500  # rows read at a time when a stream replays what its client m
 REPLAY_PAGES = 4  # pages one connection replays at most: then it ends and the client resumes from its cursor
 
 
-def event(row: dict) -> str:
+def event(row: Row) -> str:
     data = {
         "id": row["id"],
         "seq": row["seq"],
@@ -73,10 +73,10 @@ def kind_of(text: str) -> str:
     return kind
 
 
-def link(row: dict) -> str:
+def link(row: Row) -> str:
     """The page of what changed (a bulk render or a batch of thumbnails: its layer's page, or its model's when it
     spans layers)."""
-    subject = row["subject"]
+    subject: str = row["subject"]
     if (subject.startswith("renders:") and row["neurons"]) or (
         subject.startswith("thumbnails:") and len(row["neurons"]) > 1
     ):
@@ -128,7 +128,9 @@ class Live:
             if self.open[address] <= 0:
                 del self.open[address]
 
-    async def rows(self, models: set[str], kinds: set[str], since: int | None, request) -> AsyncIterator[dict]:
+    async def rows(
+        self, models: set[str], kinds: set[str], since: int | None, request: HTTPConnection | None
+    ) -> AsyncIterator[Row]:
         """A GraphQL subscription's changes: those after ``since`` (a seq) that commit from now on, matching the
         models and kinds (none given: all), in commit order, for as long as the client listens. Subscribed before
         the replay reads, as /events is: nothing between the two is lost or sent twice. A client that falls more
@@ -140,7 +142,7 @@ class Live:
         except TooManyStreams as exc:
             raise CodedError(str(exc), "RATE_LIMITED") from None
 
-    async def _follow(self, flt: Filter, cursor: int | None) -> AsyncIterator[dict]:
+    async def _follow(self, flt: Filter, cursor: int | None) -> AsyncIterator[Row]:
         sub = await run_in_threadpool(self.hub.subscribe, flt, asyncio.get_running_loop())
         try:
             while cursor is not None:  # what the client missed, a page at a time, in commit order
@@ -173,7 +175,7 @@ class Live:
 
     def _filter(self, request: Request) -> Filter:
         q = request.query_params
-        neurons = set()
+        neurons: set[str] = set()
         for text in q.getlist("neuron"):
             try:
                 neurons.add(str(self.graphs.resolve(text)))
@@ -209,7 +211,7 @@ class Live:
             admitted.__exit__(None, None, None)
             raise
 
-        async def stream():
+        async def stream() -> AsyncIterator[str]:
             nonlocal cursor
             try:
                 yield "retry: 2000\n\n"
@@ -262,7 +264,7 @@ class Live:
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
-    def _after(self, seq: int) -> list[dict]:
+    def _after(self, seq: int) -> list[Row]:
         with self.engine.connect() as conn:
             return activity.after(conn, seq, REPLAY_PAGE)
 
@@ -292,7 +294,7 @@ class Live:
             stream="/events" + (f"?{urlencode(chosen)}" if chosen else ""),
         )
 
-    def _recent(self, model: str | None, kind: str | None = None) -> tuple[int, list[dict]]:
+    def _recent(self, model: str | None, kind: str | None = None) -> tuple[int, list[Row]]:
         """Where the page's stream starts, then the rows it shows: read in that order, a row that commits between
         the two is both shown and streamed (activity.js shows it once), never neither."""
         with self.engine.connect() as conn:
