@@ -14,13 +14,15 @@ from pathlib import Path
 
 
 def sender(url: str, barrier, unit: int) -> None:
+    from kb.render.celery_app import make_celery
     from kb.render.enqueue import enqueue
-    from kb.render.tasks import render_jobs
+    from kb.settings import Settings
 
-    render_jobs.app.conf.broker_url = url  # this round's fresh data folder (nothing connected before the fork)
+    app = make_celery(Settings(broker_url=url))  # this round's fresh data folder (nothing connected before the fork)
     barrier.wait(timeout=60)
     try:
-        enqueue([{"id": unit, "model_sha256": "m", "layer_key": "l", "kind": "FEATURE_VIS", "params_hash": "h"}])
+        job = {"id": unit, "model_sha256": "m", "layer_key": "l", "kind": "FEATURE_VIS", "params_hash": "h"}
+        enqueue([job], app=app)
     except Exception:
         sys.stderr.write(traceback.format_exc(limit=3))
         os._exit(1)
@@ -28,8 +30,8 @@ def sender(url: str, barrier, unit: int) -> None:
 
 
 def main(root: str, rounds: int) -> None:
-    import kb.render.enqueue
-    import kb.render.tasks  # noqa: F401
+    import kb.render.celery_app
+    import kb.render.enqueue  # noqa: F401
 
     ctx = multiprocessing.get_context("fork")
     for r in range(rounds):

@@ -52,11 +52,12 @@ def worker_command(
 
     from celery.exceptions import SecurityWarning
 
-    from kb.render.celery_app import app
+    from kb.render.celery_app import celery_app
     from kb.render.embedded_broker import prepare
     from kb.render.enqueue import start_sweeper
 
     open_engine()
+    app = celery_app()
     prepare(app)  # the embedded broker's tables and queue, under its lock, before the first poll
     _log_jobs()  # kb.render's lines (received, started, ended; kb.render.jobs' summary) whatever Celery logs
     start_sweeper(get_settings().render_sweep_s, knows_idle=pool == "solo" or concurrency == 1)

@@ -19,6 +19,7 @@ from kb.experiments.store import KIND
 from kb.render import jobs
 from kb.render.quota import Quota
 from kb.render.requests import Requested, send
+from kb.settings import Settings
 
 MIN_IMAGES, MAX_IMAGES = 2, 4096
 LANE = "bulk"
@@ -66,7 +67,7 @@ def _unit(neuron_key: str) -> tuple[str, int]:
 
 def request_check(
     engine: sa.Engine,
-    settings,
+    settings: Settings,
     circuit_key: str,
     params: CheckParams,
     *,

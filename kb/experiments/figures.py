@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 ABLATIONS = ("zero", "mean", "resample")
 REDUCTION = "mean"  # over the target's positions; kept for every check (kb.experiments.measure)
@@ -45,7 +46,7 @@ def edge_effect(m_without_s: float, m_full: float, m_empty: float) -> float | No
     return None if f is None else 1.0 - f
 
 
-def spread(values: Sequence[float | None]) -> dict:
+def spread(values: Sequence[float | None]) -> dict[str, Any]:
     """{mean, std, draws, values} of the defined values (std: sample standard deviation, ddof 1)."""
     got = [v for v in values if v is not None]
     if not got:
@@ -58,7 +59,7 @@ def spread(values: Sequence[float | None]) -> dict:
 SIGMAS = 2  # a circuit "beats random" when its figure is more than this many standard deviations above the draws'
 
 
-def beats_random(value: float | None, random: dict) -> bool | None:
+def beats_random(value: float | None, random: dict[str, Any]) -> bool | None:
     """Whether a circuit's figure is more than SIGMAS standard deviations above the mean of the same figure for the
     random circuits (``spread``'s dict); None when either is undefined (m(M) = m(∅), no draws)."""
     if value is None or random.get("mean") is None or random.get("std") is None:
@@ -70,7 +71,7 @@ def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def badges(experiment: dict, target: dict) -> list[str]:
+def badges(experiment: dict[str, Any], target: dict[str, Any]) -> list[str]:
     """The badges of one target unit's figures, as the circuit page shows them: "sufficiency 0.82", "necessity
     0.64", "random 0.05 ± 0.03", "mean ablation", "256 images of digits"."""
     rnd = target["random"]["sufficiency"]

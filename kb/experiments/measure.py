@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from kb.experiments import figures
 from kb.render.hooks import forward_hooks, run_until_stop, stop_at
 
 Progress = Callable[[int, int], None]
-Narrow = Callable[[list[int], Callable[[torch.nn.Module], object]], AbstractContextManager]
+Narrow = Callable[[list[int], Callable[[torch.nn.Module], object]], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,10 @@ def _downstream(
     layer (its output is replaced by ``x``, any batch size), and the pass ends at the target layer."""
     out: list[torch.Tensor] = []
 
-    def replace(_module, _inputs, _output):
+    def replace(_module: torch.nn.Module, _inputs: object, _output: object) -> torch.Tensor:
         return x
 
-    def keep(y):
+    def keep(y: torch.Tensor) -> None:
         out.append(y)
 
     with forward_hooks([(source, replace), stop_at(target, keep)]):
@@ -162,8 +163,8 @@ def measure_conditions(
                 chunk = conditions[k : k + together]
                 x = torch.cat([torch.where(masks[c], a, r) for c in chunk])
                 y = _downstream(model, source, target, probe, x.contiguous(memory_format=torch.channels_last))
-                m = y.index_select(1, idx).float().flatten(2).mean(2)  # REDUCTION: the mean over positions
-                m = m.reshape(len(chunk), len(a), len(units)).sum(1).double().cpu().numpy()
+                per_map = y.index_select(1, idx).float().flatten(2).mean(2)  # REDUCTION: the mean over positions
+                m = per_map.reshape(len(chunk), len(a), len(units)).sum(1).double().cpu().numpy()
                 for c, row in zip(chunk, m, strict=True):
                     sums[c] += row
                 step += 1
@@ -179,6 +180,16 @@ def draws_for(unit: int, size: int, channels: int, seed: int, draws: int) -> lis
     return [sorted(int(i) for i in rng.choice(channels, size=min(size, channels), replace=False)) for _ in range(draws)]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """The conditions one target unit is measured under."""
+
+    circuit: tuple[Condition, Condition]  # (only the circuit kept, the circuit ablated)
+    edges: list[Condition]  # each of the circuit's inputs ablated alone
+    random: list[tuple[Condition, Condition]]  # each random circuit: (only it kept, it ablated)
+    sets: list[list[int]]  # the random circuits' units
+
+
 def check(
     model: torch.nn.Module,
     source: torch.nn.Module,
@@ -192,7 +203,7 @@ def check(
     progress: Progress | None = None,
     acts: torch.Tensor | None = None,
     narrow: Narrow | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The figures of each target unit of ``circuit`` ({target unit: its circuit's inputs in the source layer}),
     measured on ``images`` (preprocessed as the model takes them), in target order. ``acts``: the source layer's
     activations if already computed for these images. ``narrow(units, probe)``: a context in which the model
@@ -204,7 +215,7 @@ def check(
     channels = acts.shape[1]
     repl = replacements(acts, ablation, seed)
     units = sorted(circuit)
-    plans: dict[int, dict] = {}
+    plans: dict[int, _Plan] = {}
     conditions: dict[Condition, None] = {FULL: None, EMPTY: None}
     for u in units:
         c = frozenset(circuit[u])
@@ -212,14 +223,14 @@ def check(
         if bad:
             raise ValueError(f"unit {bad[0]} is not in the source layer ({channels} units)")
         sets = draws_for(u, len(c), channels, seed, draws)
-        plan = {
-            "circuit": (Condition(True, c), Condition(False, c)),
-            "edges": [Condition(False, frozenset([s])) for s in sorted(c)],
-            "random": [(Condition(True, frozenset(s)), Condition(False, frozenset(s))) for s in sets],
-            "sets": sets,
-        }
+        plan = _Plan(
+            circuit=(Condition(True, c), Condition(False, c)),
+            edges=[Condition(False, frozenset([s])) for s in sorted(c)],
+            random=[(Condition(True, frozenset(s)), Condition(False, frozenset(s))) for s in sets],
+            sets=sets,
+        )
         plans[u] = plan
-        for cond in (*plan["circuit"], *plan["edges"], *(x for pair in plan["random"] for x in pair)):
+        for cond in (*plan.circuit, *plan.edges, *(x for pair in plan.random for x in pair)):
             conditions[cond] = None
     probe = small_probe(model, source, images[:1])
     m = measure_conditions(model, source, target, acts, repl, list(conditions), units, probe, batch, progress, narrow)
@@ -227,7 +238,7 @@ def check(
     for i, u in enumerate(units):
         plan = plans[u]
         full, empty = float(m[FULL][i]), float(m[EMPTY][i])
-        keep_c, drop_c = (float(m[x][i]) for x in plan["circuit"])
+        keep_c, drop_c = (float(m[x][i]) for x in plan.circuit)
         out.append(
             {
                 "target": u,
@@ -239,12 +250,12 @@ def check(
                 "sufficiency": figures.sufficiency(keep_c, full, empty),
                 "necessity": figures.necessity(drop_c, full, empty),
                 "random": {
-                    "sets": plan["sets"],
+                    "sets": plan.sets,
                     "sufficiency": figures.spread(
-                        [figures.sufficiency(float(m[k][i]), full, empty) for k, _ in plan["random"]]
+                        [figures.sufficiency(float(m[k][i]), full, empty) for k, _ in plan.random]
                     ),
                     "necessity": figures.spread(
-                        [figures.necessity(float(m[d][i]), full, empty) for _, d in plan["random"]]
+                        [figures.necessity(float(m[d][i]), full, empty) for _, d in plan.random]
                     ),
                 },
                 "edges": [
@@ -253,7 +264,7 @@ def check(
                         "m_without": float(m[e][i]),
                         "effect": figures.edge_effect(float(m[e][i]), full, empty),
                     }
-                    for e in plan["edges"]
+                    for e in plan.edges
                 ],
             }
         )

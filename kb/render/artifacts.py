@@ -4,7 +4,9 @@ each job DONE. A job that is no longer RUNNING (cancelled meanwhile) lands nothi
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -13,8 +15,11 @@ from kb.render.storage import storage_from_settings
 from kb.render.worker_device import bf16, device
 from kb.settings import Settings
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def versions() -> dict:
+
+def versions() -> dict[str, Any]:
     from importlib.metadata import version
 
     import torch
@@ -30,7 +35,7 @@ def versions() -> dict:
     }
 
 
-def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: list) -> list[int]:
+def store(engine: sa.Engine, settings: Settings, group: list[dict[str, Any]], pictures: list[np.ndarray]) -> list[int]:
     """Land each job with its picture; returns the ids that landed."""
     kind, params = group[0]["kind"], group[0]["params"]
     storage = storage_from_settings(settings, engine)
@@ -65,7 +70,7 @@ def store(engine: sa.Engine, settings: Settings, group: list[dict], pictures: li
                         ),
                     },
                 },
-                write=lambda data=data: storage.put(data, ".png", conn),  # with the job's rows
+                write=functools.partial(storage.put, data, ".png", conn),  # with the job's rows
             )
             if artifact_id is not None:
                 landed.append(job["id"])

@@ -25,13 +25,13 @@ GPU_MEMORY_FRACTION = 0.7
 BYTES_PER_ACTIVATION = 3 * 4  # the activation, its gradient and a workspace, in float32
 
 
-def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, device) -> int:
+def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, device: torch.device | str) -> int:
     """Elements output by every leaf module for one image of ``image_size`` px, up to ``module_path``."""
-    device = torch.device(device)
+    where = torch.device(device)
     dtype = next(model.parameters()).dtype
     total = [0]
 
-    def count(module, inputs, output):
+    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
         if isinstance(output, torch.Tensor):
             total[0] += output.numel()
 
@@ -39,24 +39,26 @@ def activation_numel(model: torch.nn.Module, module_path: str, image_size: int, 
     with (
         forward_hooks([*leaves, stop_at(dict(model.named_modules())[module_path])]),
         torch.no_grad(),
-        torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
+        torch.autocast(where.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
     ):
-        run_until_stop(model, torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype))
+        run_until_stop(model, torch.zeros(1, 3, image_size, image_size, device=where, dtype=dtype))
     return total[0]
 
 
-def units_per_pass(model: torch.nn.Module, module_path: str, image_size: int, device, configured: int = 0) -> int:
-    device = torch.device(device)
+def units_per_pass(
+    model: torch.nn.Module, module_path: str, image_size: int, device: torch.device | str, configured: int = 0
+) -> int:
+    where = torch.device(device)
     if configured > 0:
         return configured
-    if device.type != "cuda":
+    if where.type != "cuda":
         return CPU_BATCH
     try:
-        free, _ = torch.cuda.mem_get_info(device)
-        per_unit = BYTES_PER_ACTIVATION * activation_numel(model, module_path, image_size, device)
+        free, _ = torch.cuda.mem_get_info(where)
+        per_unit = BYTES_PER_ACTIVATION * activation_numel(model, module_path, image_size, where)
     except (RuntimeError, NotImplementedError):  # counting must never cost a render
         log.warning(
-            "could not size the batch for %s on %s; using %d", module_path, device, GPU_FALLBACK_BATCH, exc_info=True
+            "could not size the batch for %s on %s; using %d", module_path, where, GPU_FALLBACK_BATCH, exc_info=True
         )
         return GPU_FALLBACK_BATCH
     return max(1, min(GPU_MAX_BATCH, int(free * GPU_MEMORY_FRACTION // per_unit)))

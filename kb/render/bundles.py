@@ -26,7 +26,7 @@ import re
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -226,7 +226,7 @@ def _add(tar: tarfile.TarFile, name: str, data: IO[bytes], size: int) -> None:
 # ----------------------------------------------------------------------------------------------------- import
 
 
-def _members(path: Path) -> Iterator[tuple[str, IO[bytes], int]]:
+def _members(path: Path) -> Generator[tuple[str, IO[bytes], int]]:
     """(name, reader, size) of each member in order, read as a stream (gzip or not); only plain files."""
     try:
         with tarfile.open(path, mode="r|*") as tar:

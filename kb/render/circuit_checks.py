@@ -4,8 +4,10 @@ its next progress point and lands nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -13,13 +15,21 @@ import sqlalchemy as sa
 from kb.claims import activity, circuits
 from kb.experiments import checks, store
 from kb.render import jobs
-from kb.render.jobs import Permanent
+from kb.render.jobs import ModelRow, Permanent
+from kb.render.keepalive import Progress
 from kb.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from kb.graph.zoo.spec import Architecture
 
 PASS_BATCH = 64  # maps per forward pass (images x conditions)
 
 
-def run(engine: sa.Engine, settings: Settings, model_row, job: dict, progress) -> tuple[list[dict], dict]:
+def run(
+    engine: sa.Engine, settings: Settings, model_row: ModelRow, job: dict[str, Any], progress: Progress
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(the figures of every target unit, what computed them) for a check's job."""
     import torch
 
@@ -46,10 +56,15 @@ def run(engine: sa.Engine, settings: Settings, model_row, job: dict, progress) -
         except (KeyError, AttributeError) as exc:
             raise Permanent(f"{model_row.key} has no layer {exc}") from None
 
-        def part(lo: float, hi: float, g=g):
+        def part(lo: float, hi: float, g: int = g) -> Progress:
             return lambda step, total: progress(
                 int(1000 * (g + lo + (hi - lo) * step / max(1, total)) / len(groups)), 1000
             )
+
+        def narrow(
+            units: list[int], probe: Callable[[torch.nn.Module], object], t_layer: str = t_layer
+        ) -> AbstractContextManager[None]:
+            return narrowed(model, arch, t_layer, units, probe)
 
         acts = measure.source_activations(model, source, images, PASS_BATCH, part(0.0, 0.2))
         try:
@@ -65,7 +80,7 @@ def run(engine: sa.Engine, settings: Settings, model_row, job: dict, progress) -
                 batch=PASS_BATCH,
                 progress=part(0.2, 1.0),
                 acts=acts,
-                narrow=lambda units, probe, t_layer=t_layer: narrowed(model, arch, t_layer, units, probe),
+                narrow=narrow,
             )
         except ValueError as exc:
             raise Permanent(str(exc)) from None
@@ -85,7 +100,7 @@ def run(engine: sa.Engine, settings: Settings, model_row, job: dict, progress) -
     return results, made_by
 
 
-def load_images(engine: sa.Engine, arch, dataset: str, count: int, seed: int):
+def load_images(engine: sa.Engine, arch: Architecture, dataset: str, count: int, seed: int) -> torch.Tensor:
     """``count`` images of the data set, a seeded sample of its files (in their sorted order, as dataset examples
     number them; unreadable files skipped), at the model's input size, preprocessed as the model takes them."""
     import torch
@@ -116,7 +131,7 @@ def load_images(engine: sa.Engine, arch, dataset: str, count: int, seed: int):
     return preprocess_fn(preprocess_kind(arch.source))(x)
 
 
-def land(engine: sa.Engine, job: dict, results: list[dict], made_by: dict) -> list[int]:
+def land(engine: sa.Engine, job: dict[str, Any], results: list[dict[str, Any]], made_by: dict[str, Any]) -> list[int]:
     """The job DONE and its experiment written, in one transaction, if the job is still RUNNING (else nothing)."""
     with engine.begin() as conn:
         if not jobs.land(conn, job["id"]):

@@ -3,22 +3,39 @@ kept for the next batch of the same layer (one layer's at a time)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from kb.render.datasets import dataset_by_name
 from kb.render.jobs import Permanent
+from kb.render.keepalive import Progress
 from kb.render.preprocess import preprocess_kind
 from kb.render.worker_device import device
 from kb.settings import Settings
 
-_TOPK_CACHE: dict[tuple, tuple] = {}
+if TYPE_CHECKING:
+    import torch
+
+    from kb.graph.zoo.spec import Architecture
+    from kb.render.dataset_examples import Batch, TopK
+
+# (model, module, dataset folder, its files, k, image size) -> (the dataset's files, the module's top-k)
+_TOPK_CACHE: dict[tuple[int, str, str, int, int, int], tuple[list[Path], TopK]] = {}
 
 
 def dataset_examples(
-    engine: sa.Engine, settings: Settings, arch, model, layer_key: str, params: dict, group: list[dict], progress
+    engine: sa.Engine,
+    settings: Settings,
+    arch: Architecture,
+    model: torch.nn.Module,
+    layer_key: str,
+    params: dict[str, Any],
+    group: list[dict[str, Any]],
+    progress: Progress,
 ) -> list[np.ndarray]:
     """Each job's unit's top-k dataset images as a grid."""
     from kb.render import dataset_examples as D
@@ -35,7 +52,7 @@ def dataset_examples(
         total = max(1, len(files))
         done = [0]
 
-        def stream():
+        def stream() -> Iterator[Batch]:
             for indices, pixels in D.batches(files, 32, size):
                 done[0] += len(indices)
                 progress(min(done[0], total - 1), total)

@@ -8,7 +8,7 @@ skipped and counted; a folder with no readable image is an error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -35,11 +35,11 @@ def image_files(folder: Path) -> list[Path]:
 def load(path: Path | IO[bytes], size: int = 224) -> np.ndarray | None:
     """Shorter side resized to ``size``, centre crop; HxWx3 uint8, or None if the file is not an image."""
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as opened:
+            im = opened.convert("RGB")
             w, h = im.size
             s = size / min(w, h)
-            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
             return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
@@ -55,9 +55,13 @@ class TopK:
     shape: tuple[int, int]  # the layer's HxW
 
 
-def batches(files: list[Path], batch: int, size: int = 224) -> Iterator[tuple[list[int], np.ndarray]]:
+Batch = tuple[list[int], np.ndarray]  # (image indices, their images: NxHxWx3 uint8)
+
+
+def batches(files: list[Path], batch: int, size: int = 224) -> Iterator[Batch]:
     """(indices into files, images) of readable files, ``batch`` at a time."""
-    idx, imgs = [], []
+    idx: list[int] = []
+    imgs: list[np.ndarray] = []
     for i, path in enumerate(files):
         img = load(path, size)
         if img is None:
@@ -74,10 +78,10 @@ def batches(files: list[Path], batch: int, size: int = 224) -> Iterator[tuple[li
 def collect(
     model: torch.nn.Module,
     modules: list[str],
-    stream,
+    stream: Iterable[Batch],
     k: int,
     preprocess: str = "imagenet",
-    device="cpu",
+    device: torch.device | str = "cpu",
     stop_after: str | None = None,
 ) -> tuple[dict[str, TopK], int]:
     """Running top-k per channel for each module path. ``stream`` yields (image indices, NxHxWx3 uint8).
@@ -85,7 +89,7 @@ def collect(
     Each hook merges its layer while the activation is fresh. While many entries enter the top-k (the first
     batches) one ``max`` gives maxima and positions; once few do, ``amax`` (4x faster) gives the maxima and
     positions are read from the maps of the entries that entered, at most k per channel."""
-    device = torch.device(device)
+    where = torch.device(device)
     pre = preprocess_fn(preprocess)
     found: dict[str, TopK] = {}
     seen = 0
@@ -93,18 +97,19 @@ def collect(
     batch_images: list[torch.Tensor] = []
     dense: dict[str, bool] = {}
 
-    def hook(path):
-        def inner(module, inputs, output):
+    def hook(path: str) -> Callable[[torch.nn.Module, object, torch.Tensor], None]:
+        def inner(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
             a = output.detach()
             if a.dim() == 2:
                 a = a[:, :, None, None]
             b, c, h, w = a.shape
             flat = a.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view when channels-last: no copy
             old = found.get(path)
+            argmax: torch.Tensor | None
             if old is None or dense.get(path, True):  # many entries will enter: maxima and positions at once
-                values, where = flat.max(dim=1)  # [B, C]
+                values, argmax = flat.max(dim=1)  # [B, C]
             else:  # few will: maxima only, positions below for the entries that enter
-                values, where = flat.amax(dim=1), None
+                values, argmax = flat.amax(dim=1), None
             values = values.float()
             images = batch_images[0][:, None].expand(b, c)
             if old is not None:
@@ -121,8 +126,8 @@ def collect(
                 fresh = torch.ones_like(top.indices, dtype=torch.bool)
                 row = top.indices
             slot, channel = fresh.nonzero(as_tuple=True)
-            if where is not None:
-                positions[slot, channel] = where[row[slot, channel], channel]
+            if argmax is not None:
+                positions[slot, channel] = argmax[row[slot, channel], channel]
             elif len(slot):  # read only the maps of the entries that entered (strided reads)
                 positions[slot, channel] = flat[row[slot, channel], :, channel].argmax(dim=1)
             # next batch: one full pass is cheaper than this many strided map reads
@@ -135,8 +140,8 @@ def collect(
 
     with forward_hooks((named[p], hook(p)) for p in modules), torch.inference_mode():
         for indices, images in stream:
-            x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
-            batch_images[:] = [torch.tensor(indices, device=device)]
+            x = torch.from_numpy(images).to(where).permute(0, 3, 1, 2).float().div_(255)
+            batch_images[:] = [torch.tensor(indices, device=where)]
             run_until_stop(model, pre(x).contiguous(memory_format=torch.channels_last))
             seen += len(indices)
     if not seen:
@@ -151,12 +156,15 @@ def grid(files: list[Path], top: TopK, channel: int, size: int = 224, tile: int 
     side = int(min(size, max(32, 3 * stride)))
     tiles = []
     for r in range(top.values.shape[0]):
-        img = load(files[int(top.images[r, channel])], size)
+        path = files[int(top.images[r, channel])]
+        img = load(path, size)
+        if img is None:  # read when its activations were collected, unreadable now
+            raise NoImages(f"{path} is no longer a readable image")
         pos = int(top.positions[r, channel])
         cy, cx = (pos // w + 0.5) * size / h, (pos % w + 0.5) * size / w
         y0 = int(min(max(0, cy - side / 2), size - side))
         x0 = int(min(max(0, cx - side / 2), size - side))
-        crop = Image.fromarray(img[y0 : y0 + side, x0 : x0 + side]).resize((tile, tile), Image.BILINEAR)
+        crop = Image.fromarray(img[y0 : y0 + side, x0 : x0 + side]).resize((tile, tile), Image.Resampling.BILINEAR)
         tiles.append(np.asarray(crop))
     cols = int(np.ceil(np.sqrt(len(tiles))))
     rows = int(np.ceil(len(tiles) / cols))

@@ -17,6 +17,10 @@ from __future__ import annotations
 import fcntl
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 PREFIX = "sqla+sqlite:///"
 BUSY_TIMEOUT_S = 60.0
@@ -30,17 +34,17 @@ def is_embedded(url: str) -> bool:
     return url.startswith(PREFIX)
 
 
-def transport_options() -> dict:
+def transport_options() -> dict[str, Any]:
     """Passed by kombu's SQLAlchemy transport to create_engine."""
     return {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
 
 
-def prepare(app, queues: tuple[str, ...] = QUEUES) -> None:
+def prepare(app: Celery, queues: tuple[str, ...] = QUEUES) -> None:
     """Create the broker's tables and ``queues``' rows, once per process, under the lock (no-op for Redis)."""
     url = app.conf.broker_url or ""
     if not is_embedded(url) or url in _ready:
         return
-    from kombu import Exchange, Queue
+    from kombu.entity import Exchange, Queue
 
     with _mutex:
         if url in _ready:

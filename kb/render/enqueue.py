@@ -5,24 +5,40 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
 
 from kb.db.engine import engine_for
 from kb.render import jobs
 from kb.settings import get_settings
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 log = logging.getLogger("kb.render")
 
 
-def enqueue(job_rows: list[dict], batch: int | None = None, engine=None) -> int:
-    """Send jobs to the render queue, batched by (model, layer, kind, parameters), and record when (on
-    ``engine``'s database). Returns tasks sent. A message wakes a worker, which takes due work from the job table
-    (kb.render.lanes), so the order of messages does not decide the order of work."""
+def enqueue(
+    job_rows: Sequence[Mapping[str, Any]],
+    batch: int | None = None,
+    engine: sa.Engine | None = None,
+    app: Celery | None = None,
+) -> int:
+    """Send jobs to the render queue of ``app`` (default: this process's, kb.render.celery_app), batched by
+    (model, layer, kind, parameters), and record when (on ``engine``'s database). Returns tasks sent. A message
+    wakes a worker, which takes due work from the job table (kb.render.lanes), so the order of messages does not
+    decide the order of work."""
+    from kb.render.celery_app import celery_app
     from kb.render.embedded_broker import prepare
-    from kb.render.tasks import render_jobs
+    from kb.render.tasks import render_task
 
-    prepare(render_jobs.app)
+    app = app or celery_app()
+    prepare(app)
+    render_jobs = render_task(app)
     batch = batch or get_settings().render_batch
-    groups: dict[tuple, list[int]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
     for j in job_rows:
         groups[(j["model_sha256"], j["layer_key"], j["kind"], j["params_hash"])].append(j["id"])
     sent = 0
@@ -56,7 +72,7 @@ def start_sweeper(interval_s: float, knows_idle: bool = False) -> threading.Even
     ``knows_idle`` (a one-process worker), it knows when the worker runs no job."""
     stop = threading.Event()
 
-    def loop():
+    def loop() -> None:
         from kb.render import runner
 
         wait = min(interval_s, 5.0)  # the first soon after start: messages lost while no worker ran

@@ -10,7 +10,9 @@ seed and its unit, not on the batch it was rendered in. It calls no lucent code 
 
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,6 +23,9 @@ from kb.render.preprocess import preprocess_fn
 COLOR_CORRELATION = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
 COLOR_CORRELATION /= np.max(np.linalg.norm(COLOR_CORRELATION, axis=0))
 
+ImageFn = Callable[[], torch.Tensor]  # the current images of an optimisation, [N, 3, H, W]
+Progress = Callable[[int, int], None]  # (steps done, steps)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -28,7 +33,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _fft_image(batch: int, size: int, seeds: list[int], device, sd: float = 0.01):
+def _fft_image(
+    batch: int, size: int, seeds: list[int], device: torch.device, sd: float = 0.01
+) -> tuple[list[torch.Tensor], ImageFn]:
     """lucent's FFT parameterisation, one seeded generator per image (an image does not depend on its batch)."""
     h = w = size
     fy = np.fft.fftfreq(h)[:, None]
@@ -42,14 +49,17 @@ def _fft_image(batch: int, size: int, seeds: list[int], device, sd: float = 0.01
     scale = torch.tensor(1.0 / np.maximum(freqs, 1.0 / max(w, h)), dtype=torch.float32)[None, None, ..., None]
     scale = scale.to(device)
 
-    def image():
+    def image() -> torch.Tensor:
         spectrum = torch.view_as_complex((scale * init).contiguous())
-        return torch.fft.irfftn(spectrum, s=(h, w), norm="ortho")[:batch, :3, :h, :w] / 4.0
+        out: torch.Tensor = torch.fft.irfftn(spectrum, s=(h, w), norm="ortho")[:batch, :3, :h, :w] / 4.0
+        return out
 
     return [init], image
 
 
-def _pixel_image(batch: int, size: int, seeds: list[int], device, sd: float = 0.01):
+def _pixel_image(
+    batch: int, size: int, seeds: list[int], device: torch.device, sd: float = 0.01
+) -> tuple[list[torch.Tensor], ImageFn]:
     init = (
         torch.stack([torch.randn((3, size, size), generator=torch.Generator().manual_seed(s)) * sd for s in seeds])
         .to(device)
@@ -58,10 +68,10 @@ def _pixel_image(batch: int, size: int, seeds: list[int], device, sd: float = 0.
     return [init], lambda: init
 
 
-def _to_rgb(image_f, decorrelate: bool, device):
+def _to_rgb(image_f: ImageFn, decorrelate: bool, device: torch.device) -> ImageFn:
     matrix = torch.tensor(COLOR_CORRELATION.T, device=device)
 
-    def inner():
+    def inner() -> torch.Tensor:
         x = image_f()
         if decorrelate:
             x = (matrix.T @ x.reshape(x.shape[0], 3, -1)).reshape(x.shape)  # 8x faster than permute @ on a CPU
@@ -89,7 +99,7 @@ def render_units(
     channels_last: bool = True,
     autocast: bool = False,
     max_batch: int = 0,
-    progress=None,
+    progress: Progress | None = None,
 ) -> list[np.ndarray]:
     """One optimisation for all ``units`` of one layer (or one per ``max_batch`` of them): image i maximises
     (or, ``negative``, minimises) unit i's mean activation (or, ``neuron``, its activation at the centre
@@ -100,9 +110,7 @@ def render_units(
     chunks = [units[lo : lo + chunk] for lo in range(0, len(units), chunk)]
     out: list[np.ndarray] = []
     for c, part in enumerate(chunks):
-        report = (
-            None if progress is None else (lambda step, total, c=c: progress(c * total + step, len(chunks) * total))
-        )
+        report = None if progress is None else functools.partial(_chunk_progress, progress, c, len(chunks))
         out += _optimise(
             model,
             target,
@@ -125,25 +133,30 @@ def render_units(
     return out
 
 
+def _chunk_progress(progress: Progress, chunk: int, chunks: int, step: int, total: int) -> None:
+    """Chunk ``chunk``'s progress (``step`` of its ``total``) as progress through all ``chunks`` of them."""
+    progress(chunk * total + step, chunks * total)
+
+
 def _optimise(
-    model,
-    target,
-    units,
+    model: torch.nn.Module,
+    target: torch.nn.Module,
+    units: list[int],
     *,
-    size,
-    steps,
-    seed,
-    parameterization,
-    transforms,
-    lr,
-    negative,
-    neuron,
-    upsample,
-    preprocess,
-    device,
-    channels_last,
-    autocast,
-    progress,
+    size: int,
+    steps: int,
+    seed: int,
+    parameterization: str,
+    transforms: str,
+    lr: float,
+    negative: bool,
+    neuron: bool,
+    upsample: int,
+    preprocess: str,
+    device: torch.device,
+    channels_last: bool,
+    autocast: bool,
+    progress: Progress | None,
 ) -> list[np.ndarray]:
     from kb.render import transforms as T
 
@@ -161,7 +174,7 @@ def _optimise(
     index = torch.tensor(units, device=device)
     sign = 1.0 if negative else -1.0
     optimizer = torch.optim.Adam(params, lr=lr)
-    captured = {}
+    captured: dict[str, torch.Tensor] = {}
 
     with forward_hooks([stop_at(target, lambda output: captured.update(act=output))]):
         for step in range(steps):
@@ -181,7 +194,7 @@ def _optimise(
                 act = act[:, :, None, None]
             chosen = act[torch.arange(n, device=device), index]  # [n, H, W]
             value = chosen[:, chosen.shape[1] // 2, chosen.shape[2] // 2] if neuron else chosen.mean(dim=(1, 2))
-            loss = sign * value.sum()
+            loss: torch.Tensor = sign * value.sum()
             loss.backward()
             optimizer.step()
             if progress is not None:

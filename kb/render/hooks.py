@@ -34,7 +34,7 @@ def forward_hooks(hooks: Iterable[tuple[torch.nn.Module, ForwardHook]]) -> Itera
 def stop_at(module: torch.nn.Module, keep: Callable[[Any], None] | None = None) -> tuple[torch.nn.Module, ForwardHook]:
     """A (module, hook) pair that hands the module's output to ``keep`` and ends the pass there."""
 
-    def stop(_module, _inputs, output):
+    def stop(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
         if keep is not None:
             keep(output)
         raise StopForward

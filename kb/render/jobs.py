@@ -13,8 +13,10 @@ memory) does not kill worker after worker. ``enqueued_at`` is when its message w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -26,6 +28,7 @@ from kb.render.quota import Quota, check_queue, check_seeds, lock_account
 LAYER_UNIT = -1  # the ``unit`` of a job for a whole layer (DEEPDREAM, CARICATURE: kb.render.layer_views)
 AGAIN = ("FAILED", "CANCELLED")  # ended without an image: asked for again, queued afresh
 ENDED = ("DONE", "FAILED", "CANCELLED")
+ModelRow = sa.Row[Any]  # a row of the model table (kb.db.tables.model_table), as a worker reads it
 
 
 class Permanent(Exception):
@@ -44,7 +47,7 @@ def request(
     conn: sa.Connection,
     units: list[Unit],
     kind: str,
-    params: dict,
+    params: dict[str, Any],
     requester: int | None = None,
     quota: Quota | None = None,
     lane: str = "interactive",
@@ -59,9 +62,9 @@ def request(
     h = params_hash(kind, params)
     if requester is not None and quota is not None and quota.queued is not None:
         lock_account(conn, requester)
-    found: list[tuple[Unit, tuple, sa.Row | None]] = []
+    found: list[tuple[Unit, tuple[sa.ColumnElement[bool], ...], sa.Row[int, str, str] | None]] = []
     for u in units:
-        key = (
+        key: tuple[sa.ColumnElement[bool], ...] = (
             t.c.model_sha256 == u.model_sha256,
             t.c.layer_key == u.layer_key,
             t.c.unit == u.unit,
@@ -129,7 +132,7 @@ def request(
     return ids, enqueue
 
 
-def _lost(t, now):
+def _lost(t: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
     """RUNNING past its lease: its worker is gone (killed, out of memory, its machine lost)."""
     return sa.and_(t.c.status == "RUNNING", t.c.deadline < now)
 
@@ -163,7 +166,7 @@ def fail_lost(conn: sa.Connection, job_ids: list[int] | None = None) -> list[int
     return ids
 
 
-def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) -> list[dict]:
+def start(conn: sa.Connection, job_ids: list[int], worker: str, lease_s: float) -> list[dict[str, Any]]:
     """Claim the jobs this worker may run now (QUEUED, or RUNNING past their deadline with an attempt left)."""
     t = render_job_table
     fail_lost(conn, job_ids)
@@ -250,7 +253,9 @@ def land(conn: sa.Connection, job_id: int) -> bool:
     )
 
 
-def finish(conn: sa.Connection, job_id: int, artifact: dict, write=None) -> int | None:
+def finish(
+    conn: sa.Connection, job_id: int, artifact: dict[str, Any], write: Callable[[], object] | None = None
+) -> int | None:
     """Mark the job DONE if it is still RUNNING, then (only then) call ``write`` (the image's bytes to storage)
     and record the artifact (one row per content hash); returns the artifact id, None if it did not land."""
     if not land(conn, job_id):
@@ -258,7 +263,7 @@ def finish(conn: sa.Connection, job_id: int, artifact: dict, write=None) -> int 
     if write is not None:
         write()
     a, t = artifact_table, render_job_table
-    artifact_id = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar()
+    artifact_id: int | None = conn.execute(sa.select(a.c.id).where(a.c.sha256 == artifact["sha256"])).scalar()
     if artifact_id is None:
         try:
             with conn.begin_nested():
@@ -299,7 +304,7 @@ def fail(conn: sa.Connection, job_id: int, error: str, retryable: bool, retry_in
 
 
 def retry_delay(attempts: int, base_s: float) -> float:
-    return min(600.0, base_s * 2 ** (attempts - 1))
+    return min(600.0, base_s * 2.0 ** (attempts - 1))
 
 
 def sent(conn: sa.Connection, job_ids: list[int]) -> None:
@@ -331,16 +336,18 @@ def stuck(conn: sa.Connection, queued_older_than_s: float = 600) -> list[int]:
     return late + waiting
 
 
-def get(conn: sa.Connection, job_ids: list[int]) -> list[dict]:
+def get(conn: sa.Connection, job_ids: list[int]) -> list[dict[str, Any]]:
     t = render_job_table
     rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(job_ids)))}
     return [rows[i] for i in job_ids if i in rows]
 
 
-def done_for_units(conn: sa.Connection, units: list[tuple[str, str, int]]) -> dict[tuple, list[dict]]:
+def done_for_units(
+    conn: sa.Connection, units: list[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
     """Finished jobs with their artifacts for many (model sha256, layer key, unit) at once, in job order."""
     t, a = render_job_table, artifact_table
-    out: dict[tuple, list[dict]] = {u: [] for u in units}
+    out: dict[tuple[str, str, int], list[dict[str, Any]]] = {u: [] for u in units}
     q = (
         sa.select(t, a.c.sha256.label("artifact_sha256"), a.c.width, a.c.height, a.c.versions)
         .join(a, a.c.id == t.c.artifact_id)
@@ -353,12 +360,12 @@ def done_for_units(conn: sa.Connection, units: list[tuple[str, str, int]]) -> di
     return out
 
 
-def artifacts(conn: sa.Connection, ids: list[int]) -> dict[int, dict]:
+def artifacts(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
     a = artifact_table
     return {r.id: dict(r._mapping) for r in conn.execute(sa.select(a).where(a.c.id.in_(ids)))}
 
 
-def done_for_layer(conn: sa.Connection, model_sha256: str, layer_key: str, kind: str | None) -> list[dict]:
+def done_for_layer(conn: sa.Connection, model_sha256: str, layer_key: str, kind: str | None) -> list[dict[str, Any]]:
     """Finished jobs with their artifacts for every unit of a layer, by unit, then job order."""
     t, a = render_job_table, artifact_table
     q = (
@@ -372,7 +379,9 @@ def done_for_layer(conn: sa.Connection, model_sha256: str, layer_key: str, kind:
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def layer_views(conn: sa.Connection, model_sha256: str, layer_key: str, kind: str | None = None) -> list[dict]:
+def layer_views(
+    conn: sa.Connection, model_sha256: str, layer_key: str, kind: str | None = None
+) -> list[dict[str, Any]]:
     """Finished jobs for the whole layer (DEEPDREAM, CARICATURE) with their artifacts, by kind, then job order."""
     t, a = render_job_table, artifact_table
     q = (
@@ -391,7 +400,7 @@ def layer_views(conn: sa.Connection, model_sha256: str, layer_key: str, kind: st
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def uploads(conn: sa.Connection, shas: list[str]) -> dict[str, dict]:
+def uploads(conn: sa.Connection, shas: list[str]) -> dict[str, dict[str, Any]]:
     """Uploaded images (artifact rows of kind UPLOAD: kb.render.uploads) by sha256."""
     if not shas:
         return {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -13,6 +14,8 @@ from kb import metrics
 from kb.render import jobs
 
 log = logging.getLogger("kb.render")
+
+Progress = Callable[[int, int], None]  # (step, total): a render's progress (KeepAlive.progress)
 
 
 class Cancelled(Exception):
@@ -66,7 +69,7 @@ class KeepAlive:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.wake.set()
         self.thread.join(timeout=30)

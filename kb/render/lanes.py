@@ -14,7 +14,8 @@ the account with the fewest bulk jobs running now, then the one whose last bulk 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -36,7 +37,7 @@ def better(a: str, b: str) -> bool:
     return RANK[a] < RANK[b]
 
 
-def due(now=None) -> sa.ColumnElement[bool]:
+def due(now: datetime | None = None) -> sa.ColumnElement[bool]:
     """Jobs a worker may start now: QUEUED and due, or RUNNING past their lease with an attempt left."""
     t = render_job_table
     now = now or utcnow()
@@ -51,7 +52,7 @@ def _same_account(requester: int | None) -> sa.ColumnElement[bool]:
     return t.c.requested_by.is_(None) if requester is None else t.c.requested_by == requester
 
 
-def _bulk_turn(conn: sa.Connection, ready: sa.ColumnElement[bool], now) -> int | None:
+def _bulk_turn(conn: sa.Connection, ready: sa.ColumnElement[bool], now: datetime) -> int | None:
     """The first due bulk job of the account whose turn it is."""
     t = render_job_table
     waiting = conn.execute(sa.select(t.c.requested_by, sa.func.min(t.c.id)).where(ready).group_by(t.c.requested_by))
@@ -70,14 +71,14 @@ def _bulk_turn(conn: sa.Connection, ready: sa.ColumnElement[bool], now) -> int |
     service = {who: (running or 0, last) for who, running, last in served}
     never = (0, None)
 
-    def turn(who):
+    def turn(who: int | None) -> tuple[int, bool, datetime, int]:
         running, last = service.get(who, never)
         return (running, last is not None, last or now, firsts[who])
 
     return firsts[min(firsts, key=turn)]
 
 
-def next_group(conn: sa.Connection, limit: int) -> list[dict]:
+def next_group(conn: sa.Connection, limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` due jobs to run next, all of one (model, layer, kind, parameters), first one first."""
     t = render_job_table
     now = utcnow()

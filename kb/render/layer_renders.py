@@ -7,7 +7,8 @@ are reused by a layer request, so "rendered" counts every DONE job of that kind 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,7 +24,7 @@ _STATUSES = ("DONE", "RUNNING", "QUEUED", "FAILED", "CANCELLED")
 @dataclass
 class LayerRequest:
     kind: str
-    params: dict
+    params: dict[str, Any]
     params_hash: str
     done: int
     running: int
@@ -43,7 +44,7 @@ class LayerRequest:
 
 
 def layer_requests(
-    conn: sa.Connection, model_sha256: str, layer_key: str, reader: int | None = None, now=None
+    conn: sa.Connection, model_sha256: str, layer_key: str, reader: int | None = None, now: datetime | None = None
 ) -> list[LayerRequest]:
     """The layer's recent whole-layer requests (those with a job in the bulk lane), newest first."""
     t = render_job_table

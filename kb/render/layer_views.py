@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from kb.render import lucent_adapter
-from kb.render.feature_vis import _fft_image, _pixel_image, _to_rgb, seed_everything
+from kb.render.feature_vis import ImageFn, Progress, _fft_image, _pixel_image, _to_rgb, seed_everything
 from kb.render.hooks import forward_hooks, run_until_stop, stop_at
 from kb.render.preprocess import preprocess_fn
 
@@ -25,14 +25,16 @@ LAYER_SEED = 7_919  # a layer view's noise: its own stream, not any unit's (feat
 OBJECTIVE_NAME = "layer"  # the name the objectives ask ``T`` for: the one layer captured
 
 
-def start_image(size: int, seed: int, parameterization: str = "fft", device="cpu"):
+def start_image(
+    size: int, seed: int, parameterization: str = "fft", device: torch.device | str = "cpu"
+) -> tuple[list[torch.Tensor], ImageFn]:
     """(parameters, image function): the seeded noise a layer view starts from, RGB in [0, 1]."""
     make = _fft_image if parameterization == "fft" else _pixel_image
     params, raw = make(1, size, [seed * 1_000_003 + LAYER_SEED], torch.device(device))
     return params, _to_rgb(raw, True, torch.device(device))
 
 
-def as_input(rgb: np.ndarray, device="cpu") -> torch.Tensor:
+def as_input(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """HxWx3 uint8 → a [1, 3, H, W] float image in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float() / 255
 
@@ -52,13 +54,13 @@ def render_layer_view(
     upsample: int = 224,
     preprocess: str = "imagenet",
     device: torch.device | str = "cpu",
-    progress=None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """The layer view of ``kind`` (DEEPDREAM, or CARICATURE of ``target``, HxWx3 uint8 of ``size`` px), as
     HxWx3 uint8."""
     from kb.render import transforms as T
 
-    device = torch.device(device)
+    where = torch.device(device)
     if kind == "DEEPDREAM":
         objective = lucent_adapter.deepdream(OBJECTIVE_NAME)
         fixed = None
@@ -66,18 +68,18 @@ def render_layer_view(
         if target is None or target.shape != (size, size, 3):
             raise ValueError(f"a caricature needs its target image at {size}x{size} px")
         objective = lucent_adapter.dot_compare(OBJECTIVE_NAME, batch=1)
-        fixed = as_input(target, device)
+        fixed = as_input(target, where)
     else:
         raise ValueError(f"{kind} is not a layer view")
     layer = dict(model.named_modules())[module_path]
     dtype = next(model.parameters()).dtype
     seed_everything(seed)
-    params, image_f = start_image(size, seed, parameterization, device)
+    params, image_f = start_image(size, seed, parameterization, where)
     chain = [T.standard] if transforms == "standard" else []
     pre = preprocess_fn(preprocess)
     up = torch.nn.Upsample(size=upsample, mode="bilinear", align_corners=True) if upsample else None
     optimizer = torch.optim.Adam(params, lr=lr)
-    captured: dict = {}
+    captured: dict[str, torch.Tensor] = {}
     with forward_hooks([stop_at(layer, lambda output: captured.update(act=output))]):
         for step in range(steps):
             optimizer.zero_grad(set_to_none=True)
@@ -99,7 +101,8 @@ def render_layer_view(
                 progress(step + 1, steps)
         with torch.no_grad():
             out = image_f().detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()[0]
-    return (out * 255 + 0.5).astype(np.uint8)
+    pixels: np.ndarray = (out * 255 + 0.5).astype(np.uint8)
+    return pixels
 
 
 def layer_activations(
@@ -109,14 +112,14 @@ def layer_activations(
     *,
     upsample: int = 224,
     preprocess: str = "imagenet",
-    device="cpu",
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """The layer's activations [N, C, H, W] for HxWx3 uint8 images (no transforms): what the objectives see."""
     layer = dict(model.named_modules())[module_path]
     x = torch.cat([as_input(i, device) for i in images])
     if upsample and x.shape[-1] != upsample:
         x = torch.nn.functional.interpolate(x, size=upsample, mode="bilinear", align_corners=True)
-    captured: dict = {}
+    captured: dict[str, torch.Tensor] = {}
     with forward_hooks([stop_at(layer, lambda output: captured.update(act=output))]), torch.no_grad():
         run_until_stop(model, preprocess_fn(preprocess)(x).to(next(model.parameters()).dtype))
     act = captured["act"].float()

@@ -2,9 +2,11 @@
 
 lucent is notebook code: ``render_vis`` registers a forward hook on every module at each call and never
 removes them, shows images by default, takes no seed, and creates tensors on ``cuda:0`` whatever the model's
-device. This module fixes all four: hooks are removed in ``finally``, nothing is shown, every render is
-seeded, and tensors are made on the worker's device (lucent's module-level ``device`` is pointed there for the
-call). It also gives lucent's redirected ReLUs a forward and backward without GPU synchronisation.
+device. This module fixes all four: nothing is shown, every render is seeded, and each call into lucent runs
+inside ``lucent_call``: under one lock (lucent's settings are the process's, not the call's), lucent's
+module-level settings (``LUCENT_GLOBALS``: its ``device``s) point at the worker's device for the call, and when
+the call ends, however it ends, they are restored and the hooks lucent added are removed. It also gives lucent's
+redirected ReLUs a forward and backward without GPU synchronisation.
 
 The workers' renderer (``kb.render.feature_vis``) calls no lucent code; ``plain_render_vis`` is lucent's own
 loop, kept for comparison (bench/render.py).
@@ -13,13 +15,28 @@ loop, kept for comparison (bench/render.py).
 from __future__ import annotations
 
 import contextlib
+import importlib
+import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from kb.render.feature_vis import seed_everything
+
+# lucent's module-level settings the adapter sets for a call, as (module, attribute): where param.spatial and
+# transform make their tensors (lucent sets both to cuda:0 at import when there is a GPU, else the CPU)
+LUCENT_GLOBALS: tuple[tuple[str, str], ...] = (
+    ("lucent.optvis.param.spatial", "device"),
+    ("lucent.optvis.transform", "device"),
+)
+# held for the whole of a call into lucent: two threads' calls would otherwise set (and restore) the same globals
+_lucent_lock = threading.RLock()
+
+# a lucent objective: called with lucent's hook (a layer name -> its activations), returns the loss
+Activations = Callable[[str], torch.Tensor]
 
 
 def lucent_version() -> str | None:
@@ -27,7 +44,12 @@ def lucent_version() -> str | None:
         import lucent
     except ImportError:  # pragma: no cover
         return None
-    return lucent.__version__
+    return str(lucent.__version__)
+
+
+def lucent_globals() -> dict[str, Any]:
+    """The values of ``LUCENT_GLOBALS`` now, by ``module.attribute``."""
+    return {f"{m}.{a}": getattr(importlib.import_module(m), a) for m, a in LUCENT_GLOBALS}
 
 
 @contextlib.contextmanager
@@ -45,17 +67,27 @@ def lucent_hooks_removed(model: torch.nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def lucent_on(device: torch.device) -> Iterator[None]:
-    """Point lucent's module-level ``device`` (param.spatial, transform) at ``device`` for the block."""
-    from lucent.optvis import transform
-    from lucent.optvis.param import spatial
+def lucent_on(device: torch.device | str) -> Iterator[None]:
+    """Point lucent's module-level ``device``s (``LUCENT_GLOBALS``) at ``device`` for the block, under the
+    adapter's lock; they are restored when it ends, however it ends."""
+    with _lucent_lock:
+        modules = [(importlib.import_module(m), a) for m, a in LUCENT_GLOBALS]
+        saved = [(module, a, getattr(module, a)) for module, a in modules]
+        try:
+            for module, a in modules:
+                setattr(module, a, torch.device(device))
+            yield
+        finally:
+            for module, a, value in reversed(saved):
+                setattr(module, a, value)
 
-    saved = spatial.device, transform.device
-    spatial.device = transform.device = torch.device(device)
-    try:
+
+@contextlib.contextmanager
+def lucent_call(model: torch.nn.Module, device: torch.device | str) -> Iterator[None]:
+    """One call into lucent on ``model``: under the adapter's lock, lucent's globals on ``device``; when the
+    block ends, however it ends, the globals are restored and the hooks lucent added to ``model`` removed."""
+    with _lucent_lock, lucent_hooks_removed(model), lucent_on(device):
         yield
-    finally:
-        spatial.device, transform.device = saved
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -64,18 +96,19 @@ class _RedirectedReLU(torch.autograd.Function):
     (half the step time on an H200, measured with torch.profiler)."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         return torch.where(x < 0, grad * 0.1, grad)
 
 
-def _fast_redirected(module, x):
-    return _RedirectedReLU.apply(x)
+def _fast_redirected(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = _RedirectedReLU.apply(x)
+    return out
 
 
 def redirected_relus_without_sync(model: torch.nn.Module) -> int:
@@ -102,8 +135,8 @@ def plain_render_vis(
     """lucent's ``render_vis`` with its defaults, one unit; seeded, headless, its hooks removed afterwards."""
     from lucent.optvis import param, render
 
-    seed_everything(seed)
-    with lucent_hooks_removed(model), lucent_on(device):
+    with lucent_call(model, device):
+        seed_everything(seed)
         images = render.render_vis(
             model,
             f"{layer}:{unit}",
@@ -112,7 +145,7 @@ def plain_render_vis(
             show_image=False,
             progress=False,
         )
-    return (np.clip(images[-1][0], 0, 1) * 255 + 0.5).astype(np.uint8)
+    return _to_uint8(images[-1][0])
 
 
 # Layer objectives (kb.render.layer_views) as lucent objectives: lucent 0.1.8 has neither Lucid's ``deepdream``
@@ -121,13 +154,20 @@ def plain_render_vis(
 CARICATURE_COSSIM_POW = 1.0  # the dot product weighted by the cosine: the caricature's direction, not its size
 
 
-def deepdream(layer: str):
-    """Lucid's ``objectives.deepdream(layer)``: maximise the mean squared activation of the whole layer."""
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """lucent's float image in [0, 1] (HWC) as 8-bit pixels."""
+    out: np.ndarray = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return out
+
+
+def deepdream(layer: str) -> Any:
+    """Lucid's ``objectives.deepdream(layer)``: maximise the mean squared activation of the whole layer. Returns
+    a lucent ``Objective``."""
     from lucent.optvis import objectives
 
-    @objectives.wrap_objective()
-    def deepdream(layer):
-        def inner(T):
+    @objectives.wrap_objective()  # type: ignore[untyped-decorator]  # lucent is untyped
+    def deepdream(layer: str) -> Callable[[Activations], torch.Tensor]:
+        def inner(T: Activations) -> torch.Tensor:
             return -(T(layer).float() ** 2).mean()
 
         return inner
@@ -135,19 +175,21 @@ def deepdream(layer: str):
     return deepdream(layer)
 
 
-def dot_compare(layer: str, batch: int = 1, cossim_pow: float = CARICATURE_COSSIM_POW):
+def dot_compare(layer: str, batch: int = 1, cossim_pow: float = CARICATURE_COSSIM_POW) -> Any:
     """Lucid's caricature objective: image ``batch``'s activations at ``layer`` against image 0's (the target),
-    their dot product weighted by their cosine similarity (floored at 0.1) to the power ``cossim_pow``."""
+    their dot product weighted by their cosine similarity (floored at 0.1) to the power ``cossim_pow``. Returns a
+    lucent ``Objective``."""
     from lucent.optvis import objectives
 
-    @objectives.wrap_objective()
-    def dot_compare(layer, batch, cossim_pow):
-        def inner(T):
+    @objectives.wrap_objective()  # type: ignore[untyped-decorator]  # lucent is untyped
+    def dot_compare(layer: str, batch: int, cossim_pow: float) -> Callable[[Activations], torch.Tensor]:
+        def inner(T: Activations) -> torch.Tensor:
             acts = T(layer).float()
             x, target = acts[batch].flatten(), acts[0].flatten()
             dot = (x * target).sum()
             cossim = dot / (x.norm() * target.norm() + 1e-6)
-            return -dot * cossim.clamp(min=0.1) ** cossim_pow
+            weight: torch.Tensor = cossim.clamp(min=0.1) ** cossim_pow
+            return -dot * weight
 
         return inner
 
@@ -167,8 +209,8 @@ def plain_render_deepdream(
     name), for comparison (bench/layer_views.py); seeded, headless, its hooks removed afterwards."""
     from lucent.optvis import param, render
 
-    seed_everything(seed)
-    with lucent_hooks_removed(model), lucent_on(device):
+    with lucent_call(model, device):
+        seed_everything(seed)
         images = render.render_vis(
             model,
             deepdream(layer),
@@ -177,4 +219,4 @@ def plain_render_deepdream(
             show_image=False,
             progress=False,
         )
-    return (np.clip(images[-1][0], 0, 1) * 255 + 0.5).astype(np.uint8)
+    return _to_uint8(images[-1][0])

@@ -11,9 +11,13 @@ from kb.render.jobs import Permanent
 if TYPE_CHECKING:
     import torch
 
+    from kb.graph.zoo.spec import Architecture
+
 
 @lru_cache(maxsize=4)
-def cached_model(source: str, described: str, sha256: str, device_name: str, bf16: bool = False):
+def cached_model(
+    source: str, described: str, sha256: str, device_name: str, bf16: bool = False
+) -> tuple[Architecture, torch.nn.Module]:
     """(architecture, prepared model) for the model imported from ``source`` with weights ``described``."""
     from kb.graph import zoo
     from kb.graph.weights import reload, state_dict_sha256
@@ -32,7 +36,11 @@ def cached_model(source: str, described: str, sha256: str, device_name: str, bf1
 
 
 def prepare(
-    model: torch.nn.Module, device: torch.device, channels_last: bool = True, rewrites: bool = True, bf16: bool = False
+    model: torch.nn.Module,
+    device: torch.device | str,
+    channels_last: bool = True,
+    rewrites: bool = True,
+    bf16: bool = False,
 ) -> torch.nn.Module:
     """Eval mode, no weight gradients, on ``device``, channels-last, lucent's redirected ReLUs without GPU
     synchronisation, BatchNorm folded into the convolutions, and on the CPU the image convolution's gradient
@@ -46,13 +54,13 @@ def prepare(
     from kb.render.lucent_adapter import redirected_relus_without_sync
     from kb.render.model_rewrites import fold_batchnorm, polyphase_input_convs
 
-    device = torch.device(device)
+    where = torch.device(device)
     model = model.eval().cpu()
     if rewrites:
         model = fold_batchnorm(model)
-        if device.type == "cpu":
+        if where.type == "cpu":
             polyphase_input_convs(model)
-    model = model.to(device)
+    model = model.to(where)
     for p in model.parameters():
         p.requires_grad_(False)
     redirected_relus_without_sync(model)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from kb.db.render_tables import render_job_table
 
 
-def _rendered(model_sha256s: Collection[str]) -> sa.Select:
+def _rendered(model_sha256s: Collection[str]) -> sa.Select[str, str, int, int]:
     """(model_sha256, layer_key, unit, newest job id) of every rendered unit of these models."""
     t = render_job_table
     negative = sa.func.coalesce(t.c.params["negative"].as_boolean(), sa.false())

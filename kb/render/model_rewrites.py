@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
-    pairs = []
+    pairs: list[tuple[nn.Module, str, str]] = []
     for parent in model.modules():
         children = dict(parent.named_children())
         if isinstance(parent, nn.Sequential):
@@ -38,7 +39,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
             continue
         for name, child in children.items():
             m = re.fullmatch(r"conv(\d*)", name)
-            bn = f"bn{m.group(1)}" if m else None
+            bn = f"bn{m.group(1)}" if m else ""
             if m and isinstance(child, nn.Conv2d) and isinstance(children.get(bn), nn.BatchNorm2d):
                 pairs.append((parent, name, bn))
     return pairs
@@ -73,14 +74,14 @@ class _PolyphaseConvGrad(torch.autograd.Function):
     the padded output gradient with the phase kernels, then a pixel shuffle. Weights get no gradient."""
 
     @staticmethod
-    def forward(ctx, x, conv: _PolyphaseInputConv):
+    def forward(ctx: Any, x: torch.Tensor, conv: _PolyphaseInputConv) -> torch.Tensor:
         ctx.conv = conv
         ctx.in_hw = x.shape[-2:]
         return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
 
     @staticmethod
-    def backward(ctx, grad):
-        conv = ctx.conv
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        conv: _PolyphaseInputConv = ctx.conv
         kernel, before, after = conv.phase_kernel(grad)
         s, (h, w) = conv.stride[0], ctx.in_hw
         # phase-grid row a (input rows s*a .. s*a+s-1) reads output rows a-before .. a+after; the conv pads
@@ -95,22 +96,25 @@ class _PolyphaseConvGrad(torch.autograd.Function):
 class _PolyphaseInputConv(nn.Conv2d):
     """A square, strided, ungrouped, frozen conv over the image whose backward is ``_PolyphaseConvGrad``."""
 
-    def phase_kernel(self, like: torch.Tensor):
+    _phase: tuple[tuple[torch.device, torch.dtype], torch.Tensor, int, int]
+
+    def phase_kernel(self, like: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         key = (like.device, like.dtype)
         if getattr(self, "_phase", (None,))[0] != key:
             self._phase = (
                 key,
-                *_phase_kernel(self.weight.detach().to(like.device, like.dtype), self.stride[0], self.padding[0]),
+                *_phase_kernel(self.weight.detach().to(like.device, like.dtype), self.stride[0], int(self.padding[0])),
             )
         return self._phase[1:]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not x.requires_grad:
             return super().forward(x)
-        return _PolyphaseConvGrad.apply(x, self)
+        out: torch.Tensor = _PolyphaseConvGrad.apply(x, self)
+        return out
 
 
-def _phase_kernel(w: torch.Tensor, s: int, pad: int):
+def _phase_kernel(w: torch.Tensor, s: int, pad: int) -> tuple[torch.Tensor, int, int]:
     """Kernel K [C*s*s, O, T, T] and the padding (before, after) such that, with g padded by it,
     ``pixel_shuffle(conv2d(g, K), s)`` is the input gradient of ``conv2d(x, w, stride=s, padding=pad)``
     for output gradient g. Phase r of input row p = s*a + r receives w[:, :, ky] from output row a + d where

@@ -6,8 +6,10 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from kb.errors import Problem
+from kb.settings import Settings
 
 KINDS = ("FEATURE_VIS", "NEURON_VIS", "DATASET_EXAMPLES", "WEIGHTS")  # one picture per unit
 LAYER_KINDS = ("DEEPDREAM", "CARICATURE")  # one picture per layer (kb.render.layer_views)
@@ -83,7 +85,7 @@ class RenderParams:
             raise BadParams("image must be 0..2^31-1")
         return self
 
-    def within(self, kind: str, settings) -> RenderParams:
+    def within(self, kind: str, settings: Settings) -> RenderParams:
         """The operator's ceilings (``KB_RENDER_MAX_SIZE``, ``_STEPS``, ``_UPSAMPLE``) on the parameters that
         matter to this kind: one above its ceiling is refused with LIMIT_EXCEEDED, naming the ceiling."""
         relevant = self.relevant(kind)
@@ -96,7 +98,7 @@ class RenderParams:
                 )
         return self
 
-    def relevant(self, kind: str) -> dict:
+    def relevant(self, kind: str) -> dict[str, Any]:
         """Only the parameters that change the image of this kind (so irrelevant ones don't split the cache)."""
         d = asdict(self)
         upload = d.pop("upload")  # only an uploaded image's caricature has it (the others' hashes stay as they were)
@@ -116,5 +118,5 @@ class RenderParams:
         return d
 
 
-def params_hash(kind: str, params: dict) -> str:
+def params_hash(kind: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({"kind": kind, **params}, sort_keys=True).encode()).hexdigest()

@@ -4,20 +4,29 @@ a whole layer's deep dream and caricatures (``layer_views``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import sqlalchemy as sa
 
 from kb.render import images
-from kb.render.jobs import Permanent
+from kb.render.jobs import ModelRow, Permanent
+from kb.render.keepalive import Progress
 from kb.render.params import LAYER_KINDS
 from kb.render.worker_device import bf16, device
 from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings
 
-_PER_PASS: dict[tuple, int] = {}
+if TYPE_CHECKING:
+    import torch
+
+    from kb.graph.zoo.spec import Architecture
+
+# (model sha256, layer, image size, device, bf16, KB_RENDER_DEVICE_BATCH) -> units per device batch
+_PER_PASS: dict[tuple[str, str, int, str, bool, int], int] = {}
 
 
-def per_pass(settings: Settings, model_row, job: dict) -> int | None:
+def per_pass(settings: Settings, model_row: ModelRow, job: dict[str, Any]) -> int | None:
     """Units of ``job``'s group rendered in one device batch (feature and neuron visualisations: what the device
     fits, kb.render.batching); None for kinds done for a whole group at once (dataset examples, weights)."""
     if job["kind"] not in ("FEATURE_VIS", "NEURON_VIS"):
@@ -35,7 +44,9 @@ def per_pass(settings: Settings, model_row, job: dict) -> int | None:
     return _PER_PASS[key]
 
 
-def pictures(engine: sa.Engine, settings: Settings, model_row, group: list[dict], progress) -> list[np.ndarray]:
+def pictures(
+    engine: sa.Engine, settings: Settings, model_row: ModelRow, group: list[dict[str, Any]], progress: Progress
+) -> list[np.ndarray]:
     """HxWx3 uint8 pictures for ``group``'s jobs, in order; ``progress(step, total)`` as they advance."""
     first = group[0]
     kind, params = first["kind"], first["params"]
@@ -82,7 +93,7 @@ def pictures(engine: sa.Engine, settings: Settings, model_row, group: list[dict]
     )
 
 
-def _weights(engine: sa.Engine, model_key: str, group: list[dict]) -> list[np.ndarray]:
+def _weights(engine: sa.Engine, model_key: str, group: list[dict[str, Any]]) -> list[np.ndarray]:
     """A unit's ten strongest input kernels (by magnitude) as small multiples."""
     graphs = GraphCache(engine)
     g = graphs.graph(model_key)
@@ -97,7 +108,15 @@ def _weights(engine: sa.Engine, model_key: str, group: list[dict]) -> list[np.nd
     return out
 
 
-def _layer_view(engine: sa.Engine, settings: Settings, arch, model, job: dict, where, progress) -> np.ndarray:
+def _layer_view(
+    engine: sa.Engine,
+    settings: Settings,
+    arch: Architecture,
+    model: torch.nn.Module,
+    job: dict[str, Any],
+    where: torch.device,
+    progress: Progress,
+) -> np.ndarray:
     """A whole layer's DEEPDREAM, or its CARICATURE of a dataset's image or of an uploaded one."""
     from kb.render.layer_views import render_layer_view
     from kb.render.preprocess import preprocess_kind

@@ -3,6 +3,8 @@ models ImageNet-normalised values, the demo model (demo:digits) [0, 1] as it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -14,7 +16,7 @@ def preprocess_kind(source: str) -> str:
     return "inceptionv1" if source.startswith("lucent:") else "imagenet"
 
 
-def preprocess_fn(kind: str):
+def preprocess_fn(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if kind == "inceptionv1":  # Lucid's InceptionV1 takes [-117, 138]
         return lambda x: x * 255 - 117
     if kind == "unit":  # the demo model trains on [0, 1] as it is

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from kb.render import thumbnails
 from kb.render.params import RenderParams
+from kb.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ MICROSCOPE = Preset("microscope", "Microscope (128 px, 512 steps)", RenderParams
 DEFAULT = "thumbnail"
 
 
-def presets(settings) -> dict[str, Preset]:
+def presets(settings: Settings) -> dict[str, Preset]:
     """The presets by name, the thumbnail one as this knowledge base's settings make it."""
     t = thumbnails.preset(settings)
     return {"thumbnail": Preset("thumbnail", f"Thumbnail ({t.size} px, {t.steps} steps)", t), "microscope": MICROSCOPE}
@@ -55,7 +56,7 @@ class UnknownChoice(ValueError):
     pass
 
 
-def preset(name: str, settings) -> Preset:
+def preset(name: str, settings: Settings) -> Preset:
     """The preset by name; UnknownChoice names the presets."""
     known = presets(settings)
     if name not in known:
@@ -63,7 +64,7 @@ def preset(name: str, settings) -> Preset:
     return known[name]
 
 
-def render_choice(kind: str, preset_name: str, settings, dataset: str = "") -> tuple[str, RenderParams]:
+def render_choice(kind: str, preset_name: str, settings: Settings, dataset: str = "") -> tuple[str, RenderParams]:
     """(render kind, parameters) for a page's choice of kind and preset (and data set, for dataset examples)."""
     if kind not in CHOICES:
         raise UnknownChoice(f"kind must be one of {', '.join(CHOICES)}")

@@ -13,12 +13,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from kb.db.claim_tables import user_table
 from kb.db.render_tables import render_job_table
 from kb.errors import Problem
+from kb.settings import Settings
+
+if TYPE_CHECKING:
+    from kb.render.jobs import Unit
 
 WAITING = ("QUEUED", "RUNNING")
 
@@ -33,7 +38,7 @@ class Quota:
     seeds: int | None = None  # distinct seeds per unit and kind; None: no limit
 
     @classmethod
-    def of(cls, settings, account: bool = True) -> Quota:
+    def of(cls, settings: Settings, account: bool = True) -> Quota:
         return cls(queued=settings.render_queue_quota if account else None, seeds=settings.render_max_seeds)
 
 
@@ -67,7 +72,7 @@ def check_queue(conn: sa.Connection, user_id: int, adding: int, quota: int) -> N
         )
 
 
-def check_seeds(conn: sa.Connection, units: Iterable, kind: str, seed: int, most: int) -> None:
+def check_seeds(conn: sa.Connection, units: Iterable[Unit], kind: str, seed: int, most: int) -> None:
     """Refuse a new seed for a unit that already has ``most`` distinct seeds of this kind."""
     t = render_job_table
     by_layer: dict[tuple[str, str], set[int]] = defaultdict(set)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -13,6 +14,7 @@ from kb.errors import Problem
 from kb.render import jobs, lanes
 from kb.render.params import KINDS, LAYER_KINDS, RenderParams
 from kb.render.quota import Quota
+from kb.settings import Settings
 
 log = logging.getLogger("kb.render")
 
@@ -31,7 +33,7 @@ class Forbidden(RenderProblem):
 
 @dataclass
 class Requested:
-    rows: list[dict]  # one job per unit, in order
+    rows: list[dict[str, Any]]  # one job per unit, in order
     lane: str
     queued: list[int] = field(default_factory=list)  # jobs this request queued (new, or ended and asked again)
     unsent: list[int] = field(default_factory=list)  # of those, saved but not sent: the sweeper sends them
@@ -39,7 +41,7 @@ class Requested:
 
 def request_renders(
     engine: sa.Engine,
-    settings,
+    settings: Settings,
     units: list[jobs.Unit],
     kind: str,
     params: RenderParams,
@@ -100,7 +102,7 @@ def send(engine: sa.Engine, out: Requested, batch: int | None = None) -> Request
 
 def request_layer_render(
     engine: sa.Engine,
-    settings,
+    settings: Settings,
     layer: jobs.Unit,
     kind: str,
     params: RenderParams,
@@ -146,7 +148,7 @@ def _check_upload(engine: sa.Engine, sha256: str) -> None:
         )
 
 
-def cancel_renders(engine: sa.Engine, ids: list[int], by: int | None, moderator: bool) -> list[dict]:
+def cancel_renders(engine: sa.Engine, ids: list[int], by: int | None, moderator: bool) -> list[dict[str, Any]]:
     """Cancel jobs that are QUEUED or RUNNING (a running one stops at its next progress point and lands
     nothing); ended ones are returned as they are. Allowed to whoever asked for a job (``by``) and to moderators
     (and the operator's CLI: ``moderator``); anyone else's job makes the whole call FORBIDDEN."""

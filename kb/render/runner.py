@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -20,7 +21,7 @@ from kb.db.engine import engine_for
 from kb.db.tables import model_table
 from kb.experiments.store import KIND as CHECK
 from kb.render import artifacts, jobs, lanes
-from kb.render.jobs import Permanent
+from kb.render.jobs import ModelRow, Permanent
 from kb.render.keepalive import Cancelled, KeepAlive
 from kb.render.pictures import per_pass as pictures_per_pass
 from kb.render.pictures import pictures
@@ -93,13 +94,13 @@ def _drain(job_ids: list[int], worker: str | None = None, settings: Settings | N
     return outcome
 
 
-def _model_row(engine: sa.Engine, job: dict):
+def _model_row(engine: sa.Engine, job: dict[str, Any]) -> ModelRow | None:
     m = model_table
     with engine.connect() as conn:
         return conn.execute(sa.select(m).where(m.c.sha256 == job["model_sha256"])).first()
 
 
-def _per_pass(settings: Settings, model_row, job: dict) -> int | None:
+def _per_pass(settings: Settings, model_row: ModelRow | None, job: dict[str, Any]) -> int | None:
     if model_row is None or model_row.removed_at is not None:
         return None  # the render fails at once, for the whole group
     try:
@@ -110,7 +111,12 @@ def _per_pass(settings: Settings, model_row, job: dict) -> int | None:
 
 
 def _run_batch(
-    engine: sa.Engine, settings: Settings, model_row, batch: list[dict], outcome: Outcome, worker: str = ""
+    engine: sa.Engine,
+    settings: Settings,
+    model_row: ModelRow | None,
+    batch: list[dict[str, Any]],
+    outcome: Outcome,
+    worker: str = "",
 ) -> None:
     started = time.monotonic()
     metrics.WORKER_HEARTBEAT.labels(worker).set(time.time())
@@ -146,7 +152,9 @@ def _run_batch(
         ended({**{j: "retry" for j, _ in outcome.retry}, **dict.fromkeys(outcome.failed, "failed")})
 
 
-def _render_group(engine: sa.Engine, settings: Settings, model_row, group: list[dict], worker: str = "") -> list[int]:
+def _render_group(
+    engine: sa.Engine, settings: Settings, model_row: ModelRow | None, group: list[dict[str, Any]], worker: str = ""
+) -> list[int]:
     first = group[0]
     if model_row is None or model_row.removed_at is not None:
         raise Permanent(f"model {first['model_key']}@{first['model_sha256'][:12]} is not in the database")

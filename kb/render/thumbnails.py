@@ -9,25 +9,28 @@ feature visualization of the unit (the largest) as a *fallback*, which the card 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kb.render.params import RenderParams, params_hash
+from kb.settings import Settings
 
 KIND = "FEATURE_VIS"
 SHOWN = ("size", "steps", "seed")  # the parameters a fallback's mark names
 
 
-def preset(settings) -> RenderParams:
+def preset(settings: Settings) -> RenderParams:
     """The thumbnail preset of this knowledge base (the same for every model)."""
     return RenderParams(size=settings.thumbnail_size, steps=settings.thumbnail_steps, seed=0)
 
 
-def preset_params(settings) -> dict:
+def preset_params(settings: Settings) -> dict[str, Any]:
     """The preset as a job stores its parameters (only those that change a FEATURE_VIS image)."""
     return preset(settings).relevant(KIND)
 
 
-def preset_hash(settings) -> str:
+def preset_hash(settings: Settings) -> str:
     return params_hash(KIND, preset_params(settings))
 
 
@@ -47,14 +50,14 @@ class Picture:
         return f"{self.size}px" if self.fallback else ""
 
 
-def describe(params: dict) -> str:
+def describe(params: dict[str, Any]) -> str:
     return ", ".join(f"{k} {params[k]}" for k in SHOWN if k in params)
 
 
-def pick(visualizations, preset: dict) -> Picture | None:
+def pick(visualizations: Iterable[Mapping[str, Any]] | None, preset: dict[str, Any]) -> Picture | None:
     """A card's picture among a unit's finished renders (each with ``kind``, ``params`` (a dict or its JSON) and
     ``url``): the preset's, else the largest positive feature visualization (a fallback), else None."""
-    best: tuple[int, str, dict] | None = None
+    best: tuple[int, str, dict[str, Any]] | None = None
     for v in visualizations or ():
         if v["kind"] != KIND:
             continue

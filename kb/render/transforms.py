@@ -32,7 +32,7 @@ def jitter(x: torch.Tensor, d: int) -> torch.Tensor:
     return F.pad(x, [dx, 0, dy, 0])[..., :h, :w]
 
 
-def random_scale(x: torch.Tensor, scales=SCALES) -> torch.Tensor:
+def random_scale(x: torch.Tensor, scales: list[float] = SCALES) -> torch.Tensor:
     scale = np.random.choice(scales)
     h, w = x.shape[-2:]
     sh, sw = int(np.ceil(scale * h)), int(np.ceil(scale * w))
@@ -41,7 +41,7 @@ def random_scale(x: torch.Tensor, scales=SCALES) -> torch.Tensor:
     return F.pad(x, [pad_y, pad_x] * 2)
 
 
-def random_rotate(x: torch.Tensor, angles=ANGLES) -> torch.Tensor:
+def random_rotate(x: torch.Tensor, angles: list[int] = ANGLES) -> torch.Tensor:
     """Rotate by the drawn angle (degrees, counter-clockwise on screen) about the centre, zeros outside."""
     angle = float(np.random.choice(angles))
     if angle == 0:

@@ -19,6 +19,7 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from PIL import Image, UnidentifiedImageError
@@ -27,6 +28,10 @@ from kb.db.render_tables import artifact_table
 from kb.db.tables import utcnow
 from kb.errors import Problem
 from kb.render.storage import ArtifactMissing, ArtifactStore
+from kb.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 KIND = "UPLOAD"  # the artifact row's kind
 FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")  # what Pillow may read an upload as: nothing else is parsed
@@ -91,7 +96,7 @@ def normalise(data: bytes, max_bytes: int, max_pixels: int) -> tuple[bytes, int,
         ) from None
     if max(rgb.size) > MAX_SIDE:
         s = MAX_SIDE / max(rgb.size)
-        rgb = rgb.resize((max(1, round(rgb.width * s)), max(1, round(rgb.height * s))), Image.LANCZOS)
+        rgb = rgb.resize((max(1, round(rgb.width * s)), max(1, round(rgb.height * s))), Image.Resampling.LANCZOS)
     clean = Image.frombytes("RGB", rgb.size, rgb.tobytes())  # pixels only: no info, profile or chunks carried
     buf = io.BytesIO()
     clean.save(buf, format="PNG", optimize=False, compress_level=6)
@@ -106,7 +111,7 @@ def _rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def store_upload(engine: sa.Engine, storage: ArtifactStore, settings, data: bytes, by: int | None) -> Upload:
+def store_upload(engine: sa.Engine, storage: ArtifactStore, settings: Settings, data: bytes, by: int | None) -> Upload:
     """Check and re-encode ``data`` (``normalise``), then store it once: the image (atomically, in the artifact
     store) and its row. The same picture again returns the row there is. On any failure nothing this call wrote
     is left behind."""
@@ -151,7 +156,7 @@ def store_upload(engine: sa.Engine, storage: ArtifactStore, settings, data: byte
         raise
 
 
-def find_upload(engine_or_conn, sha256: str) -> Upload | None:
+def find_upload(engine_or_conn: sa.Engine | sa.Connection, sha256: str) -> Upload | None:
     """The uploaded image with this sha256, or None (also for a rendered image: only uploads are targets)."""
     a = artifact_table
     q = sa.select(a.c.id, a.c.sha256, a.c.width, a.c.height, a.c.bytes, a.c.kind).where(a.c.sha256 == sha256)
@@ -165,7 +170,7 @@ def find_upload(engine_or_conn, sha256: str) -> Upload | None:
     return Upload(r.id, r.sha256, r.width, r.height, r.bytes)
 
 
-def upload_rgb(storage: ArtifactStore, sha256: str, size: int):
+def upload_rgb(storage: ArtifactStore, sha256: str, size: int) -> np.ndarray | None:
     """The stored upload as the caricature's target: shorter side resized to ``size``, centre crop (HxWx3
     uint8), as a dataset's images are; None if it is missing from the store or unreadable."""
     from kb.render.dataset_examples import load  # torch: the worker's side only

@@ -25,15 +25,19 @@ import logging
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kb.db.render_tables import render_job_table
 from kb.db.tables import utcnow
 from kb.render import thumbnails
 from kb.render.jobs import Unit
+from kb.settings import Settings
 
 log = logging.getLogger("kb.render")
 LANE = "view"
@@ -42,7 +46,7 @@ WAITING = ("QUEUED", "RUNNING")
 
 @dataclass
 class Asked:
-    queued: list[dict] = field(default_factory=list)  # the new jobs (id, unit, ...), in the order asked for
+    queued: list[dict[str, Any]] = field(default_factory=list)  # the new jobs (id, unit, ...), in the order asked for
     capped: int = 0  # units left unasked: the model's view queue was full
 
     @property
@@ -60,7 +64,7 @@ def _lock_model(conn: sa.Connection, sha256: str) -> None:
         conn.execute(sa.update(t).where(sa.false()).values(lane=t.c.lane))
 
 
-def _insert(conn: sa.Connection):
+def _insert(conn: sa.Connection) -> PgInsert | SqliteInsert:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(render_job_table)
 
 
@@ -82,7 +86,9 @@ def _missing(conn: sa.Connection, units: list[Unit], h: str) -> list[Unit]:
     return list({(u.layer_key, u.unit): u for u in units if (u.layer_key, u.unit) not in have}.values())
 
 
-def ask_model(conn: sa.Connection, units: list[Unit], params: dict, h: str, most: int, requester: int | None) -> Asked:
+def ask_model(
+    conn: sa.Connection, units: list[Unit], params: dict[str, Any], h: str, most: int, requester: int | None
+) -> Asked:
     """Within one transaction: queue the preset's job for each of ``units`` (one model) that has none. A view
     whose units all have theirs (the usual case) reads once and writes nothing; one with missing units takes the
     model's lock and looks again under it, then counts and inserts."""
@@ -128,7 +134,7 @@ def ask_model(conn: sa.Connection, units: list[Unit], params: dict, h: str, most
     return Asked(queued, capped)
 
 
-def ask_for_thumbnails(engine: sa.Engine, settings, units: list[Unit], requester: int | None = None) -> Asked:
+def ask_for_thumbnails(engine: sa.Engine, settings: Settings, units: list[Unit], requester: int | None = None) -> Asked:
     """Queue the thumbnail preset's render, in the view lane, for each unit shown without it (per model, capped
     by ``KB_VIEW_QUEUE_MAX``), then wake a worker. Nothing when ``KB_VIEW_THUMBNAILS`` is off."""
     out = Asked()

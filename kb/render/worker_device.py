@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kb.settings import Settings
 
+if TYPE_CHECKING:
+    import torch
 
-def device(settings: Settings):
+
+def device(settings: Settings) -> torch.device:
     import torch
 
     if settings.render_device:
