@@ -1,7 +1,7 @@
-"""How render workers claim jobs from the job table, under contention: the renderer's way (choose a group in one
-transaction, claim it with a conditional UPDATE in the next; a worker that lost the race chooses again) against
-PostgreSQL's ``SELECT ... FOR UPDATE SKIP LOCKED`` (choose and claim in one transaction; rows another worker holds
-are skipped), side by side in the same run, on a fresh database each.
+"""How render workers claim jobs from the job table, under contention: the renderer's claim (kb.render.runner._claim:
+on PostgreSQL, ``SELECT ... FOR UPDATE SKIP LOCKED``, chosen and claimed in one transaction; rows another worker
+holds are skipped) against its way before (choose a group in one transaction, claim it with a conditional UPDATE in
+the next; a worker that lost the race chooses again), side by side in the same run, on a fresh database each.
 
     .venv/bin/python bench/job_claims.py [--workers 4] [--jobs 2000] [--group 8] [--work-ms 0]
                                          [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
@@ -67,8 +67,9 @@ def fill(url: str, jobs: int, group: int) -> None:
     engine.dispose()
 
 
-def _claim_renderer(engine: sa.Engine, worker: str, group: int) -> tuple[list[int], int]:
-    """kb.render.runner's claim: choose (lanes.next_group), then claim (jobs.start); a lost race chooses again."""
+def _claim_apart(engine: sa.Engine, worker: str, group: int) -> tuple[list[int], int]:
+    """The renderer's claim before SKIP LOCKED, the baseline: choose a group (lanes.next_group) in one transaction,
+    claim it (jobs.start) in the next; a worker that lost the race chooses again."""
     from kb.render import jobs, lanes
 
     missed = 0
@@ -85,35 +86,25 @@ def _claim_renderer(engine: sa.Engine, worker: str, group: int) -> tuple[list[in
         missed += 1
 
 
-def _claim_skip_locked(engine: sa.Engine, worker: str, group: int) -> tuple[list[int], int]:
-    """The candidate: the first due job and the rest of its group, locked and claimed in one transaction;
-    rows another worker has locked are skipped, so a worker never loses a race."""
-    from kb.db.render_tables import render_job_table as t
-    from kb.db.tables import utcnow
-    from kb.render.lanes import due
+_SETTINGS: dict = {}
 
-    with engine.begin() as conn:
-        first = conn.execute(
-            sa.select(t.c.id, t.c.layer_key).where(due()).order_by(t.c.id).limit(1).with_for_update(skip_locked=True)
-        ).first()
-        if first is None:
-            return [], 0
-        ids = [
-            r[0]
-            for r in conn.execute(
-                sa.select(t.c.id)
-                .where(due(), t.c.layer_key == first.layer_key, t.c.id >= first.id)
-                .order_by(t.c.id)
-                .limit(group)
-                .with_for_update(skip_locked=True)
-            )
-        ]
-        conn.execute(
-            sa.update(t)
-            .where(t.c.id.in_(ids))
-            .values(status="RUNNING", attempts=t.c.attempts + 1, started_at=utcnow(), worker=worker)
-        )
-        return ids, 0
+
+def _claim_runner(engine: sa.Engine, worker: str, group: int) -> tuple[list[int], int]:
+    """kb.render.runner's claim as it is: on PostgreSQL, chosen and claimed in one transaction, SKIP LOCKED."""
+    from kb.render import runner
+    from kb.settings import Settings
+
+    settings = _SETTINGS.get(group) or _SETTINGS.setdefault(
+        group, Settings(database_url=engine.url.render_as_string(hide_password=False), render_batch=group)
+    )
+    missed = 0
+    while True:
+        claimed = runner._claim(engine, settings, worker)
+        if claimed is None:
+            return [], missed
+        if claimed[1]:
+            return [j["id"] for j in claimed[1]], missed
+        missed += 1
 
 
 def worker(url: str, how: str, group: int, work_ms: float, out) -> None:
@@ -121,7 +112,7 @@ def worker(url: str, how: str, group: int, work_ms: float, out) -> None:
     from kb.db.render_tables import render_job_table as t
 
     engine = make_engine(url)
-    claim = _claim_renderer if how == "renderer" else _claim_skip_locked
+    claim = _claim_apart if how == "apart" else _claim_runner
     name = f"{how}-{os.getpid()}"
     claimed, missed, claims = [], 0, 0
     while True:
@@ -186,7 +177,7 @@ def main() -> None:
         f"PostgreSQL, {args.workers} worker processes, {args.jobs} jobs in groups of {args.group} (one layer each), "
         f"{args.work_ms:g} ms of work per group; alternating rounds"
     )
-    seen: dict[str, list[dict]] = {"renderer": [], "skip-locked": []}
+    seen: dict[str, list[dict]] = {"apart": [], "runner": []}
     for _ in range(args.rounds):
         for how in seen:
             r = run(args.pg_url, how, args)
@@ -197,7 +188,7 @@ def main() -> None:
                 flush=True,
             )
     best = {how: min(r["wall"] for r in rs) for how, rs in seen.items()}
-    print(f"skip-locked / renderer wall (best of {args.rounds}): {best['skip-locked'] / best['renderer']:.2f}")
+    print(f"runner / apart wall (best of {args.rounds}): {best['runner'] / best['apart']:.2f}")
     print(f"# {uptime()}")
 
 

@@ -16,6 +16,7 @@ import torch
 from conftest import as_user, gql
 
 from kb.render import layer_views as LV
+from kb.render.jobs import InvalidKind
 
 REQUEST = """mutation($kind: LayerRenderKind!, $layer: String!, $p: RenderParamsInput) {
     requestLayerRender(kind: $kind, layer: $layer, params: $p) { id status kind layer neuron { key } } }"""
@@ -58,7 +59,7 @@ def test_caricature_moves_the_activations_towards_the_target():
     cos = torch.nn.functional.cosine_similarity
     before, after = cos(acts[1], acts[0], dim=0).item(), cos(acts[2], acts[0], dim=0).item()
     assert after > before + 0.05, (before, after)
-    with pytest.raises(ValueError, match="target image at 32x32"):
+    with pytest.raises(InvalidKind, match="target image at 32x32"):
         LV.render_layer_view(model, "3", "CARICATURE", target=target[:16], steps=1, **TINY)
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from kb.claims import activity, circuits
 from kb.experiments import checks, store
 from kb.render import jobs
-from kb.render.jobs import ModelRow, Permanent
+from kb.render.jobs import InvalidKind, InvalidUnit, ModelRow
 from kb.render.keepalive import Progress
 from kb.settings import Settings
 
@@ -54,7 +54,7 @@ def run(
             source = model.get_submodule(arch.layer(s_layer).module)
             target = model.get_submodule(arch.layer(t_layer).module)
         except (KeyError, AttributeError) as exc:
-            raise Permanent(f"{model_row.key} has no layer {exc}") from None
+            raise InvalidUnit(f"{model_row.key} has no layer {exc}") from None
 
         def part(lo: float, hi: float, g: int = g) -> Progress:
             return lambda step, total: progress(
@@ -83,7 +83,7 @@ def run(
                 narrow=narrow,
             )
         except ValueError as exc:
-            raise Permanent(str(exc)) from None
+            raise InvalidKind(str(exc)) from None
         model_key = model_row.key
         for f in found:
             results.append(
@@ -112,7 +112,7 @@ def load_images(engine: sa.Engine, arch: Architecture, dataset: str, count: int,
     with engine.connect() as conn:
         ds = dataset_by_name(conn, dataset)
     if ds is None:
-        raise Permanent(f"no data set {dataset!r} (kb dataset add NAME PATH)")
+        raise InvalidKind(f"no data set {dataset!r} (kb dataset add NAME PATH)")
     files = image_files(Path(ds["path"]))
     channels, size = arch.input_shape[0], arch.input_shape[-1]
     order = np.random.default_rng([seed, 2]).permutation(len(files))
@@ -124,7 +124,7 @@ def load_images(engine: sa.Engine, arch: Architecture, dataset: str, count: int,
         if len(picked) == count:
             break
     if len(picked) < count:
-        raise Permanent(f"data set {dataset!r} has {len(picked)} readable images: fewer than the {count} asked for")
+        raise InvalidKind(f"data set {dataset!r} has {len(picked)} readable images: fewer than the {count} asked for")
     x = torch.from_numpy(np.stack(picked)).permute(0, 3, 1, 2).float() / 255.0
     if channels == 1:
         x = x.mean(1, keepdim=True)

@@ -11,7 +11,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from kb.render.datasets import dataset_by_name
-from kb.render.jobs import Permanent
+from kb.render.jobs import InvalidKind
 from kb.render.keepalive import Progress
 from kb.render.preprocess import preprocess_kind
 from kb.render.worker_device import device
@@ -43,7 +43,7 @@ def dataset_examples(
     with engine.connect() as conn:
         ds = dataset_by_name(conn, params["dataset"])
     if ds is None:
-        raise Permanent(f"no dataset {params['dataset']!r} (kb dataset add NAME PATH)")
+        raise InvalidKind(f"no dataset {params['dataset']!r} (kb dataset add NAME PATH)")
     files = D.image_files(Path(ds["path"]))
     module = arch.layer(layer_key).module
     size = arch.input_shape[-1]  # the images at the size the model takes (224 for ImageNet's, 32 for the digits)
@@ -69,7 +69,7 @@ def dataset_examples(
                 stop_after=module,
             )
         except D.NoImages as exc:
-            raise Permanent(f"{exc} ({ds['path']})") from None
+            raise InvalidKind(f"{exc} ({ds['path']})") from None
         _TOPK_CACHE.clear()
         _TOPK_CACHE[key] = (files, found[module])
     files, top = _TOPK_CACHE[key]

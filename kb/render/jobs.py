@@ -32,7 +32,19 @@ ModelRow = sa.Row[Any]  # a row of the model table (kb.db.tables.model_table), a
 
 
 class Permanent(Exception):
-    """A job that cannot succeed on retry (wrong weights, unknown unit): it ends FAILED at once."""
+    """A job that cannot succeed however often it is tried: it ends FAILED at once. Raised only as one of the two
+    named reasons below; any other exception is taken as transient and retried up to the job's cap
+    (``max_attempts``, with a back-off: ``retry_delay``)."""
+
+
+class InvalidUnit(Permanent):
+    """The unit is not there: its model is gone from the database, its layer or index is not in the model, or it
+    has no inputs to draw."""
+
+
+class InvalidKind(Permanent):
+    """The kind cannot be rendered with these parameters: an unknown kind, a data set or uploaded image that is
+    not there, parameters the kind does not take."""
 
 
 @dataclass(frozen=True)

@@ -78,16 +78,22 @@ def _bulk_turn(conn: sa.Connection, ready: sa.ColumnElement[bool], now: datetime
     return firsts[min(firsts, key=turn)]
 
 
-def next_group(conn: sa.Connection, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` due jobs to run next, all of one (model, layer, kind, parameters), first one first."""
+def next_group(conn: sa.Connection, limit: int, lock: bool = False) -> list[dict[str, Any]]:
+    """Up to ``limit`` due jobs to run next, all of one (model, layer, kind, parameters), first one first.
+
+    ``lock`` (PostgreSQL; ignored on SQLite, whose writers take turns anyway): the rows are locked FOR UPDATE, and
+    rows another worker's transaction holds are skipped (SKIP LOCKED), so that a worker choosing and claiming in
+    one transaction (kb.render.runner) never chooses what another is claiming; bench/job_claims.py measures it."""
     t = render_job_table
     now = utcnow()
+    skip_locked = lock and conn.dialect.name == "postgresql"
     for lane in LANES:
         ready = sa.and_(t.c.lane == lane, due(now))
         if lane == "bulk":
             first_id = _bulk_turn(conn, ready, now)
         else:
-            first_id = conn.execute(sa.select(t.c.id).where(ready).order_by(t.c.id).limit(1)).scalar()
+            earliest = sa.select(t.c.id).where(ready).order_by(t.c.id).limit(1)
+            first_id = conn.execute(earliest.with_for_update(skip_locked=True) if skip_locked else earliest).scalar()
         if first_id is None:
             continue
         first = conn.execute(sa.select(t).where(t.c.id == first_id)).one()
@@ -101,6 +107,11 @@ def next_group(conn: sa.Connection, limit: int) -> list[dict[str, Any]]:
         ]
         if lane == "bulk":
             same.append(_same_account(first.requested_by))
-        rows = conn.execute(sa.select(t).where(*same).order_by(t.c.id).limit(limit))
-        return [dict(r._mapping) for r in rows]
+        chosen = sa.select(t).where(*same).order_by(t.c.id).limit(limit)
+        rows = [
+            dict(r._mapping) for r in conn.execute(chosen.with_for_update(skip_locked=True) if skip_locked else chosen)
+        ]
+        if rows:
+            return rows
+        # the bulk turn's group is being claimed by another worker right now (its rows are locked): the next lane
     return []

@@ -19,6 +19,7 @@ import torch
 from kb.render import lucent_adapter
 from kb.render.feature_vis import ImageFn, Progress, _fft_image, _pixel_image, _to_rgb, seed_everything
 from kb.render.hooks import forward_hooks, run_until_stop, stop_at
+from kb.render.jobs import InvalidKind
 from kb.render.preprocess import preprocess_fn
 
 LAYER_SEED = 7_919  # a layer view's noise: its own stream, not any unit's (feature_vis seeds by unit)
@@ -66,11 +67,11 @@ def render_layer_view(
         fixed = None
     elif kind == "CARICATURE":
         if target is None or target.shape != (size, size, 3):
-            raise ValueError(f"a caricature needs its target image at {size}x{size} px")
+            raise InvalidKind(f"a caricature needs its target image at {size}x{size} px")
         objective = lucent_adapter.dot_compare(OBJECTIVE_NAME, batch=1)
         fixed = as_input(target, where)
     else:
-        raise ValueError(f"{kind} is not a layer view")
+        raise InvalidKind(f"{kind} is not a layer view")
     layer = dict(model.named_modules())[module_path]
     dtype = next(model.parameters()).dtype
     seed_everything(seed)

@@ -6,12 +6,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from kb.render.jobs import Permanent
-
 if TYPE_CHECKING:
     import torch
 
     from kb.graph.zoo.spec import Architecture
+
+
+class WrongWeights(Exception):
+    """This worker's copy of the weights is not the one the model was imported with. Not permanent: the job is
+    retried up to its cap, and another worker, with the right file, may take it."""
 
 
 @lru_cache(maxsize=4)
@@ -28,7 +31,7 @@ def cached_model(
     model = reload(arch, described)
     got = state_dict_sha256(model.state_dict())
     if got != sha256:
-        raise Permanent(
+        raise WrongWeights(
             f"this worker's weights for {source} ({described}) hash to {got[:12]}, "
             f"the model was imported with {sha256[:12]}"
         )

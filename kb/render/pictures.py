@@ -10,7 +10,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from kb.render import images
-from kb.render.jobs import ModelRow, Permanent
+from kb.render.jobs import InvalidKind, InvalidUnit, ModelRow
 from kb.render.keepalive import Progress
 from kb.render.params import LAYER_KINDS
 from kb.render.worker_device import bf16, device
@@ -102,7 +102,7 @@ def _weights(engine: sa.Engine, model_key: str, group: list[dict[str, Any]]) -> 
         target = g.ordinal(job["layer_key"], job["unit"])
         positions = g.inputs.positions(target, "magnitude")[:10]
         if not len(positions):
-            raise Permanent(f"{model_key}/{job['layer_key']}:{job['unit']} has no inputs (the first layer)")
+            raise InvalidUnit(f"{model_key}/{job['layer_key']}:{job['unit']} has no inputs (the first layer)")
         kernels = [graphs.kernel(g, int(g.inputs.other[p]), target) for p in positions]
         out.append(images.small_multiples(kernels))
     return out
@@ -151,7 +151,7 @@ def _uploaded_image(engine: sa.Engine, settings: Settings, sha256: str, size: in
 
     rgb = upload_rgb(storage_from_settings(settings, engine), sha256, size)
     if rgb is None:
-        raise Permanent(f"the uploaded image {sha256} is missing from the artifact store")
+        raise InvalidKind(f"the uploaded image {sha256} is missing from the artifact store")
     return rgb
 
 
@@ -166,11 +166,11 @@ def _dataset_image(engine: sa.Engine, name: str, index: int, size: int) -> np.nd
     with engine.connect() as conn:
         ds = dataset_by_name(conn, name)
     if ds is None:
-        raise Permanent(f"no dataset {name!r} (kb dataset add NAME PATH)")
+        raise InvalidKind(f"no dataset {name!r} (kb dataset add NAME PATH)")
     files = image_files(Path(ds["path"]))
     if not 0 <= index < len(files):
-        raise Permanent(f"dataset {name!r} has {len(files)} images now: no image {index}")
+        raise InvalidKind(f"dataset {name!r} has {len(files)} images now: no image {index}")
     rgb = load(files[index], size)
     if rgb is None:
-        raise Permanent(f"image {index} of dataset {name!r} is not a readable image ({files[index].name})")
+        raise InvalidKind(f"image {index} of dataset {name!r} is not a readable image ({files[index].name})")
     return rgb
