@@ -21,6 +21,7 @@ from kb.schema.claim_types import (
 )
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input
+from kb.schema.fields import field
 
 
 @strawberry.type(description="An immutable revision of a circuit: citable as circuit:N@R.")
@@ -51,7 +52,7 @@ class CircuitRevision:
             _row=row,
         )
 
-    @strawberry.field(description="How to cite exactly this revision.")
+    @field(description="How to cite exactly this revision.")
     def citation(self, info: Info) -> Citation:
         url = f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row['circuit_id']}/{self.revision}"
         bibtex = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import strawberry
 
@@ -17,22 +18,28 @@ from kb.render import jobs as job_domain
 from kb.render.params import ALL_KINDS, LAYER_KINDS
 from kb.schema.context import Info
 
-RenderKind = strawberry.enum(
-    Enum("RenderKind", {k: k for k in (*ALL_KINDS, CHECK)}),
-    description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
-    "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels. A whole layer's pictures "
-    "(requestLayerRender): DEEPDREAM, CARICATURE. CIRCUIT_CHECK: a circuit checked by experiment (checkCircuit), "
-    "whose result is an experiment, not a picture",
-)
+# enums built from kb.render.params' kinds at run time (what strawberry reads); mypy sees classes of no members
+if TYPE_CHECKING:
 
+    class RenderKind(Enum): ...
 
-LayerRenderKind = strawberry.enum(
-    Enum("LayerRenderKind", {k: k for k in LAYER_KINDS}),
-    description="a picture of a whole layer: DEEPDREAM maximises the layer's mean squared activation (every "
-    "channel, every position); CARICATURE (params.dataset and params.image, or params.upload) makes an image "
-    "whose activations at the layer point the way the target image's do (their dot product weighted by their "
-    "cosine), as Microscope does",
-)
+    class LayerRenderKind(Enum): ...
+else:
+    RenderKind = strawberry.enum(
+        Enum("RenderKind", {k: k for k in (*ALL_KINDS, CHECK)}),
+        description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
+        "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels. A whole layer's pictures "
+        "(requestLayerRender): DEEPDREAM, CARICATURE. CIRCUIT_CHECK: a circuit checked by experiment (checkCircuit), "
+        "whose result is an experiment, not a picture",
+    )
+
+    LayerRenderKind = strawberry.enum(
+        Enum("LayerRenderKind", {k: k for k in LAYER_KINDS}),
+        description="a picture of a whole layer: DEEPDREAM maximises the layer's mean squared activation (every "
+        "channel, every position); CARICATURE (params.dataset and params.image, or params.upload) makes an image "
+        "whose activations at the layer point the way the target image's do (their dot product weighted by their "
+        "cosine), as Microscope does",
+    )
 
 
 @strawberry.type
@@ -104,7 +111,7 @@ def layer_visualizations(info: Info, g: ModelGraph, position: int, kind) -> list
 
 @strawberry.type(description="A finished picture of a whole layer: its deep dream or a caricature.")
 class LayerView:
-    kind: LayerRenderKind  # type: ignore[valid-type]
+    kind: LayerRenderKind
     params: str = strawberry.field(description="JSON")
     dataset: str | None = strawberry.field(description="CARICATURE: the dataset of its target image")
     image: int | None = strawberry.field(description="CARICATURE: the target image's index in the dataset")
