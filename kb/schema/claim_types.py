@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -101,7 +101,7 @@ class Evidence:
     experiment: str | None = strawberry.field(default=None, description="an EXPERIMENT's key: experiment:N")
 
     @classmethod
-    def of(cls, item: dict) -> Evidence:
+    def of(cls, item: dict[str, Any]) -> Evidence:
         return cls(
             kind=EvidenceKind[item["kind"]],
             note=item.get("note", ""),
@@ -145,10 +145,10 @@ class Review:
     revision: int
     created_at: datetime
     updated_at: datetime
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> Review:
+    def of(cls, row: dict[str, Any]) -> Review:
         return cls(
             verdict=Verdict[row["verdict"]],
             comment=row["comment"],
@@ -185,7 +185,7 @@ class Review:
         ]
 
 
-def pin_key(row: dict) -> str | None:
+def pin_key(row: dict[str, Any]) -> str | None:
     """circuit:N@R of a claim (revision) row; circuit:N where the revision is not known (an imported claim)."""
     if not row.get("circuit_id"):
         return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -98,7 +98,7 @@ class Experiment:
         return self.circuit_revision < self.latest_revision
 
     @classmethod
-    def of(cls, row: dict, latest_revision: int) -> Experiment:
+    def of(cls, row: dict[str, Any], latest_revision: int) -> Experiment:
         p = row["params"]
         return cls(
             key=experiment_store.key(row["id"]),
@@ -122,7 +122,7 @@ class Experiment:
         )
 
 
-def _target(row: dict, t: dict) -> TargetFigures:
+def _target(row: dict[str, Any], t: dict[str, Any]) -> TargetFigures:
     return TargetFigures(
         target=t["target"],
         source_layer=t["source_layer"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -39,7 +39,7 @@ class ActivityItem:
     )
 
     @classmethod
-    def of(cls, row: dict) -> ActivityItem:
+    def of(cls, row: dict[str, Any]) -> ActivityItem:
         return cls(
             id=row["id"],
             at=as_utc(row["at"]),

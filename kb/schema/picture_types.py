@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -54,7 +54,7 @@ class Artifact:
     )
 
 
-def _artifact(info: Info, sha: str, width: int, height: int, versions: dict) -> Artifact:
+def _artifact(info: Info, sha: str, width: int, height: int, versions: dict[str, Any]) -> Artifact:
     base = info.context.settings.public_url.rstrip("/")
     return Artifact(
         sha256=sha,
@@ -72,7 +72,7 @@ class Visualization:
     artifact: Artifact
 
 
-async def visualizations(info: Info, g: ModelGraph, key: NeuronKey, kind) -> list[Visualization]:
+async def visualizations(info: Info, g: ModelGraph, key: NeuronKey, kind: RenderKind | None) -> list[Visualization]:
     """A unit's finished renders (of the weights of ``g``), of one kind or all."""
     rows = await info.context.loaders.visualizations.load((g.sha256, key.layer, key.index))
     return [
@@ -94,7 +94,7 @@ class UnitVisualization:
     artifact: Artifact
 
 
-def layer_visualizations(info: Info, g: ModelGraph, position: int, kind) -> list[UnitVisualization]:
+def layer_visualizations(info: Info, g: ModelGraph, position: int, kind: RenderKind | None) -> list[UnitVisualization]:
     name = g.layers[position].key
     with info.context.graphs.engine.connect() as conn:
         rows = job_domain.done_for_layer(conn, g.sha256, name, kind.value if kind else None)
@@ -122,7 +122,7 @@ class LayerView:
     artifact: Artifact
 
 
-def layer_views(info: Info, g: ModelGraph, position: int, kind) -> list[LayerView]:
+def layer_views(info: Info, g: ModelGraph, position: int, kind: LayerRenderKind | None) -> list[LayerView]:
     name = g.layers[position].key
     with info.context.graphs.engine.connect() as conn:
         rows = job_domain.layer_views(conn, g.sha256, name, kind.value if kind else None)

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -86,10 +86,10 @@ class RenderJob:
     params: str = strawberry.field(description="JSON")
     created_at: datetime
     finished_at: datetime | None
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> RenderJob:
+    def of(cls, row: dict[str, Any]) -> RenderJob:
         return cls(
             id=row["id"],
             kind=RenderKind[row["kind"]],

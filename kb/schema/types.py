@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry import relay
@@ -165,7 +165,7 @@ class Model(KeyedNode):
         return [Neuron.at(g, o) for o in sorted(ordinals)]
 
     @classmethod
-    def of_row(cls, row: dict) -> Model:
+    def of_row(cls, row: dict[str, Any]) -> Model:
         return cls(
             key=row["key"],
             source=row["source"],
@@ -498,10 +498,10 @@ class ClaimRevision:
     status: ClaimStatus
     confidence: float | None
     subjects: list[str] = strawberry.field(description="canonical neuron keys")
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> ClaimRevision:
+    def of(cls, row: dict[str, Any]) -> ClaimRevision:
         return cls(
             revision=row["revision"],
             created_at=as_utc(row["created_at"]),
@@ -556,7 +556,7 @@ class ClaimRevision:
         revs = await info.context.loaders.revisions.load(self._row["claim_id"])
         return content_authors(revs[: self.revision])
 
-    async def _source(self, info: Info) -> dict | None:
+    async def _source(self, info: Info) -> dict[str, Any] | None:
         """For an imported claim (families from a paper): the CITATION it came from, if it names its authors."""
         claim = await info.context.loaders.claim.load(self._row["claim_id"])
         if not claim or not claim.get("origin"):
@@ -600,7 +600,7 @@ class ClaimRevision:
         return Citation(key=key, url=url, bibtex=bibtex, text=text)
 
 
-async def pinned_circuit(info: Info, row: dict) -> Circuit | None:
+async def pinned_circuit(info: Info, row: dict[str, Any]) -> Circuit | None:
     """The circuit of a claim (revision) row at its pinned revision (the current one where none is pinned)."""
     if not row.get("circuit_id"):
         return None
@@ -633,10 +633,10 @@ class Claim(KeyedNode):
     updated_at: datetime
     support_count: int
     dispute_count: int
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> Claim:
+    def of(cls, row: dict[str, Any]) -> Claim:
         return cls(
             key=f"claim:{row['id']}",
             label=row["label"],
@@ -653,7 +653,7 @@ class Claim(KeyedNode):
             _row=row,
         )
 
-    async def _current(self, info: Info) -> dict:
+    async def _current(self, info: Info) -> dict[str, Any]:
         revs = await info.context.loaders.revisions.load(self._row["id"])
         return revs[-1]
 
@@ -714,13 +714,13 @@ class Claim(KeyedNode):
 
 def _rows_by_id(
     info: Info,
-    by_id: Callable[[sa.Connection, list[int]], dict[int, dict]],
+    by_id: Callable[[sa.Connection, list[int]], dict[int, dict[str, Any]]],
     ids: list[int],
     required: bool,
     kind: str,
-) -> list[dict | None]:
+) -> list[dict[str, Any] | None]:
     """Rows by id in the order asked, one statement for them all (None where absent; NOT_FOUND if required)."""
-    found: dict[int, dict] = {}
+    found: dict[int, dict[str, Any]] = {}
     if ids:
         with info.context.graphs.engine.connect() as conn:
             found = by_id(conn, ids)
@@ -750,10 +750,10 @@ class Circuit(KeyedNode):
     description: str
     model: str
     revision: int = strawberry.field(description="the revision shown (the current one unless asked for circuit:N@R)")
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> Circuit:
+    def of(cls, row: dict[str, Any]) -> Circuit:
         return cls(
             key=f"circuit:{row['id']}",
             name=row["name"],
