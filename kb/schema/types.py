@@ -95,8 +95,9 @@ class KeyedNode(relay.Node):
     """Relay nodes whose global ID wraps their stable key (so IDs survive export and re-import)."""
 
     @classmethod
-    def resolve_id(cls, root, *, info) -> str:
-        return root.key
+    def resolve_id(cls, root: Any, *, info: Info) -> str:
+        key: str = root.key  # every KeyedNode type has a key field
+        return key
 
     @classmethod
     def resolve_id_attr(cls) -> str:
@@ -178,8 +179,8 @@ class Model(KeyedNode):
         )
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        out = []
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Model | None]:  # type: ignore[override]
+        out: list[Model | None] = []
         for key in node_ids:
             row = info.context.graphs.model_row(key)
             if row is None and required:
@@ -215,11 +216,13 @@ class Layer(KeyedNode):
 
     @field(description="Module path whose output holds the units (hook here).")
     async def module_path(self, info: Info) -> str:
-        return (await info.context.loaders.layer_details.load(self._layer_id))["module_path"]
+        path: str = (await info.context.loaders.layer_details.load(self._layer_id))["module_path"]
+        return path
 
     @strawberry.field
     async def kind(self, info: Info) -> str:
-        return (await info.context.loaders.layer_details.load(self._layer_id))["kind"]
+        kind: str = (await info.context.loaders.layer_details.load(self._layer_id))["kind"]
+        return kind
 
     @field(description="Output shape without the batch dimension.")
     async def output_shape(self, info: Info) -> list[int]:
@@ -257,8 +260,8 @@ class Layer(KeyedNode):
         return NeuronConnection(edges=edges, page_info=page_info(start, stop, layer.units), total_count=layer.units)
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        out = []
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Layer | None]:  # type: ignore[override]
+        out: list[Layer | None] = []
         for text in node_ids:
             try:
                 lk = info.context.graphs.resolve_layer(text)
@@ -349,8 +352,8 @@ class Neuron(KeyedNode):
         return neuron_citation(info, self)
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        out = []
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Neuron | None]:  # type: ignore[override]
+        out: list[Neuron | None] = []
         for text in node_ids:
             try:
                 key = info.context.graphs.resolve(text)
@@ -362,7 +365,9 @@ class Neuron(KeyedNode):
         return out
 
 
-def neighbor_connection(info: Info, of: Neuron, way: str, first, after, order_by: NeighborOrder, sign: Sign):
+def neighbor_connection(
+    info: Info, of: Neuron, way: str, first: int | None, after: str | None, order_by: NeighborOrder, sign: Sign
+) -> NeighborConnection:
     """A page of a unit's inputs or outputs, ordered and filtered by sign (the graph in memory; no SQL)."""
     check()
     g = of._graph
@@ -370,7 +375,7 @@ def neighbor_connection(info: Info, of: Neuron, way: str, first, after, order_by
     positions = rows.positions(of._ordinal, order_by.value, sign.value)
     total = len(positions)
     start, stop = window(first, after, total)
-    edges = []
+    edges: list[NeighborEdge] = []
     for offset in range(start, stop):
         p = positions[offset]
         other = int(rows.other[p])
@@ -392,7 +397,8 @@ def neighbor_connection(info: Info, of: Neuron, way: str, first, after, order_by
 
 def edge_kernel(info: Info, g: ModelGraph, source: int, target: int) -> list[list[float]]:
     """The spatial kernel through which unit ``source`` reaches ``target`` (ordinals), as nested lists."""
-    return info.context.graphs.kernel(g, source, target).tolist()
+    rows: list[list[float]] = info.context.graphs.kernel(g, source, target).tolist()
+    return rows
 
 
 @strawberry.type(description="A weighted connection to a neighboring unit.")
@@ -517,6 +523,9 @@ class ClaimRevision:
 
     @strawberry.field
     def key(self) -> str:
+        return self._key()
+
+    def _key(self) -> str:
         return f"claim:{self._row['claim_id']}@{self.revision}"
 
     @field(
@@ -550,6 +559,9 @@ class ClaimRevision:
         "(a change of status alone makes nobody an author)."
     )
     async def authors(self, info: Info) -> list[Person]:
+        return await self._authors(info)
+
+    async def _authors(self, info: Info) -> list[Person]:
         return [await _person(info, i) for i in await self._author_ids(info)]
 
     async def _author_ids(self, info: Info) -> list[int]:
@@ -568,9 +580,12 @@ class ClaimRevision:
         "claim the source's authors and DOI, with the importing account as curator."
     )
     async def citation(self, info: Info) -> Citation:
+        return await self._citation(info)
+
+    async def _citation(self, info: Info) -> Citation:
         people = [_shown(await _person(info, i)) for i in await self._author_ids(info)]
         source = await self._source(info)
-        key = self.key()
+        key = self._key()
         url = f"{info.context.settings.public_url.rstrip('/')}/c/{self._row['claim_id']}/{self.revision}"
         day = f"{self.created_at:%Y-%m-%d}"
         if source:
@@ -655,7 +670,8 @@ class Claim(KeyedNode):
 
     async def _current(self, info: Info) -> dict[str, Any]:
         revs = await info.context.loaders.revisions.load(self._row["id"])
-        return revs[-1]
+        current: dict[str, Any] = revs[-1]
+        return current
 
     @strawberry.field
     async def author(self, info: Info) -> Person:
@@ -663,7 +679,7 @@ class Claim(KeyedNode):
 
     @field(description="The content authors, in order of first contribution (`author` created it).")
     async def authors(self, info: Info) -> list[Person]:
-        return await ClaimRevision.of(await self._current(info)).authors(info)
+        return await ClaimRevision.of(await self._current(info))._authors(info)
 
     @field(description="The neurons the current revision is about.")
     async def subjects(self, info: Info) -> list[Neuron]:
@@ -704,10 +720,10 @@ class Claim(KeyedNode):
 
     @field(description="How to cite the current revision.")
     async def citation(self, info: Info) -> Citation:
-        return await ClaimRevision.of(await self._current(info)).citation(info)
+        return await ClaimRevision.of(await self._current(info))._citation(info)
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Claim | None]:  # type: ignore[override]
         rows = _rows_by_id(info, claims_by_id, [parse_key(nid) for nid in node_ids], required, "claim")
         return [cls.of(r) if r else None for r in rows]
 
@@ -774,6 +790,9 @@ class Circuit(KeyedNode):
 
     @field(description="The circuit's newest revision: above `revision` when this shows an older one.")
     def latest_revision(self) -> int:
+        return self._latest_revision()
+
+    def _latest_revision(self) -> int:
         return int(self._row.get("current_revision") or self.revision)
 
     @field(description="Every revision, oldest first (each citable as circuit:N@R).")
@@ -799,11 +818,12 @@ class Circuit(KeyedNode):
         "(olderRevision marks a check of an older one)."
     )
     def experiments(self, info: Info) -> list[Experiment]:
-        return experiments_of(info, self._row["id"], self.latest_revision())
+        return experiments_of(info, self._row["id"], self._latest_revision())
 
     @strawberry.field
     def created_at(self) -> datetime:
-        return self._row["created_at"]
+        at: datetime = self._row["created_at"]
+        return at
 
     @field(description="The circuit's web page.")
     def url(self, info: Info) -> str:
@@ -821,7 +841,7 @@ class Circuit(KeyedNode):
         return CircuitCheck(edges=[EdgeCheck(**vars(e)) for e in circuit_domain.check(graph, self._row)])
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Circuit | None]:  # type: ignore[override]
         ids = [parse_circuit_key(nid) for nid in node_ids]
         rows = _rows_by_id(info, circuit_domain.circuits_by_id, ids, required, "circuit")
         return [cls.of(r) if r else None for r in rows]
