@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import functools
 from functools import cache
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError, OperationDefinitionNode, parse
 from strawberry.extensions import MaxTokensLimiter, ParserCache
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionContext, ExecutionResult
 
 from kb.schema.claim_query import ClaimQuery
 from kb.schema.deadline import DEADLINE
@@ -44,17 +45,27 @@ class Schema(strawberry.Schema):
         """kb.schema.errors.with_code with this schema's enums: an error about an enum value lists its values."""
         return with_code(error, self.enum_values)
 
-    def process_errors(self, errors, execution_context=None) -> None:
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Expected errors are answers, not incidents; unexpected ones are logged where they are masked
         (kb.schema.errors.with_code), so nothing is logged twice or with a traceback for a NOT_FOUND."""
 
-    async def execute(self, query, variable_values=None, context_value=None, *args, **kwargs) -> ExecutionResult:
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> ExecutionResult:
         run = functools.partial(super().execute, query, variable_values, context_value, *args, **kwargs)
         offloop: OffLoop | None = getattr(context_value, "offloop", None)
         if offloop is None or DEADLINE.get() is not None:
             return await run()
         try:
-            return await offloop.call(run, is_async=True, abandon=not _is_mutation(query, args, kwargs))
+            result: ExecutionResult = await offloop.call(
+                run, is_async=True, abandon=not _is_mutation(query, args, kwargs)
+            )
+            return result
         except RequestTimeout as exc:
             return ExecutionResult(data=None, errors=[CodedError(str(exc), "TIMEOUT")])
 
@@ -81,7 +92,7 @@ def operation_type(query: str, name: str | None = None) -> str:
     return "unknown"
 
 
-def _is_mutation(query, args, kwargs) -> bool:
+def _is_mutation(query: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether the operation to run is a mutation (parsed once per document)."""
     if not isinstance(query, str):
         return False

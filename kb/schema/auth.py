@@ -9,10 +9,12 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, ClassVar
 
-import strawberry
 from strawberry.permission import BasePermission
+from strawberry.types.field import StrawberryField
 
 from kb.claims.accounts import ROLES, Account
+from kb.schema import fields
+from kb.schema.context import Info
 from kb.schema.errors import CodedError
 
 
@@ -20,7 +22,7 @@ class Requires(BasePermission):
     role: ClassVar[str] = "admin"
     message = "not allowed"
 
-    def has_permission(self, source: Any, info, **kwargs) -> bool:
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         account: Account = info.context.account()
         if not account.at_least(self.role):
             raise CodedError(f"this needs the {self.role} role; {account.name} is {account.role}", "FORBIDDEN")
@@ -34,6 +36,6 @@ def requires(role: str) -> type[Requires]:
     return type(f"Requires{role.title()}", (Requires,), {"role": role})
 
 
-def mutation(role: str, **kwargs):
+def mutation(role: str, *, description: str | None = None, name: str | None = None) -> StrawberryField:
     """A mutation callable by ``role`` and above (ownership rules are the domain's)."""
-    return strawberry.mutation(permission_classes=[requires(role)], **kwargs)
+    return fields.mutation(description=description, name=name, permission_classes=[requires(role)])

@@ -4,6 +4,7 @@ kb.schema.mutation's)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 
@@ -21,6 +22,7 @@ from kb.schema.claim_types import (
 )
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input
+from kb.schema.fields import field
 
 
 @strawberry.type(description="An immutable revision of a circuit: citable as circuit:N@R.")
@@ -34,10 +36,10 @@ class CircuitRevision:
     neurons: list[str] = strawberry.field(description="canonical neuron keys")
     edges: list[CircuitEdge]
     author: Person
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> CircuitRevision:
+    def of(cls, row: dict[str, Any]) -> CircuitRevision:
         return cls(
             key=f"circuit:{row['circuit_id']}@{row['revision']}",
             revision=row["revision"],
@@ -51,7 +53,7 @@ class CircuitRevision:
             _row=row,
         )
 
-    @strawberry.field(description="How to cite exactly this revision.")
+    @field(description="How to cite exactly this revision.")
     def citation(self, info: Info) -> Citation:
         url = f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row['circuit_id']}/{self.revision}"
         bibtex = (
@@ -82,7 +84,7 @@ class CircuitDiff:
     changed_notes: list[NoteChange]
 
 
-def _revisions(info: Info, circuit_id: int, with_edges: bool = True) -> list[dict]:
+def _revisions(info: Info, circuit_id: int, with_edges: bool = True) -> list[dict[str, Any]]:
     with info.context.graphs.engine.connect() as conn:
         return circuit_domain.revisions(conn, [circuit_id], with_edges)[circuit_id]
 
@@ -104,7 +106,7 @@ def _asks_for(info: Info, name: str) -> bool:
     return False
 
 
-def _charge(info: Info, revs: list[dict], what: str) -> None:
+def _charge(info: Info, revs: list[dict[str, Any]], what: str) -> None:
     """The revisions' edge lists at their stored sizes against the answer's bound, before any is read."""
     info.context.answer.charge(sum(r["edges_size"] for r in revs), what)
 

@@ -12,6 +12,7 @@ from kb.graph.keys import KeyProblem
 from kb.schema.claim_types import ClaimKind, ClaimStatus, Person
 from kb.schema.context import Info
 from kb.schema.errors import CodedError
+from kb.schema.fields import field
 from kb.schema.pagination import cursor, page_info, window
 from kb.schema.types import (
     Circuit,
@@ -50,7 +51,7 @@ def _claims_page(info: Info, ids: list[int], start: int, total: int) -> ClaimCon
 
 @strawberry.type
 class ClaimQuery:
-    @strawberry.field(description="A claim by key: claim:17 (claim:17@3 gives the claim; see revisionAt).")
+    @field(description="A claim by key: claim:17 (claim:17@3 gives the claim; see revisionAt).")
     def claim(self, info: Info, key: str) -> Claim:
         claim_id, _ = claim_domain.parse_revision_key(key)
         with info.context.graphs.engine.connect() as conn:
@@ -59,7 +60,7 @@ class ClaimQuery:
             raise CodedError(f"no claim:{claim_id}", "NOT_FOUND")
         return Claim.of(row)
 
-    @strawberry.field(description="One immutable revision by its citable key, e.g. claim:17@3.")
+    @field(description="One immutable revision by its citable key, e.g. claim:17@3.")
     def claim_revision(self, info: Info, key: str) -> ClaimRevision:
         claim_id, revision = claim_domain.parse_revision_key(key)
         if revision is None:
@@ -70,7 +71,7 @@ class ClaimQuery:
             raise CodedError(f"no claim:{claim_id}@{revision}", "NOT_FOUND")
         return ClaimRevision.of(revs[revision - 1])
 
-    @strawberry.field(
+    @field(
         description="Claims, oldest first (newestFirst: the newest first), filtered by model, layer, kind and status."
     )
     def claims(
@@ -91,7 +92,7 @@ class ClaimQuery:
             ids = search.filtered_claim_ids(conn, f, start, stop - start, newest_first)
         return _claims_page(info, ids, start, total)
 
-    @strawberry.field(description="Claims whose label or body match the text (full-text search, best first).")
+    @field(description="Claims whose label or body match the text (full-text search, best first).")
     def search_claims(
         self,
         info: Info,
@@ -109,7 +110,7 @@ class ClaimQuery:
             ids, total = search.search_claims(conn, text, f, start, stop - start)
         return _claims_page(info, ids, start, total)
 
-    @strawberry.field(description="Neurons that matching claims are about, best-matching claim first.")
+    @field(description="Neurons that matching claims are about, best-matching claim first.")
     def search_neurons(
         self,
         info: Info,
@@ -136,12 +137,12 @@ class ClaimQuery:
             )
         return NeuronConnection(edges=edges, page_info=page_info(start, start + len(keys), total), total_count=total)
 
-    @strawberry.field(description="A circuit by key: circuit:3 (its current revision) or circuit:3@2 (that one).")
+    @field(description="A circuit by key: circuit:3 (its current revision) or circuit:3@2 (that one).")
     def circuit(self, info: Info, key: str) -> Circuit:
         with info.context.graphs.engine.connect() as conn:
             return Circuit.of(circuit_domain.at_revision(conn, *circuit_domain.parse_key(key)))
 
-    @strawberry.field(description="Circuits, newest first, of one model and/or containing one neuron.")
+    @field(description="Circuits, newest first, of one model and/or containing one neuron.")
     def circuits(
         self,
         info: Info,
@@ -159,7 +160,7 @@ class ClaimQuery:
         edges = [CircuitEdgeOfConnection(cursor=cursor(start + i), node=Circuit.of(r)) for i, r in enumerate(rows)]
         return CircuitConnection(edges=edges, page_info=page_info(start, start + len(rows), total), total_count=total)
 
-    @strawberry.field(description="The account behind the request's token.")
+    @field(description="The account behind the request's token.")
     def me(self, info: Info) -> Person:
         account = info.context.account()
         return Person(name=account.name, display_name=account.name)

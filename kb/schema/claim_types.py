@@ -9,21 +9,34 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
 from kb.claims import content
 from kb.claims.reviews import last_content_revision
 from kb.schema.context import Info
+from kb.schema.fields import field
 
-ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), description="What a claim asserts.")
-ClaimStatus = strawberry.enum(Enum("ClaimStatus", {k: k for k in content.STATUSES}))
-EvidenceKind = strawberry.enum(
-    Enum("EvidenceKind", {k: k for k in content.EVIDENCE_KINDS}),
-    description="The seven lines of evidence of the Circuits thread, citations, and EXPERIMENT: a circuit "
-    "checked by experiment here (experiment:N)",
-)
-Verdict = strawberry.enum(Enum("Verdict", {"SUPPORT": "SUPPORT", "DISPUTE": "DISPUTE"}))
+# enums built from kb.claims.content's lists at run time (what strawberry reads); mypy sees classes of no members
+if TYPE_CHECKING:
+
+    class ClaimKind(Enum): ...
+
+    class ClaimStatus(Enum): ...
+
+    class EvidenceKind(Enum): ...
+
+    class Verdict(Enum): ...
+else:
+    ClaimKind = strawberry.enum(Enum("ClaimKind", {k: k for k in content.KINDS}), description="What a claim asserts.")
+    ClaimStatus = strawberry.enum(Enum("ClaimStatus", {k: k for k in content.STATUSES}))
+    EvidenceKind = strawberry.enum(
+        Enum("EvidenceKind", {k: k for k in content.EVIDENCE_KINDS}),
+        description="The seven lines of evidence of the Circuits thread, citations, and EXPERIMENT: a circuit "
+        "checked by experiment here (experiment:N)",
+    )
+    Verdict = strawberry.enum(Enum("Verdict", {"SUPPORT": "SUPPORT", "DISPUTE": "DISPUTE"}))
 
 
 def as_utc(v: datetime) -> datetime:
@@ -88,7 +101,7 @@ class Evidence:
     experiment: str | None = strawberry.field(default=None, description="an EXPERIMENT's key: experiment:N")
 
     @classmethod
-    def of(cls, item: dict) -> Evidence:
+    def of(cls, item: dict[str, Any]) -> Evidence:
         return cls(
             kind=EvidenceKind[item["kind"]],
             note=item.get("note", ""),
@@ -132,10 +145,10 @@ class Review:
     revision: int
     created_at: datetime
     updated_at: datetime
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> Review:
+    def of(cls, row: dict[str, Any]) -> Review:
         return cls(
             verdict=Verdict[row["verdict"]],
             comment=row["comment"],
@@ -145,11 +158,11 @@ class Review:
             _row=row,
         )
 
-    @strawberry.field(description="the claim revision this verdict judged (null: reviewed before this was kept)")
+    @field(description="the claim revision this verdict judged (null: reviewed before this was kept)")
     def claim_revision(self) -> int | None:
         return self._row.get("claim_revision")
 
-    @strawberry.field(description="the claim's content changed after this review: it judged an older revision")
+    @field(description="the claim's content changed after this review: it judged an older revision")
     async def stale(self, info: Info) -> bool:
         revs = await info.context.loaders.revisions.load(self._row["claim_id"])
         return (self._row.get("claim_revision") or 0) < last_content_revision(revs)
@@ -172,7 +185,7 @@ class Review:
         ]
 
 
-def pin_key(row: dict) -> str | None:
+def pin_key(row: dict[str, Any]) -> str | None:
     """circuit:N@R of a claim (revision) row; circuit:N where the revision is not known (an imported claim)."""
     if not row.get("circuit_id"):
         return None
@@ -205,10 +218,10 @@ class EdgeCheck:
 class CircuitCheck:
     edges: list[EdgeCheck]
 
-    @strawberry.field(description="every stated edge exists in the weight graph")
+    @field(description="every stated edge exists in the weight graph")
     def all_exist(self) -> bool:
         return all(e.exists for e in self.edges)
 
-    @strawberry.field(description="every stated edge exists and is excitatory")
+    @field(description="every stated edge exists and is excitatory")
     def all_excitatory(self) -> bool:
         return all(e.sign == "POSITIVE" for e in self.edges)

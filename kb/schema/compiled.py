@@ -81,7 +81,7 @@ class FastInfo:
 @dataclass
 class FieldPlan:
     key: str  # response key (alias or name)
-    get: Callable[[Any, Any, dict], Any]  # (source, info, variables) -> value
+    get: Callable[[Any, Any, dict[str, Any]], Any]  # (source, info, variables) -> value
     wraps: list[str]  # outermost first: "nonnull" / "list"
     leaf: Callable[[Any], Any] | None  # scalar serializer, or None for objects
     sub: ObjectPlan | None = None
@@ -100,7 +100,7 @@ class Plan:
     variable_definitions: Any
     failures: int = 0  # runs that raised Broken (the endpoint logs the first)
 
-    def run(self, context, variables: dict | None) -> tuple[dict | None, list[dict]]:
+    def run(self, context, variables: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """(data, errors): the response's data, and its errors (formatted) where a root field's key was unknown."""
         try:
             coerced = get_variable_values(self._schema, self.operation.variable_definitions or [], variables or {})
@@ -115,14 +115,14 @@ class Plan:
             raise Broken from exc
 
 
-def _run_root(plan: ObjectPlan, info, variables) -> tuple[dict | None, list[dict]]:
+def _run_root(plan: ObjectPlan, info, variables) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The root fields in order, as graphql-core executes them: a key problem (BAD_KEY, NOT_FOUND) raised by a root
     field's resolver makes the field null (and the data null if the field is non-null, with the fields after it
     not run). Other errors may depend on what strawberry's context has and a plan's has not (the request, its
     account): strawberry answers them."""
     _check_deadline()
-    out: dict = {}
-    errors: list[dict] = []
+    out: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
     for f in plan.fields:
         try:
             value = f.get(None, info, variables)
@@ -142,7 +142,7 @@ def _check_deadline() -> None:
         raise RequestTimeout("the request took longer than its time limit; ask for less")
 
 
-def _run_object(plan: ObjectPlan, source, info, variables) -> dict:
+def _run_object(plan: ObjectPlan, source, info, variables) -> dict[str, Any]:
     _check_deadline()
     out = {}
     for f in plan.fields:

@@ -55,52 +55,52 @@ class Loaders:
         with self.graphs.engine.connect() as conn:
             return read(conn)
 
-    async def _layer_details(self, ids: list[int]) -> list[dict]:
+    async def _layer_details(self, ids: list[int]) -> list[dict[str, Any]]:
         found = self._read(lambda conn: catalog.layers_by_id(conn, ids))
         return [found[i] for i in ids]
 
-    async def _claims(self, ids: list[int]) -> list[dict | None]:
+    async def _claims(self, ids: list[int]) -> list[dict[str, Any] | None]:
         found = self._read(lambda conn: claims.claims_by_id(conn, ids))
         return [found.get(i) for i in ids]
 
-    async def _claims_of_neurons(self, keys: list[tuple[str, str, int]]) -> list[list[dict]]:
+    async def _claims_of_neurons(self, keys: list[tuple[str, str, int]]) -> list[list[dict[str, Any]]]:
         found = self._read(lambda conn: claims.claims_about_neurons(conn, keys))
         return [found[k] for k in keys]
 
-    async def _revisions(self, ids: list[int]) -> list[list[dict]]:
+    async def _revisions(self, ids: list[int]) -> list[list[dict[str, Any]]]:
         found = self._read(lambda conn: claims.revisions(conn, ids))
         return [found[i] for i in ids]
 
-    async def _reviews(self, ids: list[int]) -> list[list[dict]]:
+    async def _reviews(self, ids: list[int]) -> list[list[dict[str, Any]]]:
         found = self._read(lambda conn: reviews.reviews_of_claims(conn, ids))
         return [found[i] for i in ids]
 
-    async def _users(self, ids: list[int]) -> list[dict | None]:
+    async def _users(self, ids: list[int]) -> list[dict[str, Any] | None]:
         found = self._read(lambda conn: accounts.people_by_id(conn, ids))
         return [found.get(i) for i in ids]
 
-    async def _circuits(self, ids: list[int]) -> list[dict | None]:
+    async def _circuits(self, ids: list[int]) -> list[dict[str, Any] | None]:
         found = self._read(lambda conn: circuits.circuits_by_id(conn, ids))
         return [found.get(i) for i in ids]
 
-    async def _circuits_at(self, pins: list[tuple[int, int | None]]) -> list[dict | None]:
+    async def _circuits_at(self, pins: list[tuple[int, int | None]]) -> list[dict[str, Any] | None]:
         """Circuits at pinned revisions (id, revision), as claims pin them."""
         found = self._read(lambda conn: circuits.circuits_at(conn, pins))
         return [found.get(p) for p in pins]
 
-    async def _review_histories(self, keys: list[tuple[int, int]]) -> list[list[dict]]:
+    async def _review_histories(self, keys: list[tuple[int, int]]) -> list[list[dict[str, Any]]]:
         """Every revision of the reviews (claim id, user id), oldest first."""
         found = self._read(lambda conn: reviews.review_histories(conn, keys))
         return [found[k] for k in keys]
 
-    async def _visualizations(self, units: list[tuple[str, str, int]]) -> list[list[dict]]:
+    async def _visualizations(self, units: list[tuple[str, str, int]]) -> list[list[dict[str, Any]]]:
         from kb.render import jobs
 
         with self.graphs.engine.connect() as conn:
             found = jobs.done_for_units(conn, units)
         return [found[u] for u in units]
 
-    async def _artifacts(self, ids: list[int]) -> list[dict | None]:
+    async def _artifacts(self, ids: list[int]) -> list[dict[str, Any] | None]:
         from kb.render import jobs
 
         with self.graphs.engine.connect() as conn:
@@ -145,7 +145,7 @@ class Context:
     subscriptions: int = 0  # subscriptions running on this WebSocket connection (its context is the connection's)
     _account: accounts.Account | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.loaders is None:
             self.loaders = Loaders(self.graphs)
         if self.answer is None:
@@ -164,6 +164,7 @@ class Context:
                 if scheme.lower() == "bearer" and token.strip():
                     self._account = accounts.authenticate(conn, token.strip())
                 else:
+                    assert cookie, "refused above: neither a bearer token nor a session cookie"
                     self._account = sessions.cookie_account(conn, cookie, headers.get(sessions.CSRF_HEADER))
         return self._account
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from graphql import GraphQLEnumType, GraphQLError, GraphQLSchema, GraphQLSyntaxError
 
@@ -37,7 +38,7 @@ _ENUM_ERROR = re.compile(r"(?:does not exist in|Enum) '(\w+)'(?: enum)?|Enum '(\
 
 
 class CodedError(GraphQLError):
-    def __init__(self, message: str, code: str, **extensions):
+    def __init__(self, message: str, code: str, **extensions: Any):
         assert code in CODES, code
         super().__init__(message, extensions={"code": code, **{k: v for k, v in extensions.items() if v is not None}})
 
@@ -90,7 +91,7 @@ def _with_values(message: str, enums: Mapping[str, Sequence[str]]) -> str:
     return f"{message.rstrip('.')}. Allowed values: {', '.join(values)}."
 
 
-def _copy(error: GraphQLError, message: str, extensions: dict) -> GraphQLError:
+def _copy(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:
     return GraphQLError(
         message,
         error.nodes,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -14,12 +15,19 @@ from kb.experiments import figures
 from kb.experiments import store as experiment_store
 from kb.schema.claim_types import as_utc
 from kb.schema.context import Info
+from kb.schema.fields import field
 
-Ablation = strawberry.enum(
-    Enum("Ablation", {a.upper(): a for a in figures.ABLATIONS}),
-    description="what an ablated unit's map becomes: ZERO; MEAN, its mean over the image set, position by "
-    "position; RESAMPLE, its map on another image of the set (each channel its own seeded random permutation)",
-)
+# an enum built from kb.experiments.figures.ABLATIONS at run time (what strawberry reads); mypy sees a class of no
+# members
+if TYPE_CHECKING:
+
+    class Ablation(Enum): ...
+else:
+    Ablation = strawberry.enum(
+        Enum("Ablation", {a.upper(): a for a in figures.ABLATIONS}),
+        description="what an ablated unit's map becomes: ZERO; MEAN, its mean over the image set, position by "
+        "position; RESAMPLE, its map on another image of the set (each channel its own seeded random permutation)",
+    )
 
 
 @strawberry.type(description="A measure over random circuits: mean and sample standard deviation of its draws.")
@@ -71,7 +79,7 @@ class Experiment:
     circuit_revision: int
     latest_revision: int = strawberry.field(description="the circuit's newest revision")
     dataset: str
-    ablation: Ablation  # type: ignore[valid-type]
+    ablation: Ablation
     images: int
     seed: int
     draws: int = strawberry.field(description="random circuits per measure")
@@ -85,12 +93,12 @@ class Experiment:
     created_at: datetime
     targets: list[TargetFigures]
 
-    @strawberry.field(description="true when the circuit has a newer revision than the one measured")
+    @field(description="true when the circuit has a newer revision than the one measured")
     def older_revision(self) -> bool:
         return self.circuit_revision < self.latest_revision
 
     @classmethod
-    def of(cls, row: dict, latest_revision: int) -> Experiment:
+    def of(cls, row: dict[str, Any], latest_revision: int) -> Experiment:
         p = row["params"]
         return cls(
             key=experiment_store.key(row["id"]),
@@ -114,7 +122,7 @@ class Experiment:
         )
 
 
-def _target(row: dict, t: dict) -> TargetFigures:
+def _target(row: dict[str, Any], t: dict[str, Any]) -> TargetFigures:
     return TargetFigures(
         target=t["target"],
         source_layer=t["source_layer"],
@@ -153,7 +161,7 @@ def experiment_of_job(info: Info, job_id: int) -> Experiment | None:
 
 @strawberry.type
 class ExperimentQuery:
-    @strawberry.field(description="An experiment by its citable key (experiment:N).")
+    @field(description="An experiment by its citable key (experiment:N).")
     def experiment(self, info: Info, key: str) -> Experiment:
         with info.context.graphs.engine.connect() as conn:
             row = experiment_store.get(conn, experiment_store.parse_key(key))

@@ -9,6 +9,7 @@ variables against the budget, and NULs in variables. The cost goes back to the c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension, ValidationCache
@@ -18,7 +19,7 @@ from kb.schema.limits import NUL_MESSAGE, Limits, has_nul
 
 
 class Guard(SchemaExtension):
-    def __init__(self, limits: Limits, **kwargs):
+    def __init__(self, limits: Limits, **kwargs: Any):
         super().__init__(**kwargs)
         self.limits = limits
         self.cost: int | str | None = None
@@ -45,7 +46,7 @@ class Guard(SchemaExtension):
                 ec.result = GraphQLExecutionResult(data=None, errors=[refusal])
         yield
 
-    def get_results(self) -> dict:
+    def get_results(self) -> dict[str, Any]:
         if not isinstance(self.cost, int):
             return {}
         return {"cost": {"estimated": self.cost, "budget": self.limits.budget}}

@@ -24,6 +24,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from graphql import (
     DocumentNode,
@@ -245,7 +246,7 @@ def _cost_variables(node, out: set[str]) -> None:
 class _Cost:
     """The cost of one operation with given variables; each fragment costed once."""
 
-    def __init__(self, schema: GraphQLSchema, fragments, variables: dict, defaults: dict):
+    def __init__(self, schema: GraphQLSchema, fragments, variables: dict[str, Any], defaults: dict[str, Any]):
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
@@ -314,7 +315,7 @@ class _Cost:
         below = self.selection_set(get_named_type(definition.type), node.selection_set)
         return (PATH_SEARCH if parent.name == "Query" and name == "path" else 1) + many * below
 
-    def multiplier(self, parent: str, name: str, gtype, args: dict) -> int:
+    def multiplier(self, parent: str, name: str, gtype, args: dict[str, Any]) -> int:
         named = get_named_type(gtype)
         if "first" in args and named.name.endswith("Connection"):
             return _int(args["first"], DEFAULT_PAGE)
@@ -400,7 +401,7 @@ class Limits:
                 self.analyses.popitem(last=False)
         return found
 
-    def cost(self, analysis: Analysis, operation_name: str | None, variables: dict | None) -> int | str:
+    def cost(self, analysis: Analysis, operation_name: str | None, variables: dict[str, Any] | None) -> int | str:
         """The estimated cost, or why the request is refused before any cost (a list argument too long)."""
         variables = variables or {}
         key = (operation_name, tuple(_freeze(variables.get(v)) for v in sorted(analysis.cost_variables)))

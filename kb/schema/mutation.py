@@ -6,8 +6,9 @@ committed keep their data and one that fails is null with a coded error at its p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -15,6 +16,7 @@ from kb.claims import activity
 from kb.claims import circuits as circuit_domain
 from kb.claims import claims as claim_domain
 from kb.claims import reviews as review_domain
+from kb.claims.errors import BadInput
 from kb.schema.auth import mutation
 from kb.schema.claim_types import ClaimKind, ClaimStatus, EvidenceKind, Review, Verdict
 from kb.schema.context import Info
@@ -38,7 +40,7 @@ class EvidenceInput:
     title: str | None = strawberry.field(default=None, description="a CITATION's title")
     experiment: str | None = strawberry.field(default=None, description="an EXPERIMENT's key: experiment:N")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "experiment": self.experiment,
             "authors": self.authors,
@@ -84,7 +86,7 @@ class ClaimPatch:
     )
     evidence: list[EvidenceInput] | None = strawberry.UNSET
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         out = {}
         for name in ("label", "body", "kind", "confidence", "subjects", "circuit", "evidence"):
             value = getattr(self, name)
@@ -114,7 +116,7 @@ class CircuitInput:
 
 
 @contextmanager
-def _transaction(info: Info):
+def _transaction(info: Info) -> Iterator[sa.Connection]:
     with info.context.graphs.engine.begin() as conn:
         yield conn
 
@@ -223,7 +225,7 @@ class CircuitPatch:
     )
     remove_edges: list[EdgeRef] = strawberry.field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
@@ -248,7 +250,7 @@ class CircuitMutation:
         with info.context.graphs.engine.begin() as conn:
             circuit_id, at = circuit_domain.parse_key(key)
             if at is not None:
-                raise circuit_domain.BadInput("edit a circuit by its key (circuit:N), not a revision's")
+                raise BadInput("edit a circuit by its key (circuit:N), not a revision's")
             circuit_domain.update_circuit(
                 conn,
                 info.context.graphs.catalog(),

@@ -32,7 +32,7 @@ class OffLoop:
             loop = self._local.loop = asyncio.new_event_loop()
         return loop
 
-    def _run(self, deadline: float, fn: Callable, args: tuple, is_async: bool):
+    def _run(self, deadline: float, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
         if time.monotonic() > deadline:  # waited for a thread past the deadline: the client has its answer
             raise RequestTimeout("the server is busy: the request waited past its time limit")
         token = DEADLINE.set(deadline)
@@ -43,7 +43,7 @@ class OffLoop:
         finally:
             DEADLINE.reset(token)
 
-    async def call(self, fn: Callable[..., Any], *args, is_async: bool = False, abandon: bool = True) -> Any:
+    async def call(self, fn: Callable[..., Any], *args: Any, is_async: bool = False, abandon: bool = True) -> Any:
         """fn(*args) on a worker thread (awaited there if is_async); RequestTimeout past the time limit.
 
         With abandon=False (mutations) the answer waits for the thread: past the deadline the work stops at its

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -17,22 +18,28 @@ from kb.render import jobs as job_domain
 from kb.render.params import ALL_KINDS, LAYER_KINDS
 from kb.schema.context import Info
 
-RenderKind = strawberry.enum(
-    Enum("RenderKind", {k: k for k in (*ALL_KINDS, CHECK)}),
-    description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
-    "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels. A whole layer's pictures "
-    "(requestLayerRender): DEEPDREAM, CARICATURE. CIRCUIT_CHECK: a circuit checked by experiment (checkCircuit), "
-    "whose result is an experiment, not a picture",
-)
+# enums built from kb.render.params' kinds at run time (what strawberry reads); mypy sees classes of no members
+if TYPE_CHECKING:
 
+    class RenderKind(Enum): ...
 
-LayerRenderKind = strawberry.enum(
-    Enum("LayerRenderKind", {k: k for k in LAYER_KINDS}),
-    description="a picture of a whole layer: DEEPDREAM maximises the layer's mean squared activation (every "
-    "channel, every position); CARICATURE (params.dataset and params.image, or params.upload) makes an image "
-    "whose activations at the layer point the way the target image's do (their dot product weighted by their "
-    "cosine), as Microscope does",
-)
+    class LayerRenderKind(Enum): ...
+else:
+    RenderKind = strawberry.enum(
+        Enum("RenderKind", {k: k for k in (*ALL_KINDS, CHECK)}),
+        description="FEATURE_VIS: channel objective; NEURON_VIS: centre position; DATASET_EXAMPLES: top-k images "
+        "of a dataset, cropped at the maximum; WEIGHTS: the strongest input kernels. A whole layer's pictures "
+        "(requestLayerRender): DEEPDREAM, CARICATURE. CIRCUIT_CHECK: a circuit checked by experiment (checkCircuit), "
+        "whose result is an experiment, not a picture",
+    )
+
+    LayerRenderKind = strawberry.enum(
+        Enum("LayerRenderKind", {k: k for k in LAYER_KINDS}),
+        description="a picture of a whole layer: DEEPDREAM maximises the layer's mean squared activation (every "
+        "channel, every position); CARICATURE (params.dataset and params.image, or params.upload) makes an image "
+        "whose activations at the layer point the way the target image's do (their dot product weighted by their "
+        "cosine), as Microscope does",
+    )
 
 
 @strawberry.type
@@ -47,7 +54,7 @@ class Artifact:
     )
 
 
-def _artifact(info: Info, sha: str, width: int, height: int, versions: dict) -> Artifact:
+def _artifact(info: Info, sha: str, width: int, height: int, versions: dict[str, Any]) -> Artifact:
     base = info.context.settings.public_url.rstrip("/")
     return Artifact(
         sha256=sha,
@@ -65,7 +72,7 @@ class Visualization:
     artifact: Artifact
 
 
-async def visualizations(info: Info, g: ModelGraph, key: NeuronKey, kind) -> list[Visualization]:
+async def visualizations(info: Info, g: ModelGraph, key: NeuronKey, kind: RenderKind | None) -> list[Visualization]:
     """A unit's finished renders (of the weights of ``g``), of one kind or all."""
     rows = await info.context.loaders.visualizations.load((g.sha256, key.layer, key.index))
     return [
@@ -87,7 +94,7 @@ class UnitVisualization:
     artifact: Artifact
 
 
-def layer_visualizations(info: Info, g: ModelGraph, position: int, kind) -> list[UnitVisualization]:
+def layer_visualizations(info: Info, g: ModelGraph, position: int, kind: RenderKind | None) -> list[UnitVisualization]:
     name = g.layers[position].key
     with info.context.graphs.engine.connect() as conn:
         rows = job_domain.done_for_layer(conn, g.sha256, name, kind.value if kind else None)
@@ -104,7 +111,7 @@ def layer_visualizations(info: Info, g: ModelGraph, position: int, kind) -> list
 
 @strawberry.type(description="A finished picture of a whole layer: its deep dream or a caricature.")
 class LayerView:
-    kind: LayerRenderKind  # type: ignore[valid-type]
+    kind: LayerRenderKind
     params: str = strawberry.field(description="JSON")
     dataset: str | None = strawberry.field(description="CARICATURE: the dataset of its target image")
     image: int | None = strawberry.field(description="CARICATURE: the target image's index in the dataset")
@@ -115,7 +122,7 @@ class LayerView:
     artifact: Artifact
 
 
-def layer_views(info: Info, g: ModelGraph, position: int, kind) -> list[LayerView]:
+def layer_views(info: Info, g: ModelGraph, position: int, kind: LayerRenderKind | None) -> list[LayerView]:
     name = g.layers[position].key
     with info.context.graphs.engine.connect() as conn:
         rows = job_domain.layer_views(conn, g.sha256, name, kind.value if kind else None)

@@ -11,6 +11,7 @@ from kb.graph import circuits
 from kb.graph.keys import NeuronKey
 from kb.schema.context import Info
 from kb.schema.errors import bad_input, limit
+from kb.schema.fields import field
 from kb.schema.types import Direction, Layer, Model, NeighborOrder, Neuron, Path, Sign, Subgraph, WeightEdge
 
 MAX_KEYS = 100
@@ -33,34 +34,34 @@ class GraphQuery:
     node: relay.Node | None = relay.node(description="Any object by its global ID.")
     nodes: list[relay.Node | None] = relay.node(description="Objects by global ID.")
 
-    @strawberry.field(description="Every model version, removed ones included (as tombstones).")
+    @field(description="Every model version, removed ones included (as tombstones).")
     def models(self, info: Info) -> list[Model]:
         return [Model.of_row(r) for r in info.context.graphs.model_rows()]
 
-    @strawberry.field(description="A model version by key, e.g. inceptionv1 (a removed one as its tombstone).")
+    @field(description="A model version by key, e.g. inceptionv1 (a removed one as its tombstone).")
     def model(self, info: Info, key: str) -> Model:
         return Model.of_row(info.context.graphs.model_row_of(key))
 
-    @strawberry.field(description="A layer by key, e.g. inceptionv1/mixed4c or 'InceptionV1 4c'.")
+    @field(description="A layer by key, e.g. inceptionv1/mixed4c or 'InceptionV1 4c'.")
     def layer(self, info: Info, key: str) -> Layer:
         lk = info.context.graphs.resolve_layer(key)
         g = info.context.graphs.graph(lk.model)
         return Layer.of(g, next(layer.position for layer in g.layers if layer.key == lk.layer))
 
-    @strawberry.field(
+    @field(
         description="A neuron by any key form: inceptionv1/mixed4c:447, 'InceptionV1 4c:447', "
         "a pinned key, a Microscope path. `model` completes keys like mixed4c:447."
     )
     def neuron(self, info: Info, key: str, model: str | None = None) -> Neuron:
         return resolve_neuron(info, key, model)
 
-    @strawberry.field(description=f"Neurons by key, in order (at most {MAX_KEYS}).")
+    @field(description=f"Neurons by key, in order (at most {MAX_KEYS}).")
     def neurons(self, info: Info, keys: list[str], model: str | None = None) -> list[Neuron]:
         if len(keys) > MAX_KEYS:
             raise limit(f"at most {MAX_KEYS} keys per request (asked for {len(keys)})")
         return [resolve_neuron(info, k, model) for k in keys]
 
-    @strawberry.field(
+    @field(
         description="The candidate circuit around some units: from each node, per hop, its top "
         "perNode edges in the given direction."
     )
@@ -100,7 +101,7 @@ class GraphQuery:
         )
         return Subgraph(nodes=[Neuron.at(g, n) for n in sub.nodes], edges=[WeightEdge.of(g, e) for e in sub.edges])
 
-    @strawberry.field(
+    @field(
         name="path",
         description="The strongest excitatory chain between two units of different "
         "layers: the path maximising the product of its (positive) weights, "

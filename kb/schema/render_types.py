@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -25,15 +25,21 @@ from kb.schema.claim_types import Person, _person
 from kb.schema.context import Info
 from kb.schema.errors import CodedError, bad_input, limit
 from kb.schema.experiment_types import Ablation, Experiment, experiment_of_job
+from kb.schema.fields import field
 from kb.schema.picture_types import Artifact, LayerRenderKind, RenderKind, _artifact
 from kb.schema.types import Neuron
 
-RenderLane = strawberry.enum(
-    Enum("RenderLane", {lane.upper(): lane for lane in LANES}),
-    description="which work a worker takes first: INTERACTIVE (a few units asked for by a person), then VIEW "
-    "(thumbnails pages ask for), then BULK (a layer or a model; accounts take turns). A running bulk render "
-    "yields between its device batches",
-)
+# an enum built from kb.render's lanes at run time (what strawberry reads); mypy sees a class of no members
+if TYPE_CHECKING:
+
+    class RenderLane(Enum): ...
+else:
+    RenderLane = strawberry.enum(
+        Enum("RenderLane", {lane.upper(): lane for lane in LANES}),
+        description="which work a worker takes first: INTERACTIVE (a few units asked for by a person), then VIEW "
+        "(thumbnails pages ask for), then BULK (a layer or a model; accounts take turns). A running bulk render "
+        "yields between its device batches",
+    )
 MAX_UNITS = 1024
 
 
@@ -73,17 +79,17 @@ class RenderJob:
     status: str = strawberry.field(
         description="QUEUED, RUNNING, DONE, FAILED or CANCELLED (cancelRenders: no artifact)"
     )
-    lane: RenderLane  # type: ignore[valid-type]
+    lane: RenderLane
     attempts: int
     progress: float
     error: str | None
     params: str = strawberry.field(description="JSON")
     created_at: datetime
     finished_at: datetime | None
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> RenderJob:
+    def of(cls, row: dict[str, Any]) -> RenderJob:
         return cls(
             id=row["id"],
             kind=RenderKind[row["kind"]],
@@ -98,11 +104,11 @@ class RenderJob:
             _row=row,
         )
 
-    @strawberry.field(description="the layer's key (model/layer): of the unit's layer, or of a whole layer's picture")
+    @field(description="the layer's key (model/layer): of the unit's layer, or of a whole layer's picture")
     def layer(self) -> str:
         return f"{self._row['model_key']}/{self._row['layer_key']}"
 
-    @strawberry.field(description="the unit rendered; null for a picture of a whole layer (DEEPDREAM, CARICATURE)")
+    @field(description="the unit rendered; null for a picture of a whole layer (DEEPDREAM, CARICATURE)")
     def neuron(self, info: Info) -> Neuron | None:
         r = self._row
         if r["unit"] == job_domain.LAYER_UNIT:
@@ -113,7 +119,7 @@ class RenderJob:
         except (KeyProblem, LookupError):
             return None
 
-    @strawberry.field(
+    @field(
         description="the account whose request queued it (after a FAILED end, the last to ask again); null for "
         "the operator's CLI. Moderators and admins only: FORBIDDEN for anyone else"
     )
@@ -126,7 +132,7 @@ class RenderJob:
         user_id = self._row["requested_by"]
         return await _person(info, user_id) if user_id is not None else None
 
-    @strawberry.field(description="CIRCUIT_CHECK: the experiment it measured, once DONE")
+    @field(description="CIRCUIT_CHECK: the experiment it measured, once DONE")
     def experiment(self, info: Info) -> Experiment | None:
         if self._row["kind"] != CHECK or self._row["status"] != "DONE":
             return None
@@ -142,7 +148,7 @@ class RenderJob:
 
 @strawberry.type
 class RenderQuery:
-    @strawberry.field(name="renderJobs", description="Jobs by id: poll their status and progress.")
+    @field(name="renderJobs", description="Jobs by id: poll their status and progress.")
     def render_jobs(self, info: Info, ids: list[int]) -> list[RenderJob]:
         if len(ids) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} ids")
@@ -209,7 +215,7 @@ class RenderMutation:
     def request_layer_render(
         self,
         info: Info,
-        kind: LayerRenderKind,  # type: ignore[valid-type]
+        kind: LayerRenderKind,
         layer: str,
         params: Annotated[RenderParamsInput | None, strawberry.argument()] = None,
     ) -> RenderJob:
@@ -259,7 +265,7 @@ class ExperimentMutation:
         info: Info,
         key: str,
         dataset: str,
-        ablation: Ablation = Ablation.MEAN,  # type: ignore[valid-type,attr-defined]
+        ablation: Ablation = Ablation["MEAN"],
         images: int = 256,
         seed: int = 0,
     ) -> RenderJob:

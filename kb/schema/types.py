@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry import relay
@@ -51,6 +51,7 @@ from kb.schema.context import Info
 from kb.schema.deadline import check
 from kb.schema.errors import CodedError, bad_input, limit, not_found
 from kb.schema.experiment_types import Experiment, experiments_of
+from kb.schema.fields import field
 from kb.schema.pagination import PageInfo, cursor, page_info, window
 from kb.schema.picture_types import (
     LayerRenderKind,
@@ -94,8 +95,9 @@ class KeyedNode(relay.Node):
     """Relay nodes whose global ID wraps their stable key (so IDs survive export and re-import)."""
 
     @classmethod
-    def resolve_id(cls, root, *, info) -> str:
-        return root.key
+    def resolve_id(cls, root: Any, *, info: Info) -> str:
+        key: str = root.key  # every KeyedNode type has a key field
+        return key
 
     @classmethod
     def resolve_id_attr(cls) -> str:
@@ -113,37 +115,37 @@ class Model(KeyedNode):
     imported_at: datetime
     removed: bool
 
-    @strawberry.field(description="Seeded random weights (an offline test import): its features mean nothing.")
+    @field(description="Seeded random weights (an offline test import): its features mean nothing.")
     def weights_are_random(self) -> bool:
         return self.weights.startswith("random")
 
-    @strawberry.field(description="First 12 hex digits of sha256: the pin in pinned keys.")
+    @field(description="First 12 hex digits of sha256: the pin in pinned keys.")
     def short_hash(self) -> str:
         return self.sha256[:12]
 
-    @strawberry.field(description="Significant layers in network order.")
+    @field(description="Significant layers in network order.")
     def layers(self, info: Info) -> list[Layer]:
         if self.removed:
             return []
         g = info.context.graphs.graph(self.key)
         return [Layer.of(g, layer.position) for layer in g.layers]
 
-    @strawberry.field(
+    @field(
         description="Units with a finished feature visualization of these weights (any parameters; one "
         "statement for all the models of a query)."
     )
     async def rendered_units(self, info: Info) -> int:
         return await info.context.loaders.rendered_units.load(self.sha256)
 
-    @strawberry.field(description="Claims about the model, whatever their status (one statement for all models).")
+    @field(description="Claims about the model, whatever their status (one statement for all models).")
     async def claim_count(self, info: Info) -> int:
         return await info.context.loaders.claim_count.load(self.key)
 
-    @strawberry.field(description="Circuits of the model (one statement for all models).")
+    @field(description="Circuits of the model (one statement for all models).")
     async def circuit_count(self, info: Info) -> int:
         return await info.context.loaders.circuit_count.load(self.key)
 
-    @strawberry.field(
+    @field(
         description=f"Up to `first` (at most {SHOWCASE_MAX}) units with a feature visualization, taken in turn "
         "from each layer that has any, in network order: the model's strip of pictures on the front page (one "
         "statement for all models)."
@@ -164,7 +166,7 @@ class Model(KeyedNode):
         return [Neuron.at(g, o) for o in sorted(ordinals)]
 
     @classmethod
-    def of_row(cls, row: dict) -> Model:
+    def of_row(cls, row: dict[str, Any]) -> Model:
         return cls(
             key=row["key"],
             source=row["source"],
@@ -177,8 +179,8 @@ class Model(KeyedNode):
         )
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        out = []
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Model | None]:  # type: ignore[override]
+        out: list[Model | None] = []
         for key in node_ids:
             row = info.context.graphs.model_row(key)
             if row is None and required:
@@ -212,19 +214,21 @@ class Layer(KeyedNode):
     def model(self, info: Info) -> Model:
         return Model.of_row(info.context.graphs.model_row(self._graph.key))
 
-    @strawberry.field(description="Module path whose output holds the units (hook here).")
+    @field(description="Module path whose output holds the units (hook here).")
     async def module_path(self, info: Info) -> str:
-        return (await info.context.loaders.layer_details.load(self._layer_id))["module_path"]
+        path: str = (await info.context.loaders.layer_details.load(self._layer_id))["module_path"]
+        return path
 
     @strawberry.field
     async def kind(self, info: Info) -> str:
-        return (await info.context.loaders.layer_details.load(self._layer_id))["kind"]
+        kind: str = (await info.context.loaders.layer_details.load(self._layer_id))["kind"]
+        return kind
 
-    @strawberry.field(description="Output shape without the batch dimension.")
+    @field(description="Output shape without the batch dimension.")
     async def output_shape(self, info: Info) -> list[int]:
         return list((await info.context.loaders.layer_details.load(self._layer_id))["output_shape"])
 
-    @strawberry.field(description="Other names the resolver accepts, e.g. 4c.")
+    @field(description="Other names the resolver accepts, e.g. 4c.")
     async def aliases(self, info: Info) -> list[str]:
         return list((await info.context.loaders.layer_details.load(self._layer_id))["aliases"])
 
@@ -232,7 +236,7 @@ class Layer(KeyedNode):
     async def tags(self, info: Info) -> list[str]:
         return list((await info.context.loaders.layer_details.load(self._layer_id))["tags"])
 
-    @strawberry.field(description="Finished renders of the layer's units (one statement for the layer), by unit.")
+    @field(description="Finished renders of the layer's units (one statement for the layer), by unit.")
     def visualizations(
         self,
         info: Info,
@@ -240,7 +244,7 @@ class Layer(KeyedNode):
     ) -> list[UnitVisualization]:
         return layer_visualizations(info, self._graph, self.position, kind)
 
-    @strawberry.field(description="Finished pictures of the whole layer: its deep dream and caricatures.")
+    @field(description="Finished pictures of the whole layer: its deep dream and caricatures.")
     def views(
         self,
         info: Info,
@@ -248,7 +252,7 @@ class Layer(KeyedNode):
     ) -> list[LayerView]:
         return layer_views(info, self._graph, self.position, kind)
 
-    @strawberry.field(description="The layer's units, in index order.")
+    @field(description="The layer's units, in index order.")
     def neurons(self, first: int | None = None, after: str | None = None) -> NeuronConnection:
         g, layer = self._graph, self._graph.layers[self.position]
         start, stop = window(first, after, layer.units)
@@ -256,8 +260,8 @@ class Layer(KeyedNode):
         return NeuronConnection(edges=edges, page_info=page_info(start, stop, layer.units), total_count=layer.units)
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        out = []
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Layer | None]:  # type: ignore[override]
+        out: list[Layer | None] = []
         for text in node_ids:
             try:
                 lk = info.context.graphs.resolve_layer(text)
@@ -291,11 +295,11 @@ class Neuron(KeyedNode):
         layer, index = self._graph.unit(self._ordinal)
         return NeuronKey(self._graph.key, layer.key, index)
 
-    @strawberry.field(description="The key pinned to these weights: model@hash/layer:index.")
+    @field(description="The key pinned to these weights: model@hash/layer:index.")
     def pinned_key(self) -> str:
         return self._key.pinned(self._graph.sha256)
 
-    @strawberry.field(description="The neuron's stable web address.")
+    @field(description="The neuron's stable web address.")
     def url(self, info: Info) -> str:
         return info.context.settings.public_url.rstrip("/") + self._key.path()
 
@@ -307,7 +311,7 @@ class Neuron(KeyedNode):
     def model(self, info: Info) -> Model:
         return Model.of_row(info.context.graphs.model_row(self._graph.key))
 
-    @strawberry.field(description="Units of the previous significant layer that feed this one.")
+    @field(description="Units of the previous significant layer that feed this one.")
     def inputs(
         self,
         info: Info,
@@ -318,7 +322,7 @@ class Neuron(KeyedNode):
     ) -> NeighborConnection:
         return neighbor_connection(info, self, "inputs", first, after, order_by, sign)
 
-    @strawberry.field(description="Units of the next significant layer that this one feeds.")
+    @field(description="Units of the next significant layer that this one feeds.")
     def outputs(
         self,
         info: Info,
@@ -329,13 +333,13 @@ class Neuron(KeyedNode):
     ) -> NeighborConnection:
         return neighbor_connection(info, self, "outputs", first, after, order_by, sign)
 
-    @strawberry.field(description="Claims about this neuron (as a subject of their current revision).")
+    @field(description="Claims about this neuron (as a subject of their current revision).")
     async def claims(self, info: Info) -> list[Claim]:
         key = self._key
         rows = await info.context.loaders.claims_of_neuron.load((key.model, key.layer, key.index))
         return [Claim.of(r) for r in rows]
 
-    @strawberry.field(description="Finished renders of this neuron (feature visualisations, weights...).")
+    @field(description="Finished renders of this neuron (feature visualisations, weights...).")
     async def visualizations(
         self,
         info: Info,
@@ -343,13 +347,13 @@ class Neuron(KeyedNode):
     ) -> list[Visualization]:
         return await visualizations(info, self._graph, self._key, kind)
 
-    @strawberry.field(description="How to cite this neuron: pinned key, URL, BibTeX.")
+    @field(description="How to cite this neuron: pinned key, URL, BibTeX.")
     def citation(self, info: Info) -> Citation:
         return neuron_citation(info, self)
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
-        out = []
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Neuron | None]:  # type: ignore[override]
+        out: list[Neuron | None] = []
         for text in node_ids:
             try:
                 key = info.context.graphs.resolve(text)
@@ -361,7 +365,9 @@ class Neuron(KeyedNode):
         return out
 
 
-def neighbor_connection(info: Info, of: Neuron, way: str, first, after, order_by: NeighborOrder, sign: Sign):
+def neighbor_connection(
+    info: Info, of: Neuron, way: str, first: int | None, after: str | None, order_by: NeighborOrder, sign: Sign
+) -> NeighborConnection:
     """A page of a unit's inputs or outputs, ordered and filtered by sign (the graph in memory; no SQL)."""
     check()
     g = of._graph
@@ -369,7 +375,7 @@ def neighbor_connection(info: Info, of: Neuron, way: str, first, after, order_by
     positions = rows.positions(of._ordinal, order_by.value, sign.value)
     total = len(positions)
     start, stop = window(first, after, total)
-    edges = []
+    edges: list[NeighborEdge] = []
     for offset in range(start, stop):
         p = positions[offset]
         other = int(rows.other[p])
@@ -391,7 +397,8 @@ def neighbor_connection(info: Info, of: Neuron, way: str, first, after, order_by
 
 def edge_kernel(info: Info, g: ModelGraph, source: int, target: int) -> list[list[float]]:
     """The spatial kernel through which unit ``source`` reaches ``target`` (ordinals), as nested lists."""
-    return info.context.graphs.kernel(g, source, target).tolist()
+    rows: list[list[float]] = info.context.graphs.kernel(g, source, target).tolist()
+    return rows
 
 
 @strawberry.type(description="A weighted connection to a neighboring unit.")
@@ -405,7 +412,7 @@ class NeighborEdge:
     _source: strawberry.Private[int]
     _target: strawberry.Private[int]
 
-    @strawberry.field(description="The spatial kernel K from source to target, as rows.")
+    @field(description="The spatial kernel K from source to target, as rows.")
     def kernel(self, info: Info) -> list[list[float]]:
         return edge_kernel(info, self._graph, self._source, self._target)
 
@@ -439,7 +446,7 @@ class WeightEdge:
     method: str
     _graph: strawberry.Private[ModelGraph]
 
-    @strawberry.field(description="The spatial kernel K from source to target, as rows.")
+    @field(description="The spatial kernel K from source to target, as rows.")
     def kernel(self, info: Info) -> list[list[float]]:
         return edge_kernel(info, self._graph, self.source._ordinal, self.target._ordinal)
 
@@ -497,10 +504,10 @@ class ClaimRevision:
     status: ClaimStatus
     confidence: float | None
     subjects: list[str] = strawberry.field(description="canonical neuron keys")
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> ClaimRevision:
+    def of(cls, row: dict[str, Any]) -> ClaimRevision:
         return cls(
             revision=row["revision"],
             created_at=as_utc(row["created_at"]),
@@ -516,16 +523,19 @@ class ClaimRevision:
 
     @strawberry.field
     def key(self) -> str:
+        return self._key()
+
+    def _key(self) -> str:
         return f"claim:{self._row['claim_id']}@{self.revision}"
 
-    @strawberry.field(
+    @field(
         description="The circuit this revision is about, as it was at the revision it pins (circuit:N@R): a later "
         "edit of the circuit does not change it (`latestRevision` says whether a newer one exists)."
     )
     async def circuit(self, info: Info) -> Circuit | None:
         return await pinned_circuit(info, self._row)
 
-    @strawberry.field(description="circuit:N@R: the circuit revision this claim revision is about (null: none).")
+    @field(description="circuit:N@R: the circuit revision this claim revision is about (null: none).")
     def circuit_key(self) -> str | None:
         return pin_key(self._row)
 
@@ -533,7 +543,7 @@ class ClaimRevision:
     def evidence(self) -> list[Evidence]:
         return [Evidence.of(e) for e in self._row["evidence"]]
 
-    @strawberry.field(description="What changed from the revision before this one (null for revision 1).")
+    @field(description="What changed from the revision before this one (null for revision 1).")
     async def diff_from_previous(self, info: Info) -> list[FieldChange] | None:
         if self.revision == 1:
             return None
@@ -544,32 +554,38 @@ class ClaimRevision:
     async def author(self, info: Info) -> Person:
         return await _person(info, self._row["author_id"])
 
-    @strawberry.field(
+    @field(
         description="The content authors up to this revision, in order of first contribution "
         "(a change of status alone makes nobody an author)."
     )
     async def authors(self, info: Info) -> list[Person]:
+        return await self._authors(info)
+
+    async def _authors(self, info: Info) -> list[Person]:
         return [await _person(info, i) for i in await self._author_ids(info)]
 
     async def _author_ids(self, info: Info) -> list[int]:
         revs = await info.context.loaders.revisions.load(self._row["claim_id"])
         return content_authors(revs[: self.revision])
 
-    async def _source(self, info: Info) -> dict | None:
+    async def _source(self, info: Info) -> dict[str, Any] | None:
         """For an imported claim (families from a paper): the CITATION it came from, if it names its authors."""
         claim = await info.context.loaders.claim.load(self._row["claim_id"])
         if not claim or not claim.get("origin"):
             return None
         return next((e for e in self._row["evidence"] if e.get("kind") == "CITATION" and e.get("authors")), None)
 
-    @strawberry.field(
+    @field(
         description="How to cite exactly this revision: its content authors, or for an imported "
         "claim the source's authors and DOI, with the importing account as curator."
     )
     async def citation(self, info: Info) -> Citation:
+        return await self._citation(info)
+
+    async def _citation(self, info: Info) -> Citation:
         people = [_shown(await _person(info, i)) for i in await self._author_ids(info)]
         source = await self._source(info)
-        key = self.key()
+        key = self._key()
         url = f"{info.context.settings.public_url.rstrip('/')}/c/{self._row['claim_id']}/{self.revision}"
         day = f"{self.created_at:%Y-%m-%d}"
         if source:
@@ -599,7 +615,7 @@ class ClaimRevision:
         return Citation(key=key, url=url, bibtex=bibtex, text=text)
 
 
-async def pinned_circuit(info: Info, row: dict) -> Circuit | None:
+async def pinned_circuit(info: Info, row: dict[str, Any]) -> Circuit | None:
     """The circuit of a claim (revision) row at its pinned revision (the current one where none is pinned)."""
     if not row.get("circuit_id"):
         return None
@@ -632,10 +648,10 @@ class Claim(KeyedNode):
     updated_at: datetime
     support_count: int
     dispute_count: int
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> Claim:
+    def of(cls, row: dict[str, Any]) -> Claim:
         return cls(
             key=f"claim:{row['id']}",
             label=row["label"],
@@ -652,19 +668,20 @@ class Claim(KeyedNode):
             _row=row,
         )
 
-    async def _current(self, info: Info) -> dict:
+    async def _current(self, info: Info) -> dict[str, Any]:
         revs = await info.context.loaders.revisions.load(self._row["id"])
-        return revs[-1]
+        current: dict[str, Any] = revs[-1]
+        return current
 
     @strawberry.field
     async def author(self, info: Info) -> Person:
         return await _person(info, self._row["created_by"])
 
-    @strawberry.field(description="The content authors, in order of first contribution (`author` created it).")
+    @field(description="The content authors, in order of first contribution (`author` created it).")
     async def authors(self, info: Info) -> list[Person]:
-        return await ClaimRevision.of(await self._current(info)).authors(info)
+        return await ClaimRevision.of(await self._current(info))._authors(info)
 
-    @strawberry.field(description="The neurons the current revision is about.")
+    @field(description="The neurons the current revision is about.")
     async def subjects(self, info: Info) -> list[Neuron]:
         return _neurons(info, (await self._current(info))["subjects"])
 
@@ -672,22 +689,22 @@ class Claim(KeyedNode):
     async def evidence(self, info: Info) -> list[Evidence]:
         return [Evidence.of(e) for e in (await self._current(info))["evidence"]]
 
-    @strawberry.field(description="The circuit the current revision is about, at the revision it pins.")
+    @field(description="The circuit the current revision is about, at the revision it pins.")
     async def circuit(self, info: Info) -> Circuit | None:
         return await pinned_circuit(info, self._row)
 
-    @strawberry.field(description="Every revision, oldest first.")
+    @field(description="Every revision, oldest first.")
     async def revisions(self, info: Info) -> list[ClaimRevision]:
         return [ClaimRevision.of(r) for r in await info.context.loaders.revisions.load(self._row["id"])]
 
-    @strawberry.field(name="revisionAt", description="One revision (claim:N@R).")
+    @field(name="revisionAt", description="One revision (claim:N@R).")
     async def revision_at(self, info: Info, revision: int) -> ClaimRevision:
         revs = await info.context.loaders.revisions.load(self._row["id"])
         if not 1 <= revision <= len(revs):
             raise CodedError(f"{self.key} has revisions 1..{len(revs)}", "NOT_FOUND")
         return ClaimRevision.of(revs[revision - 1])
 
-    @strawberry.field(description="What changed from one revision to another.")
+    @field(description="What changed from one revision to another.")
     async def diff(
         self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int | None = None
     ) -> list[FieldChange]:
@@ -701,25 +718,25 @@ class Claim(KeyedNode):
     async def reviews(self, info: Info) -> list[Review]:
         return [Review.of(r) for r in await info.context.loaders.reviews.load(self._row["id"])]
 
-    @strawberry.field(description="How to cite the current revision.")
+    @field(description="How to cite the current revision.")
     async def citation(self, info: Info) -> Citation:
-        return await ClaimRevision.of(await self._current(info)).citation(info)
+        return await ClaimRevision.of(await self._current(info))._citation(info)
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Claim | None]:  # type: ignore[override]
         rows = _rows_by_id(info, claims_by_id, [parse_key(nid) for nid in node_ids], required, "claim")
         return [cls.of(r) if r else None for r in rows]
 
 
 def _rows_by_id(
     info: Info,
-    by_id: Callable[[sa.Connection, list[int]], dict[int, dict]],
+    by_id: Callable[[sa.Connection, list[int]], dict[int, dict[str, Any]]],
     ids: list[int],
     required: bool,
     kind: str,
-) -> list[dict | None]:
+) -> list[dict[str, Any] | None]:
     """Rows by id in the order asked, one statement for them all (None where absent; NOT_FOUND if required)."""
-    found: dict[int, dict] = {}
+    found: dict[int, dict[str, Any]] = {}
     if ids:
         with info.context.graphs.engine.connect() as conn:
             found = by_id(conn, ids)
@@ -749,10 +766,10 @@ class Circuit(KeyedNode):
     description: str
     model: str
     revision: int = strawberry.field(description="the revision shown (the current one unless asked for circuit:N@R)")
-    _row: strawberry.Private[dict]
+    _row: strawberry.Private[dict[str, Any]]
 
     @classmethod
-    def of(cls, row: dict) -> Circuit:
+    def of(cls, row: dict[str, Any]) -> Circuit:
         return cls(
             key=f"circuit:{row['id']}",
             name=row["name"],
@@ -762,28 +779,31 @@ class Circuit(KeyedNode):
             _row=row,
         )
 
-    @strawberry.field(description="The stated edges of the revision shown (counted at their size in the answer).")
+    @field(description="The stated edges of the revision shown (counted at their size in the answer).")
     def edges(self, info: Info) -> list[CircuitEdge]:
         info.context.answer.charge(edge_lists.size(self._row["edges"]), f"{self.key}@{self.revision}'s edges")
         return [CircuitEdge(**e) for e in self._row["edges"]]
 
-    @strawberry.field(description="circuit:N@R of the revision shown.")
+    @field(description="circuit:N@R of the revision shown.")
     def revision_key(self) -> str:
         return f"{self.key}@{self.revision}"
 
-    @strawberry.field(description="The circuit's newest revision: above `revision` when this shows an older one.")
+    @field(description="The circuit's newest revision: above `revision` when this shows an older one.")
     def latest_revision(self) -> int:
+        return self._latest_revision()
+
+    def _latest_revision(self) -> int:
         return int(self._row.get("current_revision") or self.revision)
 
-    @strawberry.field(description="Every revision, oldest first (each citable as circuit:N@R).")
+    @field(description="Every revision, oldest first (each citable as circuit:N@R).")
     def revisions(self, info: Info) -> list[CircuitRevision]:
         return revisions_of(info, self._row["id"])
 
-    @strawberry.field(name="revisionAt", description="One revision (circuit:N@R).")
+    @field(name="revisionAt", description="One revision (circuit:N@R).")
     def revision_at(self, info: Info, revision: int) -> CircuitRevision:
         return revision_of(info, self._row["id"], revision)
 
-    @strawberry.field(description="What changed from one revision to another (to: the current one if left out).")
+    @field(description="What changed from one revision to another (to: the current one if left out).")
     def diff(
         self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int | None = None
     ) -> CircuitDiff:
@@ -793,34 +813,35 @@ class Circuit(KeyedNode):
     def neurons(self, info: Info) -> list[Neuron]:
         return _neurons(info, self._row["neurons"])
 
-    @strawberry.field(
+    @field(
         description="Its checks by experiment, of every revision: the revision shown's and newer first "
         "(olderRevision marks a check of an older one)."
     )
     def experiments(self, info: Info) -> list[Experiment]:
-        return experiments_of(info, self._row["id"], self.latest_revision())
+        return experiments_of(info, self._row["id"], self._latest_revision())
 
     @strawberry.field
     def created_at(self) -> datetime:
-        return self._row["created_at"]
+        at: datetime = self._row["created_at"]
+        return at
 
-    @strawberry.field(description="The circuit's web page.")
+    @field(description="The circuit's web page.")
     def url(self, info: Info) -> str:
         return f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row['id']}"
 
-    @strawberry.field(description="Current claims about this circuit, oldest first.")
+    @field(description="Current claims about this circuit, oldest first.")
     def claims(self, info: Info) -> list[Claim]:
         with info.context.graphs.engine.connect() as conn:
             return [Claim.of(r) for r in circuit_domain.claims_about(conn, self._row["id"])]
 
-    @strawberry.field(description="Each stated edge against the weights: exists, weight, sign, rank.")
+    @field(description="Each stated edge against the weights: exists, weight, sign, rank.")
     def check(self, info: Info) -> CircuitCheck:
         graph = info.context.graphs.graph(self.model)
         info.context.answer.charge(edge_lists.size(self._row["edges"]), f"{self.key}@{self.revision}'s check")
         return CircuitCheck(edges=[EdgeCheck(**vars(e)) for e in circuit_domain.check(graph, self._row)])
 
     @classmethod
-    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
+    def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Circuit | None]:  # type: ignore[override]
         ids = [parse_circuit_key(nid) for nid in node_ids]
         rows = _rows_by_id(info, circuit_domain.circuits_by_id, ids, required, "circuit")
         return [cls.of(r) if r else None for r in rows]
