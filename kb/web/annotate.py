@@ -17,7 +17,9 @@ a refusal re-shows the page with the message and everything typed still in the f
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -31,8 +33,11 @@ from kb.claims.ids import row_id
 from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import NO_STORE, AuthPages, refused, render
-from kb.web.page_query import QueryFailed, run_query
+from kb.web.page_query import ContextFor, QueryFailed, run_query
 from kb.web.pages import Pages
+
+if TYPE_CHECKING:
+    from kb.schema import Schema
 
 CREATE = "mutation($i: ClaimInput!) { createClaim(input: $i) { key } }"
 REVIEW = """mutation($k: String!, $v: Verdict!, $c: String!) {
@@ -68,7 +73,7 @@ STATUS_ACTIONS["RETRACTED"] = "Retract"
 class Problem(Exception):
     """Refused input or a coded error from the mutation: the message, its HTTP status, its extensions."""
 
-    def __init__(self, message: str, status: int = 400, extensions: dict | None = None):
+    def __init__(self, message: str, status: int = 400, extensions: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -104,7 +109,7 @@ class ClaimForm:
             expected=one.get("expectedRevision", "").strip(),
         )
 
-    def checked(self) -> dict:
+    def checked(self) -> dict[str, Any]:
         """The fields the API takes, checked as far as a form can be before the domain's own checks."""
         if self.kind not in KINDS:
             raise Problem(f"Kind must be one of {', '.join(k.lower() for k in KINDS)}")
@@ -115,7 +120,7 @@ class ClaimForm:
         return {"label": self.label, "kind": self.kind, "body": self.body, "confidence": confidence}
 
 
-def _lists(fields: dict) -> dict[str, list[str]]:
+def _lists(fields: Mapping[str, str | list[str]]) -> dict[str, list[str]]:
     return {k: (v if isinstance(v, list) else [v]) for k, v in fields.items()}
 
 
@@ -127,7 +132,7 @@ def _neuron_key(rest: str) -> str | None:
     return f"{parts[0]}/{parts[1]}:{parts[2]}"
 
 
-def status_actions(account: Account | None, author: str | None, status: str) -> list[dict]:
+def status_actions(account: Account | None, author: str | None, status: str) -> list[dict[str, str]]:
     """The status buttons an account gets on a claim: the moderation rules of kb.claims.claims.may_set_status."""
     if account is None:
         return []
@@ -147,23 +152,25 @@ def may_edit(account: Account | None, author: str | None) -> bool:
 
 
 class Annotate:
-    def __init__(self, auth: AuthPages, pages: Pages, schema, context_for):
+    def __init__(self, auth: AuthPages, pages: Pages, schema: Schema, context_for: ContextFor) -> None:
         self.auth = auth
         self.pages = pages
         self.schema = schema
         self.context_for = context_for  # account -> kb.schema.context.Context acting as that account
 
-    async def _data(self, name: str, query: str, variables: dict, account: Account | None = None) -> dict:
+    async def _data(
+        self, name: str, query: str, variables: dict[str, Any], account: Account | None = None
+    ) -> dict[str, Any]:
         """The query's data: its errors raise QueryFailed (logged), which the app answers with the message page."""
         return await run_query(self.schema, self.context_for(account), name, query, variables)
 
-    async def _mutate(self, account: Account, name: str, query: str, variables: dict) -> dict:
+    async def _mutate(self, account: Account, name: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         try:
             return await self._data(name, query, variables, account)
         except QueryFailed as exc:
             raise Problem(exc.message, HTTP.get(exc.code, 400), exc.extensions) from None
 
-    async def _read(self, name: str, query: str, variables: dict) -> dict:
+    async def _read(self, name: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         try:
             return await self._data(name, query, variables)
         except QueryFailed as exc:
@@ -207,7 +214,7 @@ class Annotate:
 
     async def _claim_post(
         self, request: Request, max_bytes: int = forms.MAX_FORM
-    ) -> tuple[str, sessions.SessionInfo, dict] | Response:
+    ) -> tuple[str, sessions.SessionInfo, dict[str, Any]] | Response:
         """(claim number, session, fields) of a post to /c/N/...: the session's own, from this site; else the answer
         (404 for a number that is none, the refusal page for a post that is not the session's)."""
         number = request.path_params["number"]
@@ -265,7 +272,7 @@ class Annotate:
         self,
         request: Request,
         account: Account,
-        current: dict,
+        current: dict[str, Any],
         form: ClaimForm,
         error: str = "",
         status: int = 200,

@@ -8,27 +8,31 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UnsetType
 
 from kb.claims import accounts, sessions
 from kb.claims.errors import ClaimProblem
 from kb.db.engine import engine_for
+from kb.graph.store import ModelGraph
 from kb.render.storage import storage_from_settings
-from kb.schema import build_schema
+from kb.schema import Schema, build_schema
 from kb.schema.context import Context
 from kb.schema.deadline import DEADLINE, expired
 from kb.schema.errors import CodedError
@@ -63,8 +67,10 @@ UPLOAD_PATHS = re.compile(r"/uploads|/n/[^/]+/[^/]+/caricature")  # bodies up to
 log = logging.getLogger("kb.web")
 
 
-class GraphQLApp(GraphQL):
-    def __init__(self, schema, graphs: GraphCache, settings: Settings, rates: RateLimits, offloop: OffLoop, live: Live):
+class GraphQLApp(GraphQL[Context, None]):
+    def __init__(
+        self, schema: Schema, graphs: GraphCache, settings: Settings, rates: RateLimits, offloop: OffLoop, live: Live
+    ) -> None:
         # Queries may come by GET (cacheable links); mutations only by POST with a JSON body. No stock IDE (it loads
         # from a CDN): kb.web.graphiql serves the vendored one. Subscriptions over WebSocket, graphql-transport-ws
         # only (the protocol of graphql-ws, Apollo and urql; not the legacy subscriptions-transport-ws).
@@ -82,7 +88,7 @@ class GraphQLApp(GraphQL):
         self.live = live
         self.with_code = schema.with_code  # errors coded with this schema's enums
 
-    async def get_context(self, request, response) -> Context:
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         websocket = request.scope["type"] == "websocket"
         return Context(
             graphs=self.graphs,
@@ -94,7 +100,7 @@ class GraphQLApp(GraphQL):
             live=self.live if websocket else None,
         )
 
-    async def on_ws_connect(self, context: Context):
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """connection_init: anonymous (reads are public), or signed in by ``{"authorization": "Bearer ckb_…"}``, or
         by the session cookie of the upgrade request with ``{"csrf": TOKEN}``; a bad token refuses the connection."""
         params = context.connection_params
@@ -109,19 +115,22 @@ class GraphQLApp(GraphQL):
         try:
             account = await run_in_threadpool(_ws_account, self.graphs.engine, context.request, token, csrf)
         except (CodedError, ClaimProblem) as exc:
-            raise ConnectionRejectionError({"message": str(exc), "code": exc.code}) from None
+            code = exc.code if isinstance(exc, ClaimProblem) else (exc.extensions or {}).get("code")
+            raise ConnectionRejectionError({"message": str(exc), "code": code}) from None
         context._account = account
         return {"account": account.name}
 
-    async def process_result(self, request, result: ExecutionResult) -> GraphQLHTTPResponse:
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:
             result.errors = [self.with_code(e) for e in result.errors]
         return process_result(result)
 
-    def create_response(self, response_data, sub_response):
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
         response = super().create_response(response_data, sub_response)
         answers = response_data if isinstance(response_data, list) else [response_data]
-        header = retry_after_header([e for a in answers for e in a.get("errors") or ()])
+        header = retry_after_header([e for a in answers for e in a.get("errors") or () if isinstance(e, dict)])
         if header is not None:  # a full database pool: the client is told when to try again
             response.headers.raw.append(header)
         return response
@@ -152,7 +161,7 @@ def create_app(
         inline_cost=settings.inline_cost,
     )
 
-    def database_check() -> list[dict]:
+    def database_check() -> list[dict[str, Any]]:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         return graphs.model_rows()
@@ -185,10 +194,11 @@ def create_app(
     pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings, offloop=offloop))
     auth = AuthPages(engine, settings)
 
-    def as_account(account=None) -> Context:  # the forms write as the signed-in account: the context carries it
+    # the forms write as the signed-in account: the context carries it
+    def as_account(account: accounts.Account | None = None) -> Context:
         return Context(graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account)
 
-    def for_request(request) -> Context:  # a request's caller, as GraphQL authenticates it (POST /uploads)
+    def for_request(request: Request) -> Context:  # a request's caller, as GraphQL authenticates it (POST /uploads)
         return Context(graphs=graphs, settings=settings, request=request, rates=rates, offloop=offloop)
 
     annotate = Annotate(auth, pages, schema, as_account)
@@ -197,7 +207,7 @@ def create_app(
     render_forms = RenderForms(auth, pages, schema, as_account)
 
     @asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if warm:  # read the models' graphs in a thread: the first requests need not wait for them
             warming = asyncio.get_running_loop().run_in_executor(None, _warm, graphs)
             if (then := after_warm) is not None:
@@ -253,7 +263,7 @@ def create_app(
     return app
 
 
-def _ws_account(engine: sa.Engine, websocket, token: str, csrf) -> accounts.Account:
+def _ws_account(engine: sa.Engine, websocket: WebSocket, token: str, csrf: object) -> accounts.Account:
     """The account a WebSocket's connection_init names: a bearer token, else its upgrade request's session cookie
     with that session's CSRF token (UNAUTHENTICATED as for HTTP requests)."""
     scheme, _, secret = token.partition(" ")
@@ -270,7 +280,7 @@ class ServingGraphs(GraphCache):
     """Reading a model's graph is the server's work, not the request's that happens to need it first: it runs
     outside the request's deadline (and so without its statement_timeout), however long the read takes."""
 
-    def graph(self, model_key: str):
+    def graph(self, model_key: str) -> ModelGraph:
         token = DEADLINE.set(None)
         try:
             return super().graph(model_key)
@@ -293,7 +303,7 @@ def _time_limits(engine: sa.Engine, settings: Settings) -> None:
     if engine.dialect.name == "postgresql":
         ms = max(1, int(settings.statement_timeout_s * 1000))
 
-        def on_checkout(dbapi_conn, record, _proxy):
+        def on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:  # psycopg's connection
             wanted = ms if DEADLINE.get() is not None else 0
             if record.info.get("statement_timeout") != wanted:  # a SET only when a connection changes role
                 autocommit = dbapi_conn.autocommit
@@ -306,7 +316,7 @@ def _time_limits(engine: sa.Engine, settings: Settings) -> None:
         sa.event.listen(engine, "checkout", on_checkout)
     elif engine.dialect.name == "sqlite":
 
-        def on_connect(dbapi_conn, _record):
+        def on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:  # sqlite3's connection
             dbapi_conn.set_progress_handler(lambda: 1 if expired() else 0, 20000)
 
         sa.event.listen(engine, "connect", on_connect)

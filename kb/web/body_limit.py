@@ -7,19 +7,21 @@ from __future__ import annotations
 import json
 import re
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 
 class BodyLimit:
-    def __init__(self, app, max_bytes: int, larger: tuple[re.Pattern, int] | None = None):
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: tuple[re.Pattern[str], int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.larger = larger
 
-    def limit(self, scope) -> int:
+    def limit(self, scope: Scope) -> int:
         if self.larger is not None and scope.get("method") == "POST" and self.larger[0].fullmatch(scope["path"]):
             return max(self.max_bytes, self.larger[1])
         return self.max_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.limit(scope)
@@ -29,7 +31,7 @@ class BodyLimit:
             return await self._refuse(send, limit)
         seen = 0
 
-        async def limited_receive():
+        async def limited_receive() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -43,7 +45,7 @@ class BodyLimit:
         except _TooLarge:
             await self._refuse(send, limit)
 
-    async def _refuse(self, send, limit: int):
+    async def _refuse(self, send: Send, limit: int) -> None:
         body = json.dumps(
             {"errors": [{"message": f"request body over {limit} bytes", "extensions": {"code": "TOO_LARGE"}}]}
         ).encode()

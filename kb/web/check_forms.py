@@ -9,6 +9,8 @@ and rate limits are the API's. A refusal shows the page again with the message b
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,18 +23,23 @@ from kb.experiments.store import open_checks
 from kb.render.datasets import dataset_names
 from kb.web.annotate import HTTP, Problem
 from kb.web.auth import forms
-from kb.web.auth.pages import NO_STORE, refused
-from kb.web.page_query import QueryFailed, run_query
+from kb.web.auth.pages import NO_STORE, AuthPages, refused
+from kb.web.page_query import ContextFor, QueryFailed, run_query
+
+if TYPE_CHECKING:
+    from kb.schema import Schema
+    from kb.schema.context import Context
+    from kb.web.circuit_pages import CircuitPages
 
 CHECK = """mutation($k: String!, $d: String!, $a: Ablation!, $n: Int!) {
   checkCircuit(key: $k, dataset: $d, ablation: $a, images: $n) { id status } }"""
 IMAGES = (32, 64, 256, 1024)
 
 
-async def check_view(context, me: sessions.SessionInfo | None, circuit_id: int) -> dict:
+async def check_view(context: Context, me: sessions.SessionInfo | None, circuit_id: int) -> dict[str, Any]:
     """The open checks of the circuit, and for editors the form's choices."""
 
-    def read() -> tuple[list[dict], list[str]]:
+    def read() -> tuple[list[dict[str, Any]], list[str]]:
         with context.graphs.engine.connect() as conn:
             return open_checks(conn, circuit_id), dataset_names(conn)
 
@@ -46,7 +53,7 @@ async def check_view(context, me: sessions.SessionInfo | None, circuit_id: int) 
 
 
 class CheckForms:
-    def __init__(self, auth, circuit_pages, schema, context_for):
+    def __init__(self, auth: AuthPages, circuit_pages: CircuitPages, schema: Schema, context_for: ContextFor) -> None:
         self.auth = auth
         self.circuit_pages = circuit_pages
         self.schema = schema

@@ -10,6 +10,7 @@ stale edit re-shows the form with what was typed, and a stale edit shows the cur
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from graphql import parse
@@ -24,9 +25,15 @@ from kb.web.auth import forms
 from kb.web.auth.current import signed_in
 from kb.web.auth.pages import AuthPages
 from kb.web.check_forms import check_view
-from kb.web.page_query import QueryFailed, run_query
+from kb.web.page_query import ContextFor, QueryFailed, run_query
 from kb.web.pages import CARD, diagram_units, lacking_keys, message_page, part_missing, render_page
 from kb.web.templating import plural
+
+if TYPE_CHECKING:
+    from kb.claims.accounts import Account
+    from kb.schema import Schema
+    from kb.schema.offloop import OffLoop
+    from kb.web.thumbnails import CardPictures
 
 MAX_FORM = 512 * 1024  # a selection or an edit names up to MAX_EDGES edges
 MAX_FIELDS = 2 * circuit_domain.MAX_EDGES + circuit_domain.MAX_NEURONS + 20
@@ -105,7 +112,7 @@ def followed(direction: str, per_node: int, sign: str, order: str) -> str:
 class FormProblem(Exception):
     """A write refused by the API (or the form): its code, message and the page status to answer with."""
 
-    def __init__(self, code: str, message: str, extensions: dict | None = None):
+    def __init__(self, code: str, message: str, extensions: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -134,22 +141,30 @@ def _refused(request: Request, exc: forms.Refused) -> HTMLResponse:
 
 
 class CircuitPages:
-    def __init__(self, schema, context_factory, auth: AuthPages, pictures):
+    def __init__(self, schema: Schema, context_factory: ContextFor, auth: AuthPages, pictures: CardPictures) -> None:
         self.schema = schema
         self.pictures = pictures  # kb.web.thumbnails.CardPictures: the units' pictures in the diagrams
         self.context_factory = context_factory  # (account or None) -> a kb.schema.context.Context
         self.auth = auth  # its session_post checks every form post (origin, session, CSRF)
 
-    async def _data(self, name: str, query: str, variables: dict, account=None, server_side: bool = False) -> dict:
+    async def _data(
+        self,
+        name: str,
+        query: str,
+        variables: dict[str, Any],
+        account: Account | None = None,
+        server_side: bool = False,
+    ) -> dict[str, Any]:
         """The query's data: its errors raise QueryFailed (logged), which the app answers with the message page."""
         context = self.context_factory(account)
         return await run_query(self.schema, context, name, query, variables, server_side)
 
-    def _offloop(self):
+    def _offloop(self) -> OffLoop | None:
         """The pool the pages' GraphQL runs on (kb.schema.offloop), for their text work too."""
-        return self.context_factory(None).offloop
+        offloop: OffLoop | None = self.context_factory(None).offloop
+        return offloop
 
-    async def _write(self, name: str, query: str, variables: dict, account) -> dict:
+    async def _write(self, name: str, query: str, variables: dict[str, Any], account: Account) -> dict[str, Any]:
         """A mutation as the signed-in account; FormProblem with the API's code when it is refused."""
         try:
             return await self._data(name, query, variables, account)
@@ -166,8 +181,8 @@ class CircuitPages:
     async def _explore(
         self,
         request: Request,
-        q: dict,
-        chosen: dict | None = None,
+        q: dict[str, str],
+        chosen: dict[str, Any] | None = None,
         error: str = "",
         status: int = 200,
     ) -> HTMLResponse:
@@ -182,7 +197,7 @@ class CircuitPages:
         }
         chosen = chosen or {"units": set(), "edges": set(), "name": "", "description": "", "circuit": ""}
         direction = form["direction"] if form["direction"] in DIRECTIONS else "UPSTREAM"
-        context = {
+        context: dict[str, Any] = {
             "title": "Explore",
             "form": form,
             "svg": None,
@@ -235,7 +250,8 @@ class CircuitPages:
             f"{SIGNS[form['sign']]} edges by {ORDERS[form['orderBy']]}"
         )
         model = sub["nodes"][0]["model"] if sub["nodes"] else None
-        circuits, missing = [], []
+        circuits: list[dict[str, Any]] = []
+        missing: list[str] = []
         if model and signed_in(request):
             try:
                 listed = await self._data("OF_MODEL", OF_MODEL, {"model": model["key"]}, server_side=True)
@@ -261,7 +277,7 @@ class CircuitPages:
         context["thumb_stream"] = pictures.stream(lacking, since)
         return pictures.ask_later(request, render_page(request, "explore.html", context, status), lacking)
 
-    def _bounds(self, roots: int, direction: str) -> dict:
+    def _bounds(self, roots: int, direction: str) -> dict[str, Any]:
         """The largest depth and perNode the form's inputs offer: the API's limits (kb.schema.query), and for each
         depth the largest perNode whose subgraph fits the query budget with this many roots (the page's inputs
         follow it as depth changes, static/explore-select.js)."""
@@ -272,7 +288,7 @@ class CircuitPages:
             values = {"roots": ["x"] * roots, "direction": direction, "depth": depth, "perNode": per_node}
             return limits.refusal(limits.cost(analysis, None, values)) is None
 
-        per_depth = {}
+        per_depth: dict[str, int] = {}
         for depth in range(1, query.MAX_DEPTH + 1):  # the cost grows with perNode: the largest that fits, by halves
             low, high = 0, query.MAX_PER_NODE
             while low < high:
@@ -292,7 +308,7 @@ class CircuitPages:
         q = {k: v for k, v in q.items() if v or k not in ("sign", "orderBy")}  # a form without them: the defaults
         units = list(dict.fromkeys(u for u in fields.get("unit", []) if u))
         pairs = list(dict.fromkeys(p for p in (_pair(v) for v in fields.get("edge", [])) if p))
-        chosen = {
+        chosen: dict[str, Any] = {
             "units": set(units),
             "edges": {f"{s}|{t}" for s, t in pairs},
             "name": _one(fields, "name"),
@@ -337,7 +353,7 @@ class CircuitPages:
             return response
         return RedirectResponse("/circuits/" + key.split(":", 1)[1], status_code=303, headers=NO_STORE)
 
-    async def _add(self, choice: str, units: list[str], pairs: list[tuple[str, str]], account) -> str:
+    async def _add(self, choice: str, units: list[str], pairs: list[tuple[str, str]], account: Account) -> str:
         """The selection added to circuit N at the revision R the form named (choice: N@R)."""
         number, _, rev = choice.partition("@")
         if row_id(number) is None or row_id(rev) is None:
@@ -366,7 +382,7 @@ class CircuitPages:
 
     # --- /circuits/N[/R] -----------------------------------------------------------------------------------
 
-    async def circuit(self, request: Request, extra: dict | None = None, status: int = 200) -> HTMLResponse:
+    async def circuit(self, request: Request, extra: dict[str, Any] | None = None, status: int = 200) -> HTMLResponse:
         number, revision = request.path_params["number"], request.path_params.get("revision")
         if row_id(number) is None or not (revision is None or row_id(revision) is not None):
             return message_page(
@@ -378,7 +394,7 @@ class CircuitPages:
         context.update(extra or {})
         return render_page(request, "circuit.html", context, status)
 
-    async def _circuit_context(self, number: str, revision: str | None) -> dict:
+    async def _circuit_context(self, number: str, revision: str | None) -> dict[str, Any]:
         """The page's data (QueryFailed when its query fails)."""
         key = f"circuit:{number}" + (f"@{revision}" if revision else "")
         c = (await self._data("CIRCUIT", CIRCUIT, {"k": key}))["circuit"]
@@ -432,7 +448,7 @@ class CircuitPages:
             return message_page(request, "Bad request", f"circuit:{number} has revisions 1..{len(revs)}", 400)
         base = revs[base_revision - 1]
         mine = _mine(fields, base)
-        patch: dict = {"removeEdges": [], "edges": []}
+        patch: dict[str, Any] = {"removeEdges": [], "edges": []}
         if mine["name"] != base["name"]:
             patch["name"] = mine["name"]
         if mine["description"] != base["description"]:
@@ -468,9 +484,10 @@ class CircuitPages:
         return RedirectResponse(f"/circuits/{number}", status_code=303, headers=NO_STORE)
 
 
-def _mine(fields: dict[str, list[str]], base: dict) -> dict:
+def _mine(fields: dict[str, list[str]], base: dict[str, Any]) -> dict[str, Any]:
     """What the edit form says, keyed by edge (the form names edges by their place in the base revision)."""
-    notes, remove = {}, set()
+    notes: dict[tuple[str, str], str] = {}
+    remove: set[tuple[str, str]] = set()
     for i, e in enumerate(base["edges"]):
         pair = (e["source"], e["target"])
         if f"note{i}" in fields and _text(_one(fields, f"note{i}")) != e["note"]:  # only the notes changed

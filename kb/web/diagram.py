@@ -143,7 +143,7 @@ def layout(rows: list[list[Unit]]) -> tuple[dict[str, Place], list[tuple[float, 
     fits = [_fit(len(row), min(MAX_SPAN, WIDTH - left)) for row in rows]
     span = max((s + (len(row) - 1) * step for row, (s, _, step) in zip(rows, fits, strict=True)), default=SIZES[0])
     places: dict[str, Place] = {}
-    heads = []
+    heads: list[tuple[float, Unit, int]] = []
     y = TOP
     for row, (s, lines, step) in zip(rows, fits, strict=True):
         used = min(lines, len(row))

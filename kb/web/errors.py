@@ -10,6 +10,8 @@ server with a relative Location instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -22,7 +24,7 @@ from kb.web.security import SecurityHeaders
 class SecuredStarlette(Starlette):
     """Starlette with the security headers outermost: on 500 answers too, and no slash redirect of its own."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.router.redirect_slashes = False
 

@@ -24,43 +24,59 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
 from graphql import GraphQLError, parse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kb import metrics
 from kb.db.engine import PoolExhausted
 from kb.db.io_guard import NeedsIO, no_io
-from kb.schema import operation_type
+from kb.schema import Schema, operation_type
 from kb.schema.compiled import Broken, Compiler, Fallback, NotCompilable, Plan
+from kb.schema.context import Context
 from kb.schema.errors import RequestTimeout
-from kb.schema.limits import MAX_TOKENS, NUL_MESSAGE, has_nul
+from kb.schema.limits import MAX_TOKENS, NUL_MESSAGE, Analysis, has_nul
+from kb.schema.offloop import OffLoop
 from kb.web.unavailable import retry_after_header
 
 log = logging.getLogger("kb.api")
 _JSON = (b"content-type", b"application/json")
 _CODES = {413: "TOO_LARGE", 429: "RATE_LIMITED", 500: "INTERNAL"}
 _BROKEN = object()  # in the plan cache: compiling this document failed (strawberry answers it)
+T = TypeVar("T")
+Header = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A document's plan and its analysis (what its cost is computed from, per request's variables)."""
+
+    plan: Plan
+    analysis: Analysis
 
 
 class GraphQLEndpoint:
     def __init__(
         self,
-        strawberry_app,
-        schema,
-        context_factory,
-        offloop=None,
+        strawberry_app: ASGIApp,
+        schema: Schema,
+        context_factory: Callable[[Scope], Context],
+        offloop: OffLoop | None = None,
         max_plans: int = 512,
         inline_cost: int = 500,
-    ):
+    ) -> None:
         self.app = strawberry_app
         self.compiler = Compiler(schema)
         self.limits = schema.limits
         self.context_factory = context_factory
         self.offloop = offloop
-        # a document's plan; None: not compilable (strawberry answers it); _BROKEN: its compilation failed
-        self.plans: OrderedDict[tuple[str, str | None], Plan | object | None] = OrderedDict()
+        # a document's plan (Compiled); None: not compilable (strawberry answers it); _BROKEN: its compilation failed
+        self.plans: OrderedDict[tuple[str, str | None], Compiled | object | None] = OrderedDict()
         self.max_plans = max_plans
         self.inline_cost = inline_cost
         self.fast = 0  # requests answered by a plan (tests and benchmarks look)
@@ -68,7 +84,7 @@ class GraphQLEndpoint:
         self.fallbacks = 0  # requests strawberry answered because the compiled executor failed (/health shows it)
         self.failed_documents = 0  # documents whose compilation failed (each logged once)
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The request answered (``_answer``), counted by operation type and outcome and timed (kb.metrics):
         the outcome is "ok" or the first error's code, read from the answer as it is sent."""
         if scope["type"] != "http":
@@ -83,7 +99,7 @@ class GraphQLEndpoint:
                 metrics.GRAPHQL_SECONDS.labels(operation).observe(time.perf_counter() - started)
                 metrics.GRAPHQL_REQUESTS.labels(operation, outcome.code()).inc()
 
-    async def _answer(self, scope, receive, send):
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = _coded(send)
         body = None
         if scope["method"] == "GET":
@@ -118,29 +134,31 @@ class GraphQLEndpoint:
         if has_nul(variables) or has_nul(name):
             return await send_error(send, NUL_MESSAGE, "BAD_INPUT", 200)
         key = (query, name)
-        plan = self.plans.get(key, False)
-        if plan is False:
-            plan = await self._call(self._compile, query, name)
-            self.plans[key] = plan
+        compiled = self.plans.get(key, False)
+        if compiled is False:
+            compiled = await self._call(self._compile, query, name)
+            self.plans[key] = compiled
             if len(self.plans) > self.max_plans:
                 self.plans.popitem(last=False)
-            if plan is _BROKEN:
+            if compiled is _BROKEN:
                 self._fell_back()
-        elif plan is _BROKEN:
+        elif compiled is _BROKEN:
             self._fell_back()
-        elif isinstance(plan, Plan):
-            cost = self.limits.cost(plan.analysis, name, variables)
+        elif isinstance(compiled, Compiled):
+            plan = compiled.plan
+            cost = self.limits.cost(compiled.analysis, name, variables)
             extensions = {"cost": {"estimated": cost, "budget": self.limits.budget}} if isinstance(cost, int) else {}
             refusal = self.limits.refusal(cost)
             if refusal is not None:
                 return await _respond(send, {"errors": [refusal.formatted], "extensions": extensions})
             try:
-                answer = (
+                inline = (
                     self._inline(plan, scope, variables) if isinstance(cost, int) and cost <= self.inline_cost else None
                 )
-                if answer is None:
+                if inline is None:
                     answer = await self._call(plan.run, self.context_factory(scope), variables)
                 else:
+                    answer = inline
                     self.inline += 1
                     metrics.COMPILED.labels("inline").inc()
             except Broken as exc:
@@ -149,7 +167,8 @@ class GraphQLEndpoint:
                 if isinstance(exc.__cause__, PoolExhausted):  # strawberry's path would wait for the pool again
                     busy = exc.__cause__
                     error = {"message": str(busy), "extensions": {"code": busy.code, **busy.extensions}}
-                    return await _respond(send, {"errors": [error]}, headers=[retry_after_header([error])])
+                    header = retry_after_header([error])  # UNAVAILABLE: always one
+                    return await _respond(send, {"errors": [error]}, headers=[header] if header else [])
             except RequestTimeout as exc:
                 return await _respond(send, {"errors": [{"message": str(exc), "extensions": {"code": "TIMEOUT"}}]})
             else:
@@ -174,7 +193,9 @@ class GraphQLEndpoint:
                 exc_info=exc.__cause__,
             )
 
-    def _inline(self, plan: Plan, scope, variables) -> tuple[dict | None, list[dict]] | None:
+    def _inline(
+        self, plan: Plan, scope: Scope, variables: dict[str, Any] | None
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]] | None:
         """The plan's answer computed here on the loop, or None where it needs the database (run it on a thread)."""
         try:
             with no_io():
@@ -182,12 +203,13 @@ class GraphQLEndpoint:
         except NeedsIO:
             return None
 
-    async def _call(self, fn, *args):
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self.offloop is None:
             return fn(*args)
-        return await self.offloop.call(fn, *args)
+        answer: T = await self.offloop.call(fn, *args)
+        return answer
 
-    def _compile(self, query: str, name: str | None) -> Plan | object | None:
+    def _compile(self, query: str, name: str | None) -> Compiled | object | None:
         """The document's plan; None where the compiler does not take it; _BROKEN where compiling it failed on
         anything else (logged here, once: the endpoint remembers the answer)."""
         try:
@@ -205,8 +227,7 @@ class GraphQLEndpoint:
             self.failed_documents += 1
             log.warning("compiling a query failed; strawberry answers it: %s", _short(query), exc_info=True)
             return _BROKEN
-        plan.analysis = analysis  # type: ignore[attr-defined]
-        return plan
+        return Compiled(plan, analysis)
 
 
 _FIRST_CODE = re.compile(rb'"errors"\s*:\s*\[.*?"code"\s*:\s*"([A-Za-z_]{1,40})"', re.S)
@@ -215,12 +236,12 @@ _FIRST_CODE = re.compile(rb'"errors"\s*:\s*\[.*?"code"\s*:\s*"([A-Za-z_]{1,40})"
 class _Outcome:
     """What a GraphQL answer said, read as it is sent: its status and its first error's code."""
 
-    def __init__(self, send):
+    def __init__(self, send: Send) -> None:
         self._send = send
         self.status = 200
         self.first: str | None = None
 
-    async def send(self, message):
+    async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
         elif message["type"] == "http.response.body" and self.first is None:
@@ -240,7 +261,7 @@ def _short(query: str) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-async def _respond(send, payload: dict, status: int = 200, headers=()) -> None:
+async def _respond(send: Send, payload: dict[str, Any], status: int = 200, headers: Iterable[Header] = ()) -> None:
     out = orjson.dumps(payload)
     await send(
         {
@@ -252,17 +273,19 @@ async def _respond(send, payload: dict, status: int = 200, headers=()) -> None:
     await send({"type": "http.response.body", "body": out})
 
 
-async def send_error(send, message: str, code: str, status: int, headers=(), **extensions) -> None:
+async def send_error(
+    send: Send, message: str, code: str, status: int, headers: Iterable[Header] = (), **extensions: Any
+) -> None:
     await _respond(
         send, {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}, status, headers
     )
 
 
-def _coded(send):
+def _coded(send: Send) -> Send:
     """Strawberry's non-JSON error answers (plain-text 4xx) as JSON errors with a code, same status."""
-    held: dict = {}
+    held: dict[str, Any] = {}
 
-    async def coded_send(message):
+    async def coded_send(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = dict(message.get("headers") or [])
             ctype = headers.get(b"content-type", b"")
@@ -292,14 +315,14 @@ def _coded(send):
     return coded_send
 
 
-def _is_json(scope) -> bool:
+def _is_json(scope: Scope) -> bool:
     for k, v in scope.get("headers") or ():
         if k == b"content-type":
-            return v.split(b";")[0].strip().lower() == b"application/json"
+            return bool(v.split(b";")[0].strip().lower() == b"application/json")
     return False
 
 
-async def _read(receive) -> bytes:
+async def _read(receive: Receive) -> bytes:
     chunks = []
     while True:
         message = await receive()
@@ -311,10 +334,10 @@ async def _read(receive) -> bytes:
     return b"".join(chunks)
 
 
-def _replay(body: bytes):
+def _replay(body: bytes) -> Receive:
     sent = False
 
-    async def receive():
+    async def receive() -> Message:
         nonlocal sent
         if not sent:
             sent = True

@@ -4,6 +4,7 @@ for them (the API mutation and the CLI line). Its own query, so the section is o
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import quote
 
 from kb.web.templating import local
@@ -12,7 +13,7 @@ LAYER_VIEWS = """query($k: String!) { layer(key: $k) { key
   views { kind params dataset image upload source { url width height } artifact { url width height } } } }"""
 
 
-def _largest(views: list[dict]) -> dict | None:
+def _largest(views: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The largest picture (the last asked for, among equals)."""
     best = None
     for v in views:
@@ -21,14 +22,14 @@ def _largest(views: list[dict]) -> dict | None:
     return best
 
 
-def section(layer_key: str, data: dict | None) -> dict:
+def section(layer_key: str, data: dict[str, Any] | None) -> dict[str, Any]:
     """The template's values: ``deepdream`` (one picture or None), ``caricatures`` (one per target image: a
     dataset's, or an uploaded one with its ``source_src``), and the lines that ask for either."""
     views = []
     for v in ((data or {}).get("layer") or {}).get("views") or []:
         p = json.loads(v["params"])
         views.append({**v, "size": p.get("size", 0), "steps": p.get("steps"), "src": local(v["artifact"]["url"])})
-    caricatures: dict[tuple, list[dict]] = {}
+    caricatures: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for v in views:
         if v["kind"] == "CARICATURE":
             if v.get("source"):  # an uploaded image's: shown beside its source

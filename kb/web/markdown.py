@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from html import unescape
 
@@ -46,7 +47,7 @@ def family_slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def _tags(text: str):
+def _tags(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, tag) for each ``<...>`` of at most MAX_TAG characters with no ``<`` inside, in order; linear:
     the next ``>`` is looked for again only once the scan has passed the last one found."""
     gt = -1

@@ -16,9 +16,11 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kb import metrics
 from kb.render import jobs
+from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings
 from kb.web.client_address import TrustedProxies
 
@@ -28,7 +30,7 @@ PATH = "/metrics"
 class DatabaseFigures(Collector):
     """The render queue as the job table has it: the same figures from every API process."""
 
-    def __init__(self, engine: sa.Engine):
+    def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -51,7 +53,7 @@ class DatabaseFigures(Collector):
 
 
 class MetricsRoute:
-    def __init__(self, engine: sa.Engine, graphs, settings: Settings):
+    def __init__(self, engine: sa.Engine, graphs: GraphCache, settings: Settings) -> None:
         self.enabled = settings.metrics
         self.allowed = TrustedProxies(settings.metrics_allow, "KB_METRICS_ALLOW") if settings.metrics_allow else None
         self.graphs = graphs
@@ -77,16 +79,16 @@ class PageTimer:
 
     SKIP = ("/graphql", "/static/", "/artifacts/", PATH, "/events", "/health", "/uploads")
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.SKIP):
             return await self.app(scope, receive, send)
         status = 500
         started = time.perf_counter()
 
-        async def timed_send(message):
+        async def timed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

@@ -10,10 +10,13 @@ for every card's claims) take a few milliseconds. tests/test_pages.py checks tha
 from __future__ import annotations
 
 import asyncio
+from enum import Enum
+from typing import Any, cast
 
 from kb.claims import circuits as circuit_domain
 from kb.claims.reviews import content_authors, last_content_revision
-from kb.schema.picture_types import visualizations
+from kb.schema.context import Context, Info
+from kb.schema.picture_types import Visualization, visualizations
 from kb.schema.query import resolve_neuron
 from kb.schema.types import Claim, Layer, NeighborOrder, Neuron, Sign, edge_kernel, neighbor_connection, neuron_citation
 
@@ -33,18 +36,28 @@ class _Info:
 
     __slots__ = ("context",)
 
-    def __init__(self, context):
+    def __init__(self, context: Context) -> None:
         self.context = context
 
 
-def _vis(v, with_size: bool) -> dict:
-    artifact = {"url": v.artifact.url}
+def _info(context: Context) -> Info:
+    """An ``info`` for the resolvers: they read only its context (a strawberry Info needs the executor's)."""
+    return cast(Info, _Info(context))
+
+
+def _kind(v: Visualization) -> str:
+    kind: Enum = v.kind  # RenderKind, an Enum made at import (strawberry.enum): mypy sees no class
+    return kind.name
+
+
+def _vis(v: Visualization, with_size: bool) -> dict[str, Any]:
+    artifact: dict[str, Any] = {"url": v.artifact.url}
     if with_size:
         artifact.update(width=v.artifact.width, height=v.artifact.height)
-    return {"kind": v.kind.name, "params": v.params, "artifact": artifact}
+    return {"kind": _kind(v), "params": v.params, "artifact": artifact}
 
 
-async def _cards(info: _Info, nodes: list[Neuron]) -> dict[str, dict]:
+async def _cards(info: Info, nodes: list[Neuron]) -> dict[str, dict[str, Any]]:
     """Each distinct unit's card: its feature visualizations and its claims (two batched statements)."""
     unique = list({n.key: n for n in nodes}.values())
     loaders = info.context.loaders
@@ -55,7 +68,7 @@ async def _cards(info: _Info, nodes: list[Neuron]) -> dict[str, dict]:
     return {
         n.key: {
             "key": n.key,
-            "visualizations": [_vis(v, False) for v in vs if v.kind.name == "FEATURE_VIS"],
+            "visualizations": [_vis(v, False) for v in vs if _kind(v) == "FEATURE_VIS"],
             "claims": [
                 {"key": c.key, "label": c.label, "status": c.status.name, "kind": c.kind.name}
                 for c in map(Claim.of, rows)
@@ -67,17 +80,18 @@ async def _cards(info: _Info, nodes: list[Neuron]) -> dict[str, dict]:
     }
 
 
-async def neuron(context, text: str) -> dict:
+async def neuron(context: Context, text: str) -> dict[str, Any]:
     """The neuron page's data for a key in any accepted form; a CodedError when there is no such unit."""
-    info = _Info(context)
+    info = _info(context)
     n = resolve_neuron(info, text)
     g = n._graph
-    lists, nodes = {}, [n]
+    lists: dict[str, dict[str, Any]] = {}
+    nodes = [n]
     for alias, way, order, sign, kernels in LISTS:
         conn = neighbor_connection(info, n, way, PER_TAB, None, order, sign)
         edges = []
         for e in conn.edges:
-            edge = {"weight": e.weight, "magnitude": e.magnitude, "method": e.method}
+            edge: dict[str, Any] = {"weight": e.weight, "magnitude": e.magnitude, "method": e.method}
             if kernels:
                 edge["kernel"] = edge_kernel(info, g, e._source, e._target)
             edge["node"] = e.node
@@ -85,16 +99,17 @@ async def neuron(context, text: str) -> dict:
             nodes.append(e.node)
         lists[alias] = {"totalCount": conn.total_count, "edges": edges}
     cards = await _cards(info, nodes)
-    for conn in lists.values():
-        for edge in conn["edges"]:
+    for listed in lists.values():
+        for edge in listed["edges"]:
             card = cards[edge["node"].key]
             edge["node"] = {k: card[k] for k in ("key", "visualizations", "claims")}
     own = cards[n.key]
     layer = Layer.of(g, int(g.layer_of[n._ordinal]))
     row = context.graphs.model_row(g.key)
+    assert row is not None  # the model of a graph just read is in the catalog
     citation = neuron_citation(info, n)
-    with context.graphs.engine.connect() as conn:
-        circuits, _ = circuit_domain.listing(conn, None, n.key, 0, 20)
+    with context.graphs.engine.connect() as db:
+        circuits, _ = circuit_domain.listing(db, None, n.key, 0, 20)
     return {
         "neuron": {
             "key": n.key,
@@ -128,13 +143,13 @@ async def neuron(context, text: str) -> dict:
     }
 
 
-async def reviewing(context, claim_keys: list[str], user_id: int) -> dict[str, dict]:
+async def reviewing(context: Context, claim_keys: list[str], user_id: int) -> dict[str, dict[str, Any]]:
     """For a signed-in reader: of each claim (claim:N), whether they are among its content authors (who cannot
     review it) and their own current review (verdict, comment, stale) or None. Two batched statements."""
     ids = [int(k.split(":", 1)[1]) for k in claim_keys]
     loaders = context.loaders
     revisions, reviews = await asyncio.gather(loaders.revisions.load_many(ids), loaders.reviews.load_many(ids))
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for key, revs, rows in zip(claim_keys, revisions, reviews, strict=True):
         mine = next((r for r in rows if r["user_id"] == user_id), None)
         out[key] = {

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from graphql import GraphQLError
 
 from kb.schema.errors import with_code
+
+if TYPE_CHECKING:
+    from kb.claims.accounts import Account
+    from kb.schema import Schema
+    from kb.schema.context import Context
+
+# The forms' contexts: a kb.schema.context.Context acting as the account (None: nobody signed in)
+ContextFor: TypeAlias = "Callable[[Account | None], Context]"
 
 log = logging.getLogger("kb.web.pages")
 
@@ -63,10 +72,16 @@ def failed(
 
 
 async def run_query(
-    schema, context, name: str, query: str, variables: dict | None = None, server_side: bool = False
-) -> dict:
+    schema: Schema,
+    context: Context,
+    name: str,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    server_side: bool = False,
+) -> dict[str, Any]:
     """The query's data; QueryFailed (logged) when the answer has errors."""
     result = await schema.execute(query, variable_values=variables or {}, context_value=context)
     if result.errors:
         raise failed(name, list(result.errors), server_side, schema.with_code)
+    assert result.data is not None  # an answer without errors has its data
     return result.data

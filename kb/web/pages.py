@@ -13,6 +13,8 @@ work without it. An unknown key is a 404 page that says why.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from graphql import GraphQLError
@@ -29,6 +31,11 @@ from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
 from kb.web.templating import local, neuron_path, templates, weight_texts
 from kb.web.unavailable import retry_after
+
+if TYPE_CHECKING:
+    from kb.schema import Schema
+    from kb.schema.context import Context
+    from kb.web.thumbnails import CardPictures
 
 CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind params artifact { url } }
   claims { key label status kind } }"""
@@ -126,11 +133,11 @@ RENDER_ORDER = ["FEATURE_VIS", "FEATURE_VIS_NEG", "NEURON_VIS", "DATASET_EXAMPLE
 EVIDENCE_OF = {"DATASET_EXAMPLES": "DATASET_EXAMPLES", "WEIGHTS": "FEATURE_IMPLEMENTATION"}
 
 
-def render_page(request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
+def render_page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     return templates().TemplateResponse(request, name, context, status_code=status)
 
 
-def problem_page(request: Request, errors: list) -> HTMLResponse:
+def problem_page(request: Request, errors: list[GraphQLError]) -> HTMLResponse:
     first = with_code(errors[0])
     code = (first.extensions or {}).get("code", "BAD_INPUT")
     status = STATUS.get(code, 400)
@@ -156,11 +163,11 @@ def message_page(request: Request, title: str, text: str, status: int) -> HTMLRe
     return render_page(request, "message.html", {"title": title, "text": text}, status)
 
 
-def _scale(values) -> float:
+def _scale(values: Iterable[float]) -> float:
     return max((abs(v) for v in values), default=0.0) or 1.0
 
 
-def _tabs(prefix: str, n: dict, with_kernels: bool) -> list[dict]:
+def _tabs(prefix: str, n: dict[str, Any], with_kernels: bool) -> list[dict[str, Any]]:
     tabs = []
     for suffix, title in (("Excite", "excitatory"), ("Inhibit", "inhibitory"), ("Strong", "by magnitude")):
         edges = n[prefix + suffix]["edges"]
@@ -179,7 +186,7 @@ def _tabs(prefix: str, n: dict, with_kernels: bool) -> list[dict]:
     return tabs
 
 
-def _renders(vis: list[dict]) -> list[dict]:
+def _renders(vis: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for v in vis:
         p = json.loads(v["params"])
@@ -209,7 +216,7 @@ def _renders(vis: list[dict]) -> list[dict]:
     return out
 
 
-def diagram_units(nodes: list[dict], pictures) -> list[diagram.Unit]:
+def diagram_units(nodes: list[dict[str, Any]], pictures: CardPictures) -> list[diagram.Unit]:
     """The diagram's units, each with its card picture chosen by ``pictures`` (kb.web.thumbnails.CardPictures)."""
     return [
         diagram.Unit(
@@ -224,21 +231,23 @@ def diagram_units(nodes: list[dict], pictures) -> list[diagram.Unit]:
     ]
 
 
-def lacking_keys(pictures, nodes: list[dict]) -> list[str]:
+def lacking_keys(pictures: CardPictures, nodes: list[dict[str, Any]]) -> list[str]:
     """Keys of the cards among ``nodes`` that do not show the thumbnail preset's render, in page order."""
     return list(dict.fromkeys(n["key"] for n in nodes if not ((p := pictures.of(n)) and p.is_preset)))
 
 
 class Pages:
-    def __init__(self, schema, context_factory):
+    def __init__(self, schema: Schema, context_factory: Callable[[], Context]) -> None:
         self.schema = schema
         self.context_factory = context_factory
 
-    async def _data(self, name: str, query: str, variables: dict) -> dict:
+    async def _data(self, name: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         """The page's query: its errors raise QueryFailed (logged), which the app answers with the message page."""
         return await run_query(self.schema, self.context_factory(), name, query, variables)
 
-    async def _part(self, name: str, query: str, variables: dict, what: str, missing: list[str]) -> dict | None:
+    async def _part(
+        self, name: str, query: str, variables: dict[str, Any], what: str, missing: list[str]
+    ) -> dict[str, Any] | None:
         """A part of a page, asked with the server's own values: None when it fails, and ``missing`` says so."""
         try:
             return await run_query(self.schema, self.context_factory(), name, query, variables, server_side=True)
@@ -249,7 +258,7 @@ class Pages:
     async def home(self, request: Request) -> HTMLResponse:
         """Each model as a card (a strip of its rendered units, what has been rendered and said about it), then
         the newest claims and circuits: a constant number of statements, whatever the number of models."""
-        pictures = request.app.state.pictures
+        pictures: CardPictures = request.app.state.pictures
         since = await pictures.since()
         data = await self._data("HOME", HOME, {})
         missing: list[str] = []
@@ -294,9 +303,11 @@ class Pages:
             return message_page(request, "Not found", f"{model} has weights {m['shortHash']}, not {pin}", 404)
         return render_page(request, "model.html", {"title": m["key"], "m": m, "model": m})
 
-    async def neuron(self, request: Request, key: str, extra: dict | None = None, status: int = 200) -> HTMLResponse:
+    async def neuron(
+        self, request: Request, key: str, extra: dict[str, Any] | None = None, status: int = 200
+    ) -> HTMLResponse:
         """The neuron page; ``extra``: what a refused form post re-shows (kb.web.annotate), with its ``status``."""
-        pictures = request.app.state.pictures
+        pictures: CardPictures = request.app.state.pictures
         since = await pictures.since()
         try:  # the data of the NEURON query, from the same resolvers called directly (kb.web.neuron_view)
             data = await neuron_view.neuron(self.context_factory(), key)
@@ -340,14 +351,16 @@ class Pages:
         context = {"title": layer["key"], "layer": layer, **await self._layer_render_context(request, layer)}
         return render_page(request, "layer_renders.html", context)
 
-    async def _layer_render_context(self, request: Request, layer: dict) -> dict:
+    async def _layer_render_context(self, request: Request, layer: dict[str, Any]) -> dict[str, Any]:
         me = signed_in(request)
         shown = await render_controls.layer_requests(self.context_factory(), layer, me)
         return {"layer_requests": shown, "layer_open": any(r["open"] for r in shown)}
 
-    async def _layer(self, request: Request, key: str, extra: dict | None = None, status: int = 200) -> HTMLResponse:
+    async def _layer(
+        self, request: Request, key: str, extra: dict[str, Any] | None = None, status: int = 200
+    ) -> HTMLResponse:
         """The layer page; ``extra``: what a refused render form re-shows (kb.web.render_forms), with ``status``."""
-        pictures = request.app.state.pictures
+        pictures: CardPictures = request.app.state.pictures
         since = await pictures.since()
         data = await self._data("LAYER", LAYER, {"k": key})
         layer, claims = data["layer"], data["claims"]
@@ -359,12 +372,12 @@ class Pages:
             if page is None:
                 break
             listed, more = listed + page["claims"]["edges"], page["claims"]["pageInfo"]
-        renders: dict[int, list[dict]] = {}
+        renders: dict[int, list[dict[str, Any]]] = {}
         for v in layer["visualizations"]:
             renders.setdefault(v["index"], []).append({**v, "kind": "FEATURE_VIS"})
         pics = {i: pictures.pick(vs) for i, vs in renders.items()}
         rendered = sum(1 for p in pics.values() if p is not None)  # units with a positive feature visualization
-        chips: dict[int, list[dict]] = {}
+        chips: dict[int, list[dict[str, Any]]] = {}
         families = []
         for e in listed:
             c = e["node"]
@@ -377,7 +390,7 @@ class Pages:
                 chips.setdefault(i, []).append(c)
             families.append({"claim": c, "slug": family_slug(c["label"]), "count": len(indices)})
         wanted = request.query_params.get("family", "")
-        shown = range(layer["units"])
+        shown: Sequence[int] = range(layer["units"])
         if wanted:
             shown = [i for i in shown if any(family_slug(c["label"]) == wanted for c in chips.get(i, ()))]
         known = render_controls.presets(self.context_factory().settings)
@@ -407,11 +420,11 @@ class Pages:
             **await self._layer_render_context(request, layer),
             **(extra or {}),
         }
-        lacking = [f"{layer['key']}:{i}" for i in shown if not (pics.get(i) and pics[i].is_preset)]
+        lacking = [f"{layer['key']}:{i}" for i in shown if not ((pic := pics.get(i)) and pic.is_preset)]
         context["thumb_stream"] = pictures.stream(lacking, since)
         return pictures.ask_later(request, render_page(request, "layer.html", context, status), lacking)
 
-    async def claim(self, request: Request, extra: dict | None = None, status: int = 200) -> HTMLResponse:
+    async def claim(self, request: Request, extra: dict[str, Any] | None = None, status: int = 200) -> HTMLResponse:
         """/c/N (the current revision) or /c/N/R; ``extra`` and ``status``: a refused form post re-shown."""
         number, revision = row_id(request.path_params["number"]), request.path_params.get("revision")
         if number is None or (revision is not None and row_id(revision) is None):
@@ -425,7 +438,9 @@ class Pages:
         keys = list(
             dict.fromkeys(r["subjects"] + [e[f] for e in r["evidence"] for f in ("neuron", "source", "target") if e[f]])
         )
-        cards, model, missing = {}, None, []
+        cards: dict[str, dict[str, Any]] = {}
+        model: dict[str, Any] | None = None
+        missing: list[str] = []
         if keys:
             found = await self._part("NEURONS", NEURONS, {"keys": keys}, "The units' cards", missing)
             if found is not None:

@@ -12,9 +12,12 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond, parse_many
+from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import FixedWindowRateLimiter as AsyncFixedWindow
+from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 
 from kb import metrics
@@ -32,10 +35,12 @@ def redis_url(settings: Settings) -> str:
 
 
 class RateLimits:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings) -> None:
         redis = redis_url(settings)
         # one knowledge base's counters: deployments (and test sessions) sharing a Redis do not share limits
         prefix = f"{PREFIX}-{hashlib.sha256(settings.db_url.encode()).hexdigest()[:10]}"
+        self._new_async_storage: Callable[[], AsyncStorage]
+        self.storage: Storage
         if redis:
             from limits.aio.storage import RedisStorage as AsyncRedis
             from limits.storage import RedisStorage

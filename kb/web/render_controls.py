@@ -4,6 +4,8 @@ kb.web.render_forms."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from starlette.concurrency import run_in_threadpool
 
 from kb.claims import sessions
@@ -11,13 +13,17 @@ from kb.render.datasets import dataset_names
 from kb.render.layer_renders import LayerRequest
 from kb.render.layer_renders import layer_requests as find_layer_requests
 from kb.render.presets import CHOICES, DEFAULT, presets
+from kb.settings import Settings
+
+if TYPE_CHECKING:
+    from kb.schema.context import Context
 
 KIND_TITLES = {"FEATURE_VIS": "Feature visualization", "NEURON_VIS": "Neuron (centre)"}
 
 __all__ = ["DEFAULT", "layer_requests", "neuron_choices", "preset_of", "presets"]
 
 
-def preset_of(params: dict, settings) -> str:
+def preset_of(params: dict[str, Any], settings: Settings) -> str:
     """A preset's title when the parameters are that preset's, else what they are."""
     for p in presets(settings).values():
         if params.get("size") == p.params.size and params.get("steps") == p.params.steps:
@@ -25,7 +31,7 @@ def preset_of(params: dict, settings) -> str:
     return f"{params.get('size')} px, {params.get('steps')} steps"
 
 
-async def neuron_choices(context, me: sessions.SessionInfo | None) -> dict | None:
+async def neuron_choices(context: Context, me: sessions.SessionInfo | None) -> dict[str, Any] | None:
     """The kinds and presets an editor chooses from on a neuron page (dataset examples only when a data set has
     been added); None for anyone else."""
     if me is None or not me.account.at_least("editor"):
@@ -45,7 +51,7 @@ async def neuron_choices(context, me: sessions.SessionInfo | None) -> dict | Non
     }
 
 
-def _shown(r: LayerRequest, units: int, moderator: bool, settings) -> dict:
+def _shown(r: LayerRequest, units: int, moderator: bool, settings: Settings) -> dict[str, Any]:
     title = KIND_TITLES.get(r.kind, r.kind.replace("_", " ").lower())
     if r.params.get("negative"):
         title = "Negative " + title[0].lower() + title[1:]
@@ -63,7 +69,9 @@ def _shown(r: LayerRequest, units: int, moderator: bool, settings) -> dict:
     }
 
 
-async def layer_requests(context, layer: dict, me: sessions.SessionInfo | None) -> list[dict]:
+async def layer_requests(
+    context: Context, layer: dict[str, Any], me: sessions.SessionInfo | None
+) -> list[dict[str, Any]]:
     """The layer's recent whole-layer requests as its page shows them (``layer``: its key, units and model's
     sha256, from the page's query)."""
     reader = me.account.id if me else None

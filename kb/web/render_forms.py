@@ -17,6 +17,7 @@ the page, or the page again with the refusal shown beside the form.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,9 +32,14 @@ from kb.render.params import RenderParams
 from kb.render.presets import DEFAULT, UnknownChoice, render_choice
 from kb.web.annotate import HTTP, Problem
 from kb.web.auth import forms
-from kb.web.auth.pages import NO_STORE, refused
-from kb.web.page_query import QueryFailed, run_query
+from kb.web.auth.pages import NO_STORE, AuthPages, refused
+from kb.web.page_query import ContextFor, QueryFailed, run_query
 from kb.web.uploads import body_limit, upload_as
+
+if TYPE_CHECKING:
+    from kb.claims.accounts import Account
+    from kb.schema import Schema
+    from kb.web.pages import Pages
 
 REQUEST = """mutation($k: RenderKind!, $n: [String!], $l: String, $p: RenderParamsInput) {
   requestRender(kind: $k, neurons: $n, layer: $l, params: $p) { id status progress lane } }"""
@@ -43,20 +49,20 @@ CANCEL = "mutation($ids: [Int!]!) { cancelRenders(ids: $ids) { id status } }"
 DEFAULTS = asdict(RenderParams())
 
 
-def params_input(params: RenderParams) -> dict:
+def params_input(params: RenderParams) -> dict[str, Any]:
     """RenderParamsInput's fields that differ from its defaults (GraphQL's names)."""
     names = {"top_k": "topK"}
     return {names.get(k, k): v for k, v in asdict(params).items() if v != DEFAULTS[k]}
 
 
 class RenderForms:
-    def __init__(self, auth, pages, schema, context_for):
+    def __init__(self, auth: AuthPages, pages: Pages, schema: Schema, context_for: ContextFor) -> None:
         self.auth = auth
         self.pages = pages
         self.schema = schema
         self.context_for = context_for  # account -> kb.schema.context.Context acting as that account
 
-    async def _mutate(self, account, name: str, query: str, variables: dict) -> dict:
+    async def _mutate(self, account: Account, name: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         try:
             return await run_query(self.schema, self.context_for(account), name, query, variables)
         except QueryFailed as exc:
@@ -149,7 +155,10 @@ class RenderForms:
 
             def find() -> tuple[list[int], list[int]]:
                 lk = graphs.resolve_layer(key)
-                sha = graphs.model_row(lk.model)["sha256"]
+                row = graphs.model_row(lk.model)
+                if row is None:  # removed since: as a missing layer
+                    raise LookupError(f"no model {lk.model}")
+                sha = row["sha256"]
                 with graphs.engine.connect() as conn:
                     mine = open_jobs(conn, sha, lk.layer, asked, None if moderator else info.account.id)
                     return mine, (mine if moderator else open_jobs(conn, sha, lk.layer, asked, None))
@@ -170,7 +179,12 @@ class RenderForms:
         return RedirectResponse(f"/n/{key}#render-layer", status_code=303, headers=NO_STORE)
 
     async def _refusal(
-        self, request: Request, key: str, exc: forms.Refused | Problem, extra: dict, field: str = "render_error"
+        self,
+        request: Request,
+        key: str,
+        exc: forms.Refused | Problem,
+        extra: dict[str, Any],
+        field: str = "render_error",
     ) -> Response:
         if _wants_json(request):
             return JSONResponse({"error": exc.message}, status_code=exc.status, headers=NO_STORE)

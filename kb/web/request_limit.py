@@ -11,6 +11,7 @@ not counted: they run no resolver.
 from __future__ import annotations
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kb.web.client_address import client_address
 from kb.web.graphql_endpoint import send_error
@@ -21,11 +22,11 @@ EXEMPT = ("/static/", "/artifacts/", "/health", "/metrics")
 
 
 class RequestLimit:
-    def __init__(self, app, rates: RateLimits):
+    def __init__(self, app: ASGIApp, rates: RateLimits) -> None:
         self.app = app
         self.rates = rates
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(EXEMPT) or not self.rates.queries:
             return await self.app(scope, receive, send)
         wait = await self.rates.query(client_address(scope))

@@ -11,17 +11,22 @@ import math
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from os import PathLike, stat_result
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from markupsafe import Markup, escape
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import Scope
 
 from kb.claims.claims import may_set_status
 from kb.claims.content import artifact_sha
 from kb.experiments.figures import fmt as figure_text
 from kb.graph.keys import NeuronKey
+from kb.render.thumbnails import Picture
 from kb.web import markdown, pictures
 from kb.web.auth.current import signed_in
 
@@ -33,7 +38,9 @@ TEMPLATES = HERE / "templates"
 class Static(StaticFiles):
     """static/ with cache headers: a year for the hashed URLs the pages use, five minutes otherwise."""
 
-    def file_response(self, full_path, stat_result, scope, status_code=200):
+    def file_response(
+        self, full_path: PathLike[str] | str, stat_result: stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
         hashed = b"v=" in scope.get("query_string", b"")
         response.headers["cache-control"] = "public, max-age=31536000, immutable" if hashed else "public, max-age=300"
@@ -78,7 +85,7 @@ def evidence_picture(visualization: str | None) -> str | None:
 
 
 @jinja2.pass_context
-def card_picture(ctx, node: dict):
+def card_picture(ctx: jinja2.runtime.Context, node: dict[str, Any]) -> Picture | None:
     """A unit card's picture (kb.web.thumbnails): the thumbnail preset's render, a marked fallback, or None. Needs
     the page's ``request`` (macros that call it are imported ``with context``)."""
     request = ctx.get("request")
@@ -86,7 +93,7 @@ def card_picture(ctx, node: dict):
     return pictures.of(node) if pictures is not None else None
 
 
-def labels(node: dict) -> list[dict]:
+def labels(node: dict[str, Any]) -> list[dict[str, Any]]:
     """The unit's current claims worth a chip (not retracted or rejected)."""
     return [c for c in node.get("claims") or () if c.get("status") not in ("RETRACTED", "REJECTED")]
 
@@ -94,7 +101,7 @@ def labels(node: dict) -> list[dict]:
 PUBLISHERS = {"lucent": "Lucid's", "torchvision": "torchvision's"}
 
 
-def weights_origin(model: dict) -> str:
+def weights_origin(model: dict[str, Any]) -> str:
     """Where a model's weights come from, in words (its ``weights`` as the importer recorded them)."""
     weights = model["weights"]
     if weights.startswith("random"):
@@ -105,7 +112,7 @@ def weights_origin(model: dict) -> str:
     return f"{publisher} trained weights {weights}"
 
 
-def published_weights(model: dict) -> bool:
+def published_weights(model: dict[str, Any]) -> bool:
     """The weights its source publishes (what the architecture's description speaks of): not random, no checkpoint."""
     return not model["weights"].startswith(("random", "checkpoint "))
 
@@ -116,16 +123,17 @@ FAMILY_ON_RANDOM = (
 )
 
 
-def untrained_family(claim: dict, model) -> bool:
+def untrained_family(claim: dict[str, Any], model: dict[str, Any] | None) -> bool:
     """A family claim (made on the trained InceptionV1) shown on a model with random weights."""
-    return claim.get("kind") == "FAMILY" and bool(model) and bool(model.get("weightsAreRandom"))
+    return claim.get("kind") == "FAMILY" and bool(model and model.get("weightsAreRandom"))
 
 
-def chip_title(claim: dict, model) -> str:
+def chip_title(claim: dict[str, Any], model: dict[str, Any] | None) -> str:
     """A claim chip's title: its label, and for a family on random weights, the warning."""
     if untrained_family(claim, model):
         return f"{claim['label']} — {FAMILY_ON_RANDOM}"
-    return claim["label"]
+    label: str = claim["label"]
+    return label
 
 
 def short(key: str) -> str:

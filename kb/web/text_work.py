@@ -34,10 +34,11 @@ async def off_loop(offloop: Any, name: str, fn: Callable[..., Any], *args: Any) 
 
 async def render(offloop: Any, text: str, model: str) -> Markup:
     """A claim body or a circuit description as HTML (kb.web.markdown.render: linear, cached)."""
-    return await off_loop(offloop, "MARKDOWN", markdown.render, text, model)
+    html: Markup = await off_loop(offloop, "MARKDOWN", markdown.render, text, model)
+    return html
 
 
-def circuit_diffs(revisions: list[dict]) -> dict[int, dict]:
+def circuit_diffs(revisions: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Each revision's changes from the one before (bounded text diffs; stops at the request's deadline)."""
     return {
         r["revision"]: circuit_domain.diff(revisions[i - 1], r, deadline.check)
@@ -46,10 +47,12 @@ def circuit_diffs(revisions: list[dict]) -> dict[int, dict]:
     }
 
 
-def circuit_texts(revisions: list[dict], description: str, model: str) -> tuple[dict[int, dict], Markup]:
+def circuit_texts(
+    revisions: list[dict[str, Any]], description: str, model: str
+) -> tuple[dict[int, dict[str, Any]], Markup]:
     """A circuit page's text work in one trip to the pool: the history's diffs and the description's HTML."""
     return circuit_diffs(revisions), markdown.render(description or "", model)
 
 
-def circuit_change(before: dict, after: dict) -> dict:
+def circuit_change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return circuit_domain.diff(before, after, deadline.check)

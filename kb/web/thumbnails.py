@@ -11,6 +11,8 @@ nothing of it is saved, and the next view asks again). The page follows a live s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -24,29 +26,32 @@ from kb.render import thumbnails
 from kb.render.jobs import Unit
 from kb.render.thumbnails import Picture
 from kb.render.view_lane import ask_for_thumbnails
+from kb.serving.graph_cache import GraphCache
+from kb.settings import Settings
 from kb.web.auth.current import signed_in
 from kb.web.templating import local
 
 log = logging.getLogger("kb.web.thumbnails")
+R = TypeVar("R", bound=Response)
 STREAM_KEYS = 80  # a stream names at most this many units; more: the models' renders
 
 
 class CardPictures:
     """One per app: the preset of its settings, and the asking on behalf of its pages."""
 
-    def __init__(self, engine: sa.Engine, settings, graphs):
+    def __init__(self, engine: sa.Engine, settings: Settings, graphs: GraphCache) -> None:
         self.engine = engine
         self.settings = settings
         self.graphs = graphs
         self.preset = thumbnails.preset_params(settings)
         self.asking = settings.view_thumbnails
 
-    def pick(self, renders) -> Picture | None:
+    def pick(self, renders: Iterable[dict[str, Any]]) -> Picture | None:
         """A card's picture among a unit's renders (GraphQL's ``visualizations``: kind, params, artifact.url)."""
         shown = [{"kind": v["kind"], "params": v["params"], "url": local(v["artifact"]["url"])} for v in renders]
         return thumbnails.pick(shown, self.preset)
 
-    def of(self, node: dict) -> Picture | None:
+    def of(self, node: dict[str, Any]) -> Picture | None:
         return self.pick(node.get("visualizations") or ())
 
     async def since(self) -> int | None:
@@ -83,7 +88,7 @@ class CardPictures:
             params.append(("since", str(since)))
         return "/events?" + urlencode(params)
 
-    def ask_later(self, request: Request, response: Response, keys: list[str]) -> Response:
+    def ask_later(self, request: Request, response: R, keys: list[str]) -> R:
         """After ``response`` is sent, ask for the preset's render of ``keys`` (canonical neuron keys)."""
         keys = list(dict.fromkeys(keys))
         if not self.asking or not keys:

@@ -9,6 +9,8 @@ when the response has not started yet.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,7 +59,7 @@ def retry_after(seconds: object) -> tuple[bytes, bytes]:
     return b"retry-after", str(wait).encode()
 
 
-def retry_after_header(errors: list[dict] | None) -> tuple[bytes, bytes] | None:
+def retry_after_header(errors: list[dict[str, Any]] | None) -> tuple[bytes, bytes] | None:
     """The Retry-After header a GraphQL response needs: the longest ``retryAfter`` of its UNAVAILABLE errors."""
     waits = [
         (e.get("extensions") or {}).get("retryAfter", 1)

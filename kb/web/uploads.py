@@ -11,14 +11,23 @@ or ``{"errors": [{"message", "extensions": {"code"}}]}`` with the code's HTTP st
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
 from graphql import GraphQLError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from kb.claims.accounts import Account
 from kb.errors import Problem
 from kb.render.storage import storage_from_settings
 from kb.render.uploads import Upload, store_upload
+from kb.settings import Settings
+
+if TYPE_CHECKING:
+    from kb.schema.context import Context
 
 PATH = "/uploads"
 STATUS = {
@@ -37,12 +46,12 @@ class UploadRefused(Problem):
     code = "FORBIDDEN"
 
 
-def body_limit(settings) -> int:
+def body_limit(settings: Settings) -> int:
     """The largest request body the upload routes take: the image and a form's few fields around it."""
     return settings.upload_max_bytes + 64 * 1024
 
 
-async def upload_as(account, engine, settings, data: bytes) -> Upload:
+async def upload_as(account: Account, engine: sa.Engine, settings: Settings, data: bytes) -> Upload:
     """The upload of an editor (or above): the one path of the route, the layer page's form (and, without an
     account, `kb render --image-file`) into kb.render.uploads."""
     if not account.at_least("editor"):
@@ -52,7 +61,7 @@ async def upload_as(account, engine, settings, data: bytes) -> Upload:
     )
 
 
-def as_json(up: Upload, base: str) -> dict:
+def as_json(up: Upload, base: str) -> dict[str, Any]:
     return {
         "sha256": up.sha256,
         "url": f"{base.rstrip('/')}{up.path}",
@@ -63,13 +72,15 @@ def as_json(up: Upload, base: str) -> dict:
     }
 
 
-def error(message: str, code: str, **extensions) -> JSONResponse:
+def error(message: str, code: str, **extensions: Any) -> JSONResponse:
     body = {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
     return JSONResponse(body, status_code=STATUS.get(code, 400), headers=NO_STORE)
 
 
 class UploadRoute:
-    def __init__(self, engine, settings, context_for_request):
+    def __init__(
+        self, engine: sa.Engine, settings: Settings, context_for_request: Callable[[Request], Context]
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.context_for_request = context_for_request  # request -> kb.schema.context.Context (its caller)
