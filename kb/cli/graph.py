@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import typer
 
+from kb.app.models import models
 from kb.claims.claims import claims_about_neurons
 from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
-from kb.db.tables import layer_table, model_table
 from kb.graph.keys import NeuronKey
 from kb.graph.store import ModelGraph
 from kb.serving.graph_cache import GraphCache
@@ -105,23 +105,7 @@ def list_models(ctx: typer.Context) -> None:
     """List models (with `kb models remove KEY` to retire one)."""
     if ctx.invoked_subcommand:
         return
-    engine = open_engine()
-    m, lt = model_table, layer_table
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                m.c.key,
-                m.c.source,
-                m.c.sha256,
-                m.c.weights,
-                m.c.removed_at,
-                sa.func.count(lt.c.id).label("layers"),
-                sa.func.coalesce(sa.func.sum(lt.c.units), 0).label("units"),
-            )
-            .select_from(m.outerjoin(lt, lt.c.model_id == m.c.id))
-            .group_by(m.c.id)
-            .order_by(m.c.key)
-        ).all()
+    rows = models(open_engine())
     if not rows:
         typer.echo("no models yet: try `kb import lucent:inceptionv1 --weights random --seed 0`")
         return

@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from kb import metrics
-from kb.claims import accounts, sessions
+from kb.app import accounts as account_admin
+from kb.claims import sessions
 from kb.claims.errors import ClaimProblem, RateLimited, Unauthenticated
 from kb.claims.ids import row_id
 from kb.settings import Settings
@@ -242,7 +243,7 @@ class AuthPages:
         except forms.Refused as exc:
             return self._refused(request, exc)
         note = (fields.get("note") or "").strip()[:200]
-        token = await run_in_threadpool(self._in_transaction, accounts.create_token, info.account.name, note)
+        token = await run_in_threadpool(account_admin.create_token, self.engine, info.account.name, note)
         return await run_in_threadpool(self._account_page, request, info, token, "")
 
     async def revoke_token(self, request: Request) -> Response:
@@ -264,7 +265,7 @@ class AuthPages:
             info, _ = await self.session_post(request)
         except forms.Refused as exc:
             return self._refused(request, exc)
-        await run_in_threadpool(self._in_transaction, sessions.revoke_all, info.account.id)
+        await run_in_threadpool(account_admin.sign_out_everywhere, self.engine, info.account.name)
         response = RedirectResponse("/signin", status_code=303, headers=NO_STORE)
         forms.clear_session_cookie(response, request, self.settings)
         return response
