@@ -88,7 +88,9 @@ def test_gql_receives_a_claim_made_through_another_server(two_servers, engine, a
     async def run() -> dict:
         transport = WebsocketsTransport(url=_ws(a), subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
         async with Client(transport=transport) as session:
-            stream = session.subscribe(document(CLAIMS), variable_values={"since": since})
+            request = document(CLAIMS)
+            request.variable_values = {"since": since}
+            stream = session.subscribe(request)
             first = asyncio.ensure_future(stream.__anext__())
             key = await asyncio.to_thread(_claim, b, token, "seen over graphql-transport-ws")
             got = await asyncio.wait_for(first, 30)
