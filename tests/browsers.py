@@ -68,8 +68,12 @@ def sign_in(page, base: str, name: str, path: str, shot: str | None = None) -> N
 
 def wait_live(page, timeout_ms: int = 30_000) -> None:
     """Until the page's EventSource is open (the page's scripts set data-live="open" on <html> on the stream's open
-    event; the server subscribes before it answers, so nothing committed after this is missed)."""
-    page.wait_for_function("document.documentElement.dataset.live === 'open'", timeout=timeout_ms)
+    event; the server subscribes before it answers, so nothing committed after this is missed). An assertion on a
+    locator, not wait_for_function: the pages' CSP (no 'unsafe-eval') refuses the string predicate that one evals
+    once its first check is false (on SQLite, whose follower polls, the stream opens later: it failed there)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("html")).to_have_attribute("data-live", "open", timeout=timeout_ms)
 
 
 def screenshot(page, name: str, full_page: bool = True) -> None:

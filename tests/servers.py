@@ -7,11 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from waits import wait_until
 
 
 def free_port() -> int:
@@ -35,16 +35,16 @@ def kb_serve(env: dict, *args: str, timeout: float = 60, log: Path | None = None
         stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert proc.poll() is None, f"kb serve exited ({proc.returncode}) before it answered /health"
+        try:
+            return httpx.get(f"{base}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline and proc.poll() is None, "kb serve did not start"
-            time.sleep(0.3)
+        wait_until(answers, timeout, f"kb serve on port {port} to answer /health", every=0.3)
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +17,7 @@ import pytest
 import redis
 from conftest import as_user, gql
 from servers import kb_serve
+from waits import poll
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -72,13 +72,13 @@ def site(api, accounts, db_url, tmp_path_factory):
         ):
             variables = {"kind": kind, "n": units, "p": None if extra is None else {**SMALL, **extra}}
             ids += [j["id"] for j in as_user(api, ed, REQUEST, variables)["data"]["requestRender"]]
-        deadline = time.time() + 300
-        while True:
-            jobs = gql(api, JOBS, {"ids": ids})["data"]["renderJobs"]
-            if all(j["status"] in ("DONE", "FAILED") for j in jobs):
-                break
-            assert time.time() < deadline, jobs
-            time.sleep(0.5)
+        jobs = poll(
+            lambda: gql(api, JOBS, {"ids": ids})["data"]["renderJobs"],
+            lambda jobs: all(j["status"] in ("DONE", "FAILED") for j in jobs),
+            300,
+            f"render jobs {ids} to end (the worker)",
+            0.5,
+        )
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -208,9 +208,8 @@ def test_layer_page(site, browser, shots):
     assert page.locator("#units img[loading=lazy]").count() == page.locator("#units img").count()
     assert "units rendered" in page.locator(".share").inner_text()
     page.locator("#family").focus()
-    page.select_option("#family", "browser_family")
-    page.wait_for_timeout(100)
-    assert page.locator("#units .card:visible").count() == 2
+    page.select_option("#family", "browser_family")  # the page's script filters the cards on the change event
+    playwright.expect(page.locator("#units .card:visible")).to_have_count(2)
     assert "family=browser_family" in page.url
     v.images_loaded()
     v.close(shots, "layer")

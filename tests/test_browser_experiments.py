@@ -6,7 +6,6 @@ No CSP violations. Needs Python playwright and the system's chromium (skipped wh
 import os
 import secrets
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from browsers import ARGS, CHROMIUM, csp_violations, people, screenshot, sign_in
 from servers import kb_serve
+from waits import wait_until
 
 from kb.claims import circuits
 from kb.claims.accounts import Account, user_id
@@ -29,15 +29,19 @@ expect = playwright.expect
 
 
 def _ready(url: str, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while True:
+    def answers() -> bool:
         try:
-            if httpx.get(url, timeout=60).status_code == 200:
-                return
+            return httpx.get(url, timeout=60).status_code == 200
         except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, f"{url} did not answer"
-        time.sleep(2)
+            return False
+
+    wait_until(answers, timeout, f"{url} to answer 200", every=2)
+
+
+def _measured(engine, circuit_id: int) -> bool:
+    with engine.connect() as conn:
+        row = sa.text("SELECT COUNT(*) FROM experiment WHERE circuit_id = :c")
+        return conn.execute(row, {"c": circuit_id}).scalar_one() > 0
 
 
 def test_run_check_from_the_circuit_page_shows_the_experiments_badges(engine, db_url, inceptionv1, tmp_path):
@@ -88,11 +92,9 @@ def test_run_check_from_the_circuit_page_shows_the_experiments_badges(engine, db
             form.get_by_role("button", name="Run check").click()
             expect(page.locator(".check-open, .experiment").first).to_be_visible(timeout=20000)
             badges = page.locator(".experiment .badges")
-            deadline = time.time() + 400
-            while not badges.count():  # the worker measures: reload the page until the experiment is on it
-                assert time.time() < deadline, page.content()[-3000:]
-                time.sleep(5)
-                page.reload()
+            # the worker measures and writes the experiment's row; the page shows it once read again
+            wait_until(lambda: _measured(engine, number), 400, f"circuit:{number}'s experiment row (the worker)", 2)
+            page.reload()
             expect(badges).to_contain_text("sufficiency")
             text = badges.inner_text()
             assert "necessity" in text and "random" in text and "±" in text, text

@@ -89,9 +89,9 @@ def test_the_front_page_shows_model_cards_with_pictures(api, engine, accounts, d
 
         pictures = pictured.locator(".strip img")
         expect(pictures).to_have_count(8)
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('.strip img')].every(i => i.complete && i.naturalWidth > 0)"
-        )
+        for i in range(8):  # loaded (not wait_for_function: the page's CSP refuses the predicate it evals)
+            expect(pictures.nth(i)).to_have_js_property("complete", True)
+        assert page.evaluate("[...document.querySelectorAll('.strip img')].every(i => i.naturalWidth > 0)")
         shot = tmp_path / "front.png"
         page.screenshot(path=str(shot), full_page=True)
         for folder in [SHOTS] if SHOTS else []:

@@ -345,6 +345,7 @@ def test_an_editor_uploads_on_the_layer_page_and_the_caricature_appears(engine, 
     from browsers import ARGS, CHROMIUM, csp_violations, people, screenshot, sign_in
     from playwright.sync_api import expect, sync_playwright
     from servers import kb_serve
+    from waits import wait_until
 
     (amy, viewer) = people(engine, "editor", "viewer")
     with engine.begin() as conn:  # the module's earlier jobs were never meant to be rendered: not ahead of this one
@@ -383,14 +384,26 @@ def test_an_editor_uploads_on_the_layer_page_and_the_caricature_appears(engine, 
             sign_in(page, base, amy, layer)
             form = page.locator("form.caricature-upload")
             form.get_by_label("Caricature of an image of yours").set_input_files(str(picture))
+            with engine.connect() as conn:
+                mark = conn.execute(sa.text("SELECT COALESCE(MAX(id), 0) FROM render_job")).scalar_one()
             form.get_by_role("button", name="Upload and render").click()
             page.wait_for_url(re.compile(r".*/n/inceptionv1/mixed3a#views$"))
             stored = U.normalise(picture.read_bytes(), CAP, Settings().upload_max_pixels)[0]
             card = page.locator(f'[data-view="caricature"][data-upload="{hashlib.sha256(stored).hexdigest()}"]')
-            deadline = time.time() + 240
-            while card.count() == 0 and time.time() < deadline:  # the worker renders it; a reload shows it
-                time.sleep(2)
-                page.reload()
+
+            def rendered() -> bool:  # the upload's jobs (asked after `mark`) all ended
+                with engine.connect() as conn:
+                    ended, total = conn.execute(
+                        sa.text(
+                            "SELECT COUNT(*) FILTER (WHERE status IN ('DONE', 'FAILED', 'CANCELLED')), COUNT(*) "
+                            "FROM render_job WHERE id > :mark"
+                        ),
+                        {"mark": mark},
+                    ).one()
+                return 0 < total == ended
+
+            wait_until(rendered, 240, "the caricature's render job to end (kb serve's local worker)", every=1)
+            page.reload()  # the layer page shows what is rendered when it is read
             expect(card).to_have_count(1)
             sizes = card.locator("img").evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth)")
             assert sizes == [96, 48], sizes  # the uploaded image (as stored) and its caricature

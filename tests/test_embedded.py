@@ -2,10 +2,10 @@
 worker on kombu's SQLAlchemy transport (a SQLite file), not eager mode."""
 
 import os
-import time
 
 import httpx
 from servers import kb_serve
+from waits import poll
 
 from kb.claims import accounts as acc
 
@@ -27,20 +27,20 @@ def test_serve_renders_with_its_own_worker(db_url, engine, inceptionv1, tmp_path
         r = httpx.post(f"{base}/graphql", json={"query": q}, headers={"authorization": f"Bearer {token}"}, timeout=60)
         assert "errors" not in r.json(), r.json()
         job_id = r.json()["data"]["requestRender"][0]["id"]
-        deadline = time.time() + 180
-        while True:
-            job = httpx.post(
+        job = poll(
+            lambda: httpx.post(
                 f"{base}/graphql",
                 json={
                     "query": "query($i: [Int!]!) { renderJobs(ids: $i) { status error artifact { url } } }",
                     "variables": {"i": [job_id]},
                 },
                 timeout=60,
-            ).json()["data"]["renderJobs"][0]
-            if job["status"] in ("DONE", "FAILED"):
-                break
-            assert time.time() < deadline, job
-            time.sleep(0.5)
+            ).json()["data"]["renderJobs"][0],
+            lambda job: job["status"] in ("DONE", "FAILED"),
+            180,
+            f"render job {job_id} to end (kb serve's local worker)",
+            0.5,
+        )
         assert job["status"] == "DONE", job
         png = httpx.get(base + "/artifacts/" + job["artifact"]["url"].split("/artifacts/")[1], timeout=30)
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"

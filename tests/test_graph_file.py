@@ -4,7 +4,6 @@ it is missing, stale or corrupt; `kb models remove` deletes it."""
 import os
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,9 +79,10 @@ def test_missing_file_is_rebuilt_from_the_database(engine, tiny_file, graphs):
 )
 def test_corrupt_file_is_rebuilt(engine, tiny_file, graphs, damage, why):
     GraphCache(engine, graphs_dir=graphs).graph("tiny-file")  # the file exists and is good
-    good = tiny_file.read_bytes()
-    time.sleep(0.02)  # file times are coarse (a clock tick): the damage lands in a later one, as any real one would
+    good, checked = tiny_file.read_bytes(), tiny_file.stat().st_mtime_ns
     tiny_file.write_bytes(damage(good))
+    # file times are coarse (a clock tick): the damage is dated a second after the checked file, as a real one is
+    os.utime(tiny_file, ns=(checked, checked + 1_000_000_000))
     with pytest.raises(graph_file.GraphFileProblem, match=why):
         graph_file.open_file(tiny_file)
     cache = GraphCache(engine, graphs_dir=graphs)

@@ -2,7 +2,6 @@
 
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -230,16 +229,20 @@ def test_each_link_waits_for_the_programs_before_it_to_be_on_file(tiny_arch, mon
     model, _ = load(tiny_arch, "random", 0)
     _, links = extract.links(model, tiny_arch)
     real_dump = program.dump
+    asked = [threading.Event() for _ in links]
+    order = iter(range(len(links)))
 
-    def slow_dump(*args):  # a dump slower than the edges, as VGG16's fc6 is
-        time.sleep(0.2)
+    def held_dump(*args):  # slower than the edges, as VGG16's fc6 is: on file only once the link's edges are done
+        i = next(order)
+        assert asked[i].wait(60), f"link {i}'s edges never came to wait for its program"
         return real_dump(*args)
 
-    monkeypatch.setattr(program, "dump", slow_dump)
+    monkeypatch.setattr(program, "dump", held_dump)
     seen = []
     with importer._ProgramDump(links) as dump:
 
         def after(i):
+            asked[i].set()
             dump.wait_written(i)
             seen.append((i, dump._written))
 

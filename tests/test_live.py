@@ -16,6 +16,7 @@ import httpx
 import sqlalchemy as sa
 from conftest import as_user, gql
 from servers import free_port, kb_serve
+from waits import wait_until
 
 from kb.claims import activity
 from kb.db.annotation_tables import activity_table
@@ -216,10 +217,12 @@ def live_server(engine):
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:  # a signal, polled: uvicorn sets it once the socket listens
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+
+    def started() -> bool:  # uvicorn sets it once the socket listens
+        assert thread.is_alive(), "uvicorn's thread ended before it listened"
+        return server.started
+
+    wait_until(started, 60, "uvicorn (in a thread of this process) to listen", every=0.05)
     try:
         yield f"http://127.0.0.1:{server.config.port}", app
     finally:
@@ -271,7 +274,7 @@ def _record(engine, model: str, subject: str, hold_s: float = 0.0) -> None:
     with engine.begin() as conn:
         activity.record(conn, "CIRCUIT", model, subject, "live test")
         if hold_s:
-            time.sleep(hold_s)  # on purpose: the commit comes after those of rows with higher ids
+            time.sleep(hold_s)  # not a wait but the scenario: held open, it commits after rows with higher ids
 
 
 def test_a_client_that_keeps_reconnecting_gets_every_event_once_though_commits_come_out_of_order(engine):

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import BACKEND
 from servers import kb_serve
+from waits import poll
 
 pytestmark = pytest.mark.skipif(
     BACKEND != "postgresql", reason="the multi-machine shape is PostgreSQL + Redis (SQLite is one machine's file)"
@@ -53,13 +53,7 @@ def _jobs(base: str, ids: list[int]) -> list[dict]:
 
 
 def _until(base: str, ids: list[int], done, timeout: float = 300) -> list[dict]:
-    deadline = time.time() + timeout
-    while True:
-        jobs = _jobs(base, ids)
-        if done(jobs):
-            return jobs
-        assert time.time() < deadline, jobs
-        time.sleep(0.5)
+    return poll(lambda: _jobs(base, ids), done, timeout, f"render jobs {ids} (their rows, through {base})", 0.5)
 
 
 def test_two_servers_and_workers_share_nothing_but_postgresql_and_redis(

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 import torch
 from conftest import as_user, gql, sql_statements
 from stores import store_for
+from waits import poll
 
 from kb.graph import zoo
 from kb.render import feature_vis as FV
@@ -108,13 +108,7 @@ def _worker(db_url, storage, **env):
 
 
 def _wait(api, ids, until, timeout=180):
-    deadline = time.time() + timeout
-    while True:
-        jobs = gql(api, JOBS, {"ids": ids})["data"]["renderJobs"]
-        if until(jobs):
-            return jobs
-        assert time.time() < deadline, jobs
-        time.sleep(0.5)
+    return poll(lambda: gql(api, JOBS, {"ids": ids})["data"]["renderJobs"], until, timeout, f"render jobs {ids}", 0.5)
 
 
 @pytest.fixture
@@ -351,14 +345,15 @@ def test_rabbitmq_broker_works_too(accounts, db_url, inceptionv1, tmp_path):
             ).json()
             assert "errors" not in asked, asked
             ids = [j["id"] for j in asked["data"]["requestRender"]]
-            deadline = time.time() + 180
-            while True:
-                jobs = httpx.post(
+            jobs = poll(
+                lambda: httpx.post(
                     f"{base}/graphql", timeout=60, json={"query": JOBS, "variables": {"ids": ids}}
-                ).json()["data"]["renderJobs"]
-                if jobs[0]["status"] in ("DONE", "FAILED") or time.time() > deadline:
-                    break
-                time.sleep(0.5)
+                ).json()["data"]["renderJobs"],
+                lambda jobs: jobs[0]["status"] in ("DONE", "FAILED"),
+                180,
+                f"render job {ids} to end (a worker over RabbitMQ)",
+                0.5,
+            )
             assert jobs[0]["status"] == "DONE", jobs
             assert httpx.get(jobs[0]["artifact"]["url"], timeout=30).content[:4] == b"\x89PNG"
     finally:

@@ -24,6 +24,7 @@ import redis
 import sqlalchemy as sa
 from conftest import as_user
 from servers import kb_serve
+from waits import poll
 
 REQUEST = """mutation($kind: RenderKind!, $n: [String!], $layer: String, $p: RenderParamsInput) {
     requestRender(kind: $kind, neurons: $n, layer: $layer, params: $p) { id status lane } }"""
@@ -52,13 +53,10 @@ class Setup:
         return self.gql(None, JOBS, {"ids": ids})["data"]["renderJobs"]
 
     def wait(self, ids, until, timeout=240) -> list[dict]:
-        deadline = time.time() + timeout  # polled: the jobs' rows are the signal
-        while True:
-            found = self.jobs(ids)
-            if until(found):
-                return found
-            assert time.time() < deadline, (found, self.log.read_text()[-3000:] if self.log.exists() else "")
-            time.sleep(0.2)
+        try:  # the jobs' rows are the signal
+            return poll(lambda: self.jobs(ids), until, timeout, f"render jobs {ids}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.log.read_text()[-3000:] if self.log.exists() else ''}") from None
 
 
 def _worker(db_url, storage, log: Path, **env):
@@ -281,6 +279,7 @@ def test_bulk_accounts_take_turns_and_interactive_work_goes_first(engine, incept
     from datetime import timedelta
 
     from kb.claims import accounts as acc
+    from kb.db.render_tables import render_job_table
     from kb.db.tables import utcnow
     from kb.render import jobs, lanes
 
@@ -306,15 +305,19 @@ def test_bulk_accounts_take_turns_and_interactive_work_goes_first(engine, incept
         made += ask(a, "conv2d1", range(6), "bulk")
         made += ask(b, "conv2d2", range(6), "bulk")
         taken = []
-        for _ in range(4):
+        first = utcnow() - timedelta(minutes=1)
+        for n in range(4):
             with engine.begin() as conn:
                 group = lanes.next_group(conn, 2)
                 assert group and {j["id"] for j in group} <= set(made), group
                 jobs.start(conn, [j["id"] for j in group], "test", 300)
                 for j in group:  # the batch ends; the next choice sees when each account was last served
-                    conn.execute(sa.text("UPDATE render_job SET status = 'DONE' WHERE id = :i"), {"i": j["id"]})
+                    conn.execute(  # each batch started a second after the one before (set, not the clock's)
+                        sa.update(render_job_table)
+                        .where(render_job_table.c.id == j["id"])
+                        .values(status="DONE", started_at=first + timedelta(seconds=n))
+                    )
             taken.append("a" if group[0]["requested_by"] == a else "b")
-            time.sleep(0.01)  # the next batch's started_at is later than this one's
         made += ask(b, "mixed3a", [1], "interactive")
         with engine.begin() as conn:
             assert lanes.next_group(conn, 8)[0]["id"] == made[-1]

@@ -1,5 +1,9 @@
 """Against a real `kb serve`: slow clients cut off, rate limits shared by processes through Redis, /health and a
-cheap query answered while expensive ones run, and a standard client (gql) reading the schema."""
+cheap query answered while expensive ones run, and a standard client (gql) reading the schema.
+
+What is asserted is behaviour (cut off, with which status; overtaken or not), each wait with a generous deadline
+for a loaded machine; how soon a slow client is cut off against its setting, and how long a cheap request takes
+while expensive ones run against an idle server, are bench/serve_hardening.py's figures."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import time
 import httpx
 import pytest
 from servers import kb_serve
+from waits import wait_until
 
 # within the budget: two strongest paths across 8 layers, 1-4 s of the server's CPU and a few hundred bytes
 EXPENSIVE = (
@@ -42,12 +47,12 @@ def kb_env(db_url, engine, tmp_path_factory):
 
 
 def _wait_for_graph(base: str) -> None:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if httpx.get(f"{base}/health", timeout=5).json().get("graphs_loaded"):
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{base} did not load its graphs within 120 s")
+    wait_until(
+        lambda: httpx.get(f"{base}/health", timeout=5).json().get("graphs_loaded"),
+        120,
+        f"{base} to load its graphs (/health's graphs_loaded)",
+        every=0.5,
+    )
 
 
 def _connect(base: str) -> socket.socket:
@@ -75,24 +80,22 @@ def _closed_within(s: socket.socket, seconds: float) -> tuple[bool, bytes]:
 def test_half_sent_headers_are_cut_off(server):
     s = _connect(server)
     s.sendall(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Ty")
-    started = time.time()
-    closed, got = _closed_within(s, 5)
-    assert closed and time.time() - started < 4, got
-    assert got.startswith(b"HTTP/1.1 408")
+    closed, got = _closed_within(s, 30)  # KB_HEADER_TIMEOUT_S is 1: the deadline is for a loaded machine
+    assert closed and got.startswith(b"HTTP/1.1 408"), got
 
 
 def test_silent_connection_is_cut_off(server):
     s = _connect(server)
-    closed, _ = _closed_within(s, 5)
+    closed, _ = _closed_within(s, 30)
     assert closed
 
 
 def test_trickling_body_is_cut_off(server):
     s = _connect(server)
     s.sendall(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{")
-    started = time.time()
+    deadline = time.monotonic() + 30  # KB_BODY_TIMEOUT_S is 2: the deadline is for a loaded machine
     closed = False
-    while time.time() - started < 6:
+    while time.monotonic() < deadline:  # a byte every 0.3 s (the recv's timeout) until the server closes
         try:
             s.sendall(b" ")
         except OSError:
@@ -108,7 +111,7 @@ def test_trickling_body_is_cut_off(server):
         except ConnectionResetError:  # closed while our last bytes were in flight: the peer answers with a reset
             closed = True
             break
-    assert closed and time.time() - started < 5
+    assert closed
 
 
 def test_oversized_headers_are_refused(server):
@@ -134,23 +137,25 @@ def test_health_and_a_cheap_query_answer_while_expensive_queries_run(server):
     """Four clients keep expensive queries running; meanwhile /health and a neighbour query overtake them: most of
     the cheap requests start after an expensive one started and end before that same one ends. A stalled server
     (every request behind the expensive ones) makes none overtake; no latency threshold is asserted (the figures
-    are printed; a 2-core CI machine may delay any request, which is not what this is about)."""
+    are bench/serve_hardening.py's; a 2-core CI machine may delay any request, which is not what this is about)."""
     r = httpx.post(f"{server}/graphql", json={"query": EXPENSIVE}, timeout=60)
     assert "errors" not in r.json(), r.text[:500]
     stop = time.time() + 6
     expensive: list[tuple[float, float]] = []  # (start, end) of each expensive query
+    sent: list[float] = []  # when each expensive query was sent
 
     def load():
         with httpx.Client(timeout=60) as c:
             while time.time() < stop:
                 t = time.perf_counter()
+                sent.append(t)
                 c.post(f"{server}/graphql", json={"query": EXPENSIVE})
                 expensive.append((t, time.perf_counter()))
 
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1)  # load, not a wait for a state: the expensive queries are under way
+    wait_until(lambda: len(sent) >= len(threads), 30, "each load thread to send its first expensive query", 0.01)
     cheap: list[tuple[float, float]] = []  # (start, end) of each /health and neighbour request
     with httpx.Client(timeout=30) as c:
         while time.time() < stop - 1:
@@ -161,17 +166,11 @@ def test_health_and_a_cheap_query_answer_while_expensive_queries_run(server):
             r = c.post(f"{server}/graphql", json={"query": NEIGHBORS, "variables": {"k": "InceptionV1 4c:447"}})
             cheap.append((t, time.perf_counter()))
             assert r.json()["data"]["neuron"]["key"] == "inceptionv1/mixed4c:447"
-            time.sleep(0.05)
     for t in threads:
         t.join()
     assert len(expensive) >= 4, expensive
     overtook = [c for c in cheap if any(e0 < c[0] and c[1] < e1 for e0, e1 in expensive)]
-    took = sorted(b - a for a, b in cheap)
-    print(
-        f"\n{len(overtook)} of {len(cheap)} cheap requests overtook an expensive query; median "
-        f"{took[len(took) // 2] * 1e3:.0f} ms, expensive ones {min(b - a for a, b in expensive):.2f}-"
-        f"{max(b - a for a, b in expensive):.2f} s"
-    )
+    print(f"\n{len(overtook)} of {len(cheap)} cheap requests overtook one of {len(expensive)} expensive queries")
     assert len(overtook) >= len(cheap) // 2, (len(overtook), len(cheap))
 
 
