@@ -6,17 +6,11 @@ committed keep their data and one that fails is null with a coded error at its p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import strawberry
 
-from kb.claims import activity
-from kb.claims import circuits as circuit_domain
-from kb.claims import claims as claim_domain
-from kb.claims import reviews as review_domain
-from kb.claims.errors import BadInput
+from kb.app import claims as claims_app
 from kb.schema.auth import mutation
 from kb.schema.claim_types import ClaimKind, ClaimStatus, EvidenceKind, Review, Verdict
 from kb.schema.context import Info
@@ -115,37 +109,28 @@ class CircuitInput:
     edges: list[CircuitEdgeInput] = strawberry.field(default_factory=list)
 
 
-@contextmanager
-def _transaction(info: Info) -> Iterator[sa.Connection]:
-    with info.context.graphs.engine.begin() as conn:
-        yield conn
-
-
-def _claim(conn: sa.Connection, claim_id: int) -> Claim:
-    return Claim.of(claim_domain.claims_by_id(conn, [claim_id])[claim_id])
+def _engine(info: Info) -> sa.Engine:
+    return info.context.graphs.engine
 
 
 @strawberry.type
 class ClaimMutation:
     @mutation(role="editor", description="Make a claim about neurons or a circuit (revision 1, PROPOSED).")
     def create_claim(self, info: Info, input: ClaimInput) -> Claim | None:
-        account = info.context.account()
-        with _transaction(info) as conn:
-            claim_id = claim_domain.create_claim(
-                conn,
-                info.context.graphs.catalog(),
-                account,
-                label=input.label,
-                kind=input.kind.value,
-                body=input.body,
-                confidence=input.confidence,
-                subjects=input.subjects,
-                circuit=input.circuit,
-                evidence=[e.as_dict() for e in input.evidence],
-                message=input.message,
-            )
-            activity.claim_changed(conn, account, claim_id)
-            return _claim(conn, claim_id)
+        row = claims_app.create_claim(
+            _engine(info),
+            info.context.graphs.catalog(),
+            info.context.account(),
+            label=input.label,
+            kind=input.kind.value,
+            body=input.body,
+            confidence=input.confidence,
+            subjects=input.subjects,
+            circuit=input.circuit,
+            evidence=[e.as_dict() for e in input.evidence],
+            message=input.message,
+        )
+        return Claim.of(row)
 
     @mutation(
         role="editor",
@@ -156,49 +141,42 @@ class ClaimMutation:
     def update_claim(
         self, info: Info, key: str, expected_revision: int, patch: ClaimPatch, message: str = ""
     ) -> Claim | None:
-        account = info.context.account()
-        with _transaction(info) as conn:
-            claim_id = claim_domain.parse_key(key)
-            claim_domain.update_claim(
-                conn, info.context.graphs.catalog(), account, claim_id, expected_revision, patch.as_dict(), message
-            )
-            activity.claim_changed(conn, account, claim_id)
-            return _claim(conn, claim_id)
+        row = claims_app.update_claim(
+            _engine(info),
+            info.context.graphs.catalog(),
+            info.context.account(),
+            key,
+            expected_revision,
+            patch.as_dict(),
+            message,
+        )
+        return Claim.of(row)
 
     @mutation(role="editor", description="Change a claim's status: a moderator any; its author may retract.")
     def set_claim_status(
         self, info: Info, key: str, expected_revision: int, status: ClaimStatus, message: str = ""
     ) -> Claim | None:
         account = info.context.account()
-        with _transaction(info) as conn:
-            claim_id = claim_domain.parse_key(key)
-            claim_domain.set_status(conn, account, claim_id, expected_revision, status.value, message)
-            activity.claim_changed(conn, account, claim_id)
-            return _claim(conn, claim_id)
+        return Claim.of(
+            claims_app.set_claim_status(_engine(info), account, key, expected_revision, status.value, message)
+        )
 
     @mutation(role="editor", description="Support or dispute a claim; one review per user, changeable.")
     def review_claim(self, info: Info, key: str, verdict: Verdict, comment: str = "") -> Review | None:
-        account = info.context.account()
-        with _transaction(info) as conn:
-            claim_id = claim_domain.parse_key(key)
-            review_domain.review_claim(conn, account, claim_id, verdict.value, comment)
-            activity.reviewed(conn, account, claim_id, verdict.value)
-            return Review.of(review_domain.review(conn, claim_id, account.id))
+        return Review.of(claims_app.review_claim(_engine(info), info.context.account(), key, verdict.value, comment))
 
     @mutation(role="editor", description="Name a circuit: neurons and the edges between them, a note per edge.")
     def create_circuit(self, info: Info, input: CircuitInput) -> Circuit | None:
-        account = info.context.account()
-        with _transaction(info) as conn:
-            circuit_id = circuit_domain.create_circuit(
-                conn,
-                info.context.graphs.catalog(),
-                account,
-                input.name,
-                input.neurons,
-                [{"source": e.source, "target": e.target, "note": e.note} for e in input.edges],
-                input.description,
-            )
-            return Circuit.of(circuit_domain.get(conn, circuit_id))
+        row = claims_app.create_circuit(
+            _engine(info),
+            info.context.graphs.catalog(),
+            info.context.account(),
+            input.name,
+            input.neurons,
+            [{"source": e.source, "target": e.target, "note": e.note} for e in input.edges],
+            input.description,
+        )
+        return Circuit.of(row)
 
 
 @strawberry.input
@@ -246,18 +224,13 @@ class CircuitMutation:
     def update_circuit(
         self, info: Info, key: str, expected_revision: int, patch: CircuitPatch, message: str = ""
     ) -> Circuit | None:
-        account = info.context.account()
-        with info.context.graphs.engine.begin() as conn:
-            circuit_id, at = circuit_domain.parse_key(key)
-            if at is not None:
-                raise BadInput("edit a circuit by its key (circuit:N), not a revision's")
-            circuit_domain.update_circuit(
-                conn,
-                info.context.graphs.catalog(),
-                account,
-                circuit_id,
-                expected_revision,
-                patch.as_dict(),
-                message,
-            )
-            return Circuit.of(circuit_domain.get(conn, circuit_id))
+        row = claims_app.update_circuit(
+            _engine(info),
+            info.context.graphs.catalog(),
+            info.context.account(),
+            key,
+            expected_revision,
+            patch.as_dict(),
+            message,
+        )
+        return Circuit.of(row)
