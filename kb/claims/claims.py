@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 
@@ -108,7 +108,12 @@ def write_subjects(conn: sa.Connection, claim_id: int, subjects: list[str]) -> N
         conn.execute(sa.insert(t), rows)
 
 
+@overload
+def parse_circuit_key(key: str) -> int: ...
+@overload
+def parse_circuit_key(key: None) -> None: ...
 def parse_circuit_key(key: str | None) -> int | None:
+    """The id of a circuit key (circuit:3, or 3); None for None."""
     if key is None:
         return None
     text = key.strip()

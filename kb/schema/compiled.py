@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from graphql import (
@@ -33,24 +33,34 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLFormattedError,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
+    SelectionSetNode,
+    VariableDefinitionNode,
     located_error,
     specified_rules,
     validate,
 )
-from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from graphql.language import Visitor, visit
+from graphql.language.ast import Node as AstNode
 from strawberry.relay import GlobalID, Node
 from strawberry.types.arguments import convert_arguments
+from strawberry.types.base import StrawberryObjectDefinition
+from strawberry.types.field import StrawberryField
 
 from kb.db.io_guard import NeedsIO
 from kb.errors import Problem
 from kb.graph.keys import KeyProblem
+from kb.schema.context import Context, Info
 from kb.schema.deadline import DEADLINE
 from kb.schema.errors import RequestTimeout, with_code
 from kb.schema.limits import MAX_TOKENS
@@ -74,14 +84,18 @@ class FastInfo:
 
     __slots__ = ("context",)
 
-    def __init__(self, context):
+    def __init__(self, context: Context):
         self.context = context
+
+
+# A field's value: (source, info, variables) -> value. The source is the parent's value (None at the root).
+Getter = Callable[[Any, FastInfo, VariableValues], Any]
 
 
 @dataclass
 class FieldPlan:
     key: str  # response key (alias or name)
-    get: Callable[[Any, Any, dict[str, Any]], Any]  # (source, info, variables) -> value
+    get: Getter
     wraps: list[str]  # outermost first: "nonnull" / "list"
     leaf: Callable[[Any], Any] | None  # scalar serializer, or None for objects
     sub: ObjectPlan | None = None
@@ -97,13 +111,16 @@ class ObjectPlan:
 class Plan:
     root: ObjectPlan
     operation: OperationDefinitionNode
-    variable_definitions: Any
+    variable_definitions: tuple[VariableDefinitionNode, ...] | None
+    schema: GraphQLSchema  # graphql-core's, to coerce the variables
     failures: int = 0  # runs that raised Broken (the endpoint logs the first)
 
-    def run(self, context, variables: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def run(
+        self, context: Context, variables: dict[str, Any] | None
+    ) -> tuple[dict[str, Any] | None, list[GraphQLFormattedError]]:
         """(data, errors): the response's data, and its errors (formatted) where a root field's key was unknown."""
         try:
-            coerced = get_variable_values(self._schema, self.operation.variable_definitions or [], variables or {})
+            coerced = get_variable_values(self.schema, self.operation.variable_definitions or [], variables or {})
             if isinstance(coerced, list):  # variable errors: let the normal path report them
                 raise Fallback
             return _run_root(self.root, FastInfo(context), coerced)
@@ -115,14 +132,16 @@ class Plan:
             raise Broken from exc
 
 
-def _run_root(plan: ObjectPlan, info, variables) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def _run_root(
+    plan: ObjectPlan, info: FastInfo, variables: VariableValues
+) -> tuple[dict[str, Any] | None, list[GraphQLFormattedError]]:
     """The root fields in order, as graphql-core executes them: a key problem (BAD_KEY, NOT_FOUND) raised by a root
     field's resolver makes the field null (and the data null if the field is non-null, with the fields after it
     not run). Other errors may depend on what strawberry's context has and a plan's has not (the request, its
     account): strawberry answers them."""
     _check_deadline()
     out: dict[str, Any] = {}
-    errors: list[dict[str, Any]] = []
+    errors: list[GraphQLFormattedError] = []
     for f in plan.fields:
         try:
             value = f.get(None, info, variables)
@@ -142,15 +161,15 @@ def _check_deadline() -> None:
         raise RequestTimeout("the request took longer than its time limit; ask for less")
 
 
-def _run_object(plan: ObjectPlan, source, info, variables) -> dict[str, Any]:
+def _run_object(plan: ObjectPlan, source: Any, info: FastInfo, variables: VariableValues) -> dict[str, Any]:
     _check_deadline()
-    out = {}
+    out: dict[str, Any] = {}
     for f in plan.fields:
         out[f.key] = _complete(f, f.wraps, f.get(source, info, variables), info, variables)
     return out
 
 
-def _complete(f: FieldPlan, wraps: list[str], value, info, variables):
+def _complete(f: FieldPlan, wraps: list[str], value: Any, info: FastInfo, variables: VariableValues) -> Any:
     if wraps and wraps[0] == "nonnull":
         if value is None:
             raise Fallback
@@ -160,9 +179,10 @@ def _complete(f: FieldPlan, wraps: list[str], value, info, variables):
     if wraps and wraps[0] == "list":
         rest = wraps[1:]
         return [_complete(f, rest, item, info, variables) for item in value]
-    if f.sub is not None:
-        return _run_object(f.sub, value, info, variables)
-    return f.leaf(value)
+    if f.leaf is not None:
+        return f.leaf(value)
+    assert f.sub is not None  # a field has a serializer or an object plan, one of them (Compiler.object_plan)
+    return _run_object(f.sub, value, info, variables)
 
 
 class Compiler:
@@ -182,12 +202,20 @@ class Compiler:
         if _has_directives(document):
             raise NotCompilable("directives")
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        root = self.object_plan(self.gql.query_type, ops[0].selection_set, fragments)
-        plan = Plan(root, ops[0], ops[0].variable_definitions)
-        plan._schema = self.gql  # type: ignore[attr-defined]
-        return plan
+        query = self.gql.query_type
+        if query is None:  # strawberry's schemas always have one
+            raise NotCompilable("no query type")
+        root = self.object_plan(query, ops[0].selection_set, fragments)
+        return Plan(root, ops[0], ops[0].variable_definitions, self.gql)
 
-    def _collect(self, gtype: GraphQLObjectType, selection_set, fragments, out: list[FieldNode], seen=None):
+    def _collect(
+        self,
+        gtype: GraphQLObjectType,
+        selection_set: SelectionSetNode,
+        fragments: dict[str, FragmentDefinitionNode],
+        out: list[FieldNode],
+        seen: set[int | str] | None = None,
+    ) -> list[FieldNode]:
         """The fields of a selection set, each fragment spread expanded once (as graphql-core's CollectFields
         does): linear in the document however often fragments spread each other."""
         seen = set() if seen is None else seen
@@ -210,18 +238,21 @@ class Compiler:
                 self._collect(gtype, frag.selection_set, fragments, out, seen)
         return out
 
-    def object_plan(self, gtype: GraphQLObjectType, selection_set, fragments) -> ObjectPlan:
+    def object_plan(
+        self, gtype: GraphQLObjectType, selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode]
+    ) -> ObjectPlan:
         nodes = self._collect(gtype, selection_set, fragments, [])
         keys = [(n.alias or n.name).value for n in nodes]
         if len(set(keys)) != len(keys):
             raise NotCompilable("repeated response keys")
         definition = self.schema.get_type_by_name(gtype.name)
+        assert isinstance(definition, StrawberryObjectDefinition)  # gtype is an object type of this schema
         by_name = {self.schema.config.name_converter.get_graphql_name(f): f for f in definition.fields}
         plan = ObjectPlan()
         for node, key in zip(nodes, keys, strict=True):
             name = node.name.value
             if name == "__typename":
-                plan.fields.append(FieldPlan(key, lambda s, i, v, t=gtype.name: t, ["nonnull"], _identity))
+                plan.fields.append(FieldPlan(key, _constant(gtype.name), ["nonnull"], _identity))
                 continue
             sfield = by_name.get(name)
             gfield = gtype.fields[name]
@@ -230,8 +261,8 @@ class Compiler:
             if sfield.extensions or sfield.permission_classes or sfield.directives:
                 raise NotCompilable(f"field {name} has extensions or permissions")
             wraps, named = _unwrap(gfield.type)
-            sub = None
-            leaf = None
+            sub: ObjectPlan | None = None
+            leaf: Callable[[Any], Any] | None = None
             if isinstance(named, GraphQLObjectType):
                 if node.selection_set is None:
                     raise NotCompilable("object without selections")
@@ -243,11 +274,16 @@ class Compiler:
             plan.fields.append(FieldPlan(key, self.getter(definition, sfield, gfield, node), wraps, leaf, sub, node))
         return plan
 
-    def getter(self, definition, sfield, gfield, node: FieldNode):
+    def getter(
+        self, definition: StrawberryObjectDefinition, sfield: StrawberryField, gfield: GraphQLField, node: FieldNode
+    ) -> Getter:
         origin = definition.origin
         if sfield.python_name == "_id" and issubclass(origin, Node):  # relay's global ID
             type_name = definition.name
-            return lambda s, i, v: str(GlobalID(type_name=type_name, node_id=str(origin.resolve_id(s, info=i))))
+            # FastInfo stands in for strawberry's Info, as for every resolver here (they read only .context)
+            return lambda s, i, v: str(
+                GlobalID(type_name=type_name, node_id=str(origin.resolve_id(s, info=cast("Info", i))))
+            )
         resolver = sfield.base_resolver
         if resolver is None:
             attr = sfield.python_name
@@ -255,26 +291,28 @@ class Compiler:
         if resolver.is_async:
             raise NotCompilable(f"{sfield.python_name} is async")
         func = resolver.wrapped_func
+        assert callable(func)  # a function (strawberry binds a classmethod's)
         params = inspect.signature(func).parameters
-        wants_info = resolver.info_parameter is not None
-        info_name = resolver.info_parameter.name if wants_info else None
+        info_parameter = resolver.info_parameter
+        wants_info = info_parameter is not None
+        info_name = info_parameter.name if info_parameter is not None else ""
         if resolver.root_parameter is not None:
             raise NotCompilable("root parameter")
         uses_variables = _uses_variables(node)
         converter = self.schema.schema_converter
         config = self.schema.config
 
-        def arguments(variables):
+        def arguments(variables: VariableValues | None) -> dict[str, Any]:
             raw = get_argument_values(gfield, node, variables)
             return convert_arguments(raw, sfield.arguments, converter.scalar_registry, config)
 
-        static = None if uses_variables else arguments({})
+        static = None if uses_variables else arguments(None)  # no variables in the arguments: none are read
         # Each call gets its own copy of the arguments computed once: a resolver that changed a list or an input
         # object it was given would otherwise change every later request's. Immutable values need no copy.
         fresh = dict if static is None or all(map(_immutable, static.values())) else copy.deepcopy
         has_self = "self" in params
 
-        def get(s, i, v):
+        def get(s: Any, i: FastInfo, v: VariableValues) -> Any:
             kwargs = fresh(static) if static is not None else arguments(v)
             if wants_info:
                 kwargs[info_name] = i
@@ -283,18 +321,23 @@ class Compiler:
         return get
 
 
-def _identity(v):
+def _constant(value: str) -> Getter:
+    """A getter that returns ``value`` (``__typename``)."""
+    return lambda s, i, v: value
+
+
+def _identity(v: Any) -> Any:
     return v
 
 
-def _immutable(value) -> bool:
+def _immutable(value: Any) -> bool:
     if isinstance(value, (str, bytes, int, float, bool, Enum, GlobalID)) or value is None:
         return True
     return isinstance(value, (tuple, frozenset)) and all(map(_immutable, value))
 
 
-def _unwrap(t) -> tuple[list[str], Any]:
-    wraps = []
+def _unwrap(t: GraphQLOutputType) -> tuple[list[str], GraphQLOutputType]:
+    wraps: list[str] = []
     while True:
         if isinstance(t, GraphQLNonNull):
             wraps.append("nonnull")
@@ -312,12 +355,12 @@ class _Finder(Visitor):
         self.found = False
         self.kind = kind
 
-    def enter(self, node, *_):
+    def enter(self, node: AstNode, *_: Any) -> None:
         if node.kind == self.kind:
             self.found = True
 
 
-def _has_directives(document) -> bool:
+def _has_directives(document: DocumentNode) -> bool:
     v = _Finder("directive")
     visit(document, v)
     return v.found

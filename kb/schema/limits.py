@@ -32,12 +32,17 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLList,
+    GraphQLNamedType,
     GraphQLNonNull,
+    GraphQLOutputType,
     GraphQLSchema,
+    GraphQLType,
     InlineFragmentNode,
     IntValueNode,
     ListValueNode,
+    Node,
     OperationDefinitionNode,
+    SelectionSetNode,
     StringValueNode,
     ValueNode,
     VariableNode,
@@ -105,6 +110,10 @@ class AnswerSize:
             )
 
 
+# A cost's cache key: (operation name, the frozen values of the variables the cost reads, by name).
+CostKey = tuple[str | None, tuple[object, ...]]
+
+
 @dataclass
 class _Shape:
     depth: int = 0
@@ -121,10 +130,10 @@ class Analysis:
     operations: list[OperationDefinitionNode]
     cost_variables: frozenset[str]  # variables that arguments of the cost use
     has_nul: bool  # a string literal holds U+0000
-    costs: OrderedDict = field(default_factory=OrderedDict)  # (operation, variable values) -> cost
+    costs: OrderedDict[CostKey, int | str] = field(default_factory=OrderedDict)  # -> Limits.cost's answer
 
 
-def _spreads_and_literals(node, counts: list[int]) -> None:
+def _spreads_and_literals(node: Node, counts: list[int]) -> None:
     """Counts spreads (counts[0]) and NULs in string literals (counts[1]) below a definition, iteratively."""
     stack = [node]
     while stack:
@@ -136,7 +145,7 @@ def _spreads_and_literals(node, counts: list[int]) -> None:
             counts[1] += "\x00" in n.value
             continue
         for key in n.keys:
-            value = getattr(n, key, None)
+            value: Any = getattr(n, key, None)  # a node, a tuple of nodes, or a leaf (a str, an enum...)
             if isinstance(value, tuple | list):
                 stack.extend(v for v in value if hasattr(v, "keys"))
             elif hasattr(value, "keys") and key != "loc":
@@ -151,7 +160,7 @@ class _Walker:
         self.memo: dict[tuple[str, bool], _Shape] = {}
         self.busy: set[tuple[str, bool]] = set()
 
-    def shape(self, selection_set, introspection: bool) -> _Shape:
+    def shape(self, selection_set: SelectionSetNode | None, introspection: bool) -> _Shape:
         out = _Shape()
         if selection_set is None:
             return out
@@ -162,7 +171,7 @@ class _Walker:
                 out.depth = max(out.depth, sub.depth + (0 if inner and introspection else 1))
                 out.aliases += sub.aliases + (sel.alias is not None)
                 out.selections += sub.selections + 1
-            else:
+            elif isinstance(sel, InlineFragmentNode | FragmentSpreadNode):  # graphql-core has no other selection
                 if isinstance(sel, InlineFragmentNode):
                     sub = self.shape(sel.selection_set, introspection)
                 else:
@@ -227,7 +236,7 @@ def _n(value: int) -> str:
     return f"{value:,}" if value < 10**15 else f"10^{math.log10(value):.0f}"
 
 
-def _cost_variables(node, out: set[str]) -> None:
+def _cost_variables(node: Node, out: set[str]) -> None:
     stack = [node]
     while stack:
         n = stack.pop()
@@ -246,7 +255,13 @@ def _cost_variables(node, out: set[str]) -> None:
 class _Cost:
     """The cost of one operation with given variables; each fragment costed once."""
 
-    def __init__(self, schema: GraphQLSchema, fragments, variables: dict[str, Any], defaults: dict[str, Any]):
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: dict[str, Any],
+        defaults: dict[str, Any],
+    ):
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
@@ -254,7 +269,8 @@ class _Cost:
         self.memo: dict[str, int] = {}
         self.busy: set[str] = set()
 
-    def value(self, node: ValueNode | None):
+    def value(self, node: ValueNode | None) -> Any:
+        """An argument's value as far as the cost reads it: variables' values, ints, lists, enums and strings."""
         if node is None:
             return None
         if isinstance(node, VariableNode):
@@ -270,7 +286,7 @@ class _Cost:
             return {}
         return None
 
-    def selection_set(self, parent, selection_set) -> int:
+    def selection_set(self, parent: GraphQLNamedType | None, selection_set: SelectionSetNode) -> int:
         total = 0
         for sel in selection_set.selections:
             if isinstance(sel, FieldNode):
@@ -278,7 +294,7 @@ class _Cost:
             elif isinstance(sel, InlineFragmentNode):
                 t = self.schema.get_type(sel.type_condition.name.value) if sel.type_condition else parent
                 total += self.selection_set(t or parent, sel.selection_set)
-            else:
+            elif isinstance(sel, FragmentSpreadNode):  # graphql-core has no other selection
                 total += self.fragment(sel.name.value)
         return total
 
@@ -295,13 +311,13 @@ class _Cost:
         self.memo[name] = cost
         return cost
 
-    def field(self, parent, node: FieldNode) -> int:
+    def field(self, parent: GraphQLNamedType | None, node: FieldNode) -> int:
         name = node.name.value
         if name.startswith("__"):
             return self.introspection(node)
-        fields = getattr(parent, "fields", None) or {}
+        fields = getattr(parent, "fields", None) or {}  # none on a scalar or a union, no root for a subscription
         definition = fields.get(name)
-        if definition is None:
+        if definition is None or parent is None:
             return 1
         args = {a.name.value: self.value(a.value) for a in node.arguments or ()}
         for arg_name, arg in definition.args.items():
@@ -315,7 +331,7 @@ class _Cost:
         below = self.selection_set(get_named_type(definition.type), node.selection_set)
         return (PATH_SEARCH if parent.name == "Query" and name == "path" else 1) + many * below
 
-    def multiplier(self, parent: str, name: str, gtype, args: dict[str, Any]) -> int:
+    def multiplier(self, parent: str, name: str, gtype: GraphQLOutputType, args: dict[str, Any]) -> int:
         named = get_named_type(gtype)
         if "first" in args and named.name.endswith("Connection"):
             return _int(args["first"], DEFAULT_PAGE)
@@ -323,7 +339,7 @@ class _Cost:
             roots = args.get("roots")
             per_node, depth = _int(args.get("perNode"), 5), _int(args.get("depth"), 1)
             branch = 2 if str(args.get("direction", "")).upper().endswith("BOTH") else 1
-            reach = sum((branch * per_node) ** d for d in range(min(depth, 64) + 1))
+            reach: int = sum((branch * per_node) ** d for d in range(min(depth, 64) + 1))
             return max(1, len(roots) if isinstance(roots, list) else 1) * reach
         if parent == "Query" and name == "path":
             return PATH_EDGES
@@ -342,14 +358,14 @@ class _Cost:
             return 1
         return 1 + self._flat(node.selection_set)
 
-    def _flat(self, selection_set) -> int:
+    def _flat(self, selection_set: SelectionSetNode) -> int:
         total = 0
         for sel in selection_set.selections:
             if isinstance(sel, FieldNode):
                 total += 1 + (self._flat(sel.selection_set) if sel.selection_set else 0)
             elif isinstance(sel, InlineFragmentNode):
                 total += self._flat(sel.selection_set)
-            else:
+            elif isinstance(sel, FragmentSpreadNode):  # graphql-core has no other selection
                 key = "\x00" + sel.name.value
                 if key not in self.memo:
                     fragment = self.fragments.get(sel.name.value)
@@ -366,13 +382,13 @@ class _TooMany(Exception):
     pass
 
 
-def _is_list(t) -> bool:
+def _is_list(t: GraphQLType) -> bool:
     while isinstance(t, GraphQLNonNull):
         t = t.of_type
     return isinstance(t, GraphQLList)
 
 
-def _int(value, default: int) -> int:
+def _int(value: Any, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         return default
     return max(value, 0)
@@ -404,7 +420,7 @@ class Limits:
     def cost(self, analysis: Analysis, operation_name: str | None, variables: dict[str, Any] | None) -> int | str:
         """The estimated cost, or why the request is refused before any cost (a list argument too long)."""
         variables = variables or {}
-        key = (operation_name, tuple(_freeze(variables.get(v)) for v in sorted(analysis.cost_variables)))
+        key: CostKey = (operation_name, tuple(_freeze(variables.get(v)) for v in sorted(analysis.cost_variables)))
         found = analysis.costs.get(key)
         if found is not None:
             return found
@@ -419,6 +435,7 @@ class Limits:
             for d in op.variable_definitions or ()
         }
         root = {"query": self.schema.query_type, "mutation": self.schema.mutation_type}.get(op.operation.value)
+        cost: int | str
         try:
             cost = _Cost(self.schema, analysis.fragments, variables, defaults).selection_set(root, op.selection_set)
         except _TooMany as exc:
@@ -443,7 +460,8 @@ class Limits:
         )
 
 
-def _freeze(value):
+def _freeze(value: Any) -> object:
+    """A variable's value as the cost reads it, hashable: a list by its length, an input object not at all."""
     if isinstance(value, list):
         return ("list", len(value))
     if isinstance(value, dict):
@@ -451,7 +469,7 @@ def _freeze(value):
     return value
 
 
-def has_nul(value) -> bool:
+def has_nul(value: Any) -> bool:
     """A NUL anywhere in JSON variables (PostgreSQL text cannot hold one)."""
     stack = [value]
     while stack:

@@ -25,6 +25,7 @@ from kb.claims.claims import claims_by_id, parse_circuit_key, parse_key
 from kb.claims.claims import diff as diff_fields
 from kb.claims.reviews import content_authors
 from kb.graph import store
+from kb.graph.circuits import Edge
 from kb.graph.keys import KeyProblem, NeuronKey
 from kb.graph.store import ModelGraph
 from kb.schema import deadline
@@ -189,6 +190,13 @@ class Model(KeyedNode):
         return out
 
 
+def _model_of(info: Info, g: ModelGraph) -> Model:
+    """The model of a graph read here: its row is in the catalog (a removed model's as its tombstone)."""
+    row = info.context.graphs.model_row(g.key)
+    assert row is not None  # fails only for a model deleted while this request held its graph: INTERNAL
+    return Model.of_row(row)
+
+
 @strawberry.type(description="A significant layer of a model version.")
 class Layer(KeyedNode):
     key: str = strawberry.field(description="model/layer, e.g. inceptionv1/mixed4c")
@@ -212,7 +220,7 @@ class Layer(KeyedNode):
 
     @strawberry.field
     def model(self, info: Info) -> Model:
-        return Model.of_row(info.context.graphs.model_row(self._graph.key))
+        return _model_of(info, self._graph)
 
     @field(description="Module path whose output holds the units (hook here).")
     async def module_path(self, info: Info) -> str:
@@ -309,7 +317,7 @@ class Neuron(KeyedNode):
 
     @strawberry.field
     def model(self, info: Info) -> Model:
-        return Model.of_row(info.context.graphs.model_row(self._graph.key))
+        return _model_of(info, self._graph)
 
     @field(description="Units of the previous significant layer that feed this one.")
     def inputs(
@@ -451,7 +459,7 @@ class WeightEdge:
         return edge_kernel(info, self._graph, self.source._ordinal, self.target._ordinal)
 
     @classmethod
-    def of(cls, g: ModelGraph, e) -> WeightEdge:
+    def of(cls, g: ModelGraph, e: Edge) -> WeightEdge:
         return cls(
             source=Neuron.at(g, e.source),
             target=Neuron.at(g, e.target),

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
-from graphql import GraphQLError, parse
+from graphql import GraphQLError, GraphQLFormattedError, parse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kb import metrics
@@ -195,7 +195,7 @@ class GraphQLEndpoint:
 
     def _inline(
         self, plan: Plan, scope: Scope, variables: dict[str, Any] | None
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]] | None:
+    ) -> tuple[dict[str, Any] | None, list[GraphQLFormattedError]] | None:
         """The plan's answer computed here on the loop, or None where it needs the database (run it on a thread)."""
         try:
             with no_io():
