@@ -15,25 +15,14 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import secrets
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
-
-KB_BIN = Path(sys.executable).with_name("kb")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from kb_server import running
 
 
 def rss_mib(pid: int) -> float:
@@ -142,26 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--slow", action="store_true")
     args = parser.parse_args()
-    port = free_port()
-    env = {**os.environ, "KB_QUERY_RATE_LIMIT": "100000/minute"}
-    proc = subprocess.Popen(
-        [str(KB_BIN), "serve", "--port", str(port), "--no-render-worker"],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=5).json().get("graphs_loaded"):
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        pid = proc.pid
+    with running({"KB_QUERY_RATE_LIMIT": "100000/minute"}) as (base, pid):
         post(base, '{ neuron(key: "InceptionV1 4c:447") { key } }')
         start_rss = rss_mib(pid)
         print(f"kb serve pid {pid}, RSS {start_rss:.0f} MiB with InceptionV1 loaded", flush=True)
@@ -282,9 +252,6 @@ def main() -> None:
                 flush=True,
             )
         print(f"RSS at the end: {rss_mib(pid):.0f} MiB ({rss_mib(pid) - start_rss:+.0f} MiB)")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 if __name__ == "__main__":

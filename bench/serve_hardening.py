@@ -12,19 +12,15 @@ limit), prints one line per figure and `uptime` before and after, stops the serv
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
+from kb_server import running
 
-KB_BIN = Path(sys.executable).with_name("kb")
 HEADER_S, BODY_S = 1.0, 2.0
 EXPENSIVE = (
     '{ a: path(from: "InceptionV1 3a:1", to: "InceptionV1 5b:1") { score } '
@@ -33,12 +29,6 @@ EXPENSIVE = (
 NEIGHBORS = (
     "query($k: String!) { neuron(key: $k) { key inputs(first: 10) { edges { weight magnitude node { key } } } } }"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def uptime() -> str:
@@ -122,32 +112,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="threads sending expensive queries")
     args = parser.parse_args()
     print(uptime(), flush=True)
-    port = free_port()
-    env = {
-        **os.environ,
-        "KB_HEADER_TIMEOUT_S": str(HEADER_S),
-        "KB_BODY_TIMEOUT_S": str(BODY_S),
-        "KB_QUERY_RATE_LIMIT": "",
-    }
-    proc = subprocess.Popen(
-        [str(KB_BIN), "serve", "--port", str(port), "--no-render-worker"],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:  # a server process starting: polled
-            try:
-                if httpx.get(f"{base}/health", timeout=5).json().get("graphs_loaded"):
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit("kb serve did not load its graphs in 300 s")
+    env = {"KB_HEADER_TIMEOUT_S": str(HEADER_S), "KB_BODY_TIMEOUT_S": str(BODY_S), "KB_QUERY_RATE_LIMIT": ""}
+    with running(env) as (base, _):
         httpx.post(f"{base}/graphql", json={"query": EXPENSIVE}, timeout=120)  # warm: the first path query
         took, got = cut_off_after(base, b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Ty", trickle=False)
         print(
@@ -176,9 +142,6 @@ def main() -> None:
             f"p90 {ms(loaded, 90):.1f} ms",
             flush=True,
         )
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
     print(uptime())
 
 

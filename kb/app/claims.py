@@ -4,6 +4,7 @@ mutations call these; the rules (roles, ownership, statuses, limits, EDIT_CONFLI
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,52 +24,44 @@ def _claim(conn: sa.Connection, claim_id: int) -> Row:
     return claim_domain.claims_by_id(conn, [claim_id])[claim_id]
 
 
-def create_claim(
-    engine: sa.Engine,
-    catalog: Catalog,
-    actor: Account,
-    *,
-    label: str,
-    kind: str,
-    body: str = "",
-    confidence: float | None = None,
-    subjects: list[str] | None = None,
-    circuit: str | None = None,
-    evidence: list[dict[str, Any]] | None = None,
-    message: str = "",
-) -> Row:
+@dataclass(frozen=True)
+class ClaimDraft:
+    """A new claim's content, as kb.claims.claims.create_claim takes it."""
+
+    label: str
+    kind: str
+    body: str = ""
+    confidence: float | None = None
+    subjects: list[str] | None = None
+    circuit: str | None = None
+    evidence: list[dict[str, Any]] | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """An edit of a claim or a circuit: its key, the revision it was made against (refused with EDIT_CONFLICT
+    unless that is still the current one when the edit commits), what changes, and why."""
+
+    key: str
+    expected_revision: int
+    patch: dict[str, Any]
+    message: str = ""
+
+
+def create_claim(engine: sa.Engine, catalog: Catalog, actor: Account, draft: ClaimDraft) -> Row:
     """A new claim (revision 1, PROPOSED) about neurons or a circuit, and its feed entry."""
     with engine.begin() as conn:
-        claim_id = claim_domain.create_claim(
-            conn,
-            catalog,
-            actor,
-            label=label,
-            kind=kind,
-            body=body,
-            confidence=confidence,
-            subjects=subjects,
-            circuit=circuit,
-            evidence=evidence,
-            message=message,
-        )
+        claim_id = claim_domain.create_claim(conn, catalog, actor, **asdict(draft))
         activity.claim_changed(conn, actor, claim_id)
         return _claim(conn, claim_id)
 
 
-def update_claim(
-    engine: sa.Engine,
-    catalog: Catalog,
-    actor: Account,
-    key: str,
-    expected_revision: int,
-    patch: dict[str, Any],
-    message: str = "",
-) -> Row:
-    """A claim's content edited (its author or a moderator), as revision ``expected_revision`` + 1."""
+def update_claim(engine: sa.Engine, catalog: Catalog, actor: Account, edit: Edit) -> Row:
+    """A claim's content edited (its author or a moderator), as the revision after ``edit.expected_revision``."""
     with engine.begin() as conn:
-        claim_id = claim_domain.parse_key(key)
-        claim_domain.update_claim(conn, catalog, actor, claim_id, expected_revision, patch, message)
+        claim_id = claim_domain.parse_key(edit.key)
+        claim_domain.update_claim(conn, catalog, actor, claim_id, edit.expected_revision, edit.patch, edit.message)
         activity.claim_changed(conn, actor, claim_id)
         return _claim(conn, claim_id)
 
@@ -108,19 +101,13 @@ def create_circuit(
         return circuit_domain.get(conn, circuit_id)
 
 
-def update_circuit(
-    engine: sa.Engine,
-    catalog: Catalog,
-    actor: Account,
-    key: str,
-    expected_revision: int,
-    patch: dict[str, Any],
-    message: str = "",
-) -> Row:
-    """A circuit edited by any editor, as revision ``expected_revision`` + 1 (EDIT_CONFLICT otherwise)."""
-    circuit_id, at = circuit_domain.parse_key(key)
+def update_circuit(engine: sa.Engine, catalog: Catalog, actor: Account, edit: Edit) -> Row:
+    """A circuit edited by any editor, as the revision after ``edit.expected_revision``."""
+    circuit_id, at = circuit_domain.parse_key(edit.key)
     if at is not None:
         raise BadInput("edit a circuit by its key (circuit:N), not a revision's")
     with engine.begin() as conn:
-        circuit_domain.update_circuit(conn, catalog, actor, circuit_id, expected_revision, patch, message)
+        circuit_domain.update_circuit(
+            conn, catalog, actor, circuit_id, edit.expected_revision, edit.patch, edit.message
+        )
         return circuit_domain.get(conn, circuit_id)

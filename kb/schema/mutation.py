@@ -117,10 +117,7 @@ def _engine(info: Info) -> sa.Engine:
 class ClaimMutation:
     @mutation(role="editor", description="Make a claim about neurons or a circuit (revision 1, PROPOSED).")
     def create_claim(self, info: Info, input: ClaimInput) -> Claim | None:
-        row = claims_app.create_claim(
-            _engine(info),
-            info.context.graphs.catalog(),
-            info.context.account(),
+        draft = claims_app.ClaimDraft(
             label=input.label,
             kind=input.kind.value,
             body=input.body,
@@ -130,6 +127,7 @@ class ClaimMutation:
             evidence=[e.as_dict() for e in input.evidence],
             message=input.message,
         )
+        row = claims_app.create_claim(_engine(info), info.context.graphs.catalog(), info.context.account(), draft)
         return Claim.of(row)
 
     @mutation(
@@ -141,15 +139,8 @@ class ClaimMutation:
     def update_claim(
         self, info: Info, key: str, expected_revision: int, patch: ClaimPatch, message: str = ""
     ) -> Claim | None:
-        row = claims_app.update_claim(
-            _engine(info),
-            info.context.graphs.catalog(),
-            info.context.account(),
-            key,
-            expected_revision,
-            patch.as_dict(),
-            message,
-        )
+        edit = claims_app.Edit(key, expected_revision, patch.as_dict(), message)
+        row = claims_app.update_claim(_engine(info), info.context.graphs.catalog(), info.context.account(), edit)
         return Claim.of(row)
 
     @mutation(role="editor", description="Change a claim's status: a moderator any; its author may retract.")
@@ -224,13 +215,6 @@ class CircuitMutation:
     def update_circuit(
         self, info: Info, key: str, expected_revision: int, patch: CircuitPatch, message: str = ""
     ) -> Circuit | None:
-        row = claims_app.update_circuit(
-            _engine(info),
-            info.context.graphs.catalog(),
-            info.context.account(),
-            key,
-            expected_revision,
-            patch.as_dict(),
-            message,
-        )
+        edit = claims_app.Edit(key, expected_revision, patch.as_dict(), message)
+        row = claims_app.update_circuit(_engine(info), info.context.graphs.catalog(), info.context.account(), edit)
         return Circuit.of(row)
