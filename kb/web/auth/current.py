@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kb.app.sign_in import session_of
 from kb.claims import sessions
-from kb.claims.errors import Unauthenticated
 
 SKIP = ("/graphql", "/static/", "/artifacts/", "/health", "/events")
 SCOPE_KEY = "kb.session"
@@ -61,15 +61,6 @@ def _uncached(send: Send, private: bool) -> Send:
         await send(message)
 
     return sending
-
-
-def session_of(engine: sa.Engine, secret: str) -> sessions.SessionInfo | None:
-    """The live session behind a cookie's secret, or None (unknown, expired, revoked); reads the database."""
-    try:
-        with engine.connect() as conn:
-            return sessions.session(conn, secret)
-    except Unauthenticated:
-        return None
 
 
 def signed_in(request: HTTPConnection) -> sessions.SessionInfo | None:

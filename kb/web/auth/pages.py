@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
@@ -18,12 +17,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from kb import metrics
 from kb.app import accounts as account_admin
+from kb.app import sign_in
 from kb.claims import sessions
 from kb.claims.errors import ClaimProblem, RateLimited, Unauthenticated
 from kb.claims.ids import row_id
 from kb.settings import Settings
 from kb.web.auth import forms
-from kb.web.auth.current import SCOPE_KEY, session_of, signed_in
+from kb.web.auth.current import SCOPE_KEY, signed_in
 from kb.web.client_address import client_address
 from kb.web.multipart import Part
 
@@ -62,7 +62,7 @@ class AuthPages:
         if SCOPE_KEY in request.scope:
             return signed_in(request)
         secret = request.cookies.get(sessions.COOKIE)
-        return await run_in_threadpool(session_of, self.engine, secret) if secret else None
+        return await run_in_threadpool(sign_in.session_of, self.engine, secret) if secret else None
 
     @overload
     async def session_post(
@@ -173,18 +173,9 @@ class AuthPages:
 
     def _sign_in(self, name: str, password: str, address: str, user_agent: str | None, old: str | None) -> str:
         self._purge()
-        try:
-            with self.engine.begin() as conn:
-                secret, _ = sessions.sign_in(
-                    conn, name, password, address, self.limits, self.settings.session_ttl_s, user_agent or ""
-                )
-                if old:  # a fresh session each sign-in; the one this browser had ends
-                    sessions.revoke_secret(conn, old)
-                return secret
-        except Unauthenticated:
-            with self.engine.begin() as conn:  # its own transaction: the failure counts even though sign-in failed
-                sessions.record_failure(conn, name, address)
-            raise
+        return sign_in.sign_in(
+            self.engine, self.limits, self.settings.session_ttl_s, name, password, address, user_agent or "", old
+        )
 
     def _purge(self) -> None:
         """Failed sign-ins past their window and long-ended sessions go, at most once per PURGE_EVERY_S here:
@@ -192,8 +183,7 @@ class AuthPages:
         if time.monotonic() < self._next_purge:
             return
         self._next_purge = time.monotonic() + PURGE_EVERY_S
-        with self.engine.begin() as conn:
-            sessions.purge(conn, self.settings.signin_window_s)
+        sign_in.purge(self.engine, self.settings.signin_window_s)
 
     async def signout(self, request: Request) -> Response:
         try:
@@ -203,14 +193,10 @@ class AuthPages:
                 return self._refused(request, exc)
             info = None  # already signed out: clear the cookie all the same
         if info is not None:
-            await run_in_threadpool(self._in_transaction, sessions.revoke, info.id)
+            await run_in_threadpool(sign_in.sign_out, self.engine, info.id)
         response = RedirectResponse("/signin", status_code=303, headers=NO_STORE)
         forms.clear_session_cookie(response, request, self.settings)
         return response
-
-    def _in_transaction(self, fn: Callable[Concatenate[sa.Connection, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
-        with self.engine.begin() as conn:
-            return fn(conn, *args, **kwargs)
 
     # --- the account page ----------------------------------------------------------------------------------
 
@@ -223,8 +209,7 @@ class AuthPages:
     def _account_page(
         self, request: Request, info: sessions.SessionInfo, new_token: str = "", message: str = ""
     ) -> HTMLResponse:
-        with self.engine.connect() as conn:
-            tokens = sessions.tokens_of(conn, info.account.id)
+        tokens = sign_in.own_tokens(self.engine, info.account.id)
         return render(
             request,
             "auth/account.html",
@@ -255,7 +240,7 @@ class AuthPages:
         if token_id is None:
             return self._refused(request, forms.Refused(400, "no token named"))
         try:
-            await run_in_threadpool(self._in_transaction, sessions.revoke_own_token, info.account.id, token_id)
+            await run_in_threadpool(sign_in.revoke_own_token, self.engine, info.account.id, token_id)
         except ClaimProblem as exc:
             return render(request, "auth/message.html", 404, title="Not found", message=str(exc))
         return RedirectResponse("/account", status_code=303, headers=NO_STORE)
