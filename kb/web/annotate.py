@@ -48,10 +48,10 @@ STATUS = """mutation($k: String!, $r: Int!, $s: ClaimStatus!, $m: String!) {
   setClaimStatus(key: $k, expectedRevision: $r, status: $s, message: $m) { revision } }"""
 CURRENT = """query($k: String!) { claim(key: $k) { key revision label kind body status confidence model
   author { name } revisions { revision createdAt message author { name displayName } } } }"""
-QUEUE_FIELDS = """totalCount edges { node { key label kind status revision createdAt updatedAt supportCount disputeCount
-  author { name displayName } subjects { key } } }"""
-QUEUE = f"""{{ proposed: claims(status: PROPOSED, first: 100) {{ {QUEUE_FIELDS} }}
-  disputed: claims(status: DISPUTED, first: 100) {{ {QUEUE_FIELDS} }} }}"""
+QUEUE = """fragment Queued on ClaimConnection { totalCount edges { node { key label kind status revision createdAt
+  updatedAt supportCount disputeCount author { name displayName } subjects { key } } } }
+{ proposed: claims(status: PROPOSED, first: 100) { ...Queued } disputed: claims(status: DISPUTED, first: 100) {
+  ...Queued } }"""
 
 HTTP = {
     "UNAUTHENTICATED": 401,

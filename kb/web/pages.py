@@ -81,13 +81,13 @@ NEURONS = (
 
 SHOWCASE = 8  # rendered units on a model's card
 NEWEST = 8  # claims and circuits listed below the cards
-HOME = f"""{{ models {{ key source shortHash weights weightsAreRandom removed layers {{ key units }}
+HOME = """query($showcase: Int!) { models { key source shortHash weights weightsAreRandom removed layers { key units }
   renderedUnits claimCount circuitCount
-  showcase(first: {SHOWCASE}) {{ key layer {{ name }}
-    visualizations(kind: FEATURE_VIS) {{ kind params artifact {{ url }} }} }} }} }}"""
-NEWEST_WORK = f"""{{ claims(first: {NEWEST}, newestFirst: true) {{ totalCount edges {{ node {{ key label kind status
-    revision supportCount disputeCount model createdAt author {{ name displayName }} subjects {{ key }} }} }} }}
-  circuits(first: {NEWEST}) {{ totalCount edges {{ node {{ key name model createdAt edges {{ source }} }} }} }} }}"""
+  showcase(first: $showcase) { key layer { name }
+    visualizations(kind: FEATURE_VIS) { kind params artifact { url } } } } }"""
+NEWEST_WORK = """query($n: Int!) { claims(first: $n, newestFirst: true) { totalCount edges { node { key label kind status
+    revision supportCount disputeCount model createdAt author { name displayName } subjects { key } } } }
+  circuits(first: $n) { totalCount edges { node { key name model createdAt edges { source } } } } }"""
 
 MODEL = """query($k: String!) { model(key: $k) { key source sha256 shortHash weights weightsAreRandom description
   importedAt removed inputShape layers { key name units kind outputShape aliases } } }"""
@@ -260,10 +260,10 @@ class Pages:
         the newest claims and circuits: a constant number of statements, whatever the number of models."""
         pictures: CardPictures = request.app.state.pictures
         since = await pictures.since()
-        data = await self._data("HOME", HOME, {})
+        data = await self._data("HOME", HOME, {"showcase": SHOWCASE})
         missing: list[str] = []
         lacking: list[str] = []
-        newest = await self._part("NEWEST_WORK", NEWEST_WORK, {}, "The newest claims and circuits", missing)
+        newest = await self._part("NEWEST_WORK", NEWEST_WORK, {"n": NEWEST}, "The newest claims and circuits", missing)
         models = []
         for m in data["models"]:
             if m["removed"]:
