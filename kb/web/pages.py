@@ -85,8 +85,8 @@ HOME = """query($showcase: Int!) { models { key source shortHash weights weights
   renderedUnits claimCount circuitCount
   showcase(first: $showcase) { key layer { name }
     visualizations(kind: FEATURE_VIS) { kind params artifact { url } } } } }"""
-NEWEST_WORK = """query($n: Int!) { claims(first: $n, newestFirst: true) { totalCount edges { node { key label kind status
-    revision supportCount disputeCount model createdAt author { name displayName } subjects { key } } } }
+NEWEST_WORK = """query($n: Int!) { claims(first: $n, newestFirst: true) { totalCount edges { node { key label kind
+    status revision supportCount disputeCount model createdAt author { name displayName } subjects { key } } } }
   circuits(first: $n) { totalCount edges { node { key name model createdAt edges { source } } } } }"""
 
 MODEL = """query($k: String!) { model(key: $k) { key source sha256 shortHash weights weightsAreRandom description
