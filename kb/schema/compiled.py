@@ -4,10 +4,19 @@ The graph a query reads is immutable, and clients send the same few documents wi
 (e.g. "top-10 inputs of $key"). graphql-core's executor is generic: per field it builds resolve infos,
 checks awaitables and completes values through several layers, about 15 µs a field here. For a document
 seen before, this module walks a plan compiled once per document instead: attribute reads and direct calls
-of the same strawberry resolvers, coerced arguments computed once when they use no variables.
+of the same resolvers, coerced arguments computed once when they use no variables.
+
+It reads no strawberry internals (an import-linter contract forbids them): graphql-core's schema, taken from
+strawberry's in one function (graphql_schema), validates the document and gives each field's type, arguments
+and serializer; the class of each type is kb.schema's class of that name (python_types); a field's resolver is
+the function kb.schema.fields.field recorded for it (RESOLVERS), called with its arguments converted from
+graphql-core's coerced values by its own type hints (resolver_call); a field without one is an attribute read;
+Relay's ``id`` is strawberry.relay's GlobalID of the type's resolve_id. A field it cannot place (a resolver not
+registered: Unregistered), or an argument type it does not convert, makes the document NotCompilable.
 
 Only what the plan can do exactly is compiled: queries (no mutations), object types (no interfaces or
-unions), no directives, no field extensions or permissions, no async resolvers. Everything else, and any
+unions), no directives, no async resolvers, and no field extensions or permissions (kb.schema.fields.field adds
+none; tests/test_compiled_registry.py checks that no field a query reaches has any). Everything else, and any
 exception while running a plan, falls back to strawberry's normal execution of the same request, which
 produces the response, errors and all. The one error a plan answers itself is the usual one: an unknown key
 (kb.graph.keys.KeyProblem: BAD_KEY, NOT_FOUND) raised by a root field's resolver, located and coded by the same
@@ -19,26 +28,32 @@ errors. A plan that fails on something else raises Broken (a Fallback): the endp
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
+import sys
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, Union, cast
 
-import strawberry
 from graphql import (
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLField,
     GraphQLFormattedError,
+    GraphQLInputType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLScalarType,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
@@ -53,9 +68,6 @@ from graphql.execution.values import VariableValues, get_argument_values, get_va
 from graphql.language import Visitor, visit
 from graphql.language.ast import Node as AstNode
 from strawberry.relay import GlobalID, Node
-from strawberry.types.arguments import convert_arguments
-from strawberry.types.base import StrawberryObjectDefinition
-from strawberry.types.field import StrawberryField
 
 from kb.db.io_guard import NeedsIO
 from kb.errors import Problem
@@ -63,11 +75,21 @@ from kb.graph.keys import KeyProblem
 from kb.schema.context import Context, Info
 from kb.schema.deadline import DEADLINE
 from kb.schema.errors import RequestTimeout, with_code
+from kb.schema.fields import graphql_name, registered
 from kb.schema.limits import MAX_TOKENS
+
+if TYPE_CHECKING:
+    from kb.schema import Schema
 
 
 class NotCompilable(Exception):
     pass
+
+
+class Unregistered(NotCompilable):
+    """A field whose resolver kb.schema.fields did not record (a bare ``@strawberry.field``), or that the compiler
+    cannot find on its class: strawberry answers the query. tests/test_compiled_registry.py checks that no field of
+    the schema is one."""
 
 
 class Fallback(Exception):
@@ -75,8 +97,8 @@ class Fallback(Exception):
 
 
 class Broken(Fallback):
-    """The plan failed on an exception it did not expect (a resolver's bug, or strawberry internals that
-    changed): strawberry answers the request."""
+    """The plan failed on an exception it did not expect (a resolver's bug, or one the plan calls otherwise than
+    strawberry would): strawberry answers the request."""
 
 
 class FastInfo:
@@ -185,10 +207,49 @@ def _complete(f: FieldPlan, wraps: list[str], value: Any, info: FastInfo, variab
     return _run_object(f.sub, value, info, variables)
 
 
+def graphql_schema(schema: Schema) -> GraphQLSchema:
+    """The schema as graphql-core's types, which strawberry built from kb.schema's classes: the one thing of
+    strawberry's that the compiler reads (to validate documents, and for the fields' types, arguments and
+    serializers). What a field runs comes from kb.schema itself: the classes and their registered resolvers."""
+    return schema._schema
+
+
+def python_types(gql: GraphQLSchema) -> dict[str, type]:
+    """GraphQL object type name -> the class of kb.schema that defines it. strawberry names a type after its class
+    (no type of ours passes ``name=``; tests/test_compiled_registry.py checks that the two agree for every type).
+    A name that two of kb.schema's classes share maps to nothing: the compiler leaves queries over it to strawberry."""
+    found: dict[str, list[type]] = {}
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not (module_name == "kb.schema" or module_name.startswith("kb.schema.")):
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == module_name and dataclasses.is_dataclass(value):
+                found.setdefault(value.__name__, []).append(value)
+    return {
+        name: classes[0]
+        for name, classes in found.items()
+        if len(classes) == 1 and isinstance(gql.type_map.get(name), GraphQLObjectType)
+    }
+
+
+def unregistered_fields(cls: type) -> dict[str, tuple[str, object]]:
+    """GraphQL name -> (Python name, class attribute) of the fields of ``cls`` (its dataclass fields, with its
+    bases'), as strawberry names them by default: a field without a resolver has a plain class attribute (its default
+    or none), one with a resolver has its function there, registered in kb.schema.fields.RESOLVERS or not."""
+    out: dict[str, tuple[str, object]] = {}
+    for f in dataclasses.fields(cls):
+        out[graphql_name(f.name)] = (f.name, inspect.getattr_static(cls, f.name, None))
+    return out
+
+
+def _is_function(attribute: object) -> bool:
+    return callable(attribute) or isinstance(attribute, (classmethod, staticmethod, property))
+
+
 class Compiler:
-    def __init__(self, schema: strawberry.Schema):
-        self.schema = schema
-        self.gql = schema._schema
+    def __init__(self, schema: Schema):
+        self.gql = graphql_schema(schema)
+        self.types = python_types(self.gql)
         self.rules = specified_rules  # the caller checked kb.schema.limits first
 
     def compile(self, document: DocumentNode, operation_name: str | None) -> Plan:
@@ -245,21 +306,16 @@ class Compiler:
         keys = [(n.alias or n.name).value for n in nodes]
         if len(set(keys)) != len(keys):
             raise NotCompilable("repeated response keys")
-        definition = self.schema.get_type_by_name(gtype.name)
-        assert isinstance(definition, StrawberryObjectDefinition)  # gtype is an object type of this schema
-        by_name = {self.schema.config.name_converter.get_graphql_name(f): f for f in definition.fields}
+        cls = self.types.get(gtype.name)
+        if cls is None:
+            raise NotCompilable(f"no class of kb.schema is the type {gtype.name}")
         plan = ObjectPlan()
         for node, key in zip(nodes, keys, strict=True):
             name = node.name.value
             if name == "__typename":
                 plan.fields.append(FieldPlan(key, _constant(gtype.name), ["nonnull"], _identity))
                 continue
-            sfield = by_name.get(name)
             gfield = gtype.fields[name]
-            if sfield is None:
-                raise NotCompilable(f"unknown field {name}")
-            if sfield.extensions or sfield.permission_classes or sfield.directives:
-                raise NotCompilable(f"field {name} has extensions or permissions")
             wraps, named = _unwrap(gfield.type)
             sub: ObjectPlan | None = None
             leaf: Callable[[Any], Any] | None = None
@@ -271,54 +327,144 @@ class Compiler:
                 leaf = named.serialize
             else:
                 raise NotCompilable(f"abstract type {named}")
-            plan.fields.append(FieldPlan(key, self.getter(definition, sfield, gfield, node), wraps, leaf, sub, node))
+            plan.fields.append(FieldPlan(key, self.getter(cls, gtype, gfield, node), wraps, leaf, sub, node))
         return plan
 
-    def getter(
-        self, definition: StrawberryObjectDefinition, sfield: StrawberryField, gfield: GraphQLField, node: FieldNode
-    ) -> Getter:
-        origin = definition.origin
-        if sfield.python_name == "_id" and issubclass(origin, Node):  # relay's global ID
-            type_name = definition.name
+    def getter(self, cls: type, gtype: GraphQLObjectType, gfield: GraphQLField, node: FieldNode) -> Getter:
+        """How the field ``node`` of ``cls`` (the class of ``gtype``) gets its value: Relay's global ID, a
+        registered resolver called with its arguments converted, or an attribute read."""
+        name = node.name.value
+        if name == "id" and issubclass(cls, Node):  # relay's global ID, as strawberry.relay makes it
+            type_name = gtype.name
+            node_type = cls
             # FastInfo stands in for strawberry's Info, as for every resolver here (they read only .context)
             return lambda s, i, v: str(
-                GlobalID(type_name=type_name, node_id=str(origin.resolve_id(s, info=cast("Info", i))))
+                GlobalID(type_name=type_name, node_id=str(node_type.resolve_id(s, info=cast("Info", i))))
             )
-        resolver = sfield.base_resolver
-        if resolver is None:
-            attr = sfield.python_name
+        func = registered(cls, name)
+        if func is None:
+            attr, attribute = unregistered_fields(cls).get(name, ("", None))
+            if not attr:
+                raise Unregistered(f"{gtype.name}.{name}: no registered resolver and no attribute")
+            if inspect.iscoroutinefunction(attribute):
+                raise NotCompilable(f"{attr} is async")  # as a registered async resolver is: no need to register it
+            if _is_function(attribute):
+                raise Unregistered(f"{gtype.name}.{name}: its resolver is not registered (kb.schema.fields.field)")
             return lambda s, i, v: getattr(s, attr)
-        if resolver.is_async:
-            raise NotCompilable(f"{sfield.python_name} is async")
-        func = resolver.wrapped_func
-        assert callable(func)  # a function (strawberry binds a classmethod's)
-        params = inspect.signature(func).parameters
-        info_parameter = resolver.info_parameter
-        wants_info = info_parameter is not None
-        info_name = info_parameter.name if info_parameter is not None else ""
-        if resolver.root_parameter is not None:
-            raise NotCompilable("root parameter")
+        if inspect.getattr_static(cls, func.__name__, None) is not func:
+            raise Unregistered(f"{gtype.name}.{name}: overridden in {cls.__name__} by no registered resolver")
+        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+            raise NotCompilable(f"{func.__name__} is async")
+        call = resolver_call(func, gfield)
         uses_variables = _uses_variables(node)
-        converter = self.schema.schema_converter
-        config = self.schema.config
 
         def arguments(variables: VariableValues | None) -> dict[str, Any]:
-            raw = get_argument_values(gfield, node, variables)
-            return convert_arguments(raw, sfield.arguments, converter.scalar_registry, config)
+            return convert_arguments(get_argument_values(gfield, node, variables), call.arguments)
 
         static = None if uses_variables else arguments(None)  # no variables in the arguments: none are read
         # Each call gets its own copy of the arguments computed once: a resolver that changed a list or an input
         # object it was given would otherwise change every later request's. Immutable values need no copy.
         fresh = dict if static is None or all(map(_immutable, static.values())) else copy.deepcopy
-        has_self = "self" in params
+        has_self, info_name = call.has_self, call.info
 
         def get(s: Any, i: FastInfo, v: VariableValues) -> Any:
             kwargs = fresh(static) if static is not None else arguments(v)
-            if wants_info:
+            if info_name is not None:
                 kwargs[info_name] = i
             return func(s, **kwargs) if has_self else func(**kwargs)
 
         return get
+
+
+# -- a resolver's arguments, from its type hints --------------------------------------------------------------
+
+Convert = Callable[[Any], Any]
+_SCALARS: dict[object, str] = {str: "String", int: "Int", float: "Float", bool: "Boolean"}
+
+
+@dataclass(frozen=True)
+class ResolverCall:
+    """How to call a resolver: with the source as ``self`` or not, the name of its info parameter (None: none),
+    and per GraphQL argument, its parameter's name and how graphql-core's coerced value becomes its Python value."""
+
+    has_self: bool
+    info: str | None
+    arguments: dict[str, tuple[str, Convert]]
+
+
+def resolver_call(func: Callable[..., Any], gfield: GraphQLField) -> ResolverCall:
+    """The call of ``func`` for ``gfield``, read from its signature and type hints as strawberry reads them: ``self``
+    is the source, a parameter typed kb.schema.context.Info the info, every other one a GraphQL argument named by
+    ``strawberry.argument(name=...)`` or its camelCase. Parameters that must match the GraphQL field's arguments
+    exactly, and each argument's type be one the converter knows (``_converter``); anything else is NotCompilable."""
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as exc:  # a hint only a type checker can resolve: strawberry knows what it means
+        raise NotCompilable(f"{func.__name__}: type hints") from exc
+    parameters = list(inspect.signature(func).parameters.values())
+    has_self = bool(parameters) and parameters[0].name == "self"
+    info: str | None = None
+    arguments: dict[str, tuple[str, Convert]] = {}
+    for p in parameters[1:] if has_self else parameters:
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) or p.name not in hints:
+            raise NotCompilable(f"{func.__name__}: parameter {p.name}")
+        hint = hints[p.name]
+        if hint == Info:
+            info = p.name
+            continue
+        name, hint = _argument_name(p.name, hint)
+        argument = gfield.args.get(name)
+        if argument is None or name in arguments:
+            raise NotCompilable(f"{func.__name__}: argument {name}")
+        arguments[name] = (p.name, _converter(hint, argument.type))
+    if set(arguments) != set(gfield.args):
+        raise NotCompilable(f"{func.__name__}: arguments")
+    return ResolverCall(has_self, info, arguments)
+
+
+def _argument_name(python_name: str, hint: Any) -> tuple[str, Any]:
+    """(GraphQL name, the hint without Annotated): ``Annotated[int, strawberry.argument(name="from")]`` -> "from"."""
+    name = graphql_name(python_name)
+    if typing.get_origin(hint) is Annotated:
+        for meta in hint.__metadata__:
+            given = getattr(meta, "name", None)
+            if isinstance(given, str):
+                name = given
+        hint = hint.__origin__
+    return name, hint
+
+
+def _converter(hint: Any, gtype: GraphQLInputType) -> Convert:
+    """graphql-core's coerced value of an argument typed ``gtype`` -> the Python value of type ``hint`` that
+    strawberry gives the resolver: scalars (String, Int, Float, Boolean) as they are, enums as the Python enum's
+    members, lists of those item by item, null as None. The hint and the GraphQL type must agree (strawberry made one
+    from the other); any other type (input objects, global IDs, custom scalars) is NotCompilable."""
+    if isinstance(gtype, GraphQLNonNull):
+        gtype = gtype.of_type
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1 or len(rest) == len(args):
+            raise NotCompilable(f"argument type {hint!r}")
+        return _converter(rest[0], gtype)
+    if origin is list and len(args) == 1 and isinstance(gtype, GraphQLList):
+        item = _converter(args[0], gtype.of_type)
+        return lambda v: None if v is None else [item(x) for x in v]
+    if isinstance(hint, type) and issubclass(hint, Enum) and isinstance(gtype, GraphQLEnumType):
+        members = {m.name: m.value for m in hint}
+        if {n: v.value for n, v in gtype.values.items()} != members:
+            raise NotCompilable(f"enum {gtype.name} is not {hint.__name__}")
+        enum = hint
+        return lambda v: v if v is None or isinstance(v, enum) else enum(v)
+    if _SCALARS.get(hint) is not None and isinstance(gtype, GraphQLScalarType) and gtype.name == _SCALARS[hint]:
+        return _identity
+    raise NotCompilable(f"argument type {hint!r} as {gtype}")
+
+
+def convert_arguments(raw: dict[str, Any], arguments: dict[str, tuple[str, Convert]]) -> dict[str, Any]:
+    """The resolver's keyword arguments from graphql-core's coerced ones (``get_argument_values``): those given or
+    defaulted in the schema; an argument left out and without a default is left to the function's own default."""
+    return {python: convert(raw[name]) for name, (python, convert) in arguments.items() if name in raw}
 
 
 def _constant(value: str) -> Getter:
@@ -373,4 +519,4 @@ def _uses_variables(node: FieldNode) -> bool:
     return v.found
 
 
-__all__ = ["MAX_TOKENS", "Broken", "Compiler", "Fallback", "NotCompilable", "Plan"]
+__all__ = ["MAX_TOKENS", "Broken", "Compiler", "Fallback", "NotCompilable", "Plan", "Unregistered"]

@@ -218,7 +218,7 @@ class Layer(KeyedNode):
             _layer_id=layer.id,
         )
 
-    @strawberry.field
+    @field()
     def model(self, info: Info) -> Model:
         return _model_of(info, self._graph)
 
@@ -311,11 +311,11 @@ class Neuron(KeyedNode):
     def url(self, info: Info) -> str:
         return info.context.settings.public_url.rstrip("/") + self._key.path()
 
-    @strawberry.field
+    @field()
     def layer(self) -> Layer:
         return Layer.of(self._graph, int(self._graph.layer_of[self._ordinal]))
 
-    @strawberry.field
+    @field()
     def model(self, info: Info) -> Model:
         return _model_of(info, self._graph)
 
@@ -529,7 +529,7 @@ class ClaimRevision:
             _row=row,
         )
 
-    @strawberry.field
+    @field()
     def key(self) -> str:
         return self._key()
 
@@ -547,7 +547,7 @@ class ClaimRevision:
     def circuit_key(self) -> str | None:
         return pin_key(self._row)
 
-    @strawberry.field
+    @field()
     def evidence(self) -> list[Evidence]:
         return [Evidence.of(e) for e in self._row["evidence"]]
 
@@ -817,7 +817,7 @@ class Circuit(KeyedNode):
     ) -> CircuitDiff:
         return diff_of(info, self._row["id"], from_, to)
 
-    @strawberry.field
+    @field()
     def neurons(self, info: Info) -> list[Neuron]:
         return _neurons(info, self._row["neurons"])
 
@@ -828,7 +828,7 @@ class Circuit(KeyedNode):
     def experiments(self, info: Info) -> list[Experiment]:
         return experiments_of(info, self._row["id"], self._latest_revision())
 
-    @strawberry.field
+    @field()
     def created_at(self) -> datetime:
         at: datetime = self._row["created_at"]
         return at

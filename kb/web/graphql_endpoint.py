@@ -10,8 +10,8 @@ catalog, in microseconds, and the moment it would touch the database (a cold mod
 link program) it stops with NeedsIO and runs again on a worker thread. Larger plans go to the thread pool.
 Anything unusual, including every error but an unknown key in a root field, takes strawberry's path.
 
-The compiled executor reads strawberry's internals, so it must not be able to take the API down: any exception
-while compiling a document (a strawberry upgrade that renamed something) leaves that document to strawberry, is
+The compiled executor calls the resolvers itself, so it must not be able to take the API down: any exception
+while compiling a document (a resolver it reads wrongly, a bug of its own) leaves that document to strawberry, is
 logged once and remembered (not retried on each request), and every request strawberry then answers in its
 place counts as a fallback, as does every plan run that failed on an exception it did not expect (logged once
 per plan); /health shows the counts. Whatever strawberry answers that is not JSON (a 4xx in plain text) becomes
@@ -223,7 +223,7 @@ class GraphQLEndpoint:
             plan = self.compiler.compile(document, name)
         except (NotCompilable, GraphQLError):
             return None
-        except Exception:  # strawberry internals the compiler reads may change: never an outage
+        except Exception:  # a bug of the compiler's: never an outage
             self.failed_documents += 1
             log.warning("compiling a query failed; strawberry answers it: %s", _short(query), exc_info=True)
             return _BROKEN
