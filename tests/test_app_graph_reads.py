@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from kb.app import graph_reads as reads
 from kb.app.graph_reads import Direction, Order, SignFilter
 from kb.app.paging import cursor
+from kb.db.tables import model_table
 from kb.errors import Problem
 from kb.serving.graph_cache import GraphCache
 
@@ -142,8 +143,9 @@ def test_a_citation_is_pinned_to_the_weights(graphs, engine):
     unit = reads.resolve(graphs, "InceptionV1 4c:447")
     c = reads.citation(graphs, "https://kb.example.org/", unit)
     with engine.connect() as conn:
-        sha, year = conn.execute(sa.text("SELECT sha256, imported_at FROM model WHERE key = 'inceptionv1'")).one()
+        m = model_table
+        sha, at = conn.execute(sa.select(m.c.sha256, m.c.imported_at).where(m.c.key == "inceptionv1")).one()
     assert c.key == f"inceptionv1@{sha[:12]}/mixed4c:447"
     assert c.url == f"https://kb.example.org/n/inceptionv1@{sha[:12]}/mixed4c/447"
     assert c.text == f"{UNIT} (pinned {c.key}), Circuit KB, {c.url}"
-    assert c.bibtex.startswith("@misc{inceptionv1_") and f"year = {{{year.year}}}" in c.bibtex and sha in c.bibtex
+    assert c.bibtex.startswith("@misc{inceptionv1_") and f"year = {{{at.year}}}" in c.bibtex and sha in c.bibtex
