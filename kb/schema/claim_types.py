@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 
 from kb.claims import content
+from kb.claims.bibtex import bib_escape as bib_escape  # the citations' BibTeX: kb.claims.bibtex's
+from kb.claims.bibtex import bib_key as bib_key
 from kb.claims.reviews import last_content_revision
 from kb.schema.context import Info
 from kb.schema.fields import field
@@ -42,25 +44,6 @@ else:
 def as_utc(v: datetime) -> datetime:
     """A database timestamp as an aware UTC datetime (SQLite returns naive ones)."""
     return v if v.tzinfo else v.replace(tzinfo=UTC)
-
-
-def bib_key(text: str) -> str:
-    """A BibTeX entry key: the text with every non-alphanumeric character as '_'."""
-    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
-
-
-# every character TeX gives a meaning: escaped, \ ^ ~ by name (``\input^^7b...`` must not reach a LaTeX build)
-_TEX = {
-    **{ch: "\\" + ch for ch in "{}&%$#_"},
-    "\\": "\\textbackslash{}",
-    "^": "\\textasciicircum{}",
-    "~": "\\textasciitilde{}",
-}
-
-
-def bib_escape(text: str) -> str:
-    """Text with every TeX special character escaped: {}&%$#_ with a backslash, \\ ^ ~ as their names."""
-    return "".join(_TEX.get(ch, ch) for ch in text)
 
 
 @strawberry.type(description="How to cite something: a stable key, a URL, a BibTeX entry, a line of text.")

@@ -1,15 +1,11 @@
-"""Relay-style pagination over ordered lists: opaque offset cursors, page size limits."""
+"""Relay-style pagination over ordered lists: the page information of a window (kb.app.paging: the offsets, the
+cursors, the page size limits)."""
 
 from __future__ import annotations
 
-import base64
-
 import strawberry
 
-from kb.schema.errors import bad_input, limit
-
-MAX_PAGE = 100
-DEFAULT_PAGE = 10
+from kb.app.paging import DEFAULT_PAGE, MAX_PAGE, cursor, window
 
 
 @strawberry.type(description="Relay page information.")
@@ -20,29 +16,6 @@ class PageInfo:
     end_cursor: str | None
 
 
-def cursor(offset: int) -> str:
-    return base64.b64encode(f"o:{offset}".encode()).decode()
-
-
-def window(first: int | None, after: str | None, total: int) -> tuple[int, int]:
-    """(start, stop) offsets of the page."""
-    n = DEFAULT_PAGE if first is None else first
-    if n < 0:
-        raise bad_input("first must not be negative")
-    if n > MAX_PAGE:
-        raise limit(f"first is at most {MAX_PAGE} (asked for {n})")
-    start = 0
-    if after is not None:
-        try:
-            tag, value = base64.b64decode(after.encode(), validate=True).decode().split(":", 1)
-        except (ValueError, UnicodeError):
-            tag, value = "", ""
-        if tag != "o" or not (value.isascii() and value.isdigit() and len(value) <= 12):
-            raise bad_input(f"after is not a cursor of this list: {after[:40]!r}")
-        start = int(value) + 1
-    return start, min(start + n, total)
-
-
 def page_info(start: int, stop: int, total: int) -> PageInfo:
     return PageInfo(
         has_next_page=stop < total,
@@ -50,3 +23,6 @@ def page_info(start: int, stop: int, total: int) -> PageInfo:
         start_cursor=cursor(start) if stop > start else None,
         end_cursor=cursor(stop - 1) if stop > start else None,
     )
+
+
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "PageInfo", "cursor", "page_info", "window"]

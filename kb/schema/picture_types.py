@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import strawberry
 
+from kb.app.pictures import artifact_url
 from kb.experiments.store import KIND as CHECK
 from kb.graph.keys import NeuronKey
 from kb.graph.store import ModelGraph
@@ -55,10 +56,9 @@ class Artifact:
 
 
 def _artifact(info: Info, sha: str, width: int, height: int, versions: dict[str, Any]) -> Artifact:
-    base = info.context.settings.public_url.rstrip("/")
     return Artifact(
         sha256=sha,
-        url=f"{base}/artifacts/{sha}.png",
+        url=artifact_url(info.context.settings.public_url, sha),
         width=width,
         height=height,
         versions=json.dumps(versions, sort_keys=True),

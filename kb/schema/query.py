@@ -7,26 +7,18 @@ from typing import Annotated
 import strawberry
 from strawberry import relay
 
-from kb.graph import circuits
-from kb.graph.keys import NeuronKey
+from kb.app import graph_reads
+from kb.app.graph_reads import MAX_DEPTH, MAX_KEYS, MAX_PER_NODE
 from kb.schema.context import Info
-from kb.schema.errors import bad_input, limit
 from kb.schema.fields import field
 from kb.schema.types import Direction, Layer, Model, NeighborOrder, Neuron, Path, Sign, Subgraph, WeightEdge
 
-MAX_KEYS = 100
-MAX_DEPTH = 4
-MAX_PER_NODE = 20
-
-
-def _resolve(info: Info, text: str, model: str | None = None) -> NeuronKey:
-    return info.context.graphs.resolve(text, model)
+__all__ = ["MAX_DEPTH", "MAX_KEYS", "MAX_PER_NODE", "GraphQuery", "resolve_neuron"]  # the limits: kb.app's
 
 
 def resolve_neuron(info: Info, text: str, model: str | None = None) -> Neuron:
     """The neuron of any accepted key form (``model`` completes keys like mixed4c:447)."""
-    key = _resolve(info, text, model)
-    return Neuron.of_key(info.context.graphs.graph(key.model), key)
+    return Neuron.of_unit(graph_reads.resolve(info.context.graphs, text, model))
 
 
 @strawberry.type
@@ -57,9 +49,7 @@ class GraphQuery:
 
     @field(description=f"Neurons by key, in order (at most {MAX_KEYS}).")
     def neurons(self, info: Info, keys: list[str], model: str | None = None) -> list[Neuron]:
-        if len(keys) > MAX_KEYS:
-            raise limit(f"at most {MAX_KEYS} keys per request (asked for {len(keys)})")
-        return [resolve_neuron(info, k, model) for k in keys]
+        return [Neuron.of_unit(u) for u in graph_reads.resolve_many(info.context.graphs, keys, model)]
 
     @field(
         description="The candidate circuit around some units: from each node, per hop, its top "
@@ -75,31 +65,16 @@ class GraphQuery:
         order_by: NeighborOrder = NeighborOrder.WEIGHT,
         sign: Sign = Sign.ANY,
     ) -> Subgraph:
-        if not 1 <= depth <= MAX_DEPTH:
-            raise limit(f"depth must be 1..{MAX_DEPTH}") if depth > MAX_DEPTH else bad_input("depth must be at least 1")
-        if not 1 <= per_node <= MAX_PER_NODE:
-            raise (
-                limit(f"perNode must be 1..{MAX_PER_NODE}")
-                if per_node > MAX_PER_NODE
-                else bad_input("perNode must be at least 1")
-            )
-        if not roots or len(roots) > MAX_KEYS:
-            raise bad_input("roots must name 1 to 100 neurons")
-        keys = [_resolve(info, r) for r in roots]
-        models = {k.model for k in keys}
-        if len(models) != 1:
-            raise bad_input("all roots must belong to one model")
-        g = info.context.graphs.graph(keys[0].model)
-        sub = circuits.subgraph(
-            g,
-            [g.ordinal(k.layer, k.index) for k in keys],
-            direction.value,
+        sub = graph_reads.subgraph(
+            info.context.graphs,
+            roots,
+            graph_reads.Direction(direction.value),
             depth,
             per_node,
-            order_by.value,
-            sign.value,
+            graph_reads.Order(order_by.value),
+            graph_reads.SignFilter(sign.value),
         )
-        return Subgraph(nodes=[Neuron.at(g, n) for n in sub.nodes], edges=[WeightEdge.of(g, e) for e in sub.edges])
+        return Subgraph(nodes=[Neuron.of_unit(u) for u in sub.nodes], edges=[WeightEdge.of(e) for e in sub.edges])
 
     @field(
         name="path",
@@ -108,10 +83,7 @@ class GraphQuery:
         "listed from the earlier layer to the later one.",
     )
     def path(self, info: Info, from_: Annotated[str, strawberry.argument(name="from")], to: str) -> Path:
-        a, b = _resolve(info, from_), _resolve(info, to)
-        if a.model != b.model:
-            raise bad_input("a path joins units of one model")
-        g = info.context.graphs.graph(a.model)
-        p = circuits.strongest_path(g, g.ordinal(a.layer, a.index), g.ordinal(b.layer, b.index))
-        nodes = [Neuron.at(g, p.edges[0].source)] + [Neuron.at(g, e.target) for e in p.edges]
-        return Path(nodes=nodes, edges=[WeightEdge.of(g, e) for e in p.edges], score=p.score)
+        p = graph_reads.path(info.context.graphs, from_, to)
+        return Path(
+            nodes=[Neuron.of_unit(u) for u in p.nodes], edges=[WeightEdge.of(e) for e in p.edges], score=p.score
+        )

@@ -5,27 +5,28 @@ They refer to each other (Neuron.claims and Claim.subjects, Claim.circuit and Ci
 module; the types they list that refer to no node come from the modules below it (claim_types, circuit_types,
 experiment_types, picture_types), and nothing here is imported lazily.
 
-Resolvers are thin: they read the in-memory graph (kb.graph.store via kb.serving.graph_cache), the catalog and the
-claim layer (kb.claims).
+Resolvers are thin: the graph's reads (a unit by key, its neighbours, kernels, its citation) are the use cases of
+kb.app.graph_reads, whose results they wrap in these types; the rest read the catalog and the claim layer
+(kb.claims).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry import relay
 
+from kb.app import graph_reads
+from kb.app.graph_reads import Unit
 from kb.claims import circuits as circuit_domain
 from kb.claims import edge_lists
 from kb.claims.claims import claims_by_id, parse_circuit_key, parse_key
 from kb.claims.claims import diff as diff_fields
 from kb.claims.reviews import content_authors
-from kb.graph import store
-from kb.graph.circuits import Edge
 from kb.graph.keys import KeyProblem, NeuronKey
 from kb.graph.store import ModelGraph
 from kb.schema import deadline
@@ -298,6 +299,14 @@ class Neuron(KeyedNode):
     def of_key(cls, g: ModelGraph, key: NeuronKey) -> Neuron:
         return cls.at(g, g.ordinal(key.layer, key.index))
 
+    @classmethod
+    def of_unit(cls, unit: Unit) -> Neuron:
+        return cls(key=unit.key, index=unit.index, _graph=unit.graph, _ordinal=unit.ordinal)
+
+    @property
+    def _unit(self) -> Unit:
+        return Unit(self.key, self.index, self._graph, self._ordinal)
+
     @property
     def _key(self) -> NeuronKey:
         layer, index = self._graph.unit(self._ordinal)
@@ -328,7 +337,7 @@ class Neuron(KeyedNode):
         order_by: NeighborOrder = NeighborOrder.WEIGHT,
         sign: Sign = Sign.ANY,
     ) -> NeighborConnection:
-        return neighbor_connection(info, self, "inputs", first, after, order_by, sign)
+        return _neighbors(info, self, "inputs", first, after, order_by, sign)
 
     @field(description="Units of the next significant layer that this one feeds.")
     def outputs(
@@ -339,7 +348,7 @@ class Neuron(KeyedNode):
         order_by: NeighborOrder = NeighborOrder.WEIGHT,
         sign: Sign = Sign.ANY,
     ) -> NeighborConnection:
-        return neighbor_connection(info, self, "outputs", first, after, order_by, sign)
+        return _neighbors(info, self, "outputs", first, after, order_by, sign)
 
     @field(description="Claims about this neuron (as a subject of their current revision).")
     async def claims(self, info: Info) -> list[Claim]:
@@ -357,15 +366,15 @@ class Neuron(KeyedNode):
 
     @field(description="How to cite this neuron: pinned key, URL, BibTeX.")
     def citation(self, info: Info) -> Citation:
-        return neuron_citation(info, self)
+        c = graph_reads.citation(info.context.graphs, info.context.settings.public_url, self._unit)
+        return Citation(key=c.key, url=c.url, bibtex=c.bibtex, text=c.text)
 
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False) -> list[Neuron | None]:  # type: ignore[override]
         out: list[Neuron | None] = []
         for text in node_ids:
             try:
-                key = info.context.graphs.resolve(text)
-                out.append(cls.of_key(info.context.graphs.graph(key.model), key))
+                out.append(cls.of_unit(graph_reads.resolve(info.context.graphs, text)))
             except KeyProblem:
                 if required:
                     raise
@@ -373,40 +382,42 @@ class Neuron(KeyedNode):
         return out
 
 
-def neighbor_connection(
-    info: Info, of: Neuron, way: str, first: int | None, after: str | None, order_by: NeighborOrder, sign: Sign
+def _neighbors(
+    info: Info,
+    of: Neuron,
+    way: graph_reads.Way,
+    first: int | None,
+    after: str | None,
+    order_by: NeighborOrder,
+    sign: Sign,
 ) -> NeighborConnection:
-    """A page of a unit's inputs or outputs, ordered and filtered by sign (the graph in memory; no SQL)."""
+    """A page of a unit's inputs or outputs (kb.app.graph_reads.neighbours: the graph in memory, no SQL)."""
     check()
-    g = of._graph
-    rows: store.Rows = getattr(g, way)
-    positions = rows.positions(of._ordinal, order_by.value, sign.value)
-    total = len(positions)
-    start, stop = window(first, after, total)
-    edges: list[NeighborEdge] = []
-    for offset in range(start, stop):
-        p = positions[offset]
-        other = int(rows.other[p])
-        src, tgt = (other, of._ordinal) if way == "inputs" else (of._ordinal, other)
-        edges.append(
-            NeighborEdge(
-                cursor=cursor(offset),
-                weight=float(rows.weight[p]),
-                magnitude=float(rows.magnitude[p]),
-                method=g.method(src, tgt),
-                node=Neuron.at(g, other),
-                _graph=g,
-                _source=src,
-                _target=tgt,
-            )
+    page = graph_reads.neighbours(
+        info.context.graphs,
+        of._unit,
+        way,
+        first,
+        after,
+        graph_reads.Order(order_by.value),
+        graph_reads.SignFilter(sign.value),
+    )
+    edges = [
+        NeighborEdge(
+            cursor=cursor(e.offset),
+            weight=e.weight,
+            magnitude=e.magnitude,
+            method=e.method,
+            node=Neuron.of_unit(e.unit),
+            _graph=of._graph,
+            _source=e.source,
+            _target=e.target,
         )
-    return NeighborConnection(edges=edges, page_info=page_info(start, stop, total), total_count=total)
-
-
-def edge_kernel(info: Info, g: ModelGraph, source: int, target: int) -> list[list[float]]:
-    """The spatial kernel through which unit ``source`` reaches ``target`` (ordinals), as nested lists."""
-    rows: list[list[float]] = info.context.graphs.kernel(g, source, target).tolist()
-    return rows
+        for e in page.edges
+    ]
+    return NeighborConnection(
+        edges=edges, page_info=page_info(page.start, page.stop, page.total), total_count=page.total
+    )
 
 
 @strawberry.type(description="A weighted connection to a neighboring unit.")
@@ -422,7 +433,7 @@ class NeighborEdge:
 
     @field(description="The spatial kernel K from source to target, as rows.")
     def kernel(self, info: Info) -> list[list[float]]:
-        return edge_kernel(info, self._graph, self._source, self._target)
+        return graph_reads.kernel(info.context.graphs, self._graph, self._source, self._target)
 
 
 @strawberry.type
@@ -456,17 +467,17 @@ class WeightEdge:
 
     @field(description="The spatial kernel K from source to target, as rows.")
     def kernel(self, info: Info) -> list[list[float]]:
-        return edge_kernel(info, self._graph, self.source._ordinal, self.target._ordinal)
+        return graph_reads.kernel(info.context.graphs, self._graph, self.source._ordinal, self.target._ordinal)
 
     @classmethod
-    def of(cls, g: ModelGraph, e: Edge) -> WeightEdge:
+    def of(cls, e: graph_reads.WeightedEdge) -> WeightEdge:
         return cls(
-            source=Neuron.at(g, e.source),
-            target=Neuron.at(g, e.target),
+            source=Neuron.of_unit(e.source),
+            target=Neuron.of_unit(e.target),
             weight=e.weight,
             magnitude=e.magnitude,
-            method=g.method(e.source, e.target),
-            _graph=g,
+            method=e.method,
+            _graph=e.source.graph,
         )
 
 
@@ -481,24 +492,6 @@ class Path:
     nodes: list[Neuron]
     edges: list[WeightEdge]
     score: float = strawberry.field(description="product of the edge weights along the path")
-
-
-def neuron_citation(info: Info, neuron: Neuron) -> Citation:
-    g = neuron._graph
-    key = neuron._key
-    pinned = key.pinned(g.sha256)
-    base = info.context.settings.public_url.rstrip("/")
-    url = f"{base}/n/{g.key}@{g.sha256[:12]}/{key.layer}/{key.index}"
-    row = info.context.graphs.model_row(g.key) or {}
-    year = as_utc(row.get("imported_at") or datetime.now(UTC)).year
-    bibtex = (
-        f"@misc{{{bib_key(pinned)},\n  title = {{Neuron {bib_escape(str(key))}}},\n"
-        f"  howpublished = {{Circuit KB, \\url{{{url}}}}},\n"
-        f"  note = {{Pinned key {bib_escape(pinned)}; model {bib_escape(g.key)} "
-        f"({bib_escape(row.get('source', ''))}), weights sha256 {g.sha256}}},\n  year = {{{year}}}\n}}"
-    )
-    text = f"{key} (pinned {pinned}), Circuit KB, {url}"
-    return Citation(key=pinned, url=url, bibtex=bibtex, text=text)
 
 
 @strawberry.type(description="An immutable revision of a claim: citable as claim:N@R.")

@@ -18,18 +18,21 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from graphql import GraphQLError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from kb.app import neuron_page, reader_reviews
+from kb.app.pictures import Visualization
 from kb.claims.content import KINDS, STATUSES
 from kb.claims.ids import row_id
 from kb.errors import Problem
 from kb.schema.errors import with_code
-from kb.web import diagram, layer_views, neuron_view, render_controls, text_work
+from kb.web import diagram, layer_views, render_controls, text_work
 from kb.web.auth.current import signed_in
 from kb.web.markdown import family_slug
 from kb.web.page_query import QueryFailed, failed, run_query
-from kb.web.templating import local, neuron_path, templates, weight_texts
+from kb.web.templating import local, neuron_path, read, templates, weight_texts
 from kb.web.unavailable import retry_after
 
 if TYPE_CHECKING:
@@ -42,7 +45,7 @@ CARD = """fragment Card on Neuron { key visualizations(kind: FEATURE_VIS) { kind
 
 EDGE = "totalCount edges { weight magnitude method node { ...Card } }"
 EDGE_K = "totalCount edges { weight magnitude method kernel node { ...Card } }"
-PER_TAB = neuron_view.PER_TAB
+PER_TAB = neuron_page.PER_TAB
 
 NEURON = (
     """query($k: String!) { neuron(key: $k) { key pinnedKey index
@@ -167,49 +170,50 @@ def _scale(values: Iterable[float]) -> float:
     return max((abs(v) for v in values), default=0.0) or 1.0
 
 
-def _tabs(prefix: str, n: dict[str, Any], with_kernels: bool) -> list[dict[str, Any]]:
+def _tabs(lists: Sequence[neuron_page.Neighbours], prefix: str) -> list[dict[str, Any]]:
+    """A side's three tabs (excitatory, inhibitory, by magnitude), from its three lists in that order."""
     tabs = []
-    for suffix, title in (("Excite", "excitatory"), ("Inhibit", "inhibitory"), ("Strong", "by magnitude")):
-        edges = n[prefix + suffix]["edges"]
-        kernels = [e["kernel"] for e in edges if e.get("kernel")] if with_kernels else []
-        for e, text in zip(edges, weight_texts(e["weight"] for e in edges), strict=True):
-            e["weightText"] = text  # as many digits as tell this list's weights apart
+    titles = (("Excite", "excitatory"), ("Inhibit", "inhibitory"), ("Strong", "by magnitude"))
+    for listed, (suffix, title) in zip(lists, titles, strict=True):
+        edges = listed.edges
+        kernels = [e.kernel for e in edges if e.kernel]
         tabs.append(
             {
                 "id": f"{prefix}-{suffix.lower()}",
                 "title": title,
                 "edges": edges,
-                "wscale": _scale(e["weight"] for e in edges),
+                "weights": weight_texts(e.weight for e in edges),  # as many digits as tell this list's apart
+                "wscale": _scale(e.weight for e in edges),
                 "kscale": _scale(v for k in kernels for row in k for v in row),
             }
         )
     return tabs
 
 
-def _renders(vis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _renders(vis: list[Visualization]) -> list[dict[str, Any]]:
     out = []
     for v in vis:
-        p = json.loads(v["params"])
-        kind = v["kind"] + ("_NEG" if p.get("negative") else "")
+        p = json.loads(v.params)
+        kind = v.kind + ("_NEG" if p.get("negative") else "")
         title = {
             "FEATURE_VIS_NEG": "Negative feature visualization",
             "DATASET_EXAMPLES": f"Dataset examples ({p.get('dataset', '')})",
         }.get(kind, RENDER_TITLES.get(kind, kind))
-        a = v["artifact"]
+        a = v.artifact
         height = 192  # small renders are shown enlarged (pixelated), wide ones (weights) keep their shape
-        width = min(480, round(a["width"] * height / max(a["height"], 1)))
+        width = min(480, round(a.width * height / max(a.height, 1)))
         keep = ("size", "steps", "seed", "topK")
         out.append(
             {
                 "kind": kind,
                 "title": title,
-                "url": local(a["url"]),
+                "url": local(a.url),
                 "width": width,
-                "height": round(a["height"] * width / max(a["width"], 1)),
-                "small": a["width"] < height,
+                "height": round(a.height * width / max(a.width, 1)),
+                "small": a.width < height,
                 "params": ", ".join(f"{k} {p[k]}" for k in keep if p.get(k) not in (None, "", False)),
-                "sha": a["url"].rsplit("/", 1)[-1].partition(".")[0],  # content-addressed: cited as evidence
-                "evidence": EVIDENCE_OF.get(v["kind"], "FEATURE_VISUALIZATION"),
+                "sha": a.url.rsplit("/", 1)[-1].partition(".")[0],  # content-addressed: cited as evidence
+                "evidence": EVIDENCE_OF.get(v.kind, "FEATURE_VISUALIZATION"),
             }
         )
     out.sort(key=lambda r: RENDER_ORDER.index(r["kind"]) if r["kind"] in RENDER_ORDER else 99)
@@ -231,9 +235,10 @@ def diagram_units(nodes: list[dict[str, Any]], pictures: CardPictures) -> list[d
     ]
 
 
-def lacking_keys(pictures: CardPictures, nodes: list[dict[str, Any]]) -> list[str]:
-    """Keys of the cards among ``nodes`` that do not show the thumbnail preset's render, in page order."""
-    return list(dict.fromkeys(n["key"] for n in nodes if not ((p := pictures.of(n)) and p.is_preset)))
+def lacking_keys(pictures: CardPictures, nodes: Sequence[Any]) -> list[str]:
+    """Keys of the cards among ``nodes`` (GraphQL answers' nodes, or kb.app.neuron_page's page and cards) that do
+    not show the thumbnail preset's render, in page order."""
+    return list(dict.fromkeys(read(n, "key") for n in nodes if not ((p := pictures.of(n)) and p.is_preset)))
 
 
 class Pages:
@@ -309,39 +314,40 @@ class Pages:
         """The neuron page; ``extra``: what a refused form post re-shows (kb.web.annotate), with its ``status``."""
         pictures: CardPictures = request.app.state.pictures
         since = await pictures.since()
-        try:  # the data of the NEURON query, from the same resolvers called directly (kb.web.neuron_view)
-            data = await neuron_view.neuron(self.context_factory(), key)
-        except GraphQLError as exc:
-            return problem_page(request, failed("NEURON", [exc]).errors)
-        except Problem as exc:  # a domain error from a resolver called directly: coded as GraphQL would
+        context = self.context_factory()
+        try:  # the data of the NEURON query, read by the use case (kb.app.neuron_page) without the executor
+            n = await run_in_threadpool(neuron_page.neuron_page, context.graphs, context.settings.public_url, key)
+        except Problem as exc:  # an unknown key (BAD_KEY, NOT_FOUND): coded as GraphQL would
             return problem_page(request, failed("NEURON", [GraphQLError(str(exc), original_error=exc)]).errors)
-        n = data["neuron"]
+        tabs = (
+            _tabs((n.in_excite, n.in_inhibit, n.in_strong), "in"),
+            _tabs((n.out_excite, n.out_inhibit, n.out_strong), "out"),
+        )
         sides = [
-            {"title": "Inputs", "total": n["inExcite"]["totalCount"] + n["inInhibit"]["totalCount"]},
-            {"title": "Outputs", "total": n["outExcite"]["totalCount"] + n["outInhibit"]["totalCount"]},
+            {"title": "Inputs", "total": n.in_excite.total_count + n.in_inhibit.total_count, "tabs": tabs[0]},
+            {"title": "Outputs", "total": n.out_excite.total_count + n.out_inhibit.total_count, "tabs": tabs[1]},
         ]
-        sides[0]["tabs"] = _tabs("in", n, True)
-        sides[1]["tabs"] = _tabs("out", n, False)
         me = signed_in(request)
-        mine = {}  # the reader's authorship and own review of each claim: no Support/Dispute on their own
-        if me and me.account.at_least("editor") and n["claims"]:
-            mine = await neuron_view.reviewing(self.context_factory(), [c["key"] for c in n["claims"]], me.account.id)
-        choices = await render_controls.neuron_choices(self.context_factory(), me) if me else None
-        context = {
-            "title": n["key"],
+        mine: dict[str, reader_reviews.Standing] = {}  # the reader's authorship and own review of each claim
+        if me and me.account.at_least("editor") and n.claims:  # (no Support/Dispute on their own claims)
+            keys = [c.key for c in n.claims]
+            mine = await run_in_threadpool(reader_reviews.standing, context.graphs.engine, me.account.id, keys)
+        choices = await render_controls.neuron_choices(context, me) if me else None
+        page = {
+            "title": n.key,
             "n": n,
             "render_choices": choices,
-            "model": n["model"],
-            "renders": _renders(n["visualizations"]),
+            "model": n.model,
+            "renders": _renders(n.visualizations),
             "sides": sides,
-            "circuits": data["circuits"]["edges"],
+            "circuits": n.circuits,
             "kinds": KINDS,
             "mine": mine,
             **(extra or {}),
         }
-        lacking = lacking_keys(pictures, [n, *(e["node"] for s in sides for t in s["tabs"] for e in t["edges"])])
-        context["live_stream"] = pictures.stream(lacking, since, always=[n["key"]])
-        return pictures.ask_later(request, render_page(request, "neuron.html", context, status), lacking)
+        lacking = lacking_keys(pictures, [n, *(e.node for side in tabs for t in side for e in t["edges"])])
+        page["live_stream"] = pictures.stream(lacking, since, always=[n.key])
+        return pictures.ask_later(request, render_page(request, "neuron.html", page, status), lacking)
 
     async def layer_renders(self, request: Request, key: str) -> HTMLResponse:
         """/n/{model}/{layer}/renders: only the layer page's part that shows its renders' progress (what the page's

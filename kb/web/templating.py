@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from os import PathLike, stat_result
 from pathlib import Path
@@ -85,7 +85,7 @@ def evidence_picture(visualization: str | None) -> str | None:
 
 
 @jinja2.pass_context
-def card_picture(ctx: jinja2.runtime.Context, node: dict[str, Any]) -> Picture | None:
+def card_picture(ctx: jinja2.runtime.Context, node: Any) -> Picture | None:
     """A unit card's picture (kb.web.thumbnails): the thumbnail preset's render, a marked fallback, or None. Needs
     the page's ``request`` (macros that call it are imported ``with context``)."""
     request = ctx.get("request")
@@ -93,9 +93,17 @@ def card_picture(ctx: jinja2.runtime.Context, node: dict[str, Any]) -> Picture |
     return pictures.of(node) if pictures is not None else None
 
 
-def labels(node: dict[str, Any]) -> list[dict[str, Any]]:
+def read(data: Any, name: str, default: Any = None) -> Any:
+    """A field of a page's data, whichever shape it has: a key of a GraphQL answer's dict, or an attribute of a
+    kb.app use case's dataclass (the neuron page's). Jinja's ``a.b`` reads both; Python helpers read through this."""
+    if isinstance(data, Mapping):
+        return data.get(name, default)
+    return getattr(data, name, default)
+
+
+def labels(node: Any) -> list[Any]:
     """The unit's current claims worth a chip (not retracted or rejected)."""
-    return [c for c in node.get("claims") or () if c.get("status") not in ("RETRACTED", "REJECTED")]
+    return [c for c in read(node, "claims") or () if read(c, "status") not in ("RETRACTED", "REJECTED")]
 
 
 PUBLISHERS = {"lucent": "Lucid's", "torchvision": "torchvision's"}
@@ -123,16 +131,23 @@ FAMILY_ON_RANDOM = (
 )
 
 
-def untrained_family(claim: dict[str, Any], model: dict[str, Any] | None) -> bool:
+def random_weights(model: Any) -> bool:
+    """Whether a page's model (a GraphQL answer's, or kb.app.neuron_page's ModelSummary) has random weights."""
+    if not model:
+        return False
+    return bool(model.get("weightsAreRandom") if isinstance(model, Mapping) else model.weights_are_random)
+
+
+def untrained_family(claim: Any, model: Any) -> bool:
     """A family claim (made on the trained InceptionV1) shown on a model with random weights."""
-    return claim.get("kind") == "FAMILY" and bool(model and model.get("weightsAreRandom"))
+    return read(claim, "kind") == "FAMILY" and random_weights(model)
 
 
-def chip_title(claim: dict[str, Any], model: dict[str, Any] | None) -> str:
+def chip_title(claim: Any, model: Any) -> str:
     """A claim chip's title: its label, and for a family on random weights, the warning."""
+    label: str = read(claim, "label")
     if untrained_family(claim, model):
-        return f"{claim['label']} — {FAMILY_ON_RANDOM}"
-    label: str = claim["label"]
+        return f"{label} — {FAMILY_ON_RANDOM}"
     return label
 
 
@@ -207,6 +222,7 @@ def _environment() -> jinja2.Environment:
         weights_origin=weights_origin,
         published_weights=published_weights,
         untrained_family=untrained_family,
+        random_weights=random_weights,
         short=short,
         fmt=figure_text,
         local=local,

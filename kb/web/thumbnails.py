@@ -29,7 +29,7 @@ from kb.render.view_lane import ask_for_thumbnails
 from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings
 from kb.web.auth.current import signed_in
-from kb.web.templating import local
+from kb.web.templating import local, read
 
 log = logging.getLogger("kb.web.thumbnails")
 R = TypeVar("R", bound=Response)
@@ -46,13 +46,18 @@ class CardPictures:
         self.preset = thumbnails.preset_params(settings)
         self.asking = settings.view_thumbnails
 
-    def pick(self, renders: Iterable[dict[str, Any]]) -> Picture | None:
-        """A card's picture among a unit's renders (GraphQL's ``visualizations``: kind, params, artifact.url)."""
-        shown = [{"kind": v["kind"], "params": v["params"], "url": local(v["artifact"]["url"])} for v in renders]
+    def pick(self, renders: Iterable[Any]) -> Picture | None:
+        """A card's picture among a unit's renders (GraphQL's ``visualizations``, or kb.app.pictures.Visualization:
+        kind, params, artifact.url)."""
+        shown = [
+            {"kind": read(v, "kind"), "params": read(v, "params"), "url": local(read(read(v, "artifact"), "url"))}
+            for v in renders
+        ]
         return thumbnails.pick(shown, self.preset)
 
-    def of(self, node: dict[str, Any]) -> Picture | None:
-        return self.pick(node.get("visualizations") or ())
+    def of(self, node: Any) -> Picture | None:
+        """The picture of a unit's card (a GraphQL answer's node, or kb.app.neuron_page's Card)."""
+        return self.pick(read(node, "visualizations") or ())
 
     async def since(self) -> int | None:
         """Where the page's stream starts: read before the page's data, so that a picture landing after that read
