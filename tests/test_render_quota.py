@@ -202,7 +202,7 @@ def test_the_requester_is_recorded_and_shown_to_moderators_only(api, engine, mad
     job = as_user(api, editor["token"], REQUEST, {"kind": "FEATURE_VIS", "n": ["InceptionV1 4b:79"], "p": SMALL})
     job_id = job["data"]["requestRender"][0]["id"]
     with engine.connect() as conn:
-        assert jobs.get(conn, [job_id])[0]["requested_by"] == editor["id"]
+        assert jobs.get(conn, [job_id])[0].requested_by == editor["id"]
     for who in (moderator["token"], accounts["admin"]["token"]):
         seen = as_user(api, who, WHO, {"ids": [job_id]})
         assert seen["data"]["renderJobs"] == [{"id": job_id, "requestedBy": {"name": editor["name"]}}], seen

@@ -1,23 +1,24 @@
 """``kb circuit check KEY --dataset D``: ask for a circuit's check by experiment through the function the API and
-the pages call (kb.experiments.checks.request_check: the same job, lane, idempotence and quota), and with ``--wait``
+the pages call (kb.app.renders.check_circuit: the same job, lane, idempotence and quota), and with ``--wait``
 follow the job and print the figures of each target unit (the badges the circuit page shows) and the experiment's
 citable key. ``kb render cancel ID`` cancels the job, as any render."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import sqlalchemy as sa
 import typer
 
+from kb.app import renders
 from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.render import follow
 from kb.experiments import figures
 from kb.experiments import store as experiment_store
-from kb.experiments.checks import CheckParams, request_check
+from kb.experiments.checks import CheckParams
+from kb.render.jobs import Job
 from kb.render.quota import Quota
 from kb.settings import get_settings
 
@@ -48,32 +49,32 @@ def check_command(
         worker = local_server.start_worker(stdout=sys.stderr)  # stdout is for the figures
         typer.echo(f"no kb serve on this database: a local worker (pid {worker.pid}) for the duration", err=True)
     try:
-        asked = request_check(engine, settings, key, params, quota=Quota.of(settings, account=False))
+        asked = renders.check_circuit(engine, settings, key, params, quota=Quota.of(settings, account=False))
         [row] = asked.rows
         typer.echo(
-            f"job {row['id']} ({asked.lane} lane): check of {row['layer_key']} on {images} images of {dataset}, "
-            f"{params.ablation} ablation: {row['status'].lower()}",
+            f"job {row.id} ({asked.lane} lane): check of {row.layer_key} on {images} images of {dataset}, "
+            f"{params.ablation} ablation: {row.status.lower()}",
             err=True,
         )
         if wait:
-            [row] = follow(engine, [row["id"]], worker, timeout, what="checking")
+            [row] = follow(engine, [row.id], worker, timeout, what="checking")
     finally:
         if worker is not None:
             local_server.stop_worker(worker)
     report(engine, row)
 
 
-def report(engine: sa.Engine, job: dict[str, Any]) -> None:
+def report(engine: sa.Engine, job: Job) -> None:
     """The experiment's key and each target's badges, or the job's state."""
-    if job["status"] == "FAILED":
-        raise CliProblem(f"the check failed: {job['error'] or 'no reason recorded'}")
-    if job["status"] != "DONE":
-        typer.echo(f"job {job['id']}  {job['status']}  (kb circuit check again with --wait to follow it)")
+    if job.status == "FAILED":
+        raise CliProblem(f"the check failed: {job.error or 'no reason recorded'}")
+    if job.status != "DONE":
+        typer.echo(f"job {job.id}  {job.status}  (kb circuit check again with --wait to follow it)")
         return
     with engine.connect() as conn:
-        row = experiment_store.by_jobs(conn, [job["id"]]).get(job["id"])
+        row = experiment_store.by_jobs(conn, [job.id]).get(job.id)
     if row is None:
-        raise CliProblem(f"job {job['id']} is done but wrote no experiment")
+        raise CliProblem(f"job {job.id} is done but wrote no experiment")
     number = row["circuit_id"]
     typer.echo(
         f"{experiment_store.key(row['id'])} of circuit:{number}@{row['circuit_revision']}  "

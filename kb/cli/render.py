@@ -1,4 +1,4 @@
-"""``kb render``: request renders through the API's own function (kb.render.requests: the same job rows, lanes
+"""``kb render``: request renders through the API's own use cases (kb.app.renders: the same job rows, lanes
 and queue), and with ``--wait`` follow them to the end, print each artifact's URL, and exit non-zero if any
 failed. ``kb render cancel ID...`` cancels jobs (the operator may cancel any).
 
@@ -11,47 +11,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 import typer
 
+from kb.app import renders
 from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
-from kb.db.catalog import load_catalog
-from kb.render import jobs
+from kb.render.jobs import ENDED, LAYER_UNIT, Job
 from kb.render.params import ALL_KINDS, LAYER_KINDS, RenderParams
 from kb.render.quota import Quota
-from kb.render.requests import cancel_renders, layer_unit, request_layer_render, request_renders
 from kb.settings import Settings, get_settings
 
 POLL_S = 0.5
-
-
-def resolve_units(conn: sa.Connection, keys: list[str], layer: str | None, model: str | None) -> list[jobs.Unit]:
-    catalog = load_catalog(conn)
-    units = []
-    if layer:
-        lk = catalog.layer(layer, default_model=model)
-        m = catalog.model(lk.model)
-        ref = m.layer(lk.layer)
-        assert ref is not None  # catalog.layer found it
-        units += [jobs.Unit(m.key, m.sha256, lk.layer, i) for i in range(ref.units)]
-    for text in keys:
-        k = catalog.neuron(text, default_model=model)
-        m = catalog.model(k.model)
-        units.append(jobs.Unit(m.key, m.sha256, k.layer, k.index))
-    return units
-
-
-def resolve_layer(conn: sa.Connection, layer: str, model: str | None) -> jobs.Unit:
-    """The job key of a whole layer's picture (DEEPDREAM, CARICATURE)."""
-    catalog = load_catalog(conn)
-    lk = catalog.layer(layer, default_model=model)
-    m = catalog.model(lk.model)
-    return layer_unit(m.key, m.sha256, lk.layer)
 
 
 @expected()
@@ -113,12 +87,11 @@ def render_command(
         upload=upload,
     ).check(kind)
     params.within(kind, settings)
-    with engine.connect() as conn:
-        units = (
-            [resolve_layer(conn, layer, model)]
-            if kind in LAYER_KINDS and layer  # (a layer kind without --layer was refused above)
-            else resolve_units(conn, keys or [], layer, model)
-        )
+    units = (
+        [renders.layer_of(engine, layer, model=model)]
+        if kind in LAYER_KINDS and layer  # (a layer kind without --layer was refused above)
+        else renders.units_of(engine, keys or [], layer, model=model)
+    )
     if not units:
         raise CliProblem("name neuron keys or --layer")
     worker = None
@@ -128,10 +101,10 @@ def render_command(
     try:
         quota = Quota.of(settings, account=False)
         if kind in LAYER_KINDS:
-            asked = request_layer_render(engine, settings, units[0], kind, params, quota=quota)
+            asked = renders.request_layer_render(engine, settings, units[0], kind, params, quota=quota)
         else:
-            asked = request_renders(engine, settings, units, kind, params, quota=quota, layer=bool(layer))
-        rows, ids = asked.rows, [r["id"] for r in asked.rows]
+            asked = renders.request_renders(engine, settings, units, kind, params, quota=quota, layer=bool(layer))
+        rows, ids = asked.rows, [r.id for r in asked.rows]
         fresh, unsent = len(asked.queued), len(asked.unsent)
         typer.echo(
             f"{len(ids)} {kind} jobs ({asked.lane} lane): {fresh - unsent} sent, {len(ids) - fresh} already asked for"
@@ -171,7 +144,7 @@ def follow(
     worker: subprocess.Popen[bytes] | None,
     timeout: float,
     what: str = "rendering",
-) -> list[dict[str, Any]]:
+) -> list[Job]:
     """Poll the job rows until every one has ended (DONE, FAILED or CANCELLED), drawing their progress."""
     start = time.monotonic()
     last = None
@@ -179,11 +152,10 @@ def follow(
         if phases.bars:
             phases.stage(what, len(ids))
         while True:
-            with engine.connect() as conn:
-                rows = jobs.get(conn, ids)
-            count = {s: sum(r["status"] == s for r in rows) for s in ("QUEUED", "RUNNING", *jobs.ENDED)}
-            ended = sum(count[s] for s in jobs.ENDED)
-            completed = ended + sum(r["progress"] or 0.0 for r in rows if r["status"] == "RUNNING")
+            rows = renders.get_jobs(engine, ids)
+            count = {s: sum(r.status == s for r in rows) for s in ("QUEUED", "RUNNING", *ENDED)}
+            ended = sum(count[s] for s in ENDED)
+            completed = ended + sum(r.progress or 0.0 for r in rows if r.status == "RUNNING")
             summary = ", ".join(f"{v} {k.lower()}" for k, v in count.items() if v)
             phases.update(what, completed, description=f"{what}: {summary}")
             if not phases.bars and (count != last):
@@ -205,36 +177,35 @@ def cancel(ids: list[str]) -> None:
     bad = [i for i in ids if not i.isdigit()]
     if bad:
         raise CliProblem(f"a render job id is a number, not {bad[0]!r}")
-    rows = cancel_renders(open_engine(), [int(i) for i in ids], by=None, moderator=True)
+    rows = renders.cancel_renders(open_engine(), [int(i) for i in ids], by=None, moderator=True)
     for r in rows:
-        typer.echo(f"job {r['id']}  {_what(r)}  {r['status']}")
+        typer.echo(f"job {r.id}  {_what(r)}  {r.status}")
 
 
-def report(engine: sa.Engine, rows: list[dict[str, Any]], waited: bool) -> None:
+def report(engine: sa.Engine, rows: list[Job], waited: bool) -> None:
     base = local_server.public_url()
-    with engine.connect() as conn:
-        arts = jobs.artifacts(conn, [r["artifact_id"] for r in rows if r["artifact_id"]])
+    shas = renders.artifact_shas(engine, rows)
     failed = 0
     for r in rows:
         unit = _what(r)
-        if r["status"] == "DONE":
-            typer.echo(f"{unit}  {base}/artifacts/{arts[r['artifact_id']]['sha256']}.png")
-        elif r["status"] == "FAILED":
+        if r.status == "DONE":
+            typer.echo(f"{unit}  {base}/artifacts/{shas[r.id]}.png")
+        elif r.status == "FAILED":
             failed += 1
-            typer.echo(f"{unit}  FAILED  {r['error'] or ''}")
+            typer.echo(f"{unit}  FAILED  {r.error or ''}")
         else:
-            typer.echo(f"{unit}  {r['status']}  job {r['id']}")
+            typer.echo(f"{unit}  {r.status}  job {r.id}")
     if failed:
         raise CliProblem(f"{failed} of {len(rows)} renders failed")
-    pending = any(r["status"] != "DONE" for r in rows)
+    pending = any(r.status != "DONE" for r in rows)
     if not waited and pending and not get_settings().broker_url and not local_server.running():
         typer.echo(
             "no kb serve runs here: the jobs wait for a worker (kb serve, kb worker, or kb render --wait)", err=True
         )
 
 
-def _what(row: dict[str, Any]) -> str:
+def _what(row: Job) -> str:
     """A job's unit, or its layer and kind for a whole layer's picture."""
-    if row["unit"] == jobs.LAYER_UNIT:
-        return f"{row['model_key']}/{row['layer_key']} {row['kind'].lower()}"
-    return f"{row['model_key']}/{row['layer_key']}:{row['unit']}"
+    if row.unit == LAYER_UNIT:
+        return f"{row.model_key}/{row.layer_key} {row.kind.lower()}"
+    return f"{row.model_key}/{row.layer_key}:{row.unit}"

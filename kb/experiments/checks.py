@@ -1,8 +1,8 @@
-"""Asking for a circuit check: the one function the API (checkCircuit), the pages ("Run check") and the CLI
-(`kb circuit check`) call. A check is a job of the render queue (kind CIRCUIT_CHECK, one per circuit revision and
-parameters): it takes the render lanes (the bulk lane: a check holds its worker for its whole measurement, so a
-person's renders and page thumbnails go first), progress and cancel, and a worker lands it as an experiment row
-(kb.experiments.store). No torch here."""
+"""What a circuit check asks for; its use case, which the API (checkCircuit), the pages ("Run check") and the CLI
+(`kb circuit check`) call, is kb.app.renders.check_circuit. A check is a job of the render queue (kind
+CIRCUIT_CHECK, one per circuit revision and parameters): it takes the render lanes (the bulk lane: a check holds its
+worker for its whole measurement, so a person's renders and page thumbnails go first), progress and cancel, and a
+worker lands it as an experiment row (kb.experiments.store). No torch here."""
 
 from __future__ import annotations
 
@@ -15,11 +15,7 @@ from kb.claims import circuits
 from kb.claims.errors import BadInput, NotFound
 from kb.db.tables import model_table
 from kb.experiments import figures
-from kb.experiments.store import KIND
 from kb.render import jobs
-from kb.render.quota import Quota
-from kb.render.requests import Requested, send
-from kb.settings import Settings
 
 MIN_IMAGES, MAX_IMAGES = 2, 4096
 LANE = "bulk"
@@ -65,25 +61,17 @@ def _unit(neuron_key: str) -> tuple[str, int]:
     return layer, int(unit)
 
 
-def request_check(
-    engine: sa.Engine,
-    settings: Settings,
-    circuit_key: str,
-    params: CheckParams,
-    *,
-    requester: int | None = None,
-    quota: Quota | None = None,
-) -> Requested:
-    """Queue the check of ``circuit_key`` (``circuit:N`` pins its current revision, ``circuit:N@R`` that one) on
-    a data set, or return the existing job of the same circuit revision and parameters (done: its experiment)."""
+def check_job(conn: sa.Connection, circuit_key: str, params: CheckParams) -> tuple[jobs.Unit, dict[str, Any]]:
+    """The job that checks ``circuit_key`` (``circuit:N`` pins its current revision, ``circuit:N@R`` that one) on
+    a data set: its key (the circuit revision in place of a layer) and the parameters it stores; BadInput or
+    NotFound when it cannot be asked for. kb.app.renders.check_circuit saves it, or finds the existing one."""
     from kb.render.datasets import dataset_by_name
 
     params.check()
     number, revision = circuits.parse_key(circuit_key)
-    with engine.connect() as conn:
-        circuit = circuits.at_revision(conn, number, revision)
-        model = conn.execute(sa.select(model_table).where(model_table.c.key == circuit["model_key"])).first()
-        ds = dataset_by_name(conn, params.dataset)
+    circuit = circuits.at_revision(conn, number, revision)
+    model = conn.execute(sa.select(model_table).where(model_table.c.key == circuit["model_key"])).first()
+    ds = dataset_by_name(conn, params.dataset)
     if not circuit["edges"]:
         raise BadInput(f"circuit:{number}@{circuit['revision']} has no edges: nothing to check")
     if model is None or model.removed_at is not None:
@@ -102,10 +90,4 @@ def request_check(
         "draws": params.draws,
         "reduction": figures.REDUCTION,
     }
-    unit = jobs.Unit(model.key, model.sha256, pinned, jobs.LAYER_UNIT)
-    quota = Quota(queued=quota.queued) if quota is not None else None  # seeds per unit: a render's ceiling
-    with engine.begin() as conn:
-        ids, queued = jobs.request(conn, [unit], KIND, stored, requester, quota, LANE)
-    with engine.connect() as conn:
-        rows = jobs.get(conn, ids)
-    return send(engine, Requested(rows, LANE, queued))
+    return jobs.Unit(model.key, model.sha256, pinned, jobs.LAYER_UNIT), stored

@@ -20,8 +20,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("kb.render")
 
 
+def _batch_key(j: jobs.Job | Mapping[str, Any]) -> tuple[int, tuple[str, str, str, str]]:
+    """(job id, the group its message joins): of a Job, or of a row as the view lane inserts it."""
+    if isinstance(j, jobs.Job):
+        return j.id, (j.model_sha256, j.layer_key, j.kind, j.params_hash)
+    return j["id"], (j["model_sha256"], j["layer_key"], j["kind"], j["params_hash"])
+
+
 def enqueue(
-    job_rows: Sequence[Mapping[str, Any]],
+    job_rows: Sequence[jobs.Job | Mapping[str, Any]],
     batch: int | None = None,
     engine: sa.Engine | None = None,
     app: Celery | None = None,
@@ -39,8 +46,9 @@ def enqueue(
     render_jobs = render_task(app)
     batch = batch or get_settings().render_batch
     groups: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
-    for j in job_rows:
-        groups[(j["model_sha256"], j["layer_key"], j["kind"], j["params_hash"])].append(j["id"])
+    keyed = [_batch_key(j) for j in job_rows]
+    for job_id, group in keyed:
+        groups[group].append(job_id)
     sent = 0
     for ids in groups.values():
         for lo in range(0, len(ids), batch):
@@ -48,7 +56,7 @@ def enqueue(
             sent += 1
     if engine is not None and job_rows:
         with engine.begin() as conn:
-            jobs.sent(conn, [j["id"] for j in job_rows])
+            jobs.sent(conn, [job_id for job_id, _ in keyed])
     return sent
 
 

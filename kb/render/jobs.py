@@ -14,7 +14,7 @@ memory) does not kill worker after worker. ``enqueued_at`` is when its message w
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,47 @@ class Unit:
     model_sha256: str
     layer_key: str
     unit: int  # LAYER_UNIT: the whole layer
+
+
+@dataclass(frozen=True)
+class Job:
+    """A render job's row as the API, the pages and the CLI read it (every column of render_job): typed, and
+    frozen, so a reader cannot mistake it for the row's state after it was read."""
+
+    id: int
+    kind: str
+    model_key: str
+    model_sha256: str
+    layer_key: str
+    unit: int  # LAYER_UNIT: the whole layer
+    params: dict[str, Any]
+    params_hash: str
+    status: str  # QUEUED RUNNING DONE FAILED CANCELLED
+    attempts: int
+    max_attempts: int
+    progress: float
+    error: str | None
+    artifact_id: int | None
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline: datetime | None
+    enqueued_at: datetime | None
+    next_attempt_at: datetime | None
+    requested_by: int | None  # None: the operator's CLI
+    batch_id: int | None
+    lane: str
+
+    @classmethod
+    def of(cls, row: sa.Row[Any]) -> Job:
+        """From a row of ``select(render_job_table)``."""
+        m = row._mapping
+        return cls(**{f.name: m[f.name] for f in fields(cls)})
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
 
 
 def request(
@@ -348,9 +389,10 @@ def stuck(conn: sa.Connection, queued_older_than_s: float = 600) -> list[int]:
     return late + waiting
 
 
-def get(conn: sa.Connection, job_ids: list[int]) -> list[dict[str, Any]]:
+def get(conn: sa.Connection, job_ids: list[int]) -> list[Job]:
+    """The jobs of ``job_ids`` that exist, in that order."""
     t = render_job_table
-    rows = {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(job_ids)))}
+    rows = {r.id: Job.of(r) for r in conn.execute(sa.select(t).where(t.c.id.in_(job_ids)))}
     return [rows[i] for i in job_ids if i in rows]
 
 

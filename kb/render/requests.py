@@ -1,19 +1,18 @@
-"""Asking for renders and cancelling them: the one place the API (requestRender, cancelRenders), the pages and
-the CLI (`kb render`, `kb render cancel`) go through. The callers resolve keys to units their own way and turn
-the Problems raised here into a coded GraphQL error or one line on stderr."""
+"""The rules of asking for renders and cancelling them (what may be saved, in which lane, who may cancel what) and
+sending saved jobs to the broker. The use cases that apply them, each in its transaction, are kb.app.renders':
+the API (requestRender, cancelRenders), the pages and the CLI (`kb render`, `kb render cancel`) call those, and
+turn the Problems raised here into a coded GraphQL error or one line on stderr."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 
 from kb.errors import Problem
 from kb.render import jobs, lanes
 from kb.render.params import KINDS, LAYER_KINDS, RenderParams
-from kb.render.quota import Quota
 from kb.settings import Settings
 
 log = logging.getLogger("kb.render")
@@ -33,28 +32,25 @@ class Forbidden(RenderProblem):
 
 @dataclass
 class Requested:
-    rows: list[dict[str, Any]]  # one job per unit, in order
+    rows: list[jobs.Job]  # one job per unit, in order
     lane: str
     queued: list[int] = field(default_factory=list)  # jobs this request queued (new, or ended and asked again)
     unsent: list[int] = field(default_factory=list)  # of those, saved but not sent: the sweeper sends them
 
 
-def request_renders(
+def check(
     engine: sa.Engine,
     settings: Settings,
     units: list[jobs.Unit],
     kind: str,
     params: RenderParams,
     *,
-    requester: int | None = None,
-    quota: Quota | None = None,
     layer: bool = False,
     lane: str | None = None,
-    batch: int | None = None,
-) -> Requested:
-    """Check the parameters, save the jobs (existing ones reused) and send the new ones to the broker. ``layer``:
-    the units are a whole layer (the bulk lane; a few units are interactive); ``lane`` says it instead. A job
-    saved but not sent (the broker did not answer) is still returned, QUEUED: a worker's sweeper sends it."""
+) -> str:
+    """The lane of a request that may be saved (``layer``: the units are a whole layer, the bulk lane; a few
+    units are interactive; ``lane`` says it instead), or the RenderProblem that refuses it: a kind that does not
+    fit the units, parameters out of bounds, no units, a data set or uploaded image that is not there."""
     whole = kind in LAYER_KINDS
     if any((u.unit == jobs.LAYER_UNIT) != whole for u in units):
         raise RenderProblem(
@@ -73,11 +69,7 @@ def request_renders(
     lane = lane or lanes.lane_for(layer, len(units), settings.render_interactive_units)
     if lane not in lanes.RANK:
         raise RenderProblem(f"lane must be one of {', '.join(lanes.LANES)}")
-    with engine.begin() as conn:
-        ids, queued = jobs.request(conn, units, kind, params.relevant(kind), requester, quota, lane)
-    with engine.connect() as conn:
-        rows = jobs.get(conn, ids)
-    return send(engine, Requested(rows, lane, queued), batch)
+    return lane
 
 
 def send(engine: sa.Engine, out: Requested, batch: int | None = None) -> Requested:
@@ -88,7 +80,7 @@ def send(engine: sa.Engine, out: Requested, batch: int | None = None) -> Request
 
         sending = set(out.queued)
         try:
-            enqueue([r for r in out.rows if r["id"] in sending], batch, engine=engine)
+            enqueue([r for r in out.rows if r.id in sending], batch, engine=engine)
         except Exception as exc:  # saved: the sweeper sends what the broker did not take
             log.warning(
                 "jobs %s are saved but the broker did not take them (%s: %s); a worker's sweeper sends them",
@@ -100,23 +92,10 @@ def send(engine: sa.Engine, out: Requested, batch: int | None = None) -> Request
     return out
 
 
-def request_layer_render(
-    engine: sa.Engine,
-    settings: Settings,
-    layer: jobs.Unit,
-    kind: str,
-    params: RenderParams,
-    *,
-    requester: int | None = None,
-    quota: Quota | None = None,
-) -> Requested:
-    """One picture of a whole layer (``kind`` one of LAYER_KINDS; ``layer``: a Unit with ``unit`` LAYER_UNIT, as
-    ``layer_unit`` makes it): one job per (pinned model, layer, kind, parameters), in the interactive lane."""
+def check_layer_kind(kind: str) -> None:
+    """A layer's picture is one of LAYER_KINDS."""
     if kind not in LAYER_KINDS:
         raise RenderProblem(f"a layer's picture is one of {', '.join(LAYER_KINDS)}, not {kind}")
-    return request_renders(
-        engine, settings, [layer], kind, params, requester=requester, quota=quota, lane="interactive"
-    )
 
 
 def layer_unit(model_key: str, model_sha256: str, layer_key: str) -> jobs.Unit:
@@ -148,24 +127,17 @@ def _check_upload(engine: sa.Engine, sha256: str) -> None:
         )
 
 
-def cancel_renders(engine: sa.Engine, ids: list[int], by: int | None, moderator: bool) -> list[dict[str, Any]]:
-    """Cancel jobs that are QUEUED or RUNNING (a running one stops at its next progress point and lands
-    nothing); ended ones are returned as they are. Allowed to whoever asked for a job (``by``) and to moderators
-    (and the operator's CLI: ``moderator``); anyone else's job makes the whole call FORBIDDEN."""
+def check_cancel(rows: list[jobs.Job], ids: list[int], by: int | None, moderator: bool) -> None:
+    """Whether ``by`` may cancel the jobs ``ids`` (``rows``: those found): NOT_FOUND for an id with no job;
+    FORBIDDEN, for all of them, if any is someone else's and ``by`` is not a moderator (nor the operator's CLI)."""
     if not ids:
         raise RenderProblem("name the jobs to cancel")
-    with engine.begin() as conn:
-        rows = jobs.get(conn, list(dict.fromkeys(ids)))
-        missing = sorted(set(ids) - {r["id"] for r in rows})
-        if missing:
-            raise NotFound(f"no render job {missing[0]}" + (f" (and {len(missing) - 1} more)" if missing[1:] else ""))
-        if not moderator:
-            theirs = [r["id"] for r in rows if r["requested_by"] is None or r["requested_by"] != by]
-            if theirs:
-                raise Forbidden(
-                    f"render job {theirs[0]} was asked for by someone else: only they and moderators may cancel it"
-                )
-        cancelled = jobs.cancel(conn, [r["id"] for r in rows])
-        if cancelled:
-            log.info("jobs %s cancelled", cancelled)
-        return jobs.get(conn, [r["id"] for r in rows])
+    missing = sorted(set(ids) - {r.id for r in rows})
+    if missing:
+        raise NotFound(f"no render job {missing[0]}" + (f" (and {len(missing) - 1} more)" if missing[1:] else ""))
+    if not moderator:
+        theirs = [r.id for r in rows if r.requested_by is None or r.requested_by != by]
+        if theirs:
+            raise Forbidden(
+                f"render job {theirs[0]} was asked for by someone else: only they and moderators may cancel it"
+            )

@@ -221,13 +221,13 @@ def log_outcome(outcome: Outcome, seconds: float, settings: Settings | None = No
     for r in rows:
         summary.info(
             "job %d %s %s/%s:%d %s (a task of %d, %.1fs)%s",
-            r["id"],
-            r["kind"],
-            r["model_key"],
-            r["layer_key"],
-            r["unit"],
-            ended[r["id"]],
+            r.id,
+            r.kind,
+            r.model_key,
+            r.layer_key,
+            r.unit,
+            ended[r.id],
             len(rows),
             seconds,
-            f": {r['error'][:200]}" if r["error"] and r["status"] != "DONE" else "",
+            f": {r.error[:200]}" if r.error and r.status != "DONE" else "",
         )

@@ -8,18 +8,18 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from kb.experiments.checks import CheckParams, request_check
+from kb.app import renders
+from kb.experiments.checks import CheckParams
 from kb.experiments.store import KIND as CHECK
 from kb.graph.keys import KeyProblem
-from kb.render import jobs as job_domain
+from kb.render.jobs import LAYER_UNIT, Job
 from kb.render.lanes import LANES
 from kb.render.params import RenderParams
 from kb.render.quota import Quota
-from kb.render.requests import cancel_renders, layer_unit, request_layer_render, request_renders
 from kb.schema.auth import mutation
 from kb.schema.claim_types import Person, _person
 from kb.schema.context import Info
@@ -86,35 +86,35 @@ class RenderJob:
     params: str = strawberry.field(description="JSON")
     created_at: datetime
     finished_at: datetime | None
-    _row: strawberry.Private[dict[str, Any]]
+    _row: strawberry.Private[Job]
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> RenderJob:
+    def of(cls, row: Job) -> RenderJob:
         return cls(
-            id=row["id"],
-            kind=RenderKind[row["kind"]],
-            status=row["status"],
-            lane=RenderLane[row["lane"].upper()],
-            attempts=row["attempts"],
-            progress=row["progress"],
-            error=row["error"],
-            params=json.dumps(row["params"], sort_keys=True),
-            created_at=row["created_at"],
-            finished_at=row["finished_at"],
+            id=row.id,
+            kind=RenderKind[row.kind],
+            status=row.status,
+            lane=RenderLane[row.lane.upper()],
+            attempts=row.attempts,
+            progress=row.progress,
+            error=row.error,
+            params=json.dumps(row.params, sort_keys=True),
+            created_at=row.created_at,
+            finished_at=row.finished_at,
             _row=row,
         )
 
     @field(description="the layer's key (model/layer): of the unit's layer, or of a whole layer's picture")
     def layer(self) -> str:
-        return f"{self._row['model_key']}/{self._row['layer_key']}"
+        return f"{self._row.model_key}/{self._row.layer_key}"
 
     @field(description="the unit rendered; null for a picture of a whole layer (DEEPDREAM, CARICATURE)")
     def neuron(self, info: Info) -> Neuron | None:
         r = self._row
-        if r["unit"] == job_domain.LAYER_UNIT:
+        if r.unit == LAYER_UNIT:
             return None
         try:
-            key = info.context.graphs.resolve(f"{r['model_key']}/{r['layer_key']}:{r['unit']}")
+            key = info.context.graphs.resolve(f"{r.model_key}/{r.layer_key}:{r.unit}")
             return Neuron.of_key(info.context.graphs.graph(key.model), key)
         except (KeyProblem, LookupError):
             return None
@@ -129,20 +129,20 @@ class RenderJob:
             raise CodedError(
                 f"who asked for a render is shown to moderators; {account.name} is {account.role}", "FORBIDDEN"
             )
-        user_id = self._row["requested_by"]
+        user_id = self._row.requested_by
         return await _person(info, user_id) if user_id is not None else None
 
     @field(description="CIRCUIT_CHECK: the experiment it measured, once DONE")
     def experiment(self, info: Info) -> Experiment | None:
-        if self._row["kind"] != CHECK or self._row["status"] != "DONE":
+        if self._row.kind != CHECK or self._row.status != "DONE":
             return None
-        return experiment_of_job(info, self._row["id"])
+        return experiment_of_job(info, self._row.id)
 
     @strawberry.field
     async def artifact(self, info: Info) -> Artifact | None:
-        if not self._row["artifact_id"]:
+        if not self._row.artifact_id:
             return None
-        a = await info.context.loaders.artifact.load(self._row["artifact_id"])
+        a = await info.context.loaders.artifact.load(self._row.artifact_id)
         return _artifact(info, a["sha256"], a["width"], a["height"], a["versions"])
 
 
@@ -152,8 +152,7 @@ class RenderQuery:
     def render_jobs(self, info: Info, ids: list[int]) -> list[RenderJob]:
         if len(ids) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} ids")
-        with info.context.graphs.engine.connect() as conn:
-            return [RenderJob.of(r) for r in job_domain.get(conn, ids)]
+        return [RenderJob.of(r) for r in renders.get_jobs(info.context.graphs.engine, ids)]
 
 
 @strawberry.type
@@ -179,21 +178,12 @@ class RenderMutation:
             raise bad_input(f"batch must be 1..{MAX_UNITS}")
         p = RenderParams(**given)
         graphs = info.context.graphs
-        units: list[job_domain.Unit] = []
-        if layer:
-            lk = graphs.resolve_layer(layer)
-            g = graphs.graph(lk.model)
-            n = next(layer.units for layer in g.layers if layer.key == lk.layer)
-            units = [job_domain.Unit(g.key, g.sha256, lk.layer, i) for i in range(n)]
-        for text in neurons or []:
-            k = graphs.resolve(text)
-            g = graphs.graph(k.model)
-            units.append(job_domain.Unit(g.key, g.sha256, k.layer, k.index))
+        units = renders.units_of(graphs.engine, neurons or [], layer, keys=graphs)
         if len(units) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} units per request")
         if units:  # the rate limit counted this request once (its permission); its units count the rest
             info.context.rate_limit(account, cost=-(-len(units) // max(1, settings.render_units_per_mutation)) - 1)
-        asked = request_renders(
+        asked = renders.request_renders(
             graphs.engine,
             settings,
             units,
@@ -223,12 +213,10 @@ class RenderMutation:
         given = asdict(params) if params else {}
         given.pop("batch", None)  # one picture: nothing to batch
         graphs = info.context.graphs
-        lk = graphs.resolve_layer(layer)
-        g = graphs.graph(lk.model)
-        asked = request_layer_render(
+        asked = renders.request_layer_render(
             graphs.engine,
             info.context.settings,
-            layer_unit(g.key, g.sha256, lk.layer),
+            renders.layer_of(graphs.engine, layer, keys=graphs),
             kind.value,
             RenderParams(**given),
             requester=account.id,
@@ -246,7 +234,9 @@ class RenderMutation:
         if len(ids) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} ids")
         account = info.context.account()
-        rows = cancel_renders(info.context.graphs.engine, ids, account.id, account.at_least("moderator"))
+        rows = renders.cancel_renders(
+            info.context.graphs.engine, ids, by=account.id, moderator=account.at_least("moderator")
+        )
         return [RenderJob.of(r) for r in rows]
 
 
@@ -270,7 +260,7 @@ class ExperimentMutation:
         seed: int = 0,
     ) -> RenderJob:
         account = info.context.account()
-        asked = request_check(
+        asked = renders.check_circuit(
             info.context.graphs.engine,
             info.context.settings,
             key,

@@ -4,7 +4,7 @@ the number of images), the checks still open (the page reloads itself until they
 POST /circuits/{number}/check   dataset, ablation, images: checkCircuit of the circuit's current revision
 
 The post goes through kb.web.auth (same origin, a live session, its CSRF token) and runs the API's checkCircuit
-as the signed-in account (kb.experiments.checks.request_check, the one place checks are asked for): roles, quotas
+as the signed-in account (kb.app.renders.check_circuit, the one place checks are asked for): roles, quotas
 and rate limits are the API's. A refusal shows the page again with the message beside the form."""
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 
+from kb.app import datasets as datasets_app
+from kb.app import renders
 from kb.claims import sessions
-from kb.render.datasets import dataset_names
 from kb.render.layer_renders import LayerRequest
-from kb.render.layer_renders import layer_requests as find_layer_requests
 from kb.render.presets import CHOICES, DEFAULT, presets
 from kb.settings import Settings
 
@@ -37,11 +37,7 @@ async def neuron_choices(context: Context, me: sessions.SessionInfo | None) -> d
     if me is None or not me.account.at_least("editor"):
         return None
 
-    def names() -> list[str]:
-        with context.graphs.engine.connect() as conn:
-            return dataset_names(conn)
-
-    datasets = await run_in_threadpool(names)
+    datasets = [d.name for d in await run_in_threadpool(datasets_app.datasets, context.graphs.engine)]
     kinds = [c for c in CHOICES.values() if datasets or not c.needs_dataset]
     return {
         "kinds": kinds,
@@ -78,8 +74,7 @@ async def layer_requests(
     moderator = bool(me and me.account.at_least("moderator"))
     name = layer["key"].partition("/")[2]
 
-    def read() -> list[LayerRequest]:
-        with context.graphs.engine.connect() as conn:
-            return find_layer_requests(conn, layer["model"]["sha256"], name, reader)
-
-    return [_shown(r, layer["units"], moderator, context.settings) for r in await run_in_threadpool(read)]
+    found = await run_in_threadpool(
+        renders.layer_requests, context.graphs.engine, layer["model"]["sha256"], name, reader
+    )
+    return [_shown(r, layer["units"], moderator, context.settings) for r in found]

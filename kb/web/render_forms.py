@@ -8,8 +8,9 @@ POST /n/{model}/{layer}/caricature       multipart/form-data: image (a file), pr
                                          (kb.web.uploads) and asks for its CARICATURE at the layer
 
 Every post goes through kb.web.auth (same origin, a live session, its CSRF token). The render itself is the API's
-requestRender or cancelRenders run on the same schema as the signed-in account, so kb.render.requests (the one
-place renders are asked for and cancelled), roles, quotas, ceilings and rate limits are the API's. A page's script
+requestRender or cancelRenders run on the same schema as the signed-in account, so kb.app.renders (the one place
+renders are asked for and cancelled), roles, quotas, ceilings and rate limits are the API's; the cancel button's
+jobs are found by kb.app.renders.layer_request_jobs. A page's script
 asks for JSON (``{"jobs": [...]}`` or ``{"error": "..."}`` with the status); without it the answer is 303 back to
 the page, or the page again with the refusal shown beside the form.
 """
@@ -24,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from kb.app import renders
 from kb.claims.ids import row_id
 from kb.errors import Problem as DomainProblem
 from kb.graph.keys import KeyProblem
-from kb.render.layer_renders import open_jobs
 from kb.render.params import RenderParams
 from kb.render.presets import DEFAULT, UnknownChoice, render_choice
 from kb.web.annotate import HTTP, Problem
@@ -152,23 +153,15 @@ class RenderForms:
             graphs = self.context_for(info.account).graphs
             moderator = info.account.at_least("moderator")
             asked = fields.get("request", "")
-
-            def find() -> tuple[list[int], list[int]]:
-                lk = graphs.resolve_layer(key)
-                row = graphs.model_row(lk.model)
-                if row is None:  # removed since: as a missing layer
-                    raise LookupError(f"no model {lk.model}")
-                sha = row["sha256"]
-                with graphs.engine.connect() as conn:
-                    mine = open_jobs(conn, sha, lk.layer, asked, None if moderator else info.account.id)
-                    return mine, (mine if moderator else open_jobs(conn, sha, lk.layer, asked, None))
-
             try:
-                ids, anyone = await run_in_threadpool(find)
+                found = await run_in_threadpool(
+                    renders.layer_request_jobs, graphs.engine, graphs, key, asked, info.account.id, moderator
+                )
             except (KeyProblem, LookupError, TypeError) as exc:
                 raise Problem(str(exc), 404) from None
+            ids = found.mine
             if not ids:
-                if anyone:
+                if found.anyone:
                     raise Problem("only who asked for a render and moderators may cancel it", 403)
                 raise Problem("nothing of that render is waiting or running: it has ended", 409)
             cancelled = (await self._mutate(info.account, "CANCEL", CANCEL, {"ids": ids}))["cancelRenders"]
