@@ -322,7 +322,7 @@ def test_migration_pins_existing_claims_by_time_and_shares_edge_lists(old_url):
     assert [tuple(p) for p in pins] == [(1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 1, 1)]
     assert current == {1: 3, 2: 1}
     assert lists == 2 and shas[0] == shas[1] != shas[2]  # a rename shares its list
-    assert (shown["name"], shown["edges"], shown["current_revision"]) == ("car 2", one, 3)
+    assert (shown.name, shown.edges, shown.current_revision) == ("car 2", one, 3)
 
     _downgrade(old_url, "0006")
     with engine.connect() as conn:

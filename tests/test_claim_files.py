@@ -412,10 +412,10 @@ def test_import_recreates_every_row_of_every_claim_table(exported, db_url, fresh
         assert after[name] == before[name], name
     with engine_for(db_url).connect() as old, engine_for(url).connect() as new:
         for (cid,) in old.execute(sa.select(circuit_table.c.id)):
-            last = circuits.get(old, cid)["revision"]
+            last = circuits.get(old, cid).revision
             for rev in range(1, last + 1):
                 was, now = circuits.at_revision(old, cid, rev), circuits.at_revision(new, cid, rev)
-                assert {k: now[k] for k in STATE} == {k: was[k] for k in STATE}
+                assert {k: getattr(now, k) for k in STATE} == {k: getattr(was, k) for k in STATE}
     with engine_for(url).connect() as conn:  # new keys go on after the imported ones (not rolled back here)
         c = circuit_table
         last = conn.execute(sa.select(sa.func.max(c.c.id))).scalar_one()
@@ -430,10 +430,8 @@ def test_a_version_1_file_still_imports(fresh_db, tmp_path):
     r = kb(url, "claims", "import", str(V1_FILE), data_dir=tmp_path)
     assert r.returncode == 0, r.stderr
     with engine_for(url).connect() as conn:
-        assert [(r["revision"], r["author"], r["message"]) for r in circuits.revisions(conn, [4])[4]] == [
-            (1, "ada", "")
-        ]
-        assert circuits.at_revision(conn, 4, 1)["edges"][1]["note"] == "windows"
+        assert [(r.revision, r.author, r.message) for r in circuits.revisions(conn, [4])[4]] == [(1, "ada", "")]
+        assert circuits.at_revision(conn, 4, 1).edges[1]["note"] == "windows"
         assert conn.execute(sa.select(sa.func.count()).select_from(circuit_table)).scalar_one() == 1
     again = tmp_path / "v2.jsonl"
     assert kb(url, "claims", "export", "--output", str(again), data_dir=tmp_path).returncode == 0

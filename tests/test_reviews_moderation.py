@@ -277,11 +277,6 @@ def test_review_lock_helpers(engine, inceptionv1):
         claim_id = _claim(conn, a)
         domain.set_status(conn, b, claim_id, 1, "SUPPORTED")
         domain.update_claim(conn, load_catalog(conn), b, claim_id, 2, {"label": "b's"})
-        revs = [
-            dict(r._mapping)
-            for r in conn.execute(
-                sa.text("SELECT * FROM claim_revision WHERE claim_id = :i ORDER BY revision"), {"i": claim_id}
-            )
-        ]
+        revs = domain.revisions(conn, [claim_id])[claim_id]
         assert reviews.content_authors(revs) == [a.id, b.id]
         assert reviews.last_content_revision(revs) == 3 and reviews.lock_claim(conn, claim_id) == 3

@@ -15,12 +15,11 @@ from kb.claims import claims as claim_domain
 from kb.claims import reviews as review_domain
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput
+from kb.claims.rows import CircuitRow, ClaimRow, ReviewRow
 from kb.graph.keys import Catalog
 
-Row = dict[str, Any]
 
-
-def _claim(conn: sa.Connection, claim_id: int) -> Row:
+def _claim(conn: sa.Connection, claim_id: int) -> ClaimRow:
     return claim_domain.claims_by_id(conn, [claim_id])[claim_id]
 
 
@@ -49,7 +48,7 @@ class Edit:
     message: str = ""
 
 
-def create_claim(engine: sa.Engine, catalog: Catalog, actor: Account, draft: ClaimDraft) -> Row:
+def create_claim(engine: sa.Engine, catalog: Catalog, actor: Account, draft: ClaimDraft) -> ClaimRow:
     """A new claim (revision 1, PROPOSED) about neurons or a circuit, and its feed entry."""
     with engine.begin() as conn:
         claim_id = claim_domain.create_claim(conn, catalog, actor, **asdict(draft))
@@ -57,7 +56,7 @@ def create_claim(engine: sa.Engine, catalog: Catalog, actor: Account, draft: Cla
         return _claim(conn, claim_id)
 
 
-def update_claim(engine: sa.Engine, catalog: Catalog, actor: Account, edit: Edit) -> Row:
+def update_claim(engine: sa.Engine, catalog: Catalog, actor: Account, edit: Edit) -> ClaimRow:
     """A claim's content edited (its author or a moderator), as the revision after ``edit.expected_revision``."""
     with engine.begin() as conn:
         claim_id = claim_domain.parse_key(edit.key)
@@ -68,7 +67,7 @@ def update_claim(engine: sa.Engine, catalog: Catalog, actor: Account, edit: Edit
 
 def set_claim_status(
     engine: sa.Engine, actor: Account, key: str, expected_revision: int, status: str, message: str = ""
-) -> Row:
+) -> ClaimRow:
     """A claim's status changed: a moderator any, its author to retract or propose again."""
     with engine.begin() as conn:
         claim_id = claim_domain.parse_key(key)
@@ -77,7 +76,7 @@ def set_claim_status(
         return _claim(conn, claim_id)
 
 
-def review_claim(engine: sa.Engine, actor: Account, key: str, verdict: str, comment: str = "") -> Row:
+def review_claim(engine: sa.Engine, actor: Account, key: str, verdict: str, comment: str = "") -> ReviewRow:
     """The actor's review of a claim (one per person, changeable), and its feed entry; returns the review."""
     with engine.begin() as conn:
         claim_id = claim_domain.parse_key(key)
@@ -94,14 +93,14 @@ def create_circuit(
     neurons: list[str],
     edges: list[dict[str, Any]],
     description: str = "",
-) -> Row:
+) -> CircuitRow:
     """A new circuit at revision 1."""
     with engine.begin() as conn:
         circuit_id = circuit_domain.create_circuit(conn, catalog, actor, name, neurons, edges, description)
         return circuit_domain.get(conn, circuit_id)
 
 
-def update_circuit(engine: sa.Engine, catalog: Catalog, actor: Account, edit: Edit) -> Row:
+def update_circuit(engine: sa.Engine, catalog: Catalog, actor: Account, edit: Edit) -> CircuitRow:
     """A circuit edited by any editor, as the revision after ``edit.expected_revision``."""
     circuit_id, at = circuit_domain.parse_key(edit.key)
     if at is not None:

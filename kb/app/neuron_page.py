@@ -12,13 +12,13 @@ unit's circuits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from kb.app import graph_reads, pictures
 from kb.app.graph_reads import Order, SignFilter, Unit, Way
 from kb.app.pictures import Visualization
 from kb.claims import circuits as circuit_domain
 from kb.claims.claims import claims_about_neurons
+from kb.claims.rows import ClaimRow
 from kb.serving.graph_cache import GraphCache
 
 PER_TAB = 10  # neighbours per list
@@ -119,15 +119,15 @@ LISTS: dict[str, tuple[Way, Order, SignFilter, bool]] = {
 }
 
 
-def _claim(row: dict[str, Any]) -> ClaimSummary:
+def _claim(row: ClaimRow) -> ClaimSummary:
     return ClaimSummary(
-        key=f"claim:{row['id']}",
-        label=row["label"],
-        kind=row["kind"],
-        status=row["status"],
-        revision=row["revision"],
-        support_count=row["support_count"],
-        dispute_count=row["dispute_count"],
+        key=f"claim:{row.id}",
+        label=row.label,
+        kind=row.kind,
+        status=row.status,
+        revision=row.revision,
+        support_count=row.support_count,
+        dispute_count=row.dispute_count,
     )
 
 
@@ -188,5 +188,5 @@ def neuron_page(graphs: GraphCache, public_url: str, text: str) -> NeuronPage:
         claims=cards[unit.key].claims,
         visualizations=renders[(g.sha256, layer.key, unit.index)],
         citation=graph_reads.citation(graphs, public_url, unit),
-        circuits=[CircuitLink(key=f"circuit:{c['id']}", name=c["name"]) for c in circuits],
+        circuits=[CircuitLink(key=f"circuit:{c.id}", name=c.name) for c in circuits],
     )

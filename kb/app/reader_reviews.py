@@ -37,10 +37,10 @@ def standing(engine: sa.Engine, user_id: int, claim_keys: list[str]) -> dict[str
     out: dict[str, Standing] = {}
     for key, claim_id in zip(claim_keys, ids, strict=True):
         revs = revisions[claim_id]
-        mine = next((r for r in reviews[claim_id] if r["user_id"] == user_id), None)
+        mine = next((r for r in reviews[claim_id] if r.user_id == user_id), None)
         review = None
         if mine is not None:
-            stale = (mine.get("claim_revision") or 0) < last_content_revision(revs)
-            review = OwnReview(verdict=mine["verdict"], comment=mine["comment"], stale=stale)
+            stale = (mine.claim_revision or 0) < last_content_revision(revs)
+            review = OwnReview(verdict=mine.verdict, comment=mine.comment, stale=stale)
         out[key] = Standing(authored=user_id in content_authors(revs), review=review)
     return out

@@ -13,11 +13,11 @@ import secrets
 import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 
 from kb.claims.errors import BadInput, NotFound, Unauthenticated
+from kb.claims.rows import UserRow
 from kb.db.claim_tables import api_token_table, user_table
 from kb.db.tables import utcnow
 
@@ -91,13 +91,13 @@ def user_id(conn: sa.Connection, name: str) -> int:
     return uid
 
 
-def people_by_id(conn: sa.Connection, user_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+def people_by_id(conn: sa.Connection, user_ids: Collection[int]) -> dict[int, UserRow]:
     """Who these users are (id, name, display_name, role), by id, in one statement (absent ids left out)."""
     if not user_ids:
         return {}
     t = user_table
     rows = conn.execute(sa.select(t.c.id, t.c.name, t.c.display_name, t.c.role).where(t.c.id.in_(set(user_ids))))
-    return {r.id: dict(r._mapping) for r in rows}
+    return {r.id: UserRow.of(r._mapping) for r in rows}
 
 
 def ensure_user(conn: sa.Connection, name: str, role: str, display_name: str = "") -> int:

@@ -6,8 +6,8 @@ where it ranks among the target's inputs, so "4c:447 is built from 4b:373 and 4b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from kb.claims import activity, edge_lists, textdiff
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
+from kb.claims.rows import CircuitRevisionRow, CircuitRow, ClaimRow, JsonDoc
 from kb.db.annotation_tables import circuit_edge_list_table, circuit_revision_table
 from kb.db.claim_tables import circuit_table, claim_table, user_table
 from kb.db.tables import utcnow
@@ -179,9 +180,15 @@ def update_circuit(
     if unknown:
         raise BadInput(f"cannot edit {', '.join(sorted(unknown))} here")
     current = get(conn, circuit_id)
-    if current["revision"] != expected_revision:
-        raise _conflict(circuit_id, current["revision"], expected_revision)
-    new = {k: current[k] for k in ("name", "description", "neurons", "edges")}
+    if current.revision != expected_revision:
+        raise _conflict(circuit_id, current.revision, expected_revision)
+    was: dict[str, Any] = {
+        "name": current.name,
+        "description": current.description,
+        "neurons": current.neurons,
+        "edges": current.edges,
+    }
+    new = dict(was)
     if patch.get("name") is not None:
         new["name"] = _name(patch["name"])
     if patch.get("description") is not None:
@@ -200,9 +207,9 @@ def update_circuit(
     neurons = [n for n in new["neurons"] if n not in gone] + added
     neurons += [k for e in edges for k in (e["source"], e["target"])]
     new["neurons"], new["edges"] = list(dict.fromkeys(neurons)), edges
-    if _validate(new["neurons"], new["edges"]) != current["model_key"]:
+    if _validate(new["neurons"], new["edges"]) != current.model_key:
         raise BadInput("a circuit cannot move to another model")
-    if new == {k: current[k] for k in new}:
+    if new == was:
         raise BadInput("the patch changes nothing")
     t = circuit_table
     at = utcnow()
@@ -210,7 +217,7 @@ def update_circuit(
         sa.update(t)
         .where(t.c.id == circuit_id, t.c.revision == expected_revision)
         # only what changed: an unchanged edge list is not written again (on PostgreSQL its TOAST value is kept)
-        .values(revision=expected_revision + 1, **{k: v for k, v in new.items() if v != current[k]})
+        .values(revision=expected_revision + 1, **{k: v for k, v in new.items() if v != was[k]})
     ).rowcount
     if not done:
         now: int | None = conn.execute(sa.select(t.c.revision).where(t.c.id == circuit_id)).scalar()
@@ -220,7 +227,7 @@ def update_circuit(
     activity.record(
         conn,
         "CIRCUIT",
-        current["model_key"],
+        current.model_key,
         f"circuit:{circuit_id}@{revision}",
         f'{actor.name} edited circuit "{new["name"]}" (revision {revision})',
         actor.id,
@@ -237,15 +244,17 @@ def _conflict(circuit_id: int, current: int | None, expected: int) -> EditConfli
     )
 
 
-def claims_about(conn: sa.Connection, circuit_id: int) -> list[dict[str, Any]]:
+def claims_about(conn: sa.Connection, circuit_id: int) -> list[ClaimRow]:
     """The claims whose current revision is about this circuit, oldest first."""
     t = claim_table
-    return [dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.circuit_id == circuit_id).order_by(t.c.id))]
+    return [
+        ClaimRow.of(r._mapping) for r in conn.execute(sa.select(t).where(t.c.circuit_id == circuit_id).order_by(t.c.id))
+    ]
 
 
 def listing(
     conn: sa.Connection, model: str | None, neuron: str | None, offset: int, limit: int
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[CircuitRow], int]:
     """Circuits newest first, of one model and/or with one neuron (a canonical key); the page and the total."""
     t = circuit_table
     where = []
@@ -255,7 +264,7 @@ def listing(
         pattern = '%"' + neuron.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
         where.append(sa.cast(t.c.neurons, sa.Text).like(pattern, escape="\\"))
     rows = [
-        dict(r._mapping)
+        CircuitRow.current(r._mapping)
         for r in conn.execute(sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit))
     ]
     if offset == 0 and len(rows) < limit:  # the whole list is here: no need to count
@@ -263,20 +272,23 @@ def listing(
     return rows, conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one()
 
 
-def circuits_by_id(conn: sa.Connection, circuit_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+def circuits_by_id(conn: sa.Connection, circuit_ids: Collection[int]) -> dict[int, CircuitRow]:
     """The current rows of these circuits, by id, in one statement (absent ids are left out)."""
     if not circuit_ids:
         return {}
     t = circuit_table
-    return {r.id: dict(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(set(circuit_ids))))}
+    return {
+        r.id: CircuitRow.current(r._mapping) for r in conn.execute(sa.select(t).where(t.c.id.in_(set(circuit_ids))))
+    }
 
 
-def get(conn: sa.Connection, circuit_id: int) -> dict[str, Any]:
+def get(conn: sa.Connection, circuit_id: int) -> CircuitRow:
+    """The circuit as it is now (NotFound if there is none)."""
     t = circuit_table
     row = conn.execute(sa.select(t).where(t.c.id == circuit_id)).first()
     if row is None:
         raise NotFound(f"no circuit:{circuit_id}")
-    return dict(row._mapping)
+    return CircuitRow.current(row._mapping)
 
 
 def parse_key(key: str) -> tuple[int, int | None]:
@@ -290,11 +302,14 @@ def parse_key(key: str) -> tuple[int, int | None]:
     return int(number), int(rev) if rev else None
 
 
-def revisions(conn: sa.Connection, circuit_ids: list[int], with_edges: bool = True) -> dict[int, list[dict[str, Any]]]:
+def revisions(
+    conn: sa.Connection, circuit_ids: list[int], with_edges: bool = True
+) -> dict[int, list[CircuitRevisionRow]]:
     """Every revision of each circuit, oldest first, with the author's name and its edge list's ``edge_count`` and
-    ``size`` (bytes); with ``with_edges`` also its ``edges``, each distinct list read once and shared by the rows."""
+    ``edges_size`` (bytes); with ``with_edges`` also its ``edges``, each distinct list read once and shared by the
+    rows (without: ``edges`` is None, and ``with_edges`` adds them later)."""
     r, u, e = circuit_revision_table, user_table, circuit_edge_list_table
-    out: dict[int, list[dict[str, Any]]] = {i: [] for i in circuit_ids}
+    out: dict[int, list[CircuitRevisionRow]] = {i: [] for i in circuit_ids}
     rows = conn.execute(
         sa.select(
             r,
@@ -309,63 +324,55 @@ def revisions(conn: sa.Connection, circuit_ids: list[int], with_edges: bool = Tr
         .order_by(r.c.circuit_id, r.c.revision)
     )
     for row in rows:
-        out[row.circuit_id].append(dict(row._mapping))
+        out[row.circuit_id].append(CircuitRevisionRow.of(row._mapping))
     if with_edges:
-        lists = edge_lists.load(conn, {x["edges_sha256"] for revs in out.values() for x in revs})
-        for revs in out.values():
-            for x in revs:
-                x["edges"] = lists[x["edges_sha256"]]
+        return {i: with_edge_lists(conn, revs) for i, revs in out.items()}
     return out
 
 
-def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> dict[str, Any]:
-    """The circuit as it was at ``revision`` (the current one if None): the circuit row's shape, with
-    ``current_revision`` the circuit's newest."""
+def with_edge_lists(conn: sa.Connection, revs: list[CircuitRevisionRow]) -> list[CircuitRevisionRow]:
+    """The revisions with their ``edges``, each distinct list read once (one statement) and shared by the rows."""
+    lists = edge_lists.load(conn, {x.edges_sha256 for x in revs})
+    return [replace(x, edges=lists[x.edges_sha256]) for x in revs]
+
+
+def at_revision(conn: sa.Connection, circuit_id: int, revision: int | None) -> CircuitRow:
+    """The circuit as it was at ``revision`` (the current one if None), with ``current_revision`` its newest."""
     row = get(conn, circuit_id)
-    row["current_revision"] = row["revision"]
-    if revision is None or revision == row["revision"]:
+    if revision is None or revision == row.revision:
         return row
     r = circuit_revision_table
     rev = conn.execute(sa.select(r).where(r.c.circuit_id == circuit_id, r.c.revision == revision)).first()
     if rev is None:
-        raise NotFound(f"no circuit:{circuit_id}@{revision}: it has revisions 1..{row['revision']}")
+        raise NotFound(f"no circuit:{circuit_id}@{revision}: it has revisions 1..{row.revision}")
     edges = edge_lists.load(conn, [rev.edges_sha256])[rev.edges_sha256]
-    return {
-        **row,
-        "name": rev.name,
-        "description": rev.description,
-        "neurons": rev.neurons,
-        "edges": edges,
-        "revision": revision,
-    }
+    return replace(row, name=rev.name, description=rev.description, neurons=rev.neurons, edges=edges, revision=revision)
 
 
 def circuits_at(
     conn: sa.Connection, pins: Collection[tuple[int, int | None]]
-) -> dict[tuple[int, int | None], dict[str, Any]]:
+) -> dict[tuple[int, int | None], CircuitRow]:
     """Circuits at pinned revisions ((id, revision); None: the current one), as ``at_revision`` shapes them
     (absent circuits and revisions are left out)."""
-    found: dict[tuple[int, int | None], dict[str, Any]] = {}
+    found: dict[tuple[int, int | None], CircuitRow] = {}
     current = circuits_by_id(conn, {i for i, _ in pins})
-    older = [(i, rev) for i, rev in set(pins) if i in current and rev is not None and rev != current[i]["revision"]]
+    older = [(i, rev) for i, rev in set(pins) if i in current and rev is not None and rev != current[i].revision]
     for i, rev in set(pins):
-        if i in current and (rev is None or rev == current[i]["revision"]):
-            found[(i, rev)] = {**current[i], "current_revision": current[i]["revision"]}
+        if i in current and (rev is None or rev == current[i].revision):
+            found[(i, rev)] = current[i]
     if older:
         r = circuit_revision_table
         rows = conn.execute(sa.select(r).where(sa.tuple_(r.c.circuit_id, r.c.revision).in_(older))).all()
         lists = edge_lists.load(conn, {x.edges_sha256 for x in rows})
         for x in rows:
-            row = current[x.circuit_id]
-            found[(x.circuit_id, x.revision)] = {
-                **row,
-                "name": x.name,
-                "description": x.description,
-                "neurons": x.neurons,
-                "edges": lists[x.edges_sha256],
-                "revision": x.revision,
-                "current_revision": row["revision"],
-            }
+            found[(x.circuit_id, x.revision)] = replace(
+                current[x.circuit_id],
+                name=x.name,
+                description=x.description,
+                neurons=x.neurons,
+                edges=lists[x.edges_sha256],
+                revision=x.revision,
+            )
     return found
 
 
@@ -381,22 +388,47 @@ def pin(conn: sa.Connection, circuit_id: int, revision: int | None) -> int:
     return revision
 
 
-def diff(before: dict[str, Any], after: dict[str, Any], check: Callable[[], None] | None = None) -> dict[str, Any]:
-    """What changed between two revisions: text fields (with a unified diff, bounded: kb.claims.textdiff),
-    neurons and edges. ``check`` runs between steps of the text diff (a request's deadline)."""
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """What a diff compares of a circuit revision."""
+
+    revision: int
+    texts: dict[str, str]  # name, description
+    neurons: list[str]
+    edges: list[JsonDoc]
+
+
+def _shown(x: CircuitRevisionRow | Mapping[str, Any]) -> _Shown:
+    if isinstance(x, CircuitRevisionRow):
+        if x.edges is None:
+            raise ValueError(f"circuit:{x.circuit_id}@{x.revision} was read without its edges")
+        return _Shown(x.revision, {"name": x.name, "description": x.description}, x.neurons, x.edges)
+    texts = {k: x.get(k) or "" for k in ("name", "description")}
+    return _Shown(x["revision"], texts, x["neurons"], x["edges"])
+
+
+def diff(
+    before: CircuitRevisionRow | Mapping[str, Any],
+    after: CircuitRevisionRow | Mapping[str, Any],
+    check: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """What changed between two revisions (revision rows read with their edges, or the pages' GraphQL answers'
+    revisions): text fields (with a unified diff, bounded: kb.claims.textdiff), neurons and edges. ``check`` runs
+    between steps of the text diff (a request's deadline)."""
+    was, now = _shown(before), _shown(after)
     fields = []
     for k in ("name", "description"):
-        a, b = before.get(k) or "", after.get(k) or ""
+        a, b = was.texts[k], now.texts[k]
         if a != b:
-            p = textdiff.unified(a, b, f"@{before['revision']}", f"@{after['revision']}", check)
+            p = textdiff.unified(a, b, f"@{was.revision}", f"@{now.revision}", check)
             fields.append({"field": k, "before": a, "after": b, "patch": p.text, "too_large": p.too_large})
-    old = {(e["source"], e["target"]): e for e in before["edges"]}
-    new = {(e["source"], e["target"]): e for e in after["edges"]}
-    had, has = set(before["neurons"]), set(after["neurons"])  # once: not once per neuron
+    old = {(e["source"], e["target"]): e for e in was.edges}
+    new = {(e["source"], e["target"]): e for e in now.edges}
+    had, has = set(was.neurons), set(now.neurons)  # once: not once per neuron
     return {
         "fields": fields,
-        "added_neurons": [n for n in after["neurons"] if n not in had],
-        "removed_neurons": [n for n in before["neurons"] if n not in has],
+        "added_neurons": [n for n in now.neurons if n not in had],
+        "removed_neurons": [n for n in was.neurons if n not in has],
         "added_edges": [new[k] for k in new if k not in old],
         "removed_edges": [old[k] for k in old if k not in new],
         "changed_notes": [
@@ -421,9 +453,9 @@ class EdgeCheck:
     reason: str
 
 
-def check(graph: ModelGraph, circuit: dict[str, Any]) -> list[EdgeCheck]:
+def check(graph: ModelGraph, circuit: CircuitRow) -> list[EdgeCheck]:
     out = []
-    for e in circuit["edges"]:
+    for e in circuit.edges:
         s_layer, s_index = e["source"].split("/", 1)[1].rsplit(":", 1)
         t_layer, t_index = e["target"].split("/", 1)[1].rsplit(":", 1)
         try:

@@ -20,6 +20,7 @@ from kb.claims import content as C
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, EditConflict, Forbidden, NotFound
 from kb.claims.ids import is_row_id
+from kb.claims.rows import ClaimRevisionRow, ClaimRow
 from kb.db.claim_tables import circuit_table, claim_revision_table, claim_subject_table, claim_table
 from kb.db.render_tables import artifact_table
 from kb.db.tables import utcnow
@@ -315,18 +316,18 @@ def set_status(
     return _commit(conn, actor, claim_id, expected_revision, new, message)
 
 
-def claims_by_id(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, dict[str, Any]]:
+def claims_by_id(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, ClaimRow]:
     """The current rows of these claims, by id, in one statement (absent ids are left out)."""
     if not claim_ids:
         return {}
     c = claim_table
-    return {r.id: dict(r._mapping) for r in conn.execute(sa.select(c).where(c.c.id.in_(set(claim_ids))))}
+    return {r.id: ClaimRow.of(r._mapping) for r in conn.execute(sa.select(c).where(c.c.id.in_(set(claim_ids))))}
 
 
-def claims_about_neurons(conn: sa.Connection, keys: list[NeuronTriple]) -> dict[NeuronTriple, list[dict[str, Any]]]:
+def claims_about_neurons(conn: sa.Connection, keys: list[NeuronTriple]) -> dict[NeuronTriple, list[ClaimRow]]:
     """The claims whose current revision is about each neuron (model key, layer key, index), oldest first."""
     c, s = claim_table, claim_subject_table
-    out: dict[NeuronTriple, list[dict[str, Any]]] = {k: [] for k in keys}
+    out: dict[NeuronTriple, list[ClaimRow]] = {k: [] for k in keys}
     if not keys:
         return out
     rows = conn.execute(
@@ -336,30 +337,30 @@ def claims_about_neurons(conn: sa.Connection, keys: list[NeuronTriple]) -> dict[
         .order_by(c.c.id)
     )
     for r in rows:
-        row = dict(r._mapping)
-        out[(row.pop("_m"), row.pop("_l"), row.pop("_i"))].append(row)
+        m = r._mapping
+        out[(m["_m"], m["_l"], m["_i"])].append(ClaimRow.of(m))
     return out
 
 
-def revisions(conn: sa.Connection, claim_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+def revisions(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, list[ClaimRevisionRow]]:
     """Every revision of each claim, oldest first, with the author's name."""
-    return revision_rows.by_owner(conn, claim_revision_table, "claim_id", claim_ids)
+    return revision_rows.claim_revisions(conn, claim_ids)
 
 
 def diff(
-    before: dict[str, Any], after: dict[str, Any], check: Callable[[], None] | None = None
+    before: ClaimRevisionRow, after: ClaimRevisionRow, check: Callable[[], None] | None = None
 ) -> list[dict[str, Any]]:
     """Field by field: what changed between two revisions (label and body with a unified diff, bounded: past
     textdiff's bound ``too_large`` is set, ``patch`` is None and ``before``/``after`` hold both versions).
     ``check`` runs between steps of the diff (a request's deadline)."""
     changes = []
     for k in FIELDS:
-        a, b = before.get(k), after.get(k)
+        a, b = getattr(before, k), getattr(after, k)
         if a == b:
             continue
         change = {"field": k, "before": _text(a), "after": _text(b), "patch": None, "too_large": False}
         if k in ("label", "body"):
-            p = textdiff.unified(a or "", b or "", f"@{before.get('revision')}", f"@{after.get('revision')}", check)
+            p = textdiff.unified(a or "", b or "", f"@{before.revision}", f"@{after.revision}", check)
             change["patch"], change["too_large"] = p.text, p.too_large
         changes.append(change)
     return changes

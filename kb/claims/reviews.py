@@ -8,14 +8,15 @@ records the claim revision it judged; a later content revision makes it stale.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Sequence
 
 import sqlalchemy as sa
 
+from kb.claims import revision_rows
 from kb.claims.accounts import Account
 from kb.claims.errors import BadInput, Forbidden, NotFound
-from kb.db.claim_tables import claim_revision_table, claim_table, review_revision_table, review_table
+from kb.claims.rows import ClaimRevisionRow, ReviewRevisionRow, ReviewRow
+from kb.db.claim_tables import claim_table, review_revision_table, review_table
 from kb.db.tables import utcnow
 
 VERDICTS = ("SUPPORT", "DISPUTE")
@@ -34,58 +35,52 @@ def lock_claim(conn: sa.Connection, claim_id: int) -> int:
     return revision
 
 
-def content_revisions(revisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def content_revisions(revisions: Sequence[ClaimRevisionRow]) -> list[ClaimRevisionRow]:
     """The revisions that changed content (the first, and each that changed more than the status)."""
-    out, before = [], None
+    out: list[ClaimRevisionRow] = []
+    before = None
     for rev in revisions:
-        if before is None or any(rev[k] != before[k] for k in CONTENT):
+        if before is None or any(getattr(rev, k) != getattr(before, k) for k in CONTENT):
             out.append(rev)
         before = rev
     return out
 
 
-def content_authors(revisions: list[dict[str, Any]]) -> list[int]:
+def content_authors(revisions: Sequence[ClaimRevisionRow]) -> list[int]:
     """User ids of the content authors, in order of first contribution."""
-    return list(dict.fromkeys(r["author_id"] for r in content_revisions(revisions)))
+    return list(dict.fromkeys(r.author_id for r in content_revisions(revisions)))
 
 
-def last_content_revision(revisions: list[dict[str, Any]]) -> int:
+def last_content_revision(revisions: Sequence[ClaimRevisionRow]) -> int:
     revs = content_revisions(revisions)
-    return revs[-1]["revision"] if revs else 0
+    return revs[-1].revision if revs else 0
 
 
-def _revisions(conn: sa.Connection, claim_id: int) -> list[dict[str, Any]]:
-    r = claim_revision_table
-    return [
-        dict(row._mapping) for row in conn.execute(sa.select(r).where(r.c.claim_id == claim_id).order_by(r.c.revision))
-    ]
-
-
-def reviews_of_claims(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, list[dict[str, Any]]]:
+def reviews_of_claims(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, list[ReviewRow]]:
     """The current reviews of each claim, by reviewer id, in one statement."""
     r = review_table
-    out: dict[int, list[dict[str, Any]]] = {i: [] for i in claim_ids}
+    out: dict[int, list[ReviewRow]] = {i: [] for i in claim_ids}
     if claim_ids:
         for row in conn.execute(sa.select(r).where(r.c.claim_id.in_(list(out))).order_by(r.c.claim_id, r.c.user_id)):
-            out[row.claim_id].append(dict(row._mapping))
+            out[row.claim_id].append(ReviewRow.of(row._mapping))
     return out
 
 
-def review(conn: sa.Connection, claim_id: int, user_id: int) -> dict[str, Any]:
+def review(conn: sa.Connection, claim_id: int, user_id: int) -> ReviewRow:
     """One user's current review of a claim (NotFound if there is none)."""
     r = review_table
     row = conn.execute(sa.select(r).where(r.c.claim_id == claim_id, r.c.user_id == user_id)).first()
     if row is None:
         raise NotFound(f"no review of claim:{claim_id} by user {user_id}")
-    return dict(row._mapping)
+    return ReviewRow.of(row._mapping)
 
 
 def review_histories(
     conn: sa.Connection, keys: Collection[tuple[int, int]]
-) -> dict[tuple[int, int], list[dict[str, Any]]]:
+) -> dict[tuple[int, int], list[ReviewRevisionRow]]:
     """Every revision of each review (claim id, user id), oldest first, in one statement."""
     h = review_revision_table
-    out: dict[tuple[int, int], list[dict[str, Any]]] = {k: [] for k in keys}
+    out: dict[tuple[int, int], list[ReviewRevisionRow]] = {k: [] for k in keys}
     if keys:
         rows = conn.execute(
             sa.select(h)
@@ -93,7 +88,7 @@ def review_histories(
             .order_by(h.c.claim_id, h.c.user_id, h.c.revision)
         )
         for row in rows:
-            out[(row.claim_id, row.user_id)].append(dict(row._mapping))
+            out[(row.claim_id, row.user_id)].append(ReviewRevisionRow.of(row._mapping))
     return out
 
 
@@ -107,7 +102,7 @@ def review_claim(conn: sa.Connection, actor: Account, claim_id: int, verdict: st
     if len(comment) > MAX_COMMENT:
         raise BadInput(f"comment is longer than {MAX_COMMENT} characters")
     judged = lock_claim(conn, claim_id)
-    if actor.id in content_authors(_revisions(conn, claim_id)):
+    if actor.id in content_authors(revision_rows.claim_revisions(conn, [claim_id])[claim_id]):
         raise Forbidden(f"you wrote claim:{claim_id}: its authors cannot review it")
     r = review_table
     at = utcnow()

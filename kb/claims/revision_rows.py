@@ -1,24 +1,27 @@
-"""Revision rows with their authors' names, for claims and circuits alike (one statement for many owners)."""
+"""A claim's revision rows with their authors' names (one statement for many claims)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection
 
 import sqlalchemy as sa
 
-from kb.db.claim_tables import user_table
+from kb.claims.rows import ClaimRevisionRow
+from kb.db.claim_tables import claim_revision_table, user_table
 
 
-def by_owner(conn: sa.Connection, revisions: sa.Table, owner: str, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Every revision of each id in ``ids`` (``revisions.c[owner]``), oldest first, with the author's name."""
-    users = user_table
-    out: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+def claim_revisions(conn: sa.Connection, claim_ids: Collection[int]) -> dict[int, list[ClaimRevisionRow]]:
+    """Every revision of each claim in ``claim_ids``, oldest first, with the author's name."""
+    revisions, users = claim_revision_table, user_table
+    out: dict[int, list[ClaimRevisionRow]] = {i: [] for i in claim_ids}
+    if not out:
+        return out
     rows = conn.execute(
         sa.select(revisions, users.c.name.label("author"), users.c.display_name.label("author_display"))
         .join(users, users.c.id == revisions.c.author_id)
-        .where(revisions.c[owner].in_(ids))
-        .order_by(revisions.c[owner], revisions.c.revision)
+        .where(revisions.c.claim_id.in_(list(out)))
+        .order_by(revisions.c.claim_id, revisions.c.revision)
     )
     for row in rows:
-        out[row._mapping[owner]].append(dict(row._mapping))
+        out[row.claim_id].append(ClaimRevisionRow.of(row._mapping))
     return out

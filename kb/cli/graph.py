@@ -190,7 +190,7 @@ def neuron_command(
         claims = claims_about_neurons(conn, [unit])[unit]
     typer.echo(f"claims  {len(claims) or 'none yet'}")
     for c in claims:
-        typer.echo(f"  claim:{c['id']}  {c['status']:<9}  {c['kind']:<12}  {c['label']}")
+        typer.echo(f"  claim:{c.id}  {c.status:<9}  {c.kind:<12}  {c.label}")
     if inputs:
         _print_edges(f"top {inputs} inputs by weight", _top(g, ordinal, "inputs", inputs))
     if outputs:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from kb.claims import circuits
 from kb.claims.errors import BadInput, NotFound
+from kb.claims.rows import CircuitRow
 from kb.db.tables import model_table
 from kb.experiments import figures
 from kb.render import jobs
@@ -43,10 +44,10 @@ class CheckParams:
         return self
 
 
-def targets(circuit: dict[str, Any]) -> dict[tuple[str, str], dict[int, list[int]]]:
+def targets(circuit: CircuitRow) -> dict[tuple[str, str], dict[int, list[int]]]:
     """The circuit's edges grouped by (source layer, target layer): {target unit: its inputs in the circuit}."""
     out: dict[tuple[str, str], dict[int, list[int]]] = {}
-    for e in circuit["edges"]:
+    for e in circuit.edges:
         s_layer, s_unit = _unit(e["source"])
         t_layer, t_unit = _unit(e["target"])
         inputs = out.setdefault((s_layer, t_layer), {}).setdefault(t_unit, [])
@@ -70,17 +71,17 @@ def check_job(conn: sa.Connection, circuit_key: str, params: CheckParams) -> tup
     params.check()
     number, revision = circuits.parse_key(circuit_key)
     circuit = circuits.at_revision(conn, number, revision)
-    model = conn.execute(sa.select(model_table).where(model_table.c.key == circuit["model_key"])).first()
+    model = conn.execute(sa.select(model_table).where(model_table.c.key == circuit.model_key)).first()
     ds = dataset_by_name(conn, params.dataset)
-    if not circuit["edges"]:
-        raise BadInput(f"circuit:{number}@{circuit['revision']} has no edges: nothing to check")
+    if not circuit.edges:
+        raise BadInput(f"circuit:{number}@{circuit.revision} has no edges: nothing to check")
     if model is None or model.removed_at is not None:
-        raise NotFound(f"the circuit's model {circuit['model_key']} is not in this knowledge base")
+        raise NotFound(f"the circuit's model {circuit.model_key} is not in this knowledge base")
     if ds is None:
         raise NotFound(f"no data set {params.dataset!r}: add one with kb dataset add NAME PATH")
     if params.images > ds["images"]:
         raise BadInput(f"data set {params.dataset!r} has {ds['images']} images: ask for at most that many")
-    pinned = f"circuit:{number}@{circuit['revision']}"
+    pinned = f"circuit:{number}@{circuit.revision}"
     stored = {
         "circuit": pinned,
         "dataset": params.dataset,

@@ -4,12 +4,11 @@ kb.schema.mutation's)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import strawberry
 
 from kb.claims import circuits as circuit_domain
-from kb.claims import edge_lists
+from kb.claims.rows import CircuitRevisionRow
 from kb.schema import deadline
 from kb.schema.claim_types import (
     CircuitEdge,
@@ -36,26 +35,26 @@ class CircuitRevision:
     neurons: list[str] = strawberry.field(description="canonical neuron keys")
     edges: list[CircuitEdge]
     author: Person
-    _row: strawberry.Private[dict[str, Any]]
+    _row: strawberry.Private[CircuitRevisionRow]
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> CircuitRevision:
+    def of(cls, row: CircuitRevisionRow) -> CircuitRevision:
         return cls(
-            key=f"circuit:{row['circuit_id']}@{row['revision']}",
-            revision=row["revision"],
-            created_at=as_utc(row["created_at"]),
-            message=row["message"],
-            name=row["name"],
-            description=row["description"],
-            neurons=list(row["neurons"]),
-            edges=[CircuitEdge(**e) for e in row.get("edges", ())],  # read only where asked for (and counted)
-            author=Person(name=row["author"], display_name=row["author_display"]),
+            key=f"circuit:{row.circuit_id}@{row.revision}",
+            revision=row.revision,
+            created_at=as_utc(row.created_at),
+            message=row.message,
+            name=row.name,
+            description=row.description,
+            neurons=list(row.neurons),
+            edges=[CircuitEdge(**e) for e in row.edges or ()],  # read only where asked for (and counted)
+            author=Person(name=row.author, display_name=row.author_display),
             _row=row,
         )
 
     @field(description="How to cite exactly this revision.")
     def citation(self, info: Info) -> Citation:
-        url = f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row['circuit_id']}/{self.revision}"
+        url = f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row.circuit_id}/{self.revision}"
         bibtex = (
             f"@misc{{{bib_key(self.key)},\n  title = {{{bib_escape(self.name)}}},\n"
             f"  author = {{{bib_escape(self.author.display_name)}}},\n"
@@ -84,9 +83,10 @@ class CircuitDiff:
     changed_notes: list[NoteChange]
 
 
-def _revisions(info: Info, circuit_id: int, with_edges: bool = True) -> list[dict[str, Any]]:
+def _revisions(info: Info, circuit_id: int) -> list[CircuitRevisionRow]:
+    """Every revision of the circuit, without their edge lists (charged, then read, where wanted)."""
     with info.context.graphs.engine.connect() as conn:
-        return circuit_domain.revisions(conn, [circuit_id], with_edges)[circuit_id]
+        return circuit_domain.revisions(conn, [circuit_id], with_edges=False)[circuit_id]
 
 
 def _asks_for(info: Info, name: str) -> bool:
@@ -106,9 +106,9 @@ def _asks_for(info: Info, name: str) -> bool:
     return False
 
 
-def _charge(info: Info, revs: list[dict[str, Any]], what: str) -> None:
+def _charge(info: Info, revs: list[CircuitRevisionRow], what: str) -> None:
     """The revisions' edge lists at their stored sizes against the answer's bound, before any is read."""
-    info.context.answer.charge(sum(r["edges_size"] for r in revs), what)
+    info.context.answer.charge(sum(r.edges_size for r in revs), what)
 
 
 def revisions_of(info: Info, circuit_id: int) -> list[CircuitRevision]:
@@ -119,34 +119,29 @@ def revisions_of(info: Info, circuit_id: int) -> list[CircuitRevision]:
         revs = circuit_domain.revisions(conn, [circuit_id], with_edges=False)[circuit_id]
         if with_edges:
             _charge(info, revs, f"the edges of circuit:{circuit_id}'s {len(revs)} revisions")
-            lists = edge_lists.load(conn, {r["edges_sha256"] for r in revs})
-            for r in revs:
-                r["edges"] = lists[r["edges_sha256"]]
+            revs = circuit_domain.with_edge_lists(conn, revs)
     return [CircuitRevision.of(r) for r in revs]
 
 
 def revision_of(info: Info, circuit_id: int, revision: int) -> CircuitRevision:
-    revs = _revisions(info, circuit_id, with_edges=False)
+    revs = _revisions(info, circuit_id)
     if not 1 <= revision <= len(revs):
         raise CodedError(f"circuit:{circuit_id} has revisions 1..{len(revs)}", "NOT_FOUND")
     row = revs[revision - 1]
     _charge(info, [row], f"circuit:{circuit_id}@{revision}'s edges")
     with info.context.graphs.engine.connect() as conn:
-        row["edges"] = edge_lists.load(conn, [row["edges_sha256"]])[row["edges_sha256"]]
-    return CircuitRevision.of(row)
+        return CircuitRevision.of(circuit_domain.with_edge_lists(conn, [row])[0])
 
 
 def diff_of(info: Info, circuit_id: int, from_: int, to: int | None) -> CircuitDiff:
-    revs = _revisions(info, circuit_id, with_edges=False)
+    revs = _revisions(info, circuit_id)
     to = to or len(revs)
     if not (1 <= from_ <= len(revs) and 1 <= to <= len(revs)):
         raise bad_input(f"circuit:{circuit_id} has revisions 1..{len(revs)}")
     pair = [revs[from_ - 1], revs[to - 1]]
     _charge(info, pair, f"the diff of circuit:{circuit_id}@{from_} and @{to}")
     with info.context.graphs.engine.connect() as conn:
-        lists = edge_lists.load(conn, {r["edges_sha256"] for r in pair})
-    for r in pair:
-        r["edges"] = lists[r["edges_sha256"]]
+        pair = circuit_domain.with_edge_lists(conn, pair)
     d = circuit_domain.diff(pair[0], pair[1], deadline.check)
     return CircuitDiff(
         fields=[FieldChange(**f) for f in d["fields"]],

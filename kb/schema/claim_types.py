@@ -17,6 +17,7 @@ from kb.claims import content
 from kb.claims.bibtex import bib_escape as bib_escape  # the citations' BibTeX: kb.claims.bibtex's
 from kb.claims.bibtex import bib_key as bib_key
 from kb.claims.reviews import last_content_revision
+from kb.claims.rows import ClaimRevisionRow, ClaimRow, ReviewRow
 from kb.schema.context import Info
 from kb.schema.fields import field
 
@@ -66,7 +67,7 @@ def _shown(p: Person) -> str:
 
 async def _person(info: Info, user_id: int) -> Person:
     row = await info.context.loaders.user.load(user_id)
-    return Person(name=row["name"], display_name=row["display_name"]) if row else Person(name="?", display_name="?")
+    return Person(name=row.name, display_name=row.display_name) if row else Person(name="?", display_name="?")
 
 
 @strawberry.type(description="A piece of evidence and what it points at.")
@@ -128,52 +129,52 @@ class Review:
     revision: int
     created_at: datetime
     updated_at: datetime
-    _row: strawberry.Private[dict[str, Any]]
+    _row: strawberry.Private[ReviewRow]
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> Review:
+    def of(cls, row: ReviewRow) -> Review:
         return cls(
-            verdict=Verdict[row["verdict"]],
-            comment=row["comment"],
-            revision=row["revision"],
-            created_at=as_utc(row["created_at"]),
-            updated_at=as_utc(row["updated_at"]),
+            verdict=Verdict[row.verdict],
+            comment=row.comment,
+            revision=row.revision,
+            created_at=as_utc(row.created_at),
+            updated_at=as_utc(row.updated_at),
             _row=row,
         )
 
     @field(description="the claim revision this verdict judged (null: reviewed before this was kept)")
     def claim_revision(self) -> int | None:
-        return self._row.get("claim_revision")
+        return self._row.claim_revision
 
     @field(description="the claim's content changed after this review: it judged an older revision")
     async def stale(self, info: Info) -> bool:
-        revs = await info.context.loaders.revisions.load(self._row["claim_id"])
-        return (self._row.get("claim_revision") or 0) < last_content_revision(revs)
+        revs = await info.context.loaders.revisions.load(self._row.claim_id)
+        return (self._row.claim_revision or 0) < last_content_revision(revs)
 
     @strawberry.field
     async def reviewer(self, info: Info) -> Person:
-        return await _person(info, self._row["user_id"])
+        return await _person(info, self._row.user_id)
 
     @strawberry.field
     async def history(self, info: Info) -> list[ReviewRevision]:
-        rows = await info.context.loaders.review_history.load((self._row["claim_id"], self._row["user_id"]))
+        rows = await info.context.loaders.review_history.load((self._row.claim_id, self._row.user_id))
         return [
             ReviewRevision(
-                revision=r["revision"],
-                verdict=Verdict[r["verdict"]],
-                comment=r["comment"],
-                created_at=as_utc(r["created_at"]),
+                revision=r.revision,
+                verdict=Verdict[r.verdict],
+                comment=r.comment,
+                created_at=as_utc(r.created_at),
             )
             for r in rows
         ]
 
 
-def pin_key(row: dict[str, Any]) -> str | None:
+def pin_key(row: ClaimRow | ClaimRevisionRow) -> str | None:
     """circuit:N@R of a claim (revision) row; circuit:N where the revision is not known (an imported claim)."""
-    if not row.get("circuit_id"):
+    if not row.circuit_id:
         return None
-    revision = row.get("circuit_revision")
-    return f"circuit:{row['circuit_id']}" + (f"@{revision}" if revision else "")
+    revision = row.circuit_revision
+    return f"circuit:{row.circuit_id}" + (f"@{revision}" if revision else "")
 
 
 @strawberry.type

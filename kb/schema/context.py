@@ -10,6 +10,7 @@ import strawberry
 from strawberry.dataloader import DataLoader
 
 from kb.claims import accounts, circuits, claims, model_counts, reviews, sessions
+from kb.claims.rows import CircuitRow, ClaimRevisionRow, ClaimRow, ReviewRevisionRow, ReviewRow, UserRow
 from kb.db import catalog
 from kb.schema.deadline import check
 from kb.schema.errors import CodedError
@@ -59,36 +60,36 @@ class Loaders:
         found = self._read(lambda conn: catalog.layers_by_id(conn, ids))
         return [found[i] for i in ids]
 
-    async def _claims(self, ids: list[int]) -> list[dict[str, Any] | None]:
+    async def _claims(self, ids: list[int]) -> list[ClaimRow | None]:
         found = self._read(lambda conn: claims.claims_by_id(conn, ids))
         return [found.get(i) for i in ids]
 
-    async def _claims_of_neurons(self, keys: list[tuple[str, str, int]]) -> list[list[dict[str, Any]]]:
+    async def _claims_of_neurons(self, keys: list[tuple[str, str, int]]) -> list[list[ClaimRow]]:
         found = self._read(lambda conn: claims.claims_about_neurons(conn, keys))
         return [found[k] for k in keys]
 
-    async def _revisions(self, ids: list[int]) -> list[list[dict[str, Any]]]:
+    async def _revisions(self, ids: list[int]) -> list[list[ClaimRevisionRow]]:
         found = self._read(lambda conn: claims.revisions(conn, ids))
         return [found[i] for i in ids]
 
-    async def _reviews(self, ids: list[int]) -> list[list[dict[str, Any]]]:
+    async def _reviews(self, ids: list[int]) -> list[list[ReviewRow]]:
         found = self._read(lambda conn: reviews.reviews_of_claims(conn, ids))
         return [found[i] for i in ids]
 
-    async def _users(self, ids: list[int]) -> list[dict[str, Any] | None]:
+    async def _users(self, ids: list[int]) -> list[UserRow | None]:
         found = self._read(lambda conn: accounts.people_by_id(conn, ids))
         return [found.get(i) for i in ids]
 
-    async def _circuits(self, ids: list[int]) -> list[dict[str, Any] | None]:
+    async def _circuits(self, ids: list[int]) -> list[CircuitRow | None]:
         found = self._read(lambda conn: circuits.circuits_by_id(conn, ids))
         return [found.get(i) for i in ids]
 
-    async def _circuits_at(self, pins: list[tuple[int, int | None]]) -> list[dict[str, Any] | None]:
+    async def _circuits_at(self, pins: list[tuple[int, int | None]]) -> list[CircuitRow | None]:
         """Circuits at pinned revisions (id, revision), as claims pin them."""
         found = self._read(lambda conn: circuits.circuits_at(conn, pins))
         return [found.get(p) for p in pins]
 
-    async def _review_histories(self, keys: list[tuple[int, int]]) -> list[list[dict[str, Any]]]:
+    async def _review_histories(self, keys: list[tuple[int, int]]) -> list[list[ReviewRevisionRow]]:
         """Every revision of the reviews (claim id, user id), oldest first."""
         found = self._read(lambda conn: reviews.review_histories(conn, keys))
         return [found[k] for k in keys]

@@ -155,7 +155,7 @@ def experiment_of_job(info: Info, job_id: int) -> Experiment | None:
         row = experiment_store.by_jobs(conn, [job_id]).get(job_id)
         if row is None:
             return None
-        latest = circuits.get(conn, row["circuit_id"])["revision"]
+        latest = circuits.get(conn, row["circuit_id"]).revision
     return Experiment.of(row, latest)
 
 
@@ -165,5 +165,5 @@ class ExperimentQuery:
     def experiment(self, info: Info, key: str) -> Experiment:
         with info.context.graphs.engine.connect() as conn:
             row = experiment_store.get(conn, experiment_store.parse_key(key))
-            latest = circuits.get(conn, row["circuit_id"])["revision"]
+            latest = circuits.get(conn, row["circuit_id"]).revision
         return Experiment.of(row, latest)

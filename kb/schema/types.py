@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -27,6 +27,7 @@ from kb.claims import edge_lists
 from kb.claims.claims import claims_by_id, parse_circuit_key, parse_key
 from kb.claims.claims import diff as diff_fields
 from kb.claims.reviews import content_authors
+from kb.claims.rows import CircuitRow, ClaimRevisionRow, ClaimRow
 from kb.graph.keys import KeyProblem, NeuronKey
 from kb.graph.store import ModelGraph
 from kb.schema import deadline
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 
+R = TypeVar("R")  # a row type of kb.claims.rows
 SHOWCASE_MAX = 24  # units in a model's showcase
 
 
@@ -505,20 +507,20 @@ class ClaimRevision:
     status: ClaimStatus
     confidence: float | None
     subjects: list[str] = strawberry.field(description="canonical neuron keys")
-    _row: strawberry.Private[dict[str, Any]]
+    _row: strawberry.Private[ClaimRevisionRow]
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> ClaimRevision:
+    def of(cls, row: ClaimRevisionRow) -> ClaimRevision:
         return cls(
-            revision=row["revision"],
-            created_at=as_utc(row["created_at"]),
-            message=row["message"],
-            label=row["label"],
-            body=row["body"],
-            kind=ClaimKind[row["kind"]],
-            status=ClaimStatus[row["status"]],
-            confidence=row["confidence"],
-            subjects=list(row["subjects"]),
+            revision=row.revision,
+            created_at=as_utc(row.created_at),
+            message=row.message,
+            label=row.label,
+            body=row.body,
+            kind=ClaimKind[row.kind],
+            status=ClaimStatus[row.status],
+            confidence=row.confidence,
+            subjects=list(row.subjects),
             _row=row,
         )
 
@@ -527,7 +529,7 @@ class ClaimRevision:
         return self._key()
 
     def _key(self) -> str:
-        return f"claim:{self._row['claim_id']}@{self.revision}"
+        return f"claim:{self._row.claim_id}@{self.revision}"
 
     @field(
         description="The circuit this revision is about, as it was at the revision it pins (circuit:N@R): a later "
@@ -542,18 +544,18 @@ class ClaimRevision:
 
     @field()
     def evidence(self) -> list[Evidence]:
-        return [Evidence.of(e) for e in self._row["evidence"]]
+        return [Evidence.of(e) for e in self._row.evidence]
 
     @field(description="What changed from the revision before this one (null for revision 1).")
     async def diff_from_previous(self, info: Info) -> list[FieldChange] | None:
         if self.revision == 1:
             return None
-        revs = await info.context.loaders.revisions.load(self._row["claim_id"])
+        revs = await info.context.loaders.revisions.load(self._row.claim_id)
         return [FieldChange(**c) for c in diff_fields(revs[self.revision - 2], self._row, deadline.check)]
 
     @strawberry.field
     async def author(self, info: Info) -> Person:
-        return await _person(info, self._row["author_id"])
+        return await _person(info, self._row.author_id)
 
     @field(
         description="The content authors up to this revision, in order of first contribution "
@@ -566,15 +568,15 @@ class ClaimRevision:
         return [await _person(info, i) for i in await self._author_ids(info)]
 
     async def _author_ids(self, info: Info) -> list[int]:
-        revs = await info.context.loaders.revisions.load(self._row["claim_id"])
+        revs = await info.context.loaders.revisions.load(self._row.claim_id)
         return content_authors(revs[: self.revision])
 
     async def _source(self, info: Info) -> dict[str, Any] | None:
         """For an imported claim (families from a paper): the CITATION it came from, if it names its authors."""
-        claim = await info.context.loaders.claim.load(self._row["claim_id"])
-        if not claim or not claim.get("origin"):
+        claim = await info.context.loaders.claim.load(self._row.claim_id)
+        if not claim or not claim.origin:
             return None
-        return next((e for e in self._row["evidence"] if e.get("kind") == "CITATION" and e.get("authors")), None)
+        return next((e for e in self._row.evidence if e.get("kind") == "CITATION" and e.get("authors")), None)
 
     @field(
         description="How to cite exactly this revision: its content authors, or for an imported "
@@ -587,7 +589,7 @@ class ClaimRevision:
         people = [_shown(await _person(info, i)) for i in await self._author_ids(info)]
         source = await self._source(info)
         key = self._key()
-        url = f"{info.context.settings.public_url.rstrip('/')}/c/{self._row['claim_id']}/{self.revision}"
+        url = f"{info.context.settings.public_url.rstrip('/')}/c/{self._row.claim_id}/{self.revision}"
         day = f"{self.created_at:%Y-%m-%d}"
         if source:
             names = list(source["authors"])
@@ -616,11 +618,11 @@ class ClaimRevision:
         return Citation(key=key, url=url, bibtex=bibtex, text=text)
 
 
-async def pinned_circuit(info: Info, row: dict[str, Any]) -> Circuit | None:
+async def pinned_circuit(info: Info, row: ClaimRow | ClaimRevisionRow) -> Circuit | None:
     """The circuit of a claim (revision) row at its pinned revision (the current one where none is pinned)."""
-    if not row.get("circuit_id"):
+    if not row.circuit_id:
         return None
-    found = await info.context.loaders.circuit_at.load((row["circuit_id"], row.get("circuit_revision")))
+    found = await info.context.loaders.circuit_at.load((row.circuit_id, row.circuit_revision))
     return Circuit.of(found) if found is not None else None
 
 
@@ -649,34 +651,33 @@ class Claim(KeyedNode):
     updated_at: datetime
     support_count: int
     dispute_count: int
-    _row: strawberry.Private[dict[str, Any]]
+    _row: strawberry.Private[ClaimRow]
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> Claim:
+    def of(cls, row: ClaimRow) -> Claim:
         return cls(
-            key=f"claim:{row['id']}",
-            label=row["label"],
-            body=row["body"],
-            kind=ClaimKind[row["kind"]],
-            status=ClaimStatus[row["status"]],
-            confidence=row["confidence"],
-            revision=row["revision"],
-            model=row["model_key"],
-            created_at=as_utc(row["created_at"]),
-            updated_at=as_utc(row["updated_at"]),
-            support_count=row["support_count"],
-            dispute_count=row["dispute_count"],
+            key=f"claim:{row.id}",
+            label=row.label,
+            body=row.body,
+            kind=ClaimKind[row.kind],
+            status=ClaimStatus[row.status],
+            confidence=row.confidence,
+            revision=row.revision,
+            model=row.model_key,
+            created_at=as_utc(row.created_at),
+            updated_at=as_utc(row.updated_at),
+            support_count=row.support_count,
+            dispute_count=row.dispute_count,
             _row=row,
         )
 
-    async def _current(self, info: Info) -> dict[str, Any]:
-        revs = await info.context.loaders.revisions.load(self._row["id"])
-        current: dict[str, Any] = revs[-1]
-        return current
+    async def _current(self, info: Info) -> ClaimRevisionRow:
+        revs = await info.context.loaders.revisions.load(self._row.id)
+        return revs[-1]
 
     @strawberry.field
     async def author(self, info: Info) -> Person:
-        return await _person(info, self._row["created_by"])
+        return await _person(info, self._row.created_by)
 
     @field(description="The content authors, in order of first contribution (`author` created it).")
     async def authors(self, info: Info) -> list[Person]:
@@ -684,11 +685,11 @@ class Claim(KeyedNode):
 
     @field(description="The neurons the current revision is about.")
     async def subjects(self, info: Info) -> list[Neuron]:
-        return _neurons(info, (await self._current(info))["subjects"])
+        return _neurons(info, (await self._current(info)).subjects)
 
     @strawberry.field
     async def evidence(self, info: Info) -> list[Evidence]:
-        return [Evidence.of(e) for e in (await self._current(info))["evidence"]]
+        return [Evidence.of(e) for e in (await self._current(info)).evidence]
 
     @field(description="The circuit the current revision is about, at the revision it pins.")
     async def circuit(self, info: Info) -> Circuit | None:
@@ -696,11 +697,11 @@ class Claim(KeyedNode):
 
     @field(description="Every revision, oldest first.")
     async def revisions(self, info: Info) -> list[ClaimRevision]:
-        return [ClaimRevision.of(r) for r in await info.context.loaders.revisions.load(self._row["id"])]
+        return [ClaimRevision.of(r) for r in await info.context.loaders.revisions.load(self._row.id)]
 
     @field(name="revisionAt", description="One revision (claim:N@R).")
     async def revision_at(self, info: Info, revision: int) -> ClaimRevision:
-        revs = await info.context.loaders.revisions.load(self._row["id"])
+        revs = await info.context.loaders.revisions.load(self._row.id)
         if not 1 <= revision <= len(revs):
             raise CodedError(f"{self.key} has revisions 1..{len(revs)}", "NOT_FOUND")
         return ClaimRevision.of(revs[revision - 1])
@@ -709,7 +710,7 @@ class Claim(KeyedNode):
     async def diff(
         self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int | None = None
     ) -> list[FieldChange]:
-        revs = await info.context.loaders.revisions.load(self._row["id"])
+        revs = await info.context.loaders.revisions.load(self._row.id)
         to = to or len(revs)
         if not (1 <= from_ <= len(revs) and 1 <= to <= len(revs)):
             raise bad_input(f"{self.key} has revisions 1..{len(revs)}")
@@ -717,7 +718,7 @@ class Claim(KeyedNode):
 
     @strawberry.field
     async def reviews(self, info: Info) -> list[Review]:
-        return [Review.of(r) for r in await info.context.loaders.reviews.load(self._row["id"])]
+        return [Review.of(r) for r in await info.context.loaders.reviews.load(self._row.id)]
 
     @field(description="How to cite the current revision.")
     async def citation(self, info: Info) -> Citation:
@@ -731,13 +732,13 @@ class Claim(KeyedNode):
 
 def _rows_by_id(
     info: Info,
-    by_id: Callable[[sa.Connection, list[int]], dict[int, dict[str, Any]]],
+    by_id: Callable[[sa.Connection, list[int]], dict[int, R]],
     ids: list[int],
     required: bool,
     kind: str,
-) -> list[dict[str, Any] | None]:
+) -> list[R | None]:
     """Rows by id in the order asked, one statement for them all (None where absent; NOT_FOUND if required)."""
-    found: dict[int, dict[str, Any]] = {}
+    found: dict[int, R] = {}
     if ids:
         with info.context.graphs.engine.connect() as conn:
             found = by_id(conn, ids)
@@ -767,23 +768,23 @@ class Circuit(KeyedNode):
     description: str
     model: str
     revision: int = strawberry.field(description="the revision shown (the current one unless asked for circuit:N@R)")
-    _row: strawberry.Private[dict[str, Any]]
+    _row: strawberry.Private[CircuitRow]
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> Circuit:
+    def of(cls, row: CircuitRow) -> Circuit:
         return cls(
-            key=f"circuit:{row['id']}",
-            name=row["name"],
-            description=row["description"],
-            model=row["model_key"],
-            revision=row.get("revision") or 1,
+            key=f"circuit:{row.id}",
+            name=row.name,
+            description=row.description,
+            model=row.model_key,
+            revision=row.revision,
             _row=row,
         )
 
     @field(description="The stated edges of the revision shown (counted at their size in the answer).")
     def edges(self, info: Info) -> list[CircuitEdge]:
-        info.context.answer.charge(edge_lists.size(self._row["edges"]), f"{self.key}@{self.revision}'s edges")
-        return [CircuitEdge(**e) for e in self._row["edges"]]
+        info.context.answer.charge(edge_lists.size(self._row.edges), f"{self.key}@{self.revision}'s edges")
+        return [CircuitEdge(**e) for e in self._row.edges]
 
     @field(description="circuit:N@R of the revision shown.")
     def revision_key(self) -> str:
@@ -794,51 +795,50 @@ class Circuit(KeyedNode):
         return self._latest_revision()
 
     def _latest_revision(self) -> int:
-        return int(self._row.get("current_revision") or self.revision)
+        return self._row.current_revision
 
     @field(description="Every revision, oldest first (each citable as circuit:N@R).")
     def revisions(self, info: Info) -> list[CircuitRevision]:
-        return revisions_of(info, self._row["id"])
+        return revisions_of(info, self._row.id)
 
     @field(name="revisionAt", description="One revision (circuit:N@R).")
     def revision_at(self, info: Info, revision: int) -> CircuitRevision:
-        return revision_of(info, self._row["id"], revision)
+        return revision_of(info, self._row.id, revision)
 
     @field(description="What changed from one revision to another (to: the current one if left out).")
     def diff(
         self, info: Info, from_: Annotated[int, strawberry.argument(name="from")], to: int | None = None
     ) -> CircuitDiff:
-        return diff_of(info, self._row["id"], from_, to)
+        return diff_of(info, self._row.id, from_, to)
 
     @field()
     def neurons(self, info: Info) -> list[Neuron]:
-        return _neurons(info, self._row["neurons"])
+        return _neurons(info, self._row.neurons)
 
     @field(
         description="Its checks by experiment, of every revision: the revision shown's and newer first "
         "(olderRevision marks a check of an older one)."
     )
     def experiments(self, info: Info) -> list[Experiment]:
-        return experiments_of(info, self._row["id"], self._latest_revision())
+        return experiments_of(info, self._row.id, self._latest_revision())
 
     @field()
     def created_at(self) -> datetime:
-        at: datetime = self._row["created_at"]
-        return at
+        return self._row.created_at
 
     @field(description="The circuit's web page.")
     def url(self, info: Info) -> str:
-        return f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row['id']}"
+        return f"{info.context.settings.public_url.rstrip('/')}/circuits/{self._row.id}"
 
     @field(description="Current claims about this circuit, oldest first.")
     def claims(self, info: Info) -> list[Claim]:
         with info.context.graphs.engine.connect() as conn:
-            return [Claim.of(r) for r in circuit_domain.claims_about(conn, self._row["id"])]
+            return [Claim.of(r) for r in circuit_domain.claims_about(conn, self._row.id)]
 
     @field(description="Each stated edge against the weights: exists, weight, sign, rank.")
     def check(self, info: Info) -> CircuitCheck:
         graph = info.context.graphs.graph(self.model)
-        info.context.answer.charge(edge_lists.size(self._row["edges"]), f"{self.key}@{self.revision}'s check")
+        info.context.answer.charge(edge_lists.size(self._row.edges), f"{self.key}@{self.revision}'s check")
         return CircuitCheck(edges=[EdgeCheck(**vars(e)) for e in circuit_domain.check(graph, self._row)])
 
     @classmethod
