@@ -132,10 +132,11 @@ FAMILY_ON_RANDOM = (
 
 
 def random_weights(model: Any) -> bool:
-    """Whether a page's model (a GraphQL answer's, or kb.app.neuron_page's ModelSummary) has random weights."""
-    if not model:
-        return False
-    return bool(model.get("weightsAreRandom") if isinstance(model, Mapping) else model.weights_are_random)
+    """Whether a page's model (a GraphQL answer's, or kb.app.neuron_page's ModelSummary) has random weights; False
+    for anything else a page calls its model (the feed page's model filter is its key, a string)."""
+    if isinstance(model, Mapping):
+        return bool(model.get("weightsAreRandom"))
+    return bool(getattr(model, "weights_are_random", False))
 
 
 def untrained_family(claim: Any, model: Any) -> bool:
