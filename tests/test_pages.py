@@ -251,8 +251,8 @@ def test_the_neuron_page_reads_what_the_api_answers(api, accounts, engine):
     for text in ("InceptionV1 4c:447", top, "/n/inceptionv1/conv2d0/3", "inceptionv1/mixed5b:1"):
         expected = gql(api, NEURON, {"k": text})
         assert "errors" not in expected, expected
-        assert _as_graphql(neuron_page(graphs, public_url, text)) == expected["data"], text
-    page = neuron_page(graphs, public_url, unit)
+        assert _as_graphql(neuron_page(graphs.engine, graphs, public_url, text)) == expected["data"], text
+    page = neuron_page(graphs.engine, graphs, public_url, unit)
     card = page.in_excite.edges[0].node
     assert card.key == top and card.visualizations and [c.key for c in card.claims][-1] == key
     assert page.visualizations and page.claims[-1].key == key and page.claims[-1].support_count >= 1

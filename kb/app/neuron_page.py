@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from kb.app import graph_reads, pictures
 from kb.app.graph_reads import Order, SignFilter, Unit, Way
 from kb.app.pictures import Visualization
@@ -131,7 +133,7 @@ def _claim(row: ClaimRow) -> ClaimSummary:
     )
 
 
-def neuron_page(graphs: GraphCache, public_url: str, text: str) -> NeuronPage:
+def neuron_page(engine: sa.Engine, graphs: GraphCache, public_url: str, text: str) -> NeuronPage:
     """The page of the unit of a key in any accepted form (BAD_KEY or NOT_FOUND: kb.graph.keys.KeyProblem);
     ``public_url``: the server's (KB_PUBLIC_URL), for the renders' and the citation's URLs."""
     unit = graph_reads.resolve(graphs, text)
@@ -145,7 +147,7 @@ def neuron_page(graphs: GraphCache, public_url: str, text: str) -> NeuronPage:
         for e in page.edges:
             units.setdefault(e.unit.key, e.unit)
     layer_keys = {u.key: u.layer.key for u in units.values()}
-    with graphs.engine.connect() as conn:  # read only: three statements, whatever the number of cards
+    with engine.connect() as conn:  # read only: three statements, whatever the number of cards
         renders = pictures.of_units(conn, public_url, [(g.sha256, layer_keys[k], u.index) for k, u in units.items()])
         claims = claims_about_neurons(conn, [(g.key, layer_keys[k], u.index) for k, u in units.items()])
         circuits, _ = circuit_domain.listing(conn, None, unit.key, 0, CIRCUITS)

@@ -85,7 +85,7 @@ class CircuitDiff:
 
 def _revisions(info: Info, circuit_id: int) -> list[CircuitRevisionRow]:
     """Every revision of the circuit, without their edge lists (charged, then read, where wanted)."""
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         return circuit_domain.revisions(conn, [circuit_id], with_edges=False)[circuit_id]
 
 
@@ -115,7 +115,7 @@ def revisions_of(info: Info, circuit_id: int) -> list[CircuitRevision]:
     """Every revision; their edge lists only when asked for, counted at their real sizes first (each list is
     stored once, but an answer carries it once per revision)."""
     with_edges = _asks_for(info, "edges")
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         revs = circuit_domain.revisions(conn, [circuit_id], with_edges=False)[circuit_id]
         if with_edges:
             _charge(info, revs, f"the edges of circuit:{circuit_id}'s {len(revs)} revisions")
@@ -129,7 +129,7 @@ def revision_of(info: Info, circuit_id: int, revision: int) -> CircuitRevision:
         raise CodedError(f"circuit:{circuit_id} has revisions 1..{len(revs)}", "NOT_FOUND")
     row = revs[revision - 1]
     _charge(info, [row], f"circuit:{circuit_id}@{revision}'s edges")
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         return CircuitRevision.of(circuit_domain.with_edge_lists(conn, [row])[0])
 
 
@@ -140,7 +140,7 @@ def diff_of(info: Info, circuit_id: int, from_: int, to: int | None) -> CircuitD
         raise bad_input(f"circuit:{circuit_id} has revisions 1..{len(revs)}")
     pair = [revs[from_ - 1], revs[to - 1]]
     _charge(info, pair, f"the diff of circuit:{circuit_id}@{from_} and @{to}")
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         pair = circuit_domain.with_edge_lists(conn, pair)
     d = circuit_domain.diff(pair[0], pair[1], deadline.check)
     return CircuitDiff(

@@ -43,7 +43,7 @@ def _filters(
 
 
 def _claims_page(info: Info, ids: list[int], start: int, total: int) -> ClaimConnection:
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         rows = claim_domain.claims_by_id(conn, ids)
     edges = [ClaimEdge(cursor=cursor(start + i), node=Claim.of(rows[cid])) for i, cid in enumerate(ids)]
     return ClaimConnection(edges=edges, page_info=page_info(start, start + len(ids), total), total_count=total)
@@ -54,7 +54,7 @@ class ClaimQuery:
     @field(description="A claim by key: claim:17 (claim:17@3 gives the claim; see revisionAt).")
     def claim(self, info: Info, key: str) -> Claim:
         claim_id, _ = claim_domain.parse_revision_key(key)
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             row = claim_domain.claims_by_id(conn, [claim_id]).get(claim_id)
         if row is None:
             raise CodedError(f"no claim:{claim_id}", "NOT_FOUND")
@@ -65,7 +65,7 @@ class ClaimQuery:
         claim_id, revision = claim_domain.parse_revision_key(key)
         if revision is None:
             raise ClaimProblem("a revision key looks like claim:17@3")
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             revs = claim_domain.revisions(conn, [claim_id])[claim_id]
         if not 1 <= revision <= len(revs):
             raise CodedError(f"no claim:{claim_id}@{revision}", "NOT_FOUND")
@@ -86,7 +86,7 @@ class ClaimQuery:
         newest_first: bool = False,
     ) -> ClaimConnection:
         f = _filters(info, model, layer, kind, status)
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             total = search.filtered_claim_count(conn, f)
             start, stop = window(first, after, total)
             ids = search.filtered_claim_ids(conn, f, start, stop - start, newest_first)
@@ -106,7 +106,7 @@ class ClaimQuery:
     ) -> ClaimConnection:
         f = _filters(info, model, layer, kind, status)
         start, stop = window(first, after, 10**9)
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             ids, total = search.search_claims(conn, text, f, start, stop - start)
         return _claims_page(info, ids, start, total)
 
@@ -124,7 +124,7 @@ class ClaimQuery:
     ) -> NeuronConnection:
         f = _filters(info, model, layer, kind, status)
         start, stop = window(first, after, 10**9)
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             keys, total = search.search_neurons(conn, text, f, start, stop - start)
         edges = []
         for i, k in enumerate(keys):
@@ -139,7 +139,7 @@ class ClaimQuery:
 
     @field(description="A circuit by key: circuit:3 (its current revision) or circuit:3@2 (that one).")
     def circuit(self, info: Info, key: str) -> Circuit:
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             return Circuit.of(circuit_domain.at_revision(conn, *circuit_domain.parse_key(key)))
 
     @field(description="Circuits, newest first, of one model and/or containing one neuron.")
@@ -155,7 +155,7 @@ class ClaimQuery:
         model = graphs.catalog().model(model).key if model else None
         neuron = str(graphs.resolve(neuron)) if neuron else None
         start, stop = window(first, after, 10**9)
-        with graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             rows, total = circuit_domain.listing(conn, model, neuron, start, stop - start)
         edges = [CircuitEdgeOfConnection(cursor=cursor(start + i), node=Circuit.of(r)) for i, r in enumerate(rows)]
         return CircuitConnection(edges=edges, page_info=page_info(start, start + len(rows), total), total_count=total)

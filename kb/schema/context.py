@@ -31,8 +31,8 @@ class Loaders:
     so neighbors, subgraphs and paths issue no SQL at all once a model is loaded.
     """
 
-    def __init__(self, graphs: GraphCache):
-        self.graphs = graphs
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
         self.layer_details = DataLoader(load_fn=self._layer_details)
         self.claim = DataLoader(load_fn=self._claims)
         self.claims_of_neuron = DataLoader(load_fn=self._claims_of_neurons)
@@ -53,7 +53,7 @@ class Loaders:
     def _read(self, read: Callable[[sa.Connection], T]) -> T:
         """One batch through a data-access function, on a connection of its own (after the deadline check)."""
         check()
-        with self.graphs.engine.connect() as conn:
+        with self.engine.connect() as conn:
             return read(conn)
 
     async def _layer_details(self, ids: list[int]) -> list[dict[str, Any]]:
@@ -97,14 +97,14 @@ class Loaders:
     async def _visualizations(self, units: list[tuple[str, str, int]]) -> list[list[dict[str, Any]]]:
         from kb.render import jobs
 
-        with self.graphs.engine.connect() as conn:
+        with self.engine.connect() as conn:
             found = jobs.done_for_units(conn, units)
         return [found[u] for u in units]
 
     async def _artifacts(self, ids: list[int]) -> list[dict[str, Any] | None]:
         from kb.render import jobs
 
-        with self.graphs.engine.connect() as conn:
+        with self.engine.connect() as conn:
             found = jobs.artifacts(conn, ids)
         return [found.get(i) for i in ids]
 
@@ -133,7 +133,8 @@ class Loaders:
 
 @dataclass
 class Context:
-    graphs: GraphCache
+    engine: sa.Engine  # the database: claims, accounts, renders (what is not the graph)
+    graphs: GraphCache  # the models' graphs, read from memory
     settings: Settings
     request: Any = None
     response: Any = None
@@ -148,7 +149,7 @@ class Context:
 
     def __post_init__(self) -> None:
         if self.loaders is None:
-            self.loaders = Loaders(self.graphs)
+            self.loaders = Loaders(self.engine)
         if self.answer is None:
             self.answer = AnswerSize(self.settings.answer_max_bytes)
 
@@ -161,7 +162,7 @@ class Context:
             cookie = self.request.cookies.get(sessions.COOKIE) if self.request is not None else None
             if (scheme.lower() != "bearer" or not token.strip()) and not cookie:
                 raise CodedError("this needs a token: send Authorization: Bearer <token>", "UNAUTHENTICATED")
-            with self.graphs.engine.connect() as conn:
+            with self.engine.connect() as conn:
                 if scheme.lower() == "bearer" and token.strip():
                     self._account = accounts.authenticate(conn, token.strip())
                 else:

@@ -145,13 +145,13 @@ def _target(row: dict[str, Any], t: dict[str, Any]) -> TargetFigures:
 
 
 def experiments_of(info: Info, circuit_id: int, latest_revision: int) -> list[Experiment]:
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         rows = experiment_store.for_circuits(conn, [circuit_id])[circuit_id]
     return [Experiment.of(r, latest_revision) for r in rows]
 
 
 def experiment_of_job(info: Info, job_id: int) -> Experiment | None:
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         row = experiment_store.by_jobs(conn, [job_id]).get(job_id)
         if row is None:
             return None
@@ -163,7 +163,7 @@ def experiment_of_job(info: Info, job_id: int) -> Experiment | None:
 class ExperimentQuery:
     @field(description="An experiment by its citable key (experiment:N).")
     def experiment(self, info: Info, key: str) -> Experiment:
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             row = experiment_store.get(conn, experiment_store.parse_key(key))
             latest = circuits.get(conn, row["circuit_id"]).revision
         return Experiment.of(row, latest)

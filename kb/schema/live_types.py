@@ -68,7 +68,7 @@ class LiveQuery:
             raise limit(f"first is 1..{MAX_FIRST}")
         if model:
             model = info.context.graphs.catalog().model(model).key
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             rows = activity.recent(conn, model, before, first, kind.value if kind else None)
         return [ActivityItem.of(r) for r in rows]
 

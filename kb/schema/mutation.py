@@ -110,7 +110,7 @@ class CircuitInput:
 
 
 def _engine(info: Info) -> sa.Engine:
-    return info.context.graphs.engine
+    return info.context.engine
 
 
 @strawberry.type

@@ -96,7 +96,7 @@ class UnitVisualization:
 
 def layer_visualizations(info: Info, g: ModelGraph, position: int, kind: RenderKind | None) -> list[UnitVisualization]:
     name = g.layers[position].key
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         rows = job_domain.done_for_layer(conn, g.sha256, name, kind.value if kind else None)
     return [
         UnitVisualization(
@@ -124,7 +124,7 @@ class LayerView:
 
 def layer_views(info: Info, g: ModelGraph, position: int, kind: LayerRenderKind | None) -> list[LayerView]:
     name = g.layers[position].key
-    with info.context.graphs.engine.connect() as conn:
+    with info.context.engine.connect() as conn:
         rows = job_domain.layer_views(conn, g.sha256, name, kind.value if kind else None)
         sources = job_domain.uploads(conn, [r["params"]["upload"] for r in rows if r["params"].get("upload")])
     out = []

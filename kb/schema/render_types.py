@@ -152,7 +152,7 @@ class RenderQuery:
     def render_jobs(self, info: Info, ids: list[int]) -> list[RenderJob]:
         if len(ids) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} ids")
-        return [RenderJob.of(r) for r in renders.get_jobs(info.context.graphs.engine, ids)]
+        return [RenderJob.of(r) for r in renders.get_jobs(info.context.engine, ids)]
 
 
 @strawberry.type
@@ -178,13 +178,13 @@ class RenderMutation:
             raise bad_input(f"batch must be 1..{MAX_UNITS}")
         p = RenderParams(**given)
         graphs = info.context.graphs
-        units = renders.units_of(graphs.engine, neurons or [], layer, keys=graphs)
+        units = renders.units_of(info.context.engine, neurons or [], layer, keys=graphs)
         if len(units) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} units per request")
         if units:  # the rate limit counted this request once (its permission); its units count the rest
             info.context.rate_limit(account, cost=-(-len(units) // max(1, settings.render_units_per_mutation)) - 1)
         asked = renders.request_renders(
-            graphs.engine,
+            info.context.engine,
             settings,
             units,
             kind.value,
@@ -214,9 +214,9 @@ class RenderMutation:
         given.pop("batch", None)  # one picture: nothing to batch
         graphs = info.context.graphs
         asked = renders.request_layer_render(
-            graphs.engine,
+            info.context.engine,
             info.context.settings,
-            renders.layer_of(graphs.engine, layer, keys=graphs),
+            renders.layer_of(info.context.engine, layer, keys=graphs),
             kind.value,
             RenderParams(**given),
             requester=account.id,
@@ -234,9 +234,7 @@ class RenderMutation:
         if len(ids) > MAX_UNITS:
             raise limit(f"at most {MAX_UNITS} ids")
         account = info.context.account()
-        rows = renders.cancel_renders(
-            info.context.graphs.engine, ids, by=account.id, moderator=account.at_least("moderator")
-        )
+        rows = renders.cancel_renders(info.context.engine, ids, by=account.id, moderator=account.at_least("moderator"))
         return [RenderJob.of(r) for r in rows]
 
 
@@ -261,7 +259,7 @@ class ExperimentMutation:
     ) -> RenderJob:
         account = info.context.account()
         asked = renders.check_circuit(
-            info.context.graphs.engine,
+            info.context.engine,
             info.context.settings,
             key,
             CheckParams(dataset=dataset, ablation=ablation.value, images=images, seed=seed),

@@ -740,7 +740,7 @@ def _rows_by_id(
     """Rows by id in the order asked, one statement for them all (None where absent; NOT_FOUND if required)."""
     found: dict[int, R] = {}
     if ids:
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             found = by_id(conn, ids)
     missing = [i for i in ids if i not in found]
     if required and missing:
@@ -832,7 +832,7 @@ class Circuit(KeyedNode):
 
     @field(description="Current claims about this circuit, oldest first.")
     def claims(self, info: Info) -> list[Claim]:
-        with info.context.graphs.engine.connect() as conn:
+        with info.context.engine.connect() as conn:
             return [Claim.of(r) for r in circuit_domain.claims_about(conn, self._row.id)]
 
     @field(description="Each stated edge against the weights: exists, weight, sign, rank.")

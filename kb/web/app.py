@@ -69,7 +69,14 @@ log = logging.getLogger("kb.web")
 
 class GraphQLApp(GraphQL[Context, None]):
     def __init__(
-        self, schema: Schema, graphs: GraphCache, settings: Settings, rates: RateLimits, offloop: OffLoop, live: Live
+        self,
+        schema: Schema,
+        engine: sa.Engine,
+        graphs: GraphCache,
+        settings: Settings,
+        rates: RateLimits,
+        offloop: OffLoop,
+        live: Live,
     ) -> None:
         # Queries may come by GET (cacheable links); mutations only by POST with a JSON body. No stock IDE (it loads
         # from a CDN): kb.web.graphiql serves the vendored one. Subscriptions over WebSocket, graphql-transport-ws
@@ -81,6 +88,7 @@ class GraphQLApp(GraphQL[Context, None]):
             multipart_uploads_enabled=False,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
+        self.engine = engine
         self.graphs = graphs
         self.settings = settings
         self.rates = rates
@@ -91,6 +99,7 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         websocket = request.scope["type"] == "websocket"
         return Context(
+            engine=self.engine,
             graphs=self.graphs,
             settings=self.settings,
             request=request,
@@ -113,7 +122,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if not token and not csrf:
             return None
         try:
-            account = await run_in_threadpool(_ws_account, self.graphs.engine, context.request, token, csrf)
+            account = await run_in_threadpool(_ws_account, self.engine, context.request, token, csrf)
         except (CodedError, ClaimProblem) as exc:
             code = exc.code if isinstance(exc, ClaimProblem) else (exc.extensions or {}).get("code")
             raise ConnectionRejectionError({"message": str(exc), "code": code}) from None
@@ -154,9 +163,9 @@ def create_app(
     rates = RateLimits(settings)
     live = Live(engine, graphs, per_address=settings.live_streams_per_address)
     graphql = GraphQLEndpoint(
-        GraphQLApp(schema, graphs, settings, rates, offloop, live),
+        GraphQLApp(schema, engine, graphs, settings, rates, offloop, live),
         schema,
-        lambda scope: Context(graphs=graphs, settings=settings),
+        lambda scope: Context(engine=engine, graphs=graphs, settings=settings),
         offloop=offloop,
         inline_cost=settings.inline_cost,
     )
@@ -191,15 +200,15 @@ def create_app(
         )
 
     artifacts = ArtifactRoute(storage_from_settings(settings, engine))  # the artifact store KB_ARTIFACT_STORE names
-    pages = Pages(schema, lambda: Context(graphs=graphs, settings=settings, offloop=offloop))
+    pages = Pages(schema, lambda: Context(engine=engine, graphs=graphs, settings=settings, offloop=offloop))
     auth = AuthPages(engine, settings)
 
     # the forms write as the signed-in account: the context carries it
     def as_account(account: accounts.Account | None = None) -> Context:
-        return Context(graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account)
+        return Context(engine=engine, graphs=graphs, settings=settings, rates=rates, offloop=offloop, _account=account)
 
     def for_request(request: Request) -> Context:  # a request's caller, as GraphQL authenticates it (POST /uploads)
-        return Context(graphs=graphs, settings=settings, request=request, rates=rates, offloop=offloop)
+        return Context(engine=engine, graphs=graphs, settings=settings, request=request, rates=rates, offloop=offloop)
 
     annotate = Annotate(auth, pages, schema, as_account)
     pictures = CardPictures(engine, settings, graphs)  # unit cards' thumbnails (kb.web.thumbnails)

@@ -40,7 +40,7 @@ async def check_view(context: Context, me: sessions.SessionInfo | None, circuit_
     """The open checks of the circuit, and for editors the form's choices."""
 
     def read() -> tuple[list[dict[str, Any]], list[str]]:
-        with context.graphs.engine.connect() as conn:
+        with context.engine.connect() as conn:
             return open_checks(conn, circuit_id), dataset_names(conn)
 
     running, datasets = await run_in_threadpool(read)

@@ -316,7 +316,9 @@ class Pages:
         since = await pictures.since()
         context = self.context_factory()
         try:  # the data of the NEURON query, read by the use case (kb.app.neuron_page) without the executor
-            n = await run_in_threadpool(neuron_page.neuron_page, context.graphs, context.settings.public_url, key)
+            n = await run_in_threadpool(
+                neuron_page.neuron_page, context.engine, context.graphs, context.settings.public_url, key
+            )
         except Problem as exc:  # an unknown key (BAD_KEY, NOT_FOUND): coded as GraphQL would
             return problem_page(request, failed("NEURON", [GraphQLError(str(exc), original_error=exc)]).errors)
         tabs = (
@@ -331,7 +333,7 @@ class Pages:
         mine: dict[str, reader_reviews.Standing] = {}  # the reader's authorship and own review of each claim
         if me and me.account.at_least("editor") and n.claims:  # (no Support/Dispute on their own claims)
             keys = [c.key for c in n.claims]
-            mine = await run_in_threadpool(reader_reviews.standing, context.graphs.engine, me.account.id, keys)
+            mine = await run_in_threadpool(reader_reviews.standing, context.engine, me.account.id, keys)
         choices = await render_controls.neuron_choices(context, me) if me else None
         page = {
             "title": n.key,

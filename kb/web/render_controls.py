@@ -37,7 +37,7 @@ async def neuron_choices(context: Context, me: sessions.SessionInfo | None) -> d
     if me is None or not me.account.at_least("editor"):
         return None
 
-    datasets = [d.name for d in await run_in_threadpool(datasets_app.datasets, context.graphs.engine)]
+    datasets = [d.name for d in await run_in_threadpool(datasets_app.datasets, context.engine)]
     kinds = [c for c in CHOICES.values() if datasets or not c.needs_dataset]
     return {
         "kinds": kinds,
@@ -74,7 +74,5 @@ async def layer_requests(
     moderator = bool(me and me.account.at_least("moderator"))
     name = layer["key"].partition("/")[2]
 
-    found = await run_in_threadpool(
-        renders.layer_requests, context.graphs.engine, layer["model"]["sha256"], name, reader
-    )
+    found = await run_in_threadpool(renders.layer_requests, context.engine, layer["model"]["sha256"], name, reader)
     return [_shown(r, layer["units"], moderator, context.settings) for r in found]

@@ -131,7 +131,7 @@ class RenderForms:
             if image is None or image.filename is None or not image.data:
                 raise Problem("choose an image file to upload (PNG, JPEG, GIF, WebP or BMP)")
             try:
-                up = await upload_as(info.account, ctx.graphs.engine, ctx.settings, image.data)
+                up = await upload_as(info.account, ctx.engine, ctx.settings, image.data)
             except DomainProblem as exc:
                 raise Problem(exc.message, HTTP.get(exc.code, 400)) from None
             variables = {
@@ -150,12 +150,12 @@ class RenderForms:
         key = f"{request.path_params['model']}/{request.path_params['layer']}"
         try:
             info, fields = await self.auth.session_post(request)
-            graphs = self.context_for(info.account).graphs
+            context = self.context_for(info.account)
             moderator = info.account.at_least("moderator")
             asked = fields.get("request", "")
             try:
                 found = await run_in_threadpool(
-                    renders.layer_request_jobs, graphs.engine, graphs, key, asked, info.account.id, moderator
+                    renders.layer_request_jobs, context.engine, context.graphs, key, asked, info.account.id, moderator
                 )
             except (KeyProblem, LookupError, TypeError) as exc:
                 raise Problem(str(exc), 404) from None

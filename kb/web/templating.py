@@ -134,6 +134,8 @@ FAMILY_ON_RANDOM = (
 def random_weights(model: Any) -> bool:
     """Whether a page's model (a GraphQL answer's, or kb.app.neuron_page's ModelSummary) has random weights; False
     for anything else a page calls its model (the feed page's model filter is its key, a string)."""
+    if not model:  # none, or undefined on the page
+        return False
     if isinstance(model, Mapping):
         return bool(model.get("weightsAreRandom"))
     return bool(getattr(model, "weights_are_random", False))
