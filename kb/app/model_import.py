@@ -20,12 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
 from threadpoolctl import threadpool_limits
 
+from kb.app.reporting import Quiet, Reporter
 from kb.db import bulk
 from kb.db.tables import Model, model_table
 from kb.graph import extract, graph_file, program, zoo
@@ -40,24 +41,6 @@ log = logging.getLogger("kb.import")
 
 class ImportProblem(ValueError):
     pass
-
-
-class Reporter(Protocol):
-    """What the importer tells about long steps; the CLI shows them as progress bars (kb.cli.progress.Phases)."""
-
-    def stage(self, name: str, total: int | None = None) -> Callable[[int], None]: ...
-
-    def done(self, name: str) -> None: ...
-
-
-class Quiet:
-    """The Reporter that tells nothing (the default)."""
-
-    def stage(self, name: str, total: int | None = None) -> Callable[[int], None]:
-        return lambda n: None
-
-    def done(self, name: str) -> None:
-        pass
 
 
 @dataclass
