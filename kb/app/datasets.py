@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 
 from kb.db.render_tables import dataset_table
 from kb.errors import Problem
+from kb.graph import zoo
 from kb.render.datasets import add_dataset
 
 
@@ -71,3 +73,31 @@ def datasets(engine: sa.Engine) -> list[Dataset]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.name, t.c.images, t.c.path).order_by(t.c.name))
         return [Dataset(r.name, r.images, Path(r.path)) for r in rows]
+
+
+@dataclass(frozen=True)
+class ModelDataset:
+    """The data set of the images a model's weights were trained on."""
+
+    name: str
+    path: str  # the folder registered under ``name``
+    outcome: Literal["added", "registered", "taken"]  # added now; there before; the name is another folder's
+
+
+def add_model_dataset(engine: sa.Engine, source: str, data_dir: Path) -> ModelDataset | None:
+    """After ``kb import SOURCE``: the images the architecture's weights were trained on (``Architecture.dataset``:
+    demo:digits), written under ``data_dir/datasets/NAME`` and registered as data set NAME unless that name is
+    taken (then left as it is); None for an architecture without one."""
+    arch = zoo.get(source)
+    if arch.dataset is None:
+        return None
+    from kb.render.dataset_examples import image_files  # torch: only where models are imported
+
+    name, write = arch.dataset
+    folder = write(data_dir / "datasets" / name).resolve()
+    with engine.begin() as conn:
+        if add_dataset(conn, name, folder, len(image_files(folder))):
+            return ModelDataset(name, str(folder), "added")
+        t = dataset_table
+        path = conn.execute(sa.select(t.c.path).where(t.c.name == name)).scalar_one()
+    return ModelDataset(name, path, "registered" if path == str(folder) else "taken")

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sqlalchemy as sa
 import typer
 
+from kb.app import datasets
 from kb.app.models import models
-from kb.claims.claims import claims_about_neurons
+from kb.app.neuron_lookup import Connection, look_up_neuron
 from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.progress import Phases
-from kb.graph.keys import NeuronKey
-from kb.graph.store import ModelGraph
-from kb.serving.graph_cache import GraphCache
 from kb.settings import get_settings
 
 models_app = typer.Typer(help="Imported models.", invoke_without_command=True)
@@ -87,16 +83,13 @@ def import_command(
 
 def _add_dataset(engine: sa.Engine, source: str) -> None:
     """The images the model was trained on, as a data set (demo:digits), unless one of that name exists."""
-    from kb.graph import zoo
-    from kb.render.datasets import add_architecture_dataset
-
-    added = add_architecture_dataset(engine, zoo.get(source), get_settings().data_dir)
-    if added is not None:
-        name, what = added
-        if what.startswith("taken by "):
-            typer.echo(f"dataset {name} is another folder ({what[len('taken by ') :]}): left as it is", err=True)
-        else:
-            typer.echo(f"dataset {name}: {what.split(' ', 1)[1]}")
+    added = datasets.add_model_dataset(engine, source, get_settings().data_dir)
+    if added is None:
+        return
+    if added.outcome == "taken":
+        typer.echo(f"dataset {added.name} is another folder ({added.path}): left as it is", err=True)
+    else:
+        typer.echo(f"dataset {added.name}: {added.path}")
 
 
 @models_app.callback()
@@ -128,34 +121,7 @@ def remove(key: str, reason: str = typer.Option(..., "--reason", help="why, kept
     typer.echo(f"removed {key}; its keys now resolve to 'removed'{freed}")
 
 
-@dataclass(frozen=True)
-class _Edge:
-    neighbor: NeuronKey
-    weight: float
-    magnitude: float
-    method: str
-
-
-def _top(g: ModelGraph, ordinal: int, way: str, n: int) -> list[_Edge]:
-    """The unit's top ``n`` inputs or outputs by weight, in the API's order (``Rows.positions``, the same graph)."""
-    rows = g.inputs if way == "inputs" else g.outputs
-    edges = []
-    for p in rows.positions(ordinal)[:n]:
-        other = int(rows.other[p])
-        layer, index = g.unit(other)
-        source, target = (other, ordinal) if way == "inputs" else (ordinal, other)
-        edges.append(
-            _Edge(
-                NeuronKey(g.key, layer.key, index),
-                float(rows.weight[p]),
-                float(rows.magnitude[p]),
-                g.method(source, target),
-            )
-        )
-    return edges
-
-
-def _print_edges(title: str, edges: list[_Edge]) -> None:
+def _print_edges(title: str, edges: list[Connection]) -> None:
     if not edges:
         return
     layers = sorted({e.neighbor.layer for e in edges})
@@ -175,23 +141,16 @@ def neuron_command(
 ) -> None:
     """Resolve a neuron key and show its canonical and pinned keys, its page, the claims about it and its
     strongest connections."""
-    graphs = GraphCache(open_engine(), graphs_dir=get_settings().graphs_dir)
-    key_ = graphs.catalog().neuron(key, default_model=model)
-    try:
-        g = graphs.graph(key_.model)  # the server's graph file (mapped), or the database's rows
-    except LookupError:
-        raise CliProblem(f"{key_} is not in the database") from None
-    ordinal = g.ordinal(key_.layer, key_.index)
-    typer.echo(str(key_))
-    typer.echo(f"pinned  {key_.pinned(g.sha256)}")
-    typer.echo(f"url     {local_server.public_url()}{key_.path()}")
-    unit = (key_.model, key_.layer, key_.index)
-    with graphs.engine.connect() as conn:
-        claims = claims_about_neurons(conn, [unit])[unit]
-    typer.echo(f"claims  {len(claims) or 'none yet'}")
-    for c in claims:
+    found = look_up_neuron(
+        open_engine(), key, model=model, inputs=inputs, outputs=outputs, graphs_dir=get_settings().graphs_dir
+    )
+    typer.echo(str(found.key))
+    typer.echo(f"pinned  {found.pinned}")
+    typer.echo(f"url     {local_server.public_url()}{found.key.path()}")
+    typer.echo(f"claims  {len(found.claims) or 'none yet'}")
+    for c in found.claims:
         typer.echo(f"  claim:{c.id}  {c.status:<9}  {c.kind:<12}  {c.label}")
     if inputs:
-        _print_edges(f"top {inputs} inputs by weight", _top(g, ordinal, "inputs", inputs))
+        _print_edges(f"top {inputs} inputs by weight", found.inputs)
     if outputs:
-        _print_edges(f"top {outputs} outputs by weight", _top(g, ordinal, "outputs", outputs))
+        _print_edges(f"top {outputs} outputs by weight", found.outputs)
