@@ -11,12 +11,12 @@ import sqlalchemy as sa
 import typer
 
 from kb.app import renders
+from kb.app.check_results import check_result
 from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
 from kb.cli.render import follow
 from kb.experiments import figures
-from kb.experiments import store as experiment_store
 from kb.experiments.checks import CheckParams
 from kb.render.jobs import Job
 from kb.render.quota import Quota
@@ -71,16 +71,13 @@ def report(engine: sa.Engine, job: Job) -> None:
     if job.status != "DONE":
         typer.echo(f"job {job.id}  {job.status}  (kb circuit check again with --wait to follow it)")
         return
-    with engine.connect() as conn:
-        row = experiment_store.by_jobs(conn, [job.id]).get(job.id)
-    if row is None:
+    result = check_result(engine, job.id)
+    if result is None:
         raise CliProblem(f"job {job.id} is done but wrote no experiment")
-    number = row["circuit_id"]
     typer.echo(
-        f"{experiment_store.key(row['id'])} of circuit:{number}@{row['circuit_revision']}  "
-        f"{local_server.public_url()}/circuits/{number}#experiments"
+        f"{result.key} of circuit:{result.circuit}@{result.revision}  "
+        f"{local_server.public_url()}/circuits/{result.circuit}#experiments"
     )
-    for t in row["results"]:
-        beats = figures.beats_random(t["sufficiency"], t["random"]["sufficiency"])
-        verdict = {True: "above random", False: "not above random", None: "undefined"}[beats]
-        typer.echo(f"{t['target']}  {' · '.join(figures.badges(row, t))}  ({verdict})")
+    for t in result.targets:
+        verdict = {True: "above random", False: "not above random", None: "undefined"}[t.beats_random]
+        typer.echo(f"{t.target}  {' · '.join(t.badges)}  ({verdict})")
