@@ -178,11 +178,13 @@ def test_backup_then_restore_into_a_new_database(fresh_db, tmp_path):
 
 
 def test_a_neuron_looked_up_with_its_claims_and_connections(engine, inceptionv1):
-    found = neuron_lookup.look_up_neuron(engine, "InceptionV1 4c:447", inputs=3, outputs=2)
-    assert str(found.key) == "inceptionv1/mixed4c:447"
-    assert found.pinned.startswith("inceptionv1@") and found.pinned.endswith("/mixed4c:447")
-    assert len(found.inputs) == 3 and len(found.outputs) == 2
-    assert all(e.neighbor.layer != "mixed4c" and e.method for e in found.inputs + found.outputs)
+    found = neuron_lookup.look_up_neuron(engine, "InceptionV1 4c:447", inputs=150, outputs=2)
+    assert found.unit.key == "inceptionv1/mixed4c:447"
+    assert found.unit.pinned_key.startswith("inceptionv1@") and found.unit.pinned_key.endswith("/mixed4c:447")
+    # more than one of the API's pages, in its order: offsets 0..149 without a gap, weights falling
+    assert [e.offset for e in found.inputs] == list(range(150)) and len(found.outputs) == 2
+    assert all(a.weight >= b.weight for a, b in zip(found.inputs, found.inputs[1:], strict=False))
+    assert all(e.unit.layer.key != "mixed4c" and e.method for e in found.inputs + found.outputs)
     assert neuron_lookup.look_up_neuron(engine, "inceptionv1/mixed4c:447").inputs == []
     with pytest.raises(NotFound):
         neuron_lookup.look_up_neuron(engine, "inceptionv1/mixed4c:99999")

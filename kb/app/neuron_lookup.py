@@ -1,6 +1,6 @@
 """``kb neuron``: a neuron key in any form resolved, with what the command line shows of it (its pinned key, the
-claims about it, its strongest connections), in one use case. The graph comes from the serving graph file (mapped)
-or the database's rows, as the API reads it; the claims are read in one transaction."""
+claims about it, its strongest connections), in one use case. The unit and its connections are kb.app.graph_reads'
+(the API's ranking, from the serving graph file or the database's rows); the claims are read in one transaction."""
 
 from __future__ import annotations
 
@@ -9,18 +9,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from kb.app import graph_reads
+from kb.app.graph_reads import Neighbour, Unit, Way
+from kb.app.paging import MAX_PAGE, cursor
 from kb.claims.claims import claims_about_neurons
-from kb.graph.keys import NeuronKey, NotFound
-from kb.graph.store import ModelGraph
+from kb.graph.keys import NotFound
 from kb.serving.graph_cache import GraphCache
-
-
-@dataclass(frozen=True)
-class Connection:
-    neighbor: NeuronKey
-    weight: float
-    magnitude: float  # |K|, the kernel's norm
-    method: str  # how the weight was computed (the link's method)
 
 
 @dataclass(frozen=True)
@@ -33,29 +27,23 @@ class ClaimSummary:
 
 @dataclass(frozen=True)
 class NeuronLookup:
-    key: NeuronKey  # canonical
-    pinned: str  # the key pinned to the weights' sha256
+    unit: Unit  # its canonical key, its pinned key, its layer
     claims: list[ClaimSummary]  # whose current revision is about this neuron, oldest first
-    inputs: list[Connection]  # the top ones by weight, in the API's order
-    outputs: list[Connection]
+    inputs: list[Neighbour]  # the strongest by weight, in the API's order
+    outputs: list[Neighbour]
 
 
-def _top(g: ModelGraph, ordinal: int, way: str, n: int) -> list[Connection]:
-    """The unit's top ``n`` inputs or outputs by weight, in the API's order (``Rows.positions``, the same graph)."""
-    rows = g.inputs if way == "inputs" else g.outputs
-    edges = []
-    for p in rows.positions(ordinal)[:n]:
-        other = int(rows.other[p])
-        layer, index = g.unit(other)
-        source, target = (other, ordinal) if way == "inputs" else (ordinal, other)
-        edges.append(
-            Connection(
-                NeuronKey(g.key, layer.key, index),
-                float(rows.weight[p]),
-                float(rows.magnitude[p]),
-                g.method(source, target),
-            )
-        )
+def _top(graphs: GraphCache, unit: Unit, way: Way, n: int) -> list[Neighbour]:
+    """The unit's first ``n`` inputs or outputs by weight: the API's pages (at most MAX_PAGE each), one after
+    the other, so that the command line ranks as the API does and may show more than a page."""
+    edges: list[Neighbour] = []
+    after = None
+    while len(edges) < n:
+        page = graph_reads.neighbours(graphs, unit, way, first=min(MAX_PAGE, n - len(edges)), after=after)
+        edges.extend(page.edges)
+        if not page.edges or page.stop >= page.total:
+            break
+        after = cursor(page.edges[-1].offset)
     return edges
 
 
@@ -71,19 +59,18 @@ def look_up_neuron(
     """The neuron ``key`` (any form; ``model`` for keys without one) with its top ``inputs`` and ``outputs`` by
     weight. NotFound if the key names no neuron of the catalog, or its model's graph is not in the database."""
     graphs = GraphCache(engine, graphs_dir=graphs_dir)
-    key_ = graphs.catalog().neuron(key, default_model=model)
+    found = graphs.resolve(key, model)
     try:
-        g = graphs.graph(key_.model)
+        g = graphs.graph(found.model)
     except LookupError:
-        raise NotFound(f"{key_} is not in the database") from None
-    ordinal = g.ordinal(key_.layer, key_.index)
-    unit = (key_.model, key_.layer, key_.index)
+        raise NotFound(f"{found} is not in the database") from None
+    unit = Unit.at(g, g.ordinal(found.layer, found.index))
+    triple = (found.model, found.layer, found.index)
     with engine.connect() as conn:
-        claims = claims_about_neurons(conn, [unit])[unit]
+        claims = claims_about_neurons(conn, [triple])[triple]
     return NeuronLookup(
-        key_,
-        key_.pinned(g.sha256),
+        unit,
         [ClaimSummary(c.id, c.status, c.kind, c.label) for c in claims],
-        _top(g, ordinal, "inputs", inputs) if inputs else [],
-        _top(g, ordinal, "outputs", outputs) if outputs else [],
+        _top(graphs, unit, "inputs", inputs),
+        _top(graphs, unit, "outputs", outputs),
     )

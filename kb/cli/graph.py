@@ -6,8 +6,9 @@ import sqlalchemy as sa
 import typer
 
 from kb.app import datasets
+from kb.app.graph_reads import Neighbour
 from kb.app.models import models
-from kb.app.neuron_lookup import Connection, look_up_neuron
+from kb.app.neuron_lookup import look_up_neuron
 from kb.cli import local_server
 from kb.cli.db import open_engine
 from kb.cli.errors import CliProblem, expected
@@ -121,13 +122,13 @@ def remove(key: str, reason: str = typer.Option(..., "--reason", help="why, kept
     typer.echo(f"removed {key}; its keys now resolve to 'removed'{freed}")
 
 
-def _print_edges(title: str, edges: list[Connection]) -> None:
+def _print_edges(title: str, edges: list[Neighbour]) -> None:
     if not edges:
         return
-    layers = sorted({e.neighbor.layer for e in edges})
+    layers = sorted({e.unit.layer.key for e in edges})
     typer.echo(f"{title} (from {', '.join(layers)}; {edges[0].method}):")
     for e in edges:
-        typer.echo(f"  {e.weight:+9.4f}  |K| {e.magnitude:8.4f}  {e.neighbor}")
+        typer.echo(f"  {e.weight:+9.4f}  |K| {e.magnitude:8.4f}  {e.unit.key}")
 
 
 @expected()
@@ -144,9 +145,9 @@ def neuron_command(
     found = look_up_neuron(
         open_engine(), key, model=model, inputs=inputs, outputs=outputs, graphs_dir=get_settings().graphs_dir
     )
-    typer.echo(str(found.key))
-    typer.echo(f"pinned  {found.pinned}")
-    typer.echo(f"url     {local_server.public_url()}{found.key.path()}")
+    typer.echo(found.unit.key)
+    typer.echo(f"pinned  {found.unit.pinned_key}")
+    typer.echo(f"url     {local_server.public_url()}{found.unit.neuron_key.path()}")
     typer.echo(f"claims  {len(found.claims) or 'none yet'}")
     for c in found.claims:
         typer.echo(f"  claim:{c.id}  {c.status:<9}  {c.kind:<12}  {c.label}")
