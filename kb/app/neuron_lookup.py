@@ -13,22 +13,15 @@ from kb.app import graph_reads
 from kb.app.graph_reads import Neighbour, Unit, Way
 from kb.app.paging import MAX_PAGE, cursor
 from kb.claims.claims import claims_about_neurons
+from kb.claims.rows import ClaimRow
 from kb.graph.keys import NotFound
 from kb.serving.graph_cache import GraphCache
 
 
 @dataclass(frozen=True)
-class ClaimSummary:
-    id: int
-    status: str
-    kind: str
-    label: str
-
-
-@dataclass(frozen=True)
 class NeuronLookup:
     unit: Unit  # its canonical key, its pinned key, its layer
-    claims: list[ClaimSummary]  # whose current revision is about this neuron, oldest first
+    claims: list[ClaimRow]  # whose current revision is about this neuron, oldest first
     inputs: list[Neighbour]  # the strongest by weight, in the API's order
     outputs: list[Neighbour]
 
@@ -70,7 +63,7 @@ def look_up_neuron(
         claims = claims_about_neurons(conn, [triple])[triple]
     return NeuronLookup(
         unit,
-        [ClaimSummary(c.id, c.status, c.kind, c.label) for c in claims],
+        claims,
         _top(graphs, unit, "inputs", inputs),
         _top(graphs, unit, "outputs", outputs),
     )
