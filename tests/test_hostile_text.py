@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from conftest import as_user, gql
@@ -20,6 +21,7 @@ from kb.claims import textdiff
 from kb.claims.circuits import MAX_DESCRIPTION
 from kb.claims.claims import diff as claim_diff
 from kb.claims.content import MAX_BODY
+from kb.claims.rows import ClaimRevisionRow
 from kb.schema import deadline
 from kb.schema.errors import RequestTimeout
 from kb.web import markdown
@@ -157,6 +159,28 @@ def test_the_bounded_diff_writes_what_difflib_writes():
     assert patch.text == want and not patch.too_large
 
 
+def _revision(revision: int, body: str) -> ClaimRevisionRow:
+    """A claim revision that differs from another only by its number and body."""
+    return ClaimRevisionRow(
+        claim_id=1,
+        revision=revision,
+        author_id=1,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        label="a label",
+        body=body,
+        kind="FEATURE",
+        status="PROPOSED",
+        confidence=None,
+        subjects=[],
+        circuit_id=None,
+        circuit_revision=None,
+        evidence=[],
+        message="",
+        author="amy",
+        author_display="",
+    )
+
+
 def test_a_diff_past_its_bound_is_too_large_after_bounded_work():
     """At the body limit the hostile pair stops at the matcher's bound (and within it, however large the input)."""
     before, after = hostile_pair(MAX_BODY)
@@ -165,7 +189,7 @@ def test_a_diff_past_its_bound_is_too_large_after_bounded_work():
     lines = before.count("\n") + after.count("\n")
     assert patch.too_large and patch.text is None
     assert patch.work <= textdiff.MAX_WORK + lines
-    changes = claim_diff({"revision": 1, "body": before}, {"revision": 2, "body": after}, check=deadline.check)
+    changes = claim_diff(_revision(1, before), _revision(2, after), check=deadline.check)
     assert changes == [{"field": "body", "before": before, "after": after, "patch": None, "too_large": True}]
 
 
@@ -181,7 +205,7 @@ def test_a_diff_stops_at_the_request_deadline_and_is_not_cached():
     token = deadline.DEADLINE.set(time.monotonic() - 1)  # a request whose time is already up
     try:
         with pytest.raises(RequestTimeout):
-            claim_diff({"revision": 1, "body": before}, {"revision": 2, "body": after}, counted_check)
+            claim_diff(_revision(1, before), _revision(2, after), counted_check)
     finally:
         deadline.DEADLINE.reset(token)
     assert len(checks) == 1  # it stopped at its first check: no work went on

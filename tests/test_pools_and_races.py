@@ -19,7 +19,8 @@ from starlette.testclient import TestClient
 from kb.app.model_import import import_model
 from kb.claims import sessions
 from kb.db.engine import POOL_RESERVE, PoolExhausted, make_engine
-from kb.schema.compiled import Compiler
+from kb.schema.compiled import Compiler, NotCompilable
+from kb.schema.fields import field
 from kb.serving.graph_cache import GraphCache
 from kb.settings import Settings
 from kb.web.app import api_threads, create_app
@@ -282,24 +283,20 @@ class Names:
 
 @strawberry.type
 class Query:
-    @strawberry.field
+    @field()
     def tags(self, names: list[str]) -> list[str]:
         names.append("seen")  # a resolver that changes the list it was given
         return names
 
-    @strawberry.field
+    @field()
     def labels(self, of: Names) -> list[str]:
         of.names.append("seen")  # ... or a list inside an input object
         return of.names
 
 
-@pytest.mark.parametrize(
-    ("query", "answer"),
-    [
-        ('{ tags(names: ["a", "b"]) }', {"tags": ["a", "b", "seen"]}),
-        ('{ labels(of: { names: ["a"] }) }', {"labels": ["a", "seen"]}),
-    ],
-)
-def test_a_plan_gives_each_request_its_own_arguments(query, answer):
-    plan = Compiler(strawberry.Schema(query=Query)).compile(parse(query), None)
-    assert [plan.run(None, {}) for _ in range(3)] == [(answer, [])] * 3  # (data, errors)
+def test_a_plan_gives_each_request_its_own_arguments():
+    compiler = Compiler(strawberry.Schema(query=Query), types={"Query": Query})
+    plan = compiler.compile(parse('{ tags(names: ["a", "b"]) }'), None)
+    assert [plan.run(None, {}) for _ in range(3)] == [({"tags": ["a", "b", "seen"]}, [])] * 3  # (data, errors)
+    with pytest.raises(NotCompilable):  # an input object's argument: strawberry converts it, and runs the query
+        compiler.compile(parse('{ labels(of: { names: ["a"] }) }'), None)

@@ -247,9 +247,10 @@ def _is_function(attribute: object) -> bool:
 
 
 class Compiler:
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, types: dict[str, type] | None = None):
+        """``types``: the class of each GraphQL type name, when the schema's classes are not kb.schema's (a test's)."""
         self.gql = graphql_schema(schema)
-        self.types = python_types(self.gql)
+        self.types = python_types(self.gql) if types is None else types
         self.rules = specified_rules  # the caller checked kb.schema.limits first
 
     def compile(self, document: DocumentNode, operation_name: str | None) -> Plan:
