@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import BACKEND
 from databases import fresh_databases
+from experiment_rows import insert_experiment
 
 from kb.app import backup, check_results, claim_files, neuron_lookup
 from kb.claims import accounts as acc
@@ -203,7 +204,7 @@ def test_a_checks_figures_read_back(fresh_db):
         "random": {"sets": [[1]] * 10, "sufficiency": spread, "necessity": spread},
         "edges": [],
     }
-    j, x = render_tables.render_job_table, experiment_tables.experiment_table
+    j = render_tables.render_job_table
     with engine.begin() as conn:
         job, other = (
             conn.execute(
@@ -223,24 +224,7 @@ def test_a_checks_figures_read_back(fresh_db):
             ).scalar_one()
             for n in (447, 448)
         )
-        eid = conn.execute(
-            sa.insert(x)
-            .values(
-                circuit_id=4,
-                circuit_revision=1,
-                model_key="inceptionv1",
-                model_sha256="0" * 64,
-                dataset="noise",
-                ablation="mean",
-                params=params,
-                params_hash=params_hash("CIRCUIT_CHECK", params),
-                results=[result],
-                versions={"torch": "2", "circuit-kb": "0"},
-                job_id=job,
-                created_at=utcnow(),
-            )
-            .returning(x.c.id)
-        ).scalar_one()
+        eid = insert_experiment(conn, 4, 1, params, result, job_id=job)
     read = check_results.check_result(engine, job)
     assert read is not None and (read.key, read.circuit, read.revision) == (f"experiment:{eid}", 4, 1)
     [target] = read.targets

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import BACKEND
 from databases import fresh_databases
+from experiment_rows import insert_experiment
 
 from kb.claims import accounts as acc
 from kb.claims import activity, circuits, reviews, sessions, transfer
@@ -105,9 +106,6 @@ def exported(engine, db_url, inceptionv1, tmp_path_factory):
 
 def _an_experiment(conn, circuit_id: int, by: Account) -> str:
     """A check's row as a worker writes it (kb.experiments.store.write), of circuit revision 2."""
-    from kb.db.experiment_tables import experiment_table
-    from kb.render.params import params_hash
-
     params = {
         "circuit": f"circuit:{circuit_id}@2",
         "dataset": "noise",
@@ -132,25 +130,7 @@ def _an_experiment(conn, circuit_id: int, by: Account) -> str:
         "random": {"sets": [[1, 2]] * 10, "sufficiency": spread, "necessity": spread},
         "edges": [{"source": "inceptionv1/mixed4b:237", "m_without": 1.0, "effect": 0.4}],
     }
-    x = experiment_table
-    eid = conn.execute(
-        sa.insert(x)
-        .values(
-            circuit_id=circuit_id,
-            circuit_revision=2,
-            model_key="inceptionv1",
-            model_sha256="0" * 64,
-            dataset="noise",
-            ablation="mean",
-            params=params,
-            params_hash=params_hash("CIRCUIT_CHECK", params),
-            results=[result],
-            versions={"torch": "2", "circuit-kb": "0"},
-            requested_by=by.id,
-            created_at=utcnow(),
-        )
-        .returning(x.c.id)
-    ).scalar_one()
+    eid = insert_experiment(conn, circuit_id, 2, params, result, requested_by=by.id)
     return f"experiment:{eid}"
 
 
