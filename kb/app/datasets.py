@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from kb.db.render_tables import dataset_table
 from kb.errors import Problem
 from kb.graph import zoo
-from kb.render.datasets import add_dataset
+from kb.render.datasets import add_dataset, dataset_by_name
 
 
 class BadDataset(Problem):
@@ -98,6 +98,7 @@ def add_model_dataset(engine: sa.Engine, source: str, data_dir: Path) -> ModelDa
     with engine.begin() as conn:
         if add_dataset(conn, name, folder, len(image_files(folder))):
             return ModelDataset(name, str(folder), "added")
-        t = dataset_table
-        path = conn.execute(sa.select(t.c.path).where(t.c.name == name)).scalar_one()
+        taken = dataset_by_name(conn, name)
+    assert taken is not None  # add_dataset found the name taken, in this transaction
+    path = str(taken["path"])
     return ModelDataset(name, path, "registered" if path == str(folder) else "taken")

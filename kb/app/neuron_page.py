@@ -146,18 +146,18 @@ def neuron_page(engine: sa.Engine, graphs: GraphCache, public_url: str, text: st
     for page in lists.values():
         for e in page.edges:
             units.setdefault(e.unit.key, e.unit)
-    layer_keys = {u.key: u.layer.key for u in units.values()}
+    at = {k: (u.layer.key, u.index) for k, u in units.items()}  # each card's (layer, index)
     with engine.connect() as conn:  # read only: three statements, whatever the number of cards
-        renders = pictures.of_units(conn, public_url, [(g.sha256, layer_keys[k], u.index) for k, u in units.items()])
-        claims = claims_about_neurons(conn, [(g.key, layer_keys[k], u.index) for k, u in units.items()])
+        renders = pictures.of_units(conn, public_url, [(g.sha256, *at[k]) for k in units])
+        claims = claims_about_neurons(conn, [(g.key, *at[k]) for k in units])
         circuits, _ = circuit_domain.listing(conn, None, unit.key, 0, CIRCUITS)
     cards = {
         k: Card(
             key=k,
-            visualizations=[v for v in renders[(g.sha256, layer_keys[k], u.index)] if v.kind == CARD_KIND],
-            claims=[_claim(r) for r in claims[(g.key, layer_keys[k], u.index)]],
+            visualizations=[v for v in renders[(g.sha256, *at[k])] if v.kind == CARD_KIND],
+            claims=[_claim(r) for r in claims[(g.key, *at[k])]],
         )
-        for k, u in units.items()
+        for k in units
     }
     shown = {
         name: Neighbours(

@@ -176,10 +176,9 @@ def check_circuit(
     """Queue the check of ``circuit_key`` (``circuit:N`` pins its current revision, ``circuit:N@R`` that one) on
     a data set, in the bulk lane, or return the existing job of the same circuit revision and parameters (done: its
     experiment). Only the queue quota counts: the seeds per unit are a render's ceiling."""
-    with engine.connect() as conn:
-        unit, stored = check_job(conn, circuit_key, params)
     quota = Quota(queued=quota.queued) if quota is not None else None
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # the circuit revision read and its job written in one transaction
+        unit, stored = check_job(conn, circuit_key, params)
         ids, queued = jobs.request(conn, [unit], CHECK, stored, requester, quota, CHECK_LANE)
         rows = jobs.get(conn, ids)
     return requests.send(engine, Requested(rows, CHECK_LANE, queued))

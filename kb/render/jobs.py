@@ -89,11 +89,14 @@ class Job:
     def of(cls, row: sa.Row[Any]) -> Job:
         """From a row of ``select(render_job_table)``."""
         m = row._mapping
-        return cls(**{f.name: m[f.name] for f in fields(cls)})
+        return cls(**{name: m[name] for name in _JOB_FIELDS})
 
     @property
     def ended(self) -> bool:
         return self.status in ENDED
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))  # read once: Job.of runs per row of every job list
 
 
 def request(

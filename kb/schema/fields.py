@@ -20,6 +20,7 @@ from typing import Any
 import strawberry
 from strawberry.permission import BasePermission
 from strawberry.types.field import StrawberryField
+from strawberry.utils.str_converters import to_camel_case
 
 # (the owning class's "module.qualname", the GraphQL field name) -> the resolver function, as written in its class
 RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -27,8 +28,7 @@ RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {}
 
 def graphql_name(python_name: str) -> str:
     """The GraphQL name strawberry gives a Python name by default (its auto_camel_case): per_node -> perNode."""
-    first, *rest = python_name.split("_")
-    return first + "".join(part.capitalize() if part else "_" for part in rest)
+    return to_camel_case(python_name)
 
 
 def owner_key(cls: type) -> str:
